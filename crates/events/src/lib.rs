@@ -1,0 +1,43 @@
+//! The typed catalog of master activity events, their wire encoding and their
+//! published JSON Schemas.
+//!
+//! This crate is the vocabulary every other part of master-events speaks:
+//! - [`catalog`]: one struct per event type (the fields of ns_server's "master
+//!   activity events"), each a variant of [`Event`];
+//! - [`Record`]: an event with its envelope (`seq`, `ts`, `origin`, `originSeq`),
+//!   encoded as one JSON line by [`Record::encode_line`] and parsed strictly by
+//!   [`Record::parse`] / [`parse_line`], which also read the control frames
+//!   [`Heartbeat`] and [`Gap`];
+//! - [`schema`]: the JSON Schemas generated from these types, and [`published`], the
+//!   committed copies of them that the binary serves and validates against.
+//!
+//! ```
+//! use master_events_events::{catalog::VbucketMoveDone, Record};
+//!
+//! let rec = Record::new(VbucketMoveDone { vbucket: 43, bucket: "default".into() });
+//! assert_eq!(rec.to_line(), b"{\"type\":\"vbucketMoveDone\",\"vbucket\":43,\"bucket\":\"default\"}\n");
+//! assert_eq!(Record::parse(&rec.to_line()), Ok(rec));
+//! ```
+#![warn(missing_docs)]
+
+pub mod catalog;
+mod event;
+mod line;
+pub mod redact;
+pub mod schema;
+mod time;
+
+pub use event::{Event, EventFields, EventType, UnknownEventType};
+pub use line::{parse_line, Envelope, Gap, Heartbeat, ParseError, Record, StreamLine, MAX_FIELDS};
+pub use time::Timestamp;
+
+/// The schema files committed under `schemas/`, embedded at build time.
+pub mod published {
+    include!(concat!(env!("OUT_DIR"), "/published.rs"));
+
+    /// The contents of one committed schema file, by its path relative to `schemas/`
+    /// (e.g. `event/becameMaster.json`).
+    pub fn get(path: &str) -> Option<&'static str> {
+        FILES.iter().find(|(p, _)| *p == path).map(|(_, c)| *c)
+    }
+}
