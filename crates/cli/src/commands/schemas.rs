@@ -1,0 +1,152 @@
+//! `master-events schemas`: writes the JSON Schemas generated from the catalog, or
+//! checks that a directory holds exactly them.
+//!
+//! Promises: `--check` compares bytes, so any drift between the Rust types and the
+//! committed files (a changed field, a new type, a stale file) is reported by path.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use master_events_events::schema::{generate, SchemaFile};
+
+/// Arguments of `schemas`.
+#[derive(Args, Debug)]
+pub struct SchemasArgs {
+    /// Directory to write the schema files into (or to check).
+    #[arg(long, default_value = "schemas")]
+    pub out: PathBuf,
+    /// Do not write: compare the directory with a fresh generation and exit 1 on any
+    /// difference (missing, changed or extra files).
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// A difference between a directory and a fresh generation.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drift {
+    /// A generated file is absent from the directory.
+    Missing(String),
+    /// A file differs from its generation.
+    Changed(String),
+    /// A `.json` file in the directory is not generated any more.
+    Extra(String),
+}
+
+fn existing_json_files(dir: &Path) -> Result<BTreeSet<String>> {
+    fn walk(dir: &Path, base: &Path, out: &mut BTreeSet<String>) -> Result<()> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                walk(&path, base, out)?;
+            } else if path.extension().is_some_and(|e| e == "json") {
+                if let Ok(rel) = path.strip_prefix(base) {
+                    out.insert(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeSet::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// Compares `dir` with `files`.
+pub fn check(dir: &Path, files: &[SchemaFile]) -> Result<Vec<Drift>> {
+    let mut drift = Vec::new();
+    let mut existing = existing_json_files(dir)?;
+    for file in files {
+        let path = dir.join(&file.path);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes == file.to_bytes() => {}
+            Ok(_) => drift.push(Drift::Changed(file.path.clone())),
+            Err(_) => drift.push(Drift::Missing(file.path.clone())),
+        }
+        existing.remove(&file.path);
+    }
+    drift.extend(existing.into_iter().map(Drift::Extra));
+    Ok(drift)
+}
+
+/// Writes `files` under `dir`, removing `.json` files that are no longer generated.
+pub fn write(dir: &Path, files: &[SchemaFile]) -> Result<usize> {
+    let stale = existing_json_files(dir)?;
+    for file in files {
+        let path = dir.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, file.to_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    for path in stale {
+        if !files.iter().any(|f| f.path == path) {
+            let full = dir.join(&path);
+            std::fs::remove_file(&full).with_context(|| format!("removing {}", full.display()))?;
+        }
+    }
+    Ok(files.len())
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(args: &SchemasArgs) -> Result<i32> {
+    let files = generate();
+    if args.check {
+        let drift = check(&args.out, &files)?;
+        if drift.is_empty() {
+            println!("{}: {} schema files up to date", args.out.display(), files.len());
+            return Ok(0);
+        }
+        for d in &drift {
+            match d {
+                Drift::Missing(p) => println!("missing: {p}"),
+                Drift::Changed(p) => println!("changed: {p}"),
+                Drift::Extra(p) => println!("not generated any more: {p}"),
+            }
+        }
+        println!(
+            "{}: {} file(s) differ from the catalog; run `master-events schemas --out {}`",
+            args.out.display(),
+            drift.len(),
+            args.out.display()
+        );
+        return Ok(1);
+    }
+    let n = write(&args.out, &files)?;
+    println!("wrote {n} schema files to {}", args.out.display());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_reports_missing_changed_and_extra_files() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let files = generate();
+        write(dir.path(), &files)?;
+        assert!(check(dir.path(), &files)?.is_empty());
+        std::fs::remove_file(dir.path().join("event/becameMaster.json"))?;
+        std::fs::write(dir.path().join("event.json"), b"{}")?;
+        std::fs::write(dir.path().join("event/old.json"), b"{}")?;
+        let drift = check(dir.path(), &files)?;
+        assert_eq!(
+            drift,
+            vec![
+                Drift::Missing("event/becameMaster.json".into()),
+                Drift::Changed("event.json".into()),
+                Drift::Extra("event/old.json".into()),
+            ]
+        );
+        write(dir.path(), &files)?;
+        assert!(check(dir.path(), &files)?.is_empty(), "write removes stale files");
+        Ok(())
+    }
+}

@@ -1,0 +1,415 @@
+//! `master-events validate`: checks every line of an NDJSON file (this project's
+//! stream, or an ns_server `master_events.log`) against the published schema files.
+//!
+//! Owns: the per-line verdict and the summary.
+//!
+//! Promises:
+//! - Streaming: memory is bounded by `--max-line-bytes` whatever the input's size; a
+//!   longer line is reported and skipped without being held in memory.
+//! - Each line is checked twice: by the JSON Schema file of its type (the committed
+//!   artefact consumers use, through the `jsonschema` crate) and by the typed parser
+//!   (which also catches what a JSON value cannot show, such as duplicate keys). The
+//!   first complaint is reported with the line number, the type and the field.
+//! - Never panics on input; exit code 0 when every line is valid, 1 otherwise, 2 on
+//!   usage or I/O errors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+use master_events_events::{parse_line, published, EventType};
+use serde_json::Value;
+
+/// Arguments of `validate`.
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// The NDJSON file to check; `-` (the default) reads standard input.
+    #[arg(default_value = "-")]
+    pub file: String,
+    /// Lines longer than this many bytes are reported as errors and skipped.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_line_bytes: usize,
+    /// Read the schema files from this directory instead of the copies built into
+    /// the binary (e.g. to check a file against an edited schema).
+    #[arg(long)]
+    pub schemas: Option<PathBuf>,
+    /// Check lines as ingest lines (`ts` optional) instead of stream lines.
+    #[arg(long)]
+    pub ingest: bool,
+    /// Print at most this many bad lines (the summary still counts all of them).
+    #[arg(long)]
+    pub max_errors: Option<u64>,
+}
+
+/// The schema validators, one per line type.
+pub struct Validators {
+    by_type: HashMap<String, jsonschema::Validator>,
+}
+
+impl Validators {
+    /// Compiles the validators from the schema files built into the binary, or from
+    /// `dir` when given. `ingest` selects the ingest-line variants (`ts` optional).
+    pub fn load(dir: Option<&Path>, ingest: bool) -> Result<Self> {
+        let read = |path: &str| -> Result<Value> {
+            let text = match dir {
+                Some(dir) => std::fs::read_to_string(dir.join(path))
+                    .with_context(|| format!("reading schema {}", dir.join(path).display()))?,
+                None => published::get(path)
+                    .ok_or_else(|| anyhow!("schema {path} is not built into this binary"))?
+                    .to_owned(),
+            };
+            serde_json::from_str(&text).with_context(|| format!("schema {path} is not JSON"))
+        };
+        let compile = |path: &str, schema: &Value| -> Result<jsonschema::Validator> {
+            jsonschema::validator_for(schema)
+                .map_err(|e| anyhow!("schema {path} does not compile: {e}"))
+        };
+        let mut by_type = HashMap::new();
+        if ingest {
+            let union = read("ingest-line.json")?;
+            for ty in EventType::ALL {
+                let name = ty.as_str();
+                let mut schema = union
+                    .pointer(&format!("/$defs/{name}"))
+                    .cloned()
+                    .ok_or_else(|| anyhow!("ingest-line.json has no definition for {name}"))?;
+                if let Some(obj) = schema.as_object_mut() {
+                    obj.insert("$schema".into(), union["$schema"].clone());
+                }
+                by_type.insert(name.to_owned(), compile("ingest-line.json", &schema)?);
+            }
+        } else {
+            for ty in EventType::ALL {
+                let path = format!("event/{}.json", ty.as_str());
+                by_type.insert(ty.as_str().to_owned(), compile(&path, &read(&path)?)?);
+            }
+            for frame in ["heartbeat", "gap"] {
+                let path = format!("control/{frame}.json");
+                by_type.insert(frame.to_owned(), compile(&path, &read(&path)?)?);
+            }
+        }
+        Ok(Validators { by_type })
+    }
+
+    /// The verdict on one line (without its newline): `Ok(type)` or the complaint.
+    pub fn check_line(&self, line: &[u8]) -> std::result::Result<String, LineError> {
+        let typed = parse_line(line);
+        let value: Option<Value> = serde_json::from_slice(line).ok();
+        let ty = value
+            .as_ref()
+            .and_then(|v| v.get("type"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let (Some(value), Some(ty)) = (&value, &ty) {
+            if let Some(validator) = self.by_type.get(ty) {
+                if let Some(err) = validator.iter_errors(value).next() {
+                    let path = err.instance_path().to_string();
+                    let field = path.trim_start_matches('/').split('/').next().unwrap_or("");
+                    return Err(LineError {
+                        ty: Some(ty.clone()),
+                        field: (!field.is_empty()).then(|| field.to_owned()),
+                        reason: if path.is_empty() {
+                            err.to_string()
+                        } else {
+                            format!("{path}: {err}")
+                        },
+                    });
+                }
+            }
+        }
+        match typed {
+            Ok(line) => Ok(match line {
+                master_events_events::StreamLine::Event(r) => r.event.type_name().to_owned(),
+                master_events_events::StreamLine::Heartbeat(_) => "heartbeat".to_owned(),
+                master_events_events::StreamLine::Gap(_) => "gap".to_owned(),
+            }),
+            Err(e) => Err(LineError {
+                ty,
+                field: e.field().map(str::to_owned),
+                reason: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Why a line is invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    /// The line's `type`, when it has a readable one.
+    pub ty: Option<String>,
+    /// The top-level field the complaint is about, when there is one.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What one bounded read of a line produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadLine {
+    /// A complete line (its newline stripped) is in the buffer.
+    Line,
+    /// The line was longer than the limit; this many bytes were skipped.
+    TooLong(u64),
+    /// End of input.
+    Eof,
+}
+
+/// Reads one line into `buf` (cleared first), holding at most `max` bytes of it.
+pub fn read_bounded_line<R: BufRead>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<ReadLine> {
+    buf.clear();
+    let mut total: u64 = 0;
+    let mut too_long = false;
+    let mut saw_any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            if !saw_any {
+                return Ok(ReadLine::Eof);
+            }
+            break;
+        }
+        saw_any = true;
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        total += chunk.len() as u64;
+        if !too_long {
+            if buf.len() + chunk.len() > max {
+                too_long = true;
+                buf.clear();
+                buf.shrink_to(64 * 1024);
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let consumed = done.unwrap_or(chunk.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            break;
+        }
+    }
+    if too_long {
+        return Ok(ReadLine::TooLong(total));
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(ReadLine::Line)
+}
+
+/// Counts of a validation run.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Valid lines per type.
+    pub valid: BTreeMap<String, u64>,
+    /// Invalid lines per type (`?` when the type could not be read).
+    pub invalid: BTreeMap<String, u64>,
+    /// Lines holding only whitespace (skipped).
+    pub blank: u64,
+}
+
+impl Summary {
+    /// Number of valid lines.
+    pub fn valid_total(&self) -> u64 {
+        self.valid.values().sum()
+    }
+    /// Number of invalid lines.
+    pub fn invalid_total(&self) -> u64 {
+        self.invalid.values().sum()
+    }
+}
+
+/// Validates every line of `input`, writing each bad line's verdict to `out`.
+pub fn validate_stream<R: Read, W: Write>(
+    input: R,
+    out: &mut W,
+    validators: &Validators,
+    max_line_bytes: usize,
+    max_errors: Option<u64>,
+) -> std::io::Result<Summary> {
+    let mut reader = BufReader::with_capacity(256 * 1024, input);
+    let mut buf = Vec::new();
+    let mut summary = Summary::default();
+    let mut number: u64 = 0;
+    let mut printed: u64 = 0;
+    loop {
+        let outcome = read_bounded_line(&mut reader, &mut buf, max_line_bytes)?;
+        let verdict = match outcome {
+            ReadLine::Eof => break,
+            ReadLine::TooLong(n) => {
+                number += 1;
+                Err(LineError {
+                    ty: None,
+                    field: None,
+                    reason: format!("line is {n} bytes, over the limit of {max_line_bytes}"),
+                })
+            }
+            ReadLine::Line => {
+                number += 1;
+                if buf.iter().all(u8::is_ascii_whitespace) {
+                    summary.blank += 1;
+                    continue;
+                }
+                validators.check_line(&buf)
+            }
+        };
+        match verdict {
+            Ok(ty) => *summary.valid.entry(ty).or_default() += 1,
+            Err(e) => {
+                let ty = e.ty.clone().unwrap_or_else(|| "?".to_owned());
+                if max_errors.is_none_or(|m| printed < m) {
+                    printed += 1;
+                    match &e.field {
+                        Some(field) => writeln!(out, "line {number}: type {ty}: field {field:?}: {}", e.reason)?,
+                        None => writeln!(out, "line {number}: type {ty}: {}", e.reason)?,
+                    }
+                }
+                *summary.invalid.entry(ty).or_default() += 1;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// Writes the summary table.
+pub fn print_summary<W: Write>(out: &mut W, name: &str, s: &Summary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{name}: {} valid, {} invalid, {} blank",
+        s.valid_total(),
+        s.invalid_total(),
+        s.blank
+    )?;
+    let mut types: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (t, n) in &s.valid {
+        types.entry(t).or_default().0 = *n;
+    }
+    for (t, n) in &s.invalid {
+        types.entry(t).or_default().1 = *n;
+    }
+    if !types.is_empty() {
+        writeln!(out, "  {:<42} {:>10} {:>10}", "type", "valid", "invalid")?;
+        for (t, (v, i)) in types {
+            writeln!(out, "  {t:<42} {v:>10} {i:>10}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(args: &ValidateArgs) -> Result<i32> {
+    let validators = Validators::load(args.schemas.as_deref(), args.ingest)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (summary, name) = if args.file == "-" {
+        let s = validate_stream(
+            std::io::stdin().lock(),
+            &mut out,
+            &validators,
+            args.max_line_bytes,
+            args.max_errors,
+        )
+        .context("reading standard input")?;
+        (s, "<stdin>".to_owned())
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("cannot open {}", args.file))?;
+        let s = validate_stream(file, &mut out, &validators, args.max_line_bytes, args.max_errors)
+            .with_context(|| format!("reading {}", args.file))?;
+        (s, args.file.clone())
+    };
+    print_summary(&mut out, &name, &summary)?;
+    out.flush()?;
+    Ok(if summary.invalid_total() == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_on(input: &[u8]) -> (Summary, String) {
+        let v = Validators::load(None, false).expect("built-in schemas compile");
+        let mut out = Vec::new();
+        let s = validate_stream(input, &mut out, &v, 1024, None).expect("in-memory IO");
+        (s, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn valid_lines_are_counted_per_type() {
+        let (s, out) = run_on(
+            b"{\"type\":\"deleteBucket\",\"ts\":1.5,\"bucket\":\"a\"}\n\n{\"type\":\"failoverEnded\",\"ts\":2}\r\n",
+        );
+        assert_eq!(out, "");
+        assert_eq!(s.valid_total(), 2);
+        assert_eq!(s.blank, 1);
+        assert_eq!(s.valid.get("deleteBucket"), Some(&1));
+    }
+
+    #[test]
+    fn bad_lines_name_line_type_and_field() {
+        let (s, out) = run_on(
+            b"{\"type\":\"vbucketMoveDone\",\"ts\":1,\"vbucket\":\"x\",\"bucket\":\"b\"}\n{\"type\":\"nope\",\"ts\":1}\n{\"type\":\"deleteBucket\",\"ts\":1,\"bucket\":\"a\",\"bucket\":\"b\"}\n",
+        );
+        assert_eq!(s.invalid_total(), 3, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("line 1: type vbucketMoveDone: field \"vbucket\""), "{out}");
+        assert!(lines[1].starts_with("line 2: type nope:") && lines[1].contains("unknown event type"), "{out}");
+        assert!(lines[2].starts_with("line 3: type deleteBucket: field \"bucket\"") && lines[2].contains("duplicate"), "{out}");
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_skipped_without_being_held() {
+        let mut input = Vec::new();
+        input.extend_from_slice(b"{\"type\":\"failoverEnded\",\"ts\":1}\n");
+        input.extend(std::iter::repeat_n(b'x', 10_000));
+        input.extend_from_slice(b"\n{\"type\":\"failoverEnded\",\"ts\":1}\n");
+        let (s, out) = run_on(&input);
+        assert_eq!(s.valid_total(), 2);
+        assert_eq!(s.invalid_total(), 1);
+        assert!(out.contains("line 2: type ?: line is 10000 bytes, over the limit of 1024"), "{out}");
+    }
+
+    #[test]
+    fn bounded_reader_handles_a_missing_final_newline() {
+        let mut r = BufReader::with_capacity(4, &b"ab\ncdefgh"[..]);
+        let mut buf = Vec::new();
+        assert_eq!(read_bounded_line(&mut r, &mut buf, 100).ok(), Some(ReadLine::Line));
+        assert_eq!(buf, b"ab");
+        assert_eq!(read_bounded_line(&mut r, &mut buf, 100).ok(), Some(ReadLine::Line));
+        assert_eq!(buf, b"cdefgh");
+        assert_eq!(read_bounded_line(&mut r, &mut buf, 100).ok(), Some(ReadLine::Eof));
+    }
+
+    #[test]
+    fn invalid_utf8_truncated_and_non_finite_lines_are_errors() {
+        let (s, out) = run_on(
+            b"{\"type\":\"deleteBucket\",\"ts\":1,\"bucket\":\"\xff\"}\n{\"type\":\"deleteBucket\",\"ts\":1,\n{\"type\":\"deleteBucket\",\"ts\":NaN,\"bucket\":\"a\"}\n",
+        );
+        assert_eq!(s.invalid_total(), 3, "{out}");
+        assert!(out.contains("UTF-8"), "{out}");
+        assert!(out.contains("truncated"), "{out}");
+        assert!(out.contains("invalid JSON"), "{out}");
+    }
+
+    #[test]
+    fn ingest_mode_accepts_lines_without_ts() {
+        let v = Validators::load(None, true).expect("compiles");
+        assert!(v.check_line(b"{\"type\":\"deleteBucket\",\"bucket\":\"a\"}").is_ok());
+        let stream = Validators::load(None, false).expect("compiles");
+        let err = stream
+            .check_line(b"{\"type\":\"deleteBucket\",\"bucket\":\"a\"}")
+            .expect_err("ts is required in a stream line");
+        assert!(err.reason.contains("ts"), "{err:?}");
+    }
+}

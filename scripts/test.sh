@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the whole test suite of master-events. Installs what the tests need when it is
+# missing (Python's jsonschema and pytest), then: formatting, lints, the Rust tests
+# of every crate, and the Python consumer tests of the published schemas.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "installing test dependencies (when missing)"
+if ! python3 -c 'import jsonschema, pytest' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7'
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo test"
+cargo test --workspace --all-features
+
+step "python consumer tests"
+python3 -m pytest -q tests/python
