@@ -4,14 +4,14 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn collect(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            collect(&path, base, out);
+            collect(&path, out);
         } else if path.extension().is_some_and(|e| e == "json") {
             out.push(path);
         }
@@ -23,7 +23,7 @@ fn main() {
     let dir = manifest.join("../../schemas");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files = Vec::new();
-    collect(&dir, &dir, &mut files);
+    collect(&dir, &mut files);
     files.sort();
     let mut code = String::from("/// The committed schema files: (path relative to `schemas/`, contents).\npub static FILES: &[(&str, &str)] = &[\n");
     for path in &files {
@@ -32,7 +32,11 @@ fn main() {
             .map(|p| p.to_string_lossy().replace('\\', "/"))
             .unwrap_or_default();
         let abs = path.canonicalize().unwrap_or_else(|_| path.clone());
-        let _ = writeln!(code, "    ({rel:?}, include_str!({:?})),", abs.display().to_string());
+        let _ = writeln!(
+            code,
+            "    ({rel:?}, include_str!({:?})),",
+            abs.display().to_string()
+        );
     }
     code.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default()).join("published.rs");

@@ -43,7 +43,10 @@ fn an_invalid_line_exits_one_and_is_named() {
         b"{\"type\":\"failoverEnded\",\"ts\":1}\n{\"vbucket\":\"x\",\"type\":\"vbucketMoveDone\",\"ts\":1,\"bucket\":\"default\"}\n",
     );
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("line 2: type vbucketMoveDone: field \"vbucket\""), "{out}");
+    assert!(
+        out.contains("line 2: type vbucketMoveDone: field \"vbucket\""),
+        "{out}"
+    );
     assert!(out.contains("1 valid, 1 invalid"), "{out}");
 }
 
@@ -59,13 +62,24 @@ fn a_missing_file_exits_two() {
 
 #[test]
 fn a_bad_flag_exits_two() {
-    let out = bin().args(["validate", "--frobnicate"]).output().expect("runs");
+    let out = bin()
+        .args(["validate", "--frobnicate"])
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn schemas_check_passes_on_the_committed_directory() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
-    let out = bin().args(["schemas", "--check", "--out", dir]).output().expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = bin()
+        .args(["schemas", "--check", "--out", dir])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

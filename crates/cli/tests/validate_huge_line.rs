@@ -18,13 +18,16 @@ fn a_100_mb_line_is_reported_and_memory_stays_bounded() {
     let path = dir.path().join("huge.ndjson");
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&path).expect("create"));
-        f.write_all(b"{\"type\":\"failoverEnded\",\"ts\":1}\n").expect("write");
-        f.write_all(b"{\"type\":\"createBucket\",\"ts\":1,\"bucket\":\"").expect("write");
+        f.write_all(b"{\"type\":\"failoverEnded\",\"ts\":1}\n")
+            .expect("write");
+        f.write_all(b"{\"type\":\"createBucket\",\"ts\":1,\"bucket\":\"")
+            .expect("write");
         let chunk = vec![b'a'; 1 << 20];
         for _ in 0..100 {
             f.write_all(&chunk).expect("write");
         }
-        f.write_all(b"\"}\n{\"type\":\"failoverEnded\",\"ts\":2}\n").expect("write");
+        f.write_all(b"\"}\n{\"type\":\"failoverEnded\",\"ts\":2}\n")
+            .expect("write");
     }
     let out = Command::new(env!("CARGO_BIN_EXE_master-events"))
         .args(["validate", "--max-line-bytes", "1048576"])
@@ -33,8 +36,14 @@ fn a_100_mb_line_is_reported_and_memory_stays_bounded() {
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("line 2: type ?: line is 104857642 bytes, over the limit of 1048576"), "{stdout}");
+    assert!(
+        stdout.contains("line 2: type ?: line is 104857642 bytes, over the limit of 1048576"),
+        "{stdout}"
+    );
     assert!(stdout.contains("2 valid, 1 invalid"), "{stdout}");
     let peak = children_peak_rss_kib();
-    assert!(peak < 64 * 1024, "validate peaked at {peak} KiB for a 100 MB line");
+    assert!(
+        peak < 64 * 1024,
+        "validate peaked at {peak} KiB for a 100 MB line"
+    );
 }

@@ -84,6 +84,9 @@ pub struct Gap {
 }
 
 /// Any line of a stream: an event or a control frame.
+// Events are nearly every line and control frames are rare: boxing the event to
+// shrink the frames would cost an allocation on the common path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum StreamLine {
     /// An event.
@@ -602,7 +605,10 @@ impl<'de> MapAccess<'de> for &mut FieldsAccess<'_, 'de> {
         }
     }
 
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, FieldError> {
+    fn next_value_seed<V: DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, FieldError> {
         let Some((key, raw)) = self.current.take() else {
             return Err(FieldError::Other("value requested before its key".into()));
         };
@@ -629,9 +635,9 @@ impl<'de> Deserialize<'de> for Record {
             Ok(StreamLine::Heartbeat(_)) => Err(de::Error::custom(ParseError::ControlFrame(
                 "heartbeat".into(),
             ))),
-            Ok(StreamLine::Gap(_)) => Err(de::Error::custom(ParseError::ControlFrame(
-                "gap".into(),
-            ))),
+            Ok(StreamLine::Gap(_)) => {
+                Err(de::Error::custom(ParseError::ControlFrame("gap".into())))
+            }
             Err(e) => Err(de::Error::custom(e)),
         }
     }
@@ -708,23 +714,36 @@ mod tests {
         .encode_line(&mut buf);
         let mut lines = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty());
         let gap = parse_line(lines.next().unwrap_or_default()).expect("gap parses");
-        assert_eq!(gap, StreamLine::Gap(Gap::new(5, 9, "evicted from the archive")));
+        assert_eq!(
+            gap,
+            StreamLine::Gap(Gap::new(5, 9, "evicted from the archive"))
+        );
         if let StreamLine::Gap(g) = gap {
             assert_eq!(g.missed, 5);
         }
         let hb = parse_line(lines.next().unwrap_or_default()).expect("heartbeat parses");
-        assert!(matches!(hb, StreamLine::Heartbeat(Heartbeat { seq: 9, .. })));
+        assert!(matches!(
+            hb,
+            StreamLine::Heartbeat(Heartbeat { seq: 9, .. })
+        ));
         assert_eq!(
-            Record::parse(b"{\"type\":\"gap\",\"fromSeq\":1,\"toSeq\":1,\"missed\":1,\"reason\":\"x\"}"),
+            Record::parse(
+                b"{\"type\":\"gap\",\"fromSeq\":1,\"toSeq\":1,\"missed\":1,\"reason\":\"x\"}"
+            ),
             Err(ParseError::ControlFrame("gap".into()))
         );
     }
 
     #[test]
     fn unknown_type_is_named() {
-        assert_eq!(err(r#"{"type":"bogus"}"#), ParseError::UnknownType("bogus".into()));
+        assert_eq!(
+            err(r#"{"type":"bogus"}"#),
+            ParseError::UnknownType("bogus".into())
+        );
         assert_eq!(err(r#"{"bucket":"x"}"#), ParseError::MissingType);
-        assert!(matches!(err(r#"{"type":5}"#), ParseError::InvalidField { field, .. } if field == "type"));
+        assert!(
+            matches!(err(r#"{"type":5}"#), ParseError::InvalidField { field, .. } if field == "type")
+        );
     }
 
     #[test]
@@ -747,7 +766,9 @@ mod tests {
         assert_eq!(e.field(), Some("vbucket"));
         let e = err(r#"{"type":"vbucketMoveDone","vbucket":1,"bucket":"b","ts":"soon"}"#);
         assert_eq!(e.field(), Some("ts"));
-        let e = err(r#"{"type":"vbucketStateChange","vbucket":1,"bucket":"b","host":"h","state":"gone"}"#);
+        let e = err(
+            r#"{"type":"vbucketStateChange","vbucket":1,"bucket":"b","host":"h","state":"gone"}"#,
+        );
         assert_eq!(e.field(), Some("state"));
     }
 
@@ -776,12 +797,24 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_clear_errors() {
-        assert!(matches!(err(r#"{"type":"deleteBucket","bucket":"#), ParseError::Truncated));
+        assert!(matches!(
+            err(r#"{"type":"deleteBucket","bucket":"#),
+            ParseError::Truncated
+        ));
         assert!(matches!(err("[1,2]"), ParseError::NotAnObject { .. }));
         assert!(matches!(err("42"), ParseError::NotAnObject { .. }));
-        assert!(matches!(err(r#"{"type":"x","v":NaN}"#), ParseError::Syntax { .. }));
-        assert!(matches!(err(r#"{"type":"x","v":Infinity}"#), ParseError::Syntax { .. }));
-        assert!(matches!(err(r#"{"a":1} {"b":2}"#), ParseError::Syntax { .. }));
+        assert!(matches!(
+            err(r#"{"type":"x","v":NaN}"#),
+            ParseError::Syntax { .. }
+        ));
+        assert!(matches!(
+            err(r#"{"type":"x","v":Infinity}"#),
+            ParseError::Syntax { .. }
+        ));
+        assert!(matches!(
+            err(r#"{"a":1} {"b":2}"#),
+            ParseError::Syntax { .. }
+        ));
         assert!(matches!(
             parse_line(b"{\"type\":\"deleteBucket\",\"bucket\":\"\xff\"}"),
             Err(ParseError::Utf8 { offset: 33 })
@@ -796,7 +829,9 @@ mod tests {
         assert!(e.to_string().contains("recursion limit"), "{e}");
         let wide = format!(
             "{{{}\"type\":\"deleteBucket\"}}",
-            (0..1000).map(|i| format!("\"k{i}\":1,")).collect::<String>()
+            (0..1000)
+                .map(|i| format!("\"k{i}\":1,"))
+                .collect::<String>()
         );
         assert_eq!(err(&wide), ParseError::TooManyFields);
     }

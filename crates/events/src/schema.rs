@@ -140,7 +140,11 @@ fn event_schema(ty: EventType, ts_required: bool) -> Map<String, Value> {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    let required: &[&str] = if ts_required { &["type", "ts"] } else { &["type"] };
+    let required: &[&str] = if ts_required {
+        &["type", "ts"]
+    } else {
+        &["type"]
+    };
     tagged(
         ty.as_str(),
         &format!("The event type: always `{}` for this schema.", ty.as_str()),
@@ -289,7 +293,9 @@ mod tests {
         let files = generate();
         assert_eq!(files.len(), EventType::ALL.len() + 5);
         for t in EventType::ALL {
-            assert!(files.iter().any(|f| f.path == format!("event/{}.json", t.as_str())));
+            assert!(files
+                .iter()
+                .any(|f| f.path == format!("event/{}.json", t.as_str())));
         }
     }
 
@@ -304,7 +310,10 @@ mod tests {
     #[test]
     fn the_undescribed_check_can_fail() {
         let schema = json!({"properties": {"a": {"type": "string"}, "b": {"description": "x"}}});
-        assert_eq!(undescribed_properties(&schema), vec!["/properties/a".to_owned()]);
+        assert_eq!(
+            undescribed_properties(&schema),
+            vec!["/properties/a".to_owned()]
+        );
     }
 
     #[test]

@@ -70,7 +70,12 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}", self.micros / 1_000_000, self.micros % 1_000_000)
+        write!(
+            f,
+            "{}.{:06}",
+            self.micros / 1_000_000,
+            self.micros % 1_000_000
+        )
     }
 }
 
@@ -128,7 +133,12 @@ mod tests {
 
     #[test]
     fn six_decimal_timestamps_survive_a_round_trip() {
-        for text in ["1333576052.926554", "1333576032.53991", "0.000001", "1700000000.1"] {
+        for text in [
+            "1333576052.926554",
+            "1333576032.53991",
+            "0.000001",
+            "1700000000.1",
+        ] {
             let ts: Timestamp = serde_json::from_str(text).expect("parses");
             let back = serde_json::to_string(&ts).expect("serializes");
             let again: Timestamp = serde_json::from_str(&back).expect("parses again");

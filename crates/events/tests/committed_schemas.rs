@@ -30,7 +30,10 @@ fn committed_schemas_match_a_fresh_generation() {
 fn no_stale_schema_file_is_committed() {
     let generated: Vec<String> = schema::generate().into_iter().map(|f| f.path).collect();
     for (path, _) in published::FILES {
-        assert!(generated.iter().any(|g| g == path), "stale committed schema {path}");
+        assert!(
+            generated.iter().any(|g| g == path),
+            "stale committed schema {path}"
+        );
     }
     assert_eq!(published::FILES.len(), generated.len());
 }

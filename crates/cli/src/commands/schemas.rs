@@ -100,7 +100,11 @@ pub fn run(args: &SchemasArgs) -> Result<i32> {
     if args.check {
         let drift = check(&args.out, &files)?;
         if drift.is_empty() {
-            println!("{}: {} schema files up to date", args.out.display(), files.len());
+            println!(
+                "{}: {} schema files up to date",
+                args.out.display(),
+                files.len()
+            );
             return Ok(0);
         }
         for d in &drift {
@@ -146,7 +150,10 @@ mod tests {
             ]
         );
         write(dir.path(), &files)?;
-        assert!(check(dir.path(), &files)?.is_empty(), "write removes stale files");
+        assert!(
+            check(dir.path(), &files)?.is_empty(),
+            "write removes stale files"
+        );
         Ok(())
     }
 }

@@ -271,7 +271,11 @@ pub fn validate_stream<R: Read, W: Write>(
                 if max_errors.is_none_or(|m| printed < m) {
                     printed += 1;
                     match &e.field {
-                        Some(field) => writeln!(out, "line {number}: type {ty}: field {field:?}: {}", e.reason)?,
+                        Some(field) => writeln!(
+                            out,
+                            "line {number}: type {ty}: field {field:?}: {}",
+                            e.reason
+                        )?,
                         None => writeln!(out, "line {number}: type {ty}: {}", e.reason)?,
                     }
                 }
@@ -325,8 +329,14 @@ pub fn run(args: &ValidateArgs) -> Result<i32> {
     } else {
         let file = std::fs::File::open(&args.file)
             .with_context(|| format!("cannot open {}", args.file))?;
-        let s = validate_stream(file, &mut out, &validators, args.max_line_bytes, args.max_errors)
-            .with_context(|| format!("reading {}", args.file))?;
+        let s = validate_stream(
+            file,
+            &mut out,
+            &validators,
+            args.max_line_bytes,
+            args.max_errors,
+        )
+        .with_context(|| format!("reading {}", args.file))?;
         (s, args.file.clone())
     };
     print_summary(&mut out, &name, &summary)?;
@@ -363,9 +373,19 @@ mod tests {
         );
         assert_eq!(s.invalid_total(), 3, "{out}");
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].starts_with("line 1: type vbucketMoveDone: field \"vbucket\""), "{out}");
-        assert!(lines[1].starts_with("line 2: type nope:") && lines[1].contains("unknown event type"), "{out}");
-        assert!(lines[2].starts_with("line 3: type deleteBucket: field \"bucket\"") && lines[2].contains("duplicate"), "{out}");
+        assert!(
+            lines[0].starts_with("line 1: type vbucketMoveDone: field \"vbucket\""),
+            "{out}"
+        );
+        assert!(
+            lines[1].starts_with("line 2: type nope:") && lines[1].contains("unknown event type"),
+            "{out}"
+        );
+        assert!(
+            lines[2].starts_with("line 3: type deleteBucket: field \"bucket\"")
+                && lines[2].contains("duplicate"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -377,18 +397,30 @@ mod tests {
         let (s, out) = run_on(&input);
         assert_eq!(s.valid_total(), 2);
         assert_eq!(s.invalid_total(), 1);
-        assert!(out.contains("line 2: type ?: line is 10000 bytes, over the limit of 1024"), "{out}");
+        assert!(
+            out.contains("line 2: type ?: line is 10000 bytes, over the limit of 1024"),
+            "{out}"
+        );
     }
 
     #[test]
     fn bounded_reader_handles_a_missing_final_newline() {
         let mut r = BufReader::with_capacity(4, &b"ab\ncdefgh"[..]);
         let mut buf = Vec::new();
-        assert_eq!(read_bounded_line(&mut r, &mut buf, 100).ok(), Some(ReadLine::Line));
+        assert_eq!(
+            read_bounded_line(&mut r, &mut buf, 100).ok(),
+            Some(ReadLine::Line)
+        );
         assert_eq!(buf, b"ab");
-        assert_eq!(read_bounded_line(&mut r, &mut buf, 100).ok(), Some(ReadLine::Line));
+        assert_eq!(
+            read_bounded_line(&mut r, &mut buf, 100).ok(),
+            Some(ReadLine::Line)
+        );
         assert_eq!(buf, b"cdefgh");
-        assert_eq!(read_bounded_line(&mut r, &mut buf, 100).ok(), Some(ReadLine::Eof));
+        assert_eq!(
+            read_bounded_line(&mut r, &mut buf, 100).ok(),
+            Some(ReadLine::Eof)
+        );
     }
 
     #[test]
@@ -405,7 +437,9 @@ mod tests {
     #[test]
     fn ingest_mode_accepts_lines_without_ts() {
         let v = Validators::load(None, true).expect("compiles");
-        assert!(v.check_line(b"{\"type\":\"deleteBucket\",\"bucket\":\"a\"}").is_ok());
+        assert!(v
+            .check_line(b"{\"type\":\"deleteBucket\",\"bucket\":\"a\"}")
+            .is_ok());
         let stream = Validators::load(None, false).expect("compiles");
         let err = stream
             .check_line(b"{\"type\":\"deleteBucket\",\"bucket\":\"a\"}")
