@@ -21,6 +21,35 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a demo: a server on loopback fed by a simulated cluster rebalance.
+    ///
+    /// The quickest way to see master-events at work. Prints the URL and the
+    /// commands to watch the stream.
+    ///
+    /// Examples:
+    ///   master-events demo
+    ///   master-events demo --rate 2000 --loop
+    #[command(verbatim_doc_comment)]
+    Demo(commands::demo::DemoArgs),
+    /// Run a node: the event router, its sinks and the HTTP API.
+    ///
+    /// The first line on stdout is `listening on http://ADDR`. Stops cleanly on
+    /// Ctrl-C or SIGTERM (streams end, everything queued reaches the sinks).
+    ///
+    /// Examples:
+    ///   master-events serve
+    ///   master-events serve --listen 127.0.0.1:0 --archive-size 81920
+    ///   MASTER_EVENTS_USERS=ops:pw:admin master-events serve --listen 0.0.0.0:9898
+    ///   master-events serve --config master-events.toml
+    #[command(verbatim_doc_comment)]
+    Serve(commands::serve::ServeArgs),
+    /// List the sinks and filters this binary has (or one sink's config schema).
+    ///
+    /// Examples:
+    ///   master-events sinks
+    ///   master-events sinks --schema stdout
+    #[command(verbatim_doc_comment)]
+    Sinks(commands::sinks::SinksArgs),
     /// Write the JSON Schemas of every event type (or check a directory against them).
     ///
     /// Examples:
@@ -39,13 +68,59 @@ enum Command {
     ///   curl -s 'http://127.0.0.1:8091/diag/masterEvents?o=1' | master-events validate -
     #[command(verbatim_doc_comment)]
     Validate(commands::validate::ValidateArgs),
+    /// Follow a server's event stream: the retained events, then live ones.
+    ///
+    /// Prints each event as received, one JSON line each (or, with --pretty, a readable
+    /// `#SEQ TIME TYPE key=value ...` line, time in UTC). When the connection drops or
+    /// the server is unreachable it reconnects (backoff 100 ms doubling to 5 s) and
+    /// resumes after the last event printed: nothing is missed or printed twice.
+    /// Events the server no longer has are reported on stderr with their count.
+    /// Credentials: --user NAME:PASSWORD or MASTER_EVENTS_AUTH=NAME:PASSWORD.
+    /// Exit code: 0 done (--once, --count or Ctrl-C), 1 credentials refused or gave
+    /// up (--max-reconnects), 2 usage error.
+    ///
+    /// Examples:
+    ///   export MASTER_EVENTS_AUTH=admin:password
+    ///   master-events tail http://127.0.0.1:8091                  # follow for ever
+    ///   master-events tail http://127.0.0.1:8091 --once > archive.ndjson
+    ///   master-events tail http://127.0.0.1:8091 --pretty --start-now
+    ///   master-events tail http://127.0.0.1:8091 --type vbucketMoveStart,vbucketMoveDone --bucket default
+    ///   master-events tail http://127.0.0.1:8091 --since 1200 --count 10
+    #[command(verbatim_doc_comment)]
+    Tail(commands::tail::TailArgs),
+    /// Send events to a server: the NDJSON lines of a file, or one event built here.
+    ///
+    /// Two forms:
+    ///   emit URL [FILE|-]                sends each line of FILE (or standard input)
+    ///   emit URL TYPE key=value ...      sends one event of TYPE with those fields
+    /// Every line is checked locally first (a bad line is reported with its number
+    /// and, from a file, nothing is sent); lines go in batches of --batch-lines /
+    /// --batch-bytes, and the server's reply to each is printed. A value is JSON when
+    /// it parses as JSON (43, true, ["a","b"]), else a string. A `ts`, `seq` or
+    /// `origin` in a line is replaced by the server's own.
+    /// Credentials: --user NAME:PASSWORD or MASTER_EVENTS_AUTH=NAME:PASSWORD.
+    /// Exit code: 0 all sent, 1 a line refused or the server unreachable, 2 usage error.
+    ///
+    /// Examples:
+    ///   export MASTER_EVENTS_AUTH=admin:password
+    ///   master-events emit http://127.0.0.1:8091 vbucketMoveDone vbucket=43 bucket=default
+    ///   master-events emit http://127.0.0.1:8091 failover 'hosts=["10.0.0.7:8091"]'
+    ///   master-events emit http://127.0.0.1:8091 master_events.log
+    ///   master-events tail http://10.0.0.5:8091 --once | master-events emit http://127.0.0.1:8091 -
+    #[command(verbatim_doc_comment)]
+    Emit(commands::emit::EmitArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => commands::demo::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Sinks(args) => commands::sinks::run(args),
         Command::Schemas(args) => commands::schemas::run(args),
         Command::Validate(args) => commands::validate::run(args),
+        Command::Tail(args) => commands::tail::run(args),
+        Command::Emit(args) => commands::emit::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -1,5 +1,12 @@
 //! One module per subcommand; each exposes its clap `Args` and a `run` that returns
 //! the process exit code.
 
+pub mod client;
+pub mod demo;
+pub mod emit;
+pub mod node;
 pub mod schemas;
+pub mod serve;
+pub mod sinks;
+pub mod tail;
 pub mod validate;

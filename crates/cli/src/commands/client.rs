@@ -1,0 +1,437 @@
+//! The HTTP client side shared by `tail` and `emit`: where the server is, who we are,
+//! and how a failure is told to the user.
+//!
+//! Owns: the endpoint URL ([`Endpoint`]: a base URL such as `http://127.0.0.1:8091`
+//! or the full `.../diag/masterEvents` one), the credentials ([`Credentials`], HTTP
+//! Basic, from `--user` or `MASTER_EVENTS_AUTH`), the configured HTTP client
+//! ([`Client`]) and the errors a request can end in ([`ClientError`]).
+//!
+//! Promises:
+//! - A password never reaches any output: [`Secret`] and [`Credentials`] print it as
+//!   `<hidden>` in debug output, no error message quotes the `--user` value, URLs
+//!   carrying `user:password@` are refused (without being echoed), and transport
+//!   errors are rendered without the request's URL (the caller names the endpoint,
+//!   which holds no credentials).
+//! - Every request to the server goes through [`Client`], so each carries the
+//!   credentials when some were given and none when not.
+//! - Nothing here retries: the callers decide (`tail` reconnects, `emit` does not
+//!   re-send a batch whose fate is unknown).
+
+use std::convert::Infallible;
+use std::fmt;
+use std::time::Duration;
+
+use clap::Args;
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
+
+/// The path of the event stream and of ingest on every server.
+pub const EVENTS_PATH: &str = "/diag/masterEvents";
+
+/// The name of the environment variable read when `--user` is not given.
+pub const AUTH_ENV: &str = "MASTER_EVENTS_AUTH";
+
+/// A string from the command line or the environment that must not be shown: its
+/// `Debug` prints `<hidden>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// clap's value parser: takes any string, so that clap never echoes a malformed
+    /// value in its own error message; [`Credentials::parse`] checks the form later.
+    pub fn from_arg(s: &str) -> Result<Secret, Infallible> {
+        Ok(Secret(s.to_owned()))
+    }
+
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
+}
+
+/// The credential options shared by `tail` and `emit`.
+#[derive(Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// HTTP Basic credentials, as NAME:PASSWORD (the password may itself contain
+    /// ':'). Prefer the environment variable, which keeps the password out of the
+    /// shell history and the process list.
+    #[arg(
+        long,
+        value_name = "NAME:PASSWORD",
+        env = AUTH_ENV,
+        hide_env_values = true,
+        value_parser = Secret::from_arg
+    )]
+    pub user: Option<Secret>,
+}
+
+impl AuthArgs {
+    /// The credentials given, if any (an empty value counts as none).
+    pub fn credentials(&self) -> Result<Option<Credentials>, ClientError> {
+        match &self.user {
+            Some(secret) if !secret.expose().is_empty() => {
+                Credentials::parse(secret.expose()).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// A user name and password for HTTP Basic auth. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl Credentials {
+    /// Reads `NAME:PASSWORD` (split at the first `:`). The error never quotes the
+    /// input, which may be a mistyped password.
+    pub fn parse(s: &str) -> Result<Credentials, ClientError> {
+        match s.split_once(':') {
+            Some((user, password)) if !user.is_empty() => Ok(Credentials {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            }),
+            Some(_) => Err(ClientError::InvalidCredentials(
+                "the user name before ':' is empty".into(),
+            )),
+            None => Err(ClientError::InvalidCredentials(
+                "no ':' between the user name and the password".into(),
+            )),
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// The URL of a server's event endpoint (`.../diag/masterEvents`), with no query, no
+/// fragment and no credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    url: Url,
+}
+
+impl Endpoint {
+    /// Reads what the user typed: a base URL (`http://127.0.0.1:8091`, with or
+    /// without a trailing `/` or a path prefix), the full endpoint
+    /// (`http://127.0.0.1:8091/diag/masterEvents`), or a bare `host:port` (taken as
+    /// `http://host:port`). Refuses other schemes, a query string (options say what
+    /// to ask for) and credentials in the URL (they would show up in errors and in
+    /// the process list; `--user` or `MASTER_EVENTS_AUTH` carry them).
+    pub fn parse(input: &str) -> Result<Endpoint, ClientError> {
+        let input = input.trim();
+        let with_scheme = if input.contains("://") {
+            input.to_owned()
+        } else {
+            format!("http://{input}")
+        };
+        let mut url = Url::parse(&with_scheme).map_err(|e| {
+            // The URL may hold a password: say what is wrong without quoting it.
+            ClientError::InvalidUrl(format!("not a URL ({e})"))
+        })?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ClientError::InvalidUrl(
+                "credentials in the URL are not accepted: give them with --user NAME:PASSWORD \
+                 or the MASTER_EVENTS_AUTH environment variable"
+                    .into(),
+            ));
+        }
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(ClientError::InvalidUrl(format!(
+                "{input}: the scheme must be http:// or https://"
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ClientError::InvalidUrl(format!("{input}: no host")));
+        }
+        if url.query().is_some() {
+            return Err(ClientError::InvalidUrl(format!(
+                "{input}: give the server's URL without a query string; \
+                 say what to ask for with the command's options"
+            )));
+        }
+        url.set_fragment(None);
+        let path = url.path().trim_end_matches('/').to_owned();
+        if !path.ends_with(EVENTS_PATH) {
+            url.set_path(&format!("{path}{EVENTS_PATH}"));
+        } else {
+            url.set_path(&path);
+        }
+        Ok(Endpoint { url })
+    }
+
+    /// The endpoint URL (no query).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.url.as_str())
+    }
+}
+
+/// Why a request to the server failed, or could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server URL is unusable.
+    #[error("bad server URL: {0}")]
+    InvalidUrl(String),
+    /// `--user` / `MASTER_EVENTS_AUTH` is not `NAME:PASSWORD`.
+    #[error("--user / {AUTH_ENV} must be NAME:PASSWORD: {0}")]
+    InvalidCredentials(String),
+    /// 401: no credentials were sent but the server wants some, or it refused them.
+    #[error("{}", unauthorized_message(.user.as_deref()))]
+    Unauthorized {
+        /// The user name sent, if any.
+        user: Option<String>,
+    },
+    /// 403: the credentials are valid but not allowed to do this.
+    #[error("the server refused access to user {} (403 Forbidden): the user lacks the role this needs", .user.as_deref().map_or("(anonymous)".to_owned(), |u| format!("{u:?}")))]
+    Forbidden {
+        /// The user name sent, if any.
+        user: Option<String>,
+    },
+    /// The HTTP client could not be set up, or a request could not be sent or read.
+    #[error("{0}")]
+    Transport(String),
+}
+
+fn unauthorized_message(user: Option<&str>) -> String {
+    match user {
+        Some(user) => format!(
+            "authentication failed: the server refused the credentials of user {user:?} \
+             (401 Unauthorized); check --user / {AUTH_ENV}"
+        ),
+        None => format!(
+            "authentication required: the server answered 401 Unauthorized; give \
+             --user NAME:PASSWORD or set {AUTH_ENV}=NAME:PASSWORD"
+        ),
+    }
+}
+
+/// The HTTP client both commands use: one connection pool, the endpoint and the
+/// credentials.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: Endpoint,
+    credentials: Option<Credentials>,
+}
+
+impl Client {
+    /// A client for `endpoint`. `read_timeout` bounds each read of a response (a
+    /// stream that may rightly be silent must pass `None` and watch idleness itself).
+    pub fn new(
+        endpoint: Endpoint,
+        credentials: Option<Credentials>,
+        read_timeout: Option<Duration>,
+    ) -> Result<Client, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("master-events/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(t) = read_timeout {
+            builder = builder.read_timeout(t);
+        }
+        let http = builder.build().map_err(|e| {
+            ClientError::Transport(format!("cannot set up the HTTP client: {}", describe(e)))
+        })?;
+        Ok(Client {
+            http,
+            endpoint,
+            credentials,
+        })
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// A GET of `url` (the endpoint with a query), with the credentials.
+    pub fn get(&self, url: Url) -> RequestBuilder {
+        self.authed(self.http.get(url))
+    }
+
+    /// A POST of an NDJSON body to the endpoint, with the credentials.
+    pub fn post_ndjson(&self, body: Vec<u8>) -> RequestBuilder {
+        self.authed(
+            self.http
+                .post(self.endpoint.url().clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                .body(body),
+        )
+    }
+
+    fn authed(&self, request: RequestBuilder) -> RequestBuilder {
+        match &self.credentials {
+            Some(c) => request.basic_auth(&c.user, Some(&c.password)),
+            None => request,
+        }
+    }
+
+    /// The error for a 401 or 403 answer; `None` for any other status.
+    pub fn refusal(&self, status: StatusCode) -> Option<ClientError> {
+        let user = self.credentials.as_ref().map(|c| c.user.clone());
+        match status {
+            StatusCode::UNAUTHORIZED => Some(ClientError::Unauthorized { user }),
+            StatusCode::FORBIDDEN => Some(ClientError::Forbidden { user }),
+            _ => None,
+        }
+    }
+}
+
+/// A transport error as one line: its two innermost causes joined with `: `, without
+/// the URL (the caller says which endpoint it was talking to).
+pub fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut parts: Vec<String> = vec![error.to_string()];
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    // The outer layers ("error sending request", "client error (Connect)") say
+    // little; the innermost two say what happened.
+    let keep = parts.len().saturating_sub(2);
+    parts[keep..].join(": ")
+}
+
+/// The start of a response body, for an error message: at most `limit` bytes read,
+/// control characters flattened to spaces, trimmed. A body that cannot be read gives
+/// what was read so far.
+pub async fn body_preview(mut response: Response, limit: usize) -> String {
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    buf.truncate(limit);
+    one_line(&String::from_utf8_lossy(&buf))
+}
+
+/// `text` on one line: control characters (newlines included) become spaces.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(s: &str) -> String {
+        match Endpoint::parse(s) {
+            Ok(e) => e.to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_base_url_gets_the_events_path() {
+        assert_eq!(
+            endpoint("http://127.0.0.1:8091"),
+            "http://127.0.0.1:8091/diag/masterEvents"
+        );
+        assert_eq!(
+            endpoint("http://127.0.0.1:8091/"),
+            "http://127.0.0.1:8091/diag/masterEvents"
+        );
+        assert_eq!(
+            endpoint("http://proxy.example/cluster-a/"),
+            "http://proxy.example/cluster-a/diag/masterEvents"
+        );
+    }
+
+    #[test]
+    fn a_full_endpoint_url_is_kept() {
+        assert_eq!(
+            endpoint("http://127.0.0.1:8091/diag/masterEvents"),
+            "http://127.0.0.1:8091/diag/masterEvents"
+        );
+        assert_eq!(
+            endpoint("http://127.0.0.1:8091/diag/masterEvents/"),
+            "http://127.0.0.1:8091/diag/masterEvents"
+        );
+    }
+
+    #[test]
+    fn a_bare_host_and_port_means_http() {
+        assert_eq!(
+            endpoint("127.0.0.1:8091"),
+            "http://127.0.0.1:8091/diag/masterEvents"
+        );
+        assert_eq!(
+            endpoint("localhost:8091"),
+            "http://localhost:8091/diag/masterEvents"
+        );
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused_without_being_echoed() {
+        let e = endpoint("http://alice:hunter2@127.0.0.1:8091");
+        assert!(e.starts_with("error: "), "{e}");
+        assert!(e.contains("--user"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn other_schemes_and_queries_are_refused() {
+        assert!(endpoint("ftp://x/").contains("scheme"));
+        assert!(endpoint("http://x/diag/masterEvents?o=1").contains("query"));
+    }
+
+    #[test]
+    fn credentials_split_at_the_first_colon() {
+        let c = Credentials::parse("alice:pa:ss").expect("valid");
+        assert_eq!(c.user, "alice");
+        assert_eq!(c.password, "pa:ss");
+        assert!(Credentials::parse("alice").is_err());
+        assert!(Credentials::parse(":pw").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let c = Credentials::parse("alice:hunter2").expect("valid");
+        let shown = format!("{c:?} {:?}", Secret("alice:hunter2".into()));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("alice"), "{shown}");
+        let err = Credentials::parse("alicehunter2").expect_err("no colon");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_auth_value_means_no_credentials() {
+        let args = AuthArgs {
+            user: Some(Secret(String::new())),
+        };
+        assert!(matches!(args.credentials(), Ok(None)));
+    }
+
+    #[test]
+    fn one_line_flattens_control_characters() {
+        assert_eq!(one_line(" a\nb\tc \r\n"), "a b c");
+    }
+}

@@ -1,0 +1,260 @@
+//! A running master-events node: the router, its sinks and the HTTP server, set up
+//! from a TOML file and command-line flags (shared by `serve` and `demo`).
+//!
+//! Owns: the configuration file's top-level layout and the start/stop order.
+//!
+//! ```toml
+//! [server]
+//! node = "n_0@10.17.2.163"      # this node's name (the origin of what it notes)
+//! listen = "127.0.0.1:9898"
+//! body_limit = 16777216          # ingest body limit, bytes
+//! header_read_timeout = 10       # seconds a client has to send its request head
+//! insecure_no_auth = false       # allow a non-loopback address without users
+//!
+//! [[users]]                      # or MASTER_EVENTS_USERS=name:password:role,...
+//! name = "ops"
+//! password = "change me"
+//! role = "read"                  # read | write | admin
+//!
+//! [[sinks]]                      # see `master-events sinks`
+//! type = "stdout"
+//! format = "line"
+//! filter = { type = ["rebalanceStart", "rebalanceEnd"] }
+//! ```
+//!
+//! Promises: flags override the file; a bad file stops start-up with an error that
+//! says where; stopping ends the streams first, then drains everything queued into
+//! the archive, then lets every sink deliver and flush it — nothing accepted is lost
+//! from a sink that persists.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use master_events_router::{load_config, start_sinks, Router, RouterConfig, SinkSet};
+use master_events_server::auth::{UserEntry, Users};
+use master_events_server::{ClusterView, HttpSinkConfig, Server, ServerConfig, ShutdownHandle};
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9898";
+
+/// The `[server]` table.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    node: Option<String>,
+    listen: Option<SocketAddr>,
+    body_limit: Option<usize>,
+    header_read_timeout: Option<f64>,
+    insecure_no_auth: Option<bool>,
+}
+
+/// The file's top level. `sinks` is checked by the router's own loader.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    users: Vec<UserEntry>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    sinks: Option<toml::Value>,
+}
+
+/// What the command line says about the node (each overrides the file).
+#[derive(Debug, Default, Clone)]
+pub struct NodeOptions {
+    /// The TOML configuration file.
+    pub config: Option<PathBuf>,
+    /// Listen address.
+    pub listen: Option<SocketAddr>,
+    /// Events the archive retains.
+    pub archive_size: Option<usize>,
+    /// Default stream heartbeat, seconds (0 = off).
+    pub heartbeat: Option<f64>,
+    /// This node's name.
+    pub node: Option<String>,
+    /// Ingest body limit, bytes.
+    pub body_limit: Option<usize>,
+    /// Allow a non-loopback address without users.
+    pub insecure_no_auth: bool,
+    /// Default archive size when neither flag nor file sets one.
+    pub default_archive_size: Option<usize>,
+}
+
+/// A started node.
+pub struct RunningNode {
+    /// The router.
+    pub router: Router,
+    /// The address the server listens on.
+    pub addr: SocketAddr,
+    /// The names of the running sinks.
+    pub sink_names: Vec<String>,
+    server: JoinHandle<()>,
+    shutdown: ShutdownHandle,
+    sinks: SinkSet,
+    _cluster: tokio::sync::watch::Sender<ClusterView>,
+}
+
+fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    format!("n_0@{host}")
+}
+
+/// Reads the file, merges the flags and starts router, sinks and server.
+pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
+    let text = match &opts.config {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?,
+        None => String::new(),
+    };
+    let where_ = opts
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the configuration".into());
+    let file: FileConfig =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{where_}: {}", e.to_string().trim()))?;
+    let sinks_config = load_config(&text).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+
+    let mut entries = file.users.clone();
+    if let Ok(env) = std::env::var("MASTER_EVENTS_USERS") {
+        entries.extend(Users::parse_env(&env)?);
+    }
+    let users = Users::from_entries(&entries)?;
+
+    let mut server = ServerConfig {
+        listen: match opts.listen.or(file.server.listen) {
+            Some(a) => a,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        },
+        ..ServerConfig::default()
+    };
+    if let Some(limit) = opts.body_limit.or(file.server.body_limit) {
+        if limit == 0 {
+            bail!("the body limit must be at least 1 byte");
+        }
+        server.body_limit = limit;
+    }
+    if let Some(secs) = file.server.header_read_timeout {
+        if !secs.is_finite() || secs <= 0.0 || secs > 3600.0 {
+            bail!("{where_}: server.header_read_timeout must be between 0 and 3600 seconds");
+        }
+        server.header_read_timeout = Duration::from_secs_f64(secs);
+    }
+    server.insecure_no_auth =
+        opts.insecure_no_auth || file.server.insecure_no_auth.unwrap_or(false);
+    if let Some(entry) = sinks_config.sinks.iter().find(|e| e.kind == "http") {
+        let http: HttpSinkConfig = toml::Value::Table(entry.settings.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                anyhow::anyhow!("{where_}: http sink: {}", e.message())
+            })?;
+        http.apply_to(&mut server, entry.filter.clone());
+    }
+    if let Some(secs) = opts.heartbeat {
+        if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+            bail!("--heartbeat must be 0 to 86400 seconds, not {secs}");
+        }
+        server.heartbeat = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    server.check_exposure(&users)?;
+
+    let mut router_config = RouterConfig {
+        node: opts
+            .node
+            .clone()
+            .or(file.server.node.clone())
+            .unwrap_or_else(default_node_name),
+        ..RouterConfig::default()
+    };
+    if let Some(n) = opts.default_archive_size {
+        router_config.archive_capacity = n;
+    }
+    sinks_config.apply_to(&mut router_config);
+    if let Some(n) = opts.archive_size {
+        router_config.archive_capacity = n;
+    }
+    if router_config.archive_capacity == 0 {
+        bail!("the archive size must be at least 1");
+    }
+    let node_name = router_config.node.clone();
+    let router = Router::start(router_config);
+    let sinks =
+        start_sinks(&router, &sinks_config).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+    let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(ClusterView {
+        node: node_name.clone(),
+        master: Some(node_name),
+        is_master: true,
+        epoch: 1,
+        discovery: "static".into(),
+    });
+    let bound = Server::bind(server, router.clone(), users, cluster_rx).await?;
+    let addr = bound.local_addr();
+    let shutdown = bound.shutdown_handle();
+    let server = tokio::spawn(bound.run());
+    Ok(RunningNode {
+        router,
+        addr,
+        sink_names: sinks.names().into_iter().map(str::to_owned).collect(),
+        server,
+        shutdown,
+        sinks,
+        _cluster: cluster_tx,
+    })
+}
+
+impl RunningNode {
+    /// Stops in order: streams and connections, then the router (everything queued
+    /// is archived), then the sinks (each delivers and flushes what is left).
+    pub async fn stop(self) {
+        self.shutdown.shutdown();
+        if let Err(e) = self.server.await {
+            tracing::error!(error = %e, "the server task failed");
+        }
+        self.router.shutdown().await;
+        self.sinks.shutdown().await;
+    }
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Logs to standard error, `RUST_LOG` style (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

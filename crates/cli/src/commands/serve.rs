@@ -1,0 +1,76 @@
+//! `master-events serve`: runs a node — the router, its sinks and the HTTP API —
+//! until SIGINT or SIGTERM.
+//!
+//! Promises: the first line on standard output is `listening on http://ADDR` (with
+//! the port actually bound, so `--listen 127.0.0.1:0` is usable by scripts); on a
+//! signal, streams end within a second, then everything queued is archived and every
+//! sink flushes before the process exits 0.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::node::{self, NodeOptions};
+
+/// Arguments of `serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration: `[server]`, `[[users]]`, `[[sinks]]` (see docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:9898]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// How many events the archive retains (default 4096; ns_server used up to 81920).
+    #[arg(long, value_name = "N")]
+    pub archive_size: Option<usize>,
+    /// Idle heartbeat of streams in seconds, 0 = off (default 30; ?heartbeat= overrides).
+    #[arg(long, value_name = "SECS")]
+    pub heartbeat: Option<f64>,
+    /// This node's name, the `origin` of events it notes (default n_0@<hostname>).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Largest ingest body in bytes (default 16 MiB); larger bodies get 413.
+    #[arg(long, value_name = "BYTES")]
+    pub body_limit: Option<usize>,
+    /// Serve a non-loopback address with no users configured (anyone can read and write).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(args: &ServeArgs) -> Result<i32> {
+    node::init_logging();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let running = node::start(NodeOptions {
+            config: args.config.clone(),
+            listen: args.listen,
+            archive_size: args.archive_size,
+            heartbeat: args.heartbeat,
+            node: args.node.clone(),
+            body_limit: args.body_limit,
+            insecure_no_auth: args.insecure_no_auth,
+            default_archive_size: None,
+        })
+        .await?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on http://{}", running.addr)?;
+            out.flush()?;
+        }
+        tracing::info!(
+            node = running.router.node(),
+            archive = running.router.archive_capacity(),
+            sinks = ?running.sink_names,
+            "serving /diag/masterEvents"
+        );
+        node::wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        Ok(0)
+    })
+}

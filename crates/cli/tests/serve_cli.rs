@@ -1,0 +1,231 @@
+//! `master-events serve` and `demo` as processes: the first stdout line, ingest and
+//! streaming over TCP, configuration errors, and a clean stop on SIGTERM that leaves
+//! nothing behind in the sinks.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A child process killed on drop, whatever happens in the test.
+struct Proc {
+    child: Child,
+    stdout: Option<BufReader<ChildStdout>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("MASTER_EVENTS_USERS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().map(BufReader::new);
+    Proc { child, stdout }
+}
+
+/// Reads the first stdout line (with a deadline) and returns the base URL.
+fn listening_url(p: &mut Proc) -> String {
+    let mut stdout = p.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send((line, stdout));
+    });
+    let (line, stdout) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("first line in time");
+    p.stdout = Some(stdout);
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line is {line:?}"));
+    url.to_owned()
+}
+
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// A minimal HTTP/1.1 exchange with `Connection: close`; returns (status, body).
+fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(host_port(url)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn sigterm(p: &Proc) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+}
+
+fn wait_exit(p: &mut Proc, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn serve_prints_its_address_ingests_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("me.toml");
+    std::fs::write(
+        &config,
+        "[server]\nnode = \"n_7@127.0.0.1\"\n\n[[sinks]]\ntype = \"stdout\"\nformat = \"json\"\n",
+    )
+    .expect("write config");
+    let mut p = spawn(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap_or_default(),
+    ]);
+    let url = listening_url(&mut p);
+    let body: String = (0..500)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"vbucketMoveDone\",\"vbucket\":{},\"bucket\":\"default\"}}\n",
+                i % 1024
+            )
+        })
+        .collect();
+    let (status, reply) = http(&url, "POST", "/diag/masterEvents", &body);
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("\"seqs\":[1,500]"), "{reply}");
+    let (status, cluster) = http(&url, "GET", "/cluster", "");
+    assert_eq!(status, 200);
+    assert!(cluster.contains("n_7@127.0.0.1"), "{cluster}");
+    sigterm(&p);
+    assert_eq!(wait_exit(&mut p, Duration::from_secs(10)), Some(0));
+    let mut rest = String::new();
+    if let Some(mut out) = p.stdout.take() {
+        out.read_to_string(&mut rest).expect("read stdout");
+    }
+    let seqs: Vec<u64> = rest
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=500).collect::<Vec<_>>(),
+        "the stdout sink delivered everything"
+    );
+}
+
+#[test]
+fn a_bad_configuration_stops_start_up_naming_the_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[[sinks]]\ntype = \"stdout\"\nfromat = \"line\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sinks[0]") && err.contains("fromat"), "{err}");
+    std::fs::write(&config, "[[sinks]]\ntype = \"nosuch\"\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("nosuch") && err.contains("stdout") && err.contains("archiver"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_users() {
+    let out = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("MASTER_EVENTS_USERS")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure-no-auth"));
+}
+
+#[test]
+fn demo_streams_a_whole_simulated_rebalance() {
+    let mut p = spawn(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        "0",
+        "--vbuckets",
+        "64",
+    ]);
+    let url = listening_url(&mut p);
+    let mut s = TcpStream::connect(host_port(&url)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.write_all(b"GET /diag/masterEvents?heartbeat=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut reader = BufReader::new(s);
+    let mut types = std::collections::BTreeMap::<String, u64>::new();
+    let mut last_seq = 0;
+    let mut line = String::new();
+    while !types.contains_key("autofailoverDone") {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("reads");
+        assert!(n > 0, "stream ended");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+            continue; // response head and chunk sizes
+        };
+        let seq = v["seq"].as_u64().expect("seq");
+        assert_eq!(seq, last_seq + 1, "contiguous");
+        last_seq = seq;
+        *types
+            .entry(v["type"].as_str().unwrap_or("").to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(types.get("vbucketMoveStart"), Some(&64));
+    assert_eq!(types.get("vbucketMoveDone"), Some(&64));
+    assert_eq!(types.get("rebalanceStart"), Some(&1));
+    assert_eq!(types.get("rebalanceEnd"), Some(&1));
+    assert_eq!(types.get("failover"), Some(&1));
+}

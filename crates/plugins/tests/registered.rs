@@ -1,0 +1,30 @@
+//! Every sink the binary is meant to have is linked and registered: a plugin crate
+//! that nothing references would silently vanish, so the list is pinned here.
+
+#[test]
+fn the_exact_list_of_registered_sinks() {
+    assert_eq!(
+        master_events_plugins::sink_names(),
+        vec!["archiver", "http", "stdout"]
+    );
+}
+
+#[test]
+fn every_registered_sink_has_a_description_and_a_config_schema() {
+    for reg in master_events_plugins::registered_sinks() {
+        assert!(!reg.description.is_empty(), "{}", reg.name);
+        let schema = (reg.config_schema)().to_value();
+        assert!(schema.is_object(), "{}: {schema}", reg.name);
+    }
+}
+
+#[test]
+fn filters_are_listed() {
+    let names: Vec<&str> = master_events_plugins::registered_filters()
+        .iter()
+        .map(|f| f.name)
+        .collect();
+    for key in ["type", "bucket", "vbucket", "node", "and", "or", "not"] {
+        assert!(names.contains(&key), "{key} missing from {names:?}");
+    }
+}

@@ -1,0 +1,292 @@
+//! The in-process event router of master-events: ingress → sequencer → ring archive
+//! (which is also the live bus) → readers and sinks.
+//!
+//! ```text
+//!  Emitter::note()  ─┐ (never waits: drops, counts, warns when full)
+//!  publish_batch()  ─┴─> ingress ─> sequencer ─> ring (last N events) ─┬─> Subscription (HTTP streams, ...)
+//!                       (bounded)   (seq, ts,     one writer, readers   ├─> sink: stdout
+//!                                    encode once)  walk it with cursors └─> sink: plugins ...
+//! ```
+//!
+//! - [`Router::start`] spawns the sequencer; [`Router::emitter`] gives the cheap
+//!   handle code notes events with; [`Router::publish_batch`] is the all-or-nothing,
+//!   back-pressured path for ingest.
+//! - [`Router::subscribe`] returns a [`Subscription`] from a [`Cursor`]; see
+//!   [`ring`] for the lag semantics (a reader that falls behind gets an exact
+//!   [`Chunk::Gap`], never a silent loss, and never slows the publisher).
+//! - [`Filter`]s select events by type, bucket, vbucket and node;
+//!   [`Sink`]s are registered at compile time ([`SinkRegistration`], with
+//!   `inventory`) and configured from TOML ([`load_config`], [`start_sinks`]).
+//!
+//! ```
+//! use master_events_events::catalog::VbucketMoveDone;
+//! use master_events_router::{Chunk, Cursor, Router, RouterConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! # rt.block_on(async {
+//! let router = Router::start(RouterConfig { node: "n_0@10.0.0.1".into(), ..Default::default() });
+//! let mut sub = router.subscribe(Cursor::Oldest);
+//! router.emitter().note(VbucketMoveDone { vbucket: 43, bucket: "default".into() });
+//! let Some(Chunk::Events(batch)) = sub.recv().await else { panic!() };
+//! let line = std::str::from_utf8(&batch.bytes())?.to_owned();
+//! assert!(line.starts_with(r#"{"type":"vbucketMoveDone","seq":1,"ts":"#), "{line}");
+//! assert!(line.ends_with("\"origin\":\"n_0@10.0.0.1\",\"vbucket\":43,\"bucket\":\"default\"}\n"), "{line}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use master_events_events::Record;
+use tokio::sync::watch;
+
+pub mod config;
+mod emitter;
+pub mod filter;
+pub mod registry;
+pub mod ring;
+pub mod sequencer;
+pub mod sink;
+pub mod sinks;
+
+pub use config::{load_config, start_sinks, Config, ConfigError, SinkEntry, SinkSet};
+pub use emitter::{Emitter, Refused};
+pub use filter::{Filter, FilterError, TypeSet};
+pub use registry::{
+    registered_filters, registered_sinks, FilterRegistration, SinkBuildFn, SinkConfig, SinkContext,
+    SinkRegistration,
+};
+pub use ring::{Chunk, Cursor, EventBatch, EventRef, Meta, Subscription};
+pub use sink::{run_blocking, Sink, SinkBatch, SinkFuture, SinkInput};
+
+#[doc(hidden)]
+pub use inventory;
+
+use ring::Ring;
+use sequencer::{Ingress, Sequencer};
+
+/// How a [`Router`] is set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// This node's name: the `origin` of events noted without one.
+    pub node: String,
+    /// How many events the ring archive retains (default 4096, at least 1).
+    pub archive_capacity: usize,
+    /// How many records the ingress queue holds before `note` drops and
+    /// `publish_batch` waits (default 65536, at least 1).
+    pub ingress_capacity: usize,
+    /// The `seq` of the first event (default 1, at least 1). A new master continues
+    /// the cluster cursor by starting after the last `seq` it knows of.
+    pub start_seq: u64,
+}
+
+/// The default archive capacity (events).
+pub const DEFAULT_ARCHIVE_CAPACITY: usize = 4096;
+/// The default ingress capacity (records).
+pub const DEFAULT_INGRESS_CAPACITY: usize = 65536;
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            node: "nonode@nohost".to_owned(),
+            archive_capacity: DEFAULT_ARCHIVE_CAPACITY,
+            ingress_capacity: DEFAULT_INGRESS_CAPACITY,
+            start_seq: 1,
+        }
+    }
+}
+
+/// Why the router refused records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouterError {
+    /// The router is shut down (or shutting down): it takes no more records.
+    #[error("the router is shut down")]
+    Closed,
+    /// The ingress queue is full (only for calls that do not wait).
+    #[error("the ingress queue is full")]
+    QueueFull,
+    /// An encoded line is too long to be stored (over 4 GiB).
+    #[error("the encoded line is too long")]
+    LineTooLong,
+}
+
+/// Counters and sizes of a [`Router`], for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    /// Events sequenced since start.
+    pub published: u64,
+    /// Events noted but dropped (ingress full or router shut down).
+    pub dropped: u64,
+    /// Records waiting in the ingress.
+    pub ingress_queued: usize,
+    /// The ingress capacity.
+    pub ingress_capacity: usize,
+    /// Events retained in the archive (never more than `archive_capacity`).
+    pub archived: usize,
+    /// The archive capacity.
+    pub archive_capacity: usize,
+    /// Bytes of the blocks that hold the retained events.
+    pub archived_bytes: usize,
+    /// Blocks in the ring.
+    pub archived_blocks: usize,
+    /// The `seq` of the oldest retained event, 0 if none.
+    pub oldest_seq: u64,
+    /// The `seq` of the last event, 0 if none.
+    pub last_seq: u64,
+    /// Live subscriptions (sinks and streams).
+    pub subscribers: usize,
+}
+
+/// What every handle of a router shares; when the last handle goes, the ingress
+/// closes and the sequencer finishes (as with [`Router::shutdown`]).
+struct Shared {
+    ingress: Arc<Ingress>,
+    ring: Arc<Ring>,
+    node: String,
+    done: watch::Receiver<bool>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.ingress.close();
+    }
+}
+
+/// The router: a handle to the ingress, the sequencer and the ring. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    shared: Arc<Shared>,
+}
+
+impl Router {
+    /// Starts a router: spawns its sequencer on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a tokio runtime.
+    pub fn start(config: RouterConfig) -> Router {
+        let ring = Arc::new(Ring::new(config.archive_capacity, config.start_seq));
+        let ingress = Arc::new(Ingress::new(config.ingress_capacity));
+        let (done_tx, done_rx) = watch::channel(false);
+        let sequencer = Sequencer::new(
+            Arc::clone(&ingress),
+            Arc::clone(&ring),
+            &config.node,
+            done_tx,
+        );
+        tokio::spawn(sequencer.run());
+        Router {
+            shared: Arc::new(Shared {
+                ingress,
+                ring,
+                node: config.node,
+                done: done_rx,
+            }),
+        }
+    }
+
+    /// A handle for noting events (never blocks).
+    pub fn emitter(&self) -> Emitter {
+        Emitter::new(Arc::clone(&self.shared))
+    }
+
+    /// A reader of the ring from `from`.
+    pub fn subscribe(&self, from: Cursor) -> Subscription {
+        self.shared.ring.subscribe(from)
+    }
+
+    /// Sequences `records` as one contiguous run of seqs, all or none, and returns
+    /// that run once the records are in the archive (readable by subscribers).
+    ///
+    /// Waits while the ingress has no room for the whole batch (back-pressure for
+    /// ingest); a batch larger than the ingress capacity is let in once the ingress
+    /// is empty. Each record's `seq` and `ts` are replaced; its `origin` is kept if
+    /// set, else it becomes this router's node name. An empty batch sequences nothing
+    /// and returns an empty range (`start > end`). If the returned future is dropped
+    /// after the batch was queued, the batch is still sequenced.
+    pub async fn publish_batch(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<RangeInclusive<u64>, RouterError> {
+        if records.is_empty() {
+            let next = self.shared.ring.last_seq() + 1;
+            #[allow(clippy::reversed_empty_ranges)]
+            return Ok(next..=next - 1);
+        }
+        self.shared.ingress.push_batch(records).await
+    }
+
+    /// The `seq` of the last sequenced event, 0 if none yet.
+    pub fn last_seq(&self) -> u64 {
+        let ring = &self.shared.ring;
+        let last = ring.last_seq();
+        if last < ring.start_seq() {
+            0
+        } else {
+            last
+        }
+    }
+
+    /// The `seq` of the oldest retained event, `None` if none yet.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.shared.ring.stats().oldest_seq
+    }
+
+    /// This router's node name.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// How many events the archive retains.
+    pub fn archive_capacity(&self) -> usize {
+        self.shared.ring.capacity()
+    }
+
+    /// Counters and sizes, for metrics.
+    pub fn stats(&self) -> RouterStats {
+        let ring = self.shared.ring.stats();
+        let ingress = &self.shared.ingress;
+        RouterStats {
+            published: ring.next_seq - self.shared.ring.start_seq(),
+            dropped: ingress.dropped(),
+            ingress_queued: ingress.queued(),
+            ingress_capacity: ingress.capacity(),
+            archived: ring.retained,
+            archive_capacity: self.shared.ring.capacity(),
+            archived_bytes: ring.retained_bytes,
+            archived_blocks: ring.blocks,
+            oldest_seq: ring.oldest_seq.unwrap_or(0),
+            last_seq: self.last_seq(),
+            subscribers: self.shared.ring.subscribers(),
+        }
+    }
+
+    /// Stops taking records, sequences everything already queued into the ring, then
+    /// closes it: every subscription receives what it has not read yet, then `None`.
+    /// Returns once the ring is closed. Idempotent.
+    pub async fn shutdown(&self) {
+        self.shared.ingress.close();
+        let mut done = self.shared.done.clone();
+        // An error means the sequencer is gone, which is what we wait for anyway.
+        let _ = done.wait_for(|d| *d).await;
+    }
+
+    /// Whether [`Router::shutdown`] has completed (the ring is closed).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.ring.is_closed()
+    }
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("node", &self.shared.node)
+            .field("last_seq", &self.last_seq())
+            .finish()
+    }
+}

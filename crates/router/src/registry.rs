@@ -1,0 +1,218 @@
+//! The compile-time registry of sinks and filter kinds, collected with `inventory`.
+//!
+//! Owns: [`SinkRegistration`] (name, description, config schema, check and build
+//! functions), [`FilterRegistration`] (name, description, schema of the built-in
+//! filter keys), the [`SinkConfig`] trait that derives a registration from a typed
+//! config, and the listings [`registered_sinks`] / [`registered_filters`].
+//!
+//! Promises: a sink's configuration is its own typed struct
+//! (`DeserializeOwned + JsonSchema`, which should be `#[serde(deny_unknown_fields)]`),
+//! checked when the configuration is loaded (before anything runs) and again when it
+//! is built; its doc comments are the schema's descriptions.
+//!
+//! A registration only exists in a binary that links its crate: a plugin crate that
+//! nothing references (`use some_plugin as _;`) is not linked and its registration
+//! silently vanishes. Test the exact list of [`registered_sinks`] in the binary.
+//!
+//! Registering a sink:
+//!
+//! ```
+//! use master_events_router::{ConfigError, EventRef, Sink, SinkConfig, SinkContext};
+//!
+//! /// Counts events (an example sink).
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! struct CounterConfig {
+//!     /// Log the count every this many events.
+//!     every: u64,
+//! }
+//!
+//! struct Counter { every: u64, seen: u64 }
+//!
+//! impl Sink for Counter {
+//!     fn on_event(&mut self, _event: &EventRef<'_>) {
+//!         self.seen += 1;
+//!         if self.seen % self.every == 0 {
+//!             tracing::info!(seen = self.seen, "counter");
+//!         }
+//!     }
+//! }
+//!
+//! impl SinkConfig for CounterConfig {
+//!     const NAME: &'static str = "counter";
+//!     const DESCRIPTION: &'static str = "counts events and logs the count";
+//!     fn validate(&self) -> Result<(), String> {
+//!         if self.every == 0 { Err("every must be at least 1".into()) } else { Ok(()) }
+//!     }
+//!     fn build(self, _ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
+//!         Ok(Box::new(Counter { every: self.every, seen: 0 }))
+//!     }
+//! }
+//!
+//! master_events_router::register_sink!(CounterConfig);
+//!
+//! assert!(master_events_router::registered_sinks().iter().any(|r| r.name == "counter"));
+//! ```
+
+use schemars::{JsonSchema, Schema};
+use serde::de::DeserializeOwned;
+
+use crate::config::ConfigError;
+use crate::sink::Sink;
+use crate::Router;
+
+/// A sink type that configurations can name.
+pub struct SinkRegistration {
+    /// The `type` that names it in `[[sinks]]` (unique).
+    pub name: &'static str,
+    /// One line for listings.
+    pub description: &'static str,
+    /// The JSON Schema of its own configuration keys (not `type` nor `filter`).
+    pub config_schema: fn() -> Schema,
+    /// Checks its own configuration keys without building anything (run when the
+    /// configuration is loaded).
+    pub check: fn(toml::Value) -> Result<(), ConfigError>,
+    /// Builds it from its own configuration keys (the entry's table without `type`
+    /// and `filter`).
+    pub build: SinkBuildFn,
+}
+
+/// The build function of a [`SinkRegistration`].
+pub type SinkBuildFn = fn(toml::Value, &SinkContext) -> Result<Box<dyn Sink>, ConfigError>;
+
+inventory::collect!(SinkRegistration);
+
+/// A filter kind, for listings (filters are parsed by [`crate::Filter`]'s own
+/// `Deserialize`; these registrations describe its keys).
+pub struct FilterRegistration {
+    /// The key that names it in a filter table (`type`, `bucket`, `and`, ...).
+    pub name: &'static str,
+    /// One line for listings.
+    pub description: &'static str,
+    /// The JSON Schema of the key's value.
+    pub config_schema: fn() -> Schema,
+}
+
+inventory::collect!(FilterRegistration);
+
+/// A typed sink configuration, from which [`SinkRegistration::of`] derives a
+/// registration (see the [module documentation](self) for an example).
+pub trait SinkConfig: DeserializeOwned + JsonSchema + 'static {
+    /// The sink's `type` name.
+    const NAME: &'static str;
+    /// One line for listings.
+    const DESCRIPTION: &'static str;
+
+    /// Checks values beyond what their types say (called at load and at build).
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Builds the sink.
+    fn build(self, ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError>;
+}
+
+fn schema_of<C: SinkConfig>() -> Schema {
+    schemars::schema_for!(C)
+}
+
+fn parse_config<C: SinkConfig>(value: toml::Value) -> Result<C, ConfigError> {
+    let config: C = value
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().trim().to_owned()))?;
+    config.validate().map_err(ConfigError::Invalid)?;
+    Ok(config)
+}
+
+fn check_of<C: SinkConfig>(value: toml::Value) -> Result<(), ConfigError> {
+    parse_config::<C>(value).map(drop)
+}
+
+fn build_of<C: SinkConfig>(
+    value: toml::Value,
+    ctx: &SinkContext,
+) -> Result<Box<dyn Sink>, ConfigError> {
+    parse_config::<C>(value)?.build(ctx)
+}
+
+impl SinkRegistration {
+    /// The registration of the sink configured by `C`.
+    pub const fn of<C: SinkConfig>() -> SinkRegistration {
+        SinkRegistration {
+            name: C::NAME,
+            description: C::DESCRIPTION,
+            config_schema: schema_of::<C>,
+            check: check_of::<C>,
+            build: build_of::<C>,
+        }
+    }
+}
+
+/// Registers the sink configured by a [`SinkConfig`] type:
+/// `master_events_router::register_sink!(MyConfig);`
+#[macro_export]
+macro_rules! register_sink {
+    ($config:ty) => {
+        $crate::inventory::submit! {
+            $crate::SinkRegistration::of::<$config>()
+        }
+    };
+}
+
+/// Every registered sink, sorted by name.
+pub fn registered_sinks() -> Vec<&'static SinkRegistration> {
+    let mut all: Vec<_> = inventory::iter::<SinkRegistration>.into_iter().collect();
+    all.sort_by_key(|r| r.name);
+    all
+}
+
+/// Every registered filter kind, sorted by name.
+pub fn registered_filters() -> Vec<&'static FilterRegistration> {
+    let mut all: Vec<_> = inventory::iter::<FilterRegistration>.into_iter().collect();
+    all.sort_by_key(|r| r.name);
+    all
+}
+
+/// The registered sink named `name`.
+pub fn find_sink(name: &str) -> Option<&'static SinkRegistration> {
+    inventory::iter::<SinkRegistration>
+        .into_iter()
+        .find(|r| r.name == name)
+}
+
+/// What a sink's build function can see.
+#[derive(Clone, Debug)]
+pub struct SinkContext {
+    router: Router,
+    index: usize,
+}
+
+impl SinkContext {
+    /// The context of the sink at `sinks[index]` of a configuration.
+    pub fn new(router: &Router, index: usize) -> SinkContext {
+        SinkContext {
+            router: router.clone(),
+            index,
+        }
+    }
+
+    /// The router the sink will read from.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        self.router.node()
+    }
+
+    /// How many events the router's archive retains.
+    pub fn archive_capacity(&self) -> usize {
+        self.router.archive_capacity()
+    }
+
+    /// The sink's position in the configuration's `[[sinks]]`.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}

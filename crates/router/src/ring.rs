@@ -1,0 +1,638 @@
+//! The ring archive: the retained window of recent events and the live bus, as one
+//! structure.
+//!
+//! Owns: the sequenced events once the sequencer has encoded them, stored as blocks
+//! (many lines in one contiguous [`Bytes`], with a compact [`Meta`] per event; a
+//! reader takes the lock once per block and gets a zero-copy slice of many lines),
+//! and every reader's view of them ([`Subscription`]).
+//!
+//! Like tokio's `broadcast` channel or Nomad's event buffer, there is no per-reader
+//! queue: a reader is only a cursor (the next `seq` it wants) into the shared ring,
+//! so "replay the archive, then follow live" has no gap and no duplicate by
+//! construction, and a reader costs no memory however far behind it is.
+//!
+//! # Lag semantics
+//!
+//! - The ring retains exactly the last `capacity` events (counted in events, not
+//!   blocks): when an append pushes the count over `capacity`, the oldest events are
+//!   evicted, a block at a time once none of its events is retained (a block may be
+//!   partly evicted; its evicted lines are never delivered).
+//! - The writer (the sequencer) never waits for a reader. A reader that is not
+//!   reading holds nothing but its cursor (and, at most, the one batch it was last
+//!   given).
+//! - A reader asks for events from a [`Cursor`]: [`Cursor::Oldest`] (the oldest event
+//!   retained when it subscribes), [`Cursor::After`]`(seq)` (exclusive) or
+//!   [`Cursor::Now`] (only events sequenced after it subscribed). `After(seq)` with
+//!   `seq` at or beyond the last sequenced event means "wait for `seq + 1`": events up
+//!   to `seq` are skipped as they arrive.
+//! - Events are delivered in `seq` order, each exactly once, in [`EventBatch`]es of
+//!   consecutive events.
+//! - When the next event a reader wants is no longer retained (it asked for an old
+//!   cursor, or fell behind the tail while not reading), the reader first receives
+//!   one [`Chunk::Gap`] naming the exact range it missed (`fromSeq..=toSeq`, `missed`
+//!   = their count) and then continues from the oldest retained event. Nothing is
+//!   ever skipped silently: for every reader, the events and gaps it receives cover
+//!   its range of `seq`s contiguously.
+//! - After the ring is closed (router shutdown), a reader still receives everything
+//!   it had not read yet; then [`Subscription::recv`] returns `None`.
+//!
+//! ```
+//! use master_events_events::catalog::DeleteBucket;
+//! use master_events_router::{Chunk, Cursor, Router, RouterConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+//! # rt.block_on(async {
+//! let router = Router::start(RouterConfig { archive_capacity: 4, ..Default::default() });
+//! let mut early = router.subscribe(Cursor::Oldest); // wants seq 1, then reads nothing
+//! let emitter = router.emitter();
+//! for i in 0..10 {
+//!     emitter.note(DeleteBucket { bucket: format!("b{i}") });
+//! }
+//! router.shutdown().await; // everything noted is now in the ring
+//!
+//! // Only seqs 7..=10 are retained: the early reader learns exactly what it missed...
+//! match early.recv().await {
+//!     Some(Chunk::Gap(gap)) => assert_eq!((gap.from_seq, gap.to_seq, gap.missed), (1, 6, 6)),
+//!     other => panic!("expected a gap, got {other:?}"),
+//! }
+//! // ...then reads the oldest retained events, with no further gap.
+//! let mut seqs = Vec::new();
+//! while let Some(Chunk::Events(batch)) = early.recv().await {
+//!     seqs.extend(batch.iter().map(|e| e.seq));
+//! }
+//! assert_eq!(seqs, vec![7, 8, 9, 10]);
+//! # });
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use master_events_events::{EventType, Gap};
+use parking_lot::RwLock;
+use tokio::sync::Notify;
+
+/// The reason carried by a [`Gap`] for events evicted from the ring.
+pub const GAP_EVICTED: &str = "evicted from the archive";
+/// The reason carried by a [`Gap`] for `seq`s older than this router's first event
+/// (`RouterConfig::start_seq`): they were sequenced elsewhere, or never.
+pub const GAP_BEFORE_START: &str = "sequenced before this archive started";
+
+/// What readers and filters know about an event without parsing its line.
+///
+/// Strings are interned by the sequencer, so the many events that name the same
+/// bucket or node share one allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// The event's type.
+    pub event_type: EventType,
+    /// The `vbucket` field, if the type has one.
+    pub vbucket: Option<u16>,
+    /// The `bucket` field, if the type has one.
+    pub bucket: Option<Arc<str>>,
+    /// The `node` field, if the type has one.
+    pub node: Option<Arc<str>>,
+    /// The `host` field, if the type has one.
+    pub host: Option<Arc<str>>,
+    /// The node that noted the event (always set on sequenced events).
+    pub origin: Option<Arc<str>>,
+    /// The event's position among its origin's events, if the origin gave one.
+    pub origin_seq: Option<u64>,
+}
+
+impl Meta {
+    /// The meta of an event that has only a type (every other field absent).
+    pub fn of_type(event_type: EventType) -> Meta {
+        Meta {
+            event_type,
+            vbucket: None,
+            bucket: None,
+            node: None,
+            host: None,
+            origin: None,
+            origin_seq: None,
+        }
+    }
+}
+
+/// Consecutive events encoded by the sequencer in one go: their lines, back to back
+/// in one allocation, with the offset where each line ends and each one's [`Meta`].
+///
+/// Invariants: `ends` and `metas` have the same, non-zero, length `n`; `ends` is
+/// strictly increasing and its last value is `bytes.len()`; line `i` (seq
+/// `first_seq + i`) is `bytes[ends[i-1]..ends[i]]` (from 0 for `i = 0`) and ends
+/// with `\n`.
+pub(crate) struct Block {
+    pub(crate) first_seq: u64,
+    pub(crate) bytes: Bytes,
+    pub(crate) ends: Vec<u32>,
+    pub(crate) metas: Vec<Meta>,
+}
+
+impl Block {
+    fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// One past the last seq of the block.
+    fn end_seq(&self) -> u64 {
+        self.first_seq + self.len() as u64
+    }
+
+    fn line_start(&self, i: usize) -> usize {
+        match i {
+            0 => 0,
+            _ => self.ends[i - 1] as usize,
+        }
+    }
+
+    fn line_end(&self, i: usize) -> usize {
+        self.ends[i] as usize
+    }
+}
+
+/// Where a [`Subscription`] starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    /// The oldest event retained at the moment of subscribing.
+    Oldest,
+    /// The events after this `seq` (exclusive). If they are no longer retained, a
+    /// [`Chunk::Gap`] comes first; if `seq` is at or beyond the last sequenced event,
+    /// the reader waits for `seq + 1`.
+    After(u64),
+    /// Only events sequenced after subscribing.
+    Now,
+}
+
+/// What a [`Subscription`] delivers.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    /// Consecutive events.
+    Events(EventBatch),
+    /// Events this reader wanted are no longer retained; the next events delivered
+    /// start at `gap.to_seq + 1`.
+    Gap(Gap),
+}
+
+/// A run of consecutive events from one block: a zero-copy view of their lines.
+///
+/// Never empty when delivered by a [`Subscription`].
+#[derive(Clone)]
+pub struct EventBatch {
+    pub(crate) block: Arc<Block>,
+    /// Index in the block of the first event of the batch.
+    pub(crate) start: usize,
+    /// Index in the block one past the last event of the batch.
+    pub(crate) end: usize,
+}
+
+impl EventBatch {
+    /// All the lines of the batch, each `\n`-terminated, back to back (zero-copy).
+    pub fn bytes(&self) -> Bytes {
+        self.block
+            .bytes
+            .slice(self.block.line_start(self.start)..self.block.line_end(self.end - 1))
+    }
+
+    /// The number of events in the batch.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether the batch has no event (never true for a delivered batch).
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// The `seq` of the first event.
+    pub fn first_seq(&self) -> u64 {
+        self.block.first_seq + self.start as u64
+    }
+
+    /// The `seq` of the last event.
+    pub fn last_seq(&self) -> u64 {
+        self.block.first_seq + self.end as u64 - 1
+    }
+
+    /// The events, in `seq` order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'_>> + '_ {
+        (self.start..self.end).map(move |i| self.event(i))
+    }
+
+    /// The event at index `i` of the block (crate-internal: callers stay in range).
+    pub(crate) fn event(&self, i: usize) -> EventRef<'_> {
+        let block = &*self.block;
+        EventRef {
+            seq: block.first_seq + i as u64,
+            line: &block.bytes[block.line_start(i)..block.line_end(i)],
+            meta: &block.metas[i],
+        }
+    }
+
+    /// The lines of the events at block indices `from..to` (zero-copy).
+    pub(crate) fn slice(&self, from: usize, to: usize) -> Bytes {
+        self.block
+            .bytes
+            .slice(self.block.line_start(from)..self.block.line_end(to - 1))
+    }
+}
+
+impl fmt::Debug for EventBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBatch")
+            .field("first_seq", &self.first_seq())
+            .field("last_seq", &self.last_seq())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// One event of an [`EventBatch`].
+#[derive(Clone, Copy, Debug)]
+pub struct EventRef<'a> {
+    /// The event's `seq`.
+    pub seq: u64,
+    /// The event's JSON line, with its `\n`.
+    pub line: &'a [u8],
+    /// What filters look at.
+    pub meta: &'a Meta,
+}
+
+/// The numbers [`crate::RouterStats`] reports about the ring.
+pub(crate) struct RingStats {
+    pub(crate) retained: usize,
+    pub(crate) blocks: usize,
+    pub(crate) retained_bytes: usize,
+    pub(crate) oldest_seq: Option<u64>,
+    pub(crate) next_seq: u64,
+}
+
+struct State {
+    blocks: VecDeque<Arc<Block>>,
+    /// The first retained seq; `== next_seq` when nothing is retained.
+    oldest_seq: u64,
+    /// The seq the next appended event will have.
+    next_seq: u64,
+    /// Sum of the byte lengths of `blocks` (including evicted lines of the front one).
+    retained_bytes: usize,
+}
+
+/// The ring itself: one writer ([`Ring::append`]), any number of readers.
+pub(crate) struct Ring {
+    state: RwLock<State>,
+    /// Woken (all waiters) after every append and on close.
+    notify: Notify,
+    /// `next_seq - 1`, readable without the lock.
+    last_seq: AtomicU64,
+    /// Set once, after the last append.
+    closed: AtomicBool,
+    capacity: u64,
+    start_seq: u64,
+    subscribers: AtomicUsize,
+}
+
+/// The outcome of one non-blocking read attempt.
+enum Step {
+    Chunk(Chunk),
+    Empty,
+    Closed,
+}
+
+impl Ring {
+    /// An empty ring whose first event will have `start_seq` (at least 1), retaining
+    /// the last `capacity` events (at least 1).
+    pub(crate) fn new(capacity: usize, start_seq: u64) -> Ring {
+        let start_seq = start_seq.max(1);
+        Ring {
+            state: RwLock::new(State {
+                blocks: VecDeque::new(),
+                oldest_seq: start_seq,
+                next_seq: start_seq,
+                retained_bytes: 0,
+            }),
+            notify: Notify::new(),
+            last_seq: AtomicU64::new(start_seq - 1),
+            closed: AtomicBool::new(false),
+            capacity: capacity.max(1) as u64,
+            start_seq,
+            subscribers: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    pub(crate) fn start_seq(&self) -> u64 {
+        self.start_seq
+    }
+
+    /// The seq of the last appended event, `start_seq - 1` if none.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Appends a block (its `first_seq` must be the ring's next seq), evicts what no
+    /// longer fits and wakes every waiting reader.
+    pub(crate) fn append(&self, block: Block) {
+        let n = block.len() as u64;
+        if n == 0 {
+            return;
+        }
+        {
+            let mut st = self.state.write();
+            debug_assert_eq!(block.first_seq, st.next_seq, "blocks must be contiguous");
+            st.next_seq += n;
+            st.retained_bytes += block.bytes.len();
+            st.blocks.push_back(Arc::new(block));
+            if st.next_seq - st.oldest_seq > self.capacity {
+                st.oldest_seq = st.next_seq - self.capacity;
+                while st
+                    .blocks
+                    .front()
+                    .is_some_and(|b| b.end_seq() <= st.oldest_seq)
+                {
+                    if let Some(b) = st.blocks.pop_front() {
+                        st.retained_bytes -= b.bytes.len();
+                    }
+                }
+            }
+            self.last_seq.store(st.next_seq - 1, Ordering::Release);
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Marks the ring as complete (no append follows) and wakes every reader.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stats(&self) -> RingStats {
+        let st = self.state.read();
+        let retained = (st.next_seq - st.oldest_seq) as usize;
+        RingStats {
+            retained,
+            blocks: st.blocks.len(),
+            retained_bytes: st.retained_bytes,
+            oldest_seq: (retained > 0).then_some(st.oldest_seq),
+            next_seq: st.next_seq,
+        }
+    }
+
+    /// A reader starting at `from`.
+    pub(crate) fn subscribe(self: &Arc<Self>, from: Cursor) -> Subscription {
+        let next = {
+            let st = self.state.read();
+            match from {
+                Cursor::Oldest => st.oldest_seq,
+                Cursor::Now => st.next_seq,
+                Cursor::After(seq) => seq.saturating_add(1),
+            }
+        };
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            ring: Arc::clone(self),
+            next,
+        }
+    }
+
+    /// One non-blocking read for a reader that wants `*next`; advances `*next` past
+    /// what it returns.
+    fn step(&self, next: &mut u64) -> Step {
+        // `closed` is stored after the last append's `last_seq`: read it first, so
+        // that when it is seen set, `last_seq` is final.
+        let closed = self.is_closed();
+        if *next > self.last_seq() {
+            return if closed { Step::Closed } else { Step::Empty };
+        }
+        let st = self.state.read();
+        if *next < st.oldest_seq {
+            let reason = if st.oldest_seq <= self.start_seq {
+                GAP_BEFORE_START
+            } else {
+                GAP_EVICTED
+            };
+            let gap = Gap::new(*next, st.oldest_seq - 1, reason);
+            *next = st.oldest_seq;
+            return Step::Chunk(Chunk::Gap(gap));
+        }
+        if *next >= st.next_seq {
+            return if closed { Step::Closed } else { Step::Empty };
+        }
+        let want = *next;
+        let idx = st.blocks.partition_point(|b| b.end_seq() <= want);
+        let Some(block) = st.blocks.get(idx).cloned() else {
+            // Unreachable by the invariants (oldest <= want < next_seq is covered by
+            // the retained blocks); treat as "nothing yet" rather than panic.
+            return Step::Empty;
+        };
+        drop(st);
+        let start = (want - block.first_seq) as usize;
+        let end = block.len();
+        *next = block.end_seq();
+        Step::Chunk(Chunk::Events(EventBatch { block, start, end }))
+    }
+}
+
+/// A reader of the ring: a cursor that walks the retained events, then the live ones.
+///
+/// See the [module documentation](self) for what it delivers. Dropping it is enough to
+/// unsubscribe; a subscription that is never read costs nothing but itself.
+pub struct Subscription {
+    ring: Arc<Ring>,
+    /// The next seq this reader wants.
+    next: u64,
+}
+
+impl Subscription {
+    /// The next chunk, waiting for one if none is ready. `None` only after the router
+    /// has shut down and everything was delivered.
+    ///
+    /// Cancel-safe: if the future is dropped before it completes, nothing is lost
+    /// (use it in `tokio::select!` freely).
+    pub async fn recv(&mut self) -> Option<Chunk> {
+        loop {
+            match self.ring.step(&mut self.next) {
+                Step::Chunk(c) => return Some(c),
+                Step::Closed => return None,
+                Step::Empty => {}
+            }
+            // Register for a wake-up before looking again, so an append between the
+            // look and the wait is not missed.
+            let mut notified = pin!(self.ring.notify.notified());
+            notified.as_mut().enable();
+            match self.ring.step(&mut self.next) {
+                Step::Chunk(c) => return Some(c),
+                Step::Closed => return None,
+                Step::Empty => notified.await,
+            }
+        }
+    }
+
+    /// The next chunk if one is ready now; `None` if this reader has caught up (or
+    /// the router is shut down and everything was delivered).
+    pub fn try_recv(&mut self) -> Option<Chunk> {
+        match self.ring.step(&mut self.next) {
+            Step::Chunk(c) => Some(c),
+            Step::Empty | Step::Closed => None,
+        }
+    }
+
+    /// The `seq` of the last event delivered or skipped (by a gap, or by the cursor):
+    /// the next event delivered will be `position() + 1`.
+    pub fn position(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// Whether the ring is closed and this reader has received everything.
+    pub fn is_finished(&self) -> bool {
+        self.ring.is_closed() && self.next > self.ring.last_seq()
+    }
+
+    /// Whether nothing is ready for this reader right now (it has caught up).
+    pub fn is_caught_up(&self) -> bool {
+        self.next > self.ring.last_seq()
+    }
+
+    /// The seq of the last event in the ring (`start_seq - 1` if none).
+    pub(crate) fn ring_last_seq(&self) -> u64 {
+        self.ring.last_seq()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.ring.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("position", &self.position())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(first_seq: u64, n: usize) -> Block {
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for i in 0..n {
+            bytes.extend_from_slice(format!("{{\"seq\":{}}}\n", first_seq + i as u64).as_bytes());
+            ends.push(bytes.len() as u32);
+        }
+        Block {
+            first_seq,
+            bytes: Bytes::from(bytes),
+            ends,
+            metas: vec![Meta::of_type(EventType::FailoverEnded); n],
+        }
+    }
+
+    fn drain(sub: &mut Subscription) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(chunk) = sub.try_recv() {
+            match chunk {
+                Chunk::Gap(g) => {
+                    out.push(format!("gap {}..={} ({})", g.from_seq, g.to_seq, g.missed))
+                }
+                Chunk::Events(b) => out.extend(b.iter().map(|e| e.seq.to_string())),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_partly_evicted_block_delivers_only_its_retained_lines() {
+        let ring = Arc::new(Ring::new(5, 1));
+        let mut sub = ring.subscribe(Cursor::Oldest);
+        ring.append(block(1, 4));
+        ring.append(block(5, 3));
+        // seqs 3..=7 retained; block 1..=4 is kept for its lines 3 and 4.
+        assert_eq!(drain(&mut sub), ["gap 1..=2 (2)", "3", "4", "5", "6", "7"]);
+        let st = ring.stats();
+        assert_eq!((st.retained, st.blocks, st.oldest_seq), (5, 2, Some(3)));
+    }
+
+    #[test]
+    fn retained_count_never_exceeds_capacity() {
+        let ring = Ring::new(7, 1);
+        let mut seq = 1;
+        for n in [1, 3, 9, 2, 7, 1, 1, 5] {
+            ring.append(block(seq, n));
+            seq += n as u64;
+            let st = ring.stats();
+            assert_eq!(st.retained as u64, (seq - 1).min(7));
+            assert_eq!(st.oldest_seq, Some(seq - st.retained as u64));
+        }
+    }
+
+    #[test]
+    fn batch_lines_are_zero_copy_slices_of_the_block() {
+        let ring = Arc::new(Ring::new(10, 1));
+        ring.append(block(1, 3));
+        let mut sub = ring.subscribe(Cursor::After(1));
+        let Some(Chunk::Events(b)) = sub.try_recv() else {
+            panic!("expected events");
+        };
+        assert_eq!((b.first_seq(), b.last_seq(), b.len()), (2, 3, 2));
+        assert_eq!(&b.bytes()[..], b"{\"seq\":2}\n{\"seq\":3}\n");
+        let lines: Vec<&[u8]> = b.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [&b"{\"seq\":2}\n"[..], b"{\"seq\":3}\n"]);
+        assert_eq!(sub.position(), 3);
+    }
+
+    #[test]
+    fn cursor_before_start_seq_gets_a_gap_naming_the_start() {
+        let ring = Arc::new(Ring::new(10, 100));
+        let mut sub = ring.subscribe(Cursor::After(0));
+        assert_eq!(sub.position(), 0);
+        ring.append(block(100, 1));
+        let Some(Chunk::Gap(g)) = sub.try_recv() else {
+            panic!("expected a gap");
+        };
+        assert_eq!((g.from_seq, g.to_seq, g.missed), (1, 99, 99));
+        assert_eq!(g.reason, GAP_BEFORE_START);
+        assert_eq!(drain(&mut sub), ["100"]);
+    }
+
+    #[test]
+    fn after_a_future_seq_waits_for_the_next_one() {
+        let ring = Arc::new(Ring::new(10, 1));
+        let mut sub = ring.subscribe(Cursor::After(3));
+        ring.append(block(1, 2));
+        assert!(sub.try_recv().is_none());
+        ring.append(block(3, 3));
+        assert_eq!(drain(&mut sub), ["4", "5"]);
+    }
+
+    #[test]
+    fn closed_ring_ends_readers_after_the_last_event() {
+        let ring = Arc::new(Ring::new(10, 1));
+        let mut sub = ring.subscribe(Cursor::Oldest);
+        ring.append(block(1, 2));
+        ring.close();
+        assert!(!sub.is_finished());
+        assert_eq!(drain(&mut sub), ["1", "2"]);
+        assert!(sub.is_finished());
+    }
+}

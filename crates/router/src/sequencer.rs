@@ -1,0 +1,477 @@
+//! The ingress queue and the sequencer, the ring's single writer.
+//!
+//! Owns: the bounded ingress (`Ingress`) that every publisher writes to, and the
+//! sequencer task that empties it into the ring.
+//!
+//! Promises:
+//! - `seq` is assigned here and only here, strictly increasing by one from
+//!   `RouterConfig::start_seq`, in ingress order; the records of one
+//!   `publish_batch` get consecutive seqs (nothing is interleaved with them).
+//! - `ts` is stamped here with the wall clock, never smaller than the previous `ts`
+//!   (if the clock steps back, the previous value is repeated). The clock is read
+//!   for the first event of each block and then once every 32 events, so under load
+//!   consecutive events share a `ts` for a few microseconds.
+//! - `origin` is the record's own if it has one, else the router's node name.
+//! - Each event is encoded once, into the block it is appended with. A block holds
+//!   what was queued, up to [`MAX_BLOCK_EVENTS`] events and no more than an eighth
+//!   of the ring's capacity (so a partly evicted block keeps at most capacity / 8
+//!   dead lines alive, and a reader has several blocks of slack before it lags), and
+//!   stops growing once past [`MAX_BLOCK_BYTES`].
+//! - Publishers never wait for readers: the ingress is the only thing they wait for,
+//!   and only `publish_batch` waits (the emitter's `note` drops, counts and warns
+//!   when the ingress is full).
+//! - On close, everything already queued is sequenced before the ring is closed.
+
+use std::collections::HashSet;
+use std::mem;
+use std::ops::RangeInclusive;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use master_events_events::{Record, Timestamp};
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch, Notify};
+
+use crate::ring::{Block, Meta, Ring};
+use crate::{Refused, RouterError};
+
+/// The most events in one block.
+pub const MAX_BLOCK_EVENTS: usize = 1024;
+/// A block takes no more lines once it holds this many bytes.
+pub const MAX_BLOCK_BYTES: usize = 64 * 1024;
+/// Under load, the clock is read once per this many events (see `Sequencer::push`).
+const CLOCK_EVERY: u32 = 32;
+/// The interner forgets every string once it holds this many.
+const INTERNER_LIMIT: usize = 10_000;
+/// Drop warnings are logged at most this often.
+const DROP_WARN_INTERVAL_MS: u64 = 1_000;
+
+/// One entry of the ingress queue.
+// Records are stored inline on purpose: boxing them would cost an allocation per
+// event, and the sequencer works on them in place.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Item {
+    One(Record),
+    /// The reply is taken (`None`) once sent.
+    Batch(Vec<Record>, Option<oneshot::Sender<RangeInclusive<u64>>>),
+}
+
+struct Queue {
+    items: Vec<Item>,
+    /// Records queued (a batch counts each of its records).
+    events: usize,
+    closed: bool,
+}
+
+/// The bounded queue between publishers and the sequencer, counted in records.
+pub(crate) struct Ingress {
+    queue: Mutex<Queue>,
+    /// Wakes the sequencer when the queue stops being empty, and on close.
+    wake: Notify,
+    /// Wakes `push_batch` callers when the sequencer has emptied the queue.
+    space: Notify,
+    capacity: usize,
+    dropped: AtomicU64,
+    created: Instant,
+    /// Milliseconds after `created` of the last drop warning; `u64::MAX` for never.
+    last_warn_ms: AtomicU64,
+}
+
+/// What the sequencer found in the ingress.
+enum Take {
+    Items,
+    Empty,
+    Closed,
+}
+
+impl Ingress {
+    pub(crate) fn new(capacity: usize) -> Ingress {
+        Ingress {
+            queue: Mutex::new(Queue {
+                items: Vec::new(),
+                events: 0,
+                closed: false,
+            }),
+            wake: Notify::new(),
+            space: Notify::new(),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+            created: Instant::now(),
+            last_warn_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Queues one record without waiting; gives it back if the queue is full or
+    /// closed.
+    pub(crate) fn try_push(&self, record: Record) -> Result<(), Refused> {
+        let refuse = |record, error| {
+            Err(Refused {
+                record: Box::new(record),
+                error,
+            })
+        };
+        let was_empty = {
+            let mut q = self.queue.lock();
+            if q.closed {
+                return refuse(record, RouterError::Closed);
+            }
+            if q.events >= self.capacity {
+                return refuse(record, RouterError::QueueFull);
+            }
+            q.items.push(Item::One(record));
+            q.events += 1;
+            q.items.len() == 1
+        };
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues all the records at once, waiting for room (a batch larger than the
+    /// whole queue is let in when the queue is empty), then waits for their seqs.
+    pub(crate) async fn push_batch(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<RangeInclusive<u64>, RouterError> {
+        let n = records.len();
+        let (tx, rx) = oneshot::channel();
+        let mut item = Some(Item::Batch(records, Some(tx)));
+        loop {
+            let mut space = pin!(self.space.notified());
+            space.as_mut().enable();
+            let was_empty = {
+                let mut q = self.queue.lock();
+                if q.closed {
+                    return Err(RouterError::Closed);
+                }
+                if q.events == 0 || q.events + n <= self.capacity {
+                    if let Some(item) = item.take() {
+                        q.items.push(item);
+                    }
+                    q.events += n;
+                    Some(q.items.len() == 1)
+                } else {
+                    None
+                }
+            };
+            match was_empty {
+                Some(was_empty) => {
+                    if was_empty {
+                        self.wake.notify_one();
+                    }
+                    break;
+                }
+                None => space.await,
+            }
+        }
+        rx.await.map_err(|_| RouterError::Closed)
+    }
+
+    /// Counts a record that could not be queued and warns, at most once a second.
+    pub(crate) fn count_drop(&self, why: RouterError) {
+        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.created.elapsed().as_millis() as u64;
+        let last = self.last_warn_ms.load(Ordering::Relaxed);
+        if (last == u64::MAX || now >= last.saturating_add(DROP_WARN_INTERVAL_MS))
+            && self
+                .last_warn_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                dropped_total = total,
+                reason = %why,
+                "master-events: an event was dropped ({why}); {total} dropped so far"
+            );
+        }
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.lock().events
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Stops accepting records; what is queued will still be sequenced.
+    pub(crate) fn close(&self) {
+        self.queue.lock().closed = true;
+        self.wake.notify_one();
+        self.space.notify_waiters();
+    }
+
+    /// Swaps the queued items into `out` (which must be empty).
+    fn take(&self, out: &mut Vec<Item>) -> (Take, usize) {
+        let taken = {
+            let mut q = self.queue.lock();
+            if !q.items.is_empty() {
+                mem::swap(&mut q.items, out);
+                (Take::Items, mem::take(&mut q.events))
+            } else if q.closed {
+                (Take::Closed, 0)
+            } else {
+                (Take::Empty, 0)
+            }
+        };
+        if let (Take::Items, _) = taken {
+            self.space.notify_waiters();
+        }
+        taken
+    }
+}
+
+/// Interns the strings of [`Meta`], remembering the last one per field (events in a
+/// row usually name the same bucket and node) and forgetting everything past
+/// [`INTERNER_LIMIT`] entries, so it stays bounded whatever the input.
+#[derive(Default)]
+struct Interner {
+    set: HashSet<Arc<str>>,
+    last: [Option<Arc<str>>; 4],
+}
+
+const BUCKET: usize = 0;
+const NODE: usize = 1;
+const HOST: usize = 2;
+const ORIGIN: usize = 3;
+
+impl Interner {
+    fn intern(&mut self, slot: usize, s: &str) -> Arc<str> {
+        if let Some(last) = &self.last[slot] {
+            if **last == *s {
+                return Arc::clone(last);
+            }
+        }
+        let interned = match self.set.get(s) {
+            Some(a) => Arc::clone(a),
+            None => {
+                if self.set.len() >= INTERNER_LIMIT {
+                    self.set.clear();
+                }
+                let a: Arc<str> = Arc::from(s);
+                self.set.insert(Arc::clone(&a));
+                a
+            }
+        };
+        self.last[slot] = Some(Arc::clone(&interned));
+        interned
+    }
+}
+
+/// The single writer of the ring.
+pub(crate) struct Sequencer {
+    ingress: Arc<Ingress>,
+    ring: Arc<Ring>,
+    next_seq: u64,
+    last_ts: Timestamp,
+    /// Events stamped with `last_ts` since the clock was last read.
+    clock_age: u32,
+    /// The router's node name, lent to records that have no origin while they are
+    /// encoded (so that stamping it costs no allocation).
+    node_name: String,
+    node: Arc<str>,
+    interner: Interner,
+    max_block_events: usize,
+    // The block being built.
+    scratch: Vec<u8>,
+    ends: Vec<u32>,
+    metas: Vec<Meta>,
+    first_seq: u64,
+    /// Records left in the current drain (sizes the next block's vectors).
+    remaining: usize,
+    done: watch::Sender<bool>,
+}
+
+impl Sequencer {
+    pub(crate) fn new(
+        ingress: Arc<Ingress>,
+        ring: Arc<Ring>,
+        node: &str,
+        done: watch::Sender<bool>,
+    ) -> Sequencer {
+        let start = ring.start_seq();
+        let max_block_events = MAX_BLOCK_EVENTS.min(ring.capacity() / 8).max(1);
+        Sequencer {
+            ingress,
+            next_seq: start,
+            last_ts: Timestamp::from_micros(0),
+            clock_age: 0,
+            node_name: node.to_owned(),
+            node: Arc::from(node),
+            interner: Interner::default(),
+            max_block_events,
+            scratch: Vec::with_capacity(MAX_BLOCK_BYTES + 4096),
+            ends: Vec::new(),
+            metas: Vec::new(),
+            first_seq: start,
+            remaining: 0,
+            ring,
+            done,
+        }
+    }
+
+    /// Runs until the ingress is closed and empty, then closes the ring.
+    pub(crate) async fn run(mut self) {
+        let ingress = Arc::clone(&self.ingress);
+        let mut items = Vec::new();
+        let mut replies = Vec::new();
+        loop {
+            let (taken, events) = ingress.take(&mut items);
+            match taken {
+                Take::Items => {
+                    self.remaining = events;
+                    // Records are sequenced in place (they are large: moving them
+                    // costs more than encoding some of them). After each block
+                    // appended, readers (and other tasks) get to run, so that they
+                    // can keep up with a small ring during a long drain.
+                    for item in items.iter_mut() {
+                        match item {
+                            Item::One(record) => {
+                                if self.push(record) {
+                                    tokio::task::yield_now().await;
+                                }
+                            }
+                            Item::Batch(records, reply) => {
+                                let first = self.next_seq;
+                                for record in records.iter_mut() {
+                                    if self.push(record) {
+                                        tokio::task::yield_now().await;
+                                    }
+                                }
+                                if let Some(reply) = reply.take() {
+                                    replies.push((reply, first..=self.next_seq - 1));
+                                }
+                            }
+                        }
+                    }
+                    self.flush();
+                    items.clear();
+                    for (reply, range) in replies.drain(..) {
+                        // The publisher may have given up waiting: nothing to do.
+                        let _ = reply.send(range);
+                    }
+                }
+                // `notify_one` leaves a permit when no one waits, so a push between
+                // `take` and here still wakes us.
+                Take::Empty => ingress.wake.notified().await,
+                Take::Closed => break,
+            }
+        }
+        self.ring.close();
+        self.done.send_replace(true);
+    }
+
+    /// Sequences and encodes one record into the current block; returns whether
+    /// that completed a block (appended to the ring).
+    fn push(&mut self, record: &mut Record) -> bool {
+        self.remaining = self.remaining.saturating_sub(1);
+        if self.metas.is_empty() {
+            self.first_seq = self.next_seq;
+            let expected = (self.remaining + 1).min(self.max_block_events);
+            self.metas.reserve_exact(expected);
+            self.ends.reserve_exact(expected);
+        }
+        let seq = self.next_seq;
+        // Reading the clock costs as much as encoding a small event: under load it
+        // is read for the first event of a block and then every CLOCK_EVERY events
+        // (a few microseconds of sequencing apart).
+        if self.metas.is_empty() || self.clock_age >= CLOCK_EVERY {
+            self.last_ts = Timestamp::now().max(self.last_ts);
+            self.clock_age = 0;
+        }
+        self.clock_age += 1;
+        let ts = self.last_ts;
+        record.envelope.seq = Some(seq);
+        record.envelope.ts = Some(ts);
+        let lent = record.envelope.origin.is_none();
+        let origin = match &record.envelope.origin {
+            Some(o) => self.interner.intern(ORIGIN, o),
+            None => {
+                record.envelope.origin = Some(mem::take(&mut self.node_name));
+                Arc::clone(&self.node)
+            }
+        };
+        let event = &record.event;
+        let meta = Meta {
+            event_type: event.event_type(),
+            vbucket: event.vbucket(),
+            bucket: event.bucket().map(|s| self.interner.intern(BUCKET, s)),
+            node: event.node().map(|s| self.interner.intern(NODE, s)),
+            host: event.host().map(|s| self.interner.intern(HOST, s)),
+            origin: Some(origin),
+            origin_seq: record.envelope.origin_seq,
+        };
+        let start = self.scratch.len();
+        record.encode_line(&mut self.scratch);
+        if lent {
+            self.node_name = record.envelope.origin.take().unwrap_or_default();
+        }
+        let Ok(end) = u32::try_from(self.scratch.len()) else {
+            // Only a line of gigabytes gets here: refuse it rather than corrupt
+            // the block's offsets.
+            self.scratch.truncate(start);
+            self.ingress.count_drop(RouterError::LineTooLong);
+            return false;
+        };
+        self.ends.push(end);
+        self.metas.push(meta);
+        self.next_seq += 1;
+        let full =
+            self.metas.len() >= self.max_block_events || self.scratch.len() >= MAX_BLOCK_BYTES;
+        if full {
+            self.flush();
+        }
+        full
+    }
+
+    /// Appends the current block, if it has any event, to the ring.
+    fn flush(&mut self) {
+        if self.metas.is_empty() {
+            return;
+        }
+        let bytes = Bytes::copy_from_slice(&self.scratch);
+        self.scratch.clear();
+        let mut ends = mem::take(&mut self.ends);
+        let mut metas = mem::take(&mut self.metas);
+        if metas.capacity() > metas.len() + metas.len() / 4 + 4 {
+            ends.shrink_to_fit();
+            metas.shrink_to_fit();
+        }
+        self.ring.append(Block {
+            first_seq: self.first_seq,
+            bytes,
+            ends,
+            metas,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interner_shares_strings_and_stays_bounded() {
+        let mut interner = Interner::default();
+        let a = interner.intern(BUCKET, "default");
+        let b = interner.intern(NODE, "n_0@a");
+        assert!(Arc::ptr_eq(&a, &interner.intern(BUCKET, "default")));
+        assert!(
+            Arc::ptr_eq(&a, &interner.intern(HOST, "default")),
+            "shared across fields"
+        );
+        assert!(Arc::ptr_eq(&b, &interner.intern(ORIGIN, "n_0@a")));
+        for i in 0..3 * INTERNER_LIMIT {
+            interner.intern(BUCKET, &format!("bucket-{i}"));
+            assert!(interner.set.len() <= INTERNER_LIMIT);
+        }
+    }
+}

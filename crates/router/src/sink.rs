@@ -1,0 +1,291 @@
+//! The [`Sink`] trait: what consumes the router's events (loggers, files, webhooks, ...).
+//!
+//! Owns: the hooks a sink implements, the input a sink reads ([`SinkInput`]: its own
+//! [`Subscription`] and filter) and the default runner ([`run_blocking`]).
+//!
+//! Promises:
+//! - A sink cannot slow the sequencer or another sink: each runs on its own task,
+//!   reading its own subscription (see [`crate::ring`] for what happens when it falls
+//!   behind: it gets a gap, [`Sink::on_gap`]).
+//! - A sink author writes only the hooks it needs: every hook has a no-op default.
+//!   By default the hooks run on a blocking thread, so they may do blocking I/O.
+//!   An async sink overrides [`Sink::run`] instead and reads [`SinkInput`] itself.
+//! - Hooks see only the events that pass the sink's filter (a batch that has none is
+//!   not delivered); gaps are always delivered.
+//! - [`Sink::flush`] is called whenever the sink has caught up with the stream, and
+//!   before [`Sink::shutdown`], which is called once, last.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use master_events_events::Gap;
+use tokio_util::sync::CancellationToken;
+
+use crate::filter::Filter;
+use crate::ring::{Chunk, EventBatch, EventRef, Subscription};
+
+/// The future a sink runs as.
+pub type SinkFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A consumer of events.
+pub trait Sink: Send + 'static {
+    /// Called with each batch that has events passing the filter. The default calls
+    /// [`Sink::on_event`] for each of them.
+    fn on_batch(&mut self, batch: &SinkBatch<'_>) {
+        for event in batch.iter() {
+            self.on_event(&event);
+        }
+    }
+
+    /// Called for each event passing the filter (by the default [`Sink::on_batch`]).
+    fn on_event(&mut self, _event: &EventRef<'_>) {}
+
+    /// Called when events were missed (the sink fell behind the archive's tail).
+    fn on_gap(&mut self, _gap: &Gap) {}
+
+    /// Called when the sink has caught up with the stream, and before shutdown.
+    fn flush(&mut self) {}
+
+    /// Called once, last, when the sink stops.
+    fn shutdown(&mut self) {}
+
+    /// Runs the sink until its input ends. The default runs the hooks above on a
+    /// blocking thread ([`run_blocking`]); an async sink overrides this and reads
+    /// `input` itself (using [`SinkInput::deliver`] or its own loop).
+    fn run(self: Box<Self>, input: SinkInput) -> SinkFuture {
+        run_blocking(self, input)
+    }
+}
+
+/// The events of one batch that pass a sink's filter.
+pub struct SinkBatch<'a> {
+    batch: &'a EventBatch,
+    /// Indices in the block of the selected events; `None` when all are selected.
+    selected: Option<&'a [u32]>,
+}
+
+impl<'a> SinkBatch<'a> {
+    /// All the events of `batch`.
+    pub fn all(batch: &'a EventBatch) -> SinkBatch<'a> {
+        SinkBatch {
+            batch,
+            selected: None,
+        }
+    }
+
+    /// The number of selected events.
+    pub fn len(&self) -> usize {
+        match self.selected {
+            Some(s) => s.len(),
+            None => self.batch.len(),
+        }
+    }
+
+    /// Whether no event is selected.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The selected events, in `seq` order.
+    pub fn iter(&self) -> impl Iterator<Item = EventRef<'a>> + '_ {
+        let batch = self.batch;
+        let (all, some) = match self.selected {
+            None => (Some(batch.start..batch.end), None),
+            Some(s) => (None, Some(s.iter().map(|i| *i as usize))),
+        };
+        all.into_iter()
+            .flatten()
+            .chain(some.into_iter().flatten())
+            .map(move |i| batch.event(i))
+    }
+
+    /// The lines of the selected events, back to back: zero-copy when they are
+    /// consecutive.
+    pub fn bytes(&self) -> Bytes {
+        match self.selected {
+            None => self.batch.bytes(),
+            Some([]) => Bytes::new(),
+            Some(s) => {
+                let (first, last) = (s[0] as usize, s[s.len() - 1] as usize);
+                if last - first + 1 == s.len() {
+                    self.batch.slice(first, last + 1)
+                } else {
+                    let mut out = Vec::new();
+                    for e in self.iter() {
+                        out.extend_from_slice(e.line);
+                    }
+                    Bytes::from(out)
+                }
+            }
+        }
+    }
+
+    /// The whole batch, before filtering.
+    pub fn unfiltered(&self) -> &'a EventBatch {
+        self.batch
+    }
+}
+
+impl fmt::Debug for SinkBatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkBatch")
+            .field("batch", &self.batch)
+            .field("selected", &self.len())
+            .finish()
+    }
+}
+
+/// What a sink reads: its subscription, its filter, and the signal to stop.
+pub struct SinkInput {
+    sub: Subscription,
+    filter: Option<Filter>,
+    cancel: CancellationToken,
+    /// Once stopping: deliver up to this seq (what was sequenced when asked to stop).
+    stop_at: Option<u64>,
+    selected: Vec<u32>,
+    name: String,
+}
+
+impl SinkInput {
+    /// The input of a sink named `name` reading `sub`, keeping the events that pass
+    /// `filter` (all if `None`), until `cancel` is cancelled.
+    pub fn new(
+        name: impl Into<String>,
+        sub: Subscription,
+        filter: Option<Filter>,
+        cancel: CancellationToken,
+    ) -> SinkInput {
+        SinkInput {
+            sub,
+            filter: filter.filter(|f| !f.is_all()),
+            cancel,
+            stop_at: None,
+            selected: Vec::new(),
+            name: name.into(),
+        }
+    }
+
+    /// The sink's name (its `type`), for logs.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sink's filter (`None`: every event).
+    pub fn filter(&self) -> Option<&Filter> {
+        self.filter.as_ref()
+    }
+
+    /// The next chunk (events are not filtered here: see [`SinkInput::select`]),
+    /// waiting for one. `None` when the input has ended: the router shut down and
+    /// everything was read, or the sink set is stopping and everything sequenced
+    /// before that was read.
+    pub async fn recv(&mut self) -> Option<Chunk> {
+        if self.stop_at.is_none() {
+            let cancelled = {
+                let cancel = self.cancel.cancelled();
+                tokio::select! {
+                    biased;
+                    () = cancel => None,
+                    chunk = self.sub.recv() => Some(chunk),
+                }
+            };
+            match cancelled {
+                Some(chunk) => return chunk,
+                None => self.stop_at = Some(self.sub.ring_last_seq()),
+            }
+        }
+        self.try_recv()
+    }
+
+    /// The next chunk if one is ready, else `None`.
+    pub fn try_recv(&mut self) -> Option<Chunk> {
+        if self.stop_at.is_none() && self.cancel.is_cancelled() {
+            self.stop_at = Some(self.sub.ring_last_seq());
+        }
+        match self.stop_at {
+            Some(stop) if self.sub.position() >= stop => None,
+            _ => self.sub.try_recv(),
+        }
+    }
+
+    /// The events of `batch` that pass the filter; `None` if none does.
+    pub fn select<'a>(&'a mut self, batch: &'a EventBatch) -> Option<SinkBatch<'a>> {
+        let Some(filter) = &self.filter else {
+            return Some(SinkBatch::all(batch));
+        };
+        self.selected.clear();
+        for i in batch.start..batch.end {
+            if filter.matches(batch.event(i).meta) {
+                self.selected.push(i as u32);
+            }
+        }
+        if self.selected.is_empty() {
+            None
+        } else if self.selected.len() == batch.len() {
+            Some(SinkBatch::all(batch))
+        } else {
+            Some(SinkBatch {
+                batch,
+                selected: Some(&self.selected),
+            })
+        }
+    }
+
+    /// Hands `chunk` to the sink's hooks: a gap to [`Sink::on_gap`], events that pass
+    /// the filter to [`Sink::on_batch`].
+    pub fn deliver<S: Sink + ?Sized>(&mut self, sink: &mut S, chunk: Chunk) {
+        match chunk {
+            Chunk::Gap(gap) => sink.on_gap(&gap),
+            Chunk::Events(batch) => {
+                if let Some(selected) = self.select(&batch) {
+                    sink.on_batch(&selected);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SinkInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkInput")
+            .field("name", &self.name)
+            .field("position", &self.sub.position())
+            .field("filter", &self.filter)
+            .finish()
+    }
+}
+
+/// Runs a sink's hooks on a blocking thread until its input ends: delivers every
+/// chunk, flushes whenever it has caught up, then flushes and shuts it down. A panic
+/// in a hook ends that sink only (and is logged).
+pub fn run_blocking<S: Sink + ?Sized>(sink: Box<S>, input: SinkInput) -> SinkFuture {
+    Box::pin(async move {
+        let handle = tokio::runtime::Handle::current();
+        let name = input.name.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut sink = sink;
+            let mut input = input;
+            loop {
+                let chunk = match input.try_recv() {
+                    Some(chunk) => chunk,
+                    None => {
+                        sink.flush();
+                        match handle.block_on(input.recv()) {
+                            Some(chunk) => chunk,
+                            None => break,
+                        }
+                    }
+                };
+                input.deliver(&mut *sink, chunk);
+            }
+            sink.flush();
+            sink.shutdown();
+        })
+        .await;
+        if let Err(e) = result {
+            tracing::error!(sink = %name, error = %e, "master-events: sink stopped abnormally");
+        }
+    })
+}

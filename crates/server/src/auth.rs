@@ -1,0 +1,316 @@
+//! HTTP Basic authentication and roles.
+//!
+//! Owns: the user table ([`Users`]), parsed from the TOML config (`[[users]]`) or the
+//! `MASTER_EVENTS_USERS` environment variable (`name:password:role[,...]`), and the
+//! check of an `Authorization` header against it.
+//!
+//! Promises:
+//! - Passwords are compared in constant time (SHA-256 digests compared with
+//!   `subtle`, so neither content nor length leaks through timing), and every user
+//!   is checked, so the time does not tell whether the name exists either.
+//! - No password ever appears in a `Debug` output, a log line or an error message.
+//! - Roles: `read` (stream, schemas, cluster, metrics), `write` (ingest), `admin`
+//!   (everything). With no users configured, every route is open — the server then
+//!   only listens on loopback (see [`crate::ServerConfig::check_exposure`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// What a user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read the stream, the schemas, the cluster view and the metrics.
+    Read,
+    /// Ingest events.
+    Write,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// Whether a user with this role may do what `needed` allows.
+    pub fn allows(self, needed: Role) -> bool {
+        self == Role::Admin || self == needed
+    }
+}
+
+impl FromStr for Role {
+    type Err = AuthConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "read" => Ok(Role::Read),
+            "write" => Ok(Role::Write),
+            "admin" => Ok(Role::Admin),
+            other => Err(AuthConfigError::UnknownRole(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+/// A user entry as written in the TOML configuration.
+#[derive(Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    /// The user name.
+    pub name: String,
+    /// The password (never logged).
+    pub password: String,
+    /// `read`, `write` or `admin`.
+    pub role: Role,
+}
+
+impl fmt::Debug for UserEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserEntry")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
+/// Why a user table could not be built. Never contains a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthConfigError {
+    /// An entry of `MASTER_EVENTS_USERS` is not `name:password:role`.
+    #[error("MASTER_EVENTS_USERS entry {index} is not name:password:role")]
+    Malformed {
+        /// 1-based position of the entry.
+        index: usize,
+    },
+    /// A role other than read, write, admin.
+    #[error("unknown role {0:?} (expected read, write or admin)")]
+    UnknownRole(String),
+    /// A user name appears twice.
+    #[error("user {0:?} is defined twice")]
+    Duplicate(String),
+    /// An empty user name or password.
+    #[error("user {0:?} has an empty name or password")]
+    Empty(String),
+}
+
+struct User {
+    name: String,
+    digest: [u8; 32],
+    role: Role,
+}
+
+/// The configured users.
+#[derive(Default)]
+pub struct Users {
+    users: Vec<User>,
+}
+
+impl fmt::Debug for Users {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.users.iter().map(|u| (&u.name, u.role)))
+            .finish()
+    }
+}
+
+fn digest(password: &[u8]) -> [u8; 32] {
+    Sha256::digest(password).into()
+}
+
+/// The outcome of checking a request's credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// No users are configured: everything is open.
+    Open,
+    /// A known user with the right password.
+    User {
+        /// The user's name.
+        name: String,
+        /// The user's role.
+        role: Role,
+    },
+    /// No credentials, malformed ones, or a wrong name or password.
+    Unauthenticated,
+}
+
+impl Users {
+    /// A table from entries.
+    pub fn from_entries(entries: &[UserEntry]) -> Result<Users, AuthConfigError> {
+        let mut users: Vec<User> = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.name.is_empty() || e.password.is_empty() {
+                return Err(AuthConfigError::Empty(e.name.clone()));
+            }
+            if users.iter().any(|u| u.name == e.name) {
+                return Err(AuthConfigError::Duplicate(e.name.clone()));
+            }
+            users.push(User {
+                name: e.name.clone(),
+                digest: digest(e.password.as_bytes()),
+                role: e.role,
+            });
+        }
+        Ok(Users { users })
+    }
+
+    /// Parses `name:password:role[,name:password:role...]` (the password may contain
+    /// `:` but not `,`).
+    pub fn parse_env(text: &str) -> Result<Vec<UserEntry>, AuthConfigError> {
+        let mut out = Vec::new();
+        for (i, item) in text.split(',').enumerate() {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            let (name, rest) = item
+                .split_once(':')
+                .ok_or(AuthConfigError::Malformed { index: i + 1 })?;
+            let (password, role) = rest
+                .rsplit_once(':')
+                .ok_or(AuthConfigError::Malformed { index: i + 1 })?;
+            out.push(UserEntry {
+                name: name.to_owned(),
+                password: password.to_owned(),
+                role: role.parse()?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether no user is configured (the server is open, loopback only).
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// How many users are configured.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Checks an `Authorization` header value.
+    pub fn check(&self, header: Option<&[u8]>) -> AuthOutcome {
+        if self.users.is_empty() {
+            return AuthOutcome::Open;
+        }
+        let Some((name, password)) = header.and_then(parse_basic) else {
+            return AuthOutcome::Unauthenticated;
+        };
+        let given = digest(password.as_bytes());
+        let mut found: Option<&User> = None;
+        for user in &self.users {
+            let name_ok = user.name.as_bytes().ct_eq(name.as_bytes());
+            let password_ok = user.digest.ct_eq(&given);
+            if bool::from(name_ok & password_ok) {
+                found = Some(user);
+            }
+        }
+        match found {
+            Some(u) => AuthOutcome::User {
+                name: u.name.clone(),
+                role: u.role,
+            },
+            None => AuthOutcome::Unauthenticated,
+        }
+    }
+}
+
+/// Splits `Basic base64(name:password)`.
+fn parse_basic(header: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (name, password) = decoded.split_once(':')?;
+    Some((name.to_owned(), password.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(name: &str, password: &str) -> Vec<u8> {
+        let enc = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+        format!("Basic {enc}").into_bytes()
+    }
+
+    fn users() -> Users {
+        Users::from_entries(
+            &Users::parse_env("alice:s3:cr:et:read, bob:pw:write,root:toor:admin").expect("parses"),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn env_entries_allow_colons_in_passwords() {
+        let u = users();
+        assert_eq!(
+            u.check(Some(&basic("alice", "s3:cr:et"))),
+            AuthOutcome::User {
+                name: "alice".into(),
+                role: Role::Read
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_password_unknown_user_and_garbage_are_refused() {
+        let u = users();
+        assert_eq!(
+            u.check(Some(&basic("alice", "nope"))),
+            AuthOutcome::Unauthenticated
+        );
+        assert_eq!(
+            u.check(Some(&basic("mallory", "pw"))),
+            AuthOutcome::Unauthenticated
+        );
+        assert_eq!(u.check(Some(b"Basic !!!")), AuthOutcome::Unauthenticated);
+        assert_eq!(u.check(Some(b"Bearer abc")), AuthOutcome::Unauthenticated);
+        assert_eq!(u.check(None), AuthOutcome::Unauthenticated);
+    }
+
+    #[test]
+    fn no_users_means_open() {
+        assert_eq!(Users::default().check(None), AuthOutcome::Open);
+    }
+
+    #[test]
+    fn admin_allows_everything_and_roles_are_separate() {
+        assert!(Role::Admin.allows(Role::Write) && Role::Admin.allows(Role::Read));
+        assert!(!Role::Read.allows(Role::Write));
+        assert!(!Role::Write.allows(Role::Read));
+    }
+
+    #[test]
+    fn bad_env_entries_are_named_without_the_password() {
+        let e = Users::parse_env("alice:secretpw")
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("MASTER_EVENTS_USERS entry 1 is not name:password:role")
+        );
+        let e = Users::parse_env("alice:secretpw:root")
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|m| !m.contains("secretpw") && m.contains("root")));
+        let dbg = format!("{:?}", Users::parse_env("alice:secretpw:read"));
+        assert!(!dbg.contains("secretpw"), "{dbg}");
+        assert!(!format!("{:?}", users()).contains("toor"));
+    }
+}

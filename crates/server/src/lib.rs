@@ -1,0 +1,688 @@
+//! The HTTP API of master-events, on hyper 1 (axum routes the requests).
+//!
+//! Owns: the listener, the routes of DESIGN.md's HTTP API, authentication, metrics,
+//! and graceful shutdown.
+//!
+//! | route | role | what |
+//! |---|---|---|
+//! | `GET /diag/masterEvents` | read | the stream (see [`stream`]) |
+//! | `POST /diag/masterEvents` | write | ingest NDJSON (see [`ingest`]) |
+//! | `GET /schemas/`, `GET /schemas/{path}` | read | the published JSON Schemas |
+//! | `GET /cluster` | read | this node, the master it sees, the discovery backend |
+//! | `GET /metrics` | read | Prometheus text format |
+//! | `GET /health` | none | liveness |
+//! | `GET /ui`, `GET /ui/` | read | the live page (`src/ui.rs`, `ui/`) |
+//!
+//! Promises:
+//! - Every protected route answers 401 with `WWW-Authenticate: Basic` without valid
+//!   credentials, and 403 when the user's role does not allow it.
+//! - With no users configured, the server refuses a non-loopback listen address
+//!   unless `insecure_no_auth` is set ([`ServerConfig::check_exposure`]).
+//! - A connection that does not finish sending its request head within
+//!   `header_read_timeout` is closed; one bad client never stalls another.
+//! - [`Server::run`] returns after shutdown was asked for, every stream has ended
+//!   (streams end at once) and open connections were given up to
+//!   `shutdown_grace` to finish.
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod ingest;
+pub mod metrics;
+pub mod stream;
+mod ui;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use master_events_events::published;
+use master_events_router::{Filter, Router};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use auth::{AuthOutcome, Role, Users};
+use metrics::Metrics;
+use stream::{Format, StreamBody, StreamQuery};
+
+/// The default ingest body limit: 16 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// The default idle heartbeat interval of streams.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// What `GET /cluster` reports, supplied by whoever runs the server (the cluster
+/// layer updates it when the master changes).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ClusterView {
+    /// This node's name.
+    pub node: String,
+    /// The master this node sees (`None` while unknown).
+    pub master: Option<String>,
+    /// Whether this node is the master.
+    pub is_master: bool,
+    /// The master's term (increases at each change of master).
+    pub epoch: u64,
+    /// The discovery backend (`static`, `etcd`).
+    pub discovery: String,
+}
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Ingest body limit in bytes.
+    pub body_limit: usize,
+    /// Default idle heartbeat of streams (`None` = off); `?heartbeat=` overrides it.
+    pub heartbeat: Option<Duration>,
+    /// Time a client has to send a request head.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for open connections after ending the streams.
+    pub shutdown_grace: Duration,
+    /// Allow a non-loopback address without users.
+    pub insecure_no_auth: bool,
+    /// Most stream connections open at once (more get 503).
+    pub max_streams: usize,
+    /// A filter every stream applies on top of its query (from the `http` sink's
+    /// configuration).
+    pub stream_filter: Option<Filter>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            body_limit: DEFAULT_BODY_LIMIT,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(1),
+            insecure_no_auth: false,
+            max_streams: 20_000,
+            stream_filter: None,
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No users and a non-loopback address without `insecure_no_auth`.
+    #[error("refusing to listen on {0} without authentication: configure users (MASTER_EVENTS_USERS or [[users]]) or pass --insecure-no-auth")]
+    Exposed(SocketAddr),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl ServerConfig {
+    /// Refuses to expose an unauthenticated server beyond loopback.
+    pub fn check_exposure(&self, users: &Users) -> Result<(), ServerError> {
+        if users.is_empty() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
+            return Err(ServerError::Exposed(self.listen));
+        }
+        Ok(())
+    }
+}
+
+struct AppState {
+    router: Router,
+    users: Users,
+    metrics: Arc<Metrics>,
+    config: ServerConfig,
+    cluster: tokio::sync::watch::Receiver<ClusterView>,
+    shutdown: CancellationToken,
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    addr: SocketAddr,
+}
+
+/// Asks a running server to stop (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Ends every stream and stops accepting connections.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+}
+
+impl Server {
+    /// Binds the listener. Refuses a non-loopback address without users (unless
+    /// allowed), and says so in the log when it serves without authentication.
+    pub async fn bind(
+        config: ServerConfig,
+        router: Router,
+        users: Users,
+        cluster: tokio::sync::watch::Receiver<ClusterView>,
+    ) -> Result<Server, ServerError> {
+        config.check_exposure(&users)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        if users.is_empty() {
+            tracing::warn!(
+                %addr,
+                "no users configured: authentication is off{}",
+                if addr.ip().is_loopback() { " (listening on loopback only)" } else { " (--insecure-no-auth)" }
+            );
+        }
+        let metrics = Metrics::new(router.clone());
+        Ok(Server {
+            listener,
+            addr,
+            state: Arc::new(AppState {
+                router,
+                users,
+                metrics,
+                config,
+                cluster,
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The address actually bound (with the port picked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A handle that stops [`Server::run`].
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.state.shutdown.clone())
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.state.metrics)
+    }
+
+    /// Serves until shut down.
+    pub async fn run(self) {
+        let app = app(Arc::clone(&self.state));
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.state.config.header_read_timeout);
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (stream, _peer) = match accepted {
+                Ok(ok) => ok,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the others.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn.into_owned());
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+        drop(self.listener);
+        let grace = self.state.config.shutdown_grace;
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::info!("closing connections still open after {grace:?}");
+        }
+    }
+}
+
+fn app(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new()
+        .route("/diag/masterEvents", get(get_stream).post(post_ingest))
+        .route("/schemas", get(schema_index))
+        .route("/schemas/", get(schema_index))
+        .route("/schemas/{*path}", get(schema_file))
+        .route("/cluster", get(cluster))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            observe_latency,
+        ))
+        .with_state(state)
+}
+
+fn route_name(path: &str) -> &'static str {
+    match path {
+        "/diag/masterEvents" => "/diag/masterEvents",
+        "/cluster" => "/cluster",
+        "/metrics" => "/metrics",
+        "/health" => "/health",
+        "/ui" | "/ui/" => "/ui",
+        p if p.starts_with("/schemas") => "/schemas",
+        _ => "other",
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
+
+async fn observe_latency(
+    State(state): State<Arc<AppState>>,
+    req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = route_name(req.uri().path());
+    let method = method_name(req.method());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    state
+        .metrics
+        .observe(route, method, response.status().as_u16(), started.elapsed());
+    response
+}
+
+fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct E {
+        error: String,
+    }
+    json_response(
+        status,
+        &E {
+            error: message.into(),
+        },
+    )
+}
+
+/// Checks credentials and role: `Some(response)` is the refusal to send.
+fn denied(state: &AppState, headers: &HeaderMap, needed: Role) -> Option<Response> {
+    authorize(state, headers, needed).err().map(|b| *b)
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap, needed: Role) -> Result<(), Box<Response>> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match state.users.check(header) {
+        AuthOutcome::Open => Ok(()),
+        AuthOutcome::User { role, .. } if role.allows(needed) => Ok(()),
+        AuthOutcome::User { name, role } => {
+            state.metrics.auth_failure();
+            Err(Box::new(error_response(
+                StatusCode::FORBIDDEN,
+                format!("user {name:?} has role {role}; this needs {needed} (or admin)"),
+            )))
+        }
+        AuthOutcome::Unauthenticated => {
+            state.metrics.auth_failure();
+            let mut resp = error_response(
+                StatusCode::UNAUTHORIZED,
+                "credentials required (HTTP Basic)",
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"master-events\", charset=\"UTF-8\""),
+            );
+            Err(Box::new(resp))
+        }
+    }
+}
+
+fn wants_sse(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"))
+}
+
+async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let headers = req.headers();
+    if let Some(resp) = denied(&state, headers, Role::Read) {
+        return resp;
+    }
+    let format = if wants_sse(headers) {
+        Format::Sse
+    } else {
+        Format::Ndjson
+    };
+    let last_event_id = match format {
+        Format::Sse => headers.get("last-event-id").and_then(|v| v.to_str().ok()),
+        Format::Ndjson => None,
+    };
+    let mut query =
+        match StreamQuery::parse(req.uri().query(), last_event_id, state.config.heartbeat) {
+            Ok(q) => q,
+            Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+    if let Some(base) = &state.config.stream_filter {
+        query.filter = Some(match query.filter.take() {
+            Some(f) => Filter::And(vec![base.clone(), f]),
+            None => base.clone(),
+        });
+    }
+    if state.metrics.open_streams().get() >= state.config.max_streams as i64 {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many open streams (limit {})", state.config.max_streams),
+        );
+    }
+    let once_until = query.once.then(|| state.router.last_seq());
+    let sub = state.router.subscribe(query.cursor);
+    let body = StreamBody::new(
+        sub,
+        &query,
+        format,
+        once_until,
+        state.shutdown.clone(),
+        Arc::clone(&state.metrics),
+    );
+    let content_type = match format {
+        Format::Ndjson => "application/x-ndjson",
+        Format::Sse => "text/event-stream",
+    };
+    let mut resp = Response::new(Body::from_stream(body.into_stream()));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    if let Some(resp) = denied(&state, req.headers(), Role::Write) {
+        return resp;
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    if !ingest::content_type_ok(content_type) {
+        state.metrics.ingest_error("unsupported_media_type");
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported Content-Type {:?}: send NDJSON as application/x-ndjson",
+                content_type.unwrap_or_default()
+            ),
+        );
+    }
+    let limit = state.config.body_limit;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        state.metrics.ingest_error("too_large");
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "body of {} bytes is over the limit of {limit} bytes",
+                declared.unwrap_or(0)
+            ),
+        );
+    }
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                state.metrics.ingest_error("too_large");
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body is over the limit of {limit} bytes"),
+                );
+            }
+            state.metrics.ingest_error("body_read");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            );
+        }
+    };
+    let records = match ingest::parse_body(&body) {
+        Ok(r) => r,
+        Err(refusal) => {
+            state.metrics.ingest_error("bad_line");
+            return json_response(StatusCode::BAD_REQUEST, &refusal);
+        }
+    };
+    let types: Vec<_> = records.iter().map(|r| r.event.event_type()).collect();
+    match state.router.publish_batch(records).await {
+        Ok(range) => {
+            for t in types {
+                state.metrics.ingested(t, 1);
+            }
+            let seqs = if range.is_empty() {
+                Vec::new()
+            } else {
+                vec![*range.start(), *range.end()]
+            };
+            json_response(
+                StatusCode::OK,
+                &ingest::Accepted {
+                    accepted: seqs.len().min(1) * (range.end() + 1 - range.start()) as usize,
+                    seqs,
+                },
+            )
+        }
+        Err(e) => {
+            state.metrics.ingest_error("closed");
+            error_response(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SchemaIndex {
+    schemas: Vec<&'static str>,
+}
+
+async fn schema_index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = denied(&state, &headers, Role::Read) {
+        return resp;
+    }
+    json_response(
+        StatusCode::OK,
+        &SchemaIndex {
+            schemas: published::FILES.iter().map(|(p, _)| *p).collect(),
+        },
+    )
+}
+
+async fn schema_file(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(path): Path<String>,
+) -> Response {
+    if let Some(resp) = denied(&state, &headers, Role::Read) {
+        return resp;
+    }
+    match published::get(&path) {
+        Some(text) => {
+            let mut resp = (StatusCode::OK, text).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/schema+json"),
+            );
+            resp
+        }
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            format!("no schema {path:?}; GET /schemas/ lists them"),
+        ),
+    }
+}
+
+async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = denied(&state, &headers, Role::Read) {
+        return resp;
+    }
+    #[derive(Serialize)]
+    struct View<'a> {
+        #[serde(flatten)]
+        view: &'a ClusterView,
+        last_seq: u64,
+        oldest_seq: Option<u64>,
+        archive_capacity: usize,
+    }
+    let view = state.cluster.borrow().clone();
+    json_response(
+        StatusCode::OK,
+        &View {
+            view: &view,
+            last_seq: state.router.last_seq(),
+            oldest_seq: state.router.oldest_seq(),
+            archive_capacity: state.router.archive_capacity(),
+        },
+    )
+}
+
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = denied(&state, &headers, Role::Read) {
+        return resp;
+    }
+    let mut resp = (StatusCode::OK, state.metrics.render()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+async fn health() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = denied(&state, &headers, Role::Read) {
+        return resp;
+    }
+    error_response(
+        StatusCode::NOT_FOUND,
+        "no such route; see /diag/masterEvents, /schemas/, /cluster, /metrics, /health, /ui",
+    )
+}
+
+/// The `http` sink: its configuration sets what every stream of the HTTP server
+/// does by default. The streams themselves are served per connection by the server,
+/// so the sink built from this entry consumes nothing.
+#[derive(Deserialize, schemars::JsonSchema, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// Default idle heartbeat interval of streams, in seconds (0 = off); a client's
+    /// `?heartbeat=` overrides it.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat: f64,
+    /// Most stream connections open at once; more are answered 503.
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+}
+
+fn default_heartbeat_secs() -> f64 {
+    DEFAULT_HEARTBEAT.as_secs_f64()
+}
+
+fn default_max_streams() -> usize {
+    ServerConfig::default().max_streams
+}
+
+struct HttpSink;
+
+impl master_events_router::Sink for HttpSink {
+    fn run(
+        self: Box<Self>,
+        _input: master_events_router::SinkInput,
+    ) -> master_events_router::SinkFuture {
+        // The server's connections read the ring themselves; this entry only carries
+        // their settings, so its own subscription is released at once.
+        Box::pin(async {})
+    }
+}
+
+impl master_events_router::SinkConfig for HttpSinkConfig {
+    const NAME: &'static str = "http";
+    const DESCRIPTION: &'static str =
+        "the NDJSON / Server-Sent Events streams of GET /diag/masterEvents (settings and filter for every stream)";
+
+    fn validate(&self) -> Result<(), String> {
+        if !self.heartbeat.is_finite() || !(0.0..=86_400.0).contains(&self.heartbeat) {
+            return Err(format!(
+                "heartbeat must be 0 to 86400 seconds, not {}",
+                self.heartbeat
+            ));
+        }
+        if self.max_streams == 0 {
+            return Err("max_streams must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn build(
+        self,
+        _ctx: &master_events_router::SinkContext,
+    ) -> Result<Box<dyn master_events_router::Sink>, master_events_router::ConfigError> {
+        Ok(Box::new(HttpSink))
+    }
+}
+
+master_events_router::register_sink!(HttpSinkConfig);
+
+impl HttpSinkConfig {
+    /// Applies this entry (and its filter) to a server configuration.
+    pub fn apply_to(&self, config: &mut ServerConfig, filter: Option<Filter>) {
+        config.heartbeat = (self.heartbeat > 0.0).then(|| Duration::from_secs_f64(self.heartbeat));
+        config.max_streams = self.max_streams;
+        config.stream_filter = filter;
+    }
+}

@@ -1,0 +1,258 @@
+//! Prometheus metrics of the server and its router, in the text exposition format.
+//!
+//! Owns: the metric registry and every metric the server updates: events ingested
+//! and streamed per type, open streams, gap frames sent, ingest errors per reason,
+//! authentication failures, request latencies per route; and, read from the router
+//! at each scrape, the sequencing counters (published, dropped, last seq, archive
+//! fill, ingress queue).
+//!
+//! Promises: updating a metric never blocks on I/O; per-type counts of a stream are
+//! accumulated per batch, not per event, so metrics do not slow the stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use master_events_events::EventType;
+use master_events_router::Router;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label: an event type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// The event type's wire name.
+    pub r#type: &'static str,
+}
+
+/// Label: why an ingest request was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// `bad_line`, `too_large`, `unsupported_media_type`, `body_read`, `closed`.
+    pub reason: &'static str,
+}
+
+/// Labels of a request latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route (`/diag/masterEvents`, `/schemas`, ...).
+    pub route: &'static str,
+    /// The method.
+    pub method: &'static str,
+    /// The response status code.
+    pub status: u16,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// Every metric of the server.
+pub struct Metrics {
+    registry: Registry,
+    ingested: Family<TypeLabel, Counter>,
+    streamed: Family<TypeLabel, Counter>,
+    open_streams: Gauge,
+    gaps_sent: Counter,
+    ingest_errors: Family<ReasonLabel, Counter>,
+    auth_failures: Counter,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+#[derive(Debug)]
+struct RouterCollector(Router);
+
+impl Collector for RouterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        let counters: [(&str, &str, u64); 2] = [
+            (
+                "master_events_published",
+                "Events sequenced by this node's router.",
+                s.published,
+            ),
+            (
+                "master_events_dropped",
+                "Events noted on this node but dropped because the ingress queue was full.",
+                s.dropped,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        let gauges: [(&str, &str, i64); 6] = [
+            (
+                "master_events_last_seq",
+                "The seq of the last sequenced event.",
+                s.last_seq as i64,
+            ),
+            (
+                "master_events_oldest_seq",
+                "The seq of the oldest retained event (0 if none).",
+                s.oldest_seq as i64,
+            ),
+            (
+                "master_events_archived_events",
+                "Events retained in the archive.",
+                s.archived as i64,
+            ),
+            (
+                "master_events_archive_capacity",
+                "Events the archive retains at most.",
+                s.archive_capacity as i64,
+            ),
+            (
+                "master_events_archived_bytes",
+                "Bytes of the retained events' lines and blocks.",
+                s.archived_bytes as i64,
+            ),
+            (
+                "master_events_ingress_queued",
+                "Records waiting in the ingress queue.",
+                s.ingress_queued as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric, reading router figures from `router` at scrape.
+    pub fn new(router: Router) -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let ingested = Family::<TypeLabel, Counter>::default();
+        let streamed = Family::<TypeLabel, Counter>::default();
+        let open_streams = Gauge::default();
+        let gaps_sent = Counter::default();
+        let ingest_errors = Family::<ReasonLabel, Counter>::default();
+        let auth_failures = Counter::default();
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "master_events_ingested_events",
+            "Events accepted by POST /diag/masterEvents, per type.",
+            ingested.clone(),
+        );
+        registry.register(
+            "master_events_streamed_events",
+            "Events sent to stream clients, per type (one count per client).",
+            streamed.clone(),
+        );
+        registry.register(
+            "master_events_open_streams",
+            "Stream connections open now.",
+            open_streams.clone(),
+        );
+        registry.register(
+            "master_events_gaps_sent",
+            "Gap frames sent to stream clients (they asked for or fell behind to events no longer retained).",
+            gaps_sent.clone(),
+        );
+        registry.register(
+            "master_events_ingest_errors",
+            "Ingest requests refused, per reason.",
+            ingest_errors.clone(),
+        );
+        registry.register(
+            "master_events_auth_failures",
+            "Requests refused for missing or wrong credentials or an insufficient role.",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "master_events_http_request_duration_seconds",
+            "Time to answer a request (for streams: to send the response head).",
+            latency.clone(),
+        );
+        registry.register_collector(Box::new(RouterCollector(router)));
+        Arc::new(Metrics {
+            registry,
+            ingested,
+            streamed,
+            open_streams,
+            gaps_sent,
+            ingest_errors,
+            auth_failures,
+            latency,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts events of one type ingested.
+    pub fn ingested(&self, ty: EventType, n: u64) {
+        self.ingested
+            .get_or_create(&TypeLabel {
+                r#type: ty.as_str(),
+            })
+            .inc_by(n);
+    }
+
+    /// Adds per-type counts of events streamed (indexed by [`EventType::index`]).
+    pub fn streamed(&self, counts: &mut [u64; EventType::ALL.len()]) {
+        for (i, n) in counts.iter_mut().enumerate() {
+            if *n > 0 {
+                self.streamed
+                    .get_or_create(&TypeLabel {
+                        r#type: EventType::ALL[i].as_str(),
+                    })
+                    .inc_by(*n);
+                *n = 0;
+            }
+        }
+    }
+
+    /// The open-streams gauge.
+    pub fn open_streams(&self) -> &Gauge {
+        &self.open_streams
+    }
+
+    /// Counts a gap frame sent.
+    pub fn gap_sent(&self) {
+        self.gaps_sent.inc();
+    }
+
+    /// Counts a refused ingest request.
+    pub fn ingest_error(&self, reason: &'static str) {
+        self.ingest_errors
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts an authentication or authorization failure.
+    pub fn auth_failure(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// Records a request's latency.
+    pub fn observe(&self, route: &'static str, method: &'static str, status: u16, took: Duration) {
+        self.latency
+            .get_or_create(&RouteLabels {
+                route,
+                method,
+                status,
+            })
+            .observe(took.as_secs_f64());
+    }
+}

@@ -1,0 +1,487 @@
+//! `GET /diag/masterEvents`: the event stream, as NDJSON or Server-Sent Events.
+//!
+//! Owns: the query (`o=1`, `since=`, `start=now`, filters, `heartbeat=`), the choice
+//! of format (`Accept: text/event-stream` → SSE; `Last-Event-ID` resumes), and the
+//! body that walks the router's ring for one client.
+//!
+//! How a slow consumer is read (the promise of this module):
+//! - The body is pulled by the connection: the next chunk is taken from the ring only
+//!   when hyper has written the previous one. A client that stops reading therefore
+//!   holds at most one chunk (a block of at most ~64 KiB of lines) plus the socket's
+//!   buffers: its memory is bounded, and the sequencer, the archive and every other
+//!   client go on unaffected.
+//! - When that client reads again and the ring has moved past its position, it gets
+//!   a `gap` frame with the exact range and count it missed, then continues from the
+//!   oldest retained event; it can also reconnect with `since=` (the `seq` of the
+//!   last event it got, or of a heartbeat).
+//! - Lines are sent as they are in the ring: with no filter, a chunk is one
+//!   zero-copy slice of many lines (many lines per write); they are never re-encoded.
+//! - A `heartbeat` frame (`seq` = the position the stream has reached, filtered-out
+//!   events included) is sent after each idle interval.
+//! - On server shutdown every stream ends promptly (its body finishes cleanly).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use master_events_events::{EventType, Gap, Heartbeat, Timestamp};
+use master_events_router::{Chunk, Cursor, EventBatch, Filter, Subscription};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// The wire format of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object a line (`application/x-ndjson`).
+    Ndjson,
+    /// Server-Sent Events (`text/event-stream`): `id:` = seq, `data:` = the line.
+    Sse,
+}
+
+/// A parsed stream request.
+#[derive(Debug)]
+pub struct StreamQuery {
+    /// Where to start.
+    pub cursor: Cursor,
+    /// Send the archive once, then end (`o=1`).
+    pub once: bool,
+    /// The filter of the query (`None` when it matches everything).
+    pub filter: Option<Filter>,
+    /// Idle heartbeat interval (`None` = off).
+    pub heartbeat: Option<Duration>,
+}
+
+/// Why a stream query was refused (a 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// A parameter has a value that does not parse.
+    #[error("query parameter {name}: {reason}")]
+    Invalid {
+        /// The parameter.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A parameter this endpoint does not know.
+    #[error("unknown query parameter {0:?} (known: o, since, start, type, bucket, vbucket, node, heartbeat)")]
+    Unknown(String),
+    /// Parameters that contradict each other.
+    #[error("{0}")]
+    Conflict(&'static str),
+}
+
+/// Splits a raw query string into (key, values), percent-decoded.
+pub fn parse_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl StreamQuery {
+    /// Parses the query string; `last_event_id` is the SSE `Last-Event-ID` header,
+    /// which resumes like `since=` (an explicit `since=` wins); `default_heartbeat`
+    /// applies when the query has no `heartbeat=`.
+    pub fn parse(
+        query: Option<&str>,
+        last_event_id: Option<&str>,
+        default_heartbeat: Option<Duration>,
+    ) -> Result<StreamQuery, QueryError> {
+        let mut values: HashMap<&'static str, Vec<String>> = HashMap::new();
+        for (k, v) in parse_pairs(query) {
+            let key: &'static str = match k.as_str() {
+                "o" => "o",
+                "since" => "since",
+                "start" => "start",
+                "type" => "type",
+                "bucket" => "bucket",
+                "vbucket" => "vbucket",
+                "node" => "node",
+                "heartbeat" => "heartbeat",
+                _ => return Err(QueryError::Unknown(k)),
+            };
+            values.entry(key).or_default().push(v);
+        }
+        let single = |name: &'static str| -> Option<&str> {
+            values.get(name).and_then(|v| v.last()).map(String::as_str)
+        };
+        let once = match single("o") {
+            None | Some("0") | Some("false") => false,
+            Some("1") | Some("true") | Some("") => true,
+            Some(other) => {
+                return Err(QueryError::Invalid {
+                    name: "o",
+                    reason: format!("expected 1 or 0, found {other:?}"),
+                })
+            }
+        };
+        let since = match single("since").or(last_event_id) {
+            None => None,
+            Some(s) => Some(s.trim().parse::<u64>().map_err(|_| QueryError::Invalid {
+                name: "since",
+                reason: format!("expected a seq (a non-negative integer), found {s:?}"),
+            })?),
+        };
+        let start_now = match single("start") {
+            None => false,
+            Some("now") => true,
+            Some(other) => {
+                return Err(QueryError::Invalid {
+                    name: "start",
+                    reason: format!("the only value is \"now\", found {other:?}"),
+                })
+            }
+        };
+        if start_now && since.is_some() {
+            return Err(QueryError::Conflict(
+                "start=now and since= (or Last-Event-ID) cannot be combined",
+            ));
+        }
+        if start_now && once {
+            return Err(QueryError::Conflict(
+                "start=now and o=1 cannot be combined: o=1 sends the archive",
+            ));
+        }
+        let cursor = match (since, start_now) {
+            (Some(s), _) => Cursor::After(s),
+            (None, true) => Cursor::Now,
+            (None, false) => Cursor::Oldest,
+        };
+        let empty = Vec::new();
+        let get = |name: &'static str| values.get(name).unwrap_or(&empty);
+        let filter = Filter::from_query(get("type"), get("bucket"), get("vbucket"), get("node"))
+            .map_err(|e| QueryError::Invalid {
+                name: "filter",
+                reason: e.to_string(),
+            })?;
+        let heartbeat = match single("heartbeat") {
+            None => default_heartbeat,
+            Some(s) => {
+                let secs: f64 = s.trim().parse().map_err(|_| QueryError::Invalid {
+                    name: "heartbeat",
+                    reason: format!("expected seconds (0 = off), found {s:?}"),
+                })?;
+                if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+                    return Err(QueryError::Invalid {
+                        name: "heartbeat",
+                        reason: format!("expected 0 to 86400 seconds, found {s}"),
+                    });
+                }
+                (secs > 0.0).then(|| Duration::from_secs_f64(secs.max(0.01)))
+            }
+        };
+        Ok(StreamQuery {
+            cursor,
+            once,
+            filter: (!filter.is_all()).then_some(filter),
+            heartbeat,
+        })
+    }
+}
+
+/// One client's stream: pulls chunks from its subscription and renders them.
+pub struct StreamBody {
+    sub: Subscription,
+    filter: Option<Filter>,
+    format: Format,
+    heartbeat: Option<Duration>,
+    /// With `o=1`: stop once the position reaches this seq.
+    once_until: Option<u64>,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    counts: [u64; EventType::ALL.len()],
+    finished: bool,
+}
+
+/// Keeps the open-streams gauge right however the stream ends.
+struct OpenStream(Arc<Metrics>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open_streams().dec();
+    }
+}
+
+impl StreamBody {
+    /// A stream over `sub`. With `once_until`, ends after that seq (or as soon as it
+    /// has caught up).
+    pub fn new(
+        sub: Subscription,
+        query: &StreamQuery,
+        format: Format,
+        once_until: Option<u64>,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> StreamBody {
+        StreamBody {
+            sub,
+            filter: query.filter.clone(),
+            format,
+            heartbeat: query.heartbeat,
+            once_until,
+            shutdown,
+            metrics,
+            counts: [0; EventType::ALL.len()],
+            finished: false,
+        }
+    }
+
+    /// The body as a stream of byte chunks, for a response.
+    pub fn into_stream(
+        self,
+    ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static
+    {
+        self.metrics.open_streams().inc();
+        let guard = OpenStream(Arc::clone(&self.metrics));
+        futures_util::stream::unfold((self, guard), |(mut body, guard)| async move {
+            let next = body.next_chunk().await;
+            next.map(|bytes| (Ok(bytes), (body, guard)))
+        })
+    }
+
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if let Some(until) = self.once_until {
+                if self.sub.position() >= until {
+                    return None;
+                }
+                match self.sub.try_recv() {
+                    Some(chunk) => match self.render(chunk) {
+                        Some(bytes) => return Some(bytes),
+                        None => continue,
+                    },
+                    None => return None,
+                }
+            }
+            let chunk = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {
+                    self.finished = true;
+                    return None;
+                }
+                chunk = self.sub.recv() => chunk,
+                _ = sleep_or_forever(self.heartbeat) => {
+                    return Some(self.render_heartbeat());
+                }
+            };
+            match chunk {
+                None => {
+                    self.finished = true;
+                    return None;
+                }
+                Some(chunk) => {
+                    if let Some(bytes) = self.render(chunk) {
+                        return Some(bytes);
+                    }
+                }
+            }
+        }
+    }
+
+    fn render(&mut self, chunk: Chunk) -> Option<Bytes> {
+        match chunk {
+            Chunk::Gap(gap) => {
+                self.metrics.gap_sent();
+                Some(self.render_gap(&gap))
+            }
+            Chunk::Events(batch) => {
+                let out = self.render_batch(&batch);
+                self.metrics.streamed(&mut self.counts);
+                (!out.is_empty()).then_some(out)
+            }
+        }
+    }
+
+    fn render_batch(&mut self, batch: &EventBatch) -> Bytes {
+        match (self.format, &self.filter) {
+            (Format::Ndjson, None) => {
+                for e in batch.iter() {
+                    self.counts[e.meta.event_type.index()] += 1;
+                }
+                batch.bytes()
+            }
+            (Format::Ndjson, Some(filter)) => {
+                for e in batch.iter().filter(|e| filter.matches(e.meta)) {
+                    self.counts[e.meta.event_type.index()] += 1;
+                }
+                batch.select(filter)
+            }
+            (Format::Sse, filter) => {
+                let mut out = BytesMut::with_capacity(batch.bytes().len() + batch.len() * 24);
+                for e in batch.iter() {
+                    if filter.as_ref().is_some_and(|f| !f.matches(e.meta)) {
+                        continue;
+                    }
+                    self.counts[e.meta.event_type.index()] += 1;
+                    out.extend_from_slice(b"id: ");
+                    out.extend_from_slice(itoa_u64(e.seq).as_bytes());
+                    out.extend_from_slice(b"\ndata: ");
+                    out.extend_from_slice(strip_newline(e.line));
+                    out.extend_from_slice(b"\n\n");
+                }
+                out.freeze()
+            }
+        }
+    }
+
+    fn frame(&self, name: &str, line: Vec<u8>) -> Bytes {
+        match self.format {
+            Format::Ndjson => Bytes::from(line),
+            Format::Sse => {
+                let mut out = Vec::with_capacity(line.len() + 24);
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\ndata: ");
+                out.extend_from_slice(strip_newline(&line));
+                out.extend_from_slice(b"\n\n");
+                Bytes::from(out)
+            }
+        }
+    }
+
+    fn render_gap(&self, gap: &Gap) -> Bytes {
+        let mut line = Vec::with_capacity(128);
+        gap.encode_line(&mut line);
+        self.frame("gap", line)
+    }
+
+    fn render_heartbeat(&self) -> Bytes {
+        let mut line = Vec::with_capacity(64);
+        Heartbeat {
+            seq: self.sub.position(),
+            ts: Timestamp::now(),
+        }
+        .encode_line(&mut line);
+        self.frame("heartbeat", line)
+    }
+}
+
+async fn sleep_or_forever(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn strip_newline(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\n").unwrap_or(line)
+}
+
+fn itoa_u64(n: u64) -> String {
+    n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Result<StreamQuery, QueryError> {
+        StreamQuery::parse(Some(s), None, Some(Duration::from_secs(30)))
+    }
+
+    #[test]
+    fn default_query_replays_the_archive_then_follows() {
+        let sq = q("").expect("ok");
+        assert_eq!(sq.cursor, Cursor::Oldest);
+        assert!(!sq.once && sq.filter.is_none());
+        assert_eq!(sq.heartbeat, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn since_start_and_last_event_id_set_the_cursor() {
+        assert_eq!(
+            q("since=42").map(|s| s.cursor).ok(),
+            Some(Cursor::After(42))
+        );
+        assert_eq!(q("start=now").map(|s| s.cursor).ok(), Some(Cursor::Now));
+        let sse = StreamQuery::parse(None, Some("17"), None).expect("ok");
+        assert_eq!(sse.cursor, Cursor::After(17));
+        let both = StreamQuery::parse(Some("since=3"), Some("17"), None).expect("ok");
+        assert_eq!(both.cursor, Cursor::After(3), "an explicit since wins");
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let e = q("since=abc")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("since"), "{e}");
+        let e = q("vbucket=70000")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("70000"), "{e}");
+        let e = q("type=nope")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("nope"), "{e}");
+        assert!(matches!(q("frobnicate=1"), Err(QueryError::Unknown(_))));
+        assert!(matches!(
+            q("start=now&since=1"),
+            Err(QueryError::Conflict(_))
+        ));
+        assert!(matches!(q("heartbeat=-1"), Err(QueryError::Invalid { .. })));
+    }
+
+    #[test]
+    fn heartbeat_zero_turns_heartbeats_off() {
+        assert_eq!(q("heartbeat=0").ok().and_then(|s| s.heartbeat), None);
+        assert_eq!(
+            q("heartbeat=0.5").ok().and_then(|s| s.heartbeat),
+            Some(Duration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn percent_encoded_values_are_decoded() {
+        assert_eq!(
+            parse_pairs(Some("node=n_0%4010.0.0.1&bucket=a+b")),
+            vec![
+                ("node".to_owned(), "n_0@10.0.0.1".to_owned()),
+                ("bucket".to_owned(), "a b".to_owned())
+            ]
+        );
+        assert_eq!(
+            parse_pairs(Some("x=%zz%")),
+            vec![("x".to_owned(), "%zz%".to_owned())]
+        );
+    }
+}

@@ -1,0 +1,736 @@
+//! The HTTP API over real TCP: streams (NDJSON and SSE), ingest, auth, limits, and
+//! bad input. Each test starts its own server on a free loopback port.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use master_events_events::{catalog::*, Record};
+use master_events_router::{Router, RouterConfig};
+use master_events_server::auth::Users;
+use master_events_server::{ClusterView, Server, ServerConfig, ShutdownHandle};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(20);
+
+struct TestServer {
+    url: String,
+    addr: SocketAddr,
+    router: Router,
+    shutdown: ShutdownHandle,
+    task: tokio::task::JoinHandle<()>,
+    _cluster: tokio::sync::watch::Sender<ClusterView>,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        self.task.abort();
+    }
+}
+
+async fn start(archive: usize, users: &str, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let router = Router::start(RouterConfig {
+        node: "n_0@127.0.0.1".into(),
+        archive_capacity: archive,
+        ..RouterConfig::default()
+    });
+    let users = Users::from_entries(&Users::parse_env(users).expect("users parse")).expect("users");
+    let mut config = ServerConfig::default();
+    tweak(&mut config);
+    let (tx, rx) = tokio::sync::watch::channel(ClusterView {
+        node: "n_0@127.0.0.1".into(),
+        master: Some("n_0@127.0.0.1".into()),
+        is_master: true,
+        epoch: 1,
+        discovery: "static".into(),
+    });
+    let server = Server::bind(config, router.clone(), users, rx)
+        .await
+        .expect("binds");
+    let addr = server.local_addr();
+    let shutdown = server.shutdown_handle();
+    let task = tokio::spawn(server.run());
+    TestServer {
+        url: format!("http://{addr}"),
+        addr,
+        router,
+        shutdown,
+        task,
+        _cluster: tx,
+    }
+}
+
+fn move_done(vb: u16, bucket: &str) -> Record {
+    Record::new(VbucketMoveDone {
+        vbucket: vb,
+        bucket: bucket.into(),
+    })
+}
+
+async fn publish(router: &Router, n: usize) {
+    let recs = (0..n)
+        .map(|i| move_done((i % 1024) as u16, "default"))
+        .collect();
+    router.publish_batch(recs).await.expect("published");
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
+/// Reads a streaming response line by line.
+struct Lines {
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    fn new(resp: reqwest::Response) -> Lines {
+        Lines {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line, or `None` at the end of the body.
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            }
+            match timeout(T, self.stream.next())
+                .await
+                .expect("stream stalled")
+            {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    async fn json(&mut self) -> Option<Value> {
+        let line = self.next().await?;
+        Some(serde_json::from_str(&line).expect("each line is JSON"))
+    }
+}
+
+async fn get_stream(url: &str, query: &str) -> Lines {
+    let resp = client()
+        .get(format!("{url}/diag/masterEvents{query}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/x-ndjson")
+    );
+    Lines::new(resp)
+}
+
+fn seq(v: &Value) -> u64 {
+    v["seq"].as_u64().expect("seq")
+}
+
+#[tokio::test]
+async fn replay_then_live_has_no_gap() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 10).await;
+    let mut lines = get_stream(&s.url, "").await;
+    for expected in 1..=10 {
+        assert_eq!(seq(&lines.json().await.expect("line")), expected);
+    }
+    publish(&s.router, 10).await;
+    for expected in 11..=20 {
+        let v = lines.json().await.expect("line");
+        assert_eq!(seq(&v), expected);
+        assert_eq!(v["type"], "vbucketMoveDone");
+        assert_eq!(v["origin"], "n_0@127.0.0.1");
+    }
+}
+
+#[tokio::test]
+async fn once_ends_after_the_archive() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 25).await;
+    let mut lines = get_stream(&s.url, "?o=1").await;
+    let mut seqs = Vec::new();
+    while let Some(v) = lines.json().await {
+        seqs.push(seq(&v));
+    }
+    assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn since_resumes_exactly() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 30).await;
+    let mut lines = get_stream(&s.url, "?since=17&o=1").await;
+    let mut seqs = Vec::new();
+    while let Some(v) = lines.json().await {
+        seqs.push(seq(&v));
+    }
+    assert_eq!(seqs, (18..=30).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_too_old_since_gets_a_gap_frame_first() {
+    let s = start(8, "", |_| {}).await;
+    publish(&s.router, 20).await;
+    let mut lines = get_stream(&s.url, "?since=2&o=1").await;
+    let gap = lines.json().await.expect("gap");
+    assert_eq!(gap["type"], "gap");
+    assert_eq!(gap["fromSeq"], 3);
+    assert_eq!(gap["toSeq"], 12);
+    assert_eq!(gap["missed"], 10);
+    let mut seqs = Vec::new();
+    while let Some(v) = lines.json().await {
+        seqs.push(seq(&v));
+    }
+    assert_eq!(seqs, (13..=20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn start_now_sees_only_live_events() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 5).await;
+    let mut lines = get_stream(&s.url, "?start=now&heartbeat=0").await;
+    // The subscription exists once the response head is out; events after it are live.
+    publish(&s.router, 3).await;
+    assert_eq!(seq(&lines.json().await.expect("line")), 6);
+}
+
+#[tokio::test]
+async fn filters_are_or_within_a_key_and_and_across_keys() {
+    let s = start(4096, "", |_| {}).await;
+    s.router
+        .publish_batch(vec![
+            move_done(1, "default"),
+            move_done(2, "default"),
+            move_done(1, "other"),
+            Record::new(DeleteBucket {
+                bucket: "default".into(),
+            }),
+            move_done(3, "default"),
+        ])
+        .await
+        .expect("published");
+    let mut lines = get_stream(
+        &s.url,
+        "?o=1&type=vbucketMoveDone,deleteBucket&bucket=default&vbucket=1,3",
+    )
+    .await;
+    let mut got = Vec::new();
+    while let Some(v) = lines.json().await {
+        got.push(seq(&v));
+    }
+    assert_eq!(got, vec![1, 5]);
+    let mut lines = get_stream(&s.url, "?o=1&type=deleteBucket").await;
+    assert_eq!(lines.json().await.map(|v| seq(&v)), Some(4));
+    assert_eq!(lines.json().await, None);
+}
+
+#[tokio::test]
+async fn sse_has_ids_and_last_event_id_resumes() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 8).await;
+    let resp = client()
+        .get(format!("{}/diag/masterEvents?o=1", s.url))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "5")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let text = timeout(T, resp.text()).await.expect("ends").expect("body");
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 3, "{text}");
+    for (event, id) in events.iter().zip(6..) {
+        let mut parts = event.lines();
+        assert_eq!(parts.next(), Some(format!("id: {id}").as_str()));
+        let data = parts
+            .next()
+            .and_then(|d| d.strip_prefix("data: "))
+            .expect("data");
+        let v: Value = serde_json::from_str(data).expect("json");
+        assert_eq!(seq(&v), id);
+    }
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_heartbeats_with_the_last_seq() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 3).await;
+    let mut lines = get_stream(&s.url, "?heartbeat=0.2").await;
+    for _ in 0..3 {
+        lines.json().await.expect("event");
+    }
+    let hb = lines.json().await.expect("heartbeat");
+    assert_eq!(hb["type"], "heartbeat");
+    assert_eq!(hb["seq"], 3);
+    assert!(hb["ts"].as_f64().is_some_and(|t| t > 1.0e9));
+}
+
+async fn post(url: &str, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value) {
+    let resp = client()
+        .post(format!("{url}/diag/masterEvents"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+#[tokio::test]
+async fn ingest_assigns_seqs_and_replaces_the_envelope() {
+    let s = start(4096, "", |_| {}).await;
+    let body = "{\"type\":\"deleteBucket\",\"bucket\":\"a\",\"seq\":900,\"ts\":1,\"origin\":\"elsewhere\"}\n{\"type\":\"failoverEnded\"}\n";
+    let (status, reply) = post(&s.url, body, "application/x-ndjson").await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["accepted"], 2);
+    assert_eq!(reply["seqs"], serde_json::json!([1, 2]));
+    let mut lines = get_stream(&s.url, "?o=1").await;
+    let first = lines.json().await.expect("line");
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["origin"], "n_0@127.0.0.1");
+    assert!(first["ts"].as_f64().is_some_and(|t| t > 1.0e9));
+}
+
+#[tokio::test]
+async fn an_ingest_batch_with_one_bad_line_adds_nothing() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 2).await;
+    let body = "{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n{\"type\":\"vbucketMoveDone\",\"vbucket\":\"x\",\"bucket\":\"b\"}\n{\"type\":\"failoverEnded\"}\n";
+    let (status, reply) = post(&s.url, body, "application/x-ndjson").await;
+    assert_eq!(status, 400);
+    assert_eq!(reply["line"], 2);
+    assert_eq!(reply["field"], "vbucket");
+    assert_eq!(s.router.last_seq(), 2, "nothing taken");
+    for bad in [
+        &b"{\"type\":\"deleteBucket\",\"bucket\":"[..],
+        b"{\"type\":\"nope\"}",
+        b"{\"type\":\"deleteBucket\",\"bucket\":\"\xff\"}",
+        b"[1,2,3]",
+    ] {
+        let (status, reply) = post(&s.url, bad.to_vec(), "application/x-ndjson").await;
+        assert_eq!(status, 400, "{reply}");
+        assert_eq!(reply["line"], 1);
+    }
+    assert_eq!(s.router.last_seq(), 2);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_and_wrong_types_415() {
+    let s = start(4096, "", |c| c.body_limit = 1024).await;
+    let line = "{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n";
+    let (status, _) = post(&s.url, line.repeat(100), "application/x-ndjson").await;
+    assert_eq!(status, 413);
+    // Without a Content-Length (chunked), the limit is enforced while reading.
+    let chunks = futures_util::stream::iter(
+        (0..100).map(move |_| Ok::<_, std::io::Error>(bytes::Bytes::from(line))),
+    );
+    let (status, _) = post(
+        &s.url,
+        reqwest::Body::wrap_stream(chunks),
+        "application/x-ndjson",
+    )
+    .await;
+    assert_eq!(status, 413);
+    let (status, reply) = post(&s.url, line, "application/x-www-form-urlencoded").await;
+    assert_eq!(status, 415, "{reply}");
+    assert_eq!(s.router.last_seq(), 0);
+    let (status, _) = post(&s.url, line, "application/x-ndjson").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn every_protected_route_needs_credentials() {
+    let s = start(
+        4096,
+        "reader:rpw:read,writer:wpw:write,root:toor:admin",
+        |_| {},
+    )
+    .await;
+    let c = client();
+    let routes = [
+        ("GET", "/diag/masterEvents?o=1"),
+        ("POST", "/diag/masterEvents"),
+        ("GET", "/schemas/"),
+        ("GET", "/schemas/event.json"),
+        ("GET", "/cluster"),
+        ("GET", "/metrics"),
+    ];
+    for (method, path) in routes {
+        for auth in [None, Some(("reader", "wrong")), Some(("nobody", "rpw"))] {
+            let mut req = match method {
+                "GET" => c.get(format!("{}{path}", s.url)),
+                _ => c
+                    .post(format!("{}{path}", s.url))
+                    .body("{\"type\":\"failoverEnded\"}\n"),
+            };
+            if let Some((u, p)) = auth {
+                req = req.basic_auth(u, Some(p));
+            }
+            let resp = req.send().await.expect("request");
+            assert_eq!(resp.status(), 401, "{method} {path} with {auth:?}");
+            let www = resp
+                .headers()
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok());
+            assert!(
+                www.is_some_and(|w| w.starts_with("Basic")),
+                "{method} {path}"
+            );
+        }
+    }
+    let health = c
+        .get(format!("{}/health", s.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(health.status(), 200);
+    let ok = c
+        .get(format!("{}/cluster", s.url))
+        .basic_auth("reader", Some("rpw"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(ok.status(), 200);
+    let forbidden = c
+        .post(format!("{}/diag/masterEvents", s.url))
+        .basic_auth("reader", Some("rpw"))
+        .body("{\"type\":\"failoverEnded\"}\n")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(forbidden.status(), 403);
+    let written = c
+        .post(format!("{}/diag/masterEvents", s.url))
+        .basic_auth("writer", Some("wpw"))
+        .body("{\"type\":\"failoverEnded\"}\n")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(written.status(), 200);
+    let admin = c
+        .get(format!("{}/diag/masterEvents?o=1", s.url))
+        .basic_auth("root", Some("toor"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(admin.status(), 200);
+    assert!(admin
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("failoverEnded"));
+}
+
+#[tokio::test]
+async fn an_unauthenticated_server_refuses_a_public_address() {
+    let router = Router::start(RouterConfig::default());
+    let (_tx, rx) = tokio::sync::watch::channel(ClusterView {
+        node: "n".into(),
+        master: None,
+        is_master: false,
+        epoch: 0,
+        discovery: "static".into(),
+    });
+    let config = ServerConfig {
+        listen: "0.0.0.0:0".parse().expect("addr"),
+        ..ServerConfig::default()
+    };
+    let err = Server::bind(config, router, Users::default(), rx)
+        .await
+        .err();
+    assert!(err.is_some_and(|e| e.to_string().contains("--insecure-no-auth")));
+}
+
+#[tokio::test]
+async fn schemas_cluster_metrics_and_health_answer() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 4).await;
+    let c = client();
+    let index: Value = c
+        .get(format!("{}/schemas/", s.url))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let list = index["schemas"].as_array().expect("list");
+    assert!(list.iter().any(|p| p == "event/becameMaster.json"));
+    assert!(list.iter().any(|p| p == "stream-line.json"));
+    let schema = c
+        .get(format!("{}/schemas/event/becameMaster.json", s.url))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(schema.status(), 200);
+    let text = schema.text().await.expect("text");
+    assert_eq!(
+        Some(text.as_str()),
+        master_events_events::published::get("event/becameMaster.json")
+    );
+    let missing = c
+        .get(format!("{}/schemas/nope.json", s.url))
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(missing.status(), 404);
+    let cluster: Value = c
+        .get(format!("{}/cluster", s.url))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    assert_eq!(cluster["node"], "n_0@127.0.0.1");
+    assert_eq!(cluster["last_seq"], 4);
+    assert_eq!(cluster["discovery"], "static");
+    let mut lines = get_stream(&s.url, "?o=1").await;
+    while lines.next().await.is_some() {}
+    let metrics = c
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "master_events_streamed_events_total{type=\"vbucketMoveDone\"} 4",
+        "master_events_open_streams",
+        "master_events_last_seq 4",
+        "master_events_http_request_duration_seconds_bucket",
+        "master_events_dropped_total 0",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_stream_clients_all_receive_every_event() {
+    let s = start(4096, "", |_| {}).await;
+    let c = client();
+    let mut readers = Vec::new();
+    for _ in 0..1000 {
+        let resp = c
+            .get(format!("{}/diag/masterEvents?heartbeat=0", s.url))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200);
+        readers.push(tokio::spawn(async move {
+            let mut lines = Lines::new(resp);
+            let mut expected = 1;
+            while expected <= 200 {
+                let v = lines.json().await.expect("line");
+                assert_eq!(seq(&v), expected);
+                expected += 1;
+            }
+        }));
+    }
+    for _ in 0..20 {
+        publish(&s.router, 10).await;
+    }
+    for r in readers {
+        timeout(T, r)
+            .await
+            .expect("reader done")
+            .expect("reader ok");
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_does_not_stall_others_and_costs_bounded_memory() {
+    let s = start(1024, "", |_| {}).await;
+    // A client that asks for the stream and then never reads.
+    let mut stalled = TcpStream::connect(s.addr).await.expect("connect");
+    stalled
+        .write_all(b"GET /diag/masterEvents?heartbeat=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut reader = get_stream(&s.url, "?heartbeat=0").await;
+    let before = rss_kib();
+    let total = 200_000u64;
+    let publisher = {
+        let router = s.router.clone();
+        tokio::spawn(async move {
+            for _ in 0..(total / 1000) {
+                publish(&router, 1000).await;
+            }
+        })
+    };
+    // The live reader keeps up (or, if scheduling made it lag, learns exactly what
+    // it missed): it reaches the last event either way.
+    let mut last = 0;
+    let mut missed = 0;
+    while last < total {
+        let v = reader.json().await.expect("line");
+        if v["type"] == "gap" {
+            assert_eq!(v["fromSeq"].as_u64(), Some(last + 1));
+            missed += v["missed"].as_u64().unwrap_or(0);
+            last = v["toSeq"].as_u64().expect("toSeq");
+            continue;
+        }
+        assert_eq!(seq(&v), last + 1);
+        last += 1;
+    }
+    timeout(T, publisher)
+        .await
+        .expect("publisher finished")
+        .expect("ok");
+    let grown = rss_kib().saturating_sub(before);
+    assert!(
+        grown < 64 * 1024,
+        "memory grew by {grown} KiB with a stalled client"
+    );
+    assert!(missed < total, "the live reader got most events");
+    // The stalled client, reading at last, sees contiguous events, then one exact
+    // gap, then the oldest retained ones.
+    let mut raw = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut gap: Option<Value> = None;
+    while gap.is_none() {
+        let n = timeout(T, stalled.read(&mut buf))
+            .await
+            .expect("reads")
+            .expect("io");
+        assert!(n > 0, "stream ended early");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        gap = text
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["type"] == "gap");
+    }
+    let gap = gap.expect("gap");
+    let from = gap["fromSeq"].as_u64().expect("from");
+    let to = gap["toSeq"].as_u64().expect("to");
+    assert_eq!(gap["missed"].as_u64(), Some(to - from + 1));
+    assert!(from > 1 && to <= total, "{gap}");
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off_and_others_are_served() {
+    let s = start(4096, "", |c| {
+        c.header_read_timeout = Duration::from_millis(500)
+    })
+    .await;
+    let mut slow = TcpStream::connect(s.addr).await.expect("connect");
+    let dribble = async {
+        for b in b"GET /health HTTP/1.1\r\nHost: x\r\n" {
+            if slow.write_all(&[*b]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    let served = async {
+        let resp = client()
+            .get(format!("{}/health", s.url))
+            .send()
+            .await
+            .expect("req");
+        resp.status().as_u16()
+    };
+    let (closed_while_writing, status) = tokio::join!(dribble, served);
+    assert_eq!(status, 200);
+    if !closed_while_writing {
+        let mut buf = [0u8; 256];
+        let n = timeout(T, slow.read(&mut buf))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_lies_about_its_length_changes_nothing() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 3).await;
+    let mut liar = TcpStream::connect(s.addr).await.expect("connect");
+    liar.write_all(b"POST /diag/masterEvents HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"type\":\"failoverEnded\"}\n")
+        .await
+        .expect("write");
+    liar.shutdown().await.expect("half-close");
+    let mut buf = Vec::new();
+    let _ = timeout(T, liar.read_to_end(&mut buf))
+        .await
+        .expect("server answers or closes");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(s.router.last_seq(), 3, "nothing taken");
+    let (status, _) = post(
+        &s.url,
+        "{\"type\":\"failoverEnded\"}\n",
+        "application/x-ndjson",
+    )
+    .await;
+    assert_eq!(status, 200, "the server still serves");
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_within_a_second() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 2).await;
+    let mut lines = get_stream(&s.url, "?heartbeat=0").await;
+    lines.json().await.expect("first");
+    lines.json().await.expect("second");
+    let asked = std::time::Instant::now();
+    s.shutdown.shutdown();
+    let end = timeout(Duration::from_secs(5), lines.next())
+        .await
+        .expect("ended");
+    assert_eq!(end, None);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        asked.elapsed()
+    );
+}
