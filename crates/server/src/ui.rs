@@ -34,7 +34,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use crate::auth::Role;
-use crate::{authorize, AppState};
+use crate::{denied, AppState};
 
 const INDEX_HTML: &str = include_str!("../ui/index.html");
 const STYLE_CSS: &str = include_str!("../ui/style.css");
@@ -79,8 +79,8 @@ fn sha256_source(content: &str) -> String {
 
 /// `GET /ui` and `GET /ui/`: the live page (read role).
 pub(crate) async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(resp) = authorize(&state, &headers, Role::Read) {
-        return *resp;
+    if let Some(resp) = denied(&state, &headers, Role::Read) {
+        return resp;
     }
     let page = &*PAGE;
     let mut resp = (StatusCode::OK, page.html.clone()).into_response();
@@ -95,7 +95,10 @@ pub(crate) async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap)
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
