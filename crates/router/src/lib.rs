@@ -113,6 +113,15 @@ pub enum RouterError {
     /// An encoded line is too long to be stored (over 4 GiB).
     #[error("the encoded line is too long")]
     LineTooLong,
+    /// Replicated records do not continue the ring: `found` came where `expected`
+    /// was due (skip to it first, see [`Router::skip_to`]).
+    #[error("replicated seq {found} does not follow the archive (expected {expected})")]
+    ReplicaGap {
+        /// The seq the ring expected next.
+        expected: u64,
+        /// The seq that came.
+        found: u64,
+    },
 }
 
 /// Counters and sizes of a [`Router`], for metrics.
@@ -146,6 +155,7 @@ pub struct RouterStats {
 /// closes and the sequencer finishes (as with [`Router::shutdown`]).
 struct Shared {
     ingress: Arc<Ingress>,
+    high_water: sequencer::HighWater,
     ring: Arc<Ring>,
     node: String,
     done: watch::Receiver<bool>,
@@ -173,16 +183,19 @@ impl Router {
         let ring = Arc::new(Ring::new(config.archive_capacity, config.start_seq));
         let ingress = Arc::new(Ingress::new(config.ingress_capacity));
         let (done_tx, done_rx) = watch::channel(false);
+        let high_water = sequencer::HighWater::default();
         let sequencer = Sequencer::new(
             Arc::clone(&ingress),
             Arc::clone(&ring),
             &config.node,
+            Arc::clone(&high_water),
             done_tx,
         );
         tokio::spawn(sequencer.run());
         Router {
             shared: Arc::new(Shared {
                 ingress,
+                high_water,
                 ring,
                 node: config.node,
                 done: done_rx,
@@ -219,6 +232,36 @@ impl Router {
             return Ok(next..=next - 1);
         }
         self.shared.ingress.push_batch(records).await
+    }
+
+    /// Appends records sequenced elsewhere (each carries its `seq`; `ts`, `origin`
+    /// and `originSeq` are kept): the replica of a master's archive. Records whose
+    /// seq is already in the ring are skipped; a record beyond the next seq is
+    /// refused with [`RouterError::ReplicaGap`] (and nothing after it is taken).
+    /// Returns the ring's last seq once the records are in.
+    pub async fn replicate(&self, records: Vec<Record>) -> Result<u64, RouterError> {
+        if records.is_empty() {
+            return Ok(self.last_seq());
+        }
+        self.shared.ingress.push_replicated(records).await
+    }
+
+    /// Forgets the archive and continues at `next_seq` (if it is beyond the next
+    /// seq): readers get an exact gap for what they had not read. For a replica
+    /// whose master no longer has the events it missed.
+    pub async fn skip_to(&self, next_seq: u64) -> Result<(), RouterError> {
+        self.shared.ingress.push_skip(next_seq).await
+    }
+
+    /// The highest `originSeq` of `origin` in the ring (0 if none): what the
+    /// archive already has of that origin's events.
+    pub fn high_water(&self, origin: &str) -> u64 {
+        self.shared
+            .high_water
+            .lock()
+            .get(origin)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The `seq` of the last sequenced event, 0 if none yet.

@@ -372,6 +372,24 @@ impl Ring {
         self.notify.notify_waiters();
     }
 
+    /// Forgets every retained event and continues at `seq` (greater than the next
+    /// seq): readers that wanted anything before it get an exact gap. Used by a
+    /// replica that missed events it can no longer get.
+    pub(crate) fn skip_to(&self, seq: u64) {
+        {
+            let mut st = self.state.write();
+            if seq <= st.next_seq {
+                return;
+            }
+            st.blocks.clear();
+            st.retained_bytes = 0;
+            st.oldest_seq = seq;
+            st.next_seq = seq;
+            self.last_seq.store(seq - 1, Ordering::Release);
+        }
+        self.notify.notify_waiters();
+    }
+
     /// Marks the ring as complete (no append follows) and wakes every reader.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);

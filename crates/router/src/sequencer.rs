@@ -21,8 +21,16 @@
 //!   and only `publish_batch` waits (the emitter's `note` drops, counts and warns
 //!   when the ingress is full).
 //! - On close, everything already queued is sequenced before the ring is closed.
+//! - Duplicates from a re-sending origin are dropped here: a record that carries
+//!   `origin` and `originSeq` is sequenced only if its `originSeq` is above the
+//!   highest one already in the ring for that origin (origins send in order, and
+//!   re-send after a failure whatever they have not seen come back).
+//! - Replication (a node following the master): `Item::Replicated` records keep
+//!   the master's `seq`, `ts` and `origin`; one whose `seq` is already in the ring
+//!   is skipped, one beyond the next `seq` is refused (the caller must `SkipTo`
+//!   first, which empties the ring so its readers get an exact gap).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::mem;
 use std::ops::RangeInclusive;
 use std::pin::pin;
@@ -57,7 +65,17 @@ pub(crate) enum Item {
     One(Record),
     /// The reply is taken (`None`) once sent.
     Batch(Vec<Record>, Option<oneshot::Sender<RangeInclusive<u64>>>),
+    /// Records sequenced elsewhere (they carry their seq), appended as they are.
+    Replicated(
+        Vec<Record>,
+        Option<oneshot::Sender<Result<u64, RouterError>>>,
+    ),
+    /// Forget everything and continue at this seq (a replica that missed events).
+    SkipTo(u64, Option<oneshot::Sender<()>>),
 }
+
+/// The highest `originSeq` in the ring per origin, shared with the router's handles.
+pub(crate) type HighWater = Arc<Mutex<HashMap<Arc<str>, u64>>>;
 
 struct Queue {
     items: Vec<Item>,
@@ -137,9 +155,31 @@ impl Ingress {
         &self,
         records: Vec<Record>,
     ) -> Result<RangeInclusive<u64>, RouterError> {
-        let n = records.len();
         let (tx, rx) = oneshot::channel();
-        let mut item = Some(Item::Batch(records, Some(tx)));
+        let n = records.len();
+        self.push_item(Item::Batch(records, Some(tx)), n).await?;
+        rx.await.map_err(|_| RouterError::Closed)
+    }
+
+    /// Queues replicated records; returns the ring's last seq once they are in.
+    pub(crate) async fn push_replicated(&self, records: Vec<Record>) -> Result<u64, RouterError> {
+        let (tx, rx) = oneshot::channel();
+        let n = records.len();
+        self.push_item(Item::Replicated(records, Some(tx)), n)
+            .await?;
+        rx.await.map_err(|_| RouterError::Closed)?
+    }
+
+    /// Queues a skip to `seq`; returns once the ring has skipped.
+    pub(crate) async fn push_skip(&self, seq: u64) -> Result<(), RouterError> {
+        let (tx, rx) = oneshot::channel();
+        self.push_item(Item::SkipTo(seq, Some(tx)), 1).await?;
+        rx.await.map_err(|_| RouterError::Closed)
+    }
+
+    /// Queues one item counting `n` records, waiting for room.
+    async fn push_item(&self, item: Item, n: usize) -> Result<(), RouterError> {
+        let mut item = Some(item);
         loop {
             let mut space = pin!(self.space.notified());
             space.as_mut().enable();
@@ -168,7 +208,7 @@ impl Ingress {
                 None => space.await,
             }
         }
-        rx.await.map_err(|_| RouterError::Closed)
+        Ok(())
     }
 
     /// Counts a record that could not be queued and warns, at most once a second.
@@ -279,6 +319,7 @@ pub(crate) struct Sequencer {
     node_name: String,
     node: Arc<str>,
     interner: Interner,
+    high_water: HighWater,
     max_block_events: usize,
     // The block being built.
     scratch: Vec<u8>,
@@ -295,6 +336,7 @@ impl Sequencer {
         ingress: Arc<Ingress>,
         ring: Arc<Ring>,
         node: &str,
+        high_water: HighWater,
         done: watch::Sender<bool>,
     ) -> Sequencer {
         let start = ring.start_seq();
@@ -307,6 +349,7 @@ impl Sequencer {
             node_name: node.to_owned(),
             node: Arc::from(node),
             interner: Interner::default(),
+            high_water,
             max_block_events,
             scratch: Vec::with_capacity(MAX_BLOCK_BYTES + 4096),
             ends: Vec::new(),
@@ -335,19 +378,58 @@ impl Sequencer {
                     for item in items.iter_mut() {
                         match item {
                             Item::One(record) => {
-                                if self.push(record) {
+                                if self.is_duplicate(record) {
+                                    continue;
+                                }
+                                if self.push(record, false) {
                                     tokio::task::yield_now().await;
                                 }
                             }
                             Item::Batch(records, reply) => {
                                 let first = self.next_seq;
                                 for record in records.iter_mut() {
-                                    if self.push(record) {
+                                    if self.is_duplicate(record) {
+                                        continue;
+                                    }
+                                    if self.push(record, false) {
                                         tokio::task::yield_now().await;
                                     }
                                 }
                                 if let Some(reply) = reply.take() {
                                     replies.push((reply, first..=self.next_seq - 1));
+                                }
+                            }
+                            Item::Replicated(records, reply) => {
+                                let mut outcome = Ok(());
+                                for record in records.iter_mut() {
+                                    let seq = record.envelope.seq.unwrap_or(0);
+                                    if seq < self.next_seq {
+                                        continue; // already in the ring
+                                    }
+                                    if seq > self.next_seq {
+                                        outcome = Err(RouterError::ReplicaGap {
+                                            expected: self.next_seq,
+                                            found: seq,
+                                        });
+                                        break;
+                                    }
+                                    if self.push(record, true) {
+                                        tokio::task::yield_now().await;
+                                    }
+                                }
+                                self.flush();
+                                if let Some(reply) = reply.take() {
+                                    let _ = reply.send(outcome.map(|()| self.next_seq - 1));
+                                }
+                            }
+                            Item::SkipTo(seq, reply) => {
+                                self.flush();
+                                if *seq > self.next_seq {
+                                    self.ring.skip_to(*seq);
+                                    self.next_seq = *seq;
+                                }
+                                if let Some(reply) = reply.take() {
+                                    let _ = reply.send(());
                                 }
                             }
                         }
@@ -369,9 +451,19 @@ impl Sequencer {
         self.done.send_replace(true);
     }
 
+    /// Whether the record repeats an `originSeq` its origin already has in the ring.
+    fn is_duplicate(&mut self, record: &Record) -> bool {
+        let (Some(origin), Some(n)) = (&record.envelope.origin, record.envelope.origin_seq) else {
+            return false;
+        };
+        let hw = self.high_water.lock();
+        hw.get(origin.as_str()).is_some_and(|high| n <= *high)
+    }
+
     /// Sequences and encodes one record into the current block; returns whether
-    /// that completed a block (appended to the ring).
-    fn push(&mut self, record: &mut Record) -> bool {
+    /// that completed a block (appended to the ring). A `replicated` record keeps
+    /// its own seq (equal to the next one) and ts.
+    fn push(&mut self, record: &mut Record, replicated: bool) -> bool {
         self.remaining = self.remaining.saturating_sub(1);
         if self.metas.is_empty() {
             self.first_seq = self.next_seq;
@@ -388,7 +480,13 @@ impl Sequencer {
             self.clock_age = 0;
         }
         self.clock_age += 1;
-        let ts = self.last_ts;
+        let ts = match (replicated, record.envelope.ts) {
+            (true, Some(theirs)) => {
+                self.last_ts = self.last_ts.max(theirs);
+                theirs
+            }
+            _ => self.last_ts,
+        };
         record.envelope.seq = Some(seq);
         record.envelope.ts = Some(ts);
         let lent = record.envelope.origin.is_none();
@@ -409,6 +507,15 @@ impl Sequencer {
             origin: Some(origin),
             origin_seq: record.envelope.origin_seq,
         };
+        if let (Some(n), Some(o)) = (record.envelope.origin_seq, &meta.origin) {
+            let mut hw = self.high_water.lock();
+            match hw.get_mut(o) {
+                Some(high) => *high = (*high).max(n),
+                None => {
+                    hw.insert(Arc::clone(o), n);
+                }
+            }
+        }
         let start = self.scratch.len();
         record.encode_line(&mut self.scratch);
         if lent {

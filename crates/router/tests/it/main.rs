@@ -1,6 +1,7 @@
 //! Integration tests of the router, one binary (modules below).
 
 mod config;
+mod replica;
 mod router;
 mod sinks;
 mod stress;
