@@ -110,10 +110,11 @@ struct User {
     role: Role,
 }
 
-/// The configured users.
+/// The configured users, and the cluster secret other nodes present.
 #[derive(Default)]
 pub struct Users {
     users: Vec<User>,
+    cluster_secret: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Users {
@@ -140,6 +141,9 @@ pub enum AuthOutcome {
         /// The user's role.
         role: Role,
     },
+    /// Another node of the cluster (it presented the cluster secret): allowed
+    /// everything.
+    Cluster,
     /// No credentials, malformed ones, or a wrong name or password.
     Unauthenticated,
 }
@@ -161,7 +165,10 @@ impl Users {
                 role: e.role,
             });
         }
-        Ok(Users { users })
+        Ok(Users {
+            users,
+            cluster_secret: None,
+        })
     }
 
     /// Parses `name:password:role[,name:password:role...]` (the password may contain
@@ -188,6 +195,17 @@ impl Users {
         Ok(out)
     }
 
+    /// Accepts `Authorization: Bearer <secret>` from other nodes of the cluster.
+    /// The secret is kept only as a digest.
+    pub fn set_cluster_secret(&mut self, secret: &str) {
+        self.cluster_secret = Some(digest(secret.as_bytes()));
+    }
+
+    /// Whether a cluster secret is configured.
+    pub fn has_cluster_secret(&self) -> bool {
+        self.cluster_secret.is_some()
+    }
+
     /// Whether no user is configured (the server is open, loopback only).
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
@@ -200,6 +218,11 @@ impl Users {
 
     /// Checks an `Authorization` header value.
     pub fn check(&self, header: Option<&[u8]>) -> AuthOutcome {
+        if let (Some(secret), Some(token)) = (&self.cluster_secret, header.and_then(parse_bearer)) {
+            if bool::from(secret.ct_eq(&digest(token.as_bytes()))) {
+                return AuthOutcome::Cluster;
+            }
+        }
         if self.users.is_empty() {
             return AuthOutcome::Open;
         }
@@ -223,6 +246,15 @@ impl Users {
             None => AuthOutcome::Unauthenticated,
         }
     }
+}
+
+/// The token of `Bearer <token>`.
+fn parse_bearer(header: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, token) = text.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }
 
 /// Splits `Basic base64(name:password)`.
@@ -282,6 +314,20 @@ mod tests {
         assert_eq!(u.check(Some(b"Basic !!!")), AuthOutcome::Unauthenticated);
         assert_eq!(u.check(Some(b"Bearer abc")), AuthOutcome::Unauthenticated);
         assert_eq!(u.check(None), AuthOutcome::Unauthenticated);
+    }
+
+    #[test]
+    fn the_cluster_secret_is_accepted_as_a_bearer_token() {
+        let mut u = users();
+        u.set_cluster_secret("s3cret-cluster");
+        assert_eq!(
+            u.check(Some(b"Bearer s3cret-cluster")),
+            AuthOutcome::Cluster
+        );
+        assert_eq!(u.check(Some(b"Bearer nope")), AuthOutcome::Unauthenticated);
+        let mut open = Users::default();
+        open.set_cluster_secret("x");
+        assert_eq!(open.check(None), AuthOutcome::Open);
     }
 
     #[test]

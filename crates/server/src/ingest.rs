@@ -90,6 +90,33 @@ pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
     Ok(records)
 }
 
+/// Parses a forwarded body: every line must carry `origin` and `originSeq` (kept);
+/// `seq` and `ts` are cleared for the master to stamp.
+pub fn parse_forwarded(body: &Bytes) -> Result<Vec<Record>, Refusal> {
+    let mut records = Vec::new();
+    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let refuse = |error: String, field: Option<&str>| Refusal {
+            error: format!("line {}: {error}", i + 1),
+            line: Some(i + 1),
+            field: field.map(str::to_owned),
+        };
+        let mut rec = Record::parse(line).map_err(|e| refuse(e.to_string(), e.field()))?;
+        if rec.envelope.origin.is_none() || rec.envelope.origin_seq.is_none() {
+            return Err(refuse(
+                "a forwarded event needs origin and originSeq".into(),
+                Some("originSeq"),
+            ));
+        }
+        rec.envelope.seq = None;
+        rec.envelope.ts = None;
+        records.push(rec);
+    }
+    Ok(records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod hooks;
 pub mod ingest;
 pub mod metrics;
 pub mod stream;
@@ -50,6 +51,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use auth::{AuthOutcome, Role, Users};
+use hooks::{Ingest, IngestError, IngestOutcome, RouterIngest};
 use metrics::Metrics;
 use stream::{Format, StreamBody, StreamQuery};
 
@@ -144,6 +146,7 @@ struct AppState {
     config: ServerConfig,
     cluster: tokio::sync::watch::Receiver<ClusterView>,
     shutdown: CancellationToken,
+    ingest: Arc<dyn Ingest>,
 }
 
 /// A bound server, ready to run.
@@ -193,6 +196,7 @@ impl Server {
             );
         }
         let metrics = Metrics::new(router.clone());
+        let router_for_ingest = router.clone();
         Ok(Server {
             listener,
             addr,
@@ -203,8 +207,18 @@ impl Server {
                 config,
                 cluster,
                 shutdown: CancellationToken::new(),
+                ingest: Arc::new(RouterIngest(router_for_ingest)),
             }),
         })
+    }
+
+    /// Sends ingested events to `ingest` instead of straight into the router (a
+    /// cluster node routes them to the master). Call before [`Server::run`].
+    pub fn with_ingest(mut self, ingest: Arc<dyn Ingest>) -> Server {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.ingest = ingest;
+        }
+        self
     }
 
     /// The address actually bound (with the port picked for port 0).
@@ -272,6 +286,7 @@ fn app(state: Arc<AppState>) -> axum::Router {
         .route("/schemas/", get(schema_index))
         .route("/schemas/{*path}", get(schema_file))
         .route("/cluster", get(cluster))
+        .route("/cluster/forward", axum::routing::post(post_forward))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ui", get(ui::page))
@@ -355,6 +370,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, needed: Role) -> Result<(), 
     match state.users.check(header) {
         AuthOutcome::Open => Ok(()),
         AuthOutcome::User { role, .. } if role.allows(needed) => Ok(()),
+        AuthOutcome::Cluster => Ok(()),
         AuthOutcome::User { name, role } => {
             state.metrics.auth_failure();
             Err(Box::new(error_response(
@@ -498,11 +514,23 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
         }
     };
     let types: Vec<_> = records.iter().map(|r| r.event.event_type()).collect();
-    match state.router.publish_batch(records).await {
-        Ok(range) => {
-            for t in types {
-                state.metrics.ingested(t, 1);
-            }
+    let n = records.len();
+    let outcome = state.ingest.ingest(records).await;
+    if outcome.is_ok() {
+        for t in types {
+            state.metrics.ingested(t, 1);
+        }
+    }
+    ingest_reply(&state, outcome, n)
+}
+
+fn ingest_reply(
+    state: &AppState,
+    outcome: Result<IngestOutcome, IngestError>,
+    n: usize,
+) -> Response {
+    match outcome {
+        Ok(IngestOutcome::Sequenced(range)) => {
             let seqs = if range.is_empty() {
                 Vec::new()
             } else {
@@ -511,16 +539,93 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
             json_response(
                 StatusCode::OK,
                 &ingest::Accepted {
-                    accepted: seqs.len().min(1) * (range.end() + 1 - range.start()) as usize,
+                    accepted: if range.is_empty() {
+                        0
+                    } else {
+                        (range.end() - range.start() + 1) as usize
+                    },
                     seqs,
                 },
             )
         }
-        Err(e) => {
+        Ok(IngestOutcome::Queued { accepted }) => json_response(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({
+                "accepted": accepted,
+                "queued": true,
+                "note": "queued on this node: they will be sequenced once the master takes them",
+            }),
+        ),
+        Err(IngestError::NotMaster { master, epoch }) => {
+            state.metrics.ingest_error("not_master");
+            json_response(
+                StatusCode::CONFLICT,
+                &serde_json::json!({"error": "this node is not the master", "master": master, "epoch": epoch}),
+            )
+        }
+        Err(IngestError::BadRequest(e)) => {
+            state.metrics.ingest_error("bad_line");
+            let _ = n;
+            error_response(StatusCode::BAD_REQUEST, e)
+        }
+        Err(IngestError::Unavailable(e)) => {
             state.metrics.ingest_error("closed");
-            error_response(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            error_response(StatusCode::SERVICE_UNAVAILABLE, e)
         }
     }
+}
+
+/// `POST /cluster/forward`: events another node forwards to this master. Needs
+/// the cluster secret (when one is configured) and the `X-Master-Events-Epoch`
+/// the sender believes this master holds.
+async fn post_forward(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let allowed = match state.users.check(header) {
+        AuthOutcome::Cluster => true,
+        AuthOutcome::Open => !state.users.has_cluster_secret(),
+        AuthOutcome::User { role, .. } => !state.users.has_cluster_secret() && role == Role::Admin,
+        AuthOutcome::Unauthenticated => false,
+    };
+    if !allowed {
+        state.metrics.auth_failure();
+        let mut resp = error_response(StatusCode::UNAUTHORIZED, "the cluster secret is required");
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"master-events cluster\""),
+        );
+        return resp;
+    }
+    let Some(epoch) = req
+        .headers()
+        .get("x-master-events-epoch")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "X-Master-Events-Epoch header required",
+        );
+    };
+    let limit = state.config.body_limit;
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the body: {e}"),
+            )
+        }
+    };
+    let records = match ingest::parse_forwarded(&body) {
+        Ok(r) => r,
+        Err(refusal) => return json_response(StatusCode::BAD_REQUEST, &refusal),
+    };
+    let n = records.len();
+    let outcome = state.ingest.forwarded(epoch, records).await;
+    ingest_reply(&state, outcome, n)
 }
 
 #[derive(Serialize)]

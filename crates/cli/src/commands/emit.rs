@@ -44,8 +44,8 @@ pub const LINGER: Duration = Duration::from_millis(200);
 /// Arguments of `emit`.
 #[derive(Args, Debug)]
 pub struct EmitArgs {
-    /// The server: its base URL (http://127.0.0.1:8091) or the full ingest URL
-    /// (http://127.0.0.1:8091/diag/masterEvents).
+    /// The server: its base URL (http://127.0.0.1:9898) or the full ingest URL
+    /// (http://127.0.0.1:9898/diag/masterEvents).
     pub url: String,
     /// What to send: an NDJSON file, `-` for standard input (the default), or an
     /// event type (then followed by the event's fields as key=value).

@@ -27,11 +27,14 @@
 //! the archive, then lets every sink deliver and flush it — nothing accepted is lost
 //! from a sink that persists.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use master_events_cluster::{ClusterConfig, ClusterNode, MasterDiscovery, StaticDiscovery};
 use master_events_router::{load_config, start_sinks, Router, RouterConfig, SinkSet};
 use master_events_server::auth::{UserEntry, Users};
 use master_events_server::{ClusterView, HttpSinkConfig, Server, ServerConfig, ShutdownHandle};
@@ -84,6 +87,102 @@ pub struct NodeOptions {
     pub insecure_no_auth: bool,
     /// Default archive size when neither flag nor file sets one.
     pub default_archive_size: Option<usize>,
+    /// How this node learns who the master is.
+    pub cluster: ClusterOptions,
+}
+
+/// How a node finds the master (see `serve --help`).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// `static` (default) or `etcd`.
+    pub discovery: Discovery,
+    /// With static discovery: the master's node name (default: this node).
+    pub master: Option<String>,
+    /// Every node's base URL by name.
+    pub peers: BTreeMap<String, String>,
+    /// etcd endpoints (with `etcd` discovery).
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub etcd: Vec<String>,
+    /// The file holding the cluster secret.
+    pub secret_file: Option<PathBuf>,
+    /// etcd lease TTL.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub lease_ttl: Option<Duration>,
+}
+
+/// The discovery backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Discovery {
+    /// The configuration names the master (a lone node is its own master).
+    #[default]
+    Static,
+    /// Leader election on etcd (needs a binary built with the `etcd` feature).
+    Etcd,
+}
+
+impl ClusterOptions {
+    /// Whether this node is part of a cluster (else it is its own master, alone).
+    fn is_cluster(&self, node: &str) -> bool {
+        !self.peers.is_empty()
+            || self.discovery == Discovery::Etcd
+            || self.master.as_deref().is_some_and(|m| m != node)
+    }
+}
+
+/// Parses `NAME=URL`.
+pub fn parse_peer(text: &str) -> Result<(String, String), String> {
+    let (name, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=URL, found {text:?}"))?;
+    if name.is_empty() {
+        return Err(format!("the node name is empty in {text:?}"));
+    }
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "the URL of {name} must start with http://, found {url:?}"
+        ));
+    }
+    Ok((name.to_owned(), url.trim_end_matches('/').to_owned()))
+}
+
+fn read_secret(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the cluster secret file {}", path.display()))?;
+    let secret = text.trim().to_owned();
+    if secret.is_empty() {
+        bail!("the cluster secret file {} is empty", path.display());
+    }
+    Ok(secret)
+}
+
+async fn start_discovery(opts: &ClusterOptions, node: &str) -> Result<Arc<dyn MasterDiscovery>> {
+    match opts.discovery {
+        Discovery::Static => Ok(Arc::new(StaticDiscovery::new(
+            opts.master.clone().unwrap_or_else(|| node.to_owned()),
+        ))),
+        Discovery::Etcd => start_etcd(opts, node).await,
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn start_etcd(opts: &ClusterOptions, node: &str) -> Result<Arc<dyn MasterDiscovery>> {
+    if opts.etcd.is_empty() {
+        bail!("--discovery etcd needs at least one --etcd URL");
+    }
+    let d = master_events_cluster::etcd::EtcdDiscovery::start(
+        opts.etcd.clone(),
+        node.to_owned(),
+        "master-events".to_owned(),
+        opts.lease_ttl.unwrap_or(Duration::from_secs(3)),
+    )
+    .await
+    .context("cannot join the etcd election")?;
+    Ok(Arc::new(d))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn start_etcd(_opts: &ClusterOptions, _node: &str) -> Result<Arc<dyn MasterDiscovery>> {
+    bail!("this binary was built without etcd support (cargo feature `etcd`)")
 }
 
 /// A started node.
@@ -94,6 +193,8 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The names of the running sinks.
     pub sink_names: Vec<String>,
+    /// The cluster layer, when the node is part of a cluster.
+    pub cluster: Option<ClusterNode>,
     server: JoinHandle<()>,
     shutdown: ShutdownHandle,
     sinks: SinkSet,
@@ -129,7 +230,14 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     if let Ok(env) = std::env::var("MASTER_EVENTS_USERS") {
         entries.extend(Users::parse_env(&env)?);
     }
-    let users = Users::from_entries(&entries)?;
+    let mut users = Users::from_entries(&entries)?;
+    let secret = match &opts.cluster.secret_file {
+        Some(path) => Some(read_secret(path)?),
+        None => None,
+    };
+    if let Some(secret) = &secret {
+        users.set_cluster_secret(secret);
+    }
 
     let mut server = ServerConfig {
         listen: match opts.listen.or(file.server.listen) {
@@ -187,7 +295,20 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         bail!("the archive size must be at least 1");
     }
     let node_name = router_config.node.clone();
-    let router = Router::start(router_config);
+    let node_name_for_cluster = node_name.clone();
+    // Warm load: a `file` sink's log pre-fills the archive and the seq continues
+    // after it, so `?o=1` after a restart returns what it returned before.
+    let warm = master_events_sink_file::warm_start(&sinks_config, router_config.archive_capacity)
+        .map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+    let router = match warm {
+        Some(warm) => {
+            router_config.start_seq = router_config.start_seq.max(warm.next_seq);
+            Router::start_with_archive(router_config, warm.records)
+                .await
+                .context("restoring the archive from the file log")?
+        }
+        None => Router::start(router_config),
+    };
     let sinks =
         start_sinks(&router, &sinks_config).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
     let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(ClusterView {
@@ -199,6 +320,24 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     });
     let bound = Server::bind(server, router.clone(), users, cluster_rx).await?;
     let addr = bound.local_addr();
+    let (bound, cluster) = if opts.cluster.is_cluster(&node_name_for_cluster) {
+        let discovery = start_discovery(&opts.cluster, &node_name_for_cluster).await?;
+        let node = ClusterNode::start(
+            ClusterConfig {
+                node: node_name_for_cluster.clone(),
+                host: addr.to_string(),
+                peers: opts.cluster.peers.clone(),
+                secret,
+                queue_capacity: 100_000,
+            },
+            router.clone(),
+            discovery,
+            cluster_tx.clone(),
+        );
+        (bound.with_ingest(Arc::new(node.clone())), Some(node))
+    } else {
+        (bound, None)
+    };
     let shutdown = bound.shutdown_handle();
     let server = tokio::spawn(bound.run());
     Ok(RunningNode {
@@ -208,6 +347,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         server,
         shutdown,
         sinks,
+        cluster,
         _cluster: cluster_tx,
     })
 }
@@ -216,6 +356,9 @@ impl RunningNode {
     /// Stops in order: streams and connections, then the router (everything queued
     /// is archived), then the sinks (each delivers and flushes what is left).
     pub async fn stop(self) {
+        if let Some(cluster) = &self.cluster {
+            cluster.stop().await;
+        }
         self.shutdown.shutdown();
         if let Err(e) = self.server.await {
             tracing::error!(error = %e, "the server task failed");

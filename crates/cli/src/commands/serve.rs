@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::node::{self, NodeOptions};
+use super::node::{self, ClusterOptions, Discovery, NodeOptions};
 
 /// Arguments of `serve`.
 #[derive(Args, Debug)]
@@ -39,6 +39,27 @@ pub struct ServeArgs {
     /// Serve a non-loopback address with no users configured (anyone can read and write).
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// How this node learns who the master is: `static` (--master names it; a lone
+    /// node is its own master) or `etcd` (leader election; needs --etcd).
+    #[arg(long, value_enum, default_value_t = Discovery::Static, help_heading = "Cluster")]
+    pub discovery: Discovery,
+    /// With static discovery: the master's node name (default: this node).
+    #[arg(long, value_name = "NAME", help_heading = "Cluster")]
+    pub master: Option<String>,
+    /// Another node of the cluster and its base URL, e.g. n_1@10.0.0.2=http://10.0.0.2:9898
+    /// (repeat for each node; give every node the same list).
+    #[arg(long = "peer", value_name = "NAME=URL", value_parser = node::parse_peer, help_heading = "Cluster")]
+    pub peers: Vec<(String, String)>,
+    /// An etcd endpoint for `--discovery etcd` (repeatable), e.g. http://127.0.0.1:2379.
+    #[arg(long = "etcd", value_name = "URL", help_heading = "Cluster")]
+    pub etcd: Vec<String>,
+    /// A file holding the secret nodes present to each other (the same on every node).
+    #[arg(long, value_name = "FILE", help_heading = "Cluster")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// etcd lease TTL in seconds: a master that loses contact stops acting as master
+    /// within it, and another takes over (default 3).
+    #[arg(long, value_name = "SECS", help_heading = "Cluster")]
+    pub lease_ttl: Option<f64>,
 }
 
 /// Runs the command; returns the process exit code.
@@ -55,6 +76,22 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
             body_limit: args.body_limit,
             insecure_no_auth: args.insecure_no_auth,
             default_archive_size: None,
+            cluster: ClusterOptions {
+                discovery: args.discovery,
+                master: args.master.clone(),
+                peers: args.peers.iter().cloned().collect(),
+                etcd: args.etcd.clone(),
+                secret_file: args.cluster_secret_file.clone(),
+                lease_ttl: match args.lease_ttl {
+                    Some(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => {
+                        Some(std::time::Duration::from_secs_f64(s))
+                    }
+                    Some(s) => {
+                        anyhow::bail!("--lease-ttl must be between 0 and 3600 seconds, not {s}")
+                    }
+                    None => None,
+                },
+            },
         })
         .await?;
         {

@@ -54,8 +54,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Arguments of `tail`.
 #[derive(Args, Debug)]
 pub struct TailArgs {
-    /// The server: its base URL (http://127.0.0.1:8091) or the full stream URL
-    /// (http://127.0.0.1:8091/diag/masterEvents).
+    /// The server: its base URL (http://127.0.0.1:9898) or the full stream URL
+    /// (http://127.0.0.1:9898/diag/masterEvents).
     pub url: String,
     /// Print the events the server retains (its archive), then exit.
     #[arg(long, conflicts_with = "start_now")]
@@ -639,7 +639,7 @@ mod tests {
     }
 
     fn args(extra: &[&str]) -> TailArgs {
-        let mut argv = vec!["tail", "http://127.0.0.1:8091"];
+        let mut argv = vec!["tail", "http://127.0.0.1:9898"];
         argv.extend_from_slice(extra);
         Cli::try_parse_from(argv).expect("valid arguments").args
     }
@@ -669,7 +669,7 @@ mod tests {
         let e = Endpoint::parse(&a.url).expect("valid");
         assert_eq!(
             stream_url(&e, &a, None).as_str(),
-            "http://127.0.0.1:8091/diag/masterEvents?o=1&type=vbucketMoveDone%2CupdateMap\
+            "http://127.0.0.1:9898/diag/masterEvents?o=1&type=vbucketMoveDone%2CupdateMap\
              &bucket=default&vbucket=1%2C2&node=n_0%40h&heartbeat=5"
         );
     }

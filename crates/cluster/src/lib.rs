@@ -1,0 +1,13 @@
+//! The cluster layer of master-events: master discovery, the node queue and its
+//! forwarder, and follow-the-master replication.
+#![warn(missing_docs)]
+
+pub mod discovery;
+#[cfg(feature = "etcd")]
+pub mod etcd;
+pub mod node;
+pub mod queue;
+
+pub use discovery::{DiscoveryFuture, MasterDiscovery, MasterView, StaticDiscovery};
+pub use node::{ClusterConfig, ClusterNode, Role};
+pub use queue::{NodeQueue, QueueFull};

@@ -1,0 +1,619 @@
+//! A cluster node: routes this node's events to the master, follows the master's
+//! archive, and takes over when discovery makes it the master.
+//!
+//! Owns: the node's role (master of an epoch, follower of a master, or waiting), and
+//! the three tasks that act on it:
+//! - the **role manager** watches [`MasterDiscovery`]; on becoming master it first
+//!   catches up from the most advanced peer it can reach (so `seq` continues from
+//!   the most advanced replica), then notes `becameMaster`;
+//! - the **delivery** task empties the [`NodeQueue`]: on the master straight into the
+//!   local router (no extra hop: a cause noted on the master is sequenced before its
+//!   effects elsewhere), on a follower as batches POSTed to the master's
+//!   `/cluster/forward` with the cluster secret and the master's epoch, retried with
+//!   backoff across master changes;
+//! - the **follower** streams the master's `/diag/masterEvents` from its own last
+//!   `seq` into its router as a replica (same seqs, same bytes), so any node serves
+//!   the stream, and commits this node's events as they come back.
+//!
+//! Promises:
+//! - Events noted on a node reach the master in order and are sequenced once: each
+//!   carries `origin` and `originSeq`, stays queued until seen in the archive, is
+//!   re-sent after a change of master, and the master's sequencer drops what it
+//!   already has.
+//! - A deposed master stops sequencing as soon as discovery says so: it no longer
+//!   empties its queue into its router nor accepts forwarded events (they name the
+//!   epoch they are for; another epoch gets 409).
+//! - A client reading from a surviving node sees the archive continue across a change
+//!   of master with no duplicate and no gap (or an explicit `gap` frame when events
+//!   truly are gone: its node had fallen behind the master's archive).
+//!
+//! Not handled: a replica that is ahead of a new master (it held events the new
+//! master could not reach during its catch-up) is reported in the log, not rolled
+//! back.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use master_events_events::catalog::BecameMaster;
+use master_events_events::{parse_line, Record, StreamLine};
+use master_events_router::Router;
+use master_events_server::hooks::{Ingest, IngestError, IngestFuture, IngestOutcome};
+use master_events_server::ClusterView;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::discovery::{MasterDiscovery, MasterView};
+use crate::queue::NodeQueue;
+
+/// The most events sent in one forward.
+pub const FORWARD_BATCH: usize = 2048;
+/// How long an ingest request waits for its events to be sequenced before it is
+/// answered `202 Accepted` (they stay queued).
+pub const INGEST_WAIT: Duration = Duration::from_secs(10);
+
+/// How a cluster node is set up.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// This node's name (the `origin` of its events).
+    pub node: String,
+    /// This node's `ip:port`, for its `becameMaster` event.
+    pub host: String,
+    /// Every node's base URL by name (this node's own entry is not needed).
+    pub peers: BTreeMap<String, String>,
+    /// The secret nodes present to each other (never logged).
+    pub secret: Option<String>,
+    /// Events the node queue holds at most.
+    pub queue_capacity: usize,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("node", &self.node)
+            .field("host", &self.host)
+            .field("peers", &self.peers)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("queue_capacity", &self.queue_capacity)
+            .finish()
+    }
+}
+
+/// What this node is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// No master known, or taking over: nothing is delivered.
+    Waiting {
+        /// The epoch of the last view.
+        epoch: u64,
+    },
+    /// This node sequences the cluster's events.
+    Master {
+        /// Its term.
+        epoch: u64,
+    },
+    /// Another node is master.
+    Follower {
+        /// Its name.
+        master: String,
+        /// Its base URL (`None` when no `--peer` names it).
+        url: Option<String>,
+        /// Its term.
+        epoch: u64,
+    },
+}
+
+struct Inner {
+    config: ClusterConfig,
+    router: Router,
+    queue: NodeQueue,
+    role: watch::Sender<Role>,
+    view: watch::Sender<ClusterView>,
+    backend: &'static str,
+    http: reqwest::Client,
+    cancel: CancellationToken,
+}
+
+/// A running cluster node (cheap to clone).
+#[derive(Clone)]
+pub struct ClusterNode {
+    inner: Arc<Inner>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    discovery: Arc<dyn MasterDiscovery>,
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let base = 50u64.saturating_mul(1 << attempt.min(6));
+    let capped = base.min(2_000);
+    Duration::from_millis(capped / 2 + rand::random::<u64>() % (capped / 2 + 1))
+}
+
+impl ClusterNode {
+    /// Starts the node's tasks. `view` is what `GET /cluster` shows; the node keeps
+    /// it current.
+    pub fn start(
+        config: ClusterConfig,
+        router: Router,
+        discovery: Arc<dyn MasterDiscovery>,
+        view: watch::Sender<ClusterView>,
+    ) -> ClusterNode {
+        let start_origin_seq = router.high_water(&config.node) + 1;
+        let queue = NodeQueue::new(&config.node, config.queue_capacity, start_origin_seq);
+        let (role, _) = watch::channel(Role::Waiting { epoch: 0 });
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        let node = ClusterNode {
+            inner: Arc::new(Inner {
+                config,
+                router,
+                queue,
+                role,
+                view,
+                backend: discovery.backend(),
+                http,
+                cancel: CancellationToken::new(),
+            }),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+            discovery,
+        };
+        let manager = tokio::spawn(role_manager(
+            Arc::clone(&node.inner),
+            node.discovery.watch(),
+        ));
+        let delivery = tokio::spawn(delivery(Arc::clone(&node.inner)));
+        node.tasks.lock().extend([manager, delivery]);
+        node
+    }
+
+    /// Notes events on this node (never blocks; refused and counted when the
+    /// queue is full).
+    pub fn note(&self, records: Vec<Record>) -> bool {
+        match self.inner.queue.push(records, false) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "master-events: events refused by the node queue");
+                false
+            }
+        }
+    }
+
+    /// The node's role now.
+    pub fn role(&self) -> Role {
+        self.inner.role.borrow().clone()
+    }
+
+    /// A watch of the node's role.
+    pub fn watch_role(&self) -> watch::Receiver<Role> {
+        self.inner.role.subscribe()
+    }
+
+    /// Events waiting in the node queue.
+    pub fn queued(&self) -> usize {
+        self.inner.queue.len()
+    }
+
+    /// Stops the node's tasks and leaves the election.
+    pub async fn stop(&self) {
+        self.inner.cancel.cancel();
+        let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.discovery.shutdown().await;
+    }
+}
+
+impl Inner {
+    fn secret_header(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.config.secret {
+            Some(s) => req.bearer_auth(s),
+            None => req,
+        }
+    }
+
+    fn url_of(&self, node: &str) -> Option<String> {
+        self.config
+            .peers
+            .get(node)
+            .map(|u| u.trim_end_matches('/').to_owned())
+    }
+
+    fn set_role(&self, role: Role, view: &MasterView) {
+        let is_master = matches!(role, Role::Master { .. });
+        self.role.send_replace(role);
+        self.view.send_replace(ClusterView {
+            node: self.config.node.clone(),
+            master: view.master.clone(),
+            is_master,
+            epoch: view.epoch,
+            discovery: self.backend.to_owned(),
+        });
+        self.queue.resend_all();
+    }
+
+    /// Appends a master's lines to the local archive; commits this node's events.
+    async fn replicate(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(), master_events_router::RouterError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mine: Vec<(u64, u64)> = records
+            .iter()
+            .filter(|r| r.envelope.origin.as_deref() == Some(self.config.node.as_str()))
+            .filter_map(|r| Some((r.envelope.origin_seq?, r.envelope.seq?)))
+            .collect();
+        self.router.replicate(records).await?;
+        for (origin_seq, seq) in mine {
+            self.queue.commit(origin_seq, seq);
+        }
+        Ok(())
+    }
+}
+
+/// Follows discovery: becomes master (after catching up), follower, or waits.
+async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>) {
+    let mut follower: Option<(CancellationToken, JoinHandle<()>)> = None;
+    loop {
+        let view = views.borrow_and_update().clone();
+        if let Some((token, task)) = follower.take() {
+            token.cancel();
+            let _ = task.await;
+        }
+        match &view.master {
+            Some(m) if *m == inner.config.node => {
+                inner.set_role(Role::Waiting { epoch: view.epoch }, &view);
+                catch_up(&inner).await;
+                if *views.borrow() != view {
+                    continue; // the view changed while catching up
+                }
+                tracing::info!(
+                    epoch = view.epoch,
+                    last_seq = inner.router.last_seq(),
+                    "this node is the master"
+                );
+                inner.set_role(Role::Master { epoch: view.epoch }, &view);
+                let became = Record::new(BecameMaster {
+                    node: inner.config.node.clone(),
+                    host: inner.config.host.clone(),
+                });
+                if let Err(e) = inner.queue.push(vec![became], false) {
+                    tracing::warn!(error = %e, "cannot note becameMaster");
+                }
+            }
+            Some(m) => {
+                let url = inner.url_of(m);
+                if url.is_none() {
+                    tracing::error!(master = %m, "no --peer gives the master's URL: cannot follow it");
+                }
+                inner.set_role(
+                    Role::Follower {
+                        master: m.clone(),
+                        url: url.clone(),
+                        epoch: view.epoch,
+                    },
+                    &view,
+                );
+                if let Some(url) = url {
+                    let token = inner.cancel.child_token();
+                    let task = tokio::spawn(follow(Arc::clone(&inner), url, token.clone()));
+                    follower = Some((token, task));
+                }
+            }
+            None => inner.set_role(Role::Waiting { epoch: view.epoch }, &view),
+        }
+        tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            changed = views.changed() => if changed.is_err() { break },
+        }
+    }
+    if let Some((token, task)) = follower.take() {
+        token.cancel();
+        let _ = task.await;
+    }
+}
+
+/// Before sequencing, a new master fetches what the most advanced reachable peer
+/// has beyond its own archive, so `seq` continues from there.
+async fn catch_up(inner: &Inner) {
+    let mine = inner.router.last_seq();
+    let mut best: Option<(u64, String)> = None;
+    for (name, url) in &inner.config.peers {
+        if *name == inner.config.node {
+            continue;
+        }
+        let url = url.trim_end_matches('/').to_owned();
+        let req = inner
+            .secret_header(inner.http.get(format!("{url}/cluster")))
+            .timeout(Duration::from_millis(700));
+        let Ok(resp) = req.send().await else { continue };
+        let Ok(text) = resp.text().await else {
+            continue;
+        };
+        let last = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["last_seq"].as_u64())
+            .unwrap_or(0);
+        if last > mine && best.as_ref().is_none_or(|(b, _)| last > *b) {
+            best = Some((last, url));
+        }
+    }
+    let Some((last, url)) = best else { return };
+    tracing::info!(from = %url, mine, theirs = last, "catching up before taking over");
+    let req = inner
+        .secret_header(inner.http.get(format!(
+            "{url}/diag/masterEvents?o=1&since={mine}&heartbeat=0"
+        )))
+        .timeout(Duration::from_secs(5));
+    match req.send().await {
+        Ok(resp) if resp.status().is_success() => {
+            let mut stream = resp.bytes_stream();
+            let mut lines = LineSplitter::default();
+            while let Some(Ok(chunk)) = stream.next().await {
+                if apply_chunk(inner, &mut lines, &chunk).await.is_err() {
+                    break;
+                }
+            }
+        }
+        Ok(resp) => tracing::warn!(status = %resp.status(), "catch-up refused"),
+        Err(e) => tracing::warn!(error = %e, "catch-up failed"),
+    }
+}
+
+/// Splits a byte stream into lines.
+#[derive(Default)]
+struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn feed(&mut self, chunk: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while let Some(i) = rest.iter().position(|b| *b == b'\n') {
+            let mut line = std::mem::take(&mut self.partial);
+            line.extend_from_slice(&rest[..i]);
+            out.push(line);
+            rest = &rest[i + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        out
+    }
+}
+
+/// Applies the complete lines of one chunk of a master's stream.
+async fn apply_chunk(
+    inner: &Inner,
+    lines: &mut LineSplitter,
+    chunk: &Bytes,
+) -> Result<(), master_events_router::RouterError> {
+    let mut batch = Vec::new();
+    for line in lines.feed(chunk) {
+        if line.is_empty() {
+            continue;
+        }
+        match parse_line(&line) {
+            Ok(StreamLine::Event(rec)) => batch.push(rec),
+            Ok(StreamLine::Heartbeat(_)) => {}
+            Ok(StreamLine::Gap(gap)) => {
+                inner.replicate(std::mem::take(&mut batch)).await?;
+                tracing::warn!(
+                    from = gap.from_seq,
+                    to = gap.to_seq,
+                    "the master no longer has events this replica missed"
+                );
+                inner.router.skip_to(gap.to_seq + 1).await?;
+            }
+            Err(e) => tracing::warn!(error = %e, "a line from the master does not parse; skipped"),
+        }
+    }
+    inner.replicate(batch).await
+}
+
+/// Streams the master's archive into the local router until cancelled.
+async fn follow(inner: Arc<Inner>, url: String, token: CancellationToken) {
+    let mut attempt = 0u32;
+    loop {
+        let since = inner.router.last_seq();
+        let req = inner.secret_header(
+            inner
+                .http
+                .get(format!("{url}/diag/masterEvents?since={since}&heartbeat=1")),
+        );
+        let run = async {
+            let resp = req.send().await.map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err::<(), String>(format!("status {}", resp.status()));
+            }
+            let mut stream = resp.bytes_stream();
+            let mut lines = LineSplitter::default();
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+                match next {
+                    Err(_) => return Err("no heartbeat from the master for 5 s".to_owned()),
+                    Ok(None) => return Err("the master ended the stream".to_owned()),
+                    Ok(Some(Err(e))) => return Err(e.to_string()),
+                    Ok(Some(Ok(chunk))) => {
+                        if let Err(e) = apply_chunk(&inner, &mut lines, &chunk).await {
+                            return Err(e.to_string());
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            _ = token.cancelled() => return,
+            r = run => r,
+        };
+        if let Err(e) = outcome {
+            tracing::debug!(master = %url, error = %e, "following the master: reconnecting");
+        }
+        attempt += 1;
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(backoff(attempt.min(5))) => {}
+        }
+    }
+}
+
+/// Empties the node queue towards the master.
+async fn delivery(inner: Arc<Inner>) {
+    let mut roles = inner.role.subscribe();
+    let mut attempt = 0u32;
+    loop {
+        let role = roles.borrow_and_update().clone();
+        let batch = inner.queue.unsent(FORWARD_BATCH);
+        let wait_for_more = batch.is_empty();
+        let delivered = if batch.is_empty() {
+            true
+        } else {
+            match &role {
+                Role::Master { .. } => deliver_locally(&inner, batch).await,
+                Role::Follower {
+                    url: Some(url),
+                    epoch,
+                    ..
+                } => forward(&inner, url, *epoch, batch).await,
+                _ => false,
+            }
+        };
+        if delivered {
+            attempt = 0;
+            if !wait_for_more {
+                continue;
+            }
+            tokio::select! {
+                _ = inner.cancel.cancelled() => return,
+                _ = inner.queue.wake.notified() => {}
+                _ = roles.changed() => {}
+            }
+        } else {
+            attempt += 1;
+            tokio::select! {
+                _ = inner.cancel.cancelled() => return,
+                _ = roles.changed() => {}
+                _ = tokio::time::sleep(backoff(attempt)) => {}
+            }
+        }
+    }
+}
+
+/// On the master: the node's own events go straight into its router.
+async fn deliver_locally(inner: &Inner, batch: Vec<Record>) -> bool {
+    let before = inner.router.high_water(&inner.config.node);
+    let fresh: Vec<u64> = batch
+        .iter()
+        .filter_map(|r| r.envelope.origin_seq)
+        .filter(|n| *n > before)
+        .collect();
+    let last_os = batch
+        .last()
+        .and_then(|r| r.envelope.origin_seq)
+        .unwrap_or(0);
+    match inner.router.publish_batch(batch).await {
+        Ok(range) => {
+            let mut last_seq = inner.router.last_seq();
+            for (origin_seq, seq) in fresh.iter().zip(range) {
+                inner.queue.commit(*origin_seq, seq);
+                last_seq = seq;
+            }
+            inner.queue.commit(last_os, last_seq);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the local router refused events");
+            false
+        }
+    }
+}
+
+/// On a follower: POST a batch to the master; commits come back through the stream.
+async fn forward(inner: &Inner, url: &str, epoch: u64, batch: Vec<Record>) -> bool {
+    let last_os = batch
+        .last()
+        .and_then(|r| r.envelope.origin_seq)
+        .unwrap_or(0);
+    let mut body = Vec::with_capacity(batch.len() * 256);
+    for rec in &batch {
+        rec.encode_line(&mut body);
+    }
+    let req = inner
+        .secret_header(inner.http.post(format!("{url}/cluster/forward")))
+        .header("content-type", "application/x-ndjson")
+        .header("x-master-events-epoch", epoch.to_string())
+        .timeout(Duration::from_secs(10))
+        .body(body);
+    match req.send().await {
+        Ok(resp) if resp.status().is_success() => {
+            inner.queue.mark_sent(last_os);
+            true
+        }
+        Ok(resp) => {
+            tracing::debug!(status = %resp.status(), "the master refused forwarded events; will retry");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot reach the master; will retry");
+            false
+        }
+    }
+}
+
+impl Ingest for ClusterNode {
+    fn ingest(&self, records: Vec<Record>) -> IngestFuture<'_> {
+        Box::pin(async move {
+            let n = records.len();
+            let rx = self
+                .inner
+                .queue
+                .push(records, true)
+                .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+            let Some(rx) = rx else {
+                return Ok(IngestOutcome::Sequenced(empty_range(
+                    self.inner.router.last_seq(),
+                )));
+            };
+            match tokio::time::timeout(INGEST_WAIT, rx).await {
+                Ok(Ok(range)) => Ok(IngestOutcome::Sequenced(range)),
+                _ => Ok(IngestOutcome::Queued { accepted: n }),
+            }
+        })
+    }
+
+    fn forwarded(&self, epoch: u64, records: Vec<Record>) -> IngestFuture<'_> {
+        Box::pin(async move {
+            let role = self.inner.role.borrow().clone();
+            match role {
+                Role::Master { epoch: mine } if mine == epoch => self
+                    .inner
+                    .router
+                    .publish_batch(records)
+                    .await
+                    .map(IngestOutcome::Sequenced)
+                    .map_err(|e| IngestError::Unavailable(e.to_string())),
+                other => {
+                    let view = self.inner.view.borrow().clone();
+                    let _ = other;
+                    Err(IngestError::NotMaster {
+                        master: view.master,
+                        epoch: view.epoch,
+                    })
+                }
+            }
+        })
+    }
+}
+
+#[allow(clippy::reversed_empty_ranges)]
+fn empty_range(last: u64) -> RangeInclusive<u64> {
+    last + 1..=last
+}

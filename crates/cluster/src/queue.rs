@@ -1,0 +1,271 @@
+//! The node queue: every event noted or ingested on this node, in order, until it is
+//! committed (seen sequenced in the cluster's archive).
+//!
+//! Owns: the per-origin sequence (`originSeq`: 1, 2, 3, ... for this node's events),
+//! the pending events, what has been sent to the current master, and the callers
+//! waiting to learn the seqs their events got.
+//!
+//! Promises:
+//! - FIFO: events leave in the order they were queued, and `originSeq` follows that
+//!   order, so the master can drop a re-sent duplicate by comparing with the highest
+//!   `originSeq` it has of this origin.
+//! - Nothing is dropped once queued: an event stays until it is committed — on a
+//!   follower, when it comes back through the master's stream; on the master, when
+//!   its router has sequenced it. [`NodeQueue::resend_all`] (on a change of master)
+//!   makes every uncommitted event go out again.
+//! - Bounded: at most `capacity` events wait; beyond that new events are refused
+//!   (and counted), never silently lost.
+
+use std::collections::VecDeque;
+use std::ops::RangeInclusive;
+
+use master_events_events::Record;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+
+struct Waiter {
+    first: u64,
+    last: u64,
+    first_seq: Option<u64>,
+    reply: oneshot::Sender<RangeInclusive<u64>>,
+}
+
+struct State {
+    /// The originSeq the next queued event gets.
+    next_origin_seq: u64,
+    /// Uncommitted events, by originSeq.
+    pending: VecDeque<Record>,
+    /// The highest originSeq sent to the current master (not yet committed).
+    sent: u64,
+    /// The highest originSeq committed.
+    committed: u64,
+    waiters: Vec<Waiter>,
+    refused: u64,
+}
+
+/// The queue (see the module documentation).
+pub struct NodeQueue {
+    origin: String,
+    capacity: usize,
+    state: Mutex<State>,
+    /// Wakes the delivery task when there is something to send.
+    pub(crate) wake: Notify,
+}
+
+/// The queue has no room.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the node queue is full ({capacity} events wait for the master)")]
+pub struct QueueFull {
+    /// The queue's capacity.
+    pub capacity: usize,
+}
+
+impl NodeQueue {
+    /// An empty queue for events of `origin`; `start_origin_seq` is the originSeq of
+    /// the first event (continue after what the archive already has of this node).
+    pub fn new(origin: &str, capacity: usize, start_origin_seq: u64) -> NodeQueue {
+        let start = start_origin_seq.max(1);
+        NodeQueue {
+            origin: origin.to_owned(),
+            capacity: capacity.max(1),
+            state: Mutex::new(State {
+                next_origin_seq: start,
+                pending: VecDeque::new(),
+                sent: start - 1,
+                committed: start - 1,
+                waiters: Vec::new(),
+                refused: 0,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Queues `records` (all or none), stamping `origin` and `originSeq`. With
+    /// `wait`, the returned receiver yields the seqs they get once committed.
+    pub fn push(
+        &self,
+        records: Vec<Record>,
+        wait: bool,
+    ) -> Result<Option<oneshot::Receiver<RangeInclusive<u64>>>, QueueFull> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let rx = {
+            let mut st = self.state.lock();
+            if st.pending.len() + records.len() > self.capacity && !st.pending.is_empty() {
+                st.refused += records.len() as u64;
+                return Err(QueueFull {
+                    capacity: self.capacity,
+                });
+            }
+            let first = st.next_origin_seq;
+            for mut rec in records {
+                rec.envelope.seq = None;
+                rec.envelope.ts = None;
+                rec.envelope.origin = Some(self.origin.clone());
+                rec.envelope.origin_seq = Some(st.next_origin_seq);
+                st.next_origin_seq += 1;
+                st.pending.push_back(rec);
+            }
+            let last = st.next_origin_seq - 1;
+            if wait {
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push(Waiter {
+                    first,
+                    last,
+                    first_seq: None,
+                    reply: tx,
+                });
+                Some(rx)
+            } else {
+                None
+            }
+        };
+        self.wake.notify_one();
+        Ok(rx)
+    }
+
+    /// Up to `max` events not yet sent to the current master, in order.
+    pub fn unsent(&self, max: usize) -> Vec<Record> {
+        let st = self.state.lock();
+        let skip = (st.sent - st.committed) as usize;
+        st.pending.iter().skip(skip).take(max).cloned().collect()
+    }
+
+    /// Marks events up to `origin_seq` as sent.
+    pub fn mark_sent(&self, origin_seq: u64) {
+        let mut st = self.state.lock();
+        st.sent = st.sent.max(origin_seq.min(st.next_origin_seq - 1));
+    }
+
+    /// Marks the event `origin_seq` (and every one before it) committed with `seq`.
+    pub fn commit(&self, origin_seq: u64, seq: u64) {
+        let mut st = self.state.lock();
+        if origin_seq <= st.committed {
+            return;
+        }
+        let n = (origin_seq - st.committed).min(st.pending.len() as u64);
+        st.pending.drain(..n as usize);
+        st.committed = origin_seq;
+        st.sent = st.sent.max(origin_seq);
+        let mut i = 0;
+        while i < st.waiters.len() {
+            let w = &mut st.waiters[i];
+            if w.first == origin_seq || (w.first_seq.is_none() && w.first < origin_seq) {
+                w.first_seq.get_or_insert(seq);
+            }
+            if w.last <= origin_seq {
+                let w = st.waiters.swap_remove(i);
+                let first_seq = w.first_seq.unwrap_or(seq);
+                let _ = w.reply.send(first_seq..=seq);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// After a change of master: every uncommitted event goes out again.
+    pub fn resend_all(&self) {
+        let mut st = self.state.lock();
+        st.sent = st.committed;
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Events waiting (uncommitted).
+    pub fn len(&self) -> usize {
+        self.state.lock().pending.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Events refused because the queue was full.
+    pub fn refused(&self) -> u64 {
+        self.state.lock().refused
+    }
+
+    /// The origin name of this queue's events.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use master_events_events::catalog::DeleteBucket;
+
+    fn recs(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|i| {
+                Record::new(DeleteBucket {
+                    bucket: format!("b{i}"),
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_get_consecutive_origin_seqs_in_order() {
+        let q = NodeQueue::new("n_1@a", 100, 1);
+        q.push(recs(3), false).expect("room");
+        let out = q.unsent(10);
+        let seqs: Vec<_> = out.iter().filter_map(|r| r.envelope.origin_seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(out
+            .iter()
+            .all(|r| r.envelope.origin.as_deref() == Some("n_1@a")));
+    }
+
+    #[test]
+    fn sent_events_are_not_sent_again_until_a_master_change() {
+        let q = NodeQueue::new("n", 100, 1);
+        q.push(recs(5), false).expect("room");
+        q.mark_sent(3);
+        assert_eq!(q.unsent(10).len(), 2);
+        q.commit(2, 40);
+        assert_eq!(q.len(), 3);
+        q.resend_all();
+        let again: Vec<_> = q
+            .unsent(10)
+            .iter()
+            .filter_map(|r| r.envelope.origin_seq)
+            .collect();
+        assert_eq!(again, vec![3, 4, 5], "uncommitted events go out again");
+    }
+
+    #[test]
+    fn a_waiter_learns_the_seqs_of_its_events() {
+        let q = NodeQueue::new("n", 100, 1);
+        q.push(recs(1), false).expect("room");
+        let mut rx = q.push(recs(3), true).expect("room").expect("waiter");
+        q.commit(1, 10);
+        assert!(rx.try_recv().is_err());
+        q.commit(2, 11);
+        q.commit(3, 12);
+        q.commit(4, 13);
+        assert_eq!(rx.try_recv().ok(), Some(11..=13));
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_counts() {
+        let q = NodeQueue::new("n", 4, 1);
+        q.push(recs(3), false).expect("room");
+        assert_eq!(
+            q.push(recs(2), false).err(),
+            Some(QueueFull { capacity: 4 })
+        );
+        assert_eq!(q.refused(), 2);
+        assert_eq!(q.len(), 3);
+    }
+
+    #[test]
+    fn origin_seqs_continue_after_a_restart() {
+        let q = NodeQueue::new("n", 10, 42);
+        q.push(recs(1), false).expect("room");
+        assert_eq!(q.unsent(1)[0].envelope.origin_seq, Some(42));
+    }
+}

@@ -1,0 +1,92 @@
+//! Where ingested events go: the [`Ingest`] hook between the HTTP API and the
+//! cluster layer.
+//!
+//! Owns: the contract of `POST /diag/masterEvents` (events a client sends to this
+//! node) and `POST /cluster/forward` (events another node forwards to the master).
+//!
+//! Promises: a standalone node ([`RouterIngest`]) sequences ingested events into
+//! its own router at once; a cluster node routes them to the master (directly if it
+//! is the master) and answers once they are sequenced, or says they are queued.
+//! Forwarded events keep their `origin` and `originSeq`, so the master drops what a
+//! re-sending origin already delivered.
+
+use std::future::Future;
+use std::ops::RangeInclusive;
+use std::pin::Pin;
+
+use master_events_events::Record;
+use master_events_router::{Router, RouterError};
+
+/// What became of ingested events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Sequenced with these seqs (empty when all were duplicates).
+    Sequenced(RangeInclusive<u64>),
+    /// Accepted into this node's queue; they will be sequenced when a master is
+    /// reachable (the queue keeps them until then).
+    Queued {
+        /// How many.
+        accepted: usize,
+    },
+}
+
+/// Why ingested events were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// This node is not the master of that epoch (for forwarded events).
+    #[error("this node is not the master (the master it knows is {master:?}, epoch {epoch})")]
+    NotMaster {
+        /// The master this node knows of.
+        master: Option<String>,
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// The node cannot take events now (shutting down, queue full).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A forwarded line lacks what forwarding needs.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+/// The future an [`Ingest`] hook returns.
+pub type IngestFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<IngestOutcome, IngestError>> + Send + 'a>>;
+
+/// Where the HTTP API sends ingested events.
+pub trait Ingest: Send + Sync + 'static {
+    /// Events a client sent to this node (their envelopes are cleared).
+    fn ingest(&self, records: Vec<Record>) -> IngestFuture<'_>;
+
+    /// Events another node forwards to this one as master of `epoch` (each keeps
+    /// its `origin` and `originSeq`). The default refuses: only cluster nodes
+    /// take forwarded events.
+    fn forwarded(&self, epoch: u64, records: Vec<Record>) -> IngestFuture<'_> {
+        let _ = records;
+        Box::pin(async move {
+            Err(IngestError::NotMaster {
+                master: None,
+                epoch,
+            })
+        })
+    }
+}
+
+/// A standalone node: events go straight into its router.
+pub struct RouterIngest(pub Router);
+
+fn router_error(e: RouterError) -> IngestError {
+    IngestError::Unavailable(e.to_string())
+}
+
+impl Ingest for RouterIngest {
+    fn ingest(&self, records: Vec<Record>) -> IngestFuture<'_> {
+        Box::pin(async move {
+            self.0
+                .publish_batch(records)
+                .await
+                .map(IngestOutcome::Sequenced)
+                .map_err(router_error)
+        })
+    }
+}
