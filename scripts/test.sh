@@ -11,6 +11,17 @@ step "installing test dependencies (when missing)"
 if ! python3 -c 'import jsonschema, pytest' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7'
 fi
+# Debian packages: protoc (the etcd client's build), etcd (election tests), Chromium
+# (the live page's browser test).
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v chromium >/dev/null || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

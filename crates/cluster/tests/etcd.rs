@@ -115,7 +115,10 @@ impl Etcd {
             .await
             .expect("connect to etcd");
         let found = client
-            .get(format!("{ELECTION}/"), Some(GetOptions::new().with_prefix()))
+            .get(
+                format!("{ELECTION}/"),
+                Some(GetOptions::new().with_prefix()),
+            )
             .await
             .expect("list the candidates");
         let mut names: Vec<String> = found
@@ -215,7 +218,10 @@ async fn wait_for_view(
 /// Waits until every receiver shows the same master (not `None`); returns it.
 async fn agreed(rxs: &mut [watch::Receiver<MasterView>]) -> MasterView {
     loop {
-        let views: Vec<MasterView> = rxs.iter_mut().map(|rx| rx.borrow_and_update().clone()).collect();
+        let views: Vec<MasterView> = rxs
+            .iter_mut()
+            .map(|rx| rx.borrow_and_update().clone())
+            .collect();
         if views[0].master.is_some() && views.iter().all(|v| *v == views[0]) {
             return views[0].clone();
         }
@@ -295,7 +301,10 @@ async fn a_master_that_shuts_down_hands_over_at_once_with_a_greater_epoch() {
             None,
             "a node that shut down names no master"
         );
-        let mut others: Vec<_> = (0..3).filter(|&i| i != old).map(|i| nodes[i].watch()).collect();
+        let mut others: Vec<_> = (0..3)
+            .filter(|&i| i != old)
+            .map(|i| nodes[i].watch())
+            .collect();
         let second = within("handover", TTL, async {
             loop {
                 let view = agreed(&mut others).await;
@@ -336,13 +345,18 @@ async fn a_master_cut_off_from_etcd_steps_down_within_the_ttl_before_another_tak
         let t0 = Instant::now();
         proxies[old].partition();
         let mut deposed = nodes[old].watch();
-        let mut others: Vec<_> = (0..3).filter(|&i| i != old).map(|i| nodes[i].watch()).collect();
+        let mut others: Vec<_> = (0..3)
+            .filter(|&i| i != old)
+            .map(|i| nodes[i].watch())
+            .collect();
         let greater = |v: &MasterView| v.master.is_some() && v.epoch > first.epoch;
         let (stepped_down, took_over) = within(
             "failover",
             Duration::from_secs(5),
             futures_util::future::join(
-                wait_for_view(&mut deposed, |v| v.master.as_deref() != Some(old_name.as_str())),
+                wait_for_view(&mut deposed, |v| {
+                    v.master.as_deref() != Some(old_name.as_str())
+                }),
                 wait_for_view(&mut others[0], greater),
             ),
         )
@@ -391,7 +405,8 @@ async fn a_master_cut_off_from_etcd_steps_down_within_the_ttl_before_another_tak
 async fn starting_without_a_reachable_etcd_fails_with_an_error() {
     within("test", TEST_LIMIT, async {
         let nobody = format!("http://{}", free_addr());
-        let started = EtcdDiscovery::start(vec![nobody], "node-0".into(), ELECTION.into(), TTL).await;
+        let started =
+            EtcdDiscovery::start(vec![nobody], "node-0".into(), ELECTION.into(), TTL).await;
         let err = match started {
             Ok(_) => panic!("started without etcd"),
             Err(e) => e,
@@ -401,7 +416,8 @@ async fn starting_without_a_reachable_etcd_fails_with_an_error() {
             matches!(err, EtcdError::Etcd { .. } | EtcdError::Timeout { .. }),
             "{err:?}"
         );
-        let no_endpoints = EtcdDiscovery::start(vec![], "node-0".into(), ELECTION.into(), TTL).await;
+        let no_endpoints =
+            EtcdDiscovery::start(vec![], "node-0".into(), ELECTION.into(), TTL).await;
         assert!(matches!(no_endpoints, Err(EtcdError::NoEndpoints)));
     })
     .await;
