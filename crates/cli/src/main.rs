@@ -65,7 +65,7 @@ enum Command {
     ///
     /// Examples:
     ///   master-events validate master_events.log
-    ///   curl -s 'http://127.0.0.1:8091/diag/masterEvents?o=1' | master-events validate -
+    ///   curl -s 'http://127.0.0.1:9898/diag/masterEvents?o=1' | master-events validate -
     #[command(verbatim_doc_comment)]
     Validate(commands::validate::ValidateArgs),
     /// Follow a server's event stream: the retained events, then live ones.
@@ -81,11 +81,11 @@ enum Command {
     ///
     /// Examples:
     ///   export MASTER_EVENTS_AUTH=admin:password
-    ///   master-events tail http://127.0.0.1:8091                  # follow for ever
-    ///   master-events tail http://127.0.0.1:8091 --once > archive.ndjson
-    ///   master-events tail http://127.0.0.1:8091 --pretty --start-now
-    ///   master-events tail http://127.0.0.1:8091 --type vbucketMoveStart,vbucketMoveDone --bucket default
-    ///   master-events tail http://127.0.0.1:8091 --since 1200 --count 10
+    ///   master-events tail http://127.0.0.1:9898                  # follow for ever
+    ///   master-events tail http://127.0.0.1:9898 --once > archive.ndjson
+    ///   master-events tail http://127.0.0.1:9898 --pretty --start-now
+    ///   master-events tail http://127.0.0.1:9898 --type vbucketMoveStart,vbucketMoveDone --bucket default
+    ///   master-events tail http://127.0.0.1:9898 --since 1200 --count 10
     #[command(verbatim_doc_comment)]
     Tail(commands::tail::TailArgs),
     /// Send events to a server: the NDJSON lines of a file, or one event built here.
@@ -103,12 +103,39 @@ enum Command {
     ///
     /// Examples:
     ///   export MASTER_EVENTS_AUTH=admin:password
-    ///   master-events emit http://127.0.0.1:8091 vbucketMoveDone vbucket=43 bucket=default
-    ///   master-events emit http://127.0.0.1:8091 failover 'hosts=["10.0.0.7:8091"]'
-    ///   master-events emit http://127.0.0.1:8091 master_events.log
-    ///   master-events tail http://10.0.0.5:8091 --once | master-events emit http://127.0.0.1:8091 -
+    ///   master-events emit http://127.0.0.1:9898 vbucketMoveDone vbucket=43 bucket=default
+    ///   master-events emit http://127.0.0.1:9898 failover 'hosts=["10.0.0.7:8091"]'
+    ///   master-events emit http://127.0.0.1:9898 master_events.log
+    ///   master-events tail http://10.0.0.5:8091 --once | master-events emit http://127.0.0.1:9898 -
     #[command(verbatim_doc_comment)]
     Emit(commands::emit::EmitArgs),
+    /// Reports on an event log: rebalances, moves in flight, one row per move.
+    ///
+    /// SOURCE is a file (this project's NDJSON stream or ns_server's
+    /// master_events.log), `-` for standard input, or a server's http:// URL (its
+    /// retained events, fetched once). Bad lines are skipped and summed up on stderr.
+    /// Credentials for a server: --user NAME:PASSWORD or MASTER_EVENTS_AUTH.
+    /// Exit code: 0 report written, 2 usage or I/O error.
+    ///
+    /// Examples:
+    ///   master-events report rebalance master_events.log
+    ///   master-events report rebalance http://127.0.0.1:9898 --svg moves.svg
+    ///   master-events report inflight http://127.0.0.1:9898 --now now
+    ///   master-events report moves master_events.log --format csv > moves.csv
+    #[command(verbatim_doc_comment)]
+    Report(commands::report::ReportArgs),
+    /// Write a Chrome trace-event JSON of an event log, for Perfetto or chrome://tracing.
+    ///
+    /// Rebalances, stages and bucket rebalances on a `cluster` track; vbucket moves
+    /// (with their backfill, takeover and wait phases nested) in lanes per node; other
+    /// events as instant markers. SOURCE as for `report`.
+    /// Exit code: 0 trace written, 2 usage or I/O error.
+    ///
+    /// Examples:
+    ///   master-events trace master_events.log -o rebalance.trace.json
+    ///   master-events trace http://127.0.0.1:9898 --spans-only > trace.json
+    #[command(verbatim_doc_comment)]
+    Trace(commands::trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -121,6 +148,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Tail(args) => commands::tail::run(args),
         Command::Emit(args) => commands::emit::run(args),
+        Command::Report(args) => commands::report::run(args),
+        Command::Trace(args) => commands::trace::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -113,7 +113,7 @@ fn percent_decode(s: &str) -> String {
 
 impl StreamQuery {
     /// Parses the query string; `last_event_id` is the SSE `Last-Event-ID` header,
-    /// which resumes like `since=` (an explicit `since=` wins); `default_heartbeat`
+    /// which resumes like `since=` (it wins over `since=` and `start=now`, as a reconnecting EventSource needs); `default_heartbeat`
     /// applies when the query has no `heartbeat=`.
     pub fn parse(
         query: Option<&str>,
@@ -148,7 +148,9 @@ impl StreamQuery {
                 })
             }
         };
-        let since = match single("since").or(last_event_id) {
+        // A browser's EventSource reconnects to the same URL with Last-Event-ID: it
+        // wins over `since=` and `start=now`, so the resumed stream continues exactly.
+        let since = match last_event_id.or(single("since")) {
             None => None,
             Some(s) => Some(s.trim().parse::<u64>().map_err(|_| QueryError::Invalid {
                 name: "since",
@@ -157,7 +159,7 @@ impl StreamQuery {
         };
         let start_now = match single("start") {
             None => false,
-            Some("now") => true,
+            Some("now") => last_event_id.is_none(),
             Some(other) => {
                 return Err(QueryError::Invalid {
                     name: "start",
@@ -433,7 +435,13 @@ mod tests {
         let sse = StreamQuery::parse(None, Some("17"), None).expect("ok");
         assert_eq!(sse.cursor, Cursor::After(17));
         let both = StreamQuery::parse(Some("since=3"), Some("17"), None).expect("ok");
-        assert_eq!(both.cursor, Cursor::After(3), "an explicit since wins");
+        assert_eq!(
+            both.cursor,
+            Cursor::After(17),
+            "a reconnecting EventSource resumes"
+        );
+        let live = StreamQuery::parse(Some("start=now"), Some("17"), None).expect("ok");
+        assert_eq!(live.cursor, Cursor::After(17), "even from a start=now URL");
     }
 
     #[test]
