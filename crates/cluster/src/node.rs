@@ -117,6 +117,8 @@ struct Inner {
     backend: &'static str,
     http: reqwest::Client,
     cancel: CancellationToken,
+    /// The highest seq a follower reported its replica holds (on the master).
+    replicated: watch::Sender<u64>,
 }
 
 /// A running cluster node (cheap to clone).
@@ -142,7 +144,13 @@ impl ClusterNode {
         discovery: Arc<dyn MasterDiscovery>,
         view: watch::Sender<ClusterView>,
     ) -> ClusterNode {
-        let start_origin_seq = router.high_water(&config.node) + 1;
+        // originSeq only has to grow: starting from the clock keeps it growing across
+        // a restart that lost the queue (the archive may not remember this node).
+        let now_micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let start_origin_seq = (router.high_water(&config.node) + 1).max(now_micros);
         let queue = NodeQueue::new(&config.node, config.queue_capacity, start_origin_seq);
         let (role, _) = watch::channel(Role::Waiting { epoch: 0 });
         let http = reqwest::Client::builder()
@@ -160,6 +168,7 @@ impl ClusterNode {
                 backend: discovery.backend(),
                 http,
                 cancel: CancellationToken::new(),
+                replicated: watch::channel(0).0,
             }),
             tasks: Arc::new(Mutex::new(Vec::new())),
             discovery,
@@ -419,8 +428,56 @@ async fn apply_chunk(
     inner.replicate(batch).await
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Tells the master how far this replica is, whenever it advanced (every 20 ms at
+/// most): the master acknowledges its own events once a replica holds them.
+async fn report_replicated(inner: Arc<Inner>, url: String) {
+    let mut reported = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let last = inner.router.last_seq();
+        if last <= reported {
+            continue;
+        }
+        let req = inner
+            .secret_header(inner.http.post(format!(
+                "{url}/cluster/replicated?node={}&seq={last}",
+                percent_encode(&inner.config.node)
+            )))
+            .timeout(Duration::from_secs(2));
+        if matches!(req.send().await, Ok(r) if r.status().is_success()) {
+            reported = last;
+        }
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Streams the master's archive into the local router until cancelled.
 async fn follow(inner: Arc<Inner>, url: String, token: CancellationToken) {
+    let _reporter = AbortOnDrop(tokio::spawn(report_replicated(
+        Arc::clone(&inner),
+        url.clone(),
+    )));
     let mut attempt = 0u32;
     loop {
         let since = inner.router.last_seq();
@@ -582,11 +639,41 @@ impl Ingest for ClusterNode {
                     self.inner.router.last_seq(),
                 )));
             };
-            match tokio::time::timeout(INGEST_WAIT, rx).await {
-                Ok(Ok(range)) => Ok(IngestOutcome::Sequenced(range)),
-                _ => Ok(IngestOutcome::Queued { accepted: n }),
+            let deadline = tokio::time::Instant::now() + INGEST_WAIT;
+            let range = match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(range)) => range,
+                _ => return Ok(IngestOutcome::Queued { accepted: n }),
+            };
+            // Sequenced by this node as master: acknowledge once a replica holds
+            // them too, so that losing this node cannot lose what it acknowledged.
+            let has_peers = self
+                .inner
+                .config
+                .peers
+                .keys()
+                .any(|p| *p != self.inner.config.node);
+            if has_peers && matches!(self.role(), Role::Master { .. }) && !range.is_empty() {
+                let end = *range.end();
+                let mut replicated = self.inner.replicated.subscribe();
+                let confirmed =
+                    tokio::time::timeout_at(deadline, replicated.wait_for(|r| *r >= end)).await;
+                if !matches!(confirmed, Ok(Ok(_))) {
+                    return Ok(IngestOutcome::Queued { accepted: n });
+                }
             }
+            Ok(IngestOutcome::Sequenced(range))
         })
+    }
+
+    fn replicated(&self, _node: &str, seq: u64) {
+        self.inner.replicated.send_if_modified(|r| {
+            if seq > *r {
+                *r = seq;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     fn forwarded(&self, epoch: u64, records: Vec<Record>) -> IngestFuture<'_> {

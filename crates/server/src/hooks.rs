@@ -70,6 +70,12 @@ pub trait Ingest: Send + Sync + 'static {
             })
         })
     }
+
+    /// A follower reports that its replica holds every event up to `seq`. The
+    /// default ignores it.
+    fn replicated(&self, node: &str, seq: u64) {
+        let _ = (node, seq);
+    }
 }
 
 /// A standalone node: events go straight into its router.

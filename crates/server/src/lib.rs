@@ -287,6 +287,7 @@ fn app(state: Arc<AppState>) -> axum::Router {
         .route("/schemas/{*path}", get(schema_file))
         .route("/cluster", get(cluster))
         .route("/cluster/forward", axum::routing::post(post_forward))
+        .route("/cluster/replicated", axum::routing::post(post_replicated))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ui", get(ui::page))
@@ -575,21 +576,49 @@ fn ingest_reply(
     }
 }
 
-/// `POST /cluster/forward`: events another node forwards to this master. Needs
-/// the cluster secret (when one is configured) and the `X-Master-Events-Epoch`
-/// the sender believes this master holds.
-async fn post_forward(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let header = req
-        .headers()
+/// `POST /cluster/replicated?node=NAME&seq=N`: a follower says its replica holds
+/// every event up to `seq` (the master acknowledges its own events once a replica
+/// has them). Needs the cluster secret when one is configured.
+async fn post_replicated(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    if !is_cluster_peer(&state, req.headers()) {
+        state.metrics.auth_failure();
+        return error_response(StatusCode::UNAUTHORIZED, "the cluster secret is required");
+    }
+    let pairs = stream::parse_pairs(req.uri().query());
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    match (get("node"), get("seq").and_then(|s| s.parse::<u64>().ok())) {
+        (Some(node), Some(seq)) => {
+            state.ingest.replicated(&node, seq);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => error_response(StatusCode::BAD_REQUEST, "node= and seq= are required"),
+    }
+}
+
+/// Whether the request comes from another node of the cluster (or from anyone
+/// allowed everything, when no cluster secret is configured).
+fn is_cluster_peer(state: &AppState, headers: &HeaderMap) -> bool {
+    let header = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let allowed = match state.users.check(header) {
+    match state.users.check(header) {
         AuthOutcome::Cluster => true,
         AuthOutcome::Open => !state.users.has_cluster_secret(),
         AuthOutcome::User { role, .. } => !state.users.has_cluster_secret() && role == Role::Admin,
         AuthOutcome::Unauthenticated => false,
-    };
-    if !allowed {
+    }
+}
+
+/// `POST /cluster/forward`: events another node forwards to this master. Needs
+/// the cluster secret (when one is configured) and the `X-Master-Events-Epoch`
+/// the sender believes this master holds.
+async fn post_forward(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+    if !is_cluster_peer(&state, req.headers()) {
         state.metrics.auth_failure();
         let mut resp = error_response(StatusCode::UNAUTHORIZED, "the cluster secret is required");
         resp.headers_mut().insert(
