@@ -58,7 +58,9 @@ fn start_etcd(dir: &std::path::Path) -> (Proc, u16) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin} ({e}): install Debian's etcd-server (scripts/test.sh does)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot start {bin} ({e}): install Debian's etcd-server (scripts/test.sh does)")
+        });
     let etcd = Proc(child);
     wait_until("etcd to answer", Duration::from_secs(20), || {
         http(client, "GET", "/health", "").1.contains("true")
@@ -256,7 +258,10 @@ fn master_killed_twice_loses_no_acknowledged_event() {
         wait_until("another master", Duration::from_secs(20), || {
             cluster.master().is_some_and(|m| m != victim)
         });
-        eprintln!("round {round}: killed master {} at {killed_at:.3}", names[victim]);
+        eprintln!(
+            "round {round}: killed master {} at {killed_at:.3}",
+            names[victim]
+        );
         cluster.procs[victim] = Some(start_binary(&cluster.args[victim]));
     }
     for e in emitters {
@@ -264,22 +269,36 @@ fn master_killed_twice_loses_no_acknowledged_event() {
     }
     // Everything acknowledged must reach the consumer.
     let acked = acked.lock().map(|s| s.clone()).unwrap_or_default();
-    wait_until("the consumer to receive every acknowledged event", Duration::from_secs(30), || {
-        let got: HashSet<String> = received
-            .lock()
-            .map(|r| r.iter().filter_map(|v| v["event"].as_str().map(str::to_owned)).collect())
-            .unwrap_or_default();
-        acked.iter().all(|id| got.contains(id))
-    });
+    wait_until(
+        "the consumer to receive every acknowledged event",
+        Duration::from_secs(30),
+        || {
+            let got: HashSet<String> = received
+                .lock()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v["event"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            acked.iter().all(|id| got.contains(id))
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     let _ = consumer.join();
 
     let received = received.lock().map(|r| r.clone()).unwrap_or_default();
     let maybe = maybe.lock().map(|s| s.clone()).unwrap_or_default();
     // No gap frame, no duplicate or missing seq.
-    assert!(received.iter().all(|v| v["type"] != "gap"), "a gap frame arrived");
+    assert!(
+        received.iter().all(|v| v["type"] != "gap"),
+        "a gap frame arrived"
+    );
     let seqs: Vec<u64> = received.iter().filter_map(|v| v["seq"].as_u64()).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seqs not contiguous");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seqs not contiguous"
+    );
     // Every acknowledged event exactly once; nothing twice.
     let mut count: HashMap<&str, usize> = HashMap::new();
     for v in &received {
@@ -289,8 +308,15 @@ fn master_killed_twice_loses_no_acknowledged_event() {
     }
     let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "duplicates: {twice:?}");
-    let missing: Vec<_> = acked.iter().filter(|id| !count.contains_key(id.as_str())).collect();
-    assert!(missing.is_empty(), "{} acknowledged events missing", missing.len());
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !count.contains_key(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events missing",
+        missing.len()
+    );
     // Per-origin order: each emitter's ids and each origin's originSeq only grow.
     let mut last_id: BTreeMap<String, usize> = BTreeMap::new();
     let mut last_origin_seq: BTreeMap<String, u64> = BTreeMap::new();
@@ -303,17 +329,28 @@ fn master_killed_twice_loses_no_acknowledged_event() {
         let origin = v["origin"].as_str().unwrap_or("").to_owned();
         let os = v["originSeq"].as_u64().unwrap_or(0);
         let prev = last_origin_seq.insert(origin.clone(), os);
-        assert!(prev.is_none_or(|p| p < os), "{origin}: originSeq {os} after {prev:?}");
+        assert!(
+            prev.is_none_or(|p| p < os),
+            "{origin}: originSeq {os} after {prev:?}"
+        );
     }
     // The final master's archive holds them all.
     let master = cluster.master().expect("a final master");
-    let (_, archive) = http(ports[master], "GET", "/diag/masterEvents?o=1&type=rebalanceStageEvent", "");
+    let (_, archive) = http(
+        ports[master],
+        "GET",
+        "/diag/masterEvents?o=1&type=rebalanceStageEvent",
+        "",
+    );
     let in_archive: HashSet<String> = archive
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| v["event"].as_str().map(str::to_owned))
         .collect();
-    assert!(acked.iter().all(|id| in_archive.contains(id)), "the final archive misses events");
+    assert!(
+        acked.iter().all(|id| in_archive.contains(id)),
+        "the final archive misses events"
+    );
     // Failover time: kill → the new master's becameMaster (its ts is the new
     // master's clock).
     for (victim, killed_at) in &kills {
@@ -335,6 +372,9 @@ fn master_killed_twice_loses_no_acknowledged_event() {
         "{} events acknowledged, {} unacknowledged of which {} arrived",
         acked.len(),
         maybe.len(),
-        maybe.iter().filter(|id| count.contains_key(id.as_str())).count()
+        maybe
+            .iter()
+            .filter(|id| count.contains_key(id.as_str()))
+            .count()
     );
 }
