@@ -232,3 +232,63 @@ fn demo_streams_a_whole_simulated_rebalance() {
     assert_eq!(types.get("rebalanceEnd"), Some(&1));
     assert_eq!(types.get("failover"), Some(&1));
 }
+
+#[test]
+fn demo_with_three_nodes_serves_the_same_stream_from_a_follower() {
+    let mut p = spawn(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        "0",
+        "--vbuckets",
+        "64",
+        "--nodes",
+        "3",
+    ]);
+    let url = listening_url(&mut p);
+    let mut rest = String::new();
+    let follower = loop {
+        rest.clear();
+        let n = p
+            .stdout
+            .as_mut()
+            .map(|o| o.read_line(&mut rest).unwrap_or(0))
+            .unwrap_or(0);
+        assert!(n > 0, "the demo printed no follower URL");
+        if let Some(addr) = rest.trim().strip_prefix("node 1 listening on ") {
+            break addr.split_whitespace().next().unwrap_or("").to_owned();
+        }
+    };
+    let read_all = |base: &str| -> Vec<serde_json::Value> {
+        let mut s = TcpStream::connect(host_port(base)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        s.write_all(b"GET /diag/masterEvents?heartbeat=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut reader = BufReader::new(s);
+        let mut out = Vec::new();
+        let mut line = String::new();
+        while !out
+            .iter()
+            .any(|v: &serde_json::Value| v["type"] == "autofailoverDone")
+        {
+            line.clear();
+            let n = reader.read_line(&mut line).expect("reads");
+            assert!(n > 0, "stream ended");
+            match serde_json::from_str::<serde_json::Value>(line.trim()) {
+                Ok(v) if v.is_object() => out.push(v),
+                _ => {}
+            }
+        }
+        out
+    };
+    let from_master = read_all(&url);
+    let from_follower = read_all(&follower);
+    assert_eq!(from_master, from_follower);
+    let origins: std::collections::BTreeSet<&str> = from_master
+        .iter()
+        .filter_map(|v| v["origin"].as_str())
+        .collect();
+    assert_eq!(origins.len(), 3, "events noted on every node: {origins:?}");
+}

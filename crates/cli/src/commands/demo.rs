@@ -11,14 +11,16 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
 use master_events_events::Record;
+use master_events_server::hooks::{Ingest, RouterIngest};
 use master_events_sim::{scenario, vbucket_moves, ScenarioConfig};
 
-use super::node::{self, NodeOptions};
+use super::node::{self, ClusterOptions, Discovery, NodeOptions};
 
 /// Arguments of `demo`.
 #[derive(Args, Debug)]
@@ -47,6 +49,10 @@ pub struct DemoArgs {
     /// Exit once the scenario has been emitted (instead of serving until Ctrl-C).
     #[arg(long)]
     pub exit_when_done: bool,
+    /// Run this many master-events nodes on loopback as one cluster (static
+    /// discovery, the first is master); the simulator notes events on each in turn.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub nodes: usize,
 }
 
 /// Runs the command; returns the process exit code.
@@ -56,15 +62,19 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
     }
     node::init_logging();
     let rt = tokio::runtime::Runtime::new()?;
+    if args.nodes == 0 || args.nodes > 16 {
+        bail!("--nodes must be between 1 and 16");
+    }
     rt.block_on(async {
-        let running = node::start(NodeOptions {
-            listen: Some(args.listen),
-            archive_size: Some(args.archive_size),
-            node: Some(master_events_sim::node_name(0)),
-            ..NodeOptions::default()
-        })
-        .await?;
-        let url = format!("http://{}", running.addr);
+        let running = start_nodes(args).await?;
+        let url = format!("http://{}", running[0].addr);
+        let ingests: Vec<Arc<dyn Ingest>> = running
+            .iter()
+            .map(|r| match &r.cluster {
+                Some(c) => Arc::new(c.clone()) as Arc<dyn Ingest>,
+                None => Arc::new(RouterIngest(r.router.clone())) as Arc<dyn Ingest>,
+            })
+            .collect();
         let config = ScenarioConfig {
             nodes: args.cluster_nodes,
             vbuckets: args.vbuckets,
@@ -75,6 +85,13 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {url}")?;
+            for (i, r) in running.iter().enumerate().skip(1) {
+                writeln!(
+                    out,
+                    "node {i} listening on http://{} (a follower: same stream)",
+                    r.addr
+                )?;
+            }
             writeln!(out)?;
             writeln!(
                 out,
@@ -110,8 +127,12 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
                     seed,
                     ..config.clone()
                 };
-                emit_scenario(&running.router, &cfg, args.rate).await?;
-                tracing::info!(seed, last_seq = running.router.last_seq(), "scenario done");
+                emit_scenario(&ingests, &cfg, args.rate).await?;
+                tracing::info!(
+                    seed,
+                    last_seq = running[0].router.last_seq(),
+                    "scenario done"
+                );
                 if !args.repeat {
                     break;
                 }
@@ -128,30 +149,93 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
             }
             _ = node::wait_for_signal() => {}
         }
-        running.stop().await;
+        for r in running.into_iter().rev() {
+            r.stop().await;
+        }
         Ok(0)
     })
 }
 
-/// Publishes the scenario's events at `rate` per second (0 = unpaced), in small
-/// batches through the router's back-pressured ingest path.
+/// Starts one node, or `--nodes` nodes on loopback as one static cluster.
+async fn start_nodes(args: &DemoArgs) -> Result<Vec<node::RunningNode>> {
+    if args.nodes == 1 {
+        let one = node::start(NodeOptions {
+            listen: Some(args.listen),
+            archive_size: Some(args.archive_size),
+            node: Some(master_events_sim::node_name(0)),
+            ..NodeOptions::default()
+        })
+        .await?;
+        return Ok(vec![one]);
+    }
+    let names: Vec<String> = (0..args.nodes).map(master_events_sim::node_name).collect();
+    let mut addrs = vec![args.listen];
+    for _ in 1..args.nodes {
+        addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    // Peers need every URL up front: pick the free ports first.
+    for addr in addrs.iter_mut() {
+        if addr.port() == 0 {
+            let probe = std::net::TcpListener::bind(*addr)?;
+            *addr = probe.local_addr()?;
+        }
+    }
+    let peers: std::collections::BTreeMap<String, String> = names
+        .iter()
+        .zip(&addrs)
+        .map(|(n, a)| (n.clone(), format!("http://{a}")))
+        .collect();
+    let mut running = Vec::new();
+    for (name, addr) in names.iter().zip(&addrs) {
+        running.push(
+            node::start(NodeOptions {
+                listen: Some(*addr),
+                archive_size: Some(args.archive_size),
+                node: Some(name.clone()),
+                cluster: ClusterOptions {
+                    discovery: Discovery::Static,
+                    master: Some(names[0].clone()),
+                    peers: peers.clone(),
+                    ..ClusterOptions::default()
+                },
+                ..NodeOptions::default()
+            })
+            .await?,
+        );
+    }
+    Ok(running)
+}
+
+/// Publishes the scenario's events at `rate` per second (0 = unpaced), in batches
+/// through the nodes' ingest path in turn (all or none, back-pressured: each batch is
+/// sequenced before the next goes, so the story keeps its order across nodes).
 async fn emit_scenario(
-    router: &master_events_router::Router,
+    ingests: &[Arc<dyn Ingest>],
     config: &ScenarioConfig,
     rate: f64,
 ) -> Result<()> {
     let started = Instant::now();
+    let per_second_batches = if ingests.len() > 1 { 10.0 } else { 100.0 };
     let batch_size = if rate <= 0.0 {
-        1024
+        if ingests.len() > 1 {
+            256
+        } else {
+            1024
+        }
     } else {
-        (rate / 100.0).clamp(1.0, 1024.0) as usize
+        (rate / per_second_batches).clamp(1.0, 1024.0) as usize
     };
     let mut events = scenario(config).peekable();
     let mut sent: u64 = 0;
+    let mut turn = 0;
     while events.peek().is_some() {
         let batch: Vec<Record> = events.by_ref().take(batch_size).map(Record::new).collect();
         sent += batch.len() as u64;
-        router.publish_batch(batch).await?;
+        ingests[turn % ingests.len()]
+            .ingest(batch)
+            .await
+            .map_err(|e| anyhow::anyhow!("the demo's events were refused: {e}"))?;
+        turn += 1;
         if rate > 0.0 {
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
