@@ -12,11 +12,14 @@ if ! python3 -c 'import jsonschema, pytest' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7'
 fi
 # Debian packages: protoc (the etcd client's build), etcd (election tests), Chromium
-# (the live page's browser test).
+# (the live page's browser test), nats-server (the nats sink's tests).
 need=()
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v chromium >/dev/null || need+=(chromium)
+# A real NATS server for the nats sink's tests (they start their own, and fail
+# when it is missing).
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   apt-get update -qq

@@ -312,7 +312,10 @@ impl fmt::Debug for SinkSet {
 }
 
 /// Builds every configured sink, then starts each on its own task reading its own
-/// subscription from the oldest retained event, through its filter. Must be called
+/// subscription from where it asks ([`Sink::start_cursor`]: by default the oldest
+/// retained event; after a warm start, [`Router::start_with_archive`], the oldest
+/// event of this run, as the restored ones were delivered by the previous run),
+/// through its filter. Must be called
 /// inside a tokio runtime.
 pub fn start_sinks(router: &Router, config: &Config) -> Result<SinkSet, ConfigError> {
     if tokio::runtime::Handle::try_current().is_err() {
@@ -331,9 +334,15 @@ pub fn start_sinks(router: &Router, config: &Config) -> Result<SinkSet, ConfigEr
     let tasks = built
         .into_iter()
         .map(|(entry, sink)| {
+            // After a warm start, "the oldest" is the oldest of this run: the
+            // restored events were delivered by the previous one.
+            let from = match (sink.start_cursor(), router.restored_through()) {
+                (Cursor::Oldest, Some(restored)) => Cursor::After(restored),
+                (from, _) => from,
+            };
             let input = SinkInput::new(
                 entry.kind.clone(),
-                router.subscribe(Cursor::Oldest),
+                router.subscribe(from),
                 entry.filter.clone(),
                 cancel.child_token(),
             );
@@ -341,4 +350,112 @@ pub fn start_sinks(router: &Router, config: &Config) -> Result<SinkSet, ConfigEr
         })
         .collect();
     Ok(SinkSet { cancel, tasks })
+}
+
+#[cfg(test)]
+mod tests {
+    use master_events_events::catalog::DeleteBucket;
+    use master_events_events::Record;
+    use parking_lot::Mutex;
+
+    use super::*;
+    use crate::registry::SinkConfig;
+    use crate::sink::SinkBatch;
+    use crate::RouterConfig;
+
+    /// What each probe was given: `(probe id, seq)`.
+    static SEEN: Mutex<Vec<(u32, u64)>> = Mutex::new(Vec::new());
+
+    /// A sink that records what it reads, from `after` if set (else the default).
+    #[derive(Deserialize, schemars::JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    struct ProbeConfig {
+        id: u32,
+        after: Option<u64>,
+    }
+
+    struct Probe(ProbeConfig);
+
+    impl Sink for Probe {
+        fn on_batch(&mut self, batch: &SinkBatch<'_>) {
+            SEEN.lock().extend(batch.iter().map(|e| (self.0.id, e.seq)));
+        }
+        fn start_cursor(&self) -> Cursor {
+            self.0.after.map_or(Cursor::Oldest, Cursor::After)
+        }
+    }
+
+    impl SinkConfig for ProbeConfig {
+        const NAME: &'static str = "probe";
+        const DESCRIPTION: &'static str = "test only";
+        fn build(self, _ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
+            Ok(Box::new(Probe(self)))
+        }
+    }
+
+    crate::register_sink!(ProbeConfig);
+
+    fn records(from: u64, n: u64, with_seq: bool) -> Vec<Record> {
+        (from..from + n)
+            .map(|i| {
+                let mut r = Record::new(DeleteBucket {
+                    bucket: format!("b{i}"),
+                });
+                r.envelope.seq = with_seq.then_some(i);
+                r
+            })
+            .collect()
+    }
+
+    async fn run(router: &Router, toml: &str, then: Vec<Record>) {
+        let config = load_config(toml).expect("loads");
+        let sinks = start_sinks(router, &config).expect("starts");
+        router.publish_batch(then).await.expect("published");
+        router.shutdown().await;
+        sinks.shutdown().await;
+    }
+
+    fn seen_by(id: u32) -> Vec<u64> {
+        SEEN.lock()
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_sink_reads_from_the_cursor_it_asks_for() {
+        let router = Router::start(RouterConfig::default());
+        router
+            .publish_batch(records(0, 5, false))
+            .await
+            .expect("published");
+        run(
+            &router,
+            "[[sinks]]\ntype = \"probe\"\nid = 1\nafter = 3\n",
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(seen_by(1), vec![4, 5]);
+    }
+
+    #[tokio::test]
+    async fn after_a_warm_start_the_oldest_is_the_oldest_of_this_run() {
+        let router = Router::start_with_archive(RouterConfig::default(), records(1, 5, true))
+            .await
+            .expect("started");
+        assert_eq!(router.restored_through(), Some(5));
+        let toml = "[[sinks]]\ntype = \"probe\"\nid = 2\n\n[[sinks]]\ntype = \"probe\"\nid = 3\nafter = 2\n";
+        run(&router, toml, records(6, 2, false)).await;
+        assert_eq!(seen_by(2), vec![6, 7], "not the restored events");
+        assert_eq!(
+            seen_by(3),
+            vec![3, 4, 5, 6, 7],
+            "an explicit cursor is kept"
+        );
+        assert_eq!(
+            Router::start(RouterConfig::default()).restored_through(),
+            None
+        );
+    }
 }

@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use master_events_events::Record;
@@ -159,6 +160,9 @@ struct Shared {
     ring: Arc<Ring>,
     node: String,
     done: watch::Receiver<bool>,
+    /// The seq before the first one this router sequences itself, when it was
+    /// started with an archive (0 otherwise).
+    restored_through: AtomicU64,
 }
 
 impl Drop for Shared {
@@ -199,7 +203,100 @@ impl Router {
                 ring,
                 node: config.node,
                 done: done_rx,
+                restored_through: AtomicU64::new(0),
             }),
+        }
+    }
+
+    /// Starts a router whose archive is pre-filled with `records` sequenced before
+    /// (a restart warm-loading what a persistent sink wrote): each keeps its `seq`,
+    /// `ts`, `origin` and `originSeq` (so its line is the one it had, and the
+    /// per-origin de-duplication knows what it already has), and new events continue
+    /// after the last of them.
+    ///
+    /// Of `records` (in `seq` order), the archive keeps the last contiguous run of
+    /// seqs, at most `archive_capacity` of them: the ring has no holes, so older
+    /// records before a hole are left out, and a reader asking for them gets an
+    /// exact gap. Records without a `seq`, or not above the previous one, are
+    /// ignored. The first new event gets `seq = last + 1`, or `config.start_seq` if
+    /// that is larger (then the archive is forgotten: readers get an exact gap, as
+    /// for [`Router::skip_to`]). With no usable record this is [`Router::start`].
+    ///
+    /// The restored events are served to readers (`?o=1` returns them), but sinks
+    /// started by [`start_sinks`] from [`Cursor::Oldest`] start after them
+    /// ([`Router::restored_through`]): a previous run delivered them already.
+    ///
+    /// ```
+    /// use master_events_events::{catalog::DeleteBucket, Record};
+    /// use master_events_router::{Router, RouterConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    /// # rt.block_on(async {
+    /// let mut before = Record::new(DeleteBucket { bucket: "b".into() });
+    /// before.envelope.seq = Some(41);
+    /// let router = Router::start_with_archive(RouterConfig::default(), vec![before]).await?;
+    /// assert_eq!((router.oldest_seq(), router.last_seq()), (Some(41), 41));
+    /// let next = router.publish_batch(vec![Record::new(DeleteBucket { bucket: "c".into() })]).await?;
+    /// assert_eq!(next, 42..=42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If called outside a tokio runtime.
+    pub async fn start_with_archive(
+        mut config: RouterConfig,
+        records: Vec<Record>,
+    ) -> Result<Router, RouterError> {
+        let capacity = config.archive_capacity.max(1);
+        // The last contiguous run of seqs (ignoring records without one or out of
+        // order), then its last `capacity` records.
+        let mut run: Vec<Record> = Vec::new();
+        for record in records {
+            let Some(seq) = record.envelope.seq else {
+                continue;
+            };
+            match run.last().and_then(|r| r.envelope.seq) {
+                Some(prev) if seq <= prev => continue,
+                Some(prev) if seq != prev + 1 => run.clear(),
+                _ => {}
+            }
+            run.push(record);
+        }
+        if run.len() > capacity {
+            run.drain(..run.len() - capacity);
+        }
+        let (Some(first), Some(last)) = (
+            run.first().and_then(|r| r.envelope.seq),
+            run.last().and_then(|r| r.envelope.seq),
+        ) else {
+            return Ok(Router::start(config));
+        };
+        let next = config.start_seq.max(last + 1);
+        config.start_seq = first;
+        let router = Router::start(config);
+        router.replicate(run).await?;
+        if next > last + 1 {
+            router.skip_to(next).await?;
+        }
+        router
+            .shared
+            .restored_through
+            .store(next - 1, Ordering::Release);
+        Ok(router)
+    }
+
+    /// For a router started with [`Router::start_with_archive`], the seq before the
+    /// first one it sequences itself: events up to it came from a previous run
+    /// (which delivered them to its sinks). `None` for a router started empty.
+    pub fn restored_through(&self) -> Option<u64> {
+        match self.shared.restored_through.load(Ordering::Acquire) {
+            0 => None,
+            seq => Some(seq),
         }
     }
 

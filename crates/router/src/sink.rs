@@ -14,6 +14,8 @@
 //!   not delivered); gaps are always delivered.
 //! - [`Sink::flush`] is called whenever the sink has caught up with the stream, and
 //!   before [`Sink::shutdown`], which is called once, last.
+//! - A sink reads from [`Sink::start_cursor`] (by default the oldest retained
+//!   event), so a sink that persists can resume after what it already has.
 
 use std::fmt;
 use std::future::Future;
@@ -24,7 +26,7 @@ use master_events_events::Gap;
 use tokio_util::sync::CancellationToken;
 
 use crate::filter::Filter;
-use crate::ring::{Chunk, EventBatch, EventRef, Subscription};
+use crate::ring::{Chunk, Cursor, EventBatch, EventRef, Subscription};
 
 /// The future a sink runs as.
 pub type SinkFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -50,6 +52,15 @@ pub trait Sink: Send + 'static {
 
     /// Called once, last, when the sink stops.
     fn shutdown(&mut self) {}
+
+    /// Where the sink starts reading the stream, asked once after it is built: by
+    /// default [`Cursor::Oldest`] (the whole archive, then live events; after a warm
+    /// start, the archive of this run: the restored events were delivered by the
+    /// previous one). A sink that persists what it was given resumes after what it
+    /// already has ([`Cursor::After`]), so that a restart does not deliver it twice.
+    fn start_cursor(&self) -> Cursor {
+        Cursor::Oldest
+    }
 
     /// Runs the sink until its input ends. The default runs the hooks above on a
     /// blocking thread ([`run_blocking`]); an async sink overrides this and reads

@@ -296,7 +296,19 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     }
     let node_name = router_config.node.clone();
     let node_name_for_cluster = node_name.clone();
-    let router = Router::start(router_config);
+    // Warm load: a `file` sink's log pre-fills the archive and the seq continues
+    // after it, so `?o=1` after a restart returns what it returned before.
+    let warm = master_events_sink_file::warm_start(&sinks_config, router_config.archive_capacity)
+        .map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+    let router = match warm {
+        Some(warm) => {
+            router_config.start_seq = router_config.start_seq.max(warm.next_seq);
+            Router::start_with_archive(router_config, warm.records)
+                .await
+                .context("restoring the archive from the file log")?
+        }
+        None => Router::start(router_config),
+    };
     let sinks =
         start_sinks(&router, &sinks_config).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
     let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(ClusterView {

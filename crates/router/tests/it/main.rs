@@ -5,6 +5,7 @@ mod replica;
 mod router;
 mod sinks;
 mod stress;
+mod warm;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,363 @@
+//! The log on disk: the current file, its rotated predecessors, and reading them
+//! back from the end.
+//!
+//! Owns: the file names (`<name>` is current, `<name>.1` the newest rotated file,
+//! `<name>.<keep>` the oldest), appending with size-based rotation, repairing a torn
+//! last line, and [`RevLines`] (a file's lines, last first, without reading it all).
+//!
+//! Promises:
+//! - Only complete lines are ever left in a file by this module: a failed write is
+//!   cut back to the last complete line; a crash can leave a torn last line in the
+//!   current file only, and [`repair_tail`] removes it.
+//! - A file grows past `max_bytes` only when a single line is longer than that:
+//!   lines are never split across files, and a batch that does not fit is split at
+//!   a line boundary, the rest going to a fresh file.
+//! - Rotation renames (`<name>` → `<name>.1` → ... → `<name>.<keep>`, the oldest
+//!   dropped); with `keep = 0` the full file is dropped. When syncing is on, the
+//!   file is synced before it is renamed, and the directory after.
+//! - Nothing here reads a file that is not a regular file (a FIFO target is written
+//!   to, never read back).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// How much of a file [`RevLines`] reads at a time.
+const CHUNK: usize = 64 * 1024;
+/// A "line" longer than this is not a line of this log: reading back stops there.
+pub const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// The path of the current file (`index` 0) or of rotated file `index`.
+pub fn file_path(dir: &Path, name: &str, index: u32) -> PathBuf {
+    match index {
+        0 => dir.join(name),
+        i => dir.join(format!("{name}.{i}")),
+    }
+}
+
+/// Whether `path` is a regular file (not missing, not a FIFO or device).
+pub fn is_regular(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
+/// Removes a torn last line (bytes after the last `\n`) from the regular file at
+/// `path`; returns how many bytes were removed (0 if none, or if it is not a
+/// regular file).
+pub fn repair_tail(path: &Path) -> io::Result<u64> {
+    if !is_regular(path) {
+        return Ok(0);
+    }
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let mut lines = RevLines::new(file.try_clone()?)?;
+    let keep = lines.complete_len()?;
+    if keep == len {
+        return Ok(0);
+    }
+    file.set_len(keep)?;
+    file.sync_all()?;
+    Ok(len - keep)
+}
+
+/// An open log: appends lines, rotates by size.
+pub struct LogFile {
+    dir: PathBuf,
+    name: String,
+    max_bytes: u64,
+    keep: u32,
+    sync: bool,
+    file: Option<File>,
+    /// Bytes in the current file that are complete lines.
+    size: u64,
+}
+
+impl LogFile {
+    /// Opens (creating the directory and file if needed) the log `dir/name`,
+    /// removing a torn last line first.
+    pub fn open(dir: &Path, name: &str, max_bytes: u64, keep: u32, sync: bool) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let path = file_path(dir, name, 0);
+        repair_tail(&path)?;
+        let mut log = LogFile {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            max_bytes,
+            keep,
+            sync,
+            file: None,
+            size: 0,
+        };
+        log.reopen()?;
+        Ok(log)
+    }
+
+    /// The current file's path.
+    pub fn path(&self) -> PathBuf {
+        file_path(&self.dir, &self.name, 0)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path())?;
+        let meta = file.metadata()?;
+        self.size = if meta.is_file() { meta.len() } else { 0 };
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Appends complete lines (`bytes` ends with `\n`), rotating as needed. On an
+    /// error, the current file is cut back to its last complete line and the
+    /// lines not written are reported by the error (the caller counts them).
+    pub fn append(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let room = self.max_bytes.saturating_sub(self.size) as usize;
+            let take = if bytes.len() <= room {
+                bytes.len()
+            } else {
+                match bytes[..room].iter().rposition(|b| *b == b'\n') {
+                    Some(k) => k + 1,
+                    None if self.size == 0 => {
+                        // One line longer than a whole file: it gets a file of its own.
+                        bytes
+                            .iter()
+                            .position(|b| *b == b'\n')
+                            .map_or(bytes.len(), |k| k + 1)
+                    }
+                    None => 0,
+                }
+            };
+            if take == 0 {
+                self.rotate()?;
+                continue;
+            }
+            self.write(&bytes[..take])?;
+            bytes = &bytes[take..];
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.file.is_none() {
+            self.reopen()?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("the log file is not open"));
+        };
+        match file.write_all(bytes) {
+            Ok(()) => {
+                self.size += bytes.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Leave no partial line behind (best effort: the error is what counts).
+                if file.metadata().is_ok_and(|m| m.is_file()) {
+                    let _ = file.set_len(self.size);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Forces what was written to disk.
+    pub fn sync(&mut self) -> io::Result<()> {
+        match &self.file {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the current file, shifts the rotated ones and starts a fresh one.
+    pub fn rotate(&mut self) -> io::Result<()> {
+        if let Some(file) = self.file.take() {
+            if self.sync {
+                file.sync_data()?;
+            }
+        }
+        let current = self.path();
+        if self.keep == 0 {
+            remove_if_exists(&current)?;
+        } else {
+            remove_if_exists(&file_path(&self.dir, &self.name, self.keep))?;
+            for i in (1..self.keep).rev() {
+                rename_if_exists(
+                    &file_path(&self.dir, &self.name, i),
+                    &file_path(&self.dir, &self.name, i + 1),
+                )?;
+            }
+            rename_if_exists(&current, &file_path(&self.dir, &self.name, 1))?;
+        }
+        self.reopen()?;
+        if self.sync {
+            // Make the renames durable too (not possible everywhere: best effort).
+            if let Ok(dir) = File::open(&self.dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn rename_if_exists(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::rename(from, to) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The lines of a file, last first, read from the end in chunks (so reading the
+/// tail of a large file costs only the tail). Lines are returned without their
+/// `\n`; a last line without `\n` (torn) is returned too; empty lines are skipped.
+pub struct RevLines {
+    file: File,
+    /// File offset of `buf[0]`.
+    pos: u64,
+    /// Unreturned bytes `file[pos..pos + buf.len()]`.
+    buf: Vec<u8>,
+}
+
+impl RevLines {
+    /// Reads `file` from its end.
+    pub fn new(mut file: File) -> io::Result<Self> {
+        let len = file.seek(SeekFrom::End(0))?;
+        Ok(RevLines {
+            file,
+            pos: len,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Opens `path` (a regular file) and reads it from its end.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        RevLines::new(File::open(path)?)
+    }
+
+    /// Reads more of the file before `buf`; false at the start of the file.
+    fn fill(&mut self) -> io::Result<bool> {
+        if self.pos == 0 {
+            return Ok(false);
+        }
+        if self.buf.len() > MAX_LINE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a line longer than {MAX_LINE} bytes: not a log of events"),
+            ));
+        }
+        let n = CHUNK.min(self.pos as usize);
+        self.pos -= n as u64;
+        let mut chunk = vec![0; n];
+        self.file.seek(SeekFrom::Start(self.pos))?;
+        self.file.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&self.buf);
+        self.buf = chunk;
+        Ok(true)
+    }
+
+    /// The length of the file up to and including its last `\n` (what is left
+    /// once a torn last line is removed). Call before reading any line.
+    pub fn complete_len(&mut self) -> io::Result<u64> {
+        loop {
+            if let Some(k) = self.buf.iter().rposition(|b| *b == b'\n') {
+                return Ok(self.pos + k as u64 + 1);
+            }
+            if !self.fill()? {
+                return Ok(0);
+            }
+        }
+    }
+
+    /// The previous line, `None` at the start of the file.
+    pub fn next_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        loop {
+            // Drop the `\n` that ends the line to return (or empty lines).
+            while self.buf.last() == Some(&b'\n') {
+                self.buf.pop();
+            }
+            if let Some(k) = self.buf.iter().rposition(|b| *b == b'\n') {
+                let line = self.buf.split_off(k + 1);
+                return Ok(Some(line));
+            }
+            if !self.fill()? {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Ok(Some(std::mem::take(&mut self.buf)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_last_first(content: &[u8]) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        fs::write(&path, content).expect("write");
+        let mut rev = RevLines::open(&path).expect("open");
+        let mut out = Vec::new();
+        while let Some(line) = rev.next_line().expect("read") {
+            out.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn lines_come_back_last_first_across_chunks() {
+        let mut content = Vec::new();
+        for i in 0..20_000 {
+            content.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let got = lines_last_first(&content);
+        assert_eq!(got.len(), 20_000);
+        assert_eq!(got[0], "line 19999");
+        assert_eq!(got[19_999], "line 0");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_returned_and_empty_lines_are_skipped() {
+        assert_eq!(lines_last_first(b"a\n\nb\nto"), ["to", "b", "a"]);
+        assert!(lines_last_first(b"").is_empty());
+    }
+
+    #[test]
+    fn repair_removes_only_the_bytes_after_the_last_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        fs::write(&path, b"{\"a\":1}\n{\"b\":").expect("write");
+        assert_eq!(repair_tail(&path).expect("repair"), 5);
+        assert_eq!(fs::read(&path).expect("read"), b"{\"a\":1}\n");
+        assert_eq!(repair_tail(&path).expect("repair"), 0);
+        fs::write(&path, b"no newline at all").expect("write");
+        assert_eq!(repair_tail(&path).expect("repair"), 17);
+        assert_eq!(fs::read(&path).expect("read"), b"");
+    }
+
+    #[test]
+    fn rotation_keeps_k_files_and_never_splits_a_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogFile::open(dir.path(), "x.log", 10, 2, false).expect("open");
+        // 4-byte lines: two fit in a 10-byte file, a third does not.
+        for i in 0..7 {
+            log.append(format!("ab{i}\n").as_bytes()).expect("append");
+        }
+        let read = |i| fs::read_to_string(file_path(dir.path(), "x.log", i)).unwrap_or_default();
+        assert_eq!(read(0), "ab6\n");
+        assert_eq!(read(1), "ab4\nab5\n");
+        assert_eq!(read(2), "ab2\nab3\n");
+        assert!(!file_path(dir.path(), "x.log", 3).exists(), "only 2 kept");
+        // A batch that does not fit is split at a line boundary.
+        log.append(b"c1\nc2\nc3\nc4\n").expect("append");
+        assert_eq!(read(0), "c3\nc4\n");
+        assert_eq!(read(1), "ab6\nc1\nc2\n");
+    }
+}

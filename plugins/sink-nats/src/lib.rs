@@ -1,0 +1,665 @@
+//! The `nats` sink of master-events: each event published to the subject
+//! `<prefix>.<type>` (e.g. `master_events.vbucketMoveDone`) on a NATS server, its
+//! payload the event's wire line (without the `\n`).
+//!
+//! ```toml
+//! [[sinks]]
+//! type = "nats"
+//! servers = ["nats://127.0.0.1:4222"]  # default; several for a cluster
+//! subject_prefix = "master_events"     # default
+//! max_pending = 10000                  # events held for publishing; past it, new ones are dropped (default)
+//! user = "events"                      # optional, with password; or token = "..."
+//! password = "s3cret"
+//! connect_timeout_ms = 5000            # default
+//! shutdown_timeout_ms = 5000           # on shutdown, how long to keep publishing what is held (default)
+//! filter = { bucket = "default" }
+//! ```
+//!
+//! Owns: [`NatsConfig`] (registered as `nats`), the running [`NatsSink`], its
+//! counters ([`NatsStats`], per sink and process-wide with [`stats`]).
+//!
+//! Promises:
+//! - It never blocks the router: a reader task follows the stream and only
+//!   `try_send`s into a bounded queue of `max_pending` events; a publisher task
+//!   publishes them in order. When the queue is full, events are dropped, counted
+//!   ([`NatsStats::dropped_queue_full`]), logged at most every 10 s, and one gap
+//!   message (subject `<prefix>.gap`, a `gap` frame as payload) says which seqs
+//!   were dropped, as soon as there is room for it. A gap in the stream itself (the
+//!   reader fell behind the archive) is published there too.
+//! - Events are published in `seq` order, only those passing the sink's filter.
+//! - The connection is async-nats's: it connects in the background (a server that
+//!   is down at start-up does not stop `serve`), and reconnects on its own, without
+//!   limit; what is published while disconnected is buffered by the client, up to
+//!   its capacity (at most `max_pending` messages as well).
+//! - On shutdown, what is held is published and the connection flushed, for up to
+//!   `shutdown_timeout_ms`; what is left then is counted and logged as dropped.
+//! - Credentials stay secret: a password or token never appears in logs, errors
+//!   or `Debug` output, and a server URL that carries credentials is refused (use
+//!   `user`/`password` or `token`).
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::ServerAddr;
+use bytes::Bytes;
+use master_events_events::Gap;
+use master_events_router::{
+    Chunk, ConfigError, Sink, SinkConfig, SinkContext, SinkFuture, SinkInput,
+};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+/// The sink's `type` name.
+pub const NAME: &str = "nats";
+/// The reason of gap messages for events the queue had no room for.
+pub const GAP_QUEUE_FULL: &str = "dropped by the nats sink: its queue was full";
+/// Drops are logged at most this often.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Why a NATS configuration is refused (never quoting a credential).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NatsError {
+    /// A server address does not parse, or carries credentials.
+    #[error("servers: {0}")]
+    Server(String),
+    /// The subject prefix is not a valid subject.
+    #[error("subject_prefix: {0}")]
+    Prefix(String),
+    /// Credentials given in an unusable way.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// A number is out of range.
+    #[error("{0}")]
+    Range(String),
+}
+
+fn d_servers() -> Vec<String> {
+    vec!["nats://127.0.0.1:4222".to_owned()]
+}
+fn d_prefix() -> String {
+    "master_events".to_owned()
+}
+fn d_max_pending() -> usize {
+    10_000
+}
+fn d_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn d_shutdown_timeout_ms() -> u64 {
+    5_000
+}
+
+/// Publishes each event to `<subject_prefix>.<type>` on a NATS server.
+#[derive(Deserialize, JsonSchema, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// The servers to connect to (default `["nats://127.0.0.1:4222"]`); without
+    /// credentials in them (use `user`/`password` or `token`).
+    #[serde(default = "d_servers")]
+    pub servers: Vec<String>,
+    /// The subject prefix (default `master_events`): events go to
+    /// `<prefix>.<type>`, gaps to `<prefix>.gap`.
+    #[serde(default = "d_prefix")]
+    pub subject_prefix: String,
+    /// How many events the sink holds for publishing (default 10000, at least 1);
+    /// past it, new events are dropped and counted.
+    #[serde(default = "d_max_pending")]
+    pub max_pending: usize,
+    /// User name (with `password`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password (with `user`); never logged.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Authentication token (instead of `user`/`password`); never logged.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// How long one connection attempt may take, in milliseconds (default 5000).
+    #[serde(default = "d_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// On shutdown, how long to keep publishing what is held, in milliseconds
+    /// (default 5000).
+    #[serde(default = "d_shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |o: &Option<String>| o.as_ref().map(|_| "***");
+        f.debug_struct("NatsConfig")
+            .field("servers", &self.servers)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("max_pending", &self.max_pending)
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .finish()
+    }
+}
+
+impl NatsConfig {
+    /// The config publishing to `server` with every other key at its default.
+    pub fn to_server(server: impl Into<String>) -> NatsConfig {
+        NatsConfig {
+            servers: vec![server.into()],
+            subject_prefix: d_prefix(),
+            max_pending: d_max_pending(),
+            user: None,
+            password: None,
+            token: None,
+            connect_timeout_ms: d_connect_timeout_ms(),
+            shutdown_timeout_ms: d_shutdown_timeout_ms(),
+        }
+    }
+
+    /// Checks the servers, prefix, credentials and numbers.
+    pub fn check(&self) -> Result<Vec<ServerAddr>, NatsError> {
+        if self.servers.is_empty() {
+            return Err(NatsError::Server("at least one server is needed".into()));
+        }
+        let mut addrs = Vec::with_capacity(self.servers.len());
+        for (i, server) in self.servers.iter().enumerate() {
+            // The error does not quote the URL: it may hold a password.
+            let addr: ServerAddr = server
+                .parse()
+                .map_err(|e| NatsError::Server(format!("servers[{i}]: {e}")))?;
+            if addr.has_user_pass() {
+                return Err(NatsError::Server(
+                    "a server URL must not carry credentials (use user/password or token, which are never logged)"
+                        .into(),
+                ));
+            }
+            addrs.push(addr);
+        }
+        let prefix = &self.subject_prefix;
+        if prefix.is_empty()
+            || prefix.split('.').any(str::is_empty)
+            || prefix.contains(|c: char| c.is_whitespace() || c == '*' || c == '>')
+        {
+            return Err(NatsError::Prefix(format!(
+                "{prefix:?} is not a subject of plain tokens (like master_events or ops.events)"
+            )));
+        }
+        match (&self.user, &self.password, &self.token) {
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(NatsError::Credentials(
+                    "user and password go together".into(),
+                ))
+            }
+            (Some(_), Some(_), Some(_)) => {
+                return Err(NatsError::Credentials(
+                    "either user/password or token, not both".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.max_pending == 0 {
+            return Err(NatsError::Range("max_pending must be at least 1".into()));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(NatsError::Range(
+                "connect_timeout_ms must be at least 1".into(),
+            ));
+        }
+        Ok(addrs)
+    }
+}
+
+impl SinkConfig for NatsConfig {
+    const NAME: &'static str = NAME;
+    const DESCRIPTION: &'static str =
+        "publishes each event to <prefix>.<type> on a NATS server (bounded queue, reconnects)";
+
+    fn validate(&self) -> Result<(), String> {
+        self.check().map(drop).map_err(|e| e.to_string())
+    }
+
+    fn build(self, _ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
+        let sink = NatsSink::new(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        Ok(Box::new(sink))
+    }
+}
+
+master_events_router::register_sink!(NatsConfig);
+
+/// The counters of a NATS sink.
+#[derive(Debug, Default)]
+pub struct Counters {
+    published: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_at_shutdown: AtomicU64,
+    publish_errors: AtomicU64,
+    missed: AtomicU64,
+}
+
+/// A snapshot of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatsStats {
+    /// Messages handed to the NATS client (events and gap messages).
+    pub published: u64,
+    /// Events dropped because the queue was full.
+    pub dropped_queue_full: u64,
+    /// Events still held when the shutdown deadline passed.
+    pub dropped_at_shutdown: u64,
+    /// Messages the client refused (e.g. larger than the server's max payload).
+    pub publish_errors: u64,
+    /// Events the sink's reader missed in the stream itself (it fell behind the
+    /// archive); published as gap messages.
+    pub missed: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Counter {
+    Published,
+    DroppedQueueFull,
+    DroppedAtShutdown,
+    PublishErrors,
+    Missed,
+}
+
+impl Counters {
+    fn cell(&self, c: Counter) -> &AtomicU64 {
+        match c {
+            Counter::Published => &self.published,
+            Counter::DroppedQueueFull => &self.dropped_queue_full,
+            Counter::DroppedAtShutdown => &self.dropped_at_shutdown,
+            Counter::PublishErrors => &self.publish_errors,
+            Counter::Missed => &self.missed,
+        }
+    }
+
+    /// Adds `n` here and to the process-wide total; returns this sink's new value.
+    fn add(&self, c: Counter, n: u64) -> u64 {
+        TOTALS.cell(c).fetch_add(n, Ordering::Relaxed);
+        self.cell(c).fetch_add(n, Ordering::Relaxed) + n
+    }
+
+    /// The current values.
+    pub fn snapshot(&self) -> NatsStats {
+        let get = |c| self.cell(c).load(Ordering::Relaxed);
+        NatsStats {
+            published: get(Counter::Published),
+            dropped_queue_full: get(Counter::DroppedQueueFull),
+            dropped_at_shutdown: get(Counter::DroppedAtShutdown),
+            publish_errors: get(Counter::PublishErrors),
+            missed: get(Counter::Missed),
+        }
+    }
+}
+
+static TOTALS: Counters = Counters {
+    published: AtomicU64::new(0),
+    dropped_queue_full: AtomicU64::new(0),
+    dropped_at_shutdown: AtomicU64::new(0),
+    publish_errors: AtomicU64::new(0),
+    missed: AtomicU64::new(0),
+};
+
+/// The counters of every NATS sink of this process, added up (for metrics).
+pub fn stats() -> NatsStats {
+    TOTALS.snapshot()
+}
+
+/// One message to publish.
+struct Message {
+    subject: String,
+    payload: Bytes,
+    /// Whether it is an event (gaps are not counted as dropped at shutdown).
+    is_event: bool,
+}
+
+/// The running `nats` sink.
+pub struct NatsSink {
+    config: NatsConfig,
+    servers: Vec<ServerAddr>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for NatsSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSink")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl NatsSink {
+    /// Builds the sink (checks the configuration; connecting happens when it runs).
+    pub fn new(config: NatsConfig) -> Result<NatsSink, NatsError> {
+        let servers = config.check()?;
+        Ok(NatsSink {
+            config,
+            servers,
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// This sink's counters (keep the handle before the sink is started).
+    pub fn counters(&self) -> Arc<Counters> {
+        Arc::clone(&self.counters)
+    }
+
+    fn options(&self) -> async_nats::ConnectOptions {
+        let mut options = async_nats::ConnectOptions::new()
+            .name("master-events")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_millis(self.config.connect_timeout_ms))
+            .client_capacity(self.config.max_pending.clamp(64, 4096))
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!("master-events: the nats sink is connected")
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("master-events: the nats sink is disconnected; reconnecting")
+                    }
+                    other => tracing::warn!(event = %other, "master-events: nats sink"),
+                }
+            });
+        if let (Some(user), Some(password)) = (&self.config.user, &self.config.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.config.token {
+            options = options.token(token.clone());
+        }
+        options
+    }
+}
+
+/// The reader's side of the queue: never waits, counts and merges drops.
+struct Feeder {
+    tx: mpsc::Sender<Message>,
+    prefix: String,
+    /// Seqs dropped and not yet reported by a gap message.
+    dropped: Option<(u64, u64)>,
+    counters: Arc<Counters>,
+    last_log: Option<Instant>,
+}
+
+impl Feeder {
+    fn gap_message(&self, gap: &Gap) -> Message {
+        let mut line = Vec::with_capacity(128);
+        gap.encode_line(&mut line);
+        line.pop();
+        Message {
+            subject: format!("{}.gap", self.prefix),
+            payload: Bytes::from(line),
+            is_event: false,
+        }
+    }
+
+    /// Queues a pending drop report; false if there is still no room.
+    fn flush_dropped(&mut self) -> bool {
+        let Some((from, to)) = self.dropped else {
+            return true;
+        };
+        let message = self.gap_message(&Gap::new(from, to, GAP_QUEUE_FULL));
+        match self.tx.try_send(message) {
+            Ok(()) => {
+                self.dropped = None;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn event(&mut self, seq: u64, event_type: &str, payload: Bytes) {
+        let message = Message {
+            subject: format!("{}.{event_type}", self.prefix),
+            payload,
+            is_event: true,
+        };
+        if self.flush_dropped() && self.tx.try_send(message).is_ok() {
+            return;
+        }
+        self.dropped = Some(match self.dropped {
+            Some((from, _)) => (from, seq),
+            None => (seq, seq),
+        });
+        let total = self.counters.add(Counter::DroppedQueueFull, 1);
+        if self.last_log.is_none_or(|t| t.elapsed() >= LOG_INTERVAL) {
+            self.last_log = Some(Instant::now());
+            tracing::warn!(
+                dropped_total = total,
+                "master-events: the nats sink's queue is full (the server is slow or unreachable); events are dropped and reported on the gap subject"
+            );
+        }
+    }
+
+    fn gap(&mut self, gap: &Gap) {
+        self.counters.add(Counter::Missed, gap.missed);
+        let message = self.gap_message(gap);
+        if !(self.flush_dropped() && self.tx.try_send(message).is_ok()) {
+            // No room: it joins the pending drop report.
+            self.dropped = Some(match self.dropped {
+                Some((from, _)) => (from, gap.to_seq),
+                None => (gap.from_seq, gap.to_seq),
+            });
+        }
+    }
+}
+
+impl Sink for NatsSink {
+    fn run(self: Box<Self>, mut input: SinkInput) -> SinkFuture {
+        Box::pin(async move {
+            let options = self.options();
+            let shutdown_timeout = Duration::from_millis(self.config.shutdown_timeout_ms);
+            let (tx, rx) = mpsc::channel(self.config.max_pending);
+            let client = match options.connect(self.servers.clone()).await {
+                Ok(client) => client,
+                Err(e) => {
+                    tracing::error!(error = %e, "master-events: the nats sink cannot start its client; it delivers nothing");
+                    return;
+                }
+            };
+            let closing = deadline::Closing::new();
+            let publisher = tokio::spawn(publish(
+                client,
+                rx,
+                Arc::clone(&self.counters),
+                closing.clone(),
+            ));
+            let mut feeder = Feeder {
+                tx,
+                prefix: self.config.subject_prefix.clone(),
+                dropped: None,
+                counters: Arc::clone(&self.counters),
+                last_log: None,
+            };
+            while let Some(chunk) = input.recv().await {
+                match chunk {
+                    Chunk::Gap(gap) => feeder.gap(&gap),
+                    Chunk::Events(batch) => {
+                        let Some(selected) = input.select(&batch) else {
+                            continue;
+                        };
+                        let whole = selected.unfiltered().bytes();
+                        for event in selected.iter() {
+                            let line = event.line.strip_suffix(b"\n").unwrap_or(event.line);
+                            feeder.event(
+                                event.seq,
+                                event.meta.event_type.as_str(),
+                                whole.slice_ref(line),
+                            );
+                        }
+                    }
+                }
+            }
+            // Shutting down: report a pending drop (waiting for room until the
+            // deadline), then let the publisher finish.
+            closing.close(shutdown_timeout);
+            if let Some((from, to)) = feeder.dropped.take() {
+                let message = feeder.gap_message(&Gap::new(from, to, GAP_QUEUE_FULL));
+                let _ = tokio::time::timeout(shutdown_timeout, feeder.tx.send(message)).await;
+            }
+            drop(feeder);
+            if let Err(e) = publisher.await {
+                tracing::error!(error = %e, "master-events: the nats sink's publisher failed");
+            }
+        })
+    }
+}
+
+/// What one step of the publisher came to.
+enum Step {
+    /// A message was handed to the client (or refused by it).
+    Published(Result<(), async_nats::PublishError>),
+    /// The queue is closed and empty.
+    Done,
+    /// The shutdown deadline passed.
+    Deadline,
+}
+
+/// Publishes what the reader queued, in order, until the queue closes, then
+/// flushes; once closing, all of it within the shutdown deadline.
+async fn publish(
+    client: async_nats::Client,
+    mut rx: mpsc::Receiver<Message>,
+    counters: Arc<Counters>,
+    closing: deadline::Closing,
+) {
+    let mut errors_logged: Option<Instant> = None;
+    // Whether an event was taken from the queue and not yet handed to the client.
+    let holding = AtomicBool::new(false);
+    loop {
+        let step = async {
+            let Some(message) = rx.recv().await else {
+                return Step::Done;
+            };
+            holding.store(message.is_event, Ordering::Relaxed);
+            let result = client.publish(message.subject, message.payload).await;
+            holding.store(false, Ordering::Relaxed);
+            Step::Published(result)
+        };
+        let step = tokio::select! {
+            step = step => step,
+            () = closing.passed() => Step::Deadline,
+        };
+        match step {
+            Step::Published(Ok(())) => {
+                counters.add(Counter::Published, 1);
+            }
+            Step::Published(Err(e)) => {
+                let total = counters.add(Counter::PublishErrors, 1);
+                if errors_logged.is_none_or(|t| t.elapsed() >= LOG_INTERVAL) {
+                    errors_logged = Some(Instant::now());
+                    tracing::error!(error = %e, errors_total = total, "master-events: the nats sink could not publish an event");
+                }
+            }
+            Step::Done => {
+                tokio::select! {
+                    result = client.flush() => if let Err(e) = result {
+                        tracing::error!(error = %e, "master-events: the nats sink could not flush on shutdown");
+                    },
+                    () = closing.passed() => tracing::error!(
+                        "master-events: the nats sink could not flush before its shutdown deadline; what the client still buffered may be lost"
+                    ),
+                }
+                return;
+            }
+            Step::Deadline => {
+                let mut left = u64::from(holding.load(Ordering::Relaxed));
+                while let Ok(message) = rx.try_recv() {
+                    left += u64::from(message.is_event);
+                }
+                let total = counters.add(Counter::DroppedAtShutdown, left);
+                tracing::error!(
+                    events = left,
+                    dropped_total = total,
+                    "master-events: the nats sink could not publish everything before its shutdown deadline; the rest is dropped"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// The shutdown signal, carrying its deadline.
+mod deadline {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::watch;
+
+    /// Set once, with the shutdown deadline.
+    #[derive(Clone)]
+    pub(crate) struct Closing(Arc<watch::Sender<Option<Instant>>>);
+
+    impl Closing {
+        pub(crate) fn new() -> Closing {
+            Closing(Arc::new(watch::channel(None).0))
+        }
+
+        /// Starts closing, with a deadline `timeout` from now.
+        pub(crate) fn close(&self, timeout: Duration) {
+            self.0.send_replace(Some(Instant::now() + timeout));
+        }
+
+        /// Resolves once closing and past the deadline (never before closing).
+        pub(crate) async fn passed(&self) {
+            let mut rx = self.0.subscribe();
+            let deadline = loop {
+                if let Some(deadline) = *rx.borrow_and_update() {
+                    break deadline;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feeder(capacity: usize) -> (Feeder, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let feeder = Feeder {
+            tx,
+            prefix: "p".into(),
+            dropped: None,
+            counters: Arc::new(Counters::default()),
+            last_log: None,
+        };
+        (feeder, rx)
+    }
+
+    fn text(m: &Message) -> String {
+        format!("{} {}", m.subject, String::from_utf8_lossy(&m.payload))
+    }
+
+    #[test]
+    fn a_full_queue_drops_counts_and_reports_the_run_as_one_gap_when_room_comes() {
+        let (mut f, mut rx) = feeder(2);
+        for seq in 1..=5 {
+            f.event(seq, "deleteBucket", Bytes::from(format!("e{seq}")));
+        }
+        assert_eq!(f.counters.snapshot().dropped_queue_full, 3);
+        assert_eq!(
+            rx.try_recv().map(|m| text(&m)).ok(),
+            Some("p.deleteBucket e1".into())
+        );
+        f.event(6, "deleteBucket", Bytes::from("e6"));
+        assert_eq!(
+            rx.try_recv().map(|m| text(&m)).ok(),
+            Some("p.deleteBucket e2".into())
+        );
+        let gap = rx.try_recv().map(|m| text(&m)).unwrap_or_default();
+        assert!(
+            gap.starts_with("p.gap {\"type\":\"gap\",\"fromSeq\":3,\"toSeq\":5,\"missed\":3"),
+            "{gap}"
+        );
+        assert!(rx.try_recv().is_err(), "6 found no room after the gap");
+        assert_eq!(f.dropped, Some((6, 6)));
+    }
+}

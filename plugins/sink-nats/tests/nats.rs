@@ -1,0 +1,229 @@
+//! The `nats` sink against a real `nats-server`: every event in order on its type's
+//! subject, prefix and filter, reconnecting after a server restart, a shutdown that
+//! never hangs on a frozen server, and credentials that stay secret.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::NatsTarget;
+use master_events_events::catalog::{DeleteBucket, VbucketMoveDone};
+use master_events_events::{Event, Record};
+use master_events_router::{Cursor, Filter, Router, RouterConfig, Sink, SinkInput};
+use master_events_sink_nats::{Counters, NatsConfig, NatsSink};
+use master_events_sinktest::Observed;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn event(i: u64) -> Event {
+    if i % 2 == 0 {
+        DeleteBucket {
+            bucket: format!("b{i}"),
+        }
+        .into()
+    } else {
+        VbucketMoveDone {
+            vbucket: (i % 1024) as u16,
+            bucket: "default".into(),
+        }
+        .into()
+    }
+}
+
+struct Running {
+    router: Router,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn start(config: NatsConfig, filter: Option<Filter>) -> Running {
+        let router = Router::start(RouterConfig::default());
+        let sink = NatsSink::new(config).expect("valid config");
+        let counters = sink.counters();
+        let cancel = CancellationToken::new();
+        let input = SinkInput::new(
+            "nats",
+            router.subscribe(Cursor::Oldest),
+            filter,
+            cancel.clone(),
+        );
+        let task = tokio::spawn(Box::new(sink).run(input));
+        Running {
+            router,
+            counters,
+            cancel,
+            task,
+        }
+    }
+
+    async fn publish(&self, from: u64, n: u64) {
+        self.router
+            .publish_batch((from..from + n).map(|i| Record::new(event(i))).collect())
+            .await
+            .expect("published");
+    }
+
+    async fn stop(self) -> Duration {
+        let started = Instant::now();
+        self.router.shutdown().await;
+        self.cancel.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the sink stops in time")
+            .expect("the sink task ends normally");
+        started.elapsed()
+    }
+}
+
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn seqs(messages: &[(String, Observed)]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Observed::Event { seq, .. } => Some(*seq),
+            Observed::Gap { .. } => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_in_order_on_the_subject_of_its_type() {
+    let target = NatsTarget::start().await;
+    let running = Running::start(NatsConfig::to_server(target.server.url()), None);
+    for batch in 0..6 {
+        running.publish(batch * 500, 500).await;
+    }
+    wait_until("3000 received", || target.messages().len() >= 3000).await;
+    running.stop().await;
+    let messages = target.messages();
+    assert_eq!(seqs(&messages), (1..=3000).collect::<Vec<_>>());
+    for (subject, observed) in &messages {
+        let Observed::Event { event_type, .. } = observed else {
+            panic!("no gap expected: {observed:?}");
+        };
+        assert_eq!(subject, &format!("master_events.{event_type}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_prefix_and_the_filter_are_honoured() {
+    let target = NatsTarget::with_prefix("ops.events").await;
+    let mut config = NatsConfig::to_server(target.server.url());
+    config.subject_prefix = "ops.events".into();
+    let filter: Filter = toml::from_str("type = [\"deleteBucket\"]").expect("filter");
+    let running = Running::start(config, Some(filter));
+    running.publish(0, 100).await;
+    running.stop().await;
+    wait_until("50 received", || target.messages().len() >= 50).await;
+    let messages = target.messages();
+    assert_eq!(seqs(&messages), (1..=100).step_by(2).collect::<Vec<_>>());
+    assert!(messages
+        .iter()
+        .all(|(subject, _)| subject == "ops.events.deleteBucket"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_reconnects_after_the_server_restarts() {
+    let mut target = NatsTarget::start().await;
+    let running = Running::start(NatsConfig::to_server(target.server.url()), None);
+    running.publish(0, 10).await;
+    wait_until("the first 10 received", || target.messages().len() >= 10).await;
+
+    target.server.restart();
+    target.resubscribe().await;
+    running.publish(10, 10).await;
+    // Whatever the client buffered while reconnecting arrives once it has.
+    wait_until("the next 10 received after the restart", || {
+        seqs(&target.messages()).contains(&20)
+    })
+    .await;
+    running.stop().await;
+    let after = seqs(&target.messages());
+    assert_eq!(
+        after,
+        (11..=20).collect::<Vec<_>>(),
+        "in order after reconnecting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_hang_on_a_frozen_server() {
+    let target = NatsTarget::start().await;
+    let mut config = NatsConfig::to_server(target.server.url());
+    config.shutdown_timeout_ms = 300;
+    let running = Running::start(config, None);
+    running.publish(0, 10).await;
+    wait_until("the first 10 received", || target.messages().len() >= 10).await;
+    target.server.freeze();
+    running.publish(10, 2000).await;
+    let took = running.stop().await;
+    target.server.thaw();
+    assert!(took < WAIT, "stopped in {took:?}");
+}
+
+#[test]
+fn credentials_stay_secret_and_never_go_in_a_url() {
+    let mut config = NatsConfig::to_server("nats://127.0.0.1:4222");
+    config.user = Some("events".into());
+    config.password = Some("hunter2".into());
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(NatsSink::new(config.clone()).is_ok());
+    let shown = format!("{:?}", NatsSink::new(config).expect("valid"));
+    assert!(!shown.contains("hunter2"), "{shown}");
+
+    for (keys, expect) in [
+        (
+            "servers = [\"nats://u:hunter2@127.0.0.1:4222\"]",
+            "must not carry credentials",
+        ),
+        (
+            "servers = [\"nats://s3cret-token@127.0.0.1:4222\"]",
+            "must not carry credentials",
+        ),
+        ("user = \"events\"", "user and password go together"),
+        ("subject_prefix = \"a..b\"", "subject_prefix"),
+        ("subject_prefix = \"a.>\"", "subject_prefix"),
+        ("servers = [\"http://127.0.0.1:4222\"]", "servers"),
+        ("max_pending = 0", "max_pending"),
+    ] {
+        let text = format!("[[sinks]]\ntype = \"nats\"\n{keys}\n");
+        let err = master_events_router::load_config(&text).expect_err(keys);
+        let message = err.to_string();
+        assert!(message.contains(expect), "{keys}: {message}");
+        assert!(
+            !message.contains("hunter2") && !message.contains("s3cret-token"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_count_what_was_published() {
+    let target = NatsTarget::start().await;
+    let running = Running::start(NatsConfig::to_server(target.server.url()), None);
+    running.publish(0, 25).await;
+    let counters = Arc::clone(&running.counters);
+    running.stop().await;
+    let stats = counters.snapshot();
+    assert_eq!(
+        (
+            stats.published,
+            stats.dropped_queue_full,
+            stats.dropped_at_shutdown
+        ),
+        (25, 0, 0)
+    );
+}
