@@ -26,3 +26,67 @@ pub use master_events_router::{registered_filters, registered_sinks};
 pub fn sink_names() -> Vec<&'static str> {
     registered_sinks().iter().map(|r| r.name).collect()
 }
+
+/// The plugin sinks' counters, for `/metrics`: delivered, dropped (per reason) and
+/// missed events of the `webhook` and `nats` sinks, summed over their instances.
+#[derive(Debug, Default)]
+pub struct SinkMetrics;
+
+impl SinkMetrics {
+    /// The collector, to hand to the server's metrics.
+    pub fn collector() -> Box<dyn prometheus_client::collector::Collector> {
+        Box::new(SinkMetrics)
+    }
+}
+
+impl prometheus_client::collector::Collector for SinkMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let web = master_events_sink_webhook::stats();
+        let nats = master_events_sink_nats::stats();
+        let delivered = [("webhook", web.delivered), ("nats", nats.published)];
+        let dropped = [
+            ("webhook", "queue_full", web.dropped_queue_full),
+            ("webhook", "rejected", web.dropped_rejected),
+            ("webhook", "shutdown", web.dropped_at_shutdown),
+            ("nats", "queue_full", nats.dropped_queue_full),
+            ("nats", "shutdown", nats.dropped_at_shutdown),
+            ("nats", "publish_error", nats.publish_errors),
+        ];
+        let missed = [("webhook", web.missed), ("nats", nats.missed)];
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "master_events_sink_delivered",
+            "Events a plugin sink delivered to its target.",
+            None,
+            counter.metric_type(),
+        )?;
+        for (sink, v) in delivered {
+            ConstCounter::new(v).encode(family.encode_family(&[("sink", sink)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "master_events_sink_dropped",
+            "Events a plugin sink had to drop, per reason.",
+            None,
+            counter.metric_type(),
+        )?;
+        for (sink, reason, v) in dropped {
+            ConstCounter::new(v)
+                .encode(family.encode_family(&[("sink", sink), ("reason", reason)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "master_events_sink_missed",
+            "Events a plugin sink's reader missed (it fell behind the archive; sent on as a gap).",
+            None,
+            counter.metric_type(),
+        )?;
+        for (sink, v) in missed {
+            ConstCounter::new(v).encode(family.encode_family(&[("sink", sink)])?)?;
+        }
+        Ok(())
+    }
+}

@@ -28,3 +28,18 @@ fn filters_are_listed() {
         assert!(names.contains(&key), "{key} missing from {names:?}");
     }
 }
+
+#[test]
+fn sink_metrics_encode_as_prometheus_text() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(master_events_plugins::SinkMetrics::collector());
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encodes");
+    for line in [
+        "master_events_sink_delivered_total{sink=\"webhook\"} 0",
+        "master_events_sink_dropped_total{sink=\"nats\",reason=\"queue_full\"} 0",
+        "master_events_sink_missed_total{sink=\"webhook\"} 0",
+    ] {
+        assert!(out.contains(line), "{line} missing from\n{out}");
+    }
+}

@@ -51,9 +51,27 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
+/// A collector added after start (e.g. the plugin sinks' counters), encoded with
+/// the rest at each scrape.
+#[derive(Debug, Default, Clone)]
+struct Extra(Arc<std::sync::Mutex<Option<Box<dyn Collector>>>>);
+
+impl Collector for Extra {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match self.0.lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(c) => c.encode(encoder),
+                None => Ok(()),
+            },
+            Err(_) => Ok(()),
+        }
+    }
+}
+
 /// Every metric of the server.
 pub struct Metrics {
     registry: Registry,
+    extra: Extra,
     ingested: Family<TypeLabel, Counter>,
     streamed: Family<TypeLabel, Counter>,
     open_streams: Gauge,
@@ -179,8 +197,11 @@ impl Metrics {
             latency.clone(),
         );
         registry.register_collector(Box::new(RouterCollector(router)));
+        let extra = Extra::default();
+        registry.register_collector(Box::new(extra.clone()));
         Arc::new(Metrics {
             registry,
+            extra,
             ingested,
             streamed,
             open_streams,
@@ -189,6 +210,14 @@ impl Metrics {
             auth_failures,
             latency,
         })
+    }
+
+    /// Sets the collector encoded with every scrape from now on (one; a caller with
+    /// several combines them), e.g. the plugin sinks' counters.
+    pub fn set_extra_collector(&self, collector: Box<dyn Collector>) {
+        if let Ok(mut slot) = self.extra.0.lock() {
+            *slot = Some(collector);
+        }
     }
 
     /// The text exposition of every metric.

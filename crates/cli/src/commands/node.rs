@@ -320,6 +320,9 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     });
     let bound = Server::bind(server, router.clone(), users, cluster_rx).await?;
     let addr = bound.local_addr();
+    bound
+        .metrics()
+        .set_extra_collector(master_events_plugins::SinkMetrics::collector());
     let (bound, cluster) = if opts.cluster.is_cluster(&node_name_for_cluster) {
         let discovery = start_discovery(&opts.cluster, &node_name_for_cluster).await?;
         let node = ClusterNode::start(
