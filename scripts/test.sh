@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite of master-events. Installs what the tests need when it is
-# missing (Python's jsonschema and pytest), then: formatting, lints, the Rust tests
-# of every crate, and the Python consumer tests of the published schemas.
+# missing (Python's jsonschema and pytest from PyPI; protoc, etcd, nats-server and
+# Chromium from Debian), then: formatting, lints, the Rust tests of every crate (all
+# features: the etcd election and failover tests included), and the Python consumer
+# tests of the published schemas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
