@@ -1,0 +1,386 @@
+//! `master-events-bench`: master-events side by side with Redis Streams and NATS.
+//!
+//! Owns: the command line, the order of the run (throughput, latency, memory; for
+//! each, every chosen system), and writing the results (markdown and JSON) after
+//! every row, so a run cut short still leaves what it measured.
+//!
+//! Promises: the harness starts every server itself on free loopback ports in a
+//! temporary directory and stops it; all traffic goes to 127.0.0.1; the whole run
+//! is bounded by `--time-limit` (a watchdog kills every server and exits); a full
+//! run takes about 3 minutes, `--quick` under one.
+//!
+//! ```text
+//! master-events-bench [--quick] [--scenarios throughput,latency,memory]
+//!                     [--systems master-events,redis,nats] [--readers 1,10,100]
+//! ```
+
+mod proc;
+mod report;
+mod scenarios;
+mod systems;
+mod tally;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+
+use report::{Results, RowError, Settings};
+use systems::{Kind, Setup};
+use tally::Clock;
+use workload::Mix;
+
+/// A scenario of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// One producer, K readers, as fast as it goes.
+    Throughput,
+    /// A fixed offered load, produce → receipt latency.
+    Latency,
+    /// Server RSS with the store full, and per idle stream connection.
+    Memory,
+}
+
+/// Benchmarks master-events side by side with Redis Streams and NATS, on loopback.
+///
+/// Starts each server itself (this project's `master-events serve`, `redis-server`,
+/// `nats-server`) on a free 127.0.0.1 port in a temporary directory, drives it with
+/// the same realistic mix of catalog events, and writes a markdown table and JSON.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// A short smoke run (about a minute): readers 1 and 10, 1 s rows, 20,000 events
+    /// retained, 1,000 idle connections.
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Throughput, Scenario::Latency, Scenario::Memory])]
+    scenarios: Vec<Scenario>,
+    /// Systems to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Kind::ALL)]
+    systems: Vec<Kind>,
+    /// Reader counts (default 1,10,100; quick: 1,10).
+    #[arg(long, value_delimiter = ',')]
+    readers: Option<Vec<usize>>,
+    /// Producer seconds per throughput row (default 8; quick: 1).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Producer seconds per latency row (default 8; quick: 1.5).
+    #[arg(long)]
+    latency_duration: Option<f64>,
+    /// Offered load of the latency rows, events/s.
+    #[arg(long, default_value_t = 10_000.0)]
+    latency_rate: f64,
+    /// Events retained: this project's archive size, Redis's MAXLEN ~, JetStream's
+    /// max_messages (default 100000; quick: 20000).
+    #[arg(long)]
+    retain: Option<usize>,
+    /// Idle stream connections for the per-connection memory row (default 10000;
+    /// quick: 1000).
+    #[arg(long)]
+    idle_connections: Option<usize>,
+    /// Events per ingest request (this project) and per XADD pipeline batch (Redis).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Ingest requests (this project) or XADD batches (Redis) in flight at once.
+    #[arg(long, default_value_t = 2)]
+    window: usize,
+    /// The markdown report.
+    #[arg(long, default_value = "target/bench/results.md")]
+    out_md: PathBuf,
+    /// The JSON results.
+    #[arg(long, default_value = "target/bench/results.json")]
+    out_json: PathBuf,
+    /// The `master-events` binary (default: next to this one).
+    #[arg(long)]
+    master_events_bin: Option<PathBuf>,
+    /// Run `master-events` under this command (e.g. "valgrind --tool=callgrind"),
+    /// split on spaces; it is stopped with SIGTERM so that a profiler writes its data.
+    #[arg(long)]
+    wrap_master_events: Option<String>,
+    /// `redis-server` (default: from PATH).
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// `nats-server` (default: from PATH).
+    #[arg(long, default_value = "nats-server")]
+    nats_server: PathBuf,
+    /// The whole run stops after this many seconds, whatever it is doing.
+    #[arg(long, default_value_t = 900)]
+    time_limit: u64,
+}
+
+/// Finds `program` on PATH unless it is a path already.
+fn which(program: &Path) -> Result<PathBuf> {
+    if program.components().count() > 1 {
+        return Ok(program.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin")]) {
+        let candidate = dir.join(program);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{} not found on PATH (scripts/bench.sh installs it)",
+        program.display()
+    )
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    proc::Watchdog::arm(Duration::from_secs(args.time_limit));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    let result = rt.block_on(run(args));
+    proc::kill_children();
+    result
+}
+
+async fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let quick = args.quick;
+    let readers =
+        args.readers
+            .clone()
+            .unwrap_or_else(|| if quick { vec![1, 10] } else { vec![1, 10, 100] });
+    let throughput_secs = args.duration.unwrap_or(if quick { 1.0 } else { 8.0 });
+    let latency_secs = args
+        .latency_duration
+        .unwrap_or(if quick { 1.5 } else { 8.0 });
+    let warmup_secs = if quick { 0.2 } else { 0.5 };
+    let retain = args.retain.unwrap_or(if quick { 20_000 } else { 100_000 });
+    let idle_connections = args
+        .idle_connections
+        .unwrap_or(if quick { 1_000 } else { 10_000 });
+    if args.batch == 0 || retain == 0 || args.latency_rate <= 0.0 {
+        bail!("--batch, --retain and --latency-rate must be positive");
+    }
+
+    let nofile = proc::raise_nofile().unwrap_or(0);
+    let master_events_bin = match &args.master_events_bin {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locating this binary")?
+            .with_file_name("master-events"),
+    };
+    let needs = |k: Kind| args.systems.contains(&k);
+    if needs(Kind::MasterEvents) && !master_events_bin.is_file() {
+        bail!(
+            "{} not found: build it (cargo build --release -p master-events-cli) or pass --master-events-bin",
+            master_events_bin.display()
+        );
+    }
+    let redis_bin = if needs(Kind::Redis) {
+        which(&args.redis_server)?
+    } else {
+        args.redis_server.clone()
+    };
+    let nats_bin = if needs(Kind::Nats) {
+        which(&args.nats_server)?
+    } else {
+        args.nats_server.clone()
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("master-events-bench")
+        .tempdir()
+        .context("creating the temporary directory")?;
+    let mix = Arc::new(Mix::build(args.batch)?);
+    let setup = Setup {
+        master_events_bin,
+        master_events_wrap: args
+            .wrap_master_events
+            .as_deref()
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        redis_bin: redis_bin.clone(),
+        nats_bin: nats_bin.clone(),
+        dir: dir.path().to_path_buf(),
+        retain,
+        batch: args.batch,
+        window: args.window.max(1),
+        mix: Arc::clone(&mix),
+        clock: Clock::new(),
+        retention: false,
+    };
+    let mut results = Results {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_unix,
+        elapsed_secs: 0.0,
+        machine: proc::Machine::describe(&redis_bin, &nats_bin),
+        loadavg_start: proc::load().1,
+        loadavg_end: String::new(),
+        mix: mix.summary(),
+        settings: Settings {
+            quick,
+            throughput_secs,
+            latency_secs,
+            warmup_secs,
+            readers: readers.clone(),
+            latency_eps: args.latency_rate,
+            retain,
+            idle_connections,
+            batch: args.batch,
+            window: setup.window,
+            nofile,
+        },
+        throughput: Vec::new(),
+        latency: Vec::new(),
+        retained: Vec::new(),
+        idle: Vec::new(),
+        errors: Vec::new(),
+    };
+    eprintln!(
+        "master-events-bench: {} events in the mix ({:.0} bytes a line), temp dir {}, load {}",
+        results.mix.events,
+        results.mix.mean_line_bytes,
+        dir.path().display(),
+        results.loadavg_start
+    );
+
+    let out = |results: &mut Results| -> Result<()> {
+        results.elapsed_secs = started.elapsed().as_secs_f64();
+        results.loadavg_end = proc::load().1;
+        write_results(results, &args.out_md, &args.out_json)
+    };
+    let fail =
+        |results: &mut Results, scenario: &str, kind: Kind, k: Option<usize>, e: anyhow::Error| {
+            eprintln!("  FAILED: {e:#}");
+            results.errors.push(RowError {
+                scenario: scenario.to_owned(),
+                system: kind,
+                readers: k,
+                error: format!("{e:#}"),
+            });
+        };
+    let pause = Duration::from_millis(500);
+
+    if args.scenarios.contains(&Scenario::Throughput) {
+        for &k in &readers {
+            for &kind in &args.systems {
+                eprintln!("throughput: {} with {k} readers", kind.name());
+                match scenarios::throughput(
+                    kind,
+                    &setup,
+                    k,
+                    Duration::from_secs_f64(throughput_secs),
+                )
+                .await
+                {
+                    Ok(row) => {
+                        eprintln!(
+                            "  producer {:.0} ev/s, delivered {:.0} ev/s, lost {}, other CPU {:.2}",
+                            row.producer_eps, row.delivered_eps, row.lost, row.other_cpu
+                        );
+                        results.throughput.push(row);
+                    }
+                    Err(e) => fail(&mut results, "throughput", kind, Some(k), e),
+                }
+                out(&mut results)?;
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+    if args.scenarios.contains(&Scenario::Latency) {
+        for &k in &readers {
+            for &kind in &args.systems {
+                eprintln!(
+                    "latency: {} with {k} readers at {} ev/s",
+                    kind.name(),
+                    args.latency_rate
+                );
+                match scenarios::latency(
+                    kind,
+                    &setup,
+                    k,
+                    args.latency_rate,
+                    Duration::from_secs_f64(latency_secs),
+                    Duration::from_secs_f64(warmup_secs),
+                )
+                .await
+                {
+                    Ok(row) => {
+                        eprintln!(
+                            "  p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs, lost {}, other CPU {:.2}",
+                            row.p50_us, row.p99_us, row.max_us, row.lost, row.other_cpu
+                        );
+                        results.latency.push(row);
+                    }
+                    Err(e) => fail(&mut results, "latency", kind, Some(k), e),
+                }
+                out(&mut results)?;
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+    if args.scenarios.contains(&Scenario::Memory) {
+        for &kind in &args.systems {
+            eprintln!("memory: {} with {retain} events retained", kind.name());
+            match scenarios::retained(kind, &setup).await {
+                Ok(row) => {
+                    eprintln!(
+                        "  retained {}, RSS {} → {} bytes ({:.2}× line bytes)",
+                        row.retained, row.rss_empty, row.rss_full, row.rss_ratio
+                    );
+                    results.retained.push(row);
+                }
+                Err(e) => fail(&mut results, "memory-retained", kind, None, e),
+            }
+            out(&mut results)?;
+            tokio::time::sleep(pause).await;
+        }
+        for &kind in &args.systems {
+            eprintln!(
+                "memory: {} with {idle_connections} idle stream connections",
+                kind.name()
+            );
+            match scenarios::idle(kind, &setup, idle_connections).await {
+                Ok(row) => {
+                    eprintln!(
+                        "  {} open, {:.0} bytes per connection{}",
+                        row.opened,
+                        row.bytes_per_connection,
+                        row.note
+                            .as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
+                    );
+                    results.idle.push(row);
+                }
+                Err(e) => fail(&mut results, "memory-idle", kind, None, e),
+            }
+            out(&mut results)?;
+            tokio::time::sleep(pause).await;
+        }
+    }
+    out(&mut results)?;
+    eprintln!(
+        "master-events-bench: done in {:.0} s; wrote {} and {}",
+        started.elapsed().as_secs_f64(),
+        args.out_md.display(),
+        args.out_json.display()
+    );
+    Ok(())
+}
+
+fn write_results(results: &Results, md: &Path, json: &Path) -> Result<()> {
+    for path in [md, json] {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+    }
+    std::fs::write(md, results.markdown()).with_context(|| format!("writing {}", md.display()))?;
+    let text = serde_json::to_string_pretty(results).context("encoding the results")?;
+    std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;
+    Ok(())
+}
