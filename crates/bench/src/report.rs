@@ -157,7 +157,7 @@ impl Results {
             s,
             "Load: /proc/loadavg `{}` at the start, `{}` at the end ({:.0} s). \
              \"Other CPU\" is the number of cores that processes other than the harness \
-             and the server under test kept busy while the row ran (other engineers' \
+             and the server under test kept busy while the row ran (other \
              builds); \"CPU s\" is the CPU time the server and the harness (producer \
              and readers, on the same 2 cores) used during the row.\n",
             self.loadavg_start, self.loadavg_end, self.elapsed_secs
