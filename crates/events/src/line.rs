@@ -402,6 +402,16 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 fn find_duplicate<'a>(fields: &'a RawFields<'_>) -> Option<&'a str> {
+    // Events have a dozen fields at most: comparing pairs in place beats sorting a
+    // copy (no allocation); larger objects (up to MAX_FIELDS) are sorted.
+    if fields.len() <= 16 {
+        for (i, (a, _)) in fields.iter().enumerate() {
+            if fields[i + 1..].iter().any(|(b, _)| a == b) {
+                return Some(a.as_ref());
+            }
+        }
+        return None;
+    }
     let mut keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_ref()).collect();
     keys.sort_unstable();
     keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
@@ -440,19 +450,27 @@ fn interpret(mut fields: RawFields<'_>) -> Result<StreamLine, ParseError> {
     let event_type =
         EventType::from_str(&ty).map_err(|_| ParseError::UnknownType(ty.clone().into_owned()))?;
     let mut envelope = Envelope::default();
-    let mut rest: RawFields<'_> = Vec::with_capacity(fields.len());
-    for (key, raw) in fields {
-        match key.as_ref() {
-            "seq" => envelope.seq = Some(parse_positive("seq", raw)?),
-            "ts" => envelope.ts = Some(parse_value("ts", raw)?),
-            "origin" => envelope.origin = Some(parse_value("origin", raw)?),
-            "originSeq" => envelope.origin_seq = Some(parse_positive("originSeq", raw)?),
-            _ => rest.push((key, raw)),
+    let mut bad: Option<ParseError> = None;
+    // The envelope's fields are taken out in place; the rest are the event's.
+    fields.retain(|(key, raw)| {
+        let taken = match key.as_ref() {
+            "seq" => parse_positive("seq", raw).map(|v| envelope.seq = Some(v)),
+            "ts" => parse_value("ts", raw).map(|v| envelope.ts = Some(v)),
+            "origin" => parse_value("origin", raw).map(|v| envelope.origin = Some(v)),
+            "originSeq" => parse_positive("originSeq", raw).map(|v| envelope.origin_seq = Some(v)),
+            _ => return true,
+        };
+        if let Err(e) = taken {
+            bad.get_or_insert(e);
         }
+        false
+    });
+    if let Some(e) = bad {
+        return Err(e);
     }
     let event = Event::from_fields(
         event_type,
-        FieldsDeserializer::new(event_type.as_str(), &rest),
+        FieldsDeserializer::new(event_type.as_str(), &fields),
     )
     .map_err(FieldError::into_parse_error)?;
     Ok(StreamLine::Event(Record { envelope, event }))
