@@ -61,7 +61,7 @@ fn start_etcd(dir: &std::path::Path) -> (Proc, u16) {
         .unwrap_or_else(|e| {
             panic!("cannot start {bin} ({e}): install Debian's etcd-server (scripts/test.sh does)")
         });
-    let etcd = Proc(child);
+    let etcd = Proc::new(child);
     wait_until("etcd to answer", Duration::from_secs(20), || {
         http(client, "GET", "/health", "").1.contains("true")
     });

@@ -3,120 +3,30 @@
 //! after a restart with the same configuration, `?o=1` returns what it returned
 //! before the kill and new events continue the seq, each event in the log once.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A child process killed on drop, whatever happens in the test.
-struct Proc {
-    child: Child,
-    stdout: Option<BufReader<ChildStdout>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{host_port, http_to as http, listening_url, spawn, Proc};
 
 fn serve(config: &Path) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .env_remove("MASTER_EVENTS_USERS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("binary starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = stdout.read_line(&mut line);
-        let _ = tx.send((line, stdout));
-    });
-    let (line, stdout) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the first line in time");
-    let url = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("first line is {line:?}"))
-        .to_owned();
-    (
-        Proc {
-            child,
-            stdout: Some(stdout),
-        },
-        url,
-    )
-}
-
-/// Decodes a chunked body.
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size = std::str::from_utf8(&body[..eol])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
-            .unwrap_or(0);
-        if size == 0 || body.len() < eol + 2 + size {
-            return out;
-        }
-        out.extend_from_slice(&body[eol + 2..eol + 2 + size]);
-        body = &body[(eol + 4 + size).min(body.len())..];
-    }
-}
-
-/// A minimal HTTP/1.1 exchange with `Connection: close`: (status, body).
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(raw.len());
-    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw.get(split + 4..).unwrap_or_default();
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_vec()
-    };
-    (status, body)
+    let config = config.display().to_string();
+    let mut p = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
+    let addr = host_port(&listening_url(&mut p));
+    (p, addr)
 }
 
 /// The archive, once (`?o=1`): its lines, each with its `\n`.
 fn archive(addr: &str) -> Vec<String> {
     let (status, body) = http(addr, "GET", "/diag/masterEvents?o=1&heartbeat=0", "");
     assert_eq!(status, 200);
-    String::from_utf8_lossy(&body)
-        .split_inclusive('\n')
-        .map(str::to_owned)
-        .collect()
+    body.split_inclusive('\n').map(str::to_owned).collect()
 }
 
 fn seq_of(line: &str) -> Option<u64> {
@@ -276,7 +186,6 @@ fn the_file_log_survives_kill_9_mid_stream_and_the_restart_continues_the_seq() {
 
     let (status, reply) = http(&addr, "POST", "/diag/masterEvents", &events(10_000, 5));
     assert_eq!(status, 200);
-    let reply = String::from_utf8_lossy(&reply);
     assert!(
         reply.contains(&format!("\"seqs\":[{},{}]", last + 1, last + 5)),
         "the seq continues after {last}: {reply}"

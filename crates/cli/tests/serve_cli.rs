@@ -2,103 +2,17 @@
 //! streaming over TCP, configuration errors, and a clean stop on SIGTERM that leaves
 //! nothing behind in the sinks.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-/// A child process killed on drop, whatever happens in the test.
-struct Proc {
-    child: Child,
-    stdout: Option<BufReader<ChildStdout>>,
-}
+use common::{host_port, listening_url, spawn};
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(args: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("MASTER_EVENTS_USERS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().map(BufReader::new);
-    Proc { child, stdout }
-}
-
-/// Reads the first stdout line (with a deadline) and returns the base URL.
-fn listening_url(p: &mut Proc) -> String {
-    let mut stdout = p.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = stdout.read_line(&mut line);
-        let _ = tx.send((line, stdout));
-    });
-    let (line, stdout) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("first line in time");
-    p.stdout = Some(stdout);
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line is {line:?}"));
-    url.to_owned()
-}
-
-fn host_port(url: &str) -> String {
-    url.trim_start_matches("http://").to_owned()
-}
-
-/// A minimal HTTP/1.1 exchange with `Connection: close`; returns (status, body).
 fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(host_port(url)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).expect("write");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn sigterm(p: &Proc) {
-    // SAFETY: plain kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-}
-
-fn wait_exit(p: &mut Proc, within: Duration) -> Option<i32> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            return status.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
+    common::http_to(&host_port(url), method, path, body)
 }
 
 #[test]
@@ -132,8 +46,8 @@ fn serve_prints_its_address_ingests_and_stops_cleanly_on_sigterm() {
     let (status, cluster) = http(&url, "GET", "/cluster", "");
     assert_eq!(status, 200);
     assert!(cluster.contains("n_7@127.0.0.1"), "{cluster}");
-    sigterm(&p);
-    assert_eq!(wait_exit(&mut p, Duration::from_secs(10)), Some(0));
+    p.sigterm();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
     let mut rest = String::new();
     if let Some(mut out) = p.stdout.take() {
         out.read_to_string(&mut rest).expect("read stdout");

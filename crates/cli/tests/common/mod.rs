@@ -1,29 +1,118 @@
-//! Helpers shared by the process-level tests: child processes killed on drop, free
-//! ports, a minimal HTTP/1.1 client, and waiting for a condition with a deadline.
+//! Helpers shared by the process-level tests: child processes killed on drop (with
+//! their first `listening on` line read), free ports, a minimal HTTP/1.1 client, and
+//! waiting for a condition with a deadline.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A child process killed on drop, whatever happens in the test.
-pub struct Proc(pub Child);
+pub struct Proc {
+    pub child: Child,
+    /// Its standard output, when piped and not handed to a draining thread.
+    pub stdout: Option<BufReader<ChildStdout>>,
+}
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Proc {
+    /// Wraps a child whose output the test does not read.
+    pub fn new(child: Child) -> Proc {
+        Proc {
+            child,
+            stdout: None,
+        }
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+    }
+
+    /// The exit code, if the process exits within `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Starts `master-events` with `args`, its standard output piped.
+pub fn spawn(args: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("MASTER_EVENTS_USERS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().map(BufReader::new);
+    Proc { child, stdout }
+}
+
+/// Reads the first stdout line (with a deadline), `listening on http://ADDR`, and
+/// returns the base URL.
+pub fn listening_url(p: &mut Proc) -> String {
+    let mut stdout = p.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = stdout.read_line(&mut line);
+        let _ = tx.send((line, stdout));
+    });
+    let (line, stdout) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the first line in time");
+    p.stdout = Some(stdout);
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line is {line:?}"));
+    assert!(url.starts_with("http://"), "{line}");
+    url.to_owned()
+}
+
+/// `host:port` of a base URL.
+pub fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// Starts `master-events` with `args`, waits for its `listening on` line, then
+/// keeps draining its output so it never blocks on a full pipe.
+pub fn start_binary(args: &[String]) -> Proc {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut p = spawn(&args);
+    listening_url(&mut p);
+    if let Some(mut out) = p.stdout.take() {
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = out.read_to_end(&mut sink);
+        });
+    }
+    p
 }
 
 /// A loopback port free now.
@@ -34,39 +123,16 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// Starts `master-events` with `args`; waits for its `listening on` line.
-pub fn start_binary(args: &[String]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("MASTER_EVENTS_USERS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let mut reader = BufReader::new(stdout);
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        // Keep draining so the child never blocks on a full pipe.
-        let mut sink = Vec::new();
-        let _ = reader.read_to_end(&mut sink);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the node started in time");
-    assert!(line.starts_with("listening on http://"), "{line}");
-    Proc(child)
+/// [`http_to`] a loopback port.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_to(&format!("127.0.0.1:{port}"), method, path, body)
 }
 
-/// A minimal HTTP/1.1 exchange with `Connection: close`; returns (status, body),
-/// status 0 when the server cannot be reached.
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+/// A minimal HTTP/1.1 exchange with `Connection: close` to `host:port`; returns
+/// (status, body, de-chunked when it was chunked), status 0 when the server
+/// cannot be reached.
+pub fn http_to(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
         return (0, String::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
@@ -79,38 +145,41 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     }
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, dechunk(&body))
+    let body = raw.get(split + 4..).unwrap_or_default();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_vec()
+    };
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Decodes a chunked body (or returns it as is).
-pub fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
+/// Decodes a chunked body.
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
     loop {
-        let Some((size, after)) = rest.split_once("\r\n") else {
-            return body.to_owned();
+        let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
+            return out;
         };
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            return body.to_owned();
-        };
-        if n == 0 {
+        let size = std::str::from_utf8(&body[..eol])
+            .ok()
+            .and_then(|s| usize::from_str_radix(s.trim(), 16).ok())
+            .unwrap_or(0);
+        if size == 0 || body.len() < eol + 2 + size {
             return out;
         }
-        if after.len() < n {
-            return body.to_owned();
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+        out.extend_from_slice(&body[eol + 2..eol + 2 + size]);
+        body = &body[(eol + 4 + size).min(body.len())..];
     }
 }
 
