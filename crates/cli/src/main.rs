@@ -4,6 +4,7 @@
 //! drift), 2 usage or I/O errors.
 
 mod commands;
+mod malloc;
 
 use std::process::ExitCode;
 
@@ -140,6 +141,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo(_) | Command::Serve(_)) {
+        malloc::keep_large_blocks_apart();
+    }
     let result = match &cli.command {
         Command::Demo(args) => commands::demo::run(args),
         Command::Serve(args) => commands::serve::run(args),

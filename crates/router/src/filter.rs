@@ -280,18 +280,15 @@ impl Filter {
     }
 
     /// Whether the event described by `meta` passes.
-    pub fn matches(&self, meta: &Meta) -> bool {
+    pub fn matches(&self, meta: &Meta<'_>) -> bool {
         match self {
             Filter::Type(set) => set.contains(meta.event_type),
-            Filter::Bucket(buckets) => meta
-                .bucket
-                .as_deref()
-                .is_some_and(|b| buckets.iter().any(|x| x == b)),
+            Filter::Bucket(buckets) => meta.bucket.is_some_and(|b| buckets.iter().any(|x| x == b)),
             Filter::Vbucket(set) => meta.vbucket.is_some_and(|v| set.contains(v)),
-            Filter::Node(nodes) => [&meta.node, &meta.host, &meta.origin]
+            Filter::Node(nodes) => [meta.node, meta.host, meta.origin]
                 .into_iter()
                 .flatten()
-                .any(|n| nodes.iter().any(|x| **x == **n)),
+                .any(|n| nodes.iter().any(|x| **x == *n)),
             Filter::And(all) => all.iter().all(|f| f.matches(meta)),
             Filter::Or(any) => any.iter().any(|f| f.matches(meta)),
             Filter::Not(f) => !f.matches(meta),
@@ -356,12 +353,12 @@ impl EventBatch {
         let mut copy: Option<Vec<u8>> = None;
         let mut i = start;
         while i < end {
-            if !filter.matches(self.event(i).meta) {
+            if !filter.matches(&self.event(i).meta) {
                 i += 1;
                 continue;
             }
             let run = i;
-            while i < end && filter.matches(self.event(i).meta) {
+            while i < end && filter.matches(&self.event(i).meta) {
                 i += 1;
             }
             match (first, copy.as_mut()) {
@@ -646,20 +643,19 @@ inventory::submit! {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
 
-    fn meta(t: EventType) -> Meta {
+    fn meta(t: EventType) -> Meta<'static> {
         Meta::of_type(t)
     }
 
-    fn move_start(bucket: &str, vb: u16, node: &str) -> Meta {
+    fn move_start<'a>(bucket: &'a str, vb: u16, node: &'a str) -> Meta<'a> {
         Meta {
             vbucket: Some(vb),
-            bucket: Some(Arc::from(bucket)),
-            node: Some(Arc::from(node)),
-            origin: Some(Arc::from("n_0@a")),
+            bucket: Some(bucket),
+            node: Some(node),
+            origin: Some("n_0@a"),
             ..meta(EventType::VbucketMoveStart)
         }
     }
@@ -698,7 +694,7 @@ mod tests {
         assert!(Filter::node("n_0@a").matches(&m));
         assert!(!Filter::node("n_1@b").matches(&m));
         let host_only = Meta {
-            host: Some(Arc::from("h:1")),
+            host: Some("h:1"),
             ..meta(EventType::BecameMaster)
         };
         assert!(Filter::node("h:1").matches(&host_only));
@@ -781,7 +777,7 @@ mod tests {
         assert!(f.matches(&move_start("default", 2, "n")));
         assert!(!f.matches(&move_start("b", 3, "n")));
         let done_b = Meta {
-            bucket: Some(Arc::from("b")),
+            bucket: Some("b"),
             ..meta(EventType::VbucketMoveDone)
         };
         assert!(f.matches(&done_b));

@@ -2,9 +2,10 @@
 //! structure.
 //!
 //! Owns: the sequenced events once the sequencer has encoded them, stored as blocks
-//! (many lines in one contiguous [`Bytes`], with a compact [`Meta`] per event; a
-//! reader takes the lock once per block and gets a zero-copy slice of many lines),
-//! and every reader's view of them ([`Subscription`]).
+//! (many lines in one contiguous [`Bytes`], a 24-byte packed [`Meta`] per event and
+//! the block's distinct strings once; a reader takes the lock once per block and
+//! gets a zero-copy slice of many lines), and every reader's view of them
+//! ([`Subscription`]).
 //!
 //! Like tokio's `broadcast` channel or Nomad's event buffer, there is no per-reader
 //! queue: a reader is only a cursor (the next `seq` it wants) into the shared ring,
@@ -84,31 +85,33 @@ pub const GAP_EVICTED: &str = "evicted from the archive";
 /// (`RouterConfig::start_seq`): they were sequenced elsewhere, or never.
 pub const GAP_BEFORE_START: &str = "sequenced before this archive started";
 
-/// What readers and filters know about an event without parsing its line.
+/// What readers and filters know about an event without parsing its line: a view
+/// that borrows its strings from the block that holds the event.
 ///
-/// Strings are interned by the sequencer, so the many events that name the same
-/// bucket or node share one allocation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Meta {
+/// In the ring each event's meta is stored packed (24 bytes with the
+/// line's end offset) and its strings once per block, so the archive costs little
+/// more than its lines; this view is built on the fly when a reader looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta<'a> {
     /// The event's type.
     pub event_type: EventType,
     /// The `vbucket` field, if the type has one.
     pub vbucket: Option<u16>,
     /// The `bucket` field, if the type has one.
-    pub bucket: Option<Arc<str>>,
+    pub bucket: Option<&'a str>,
     /// The `node` field, if the type has one.
-    pub node: Option<Arc<str>>,
+    pub node: Option<&'a str>,
     /// The `host` field, if the type has one.
-    pub host: Option<Arc<str>>,
+    pub host: Option<&'a str>,
     /// The node that noted the event (always set on sequenced events).
-    pub origin: Option<Arc<str>>,
+    pub origin: Option<&'a str>,
     /// The event's position among its origin's events, if the origin gave one.
     pub origin_seq: Option<u64>,
 }
 
-impl Meta {
+impl Meta<'static> {
     /// The meta of an event that has only a type (every other field absent).
-    pub fn of_type(event_type: EventType) -> Meta {
+    pub fn of_type(event_type: EventType) -> Meta<'static> {
         Meta {
             event_type,
             vbucket: None,
@@ -121,18 +124,67 @@ impl Meta {
     }
 }
 
+/// The index of a string in its block's table, or [`NO_STRING`].
+pub(crate) type StringId = u16;
+
+/// "No such field" in a [`PackedMeta`] string slot.
+pub(crate) const NO_STRING: StringId = StringId::MAX;
+
+/// The most distinct strings a block may hold (its ids stay below [`NO_STRING`]).
+pub(crate) const MAX_BLOCK_STRINGS: usize = NO_STRING as usize;
+
+/// Slots of [`PackedMeta::strings`].
+pub(crate) const BUCKET: usize = 0;
+pub(crate) const NODE: usize = 1;
+pub(crate) const HOST: usize = 2;
+pub(crate) const ORIGIN: usize = 3;
+
+/// One event's [`Meta`] as the ring stores it, with where its line ends: 24 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PackedMeta {
+    /// `originSeq`, 0 when absent (a present one is at least 1).
+    pub(crate) origin_seq: u64,
+    /// Ids in the block's string table of bucket, node, host and origin.
+    pub(crate) strings: [StringId; 4],
+    /// Offset in the block's bytes one past the line's `\n`.
+    pub(crate) end: u32,
+    /// The vbucket, meaningful when `has_vbucket`.
+    pub(crate) vbucket: u16,
+    pub(crate) event_type: EventType,
+    pub(crate) has_vbucket: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<PackedMeta>() == 24);
+
+impl PackedMeta {
+    /// The view of this meta, its strings looked up in `strings`.
+    fn view<'a>(&self, strings: &'a [Arc<str>]) -> Meta<'a> {
+        let s = |slot: usize| strings.get(usize::from(self.strings[slot])).map(|a| &**a);
+        Meta {
+            event_type: self.event_type,
+            vbucket: self.has_vbucket.then_some(self.vbucket),
+            bucket: s(BUCKET),
+            node: s(NODE),
+            host: s(HOST),
+            origin: s(ORIGIN),
+            origin_seq: (self.origin_seq != 0).then_some(self.origin_seq),
+        }
+    }
+}
+
 /// Consecutive events encoded by the sequencer in one go: their lines, back to back
-/// in one allocation, with the offset where each line ends and each one's [`Meta`].
+/// in one allocation, each one's [`PackedMeta`] (with where its line ends), and the
+/// distinct strings their metas name.
 ///
-/// Invariants: `ends` and `metas` have the same, non-zero, length `n`; `ends` is
-/// strictly increasing and its last value is `bytes.len()`; line `i` (seq
-/// `first_seq + i`) is `bytes[ends[i-1]..ends[i]]` (from 0 for `i = 0`) and ends
-/// with `\n`.
+/// Invariants: `metas` is not empty; the `end`s are strictly increasing and the
+/// last is `bytes.len()`; line `i` (seq `first_seq + i`) is
+/// `bytes[metas[i-1].end..metas[i].end]` (from 0 for `i = 0`) and ends with `\n`;
+/// every string id is [`NO_STRING`] or an index of `strings`.
 pub(crate) struct Block {
     pub(crate) first_seq: u64,
     pub(crate) bytes: Bytes,
-    pub(crate) ends: Vec<u32>,
-    pub(crate) metas: Vec<Meta>,
+    pub(crate) metas: Vec<PackedMeta>,
+    pub(crate) strings: Vec<Arc<str>>,
 }
 
 impl Block {
@@ -148,12 +200,12 @@ impl Block {
     fn line_start(&self, i: usize) -> usize {
         match i {
             0 => 0,
-            _ => self.ends[i - 1] as usize,
+            _ => self.metas[i - 1].end as usize,
         }
     }
 
     fn line_end(&self, i: usize) -> usize {
-        self.ends[i] as usize
+        self.metas[i].end as usize
     }
 }
 
@@ -231,7 +283,7 @@ impl EventBatch {
         EventRef {
             seq: block.first_seq + i as u64,
             line: &block.bytes[block.line_start(i)..block.line_end(i)],
-            meta: &block.metas[i],
+            meta: block.metas[i].view(&block.strings),
         }
     }
 
@@ -261,7 +313,7 @@ pub struct EventRef<'a> {
     /// The event's JSON line, with its `\n`.
     pub line: &'a [u8],
     /// What filters look at.
-    pub meta: &'a Meta,
+    pub meta: Meta<'a>,
 }
 
 /// The numbers [`crate::RouterStats`] reports about the ring.
@@ -553,16 +605,23 @@ mod tests {
 
     fn block(first_seq: u64, n: usize) -> Block {
         let mut bytes = Vec::new();
-        let mut ends = Vec::new();
+        let mut metas = Vec::new();
         for i in 0..n {
             bytes.extend_from_slice(format!("{{\"seq\":{}}}\n", first_seq + i as u64).as_bytes());
-            ends.push(bytes.len() as u32);
+            metas.push(PackedMeta {
+                origin_seq: 0,
+                strings: [NO_STRING; 4],
+                end: bytes.len() as u32,
+                vbucket: 0,
+                event_type: EventType::FailoverEnded,
+                has_vbucket: false,
+            });
         }
         Block {
             first_seq,
             bytes: Bytes::from(bytes),
-            ends,
-            metas: vec![Meta::of_type(EventType::FailoverEnded); n],
+            metas,
+            strings: Vec::new(),
         }
     }
 

@@ -43,7 +43,9 @@ use master_events_events::{Record, Timestamp};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch, Notify};
 
-use crate::ring::{Block, Meta, Ring};
+use crate::ring::{
+    Block, PackedMeta, Ring, StringId, BUCKET, HOST, MAX_BLOCK_STRINGS, NODE, NO_STRING, ORIGIN,
+};
 use crate::{Refused, RouterError};
 
 /// The most events in one block.
@@ -52,8 +54,8 @@ pub const MAX_BLOCK_EVENTS: usize = 1024;
 pub const MAX_BLOCK_BYTES: usize = 64 * 1024;
 /// Under load, the clock is read once per this many events (see `Sequencer::push`).
 const CLOCK_EVERY: u32 = 32;
-/// The interner forgets every string once it holds this many.
-const INTERNER_LIMIT: usize = 10_000;
+/// The shared string cache of [`BlockStrings`] forgets everything past this many.
+const STRING_CACHE_LIMIT: usize = 10_000;
 /// Drop warnings are logged at most this often.
 const DROP_WARN_INTERVAL_MS: u64 = 1_000;
 
@@ -269,40 +271,82 @@ impl Ingress {
     }
 }
 
-/// Interns the strings of [`Meta`], remembering the last one per field (events in a
-/// row usually name the same bucket and node) and forgetting everything past
-/// [`INTERNER_LIMIT`] entries, so it stays bounded whatever the input.
-#[derive(Default)]
-struct Interner {
-    set: HashSet<Arc<str>>,
-    last: [Option<Arc<str>>; 4],
+/// The string table of the block being built: each distinct bucket, node, host and
+/// origin once, found through the last id of each slot (events in a row usually name
+/// the same bucket and node) or else a map. It goes with the block, so strings live
+/// exactly as long as an event that names them, whatever the input.
+///
+/// A string new to the block is taken from a cache shared by all blocks, so that
+/// small blocks (a quiet cluster appends one per event) share one allocation per
+/// string rather than one each; the cache forgets everything once it holds
+/// [`STRING_CACHE_LIMIT`] strings, so it stays bounded whatever the input.
+struct BlockStrings {
+    table: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, StringId>,
+    last: [StringId; 4],
+    cache: HashSet<Arc<str>>,
 }
 
-const BUCKET: usize = 0;
-const NODE: usize = 1;
-const HOST: usize = 2;
-const ORIGIN: usize = 3;
+// Every event adds at most four strings: a full block never runs out of ids.
+const _: () = assert!(MAX_BLOCK_EVENTS * 4 < MAX_BLOCK_STRINGS);
 
-impl Interner {
-    fn intern(&mut self, slot: usize, s: &str) -> Arc<str> {
-        if let Some(last) = &self.last[slot] {
-            if **last == *s {
-                return Arc::clone(last);
+impl Default for BlockStrings {
+    fn default() -> Self {
+        BlockStrings {
+            table: Vec::new(),
+            ids: HashMap::new(),
+            last: [NO_STRING; 4],
+            cache: HashSet::new(),
+        }
+    }
+}
+
+impl BlockStrings {
+    /// The id of `s` in this block's table (added if new), remembered for `slot`.
+    fn id(&mut self, slot: usize, s: &str) -> StringId {
+        let last = self.last[slot];
+        if let Some(known) = self.table.get(usize::from(last)) {
+            if **known == *s {
+                return last;
             }
         }
-        let interned = match self.set.get(s) {
-            Some(a) => Arc::clone(a),
+        let id = match self.ids.get(s) {
+            Some(id) => *id,
             None => {
-                if self.set.len() >= INTERNER_LIMIT {
-                    self.set.clear();
-                }
-                let a: Arc<str> = Arc::from(s);
-                self.set.insert(Arc::clone(&a));
-                a
+                // Below MAX_BLOCK_STRINGS by the assertion above.
+                let id = self.table.len() as StringId;
+                let a = match self.cache.get(s) {
+                    Some(a) => Arc::clone(a),
+                    None => {
+                        if self.cache.len() >= STRING_CACHE_LIMIT {
+                            self.cache.clear();
+                        }
+                        let a: Arc<str> = Arc::from(s);
+                        self.cache.insert(Arc::clone(&a));
+                        a
+                    }
+                };
+                self.table.push(Arc::clone(&a));
+                self.ids.insert(a, id);
+                id
             }
         };
-        self.last[slot] = Some(Arc::clone(&interned));
-        interned
+        self.last[slot] = id;
+        id
+    }
+
+    /// The string of an id this table gave.
+    fn get(&self, id: StringId) -> Option<&Arc<str>> {
+        self.table.get(usize::from(id))
+    }
+
+    /// The table, for the block being appended; this one starts empty again.
+    fn take(&mut self) -> Vec<Arc<str>> {
+        self.ids.clear();
+        self.last = [NO_STRING; 4];
+        let mut table = mem::take(&mut self.table);
+        table.shrink_to_fit();
+        table
     }
 }
 
@@ -317,14 +361,14 @@ pub(crate) struct Sequencer {
     /// The router's node name, lent to records that have no origin while they are
     /// encoded (so that stamping it costs no allocation).
     node_name: String,
-    node: Arc<str>,
-    interner: Interner,
+    strings: BlockStrings,
     high_water: HighWater,
     max_block_events: usize,
     // The block being built.
     scratch: Vec<u8>,
-    ends: Vec<u32>,
-    metas: Vec<Meta>,
+    metas: Vec<PackedMeta>,
+    /// Mean line length of the last block appended (sizes the next one's metas).
+    mean_line_bytes: usize,
     first_seq: u64,
     /// Records left in the current drain (sizes the next block's vectors).
     remaining: usize,
@@ -347,13 +391,12 @@ impl Sequencer {
             last_ts: Timestamp::from_micros(0),
             clock_age: 0,
             node_name: node.to_owned(),
-            node: Arc::from(node),
-            interner: Interner::default(),
+            strings: BlockStrings::default(),
             high_water,
             max_block_events,
             scratch: Vec::with_capacity(MAX_BLOCK_BYTES + 4096),
-            ends: Vec::new(),
             metas: Vec::new(),
+            mean_line_bytes: 200,
             first_seq: start,
             remaining: 0,
             ring,
@@ -467,9 +510,13 @@ impl Sequencer {
         self.remaining = self.remaining.saturating_sub(1);
         if self.metas.is_empty() {
             self.first_seq = self.next_seq;
-            let expected = (self.remaining + 1).min(self.max_block_events);
+            // Sized for what the block will likely hold, so that it is not
+            // reallocated while it fills nor shrunk (copied) when appended.
+            let by_bytes = MAX_BLOCK_BYTES / self.mean_line_bytes.max(1) + 2;
+            let expected = (self.remaining + 1)
+                .min(self.max_block_events)
+                .min(by_bytes);
             self.metas.reserve_exact(expected);
-            self.ends.reserve_exact(expected);
         }
         let seq = self.next_seq;
         // Reading the clock costs as much as encoding a small event: under load it
@@ -490,24 +537,30 @@ impl Sequencer {
         record.envelope.seq = Some(seq);
         record.envelope.ts = Some(ts);
         let lent = record.envelope.origin.is_none();
+        if lent {
+            record.envelope.origin = Some(mem::take(&mut self.node_name));
+        }
+        let strings = &mut self.strings;
         let origin = match &record.envelope.origin {
-            Some(o) => self.interner.intern(ORIGIN, o),
-            None => {
-                record.envelope.origin = Some(mem::take(&mut self.node_name));
-                Arc::clone(&self.node)
-            }
+            Some(o) => strings.id(ORIGIN, o),
+            None => NO_STRING,
         };
         let event = &record.event;
-        let meta = Meta {
+        let vbucket = event.vbucket();
+        let meta = PackedMeta {
+            origin_seq: record.envelope.origin_seq.unwrap_or(0),
+            strings: [
+                event.bucket().map_or(NO_STRING, |s| strings.id(BUCKET, s)),
+                event.node().map_or(NO_STRING, |s| strings.id(NODE, s)),
+                event.host().map_or(NO_STRING, |s| strings.id(HOST, s)),
+                origin,
+            ],
+            end: 0,
+            vbucket: vbucket.unwrap_or(0),
             event_type: event.event_type(),
-            vbucket: event.vbucket(),
-            bucket: event.bucket().map(|s| self.interner.intern(BUCKET, s)),
-            node: event.node().map(|s| self.interner.intern(NODE, s)),
-            host: event.host().map(|s| self.interner.intern(HOST, s)),
-            origin: Some(origin),
-            origin_seq: record.envelope.origin_seq,
+            has_vbucket: vbucket.is_some(),
         };
-        if let (Some(n), Some(o)) = (record.envelope.origin_seq, &meta.origin) {
+        if let (Some(n), Some(o)) = (record.envelope.origin_seq, strings.get(origin)) {
             let mut hw = self.high_water.lock();
             match hw.get_mut(o) {
                 Some(high) => *high = (*high).max(n),
@@ -528,8 +581,7 @@ impl Sequencer {
             self.ingress.count_drop(RouterError::LineTooLong);
             return false;
         };
-        self.ends.push(end);
-        self.metas.push(meta);
+        self.metas.push(PackedMeta { end, ..meta });
         self.next_seq += 1;
         let full =
             self.metas.len() >= self.max_block_events || self.scratch.len() >= MAX_BLOCK_BYTES;
@@ -546,17 +598,16 @@ impl Sequencer {
         }
         let bytes = Bytes::copy_from_slice(&self.scratch);
         self.scratch.clear();
-        let mut ends = mem::take(&mut self.ends);
         let mut metas = mem::take(&mut self.metas);
+        self.mean_line_bytes = bytes.len() / metas.len();
         if metas.capacity() > metas.len() + metas.len() / 4 + 4 {
-            ends.shrink_to_fit();
             metas.shrink_to_fit();
         }
         self.ring.append(Block {
             first_seq: self.first_seq,
             bytes,
-            ends,
             metas,
+            strings: self.strings.take(),
         });
     }
 }
@@ -566,19 +617,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn interner_shares_strings_and_stays_bounded() {
-        let mut interner = Interner::default();
-        let a = interner.intern(BUCKET, "default");
-        let b = interner.intern(NODE, "n_0@a");
-        assert!(Arc::ptr_eq(&a, &interner.intern(BUCKET, "default")));
-        assert!(
-            Arc::ptr_eq(&a, &interner.intern(HOST, "default")),
-            "shared across fields"
+    fn block_strings_are_stored_once_per_block_and_start_empty_for_the_next() {
+        let mut strings = BlockStrings::default();
+        let a = strings.id(BUCKET, "default");
+        let b = strings.id(NODE, "n_0@a");
+        assert_eq!(strings.id(BUCKET, "default"), a);
+        assert_eq!(strings.id(HOST, "default"), a, "shared across fields");
+        assert_eq!(strings.id(ORIGIN, "n_0@a"), b);
+        assert_eq!(strings.id(BUCKET, "other"), 2);
+        assert_eq!(
+            strings.id(BUCKET, "default"),
+            a,
+            "found again after another"
         );
-        assert!(Arc::ptr_eq(&b, &interner.intern(ORIGIN, "n_0@a")));
-        for i in 0..3 * INTERNER_LIMIT {
-            interner.intern(BUCKET, &format!("bucket-{i}"));
-            assert!(interner.set.len() <= INTERNER_LIMIT);
+        assert_eq!(strings.get(a).map(|s| &**s), Some("default"));
+        assert_eq!(strings.get(NO_STRING), None);
+        let table = strings.take();
+        assert_eq!(
+            table.iter().map(|s| &**s).collect::<Vec<_>>(),
+            ["default", "n_0@a", "other"]
+        );
+        assert_eq!(strings.id(NODE, "n_1@b"), 0, "the next block starts empty");
+        assert_eq!(strings.id(BUCKET, "default"), 1);
+        let next = strings.take();
+        assert!(
+            Arc::ptr_eq(&table[0], &next[1]),
+            "blocks share one allocation per string"
+        );
+    }
+
+    #[test]
+    fn the_shared_string_cache_stays_bounded() {
+        let mut strings = BlockStrings::default();
+        for i in 0..3 * STRING_CACHE_LIMIT {
+            strings.id(BUCKET, &format!("bucket-{i}"));
+            if i % 1000 == 999 {
+                strings.take();
+            }
+            assert!(strings.cache.len() <= STRING_CACHE_LIMIT);
         }
     }
 }

@@ -228,7 +228,7 @@ impl SinkInput {
         };
         self.selected.clear();
         for i in batch.start..batch.end {
-            if filter.matches(batch.event(i).meta) {
+            if filter.matches(&batch.event(i).meta) {
                 self.selected.push(i as u32);
             }
         }

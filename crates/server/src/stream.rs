@@ -339,7 +339,7 @@ impl StreamBody {
                 batch.bytes()
             }
             (Format::Ndjson, Some(filter)) => {
-                for e in batch.iter().filter(|e| filter.matches(e.meta)) {
+                for e in batch.iter().filter(|e| filter.matches(&e.meta)) {
                     self.counts[e.meta.event_type.index()] += 1;
                 }
                 batch.select(filter)
@@ -347,7 +347,7 @@ impl StreamBody {
             (Format::Sse, filter) => {
                 let mut out = BytesMut::with_capacity(batch.bytes().len() + batch.len() * 24);
                 for e in batch.iter() {
-                    if filter.as_ref().is_some_and(|f| !f.matches(e.meta)) {
+                    if filter.as_ref().is_some_and(|f| !f.matches(&e.meta)) {
                         continue;
                     }
                     self.counts[e.meta.event_type.index()] += 1;

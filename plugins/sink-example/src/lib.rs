@@ -67,8 +67,8 @@ impl Sink for TsvSink {
                 "{}\t{}\t{}\t{vbucket}\t{}",
                 event.seq,
                 m.event_type.as_str(),
-                m.bucket.as_deref().unwrap_or(""),
-                m.origin.as_deref().unwrap_or(""),
+                m.bucket.unwrap_or(""),
+                m.origin.unwrap_or(""),
             );
             self.check(result);
         }
