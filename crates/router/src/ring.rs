@@ -68,7 +68,7 @@
 //! # }
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -78,6 +78,8 @@ use bytes::Bytes;
 use master_events_events::{EventType, Gap};
 use parking_lot::RwLock;
 use tokio::sync::Notify;
+
+use crate::sequencer::{MAX_BLOCK_BYTES, MAX_BLOCK_EVENTS};
 
 /// The reason carried by a [`Gap`] for events evicted from the ring.
 pub const GAP_EVICTED: &str = "evicted from the archive";
@@ -206,6 +208,51 @@ impl Block {
 
     fn line_end(&self, i: usize) -> usize {
         self.metas[i].end as usize
+    }
+
+    /// This block followed by `next` (whose `first_seq` must be this one's
+    /// `end_seq`), as one block: the lines and metas copied, the string tables
+    /// joined with each string once.
+    fn merged(&self, next: &Block) -> Block {
+        let mut bytes = Vec::with_capacity(self.bytes.len() + next.bytes.len());
+        bytes.extend_from_slice(&self.bytes);
+        bytes.extend_from_slice(&next.bytes);
+        let mut strings = self.strings.clone();
+        let mut index: HashMap<&str, StringId> = HashMap::new();
+        for (i, s) in self.strings.iter().enumerate() {
+            index.entry(&**s).or_insert(i as StringId);
+        }
+        // `next`'s ids, in the joined table.
+        let remap: Vec<StringId> = next
+            .strings
+            .iter()
+            .map(|s| {
+                *index.entry(&**s).or_insert_with(|| {
+                    strings.push(Arc::clone(s));
+                    // Every string is named by an event of one of the two blocks, at
+                    // most four an event: the ids stay below MAX_BLOCK_STRINGS.
+                    (strings.len() - 1) as StringId
+                })
+            })
+            .collect();
+        let offset = self.bytes.len() as u32;
+        let mut metas = Vec::with_capacity(self.metas.len() + next.metas.len());
+        metas.extend_from_slice(&self.metas);
+        metas.extend(next.metas.iter().map(|m| {
+            PackedMeta {
+                end: m.end + offset,
+                strings: m
+                    .strings
+                    .map(|id| remap.get(usize::from(id)).copied().unwrap_or(NO_STRING)),
+                ..*m
+            }
+        }));
+        Block {
+            first_seq: self.first_seq,
+            bytes: Bytes::from(bytes),
+            metas,
+            strings,
+        }
     }
 }
 
@@ -345,6 +392,9 @@ pub(crate) struct Ring {
     /// Set once, after the last append.
     closed: AtomicBool,
     capacity: u64,
+    /// The most events in a block: [`MAX_BLOCK_EVENTS`], at most an eighth of the
+    /// capacity (so that a partly evicted block keeps few dead lines alive).
+    max_block_events: usize,
     start_seq: u64,
     subscribers: AtomicUsize,
 }
@@ -372,6 +422,7 @@ impl Ring {
             last_seq: AtomicU64::new(start_seq - 1),
             closed: AtomicBool::new(false),
             capacity: capacity.max(1) as u64,
+            max_block_events: MAX_BLOCK_EVENTS.min(capacity / 8).max(1),
             start_seq,
             subscribers: AtomicUsize::new(0),
         }
@@ -379,6 +430,11 @@ impl Ring {
 
     pub(crate) fn capacity(&self) -> usize {
         self.capacity as usize
+    }
+
+    /// The most events in one block.
+    pub(crate) fn max_block_events(&self) -> usize {
+        self.max_block_events
     }
 
     pub(crate) fn start_seq(&self) -> u64 {
@@ -396,15 +452,47 @@ impl Ring {
 
     /// Appends a block (its `first_seq` must be the ring's next seq), evicts what no
     /// longer fits and wakes every waiting reader.
+    ///
+    /// Small blocks are merged with the blocks before them, like the digits of a
+    /// binary counter: while the last retained block is no longer than the new one
+    /// and the two fit in one block ([`MAX_BLOCK_EVENTS`], at most an eighth of the
+    /// capacity, and [`MAX_BLOCK_BYTES`]), they become one. A quiet cluster, which
+    /// appends a block per event, so keeps a few blocks of many events rather than
+    /// one block (and its allocations) per event, and each line is copied at most
+    /// about log2(events per block) times. Readers are unaffected: they find events
+    /// by `seq`, and a batch they hold keeps its old block alive.
     pub(crate) fn append(&self, block: Block) {
         let n = block.len() as u64;
         if n == 0 {
             return;
         }
+        // Only this (the single writer's) call changes the blocks, so the tail
+        // looked at under the read lock is still there under the write lock.
+        let (block, replaced) = {
+            let st = self.state.read();
+            let mut block = block;
+            let mut replaced = 0;
+            for back in st.blocks.iter().rev() {
+                let fits = back.len() + block.len() <= self.max_block_events
+                    && back.bytes.len() + block.bytes.len() <= MAX_BLOCK_BYTES;
+                if back.first_seq < st.oldest_seq || back.len() > block.len() || !fits {
+                    break;
+                }
+                block = back.merged(&block);
+                replaced += 1;
+            }
+            (block, replaced)
+        };
         {
             let mut st = self.state.write();
+            for _ in 0..replaced {
+                if let Some(b) = st.blocks.pop_back() {
+                    st.retained_bytes -= b.bytes.len();
+                    st.next_seq -= b.len() as u64;
+                }
+            }
             debug_assert_eq!(block.first_seq, st.next_seq, "blocks must be contiguous");
-            st.next_seq += n;
+            st.next_seq += block.len() as u64;
             st.retained_bytes += block.bytes.len();
             st.blocks.push_back(Arc::new(block));
             if st.next_seq - st.oldest_seq > self.capacity {

@@ -384,7 +384,7 @@ impl Sequencer {
         done: watch::Sender<bool>,
     ) -> Sequencer {
         let start = ring.start_seq();
-        let max_block_events = MAX_BLOCK_EVENTS.min(ring.capacity() / 8).max(1);
+        let max_block_events = ring.max_block_events();
         Sequencer {
             ingress,
             next_seq: start,

@@ -388,3 +388,66 @@ async fn meta_strings_are_stored_once_per_block() {
         .collect();
     assert!(std::ptr::eq(origins[0], origins[1]));
 }
+
+#[tokio::test]
+async fn a_quiet_router_merges_its_one_event_blocks() {
+    let router = router(100_000);
+    // A reader that holds on to batches of the small blocks while they are merged.
+    let mut early = router.subscribe(Cursor::Oldest);
+    let mut early_seqs = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..1000u16 {
+        // One event per drain: the sequencer appends a block per event.
+        let rec = move_done(["default", "beer-sample", "travel"][usize::from(i % 3)], i);
+        let range = router.publish_batch(vec![rec]).await.expect("published");
+        assert_eq!(range.clone().count(), 1);
+        if i % 7 == 0 {
+            while let Some(Chunk::Events(b)) = early.try_recv() {
+                early_seqs.extend(b.iter().map(|e| e.seq));
+            }
+        }
+    }
+    let stats = router.stats();
+    assert_eq!(stats.archived, 1000);
+    // Like a binary counter: full blocks plus one small block per power of two.
+    assert!(
+        stats.archived_blocks <= 12,
+        "{} blocks for 1000 events appended one by one",
+        stats.archived_blocks
+    );
+    // Everything reads back in order, with its meta, from a fresh reader...
+    let mut sub = router.subscribe(Cursor::Oldest);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = sub.try_recv() {
+        let Chunk::Events(batch) = chunk else {
+            panic!("unexpected {chunk:?}");
+        };
+        for e in batch.iter() {
+            let i = (e.seq - 1) as u16;
+            assert_eq!(e.meta.vbucket, Some(i));
+            assert_eq!(
+                e.meta.bucket,
+                Some(["default", "beer-sample", "travel"][usize::from(i % 3)])
+            );
+            assert_eq!(e.meta.origin, Some("n_0@127.0.0.1"));
+            expected.push(e.seq);
+        }
+        bytes.extend_from_slice(&batch.bytes());
+    }
+    assert_eq!(expected, (1..=1000).collect::<Vec<u64>>());
+    let lines: Vec<Record> = bytes
+        .split_inclusive(|b| *b == b'\n')
+        .map(|l| Record::parse(l).expect("a line"))
+        .collect();
+    assert_eq!(lines.len(), 1000);
+    assert!(lines
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.envelope.seq == Some(i as u64 + 1)));
+    // ...and from the reader that was reading while blocks were merged: no gap, no
+    // repeat.
+    while let Some(Chunk::Events(b)) = early.try_recv() {
+        early_seqs.extend(b.iter().map(|e| e.seq));
+    }
+    assert_eq!(early_seqs, (1..=1000).collect::<Vec<u64>>());
+}
