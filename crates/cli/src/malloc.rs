@@ -15,10 +15,11 @@
 /// The size from which glibc maps an allocation on its own.
 pub const MMAP_THRESHOLD: usize = 64 * 1024;
 
-/// Applies the setting. Call it first thing in `main`, before any thread starts.
+/// Applies the setting, unless `MALLOC_MMAP_THRESHOLD_` (glibc's own variable) is
+/// set, which then wins. Call it first thing in `main`, before any thread starts.
 pub fn keep_large_blocks_apart() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
         // SAFETY: `mallopt` only changes glibc's allocation policy; it is called
         // before any other thread exists, with a parameter and a value glibc
         // documents (M_MMAP_THRESHOLD accepts 0..=32 MiB on 64-bit). Its return

@@ -46,6 +46,7 @@ use std::sync::Arc;
 use master_events_events::Record;
 use tokio::sync::watch;
 
+mod buffers;
 pub mod config;
 mod emitter;
 pub mod filter;

@@ -43,6 +43,7 @@ use master_events_events::{Record, Timestamp};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch, Notify};
 
+use crate::buffers::{BlockBuffers, BLOCK_BUFFER_CAPACITY};
 use crate::ring::{
     Block, PackedMeta, Ring, StringId, BUCKET, HOST, MAX_BLOCK_STRINGS, NODE, NO_STRING, ORIGIN,
 };
@@ -366,6 +367,7 @@ pub(crate) struct Sequencer {
     max_block_events: usize,
     // The block being built.
     scratch: Vec<u8>,
+    buffers: Arc<BlockBuffers>,
     metas: Vec<PackedMeta>,
     /// Mean line length of the last block appended (sizes the next one's metas).
     mean_line_bytes: usize,
@@ -394,7 +396,8 @@ impl Sequencer {
             strings: BlockStrings::default(),
             high_water,
             max_block_events,
-            scratch: Vec::with_capacity(MAX_BLOCK_BYTES + 4096),
+            scratch: Vec::with_capacity(BLOCK_BUFFER_CAPACITY),
+            buffers: Arc::new(BlockBuffers::default()),
             metas: Vec::new(),
             mean_line_bytes: 200,
             first_seq: start,
@@ -596,8 +599,21 @@ impl Sequencer {
         if self.metas.is_empty() {
             return;
         }
-        let bytes = Bytes::copy_from_slice(&self.scratch);
-        self.scratch.clear();
+        let bytes = if self.scratch.len() >= MAX_BLOCK_BYTES && BlockBuffers::fits(&self.scratch) {
+            // A full block keeps the buffer it was encoded into (see buffers.rs).
+            let full = mem::replace(&mut self.scratch, self.buffers.take());
+            self.buffers.freeze(full)
+        } else {
+            // A part-filled block (the end of a drain) gets a copy of its exact size.
+            let bytes = Bytes::copy_from_slice(&self.scratch);
+            if BlockBuffers::fits(&self.scratch) {
+                self.scratch.clear();
+            } else {
+                // It grew for a long line: back to a buffer of the usual size.
+                self.scratch = self.buffers.take();
+            }
+            bytes
+        };
         let mut metas = mem::take(&mut self.metas);
         self.mean_line_bytes = bytes.len() / metas.len();
         if metas.capacity() > metas.len() + metas.len() / 4 + 4 {
