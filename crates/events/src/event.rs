@@ -145,6 +145,7 @@ macro_rules! catalog {
             }
 
             /// Builds the event of type `ty` from its fields.
+            #[inline]
             pub(crate) fn from_fields<'de, D>(ty: EventType, fields: D) -> Result<Event, D::Error>
             where
                 D: serde::Deserializer<'de>,
