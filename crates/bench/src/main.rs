@@ -180,6 +180,9 @@ async fn run(args: Args) -> Result<()> {
             master_events_bin.display()
         );
     }
+    // Servers run in the temporary directory: a relative path must not be read
+    // from there.
+    let master_events_bin = std::fs::canonicalize(&master_events_bin).unwrap_or(master_events_bin);
     let redis_bin = if needs(Kind::Redis) {
         which(&args.redis_server)?
     } else {

@@ -141,9 +141,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Demo(_) | Command::Serve(_)) {
-        malloc::keep_large_blocks_apart();
-    }
     let result = match &cli.command {
         Command::Demo(args) => commands::demo::run(args),
         Command::Serve(args) => commands::serve::run(args),

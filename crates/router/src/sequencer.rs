@@ -51,8 +51,10 @@ use crate::{Refused, RouterError};
 
 /// The most events in one block.
 pub const MAX_BLOCK_EVENTS: usize = 1024;
-/// A block takes no more lines once it holds this many bytes.
-pub const MAX_BLOCK_BYTES: usize = 64 * 1024;
+/// A block takes no more lines once it holds this many bytes. With the 1 KiB of
+/// room for the line that fills it, a block's buffer is exactly 64 KiB, a size
+/// allocators serve without rounding up.
+pub const MAX_BLOCK_BYTES: usize = 63 * 1024;
 /// Under load, the clock is read once per this many events (see `Sequencer::push`).
 const CLOCK_EVERY: u32 = 32;
 /// The shared string cache of [`BlockStrings`] forgets everything past this many.
