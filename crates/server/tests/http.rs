@@ -319,6 +319,36 @@ async fn ingest_assigns_seqs_and_replaces_the_envelope() {
 }
 
 #[tokio::test]
+async fn ingested_events_are_counted_per_type() {
+    let s = start(4096, "", |_| {}).await;
+    let body = "{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n{\"type\":\"failoverEnded\"}\n{\"type\":\"deleteBucket\",\"bucket\":\"b\"}\n";
+    for _ in 0..2 {
+        let (status, reply) = post(&s.url, body, "application/x-ndjson").await;
+        assert_eq!(status, 200, "{reply}");
+    }
+    let (status, _) = post(&s.url, "{\"type\":\"nope\"}\n", "application/x-ndjson").await;
+    assert_eq!(status, 400);
+    let metrics = client()
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .expect("req")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "master_events_ingested_events_total{type=\"deleteBucket\"} 4\n",
+        "master_events_ingested_events_total{type=\"failoverEnded\"} 2\n",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("master_events_ingested_events_total{type=\"becameMaster\"}"),
+        "a type never ingested has no series"
+    );
+}
+
+#[tokio::test]
 async fn an_ingest_batch_with_one_bad_line_adds_nothing() {
     let s = start(4096, "", |_| {}).await;
     publish(&s.router, 2).await;
