@@ -451,48 +451,18 @@ impl Ring {
     }
 
     /// Appends a block (its `first_seq` must be the ring's next seq), evicts what no
-    /// longer fits and wakes every waiting reader.
-    ///
-    /// Small blocks are merged with the blocks before them, like the digits of a
-    /// binary counter: while the last retained block is no longer than the new one
-    /// and the two fit in one block ([`MAX_BLOCK_EVENTS`], at most an eighth of the
-    /// capacity, and [`MAX_BLOCK_BYTES`]), they become one. A quiet cluster, which
-    /// appends a block per event, so keeps a few blocks of many events rather than
-    /// one block (and its allocations) per event, and each line is copied at most
-    /// about log2(events per block) times. Readers are unaffected: they find events
-    /// by `seq`, and a batch they hold keeps its old block alive.
+    /// longer fits and wakes every waiting reader; then merges the small blocks at
+    /// the tail (see [`Ring::merge_tail`]), after the readers were woken, so that
+    /// merging never delays an event.
     pub(crate) fn append(&self, block: Block) {
         let n = block.len() as u64;
         if n == 0 {
             return;
         }
-        // Only this (the single writer's) call changes the blocks, so the tail
-        // looked at under the read lock is still there under the write lock.
-        let (block, replaced) = {
-            let st = self.state.read();
-            let mut block = block;
-            let mut replaced = 0;
-            for back in st.blocks.iter().rev() {
-                let fits = back.len() + block.len() <= self.max_block_events
-                    && back.bytes.len() + block.bytes.len() <= MAX_BLOCK_BYTES;
-                if back.first_seq < st.oldest_seq || back.len() > block.len() || !fits {
-                    break;
-                }
-                block = back.merged(&block);
-                replaced += 1;
-            }
-            (block, replaced)
-        };
         {
             let mut st = self.state.write();
-            for _ in 0..replaced {
-                if let Some(b) = st.blocks.pop_back() {
-                    st.retained_bytes -= b.bytes.len();
-                    st.next_seq -= b.len() as u64;
-                }
-            }
             debug_assert_eq!(block.first_seq, st.next_seq, "blocks must be contiguous");
-            st.next_seq += block.len() as u64;
+            st.next_seq += n;
             st.retained_bytes += block.bytes.len();
             st.blocks.push_back(Arc::new(block));
             if st.next_seq - st.oldest_seq > self.capacity {
@@ -510,6 +480,52 @@ impl Ring {
             self.last_seq.store(st.next_seq - 1, Ordering::Release);
         }
         self.notify.notify_waiters();
+        self.merge_tail();
+    }
+
+    /// Merges small blocks at the tail like the digits of a binary counter: while
+    /// the block before the last (merged) one is no longer than it, is wholly
+    /// retained, and the two fit in one block ([`MAX_BLOCK_EVENTS`], at most an
+    /// eighth of the capacity, and [`MAX_BLOCK_BYTES`]), they become one. A quiet
+    /// cluster, which appends a block per event, so keeps a few blocks of many
+    /// events rather than one block (and its allocations) per event, and each line
+    /// is copied about log2(events per block) times. Readers are unaffected: they
+    /// find events by `seq`, and a batch they hold keeps its old block alive.
+    fn merge_tail(&self) {
+        // Only the single writer (this call, from `append`) changes the blocks, so
+        // the tail looked at under the read lock is still there under the write
+        // lock; the copying happens under the read lock, while readers read.
+        let (merged, replaced) = {
+            let st = self.state.read();
+            let mut tail = st.blocks.iter().rev();
+            let Some(last) = tail.next() else {
+                return;
+            };
+            let mut merged: Option<Block> = None;
+            let mut replaced = 1;
+            for back in tail {
+                let current = merged.as_ref().unwrap_or(last);
+                let fits = back.len() + current.len() <= self.max_block_events
+                    && back.bytes.len() + current.bytes.len() <= MAX_BLOCK_BYTES;
+                if back.first_seq < st.oldest_seq || back.len() > current.len() || !fits {
+                    break;
+                }
+                merged = Some(back.merged(current));
+                replaced += 1;
+            }
+            match merged {
+                Some(m) => (m, replaced),
+                None => return,
+            }
+        };
+        let mut st = self.state.write();
+        for _ in 0..replaced {
+            if let Some(b) = st.blocks.pop_back() {
+                st.retained_bytes -= b.bytes.len();
+            }
+        }
+        st.retained_bytes += merged.bytes.len();
+        st.blocks.push_back(Arc::new(merged));
     }
 
     /// Forgets every retained event and continues at `seq` (greater than the next
