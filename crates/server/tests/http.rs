@@ -287,6 +287,18 @@ async fn an_idle_stream_gets_heartbeats_with_the_last_seq() {
     assert!(hb["ts"].as_f64().is_some_and(|t| t > 1.0e9));
 }
 
+/// The server's `/metrics` text.
+async fn metrics(url: &str) -> String {
+    client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 async fn post(url: &str, body: impl Into<reqwest::Body>, content_type: &str) -> (u16, Value) {
     let resp = client()
         .post(format!("{url}/diag/masterEvents"))
@@ -328,14 +340,7 @@ async fn ingested_events_are_counted_per_type() {
     }
     let (status, _) = post(&s.url, "{\"type\":\"nope\"}\n", "application/x-ndjson").await;
     assert_eq!(status, 400);
-    let metrics = client()
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .expect("req")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&s.url).await;
     for name in [
         "master_events_ingested_events_total{type=\"deleteBucket\"} 4\n",
         "master_events_ingested_events_total{type=\"failoverEnded\"} 2\n",
@@ -548,14 +553,7 @@ async fn schemas_cluster_metrics_and_health_answer() {
     assert_eq!(cluster["discovery"], "static");
     let mut lines = get_stream(&s.url, "?o=1").await;
     while lines.next().await.is_some() {}
-    let metrics = c
-        .get(format!("{}/metrics", s.url))
-        .send()
-        .await
-        .expect("req")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics(&s.url).await;
     for name in [
         "master_events_streamed_events_total{type=\"vbucketMoveDone\"} 4",
         "master_events_open_streams",
