@@ -121,6 +121,15 @@ impl Lines {
         let line = self.next().await?;
         Some(serde_json::from_str(&line).expect("each line is JSON"))
     }
+
+    /// The `seq` of every line left, to the end of the body.
+    async fn seqs_to_end(&mut self) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Some(v) = self.json().await {
+            seqs.push(seq(&v));
+        }
+        seqs
+    }
 }
 
 async fn get_stream(url: &str, query: &str) -> Lines {
@@ -165,10 +174,7 @@ async fn once_ends_after_the_archive() {
     let s = start(4096, "", |_| {}).await;
     publish(&s.router, 25).await;
     let mut lines = get_stream(&s.url, "?o=1").await;
-    let mut seqs = Vec::new();
-    while let Some(v) = lines.json().await {
-        seqs.push(seq(&v));
-    }
+    let seqs = lines.seqs_to_end().await;
     assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
 }
 
@@ -177,10 +183,7 @@ async fn since_resumes_exactly() {
     let s = start(4096, "", |_| {}).await;
     publish(&s.router, 30).await;
     let mut lines = get_stream(&s.url, "?since=17&o=1").await;
-    let mut seqs = Vec::new();
-    while let Some(v) = lines.json().await {
-        seqs.push(seq(&v));
-    }
+    let seqs = lines.seqs_to_end().await;
     assert_eq!(seqs, (18..=30).collect::<Vec<_>>());
 }
 
@@ -194,10 +197,7 @@ async fn a_too_old_since_gets_a_gap_frame_first() {
     assert_eq!(gap["fromSeq"], 3);
     assert_eq!(gap["toSeq"], 12);
     assert_eq!(gap["missed"], 10);
-    let mut seqs = Vec::new();
-    while let Some(v) = lines.json().await {
-        seqs.push(seq(&v));
-    }
+    let seqs = lines.seqs_to_end().await;
     assert_eq!(seqs, (13..=20).collect::<Vec<_>>());
 }
 
@@ -231,10 +231,7 @@ async fn filters_are_or_within_a_key_and_and_across_keys() {
         "?o=1&type=vbucketMoveDone,deleteBucket&bucket=default&vbucket=1,3",
     )
     .await;
-    let mut got = Vec::new();
-    while let Some(v) = lines.json().await {
-        got.push(seq(&v));
-    }
+    let got = lines.seqs_to_end().await;
     assert_eq!(got, vec![1, 5]);
     let mut lines = get_stream(&s.url, "?o=1&type=deleteBucket").await;
     assert_eq!(lines.json().await.map(|v| seq(&v)), Some(4));

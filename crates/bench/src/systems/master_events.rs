@@ -222,15 +222,7 @@ impl Server for MasterEvents {
     fn fill_retained(&self, total: u64) -> BoxFuture<'_, Result<()>> {
         async move {
             let mut p = HttpProducer::new(self.addr, &self.setup).await?;
-            let batch = self.setup.batch as u64;
-            let mut i = 0;
-            while i < total {
-                let n = batch.min(total - i);
-                p.send(i, n as usize, None).await?;
-                i += n;
-            }
-            p.finish().await?;
-            Ok(())
+            super::produce_all(&mut p, total, self.setup.batch).await
         }
         .boxed()
     }

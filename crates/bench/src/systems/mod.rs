@@ -135,6 +135,20 @@ pub trait Producer: Send {
     fn finish(&mut self) -> BoxFuture<'_, Result<(u64, u64)>>;
 }
 
+/// Sends `total` events through `p` in batches of `batch` (at least 1), then waits
+/// until all are acknowledged: how a store is filled for the memory rows.
+pub async fn produce_all(p: &mut dyn Producer, total: u64, batch: usize) -> Result<()> {
+    let batch = batch.max(1) as u64;
+    let mut i = 0;
+    while i < total {
+        let n = batch.min(total - i);
+        p.send(i, n as usize, None).await?;
+        i += n;
+    }
+    p.finish().await?;
+    Ok(())
+}
+
 /// Starts `kind`.
 pub async fn start(kind: Kind, setup: &Setup) -> Result<Box<dyn Server>> {
     Ok(match kind {
