@@ -225,11 +225,11 @@ impl Record {
         let env = &self.envelope;
         if let Some(seq) = env.seq {
             buf.extend_from_slice(b",\"seq\":");
-            write_json(buf, &seq);
+            buf.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
         }
         if let Some(ts) = env.ts {
             buf.extend_from_slice(b",\"ts\":");
-            write_json(buf, &ts);
+            ts.write_json(buf);
         }
         if let Some(origin) = &env.origin {
             buf.extend_from_slice(b",\"origin\":");
@@ -237,7 +237,7 @@ impl Record {
         }
         if let Some(origin_seq) = env.origin_seq {
             buf.extend_from_slice(b",\"originSeq\":");
-            write_json(buf, &origin_seq);
+            buf.extend_from_slice(itoa::Buffer::new().format(origin_seq).as_bytes());
         }
         let start = buf.len();
         self.event.write_fields(buf);

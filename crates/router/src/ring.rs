@@ -2,8 +2,9 @@
 //! structure.
 //!
 //! Owns: the sequenced events once the sequencer has encoded them, stored as blocks
-//! (many lines in one contiguous [`Bytes`], a 24-byte packed [`Meta`] per event and
-//! the block's distinct strings once; a reader takes the lock once per block and
+//! (many lines in one contiguous [`Bytes`], a 16-byte packed [`Meta`] per event,
+//! the block's distinct strings once, and `originSeq`s only in blocks that have
+//! them; a reader takes the lock once per block and
 //! gets a zero-copy slice of many lines), and every reader's view of them
 //! ([`Subscription`]).
 //!
@@ -90,9 +91,11 @@ pub const GAP_BEFORE_START: &str = "sequenced before this archive started";
 /// What readers and filters know about an event without parsing its line: a view
 /// that borrows its strings from the block that holds the event.
 ///
-/// In the ring each event's meta is stored packed (24 bytes with the
-/// line's end offset) and its strings once per block, so the archive costs little
-/// more than its lines; this view is built on the fly when a reader looks.
+/// In the ring each event's meta is stored packed (16 bytes with the
+/// line's end offset), its strings once per block and its `originSeq` (which only
+/// forwarded events have) in a per-block column that blocks without one leave
+/// empty, so the archive costs little more than its lines; this view is built on
+/// the fly when a reader looks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta<'a> {
     /// The event's type.
@@ -141,11 +144,10 @@ pub(crate) const NODE: usize = 1;
 pub(crate) const HOST: usize = 2;
 pub(crate) const ORIGIN: usize = 3;
 
-/// One event's [`Meta`] as the ring stores it, with where its line ends: 24 bytes.
+/// One event's [`Meta`] as the ring stores it, with where its line ends: 16 bytes
+/// (its `originSeq` is kept in [`Block::origin_seqs`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PackedMeta {
-    /// `originSeq`, 0 when absent (a present one is at least 1).
-    pub(crate) origin_seq: u64,
     /// Ids in the block's string table of bucket, node, host and origin.
     pub(crate) strings: [StringId; 4],
     /// Offset in the block's bytes one past the line's `\n`.
@@ -156,11 +158,12 @@ pub(crate) struct PackedMeta {
     pub(crate) has_vbucket: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<PackedMeta>() == 24);
+const _: () = assert!(std::mem::size_of::<PackedMeta>() == 16);
 
 impl PackedMeta {
-    /// The view of this meta, its strings looked up in `strings`.
-    fn view<'a>(&self, strings: &'a [Arc<str>]) -> Meta<'a> {
+    /// The view of this meta, its strings looked up in `strings`, with `origin_seq`
+    /// (0 when absent: a present one is at least 1).
+    fn view<'a>(&self, strings: &'a [Arc<str>], origin_seq: u64) -> Meta<'a> {
         let s = |slot: usize| strings.get(usize::from(self.strings[slot])).map(|a| &**a);
         Meta {
             event_type: self.event_type,
@@ -169,7 +172,7 @@ impl PackedMeta {
             node: s(NODE),
             host: s(HOST),
             origin: s(ORIGIN),
-            origin_seq: (self.origin_seq != 0).then_some(self.origin_seq),
+            origin_seq: (origin_seq != 0).then_some(origin_seq),
         }
     }
 }
@@ -181,12 +184,17 @@ impl PackedMeta {
 /// Invariants: `metas` is not empty; the `end`s are strictly increasing and the
 /// last is `bytes.len()`; line `i` (seq `first_seq + i`) is
 /// `bytes[metas[i-1].end..metas[i].end]` (from 0 for `i = 0`) and ends with `\n`;
-/// every string id is [`NO_STRING`] or an index of `strings`.
+/// every string id is [`NO_STRING`] or an index of `strings`; `origin_seqs` is
+/// empty or as long as `metas`.
 pub(crate) struct Block {
     pub(crate) first_seq: u64,
     pub(crate) bytes: Bytes,
     pub(crate) metas: Vec<PackedMeta>,
     pub(crate) strings: Vec<Arc<str>>,
+    /// Each event's `originSeq` (0 when it has none); empty when no event of the
+    /// block has one, as on a single node, where ingest clears them. So the 8 bytes
+    /// an event are spent only where the cluster uses them.
+    pub(crate) origin_seqs: Vec<u64>,
 }
 
 impl Block {
@@ -208,6 +216,11 @@ impl Block {
 
     fn line_end(&self, i: usize) -> usize {
         self.metas[i].end as usize
+    }
+
+    /// The `originSeq` of event `i`, 0 when it has none.
+    fn origin_seq(&self, i: usize) -> u64 {
+        self.origin_seqs.get(i).copied().unwrap_or(0)
     }
 
     /// This block followed by `next` (whose `first_seq` must be this one's
@@ -247,11 +260,20 @@ impl Block {
                 ..*m
             }
         }));
+        let origin_seqs = if self.origin_seqs.is_empty() && next.origin_seqs.is_empty() {
+            Vec::new()
+        } else {
+            (0..self.len())
+                .map(|i| self.origin_seq(i))
+                .chain((0..next.len()).map(|i| next.origin_seq(i)))
+                .collect()
+        };
         Block {
             first_seq: self.first_seq,
             bytes: Bytes::from(bytes),
             metas,
             strings,
+            origin_seqs,
         }
     }
 }
@@ -330,7 +352,7 @@ impl EventBatch {
         EventRef {
             seq: block.first_seq + i as u64,
             line: &block.bytes[block.line_start(i)..block.line_end(i)],
-            meta: block.metas[i].view(&block.strings),
+            meta: block.metas[i].view(&block.strings, block.origin_seq(i)),
         }
     }
 
@@ -713,7 +735,6 @@ mod tests {
         for i in 0..n {
             bytes.extend_from_slice(format!("{{\"seq\":{}}}\n", first_seq + i as u64).as_bytes());
             metas.push(PackedMeta {
-                origin_seq: 0,
                 strings: [NO_STRING; 4],
                 end: bytes.len() as u32,
                 vbucket: 0,
@@ -726,7 +747,28 @@ mod tests {
             bytes: Bytes::from(bytes),
             metas,
             strings: Vec::new(),
+            origin_seqs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn origin_seqs_stay_with_their_events_when_blocks_with_and_without_them_merge() {
+        let plain = block(1, 2);
+        let mut forwarded = block(3, 3);
+        forwarded.origin_seqs = vec![0, 41, 42];
+        assert!(plain.merged(&block(3, 1)).origin_seqs.is_empty());
+        let joined = plain.merged(&forwarded);
+        assert_eq!(joined.origin_seqs, [0, 0, 0, 41, 42]);
+        let seqs: Vec<Option<u64>> = (0..joined.len())
+            .map(|i| {
+                joined.metas[i]
+                    .view(&joined.strings, joined.origin_seq(i))
+                    .origin_seq
+            })
+            .collect();
+        assert_eq!(seqs, [None, None, None, Some(41), Some(42)]);
+        let back = forwarded.merged(&block(6, 2));
+        assert_eq!(back.origin_seqs, [0, 41, 42, 0, 0]);
     }
 
     fn drain(sub: &mut Subscription) -> Vec<String> {
