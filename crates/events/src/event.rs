@@ -136,12 +136,21 @@ macro_rules! catalog {
 
             /// Writes the variant's fields as a JSON object (`{...}`), without the tag.
             pub(crate) fn write_fields(&self, buf: &mut Vec<u8>) {
-                let result = match self {
-                    $(Event::$variant(v) => serde_json::to_writer(&mut *buf, v),)*
-                };
-                // Catalog structs have string keys and finite values only, and a Vec
-                // never refuses a write: serializing them cannot fail.
-                debug_assert!(result.is_ok(), "encoding a catalog struct failed");
+                match self {
+                    $(Event::$variant(v) => crate::json::write(buf, v),)*
+                }
+            }
+
+            /// Serializes the variant's fields with `serializer` (the reference the
+            /// JSON writer is tested against).
+            #[cfg(test)]
+            pub(crate) fn serialize_fields<S: serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> Result<S::Ok, S::Error> {
+                match self {
+                    $(Event::$variant(v) => serde::Serialize::serialize(v, serializer),)*
+                }
             }
 
             /// Builds the event of type `ty` from its fields.

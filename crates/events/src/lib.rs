@@ -22,6 +22,7 @@
 
 pub mod catalog;
 mod event;
+mod json;
 mod line;
 pub mod redact;
 pub mod schema;
