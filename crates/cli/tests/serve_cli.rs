@@ -91,6 +91,42 @@ fn a_bad_configuration_stops_start_up_naming_the_entry() {
     );
 }
 
+/// The names of the process's threads, from /proc.
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("list threads");
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn workers_sets_the_number_of_worker_threads_and_zero_is_refused() {
+    let mut p = spawn(&["serve", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    let url = listening_url(&mut p);
+    let (status, reply) = http(
+        &url,
+        "POST",
+        "/diag/masterEvents",
+        "{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n",
+    );
+    assert_eq!(status, 200, "{reply}");
+    let workers = thread_names(p.child.id())
+        .iter()
+        .filter(|n| n.as_str() == "tokio-rt-worker")
+        .count();
+    assert_eq!(workers, 1);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--workers") && err.contains("0"), "{err}");
+}
+
 #[test]
 fn serve_refuses_a_public_address_without_users() {
     let out = Command::new(env!("CARGO_BIN_EXE_master-events"))
