@@ -168,6 +168,11 @@ impl Compound<'_> {
 }
 
 impl<'a> Writer<'a> {
+    fn integer<I: itoa::Integer>(self, i: I) -> Result<(), Unsupported> {
+        write_int(self.buf, i);
+        Ok(())
+    }
+
     fn open(self, open: &[u8], close: &'static [u8]) -> Compound<'a> {
         self.buf.extend_from_slice(open);
         Compound {
@@ -208,55 +213,7 @@ impl<'a> ser::Serializer for Writer<'a> {
         Ok(())
     }
 
-    fn serialize_i8(self, v: i8) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_i128(self, v: i128) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
-
-    fn serialize_u128(self, v: u128) -> Result<(), Unsupported> {
-        write_int(self.buf, v);
-        Ok(())
-    }
+    integers!();
 
     fn serialize_f32(self, v: f32) -> Result<(), Unsupported> {
         serde_json::to_writer(self.buf, &v).map_err(|_| Unsupported)
@@ -389,57 +346,70 @@ impl<'a> ser::Serializer for Writer<'a> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = Unsupported;
+/// The `serialize_iN`/`serialize_uN` methods of a serializer with an `integer`
+/// method of its own.
+macro_rules! integers {
+    () => {
+        integers!(serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+            serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
+            serialize_u32: u32, serialize_u64: u64, serialize_u128: u128);
+    };
+    ($($method:ident: $ty:ty),*) => {
+        $(fn $method(self, v: $ty) -> Result<(), Unsupported> {
+            self.integer(v)
+        })*
+    };
+}
+use integers;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        self.element(value)
-    }
+/// The compound traits whose elements are written one after another (`[a,b]`).
+macro_rules! element_compounds {
+    ($($trait:ident::$method:ident),*) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = Unsupported;
 
-    fn end(self) -> Result<(), Unsupported> {
-        Compound::end(self)
-    }
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
+                self.element(value)
+            }
+
+            fn end(self) -> Result<(), Unsupported> {
+                Compound::end(self)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = Unsupported;
+element_compounds!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        self.element(value)
-    }
+/// The compound traits written as objects of named fields (`{"k":v}`).
+macro_rules! field_compounds {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = Unsupported;
 
-    fn end(self) -> Result<(), Unsupported> {
-        Compound::end(self)
-    }
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), Unsupported> {
+                self.field(key, value)
+            }
+
+            fn end(self) -> Result<(), Unsupported> {
+                Compound::end(self)
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Compound::end(self)
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Compound::end(self)
-    }
-}
+field_compounds!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
@@ -465,40 +435,6 @@ impl ser::SerializeMap for Compound<'_> {
     }
 }
 
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Compound::end(self)
-    }
-}
-
-impl ser::SerializeStructVariant for Compound<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Compound::end(self)
-    }
-}
-
 /// A map key: a string as it is, an integer or a bool quoted (as `serde_json`
 /// writes them); any other key is left to `serde_json`.
 struct KeyWriter<'a> {
@@ -506,7 +442,8 @@ struct KeyWriter<'a> {
 }
 
 impl KeyWriter<'_> {
-    fn quoted_int<I: itoa::Integer>(self, i: I) -> Result<(), Unsupported> {
+    /// A key is a string: an integer key is written quoted.
+    fn integer<I: itoa::Integer>(self, i: I) -> Result<(), Unsupported> {
         self.buf.push(b'"');
         write_int(self.buf, i);
         self.buf.push(b'"');
@@ -531,45 +468,7 @@ impl ser::Serializer for KeyWriter<'_> {
         Ok(())
     }
 
-    fn serialize_i8(self, v: i8) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_i128(self, v: i128) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
-
-    fn serialize_u128(self, v: u128) -> Result<(), Unsupported> {
-        self.quoted_int(v)
-    }
+    integers!();
 
     fn serialize_f32(self, _v: f32) -> Result<(), Unsupported> {
         Err(Unsupported)
