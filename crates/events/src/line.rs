@@ -233,7 +233,7 @@ impl Record {
         }
         if let Some(origin) = &env.origin {
             buf.extend_from_slice(b",\"origin\":");
-            write_json(buf, origin);
+            crate::json::write(buf, origin);
         }
         if let Some(origin_seq) = env.origin_seq {
             buf.extend_from_slice(b",\"originSeq\":");
@@ -264,16 +264,12 @@ fn splice_fields(buf: &mut Vec<u8>, start: usize) {
     }
 }
 
-fn write_json<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) {
-    crate::json::write(buf, value);
-}
-
 fn encode_frame<T: Serialize>(name: &str, frame: &T, buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"{\"type\":\"");
     buf.extend_from_slice(name.as_bytes());
     buf.push(b'"');
     let start = buf.len();
-    write_json(buf, frame);
+    crate::json::write(buf, frame);
     splice_fields(buf, start);
     buf.push(b'\n');
 }

@@ -41,7 +41,7 @@ pub struct ServeArgs {
     pub insecure_no_auth: bool,
     /// Worker threads for requests, streams and sequencing [default: one per CPU].
     /// Fewer workers wake each other less: on a small machine shared with its
-    /// clients, 1 gives the lowest latency at low event rates (a median about 60 µs
+    /// clients, 1 gives the lowest latency at low event rates (a median about 50 µs
     /// lower at 10,000 events/s on 2 CPUs, docs/benchmarks.md), but ingests less at
     /// full speed.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
