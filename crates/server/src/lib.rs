@@ -29,6 +29,7 @@ pub mod auth;
 pub mod hooks;
 pub mod ingest;
 pub mod metrics;
+mod repoll;
 pub mod stream;
 mod ui;
 
@@ -270,7 +271,7 @@ impl Server {
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             let conn = graceful.watch(conn.into_owned());
             tokio::spawn(async move {
-                let _ = conn.await;
+                let _ = repoll::Repoll::new(conn).await;
             });
         }
         drop(self.listener);
