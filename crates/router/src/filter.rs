@@ -27,7 +27,7 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::registry::FilterRegistration;
-use crate::ring::{EventBatch, Meta};
+use crate::ring::{EventBatch, EventRef, Meta};
 
 const TYPE_WORDS: usize = EventType::ALL.len().div_ceil(64);
 
@@ -348,17 +348,31 @@ impl EventBatch {
     /// when they are consecutive (in particular when all pass), else a copy; empty
     /// when none pass.
     pub fn select(&self, filter: &Filter) -> Bytes {
+        self.select_each(filter, |_| {})
+    }
+
+    /// [`EventBatch::select`], calling `each` with every event that passes, in
+    /// order (each event is matched against the filter once).
+    pub fn select_each(&self, filter: &Filter, mut each: impl FnMut(&EventRef<'_>)) -> Bytes {
         let (start, end) = (self.start, self.end);
         let mut first: Option<(usize, usize)> = None;
         let mut copy: Option<Vec<u8>> = None;
         let mut i = start;
         while i < end {
-            if !filter.matches(&self.event(i).meta) {
+            let event = self.event(i);
+            if !filter.matches(&event.meta) {
                 i += 1;
                 continue;
             }
+            each(&event);
             let run = i;
-            while i < end && filter.matches(&self.event(i).meta) {
+            i += 1;
+            while i < end {
+                let event = self.event(i);
+                if !filter.matches(&event.meta) {
+                    break;
+                }
+                each(&event);
                 i += 1;
             }
             match (first, copy.as_mut()) {

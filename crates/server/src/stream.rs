@@ -339,10 +339,8 @@ impl StreamBody {
                 batch.bytes()
             }
             (Format::Ndjson, Some(filter)) => {
-                for e in batch.iter().filter(|e| filter.matches(&e.meta)) {
-                    self.counts[e.meta.event_type.index()] += 1;
-                }
-                batch.select(filter)
+                let counts = &mut self.counts;
+                batch.select_each(filter, |e| counts[e.meta.event_type.index()] += 1)
             }
             (Format::Sse, filter) => {
                 let mut out = BytesMut::with_capacity(batch.bytes().len() + batch.len() * 24);

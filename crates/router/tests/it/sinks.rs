@@ -242,3 +242,25 @@ async fn event_batch_select_is_zero_copy_for_a_run() {
     assert_eq!(scattered, [lines[0], lines[5]].concat());
     assert!(batch.select(&Filter::bucket("none")).is_empty());
 }
+
+#[tokio::test]
+async fn event_batch_select_each_reports_every_selected_event_once_in_order() {
+    let router = Router::start(RouterConfig::default());
+    let records = (0..8u16)
+        .map(|i| move_done(if i % 3 == 0 { "x" } else { "b" }, i))
+        .collect();
+    router.publish_batch(records).await.expect("published");
+    let mut sub = router.subscribe(Cursor::Oldest);
+    let Some(master_events_router::Chunk::Events(batch)) = sub.try_recv() else {
+        panic!("events");
+    };
+    let mut seen = Vec::new();
+    let out = batch.select_each(&Filter::bucket("b"), |e| seen.push(e.seq));
+    assert_eq!(seen, [2, 3, 5, 6, 8]);
+    let lines: Vec<&[u8]> = batch.iter().map(|e| e.line).collect();
+    assert_eq!(
+        out,
+        [lines[1], lines[2], lines[4], lines[5], lines[7]].concat()
+    );
+    assert_eq!(out, batch.select(&Filter::bucket("b")));
+}
