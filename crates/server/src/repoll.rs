@@ -13,10 +13,13 @@
 //!
 //! Promises:
 //! - A wake-up that arrives on the polling thread while the future is being polled
-//!   is absorbed: the future is polled again at once, in the same task poll, up to
-//!   [`MAX_REPOLLS`] times, and only while tokio's cooperative budget lasts. After
-//!   that the wake-up is passed on to tokio, which yields the task as before (so a
-//!   future that keeps waking itself still lets others run).
+//!   is absorbed: the future is polled again at once, in the same task poll. At
+//!   most [`REPOLLS_PER_WAKE`] are absorbed per wake-up from outside (the socket,
+//!   another task), and only while tokio's cooperative budget lasts; after that the
+//!   wake-up is passed on to tokio, which yields the task as before. A small request
+//!   (one body chunk) so runs start to finish on one worker, while a large body,
+//!   whose every 8 KiB chunk wakes the task, still yields between chunks and leaves
+//!   the streams their turns, as it did without the wrapper.
 //! - Every other wake-up (from another task or thread) is passed on unchanged, so
 //!   nothing is lost: the task's own waker is registered on every poll and woken
 //!   through a `futures` `AtomicWaker`, which is safe against a wake racing a poll.
@@ -24,13 +27,15 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures_util::task::AtomicWaker;
 
-/// The most extra polls of one task poll: hyper's body channel needs one.
-pub const MAX_REPOLLS: usize = 3;
+/// Self wake-ups absorbed per wake-up from outside: a small ingest request has one
+/// or two (the body's data, then its end).
+pub const REPOLLS_PER_WAKE: usize = 2;
 
 thread_local! {
     /// The [`Shared`] being polled on this thread (null when none).
@@ -42,6 +47,8 @@ thread_local! {
 /// The waker handed to the inner future.
 struct Shared {
     task: AtomicWaker,
+    /// Set by a wake-up from outside the poll; taken by the next poll.
+    woken_from_outside: AtomicBool,
 }
 
 impl Wake for Shared {
@@ -54,6 +61,7 @@ impl Wake for Shared {
         if POLLING.with(|p| p.get()) == me {
             SELF_WOKEN.with(|w| w.set(true));
         } else {
+            self.woken_from_outside.store(true, Ordering::Release);
             self.task.wake();
         }
     }
@@ -64,6 +72,8 @@ pub struct Repoll<F> {
     inner: Pin<Box<F>>,
     shared: Arc<Shared>,
     waker: Waker,
+    /// Self wake-ups that may still be absorbed before the next outside wake-up.
+    repolls_left: usize,
 }
 
 impl<F: Future> Repoll<F> {
@@ -71,12 +81,15 @@ impl<F: Future> Repoll<F> {
     pub fn new(inner: F) -> Repoll<F> {
         let shared = Arc::new(Shared {
             task: AtomicWaker::new(),
+            woken_from_outside: AtomicBool::new(false),
         });
         let waker = Waker::from(Arc::clone(&shared));
         Repoll {
             inner: Box::pin(inner),
             shared,
             waker,
+            // The first poll (the task was just spawned) counts as woken from outside.
+            repolls_left: REPOLLS_PER_WAKE,
         }
     }
 }
@@ -100,13 +113,15 @@ impl<F: Future> Future for Repoll<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
         this.shared.task.register(cx.waker());
+        if this.shared.woken_from_outside.swap(false, Ordering::AcqRel) {
+            this.repolls_left = REPOLLS_PER_WAKE;
+        }
         let me: *const Shared = Arc::as_ptr(&this.shared);
         let _marks = Marks {
             polling: POLLING.with(|p| p.replace(me)),
             self_woken: SELF_WOKEN.with(|w| w.replace(false)),
         };
         let mut inner_cx = Context::from_waker(&this.waker);
-        let mut polls = 0;
         loop {
             if let Poll::Ready(out) = this.inner.as_mut().poll(&mut inner_cx) {
                 return Poll::Ready(out);
@@ -114,12 +129,12 @@ impl<F: Future> Future for Repoll<F> {
             if !SELF_WOKEN.with(|w| w.replace(false)) {
                 return Poll::Pending;
             }
-            polls += 1;
-            if polls > MAX_REPOLLS || !tokio::task::coop::has_budget_remaining() {
+            if this.repolls_left == 0 || !tokio::task::coop::has_budget_remaining() {
                 // Hand the wake-up to tokio: the task yields and runs again later.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            this.repolls_left -= 1;
         }
     }
 }
@@ -127,7 +142,7 @@ impl<F: Future> Future for Repoll<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
 
     /// A waker that counts its wake-ups.
@@ -210,12 +225,45 @@ mod tests {
         let (count, waker) = counting();
         let out = Pin::new(&mut f).poll(&mut Context::from_waker(&waker));
         assert_eq!(out, Poll::Pending);
-        assert_eq!(polls.load(Ordering::SeqCst), MAX_REPOLLS + 1);
+        assert_eq!(polls.load(Ordering::SeqCst), REPOLLS_PER_WAKE + 1);
         assert_eq!(
             count.0.load(Ordering::SeqCst),
             1,
             "the last wake-up goes to the runtime, so the task runs again"
         );
+        // Polled again for that yield, not for anything from outside: no re-poll.
+        let out = Pin::new(&mut f).poll(&mut Context::from_waker(&waker));
+        assert_eq!(out, Poll::Pending);
+        assert_eq!(polls.load(Ordering::SeqCst), REPOLLS_PER_WAKE + 2);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_wake_from_outside_renews_the_repolls() {
+        let slot = Arc::new(Mutex::new(None));
+        let polls = Arc::new(AtomicUsize::new(0));
+        // Wakes itself on every poll, and keeps its waker for the test to wake.
+        struct Both(Arc<Mutex<Option<Waker>>>, Arc<AtomicUsize>);
+        impl Future for Both {
+            type Output = ();
+            fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut slot) = self.0.lock() {
+                    *slot = Some(cx.waker().clone());
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+        let mut f = Repoll::new(Both(Arc::clone(&slot), Arc::clone(&polls)));
+        let (_count, waker) = counting();
+        let _ = Pin::new(&mut f).poll(&mut Context::from_waker(&waker));
+        let _ = Pin::new(&mut f).poll(&mut Context::from_waker(&waker));
+        assert_eq!(polls.load(Ordering::SeqCst), REPOLLS_PER_WAKE + 2);
+        let inner = slot.lock().ok().and_then(|s| s.clone());
+        inner.expect("the inner future kept its waker").wake();
+        let _ = Pin::new(&mut f).poll(&mut Context::from_waker(&waker));
+        assert_eq!(polls.load(Ordering::SeqCst), 2 * REPOLLS_PER_WAKE + 3);
     }
 
     #[test]
