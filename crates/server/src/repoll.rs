@@ -67,13 +67,18 @@ impl Wake for Shared {
     }
 }
 
-/// A future polled again, within the same task poll, when it wakes itself.
-pub struct Repoll<F> {
-    inner: Pin<Box<F>>,
-    shared: Arc<Shared>,
-    waker: Waker,
-    /// Self wake-ups that may still be absorbed before the next outside wake-up.
-    repolls_left: usize,
+pin_project_lite::pin_project! {
+    /// A future polled again, within the same task poll, when it wakes itself.
+    pub struct Repoll<F> {
+        // Inline, not boxed: one allocation less per connection (idle streams are
+        // counted in kilobytes).
+        #[pin]
+        inner: F,
+        shared: Arc<Shared>,
+        waker: Waker,
+        // Self wake-ups that may still be absorbed before the next outside wake-up.
+        repolls_left: usize,
+    }
 }
 
 impl<F: Future> Repoll<F> {
@@ -85,7 +90,7 @@ impl<F: Future> Repoll<F> {
         });
         let waker = Waker::from(Arc::clone(&shared));
         Repoll {
-            inner: Box::pin(inner),
+            inner,
             shared,
             waker,
             // The first poll (the task was just spawned) counts as woken from outside.
@@ -111,17 +116,17 @@ impl<F: Future> Future for Repoll<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.get_mut();
+        let mut this = self.project();
         this.shared.task.register(cx.waker());
         if this.shared.woken_from_outside.swap(false, Ordering::AcqRel) {
-            this.repolls_left = REPOLLS_PER_WAKE;
+            *this.repolls_left = REPOLLS_PER_WAKE;
         }
-        let me: *const Shared = Arc::as_ptr(&this.shared);
+        let me: *const Shared = Arc::as_ptr(this.shared);
         let _marks = Marks {
             polling: POLLING.with(|p| p.replace(me)),
             self_woken: SELF_WOKEN.with(|w| w.replace(false)),
         };
-        let mut inner_cx = Context::from_waker(&this.waker);
+        let mut inner_cx = Context::from_waker(this.waker);
         loop {
             if let Poll::Ready(out) = this.inner.as_mut().poll(&mut inner_cx) {
                 return Poll::Ready(out);
@@ -129,12 +134,12 @@ impl<F: Future> Future for Repoll<F> {
             if !SELF_WOKEN.with(|w| w.replace(false)) {
                 return Poll::Pending;
             }
-            if this.repolls_left == 0 || !tokio::task::coop::has_budget_remaining() {
+            if *this.repolls_left == 0 || !tokio::task::coop::has_budget_remaining() {
                 // Hand the wake-up to tokio: the task yields and runs again later.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            this.repolls_left -= 1;
+            *this.repolls_left -= 1;
         }
     }
 }
