@@ -40,10 +40,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub insecure_no_auth: bool,
     /// Worker threads for requests, streams and sequencing [default: one per CPU].
-    /// Fewer workers wake each other less: on a small machine shared with its
-    /// clients, 1 gives the lowest latency at low event rates (a median about 50 µs
-    /// lower at 10,000 events/s on 2 CPUs, docs/benchmarks.md), but ingests less at
-    /// full speed.
+    /// Fewer leave CPUs to other processes and ingest less at full speed; at low
+    /// event rates latency is about the same (at 10,000 events/s on 2 CPUs, 1 worker
+    /// had a median 10-20 µs lower, docs/benchmarks.md).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// How this node learns who the master is: `static` (--master names it; a lone
