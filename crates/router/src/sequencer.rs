@@ -19,9 +19,10 @@
 //!   stops growing once past [`MAX_BLOCK_BYTES`].
 //! - Publishers never wait for readers: the ingress is the only thing they wait for,
 //!   and only `publish_batch` waits (the emitter's `note` drops, counts and warns
-//!   when the ingress is full). After a drain that filled no block, the sequencer
-//!   yields once between waking readers and answering publishers, so that on a
-//!   quiet server the readers' writes go out first, on the same worker.
+//!   when the ingress is full). After a drain that filled no block, with few
+//!   readers, the sequencer yields once between waking readers and answering
+//!   publishers, so that on a quiet server the readers' writes go out first, on the
+//!   same worker.
 //! - On close, everything already queued is sequenced before the ring is closed.
 //! - Duplicates from a re-sending origin are dropped here: a record that carries
 //!   `origin` and `originSeq` is sequenced only if its `originSeq` is above the
@@ -57,6 +58,10 @@ pub const MAX_BLOCK_EVENTS: usize = 1024;
 /// room for the line that fills it, a block's buffer is exactly 64 KiB, a size
 /// allocators serve without rounding up.
 pub const MAX_BLOCK_BYTES: usize = 63 * 1024;
+/// After a small drain, the sequencer lets readers write before it answers
+/// publishers only when there are at most this many (see `Sequencer::run`): at
+/// K=100 the wait behind 100 writes raised the publishers' latency (docs/benchmarks.md).
+const YIELD_MAX_READERS: usize = 16;
 /// Under load, the clock is read once per this many events (see `Sequencer::push`).
 const CLOCK_EVERY: u32 = 32;
 /// The shared string cache of [`BlockStrings`] forgets everything past this many.
@@ -506,8 +511,12 @@ impl Sequencer {
                     // would wake a parked worker on another CPU to take one of them,
                     // which in a VM costs tens of microseconds of the CPU the
                     // reader's client needs. A drain that filled blocks has yielded
-                    // already.
-                    if !replies.is_empty() && !filled_a_block {
+                    // already; with many readers, the publishers would wait behind
+                    // all of their writes, so they are answered first.
+                    if !replies.is_empty()
+                        && !filled_a_block
+                        && self.ring.subscribers() <= YIELD_MAX_READERS
+                    {
                         tokio::task::yield_now().await;
                     }
                     for (reply, range) in replies.drain(..) {
