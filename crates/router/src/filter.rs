@@ -357,33 +357,35 @@ impl EventBatch {
         let (start, end) = (self.start, self.end);
         let mut first: Option<(usize, usize)> = None;
         let mut copy: Option<Vec<u8>> = None;
-        let mut i = start;
-        while i < end {
-            let event = self.event(i);
-            if !filter.matches(&event.meta) {
-                i += 1;
-                continue;
-            }
-            each(&event);
-            let run = i;
-            i += 1;
-            while i < end {
+        // The start of the run of passing events being walked, if any.
+        let mut run: Option<usize> = None;
+        for i in start..=end {
+            let passes = i < end && {
                 let event = self.event(i);
-                if !filter.matches(&event.meta) {
-                    break;
+                let passes = filter.matches(&event.meta);
+                if passes {
+                    each(&event);
                 }
-                each(&event);
-                i += 1;
-            }
+                passes
+            };
+            let from = match (passes, run) {
+                (true, None) => {
+                    run = Some(i);
+                    continue;
+                }
+                (false, Some(from)) => from,
+                _ => continue,
+            };
+            run = None;
             match (first, copy.as_mut()) {
-                (None, _) => first = Some((run, i)),
+                (None, _) => first = Some((from, i)),
                 (Some((a, b)), None) => {
                     let mut v = Vec::with_capacity(self.slice(a, b).len() * 2);
                     v.extend_from_slice(&self.slice(a, b));
-                    v.extend_from_slice(&self.slice(run, i));
+                    v.extend_from_slice(&self.slice(from, i));
                     copy = Some(v);
                 }
-                (Some(_), Some(v)) => v.extend_from_slice(&self.slice(run, i)),
+                (Some(_), Some(v)) => v.extend_from_slice(&self.slice(from, i)),
             }
         }
         match (first, copy) {
