@@ -88,6 +88,13 @@ struct Args {
     /// Ingest requests (this project) or XADD batches (Redis) in flight at once.
     #[arg(long, default_value_t = 2)]
     window: usize,
+    /// Measure every throughput and latency row this many times, the systems taking
+    /// turns within each round. The report then leads with each system's median row
+    /// and the range over the rounds (the figures of one row move a lot on a shared
+    /// VM); every round's row is listed below it and kept in the JSON. Memory rows
+    /// run once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
     /// The markdown report.
     #[arg(long, default_value = "target/bench/results.md")]
     out_md: PathBuf,
@@ -234,6 +241,7 @@ async fn run(args: Args) -> Result<()> {
             idle_connections,
             batch: args.batch,
             window: setup.window,
+            repeat: args.repeat as usize,
             nofile,
         },
         throughput: Vec::new(),
@@ -266,63 +274,76 @@ async fn run(args: Args) -> Result<()> {
             });
         };
     let pause = Duration::from_millis(500);
+    let repeat = args.repeat as usize;
+    // (K, round, system): each K's rounds together, the systems taking turns.
+    let mut plan: Vec<(usize, usize, Kind)> = Vec::new();
+    for &k in &readers {
+        for round in 1..=repeat {
+            plan.extend(args.systems.iter().map(|&kind| (k, round, kind)));
+        }
+    }
+    let of_rounds = |round: usize| {
+        if repeat > 1 {
+            format!(" (round {round} of {repeat})")
+        } else {
+            String::new()
+        }
+    };
 
     if args.scenarios.contains(&Scenario::Throughput) {
-        for &k in &readers {
-            for &kind in &args.systems {
-                eprintln!("throughput: {} with {k} readers", kind.name());
-                match scenarios::throughput(
-                    kind,
-                    &setup,
-                    k,
-                    Duration::from_secs_f64(throughput_secs),
-                )
+        for &(k, round, kind) in &plan {
+            eprintln!(
+                "throughput: {} with {k} readers{}",
+                kind.name(),
+                of_rounds(round)
+            );
+            match scenarios::throughput(kind, &setup, k, Duration::from_secs_f64(throughput_secs))
                 .await
-                {
-                    Ok(row) => {
-                        eprintln!(
-                            "  producer {:.0} ev/s, delivered {:.0} ev/s, lost {}, other CPU {:.2}",
-                            row.producer_eps, row.delivered_eps, row.lost, row.other_cpu
-                        );
-                        results.throughput.push(row);
-                    }
-                    Err(e) => fail(&mut results, "throughput", kind, Some(k), e),
+            {
+                Ok(mut row) => {
+                    eprintln!(
+                        "  producer {:.0} ev/s, delivered {:.0} ev/s, lost {}, other CPU {:.2}",
+                        row.producer_eps, row.delivered_eps, row.lost, row.other_cpu
+                    );
+                    row.round = round;
+                    results.throughput.push(row);
                 }
-                out(&mut results)?;
-                tokio::time::sleep(pause).await;
+                Err(e) => fail(&mut results, "throughput", kind, Some(k), e),
             }
+            out(&mut results)?;
+            tokio::time::sleep(pause).await;
         }
     }
     if args.scenarios.contains(&Scenario::Latency) {
-        for &k in &readers {
-            for &kind in &args.systems {
-                eprintln!(
-                    "latency: {} with {k} readers at {} ev/s",
-                    kind.name(),
-                    args.latency_rate
-                );
-                match scenarios::latency(
-                    kind,
-                    &setup,
-                    k,
-                    args.latency_rate,
-                    Duration::from_secs_f64(latency_secs),
-                    Duration::from_secs_f64(warmup_secs),
-                )
-                .await
-                {
-                    Ok(row) => {
-                        eprintln!(
-                            "  p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs, lost {}, other CPU {:.2}",
-                            row.p50_us, row.p99_us, row.max_us, row.lost, row.other_cpu
-                        );
-                        results.latency.push(row);
-                    }
-                    Err(e) => fail(&mut results, "latency", kind, Some(k), e),
+        for &(k, round, kind) in &plan {
+            eprintln!(
+                "latency: {} with {k} readers at {} ev/s{}",
+                kind.name(),
+                args.latency_rate,
+                of_rounds(round)
+            );
+            match scenarios::latency(
+                kind,
+                &setup,
+                k,
+                args.latency_rate,
+                Duration::from_secs_f64(latency_secs),
+                Duration::from_secs_f64(warmup_secs),
+            )
+            .await
+            {
+                Ok(mut row) => {
+                    eprintln!(
+                        "  p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs, lost {}, other CPU {:.2}",
+                        row.p50_us, row.p99_us, row.max_us, row.lost, row.other_cpu
+                    );
+                    row.round = round;
+                    results.latency.push(row);
                 }
-                out(&mut results)?;
-                tokio::time::sleep(pause).await;
+                Err(e) => fail(&mut results, "latency", kind, Some(k), e),
             }
+            out(&mut results)?;
+            tokio::time::sleep(pause).await;
         }
     }
     if args.scenarios.contains(&Scenario::Memory) {

@@ -5,7 +5,11 @@
 //!
 //! Promises: a row that failed is listed with its error, never dropped; every
 //! comparison column is "this row ÷ the best other system in the same row group",
-//! with the direction (higher or lower is better) in its heading.
+//! with the direction (higher or lower is better) in its heading. With several
+//! rounds (`--repeat`), each system's figures are its median row (for an even
+//! count, the worse of the two middle rows), compared with the other systems'
+//! medians, next to the range over the rounds; losses are summed over all rounds,
+//! so a loss in any round shows; every round's row is listed as well.
 
 use std::fmt::Write as _;
 
@@ -39,6 +43,8 @@ pub struct Settings {
     pub batch: usize,
     /// Requests / batches in flight.
     pub window: usize,
+    /// Rounds of every throughput and latency row (`--repeat`).
+    pub repeat: usize,
     /// The soft open-file limit after raising it.
     pub nofile: u64,
 }
@@ -136,7 +142,187 @@ fn vs_best(mine: f64, others: &[f64], higher_is_better: bool) -> String {
     format!("{:.2}×", mine / best)
 }
 
+/// The rows of one group (same system, same K), in the order they ran.
+fn group<T>(rows: &[T], of: impl Fn(&T) -> (Kind, usize), key: (Kind, usize)) -> Vec<&T> {
+    rows.iter().filter(|r| of(r) == key).collect()
+}
+
+/// The distinct (system, K) groups of `rows`, in the order they first ran, sorted by K.
+fn groups<T>(rows: &[T], of: impl Fn(&T) -> (Kind, usize)) -> Vec<(Kind, usize)> {
+    let mut keys: Vec<(Kind, usize)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&of(r)) {
+            keys.push(of(r));
+        }
+    }
+    keys.sort_by_key(|&(_, k)| k);
+    keys
+}
+
+/// The median of `rows` by `key`: the middle row when they are ordered best first,
+/// and for an even count the worse of the two middle rows. A figure that is not a
+/// number counts as the worst.
+fn median_row<'a, T>(
+    rows: &[&'a T],
+    key: impl Fn(&T) -> f64,
+    higher_is_better: bool,
+) -> Option<&'a T> {
+    let worst = if higher_is_better {
+        f64::NEG_INFINITY
+    } else {
+        f64::INFINITY
+    };
+    let mut sorted: Vec<(f64, &'a T)> = rows
+        .iter()
+        .map(|&r| (Some(key(r)).filter(|v| !v.is_nan()).unwrap_or(worst), r))
+        .collect();
+    sorted.sort_by(|a, b| {
+        if higher_is_better {
+            b.0.total_cmp(&a.0)
+        } else {
+            a.0.total_cmp(&b.0)
+        }
+    });
+    sorted.get(sorted.len() / 2).map(|&(_, r)| r)
+}
+
+/// `lo–hi` of `values` with `fmt`, or `–` when none is a number.
+fn range(values: impl Iterator<Item = f64>, fmt: fn(f64) -> String) -> String {
+    let finite: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if finite.is_empty() {
+        "–".into()
+    } else {
+        format!("{}–{}", fmt(lo), fmt(hi))
+    }
+}
+
 impl Results {
+    /// Whether the report summarizes several rounds.
+    fn rounds(&self) -> bool {
+        self.settings.repeat > 1
+    }
+
+    /// The heading of the round column of a per-row table, when there are rounds.
+    fn round_heading(&self) -> &'static str {
+        if self.rounds() {
+            "round | "
+        } else {
+            ""
+        }
+    }
+
+    /// The alignment cell of the round column, when there are rounds.
+    fn round_rule(&self) -> &'static str {
+        if self.rounds() {
+            "---:|"
+        } else {
+            ""
+        }
+    }
+
+    /// A row's round cell, when there are rounds.
+    fn round_cell(&self, round: usize) -> String {
+        if self.rounds() {
+            format!("{round} | ")
+        } else {
+            String::new()
+        }
+    }
+
+    /// Medians of the throughput rows over the rounds.
+    fn throughput_summary(&self, s: &mut String) {
+        let of = |r: &ThroughputRow| (r.system, r.readers);
+        let key = |r: &ThroughputRow| r.delivered_eps;
+        let keys = groups(&self.throughput, of);
+        let medians: Vec<((Kind, usize), Option<&ThroughputRow>)> = keys
+            .iter()
+            .map(|&g| (g, median_row(&group(&self.throughput, of, g), key, true)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "Medians of {} rounds (the systems took turns within each round):\n",
+            self.settings.repeat
+        );
+        let _ = writeln!(
+            s,
+            "| K | system | rounds | delivered ev/s, median | range | median ÷ best other median (higher is better) | producer ev/s | lost, all rounds (announced / silent / undelivered) | CPU s: server / harness |"
+        );
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---|---:|");
+        for &((system, k), median) in &medians {
+            let rows = group(&self.throughput, of, (system, k));
+            let Some(m) = median else { continue };
+            let others: Vec<f64> = medians
+                .iter()
+                .filter(|((o, ok), _)| *ok == k && *o != system)
+                .filter_map(|(_, r)| r.map(key))
+                .collect();
+            let sum = |f: fn(&ThroughputRow) -> u64| rows.iter().map(|r| f(r)).sum::<u64>();
+            let _ = writeln!(
+                s,
+                "| {k} | {} | {} | {} | {} | {} | {} | {} ({} / {} / {}) | {:.1} / {:.1} |",
+                system.name(),
+                rows.len(),
+                eps(m.delivered_eps),
+                range(rows.iter().map(|r| r.delivered_eps), eps),
+                vs_best(m.delivered_eps, &others, true),
+                eps(m.producer_eps),
+                sum(|r| r.lost),
+                sum(|r| r.totals.announced),
+                sum(|r| r.totals.silent),
+                sum(|r| r.totals.undelivered),
+                m.server_cpu_secs,
+                m.harness_cpu_secs,
+            );
+        }
+        let _ = writeln!(s, "\nEvery round:\n");
+    }
+
+    /// Medians of the latency rows over the rounds.
+    fn latency_summary(&self, s: &mut String) {
+        let of = |r: &LatencyRow| (r.system, r.readers);
+        let key = |r: &LatencyRow| r.p99_us;
+        let keys = groups(&self.latency, of);
+        let medians: Vec<((Kind, usize), Option<&LatencyRow>)> = keys
+            .iter()
+            .map(|&g| (g, median_row(&group(&self.latency, of, g), key, false)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "Medians of {} rounds by p99 (the systems took turns within each round):\n",
+            self.settings.repeat
+        );
+        let _ = writeln!(
+            s,
+            "| K | system | rounds | p99, median | range | median ÷ best other median (lower is better) | p50 | p99.9 | max, all rounds | lost, all rounds |"
+        );
+        let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for &((system, k), median) in &medians {
+            let rows = group(&self.latency, of, (system, k));
+            let Some(m) = median else { continue };
+            let others: Vec<f64> = medians
+                .iter()
+                .filter(|((o, ok), _)| *ok == k && *o != system)
+                .filter_map(|(_, r)| r.map(key))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {k} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                system.name(),
+                rows.len(),
+                us(m.p99_us),
+                range(rows.iter().map(|r| r.p99_us), us),
+                vs_best(m.p99_us, &others, false),
+                us(m.p50_us),
+                us(m.p999_us),
+                us(rows.iter().map(|r| r.max_us).fold(f64::NAN, f64::max)),
+                rows.iter().map(|r| r.lost).sum::<u64>(),
+            );
+        }
+        let _ = writeln!(s, "\nEvery round:\n");
+    }
+
     /// The report as markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
@@ -186,22 +372,33 @@ impl Results {
                  (a hole nobody announced) / undelivered (still missing at the end).\n",
                 st.throughput_secs, st.batch, st.window
             );
+            if self.rounds() {
+                self.throughput_summary(&mut s);
+            }
             let _ = writeln!(
                 s,
-                "| K | system | producer ev/s | delivered ev/s | delivered ÷ best other (higher is better) | lost (announced / silent / undelivered) | CPU s: server / harness | other CPU |"
+                "| {}K | system | producer ev/s | delivered ev/s | delivered ÷ best other (higher is better) | lost (announced / silent / undelivered) | CPU s: server / harness | other CPU |",
+                self.round_heading()
             );
-            let _ = writeln!(s, "|---:|---|---:|---:|---:|---|---:|---:|");
+            let _ = writeln!(
+                s,
+                "|{}---:|---|---:|---:|---:|---|---:|---:|",
+                self.round_rule()
+            );
             for r in &self.throughput {
                 let others: Vec<f64> = self
                     .throughput
                     .iter()
-                    .filter(|o| o.readers == r.readers && o.system != r.system)
+                    .filter(|o| {
+                        o.readers == r.readers && o.round == r.round && o.system != r.system
+                    })
                     .map(|o| o.delivered_eps)
                     .collect();
                 let t = &r.totals;
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} ({} / {} / {}) | {:.1} / {:.1} | {:.2} |",
+                    "| {}{} | {} | {} | {} | {} | {} ({} / {} / {}) | {:.1} / {:.1} | {:.2} |",
+                    self.round_cell(r.round),
                     r.readers,
                     r.system.name(),
                     eps(r.producer_eps),
@@ -230,24 +427,32 @@ impl Results {
                 st.latency_secs,
                 st.warmup_secs
             );
+            if self.rounds() {
+                self.latency_summary(&mut s);
+            }
             let _ = writeln!(
                 s,
-                "| K | system | achieved ev/s | samples | p50 | p99 | p99.9 | max | p99 ÷ best other (lower is better) | lost | CPU s: server / harness | other CPU |"
+                "| {}K | system | achieved ev/s | samples | p50 | p99 | p99.9 | max | p99 ÷ best other (lower is better) | lost | CPU s: server / harness | other CPU |",
+                self.round_heading()
             );
             let _ = writeln!(
                 s,
-                "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "|{}---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                self.round_rule()
             );
             for r in &self.latency {
                 let others: Vec<f64> = self
                     .latency
                     .iter()
-                    .filter(|o| o.readers == r.readers && o.system != r.system)
+                    .filter(|o| {
+                        o.readers == r.readers && o.round == r.round && o.system != r.system
+                    })
                     .map(|o| o.p99_us)
                     .collect();
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} / {:.1} | {:.2} |",
+                    "| {}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} / {:.1} | {:.2} |",
+                    self.round_cell(r.round),
                     r.readers,
                     r.system.name(),
                     eps(r.achieved_eps),
@@ -362,6 +567,7 @@ impl Results {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tally::Totals;
 
     #[test]
     fn ratios_point_the_right_way() {
@@ -369,6 +575,136 @@ mod tests {
         assert_eq!(vs_best(2.0, &[1.0, 4.0], false), "2.00×");
         assert_eq!(vs_best(2.0, &[], true), "–");
         assert_eq!(vs_best(2.0, &[f64::NAN], true), "–");
+    }
+
+    #[test]
+    fn median_row_is_the_middle_and_the_worse_of_two_middles() {
+        let v = [1.0, 3.0, 2.0];
+        let rows: Vec<&f64> = v.iter().collect();
+        assert_eq!(median_row(&rows, |x| *x, true), Some(&2.0));
+        assert_eq!(median_row(&rows, |x| *x, false), Some(&2.0));
+        let two = [1.0, 2.0];
+        let rows: Vec<&f64> = two.iter().collect();
+        assert_eq!(median_row(&rows, |x| *x, true), Some(&1.0));
+        assert_eq!(median_row(&rows, |x| *x, false), Some(&2.0));
+        let nan = [f64::NAN, 5.0, 6.0];
+        let rows: Vec<&f64> = nan.iter().collect();
+        assert_eq!(median_row(&rows, |x| *x, true), Some(&5.0));
+        assert_eq!(median_row(&rows, |x| *x, false), Some(&6.0));
+        assert_eq!(median_row::<f64>(&[], |x| *x, true), None);
+    }
+
+    fn results(repeat: usize) -> Results {
+        Results {
+            command: "master-events-bench".into(),
+            started_unix: 0,
+            elapsed_secs: 1.0,
+            machine: Machine {
+                cpus: 2,
+                cpu_model: "test".into(),
+                mem_gib: 1.0,
+                kernel: "6".into(),
+                redis_version: None,
+                nats_version: None,
+            },
+            loadavg_start: String::new(),
+            loadavg_end: String::new(),
+            mix: MixSummary {
+                events: 1,
+                types: 1,
+                mean_line_bytes: 200.0,
+                min_line_bytes: 200,
+                max_line_bytes: 200,
+                stamped_fraction: 0.2,
+            },
+            settings: Settings {
+                quick: false,
+                throughput_secs: 1.0,
+                latency_secs: 1.0,
+                warmup_secs: 0.1,
+                readers: vec![1],
+                latency_eps: 10_000.0,
+                retain: 10,
+                idle_connections: 10,
+                batch: 10,
+                window: 2,
+                repeat,
+                nofile: 1024,
+            },
+            throughput: Vec::new(),
+            latency: Vec::new(),
+            retained: Vec::new(),
+            idle: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn throughput(system: Kind, round: usize, delivered: f64, silent: u64) -> ThroughputRow {
+        ThroughputRow {
+            system,
+            round,
+            readers: 1,
+            produce_secs: 1.0,
+            produced: 100,
+            producer_eps: delivered,
+            totals: Totals {
+                silent,
+                ..Totals::default()
+            },
+            delivered_eps: delivered,
+            lost: silent,
+            other_cpu: 0.0,
+            server_cpu_secs: 1.0,
+            harness_cpu_secs: 1.0,
+            load1: 0.0,
+        }
+    }
+
+    #[test]
+    fn rounds_lead_with_each_systems_median_and_sum_losses_over_all_rounds() {
+        let mut r = results(3);
+        for (round, me, nats, lost) in [
+            (1, 1.2e6, 0.9e6, 0),
+            (2, 0.8e6, 1.0e6, 7),
+            (3, 1.0e6, 0.5e6, 0),
+        ] {
+            r.throughput
+                .push(throughput(Kind::MasterEvents, round, me, 0));
+            r.throughput.push(throughput(Kind::Nats, round, nats, lost));
+        }
+        let md = r.markdown();
+        let line = |system: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| 1 | {system} | 3 |")))
+                .unwrap_or_else(|| panic!("no summary line for {system} in\n{md}"))
+                .to_owned()
+        };
+        // master-events: median 1.00 M of 0.8–1.2 M, against NATS's median 0.9 M.
+        assert!(
+            line("master-events").contains("| 1.00 M | 800 k–1.20 M | 1.11× |"),
+            "{md}"
+        );
+        // NATS lost 7 in one round: the summary shows it although its median round lost none.
+        assert!(line("nats").contains("| 7 (0 / 7 / 0) |"), "{md}");
+        // Every round is listed too, each compared with the same round's other system.
+        assert!(
+            md.contains("| 2 | 1 | master-events | 800 k | 800 k | 0.80× |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn one_round_keeps_the_plain_table() {
+        let mut r = results(1);
+        r.throughput
+            .push(throughput(Kind::MasterEvents, 1, 1.2e6, 0));
+        r.throughput.push(throughput(Kind::Nats, 1, 0.6e6, 0));
+        let md = r.markdown();
+        assert!(!md.contains("Medians of"), "{md}");
+        assert!(
+            md.contains("| 1 | master-events | 1.20 M | 1.20 M | 2.00× |"),
+            "{md}"
+        );
     }
 
     #[test]

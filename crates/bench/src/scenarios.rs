@@ -44,6 +44,8 @@ const CONNECT_CONCURRENCY: usize = 128;
 pub struct ThroughputRow {
     /// The system.
     pub system: Kind,
+    /// Which round of `--repeat` (1-based).
+    pub round: usize,
     /// Stream readers.
     pub readers: usize,
     /// How long the producer ran, seconds.
@@ -73,6 +75,8 @@ pub struct ThroughputRow {
 pub struct LatencyRow {
     /// The system.
     pub system: Kind,
+    /// Which round of `--repeat` (1-based).
+    pub round: usize,
     /// Stream readers.
     pub readers: usize,
     /// Offered load, events/s.
@@ -383,6 +387,7 @@ pub async fn throughput(
     let window = run.totals.last_receipt_ns.saturating_sub(p.started_ns) as f64 / 1e9;
     Ok(ThroughputRow {
         system: kind,
+        round: 1,
         readers: k,
         produce_secs,
         produced: p.events,
@@ -430,6 +435,7 @@ pub async fn latency(
     };
     Ok(LatencyRow {
         system: kind,
+        round: 1,
         readers: k,
         offered_eps: eps,
         achieved_eps: p.events as f64 / secs.max(1e-9),
