@@ -12,8 +12,16 @@
 //!   over the limit (checked against `Content-Length` before reading, and while
 //!   reading for bodies that do not say or lie); 415 for a content type other than
 //!   NDJSON/JSON; nothing already archived is touched by a refused request.
+//!
+//! With `?stream=1` a request is a feed instead: a body of any length whose lines
+//! are taken as they arrive, a run of whole lines at a time ([`LineBatcher`]), each
+//! run all-or-nothing like a request. A producer that sends events continuously
+//! gets no reply per batch (the reply comes when the body ends), which is what a
+//! reply per batch costs at low rates: see docs/benchmarks.md. A bad line ends the
+//! feed: every line before it is taken, it and the rest are not, and the refusal
+//! says so (`accepted`); one line longer than the size limit ends it with 413.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use master_events_events::{Envelope, Record};
 use serde::Serialize;
 
@@ -93,6 +101,12 @@ fn presize(body: &[u8]) -> usize {
 /// Parses every non-blank line of `body` into records with empty envelopes, or
 /// says which line is wrong.
 pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
+    parse_lines(body, 1)
+}
+
+/// As [`parse_body`], for lines that continue a longer input: the first line of
+/// `body` is line `first_line` (1-based) of it, and a refusal names that number.
+pub fn parse_lines(body: &[u8], first_line: usize) -> Result<Vec<Record>, Refusal> {
     let mut records = Vec::with_capacity(presize(body));
     for (i, line) in lines(body) {
         if line.iter().all(u8::is_ascii_whitespace) {
@@ -104,15 +118,104 @@ pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
                 records.push(rec);
             }
             Err(e) => {
+                let n = first_line + i;
                 return Err(Refusal {
-                    error: format!("line {}: {e}", i + 1),
-                    line: Some(i + 1),
+                    error: format!("line {n}: {e}"),
+                    line: Some(n),
                     field: e.field().map(str::to_owned),
-                })
+                });
             }
         }
     }
     Ok(records)
+}
+
+/// The first `n` lines of `body`, with their line ends (all of it when it has
+/// fewer).
+pub fn first_lines(body: &[u8], n: usize) -> &[u8] {
+    match n.checked_sub(1) {
+        None => &body[..0],
+        Some(last) => match memchr::memchr_iter(b'\n', body).nth(last) {
+            Some(end) => &body[..=end],
+            None => body,
+        },
+    }
+}
+
+/// The 0-based index of the first line of `body` longer than `limit` bytes (its
+/// line end not counted), if any.
+pub fn first_long_line(body: &[u8], limit: usize) -> Option<usize> {
+    lines(body)
+        .find(|(_, line)| line.len() > limit)
+        .map(|(i, _)| i)
+}
+
+/// Cuts a byte stream into runs of whole lines, for an ingest that takes lines as
+/// they arrive (`POST /diag/masterEvents?stream=1`).
+///
+/// Holds at most the unfinished last line plus what was pushed since the last
+/// [`LineBatcher::take`]; the caller bounds both (see [`LineBatcher::unfinished`]).
+#[derive(Debug, Default)]
+pub struct LineBatcher {
+    pending: BytesMut,
+    /// Lines handed out so far (the next run starts at line `taken + 1`).
+    taken: usize,
+}
+
+impl LineBatcher {
+    /// An empty batcher.
+    pub fn new() -> LineBatcher {
+        LineBatcher::default()
+    }
+
+    /// Appends bytes as they arrived.
+    pub fn push(&mut self, data: &[u8]) {
+        self.pending.extend_from_slice(data);
+    }
+
+    /// Bytes held: whole lines not yet taken, and the unfinished one.
+    pub fn held(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The length of the unfinished last line (the bytes after the last `\n`).
+    pub fn unfinished(&self) -> usize {
+        match memchr::memrchr(b'\n', &self.pending) {
+            Some(end) => self.pending.len() - end - 1,
+            None => self.pending.len(),
+        }
+    }
+
+    /// The line number (1-based) the next run starts at.
+    pub fn next_line(&self) -> usize {
+        self.taken + 1
+    }
+
+    /// The whole lines pushed so far, with the number of the first; `None` when no
+    /// line is complete yet.
+    pub fn take(&mut self) -> Option<(usize, Bytes)> {
+        let end = memchr::memrchr(b'\n', &self.pending)?;
+        let run = self.pending.split_to(end + 1).freeze();
+        Some(self.hand_out(run))
+    }
+
+    /// Everything left at the end of the input (the last line needs no `\n`);
+    /// `None` when nothing is.
+    pub fn finish(&mut self) -> Option<(usize, Bytes)> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let run = self.pending.split().freeze();
+        Some(self.hand_out(run))
+    }
+
+    fn hand_out(&mut self, run: Bytes) -> (usize, Bytes) {
+        let first = self.taken + 1;
+        let ends = memchr::memchr_iter(b'\n', &run).count();
+        // A run without a final `\n` (only at the end) still holds one more line.
+        self.taken += ends + usize::from(!run.ends_with(b"\n"));
+        (first, run)
+    }
 }
 
 /// Parses a forwarded body: every line must carry `origin` and `originSeq` (kept);
@@ -145,6 +248,43 @@ pub fn parse_forwarded(body: &Bytes) -> Result<Vec<Record>, Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_batcher_hands_out_whole_lines_numbered_across_runs() {
+        let mut b = LineBatcher::new();
+        b.push(b"a\nb");
+        assert_eq!(b.unfinished(), 1);
+        assert_eq!(b.take(), Some((1, Bytes::from_static(b"a\n"))));
+        assert_eq!(b.take(), None, "b is not whole yet");
+        b.push(b"b\n\ncc\nd");
+        assert_eq!(b.held(), 8);
+        assert_eq!(b.take(), Some((2, Bytes::from_static(b"bb\n\ncc\n"))));
+        assert_eq!(b.next_line(), 5);
+        assert_eq!(b.finish(), Some((5, Bytes::from_static(b"d"))));
+        assert_eq!(b.finish(), None);
+        assert_eq!(b.next_line(), 6);
+    }
+
+    #[test]
+    fn refusals_in_a_later_run_name_the_line_of_the_whole_input() {
+        let bad = parse_lines(b"{\"type\":\"failoverEnded\"}\n\n{\"type\":\"nope\"}\n", 41)
+            .expect_err("an unknown type");
+        assert_eq!(bad.line, Some(43));
+        assert!(bad.error.starts_with("line 43: "), "{}", bad.error);
+    }
+
+    #[test]
+    fn first_lines_and_first_long_line_cut_where_they_say() {
+        let body = b"ab\ncdef\ng";
+        assert_eq!(first_lines(body, 0), b"");
+        assert_eq!(first_lines(body, 1), b"ab\n");
+        assert_eq!(first_lines(body, 2), b"ab\ncdef\n");
+        assert_eq!(first_lines(body, 3), body);
+        assert_eq!(first_lines(body, 9), body);
+        assert_eq!(first_long_line(body, 3), Some(1));
+        assert_eq!(first_long_line(body, 4), None);
+        assert_eq!(first_long_line(b"abcd", 3), Some(0));
+    }
 
     #[test]
     fn lines_split_like_the_slice_split_they_replace() {

@@ -480,6 +480,14 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
             ),
         );
     }
+    match stream_param(req.uri().query()) {
+        Ok(false) => {}
+        Ok(true) => return feed(&state, req.into_body()).await,
+        Err(message) => {
+            state.metrics.ingest_error("bad_query");
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
+    }
     let limit = state.config.body_limit;
     let declared = req
         .headers()
@@ -522,13 +530,21 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
             return json_response(StatusCode::BAD_REQUEST, &refusal);
         }
     };
-    // Counted per type before the records move on, added to the metrics once per
-    // type (not once per event) when the batch is taken.
+    let n = records.len();
+    let outcome = publish(&state, records).await;
+    ingest_reply(&state, outcome, n)
+}
+
+/// Hands a batch to the ingest hook and, once it is taken, adds it to the per-type
+/// metric (counted before the records move on; added once per type, not per event).
+async fn publish(
+    state: &AppState,
+    records: Vec<master_events_events::Record>,
+) -> Result<IngestOutcome, IngestError> {
     let mut types = [0u64; EventType::ALL.len()];
     for r in &records {
         types[r.event.event_type().index()] += 1;
     }
-    let n = records.len();
     let outcome = state.ingest.ingest(records).await;
     if outcome.is_ok() {
         for (ty, count) in EventType::ALL.iter().zip(types) {
@@ -537,7 +553,204 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
             }
         }
     }
-    ingest_reply(&state, outcome, n)
+    outcome
+}
+
+/// The `stream` query parameter of an ingest: `1`/`true` for a feed, `0`/`false`
+/// (or none) for one request. Other parameters are ignored, as before.
+fn stream_param(query: Option<&str>) -> Result<bool, String> {
+    let mut stream = false;
+    for (name, value) in stream::parse_pairs(query) {
+        if name == "stream" {
+            stream = match value.as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                other => {
+                    return Err(format!(
+                        "query parameter stream: {other:?} is not 1, true, 0 or false"
+                    ))
+                }
+            };
+        }
+    }
+    Ok(stream)
+}
+
+/// Most bytes of whole lines a feed gathers before publishing them as one batch
+/// (it publishes sooner when no more has arrived).
+const FEED_BATCH_BYTES: usize = 256 * 1024;
+
+/// What a feed has had taken so far: the reply at its end, and part of any refusal.
+#[derive(Debug, Default, Serialize)]
+struct Fed {
+    /// Events taken.
+    accepted: usize,
+    /// The first and the last seq given to this feed's events (events of other
+    /// publishers may lie between them); empty when none was sequenced here.
+    seqs: Vec<u64>,
+    /// Events queued on this node for the master (a follower's feed).
+    #[serde(skip_serializing_if = "is_zero")]
+    queued: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Fed {
+    fn add(&mut self, outcome: &IngestOutcome) {
+        match outcome {
+            IngestOutcome::Sequenced(range) if !range.is_empty() => {
+                self.accepted += (range.end() - range.start() + 1) as usize;
+                let first = self.seqs.first().copied().unwrap_or(*range.start());
+                self.seqs = vec![first.min(*range.start()), *range.end()];
+            }
+            IngestOutcome::Sequenced(_) => {}
+            IngestOutcome::Queued { accepted } => {
+                self.accepted += accepted;
+                self.queued += accepted;
+            }
+        }
+    }
+}
+
+/// A feed that ends early: why, and what it had taken before.
+#[derive(Serialize)]
+struct FeedRefusal {
+    #[serde(flatten)]
+    refusal: ingest::Refusal,
+    #[serde(flatten)]
+    fed: Fed,
+}
+
+fn feed_refusal(status: StatusCode, refusal: ingest::Refusal, fed: Fed) -> Response {
+    json_response(status, &FeedRefusal { refusal, fed })
+}
+
+fn refusal(error: String) -> ingest::Refusal {
+    ingest::Refusal {
+        error,
+        line: None,
+        field: None,
+    }
+}
+
+/// `POST /diag/masterEvents?stream=1`: takes whole lines as they arrive, a batch
+/// at a time (what has arrived, up to [`FEED_BATCH_BYTES`]), until the body ends.
+/// See the `ingest` module for what it promises.
+async fn feed(state: &AppState, mut body: Body) -> Response {
+    use futures_util::FutureExt as _;
+    use http_body_util::BodyExt as _;
+
+    let limit = state.config.body_limit;
+    let mut lines = ingest::LineBatcher::new();
+    let mut fed = Fed::default();
+    let mut ended = false;
+    while !ended {
+        // Wait for some bytes, then take whatever else has already arrived.
+        let first = tokio::select! {
+            frame = body.frame() => frame,
+            _ = state.shutdown.cancelled() => {
+                state.metrics.ingest_error("closed");
+                return feed_refusal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    refusal("the server is shutting down; lines after the accepted ones were not taken".into()),
+                    fed,
+                );
+            }
+        };
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            match frame {
+                None => ended = true,
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        lines.push(&data);
+                    }
+                    if lines.held() < FEED_BATCH_BYTES && lines.unfinished() <= limit {
+                        next = body.frame().now_or_never();
+                    }
+                }
+                Some(Err(e)) => {
+                    state.metrics.ingest_error("body_read");
+                    return feed_refusal(
+                        StatusCode::BAD_REQUEST,
+                        refusal(format!("cannot read the body: {e}")),
+                        fed,
+                    );
+                }
+            }
+        }
+        let run = if ended { lines.finish() } else { lines.take() };
+        if let Some((first_line, run)) = run {
+            // Every line before a bad or an overlong one is taken; it and the rest
+            // are not.
+            let long = ingest::first_long_line(&run, limit);
+            let lines_ok = match long {
+                Some(k) => ingest::first_lines(&run, k),
+                None => &run[..],
+            };
+            let (records, bad) = match ingest::parse_lines(lines_ok, first_line) {
+                Ok(records) => {
+                    let too_long = long.map(|k| {
+                        let line = first_line + k;
+                        let error =
+                            format!("line {line} is longer than the limit of {limit} bytes");
+                        let refusal = ingest::Refusal {
+                            error,
+                            line: Some(line),
+                            field: None,
+                        };
+                        (StatusCode::PAYLOAD_TOO_LARGE, "too_large", refusal)
+                    });
+                    (records, too_long)
+                }
+                Err(bad) => {
+                    let good = bad.line.map_or(0, |n| n - first_line);
+                    let records = ingest::parse_lines(ingest::first_lines(&run, good), first_line)
+                        .unwrap_or_default();
+                    (records, Some((StatusCode::BAD_REQUEST, "bad_line", bad)))
+                }
+            };
+            if !records.is_empty() {
+                let n = records.len();
+                match publish(state, records).await {
+                    Ok(outcome) => fed.add(&outcome),
+                    Err(e) => {
+                        let (status, reason) = match &e {
+                            IngestError::NotMaster { .. } => (StatusCode::CONFLICT, "not_master"),
+                            IngestError::Unavailable(_) => {
+                                (StatusCode::SERVICE_UNAVAILABLE, "closed")
+                            }
+                            IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_line"),
+                        };
+                        state.metrics.ingest_error(reason);
+                        let error =
+                            format!("{e}; the {n} events from line {first_line} on were not taken");
+                        return feed_refusal(status, refusal(error), fed);
+                    }
+                }
+            }
+            if let Some((status, reason, bad)) = bad {
+                state.metrics.ingest_error(reason);
+                return feed_refusal(status, bad, fed);
+            }
+        }
+        if lines.unfinished() > limit {
+            state.metrics.ingest_error("too_large");
+            let line = lines.next_line();
+            return feed_refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ingest::Refusal {
+                    error: format!("line {line} is longer than the limit of {limit} bytes"),
+                    line: Some(line),
+                    field: None,
+                },
+                fed,
+            );
+        }
+    }
+    json_response(StatusCode::OK, &fed)
 }
 
 fn ingest_reply(

@@ -397,6 +397,168 @@ async fn bodies_over_the_limit_get_413_and_wrong_types_415() {
     assert_eq!(status, 200);
 }
 
+/// A feed (`POST /diag/masterEvents?stream=1`) whose body is sent piece by piece:
+/// the sender, and the reply once the body is done.
+struct Feed {
+    tx: Option<tokio::sync::mpsc::Sender<&'static str>>,
+    reply: tokio::task::JoinHandle<(u16, Value)>,
+}
+
+impl Feed {
+    fn open(url: &str) -> Feed {
+        let (tx, rx) = tokio::sync::mpsc::channel::<&'static str>(16);
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            let piece = rx.recv().await?;
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from(piece)), rx))
+        });
+        let url = url.to_owned();
+        let reply = tokio::spawn(async move {
+            let resp = client()
+                .post(format!("{url}/diag/masterEvents?stream=1"))
+                .header("content-type", "application/x-ndjson")
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+                .expect("request");
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        });
+        Feed {
+            tx: Some(tx),
+            reply,
+        }
+    }
+
+    async fn send(&self, piece: &'static str) {
+        if let Some(tx) = &self.tx {
+            // The server may have ended the feed already; its reply says why.
+            let _ = timeout(T, tx.send(piece)).await.expect("feed stalled");
+        }
+    }
+
+    async fn end(mut self) -> (u16, Value) {
+        self.tx = None;
+        timeout(T, self.reply)
+            .await
+            .expect("reply in time")
+            .expect("feed task")
+    }
+}
+
+#[tokio::test]
+async fn a_feed_takes_lines_as_they_arrive_and_replies_when_it_ends() {
+    let s = start(4096, "", |_| {}).await;
+    let mut stream = get_stream(&s.url, "?start=now&heartbeat=0").await;
+    let feed = Feed::open(&s.url);
+    feed.send("{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n")
+        .await;
+    let first = stream
+        .json()
+        .await
+        .expect("the first line, before the body ends");
+    assert_eq!(
+        (first["seq"].clone(), first["bucket"].clone()),
+        (1.into(), "a".into())
+    );
+    // A line split across pieces is taken once it is whole.
+    feed.send("{\"type\":\"deleteBu").await;
+    feed.send("cket\",\"bucket\":\"b\"}\n\n").await;
+    let second = stream.json().await.expect("the second line");
+    assert_eq!(
+        (second["seq"].clone(), second["bucket"].clone()),
+        (2.into(), "b".into())
+    );
+    // The last line needs no line end.
+    feed.send("{\"type\":\"failoverEnded\"}").await;
+    let (status, reply) = feed.end().await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply, serde_json::json!({"accepted": 3, "seqs": [1, 3]}));
+    assert_eq!(
+        stream.json().await.expect("the third line")["type"],
+        "failoverEnded"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_line_ends_a_feed_after_taking_every_line_before_it() {
+    let s = start(4096, "", |_| {}).await;
+    let feed = Feed::open(&s.url);
+    feed.send("{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n")
+        .await;
+    feed.send("{\"type\":\"deleteBucket\",\"bucket\":\"b\"}\n{\"type\":\"vbucketMoveDone\",\"vbucket\":\"x\",\"bucket\":\"b\"}\n{\"type\":\"failoverEnded\"}\n").await;
+    let (status, reply) = feed.end().await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["line"], 3);
+    assert_eq!(reply["field"], "vbucket");
+    assert_eq!(reply["accepted"], 2);
+    assert_eq!(reply["seqs"], serde_json::json!([1, 2]));
+    assert_eq!(
+        s.router.last_seq(),
+        2,
+        "the lines before the bad one, and no other"
+    );
+    assert!(metrics(&s.url)
+        .await
+        .contains("master_events_ingest_errors_total{reason=\"bad_line\"} 1"));
+}
+
+#[tokio::test]
+async fn a_feed_is_bound_per_line_not_per_body() {
+    let s = start(4096, "", |c| c.body_limit = 256).await;
+    let line = "{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n";
+    let feed = Feed::open(&s.url);
+    for _ in 0..50 {
+        feed.send(line).await;
+    }
+    let (status, reply) = feed.end().await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["accepted"], 50, "50 lines, 7 times the limit in all");
+
+    let feed = Feed::open(&s.url);
+    feed.send(line).await;
+    let long: &'static str = Box::leak(
+        format!(
+            "{{\"type\":\"deleteBucket\",\"bucket\":\"{}\"}}\n",
+            "x".repeat(300)
+        )
+        .into_boxed_str(),
+    );
+    feed.send(long).await;
+    feed.send(line).await;
+    let (status, reply) = feed.end().await;
+    assert_eq!(status, 413, "{reply}");
+    assert_eq!(reply["line"], 2);
+    assert_eq!(reply["accepted"], 1);
+    assert_eq!(s.router.last_seq(), 51);
+}
+
+#[tokio::test]
+async fn the_stream_parameter_of_an_ingest_is_checked() {
+    let s = start(4096, "", |_| {}).await;
+    let resp = client()
+        .post(format!("{}/diag/masterEvents?stream=maybe", s.url))
+        .header("content-type", "application/x-ndjson")
+        .body("{\"type\":\"failoverEnded\"}\n")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 400);
+    let text = resp.text().await.expect("body");
+    assert!(text.contains("stream") && text.contains("maybe"), "{text}");
+    let resp = client()
+        .post(format!("{}/diag/masterEvents?stream=0", s.url))
+        .body("{\"type\":\"failoverEnded\"}\n")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(s.router.last_seq(), 1);
+}
+
 #[tokio::test]
 async fn every_protected_route_needs_credentials() {
     let s = start(
