@@ -29,7 +29,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 
 use report::{Results, RowError, Settings};
-use systems::{Kind, Setup};
+use systems::{IngestMode, Kind, Setup};
 use tally::Clock;
 use workload::Mix;
 
@@ -88,6 +88,11 @@ struct Args {
     /// Ingest requests (this project) or XADD batches (Redis) in flight at once.
     #[arg(long, default_value_t = 2)]
     window: usize,
+    /// How this project's producer sends: `requests` (a `POST /diag/masterEvents`
+    /// per batch, `--window` of them in flight, each answered) or `feed` (one
+    /// `POST /diag/masterEvents?stream=1` carrying every batch, answered at the end).
+    #[arg(long, value_enum, default_value_t = IngestMode::Requests)]
+    master_events_ingest: IngestMode,
     /// Measure every throughput and latency row this many times, the systems taking
     /// turns within each round. The report then leads with each system's median row
     /// and the range over the rounds (the figures of one row move a lot on a shared
@@ -218,6 +223,7 @@ async fn run(args: Args) -> Result<()> {
         retain,
         batch: args.batch,
         window: args.window.max(1),
+        ingest: args.master_events_ingest,
         mix: Arc::clone(&mix),
         clock: Clock::new(),
         retention: false,
@@ -241,6 +247,7 @@ async fn run(args: Args) -> Result<()> {
             idle_connections,
             batch: args.batch,
             window: setup.window,
+            master_events_ingest: setup.ingest,
             repeat: args.repeat as usize,
             nofile,
         },

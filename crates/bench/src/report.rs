@@ -43,6 +43,8 @@ pub struct Settings {
     pub batch: usize,
     /// Requests / batches in flight.
     pub window: usize,
+    /// How this project's producer sent (`--master-events-ingest`).
+    pub master_events_ingest: crate::systems::IngestMode,
     /// Rounds of every throughput and latency row (`--repeat`).
     pub repeat: usize,
     /// The soft open-file limit after raising it.
@@ -628,6 +630,7 @@ mod tests {
                 idle_connections: 10,
                 batch: 10,
                 window: 2,
+                master_events_ingest: crate::systems::IngestMode::Requests,
                 repeat,
                 nofile: 1024,
             },

@@ -52,7 +52,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use auth::{AuthOutcome, Role, Users};
-use hooks::{Ingest, IngestError, IngestOutcome, RouterIngest};
+use hooks::{Ingest, IngestError, IngestFuture, IngestOutcome, RouterIngest};
 use metrics::Metrics;
 use stream::{Format, StreamBody, StreamQuery};
 
@@ -635,122 +635,164 @@ fn refusal(error: String) -> ingest::Refusal {
     }
 }
 
-/// `POST /diag/masterEvents?stream=1`: takes whole lines as they arrive, a batch
-/// at a time (what has arrived, up to [`FEED_BATCH_BYTES`]), until the body ends.
-/// See the `ingest` module for what it promises.
+/// `POST /diag/masterEvents?stream=1`: takes whole lines as they arrive, until
+/// the body ends. One batch is with the router at a time; while it is, the next
+/// one gathers what arrives (up to [`FEED_BATCH_BYTES`]), so a slow trickle is
+/// published line by line and a fast producer in large batches. See the `ingest`
+/// module for what it promises.
 async fn feed(state: &AppState, mut body: Body) -> Response {
-    use futures_util::FutureExt as _;
     use http_body_util::BodyExt as _;
 
     let limit = state.config.body_limit;
     let mut lines = ingest::LineBatcher::new();
     let mut fed = Fed::default();
     let mut ended = false;
-    while !ended {
-        // Wait for some bytes, then take whatever else has already arrived.
-        let first = tokio::select! {
-            frame = body.frame() => frame,
-            _ = state.shutdown.cancelled() => {
-                state.metrics.ingest_error("closed");
-                return feed_refusal(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    refusal("the server is shutting down; lines after the accepted ones were not taken".into()),
-                    fed,
-                );
+    // The batch with the router: its first line, and the outcome to come.
+    let mut in_flight: Option<(usize, IngestFuture<'_>)> = None;
+    loop {
+        if in_flight.is_none() {
+            let run = if ended { lines.finish() } else { lines.take() };
+            if let Some((first_line, run)) = run {
+                match feed_batch(limit, first_line, &run) {
+                    (records, None) => {
+                        if !records.is_empty() {
+                            in_flight = Some((first_line, Box::pin(publish(state, records))));
+                        }
+                        continue;
+                    }
+                    (records, Some((status, reason, refused))) => {
+                        // The lines before the refused one are taken, then it ends.
+                        if !records.is_empty() {
+                            let outcome = publish(state, records).await;
+                            if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
+                                return resp;
+                            }
+                        }
+                        state.metrics.ingest_error(reason);
+                        return feed_refusal(status, refused, fed);
+                    }
+                }
             }
-        };
-        let mut next = Some(first);
-        while let Some(frame) = next.take() {
-            match frame {
+            if ended {
+                return json_response(StatusCode::OK, &fed);
+            }
+            if lines.unfinished() > limit {
+                state.metrics.ingest_error("too_large");
+                let line = lines.next_line();
+                let refused = ingest::Refusal {
+                    error: format!("line {line} is longer than the limit of {limit} bytes"),
+                    line: Some(line),
+                    field: None,
+                };
+                return feed_refusal(StatusCode::PAYLOAD_TOO_LARGE, refused, fed);
+            }
+        }
+        // Read on while the whole lines waiting are under a batch and the unfinished
+        // one is within the limit.
+        let waiting = lines.held() - lines.unfinished();
+        let reading = !ended && waiting < FEED_BATCH_BYTES && lines.unfinished() <= limit;
+        tokio::select! {
+            outcome = async { match in_flight.as_mut() {
+                Some((_, pending)) => pending.await,
+                None => std::future::pending().await,
+            } } => {
+                let Some((first_line, _)) = in_flight.take() else { continue };
+                if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
+                    return resp;
+                }
+            }
+            frame = body.frame(), if reading => match frame {
                 None => ended = true,
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         lines.push(&data);
                     }
-                    if lines.held() < FEED_BATCH_BYTES && lines.unfinished() <= limit {
-                        next = body.frame().now_or_never();
-                    }
                 }
                 Some(Err(e)) => {
                     state.metrics.ingest_error("body_read");
-                    return feed_refusal(
-                        StatusCode::BAD_REQUEST,
-                        refusal(format!("cannot read the body: {e}")),
-                        fed,
-                    );
+                    let refused = refusal(format!(
+                        "cannot read the body: {e}; nothing from line {} on was taken",
+                        lines.next_line()
+                    ));
+                    return feed_refusal(StatusCode::BAD_REQUEST, refused, fed);
                 }
+            },
+            _ = state.shutdown.cancelled() => {
+                state.metrics.ingest_error("closed");
+                let refused = refusal(
+                    "the server is shutting down; lines after the accepted ones were not taken"
+                        .into(),
+                );
+                return feed_refusal(StatusCode::SERVICE_UNAVAILABLE, refused, fed);
             }
-        }
-        let run = if ended { lines.finish() } else { lines.take() };
-        if let Some((first_line, run)) = run {
-            // Every line before a bad or an overlong one is taken; it and the rest
-            // are not.
-            let long = ingest::first_long_line(&run, limit);
-            let lines_ok = match long {
-                Some(k) => ingest::first_lines(&run, k),
-                None => &run[..],
-            };
-            let (records, bad) = match ingest::parse_lines(lines_ok, first_line) {
-                Ok(records) => {
-                    let too_long = long.map(|k| {
-                        let line = first_line + k;
-                        let error =
-                            format!("line {line} is longer than the limit of {limit} bytes");
-                        let refusal = ingest::Refusal {
-                            error,
-                            line: Some(line),
-                            field: None,
-                        };
-                        (StatusCode::PAYLOAD_TOO_LARGE, "too_large", refusal)
-                    });
-                    (records, too_long)
-                }
-                Err(bad) => {
-                    let good = bad.line.map_or(0, |n| n - first_line);
-                    let records = ingest::parse_lines(ingest::first_lines(&run, good), first_line)
-                        .unwrap_or_default();
-                    (records, Some((StatusCode::BAD_REQUEST, "bad_line", bad)))
-                }
-            };
-            if !records.is_empty() {
-                let n = records.len();
-                match publish(state, records).await {
-                    Ok(outcome) => fed.add(&outcome),
-                    Err(e) => {
-                        let (status, reason) = match &e {
-                            IngestError::NotMaster { .. } => (StatusCode::CONFLICT, "not_master"),
-                            IngestError::Unavailable(_) => {
-                                (StatusCode::SERVICE_UNAVAILABLE, "closed")
-                            }
-                            IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_line"),
-                        };
-                        state.metrics.ingest_error(reason);
-                        let error =
-                            format!("{e}; the {n} events from line {first_line} on were not taken");
-                        return feed_refusal(status, refusal(error), fed);
-                    }
-                }
-            }
-            if let Some((status, reason, bad)) = bad {
-                state.metrics.ingest_error(reason);
-                return feed_refusal(status, bad, fed);
-            }
-        }
-        if lines.unfinished() > limit {
-            state.metrics.ingest_error("too_large");
-            let line = lines.next_line();
-            return feed_refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ingest::Refusal {
-                    error: format!("line {line} is longer than the limit of {limit} bytes"),
-                    line: Some(line),
-                    field: None,
-                },
-                fed,
-            );
         }
     }
-    json_response(StatusCode::OK, &fed)
+}
+
+/// The records of a feed's run of lines, and why the feed must end after them
+/// (a bad line, or one over `limit` bytes): every line before that one is in the
+/// records.
+#[allow(clippy::type_complexity)]
+fn feed_batch(
+    limit: usize,
+    first_line: usize,
+    run: &[u8],
+) -> (
+    Vec<master_events_events::Record>,
+    Option<(StatusCode, &'static str, ingest::Refusal)>,
+) {
+    let long = ingest::first_long_line(run, limit);
+    let checked = match long {
+        Some(k) => ingest::first_lines(run, k),
+        None => run,
+    };
+    match ingest::parse_lines(checked, first_line) {
+        Ok(records) => {
+            let too_long = long.map(|k| {
+                let line = first_line + k;
+                let error = format!("line {line} is longer than the limit of {limit} bytes");
+                let refused = ingest::Refusal {
+                    error,
+                    line: Some(line),
+                    field: None,
+                };
+                (StatusCode::PAYLOAD_TOO_LARGE, "too_large", refused)
+            });
+            (records, too_long)
+        }
+        Err(bad) => {
+            let good = bad.line.map_or(0, |n| n - first_line);
+            let records =
+                ingest::parse_lines(ingest::first_lines(run, good), first_line).unwrap_or_default();
+            (records, Some((StatusCode::BAD_REQUEST, "bad_line", bad)))
+        }
+    }
+}
+
+/// Adds a batch's outcome to the feed; when the router refused it, the reply that
+/// ends the feed.
+fn feed_outcome(
+    state: &AppState,
+    fed: &mut Fed,
+    first_line: usize,
+    outcome: Result<IngestOutcome, IngestError>,
+) -> Option<Response> {
+    match outcome {
+        Ok(outcome) => {
+            fed.add(&outcome);
+            None
+        }
+        Err(e) => {
+            let (status, reason) = match &e {
+                IngestError::NotMaster { .. } => (StatusCode::CONFLICT, "not_master"),
+                IngestError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "closed"),
+                IngestError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_line"),
+            };
+            state.metrics.ingest_error(reason);
+            let error = format!("{e}; nothing from line {first_line} on was taken");
+            Some(feed_refusal(status, refusal(error), std::mem::take(fed)))
+        }
+    }
 }
 
 fn ingest_reply(

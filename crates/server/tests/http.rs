@@ -537,6 +537,22 @@ async fn a_feed_is_bound_per_line_not_per_body() {
 }
 
 #[tokio::test]
+async fn a_feed_line_longer_than_a_batch_is_taken_whole() {
+    let s = start(4096, "", |_| {}).await;
+    let feed = Feed::open(&s.url);
+    feed.send("{\"type\":\"deleteBucket\",\"bucket\":\"").await;
+    // 400 KiB of one line, in pieces, more than a feed gathers for one batch.
+    let piece: &'static str = Box::leak("x".repeat(8192).into_boxed_str());
+    for _ in 0..50 {
+        feed.send(piece).await;
+    }
+    feed.send("\"}\n{\"type\":\"failoverEnded\"}\n").await;
+    let (status, reply) = feed.end().await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["accepted"], 2);
+}
+
+#[tokio::test]
 async fn the_stream_parameter_of_an_ingest_is_checked() {
     let s = start(4096, "", |_| {}).await;
     let resp = client()

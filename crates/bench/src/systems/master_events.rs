@@ -28,7 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use super::{Kind, Producer, Reader, Server, Setup};
+use super::{IngestMode, Kind, Producer, Reader, Server, Setup};
 use crate::proc::{self, Child};
 use crate::tally::{Clock, Tally};
 use crate::workload::{self, Mix, ORIGIN};
@@ -213,8 +213,12 @@ impl Server for MasterEvents {
         let addr = self.addr;
         let setup = self.setup.clone();
         async move {
-            let p = HttpProducer::new(addr, &setup).await?;
-            Ok(Box::new(p) as Box<dyn Producer>)
+            Ok(match setup.ingest {
+                IngestMode::Requests => {
+                    Box::new(HttpProducer::new(addr, &setup).await?) as Box<dyn Producer>
+                }
+                IngestMode::Feed => Box::new(FeedProducer::new(addr, &setup).await?),
+            })
         }
         .boxed()
     }
@@ -420,10 +424,7 @@ impl HttpProducer {
             idle.push(connect::<Full<Bytes>>(addr).await?);
         }
         let batch = setup.batch.max(1);
-        let n = setup.mix.templates.len() / batch;
-        let bodies = (0..n)
-            .map(|k| setup.mix.body((k * batch) as u64, batch))
-            .collect();
+        let bodies = prebuilt(&setup.mix, batch);
         Ok(HttpProducer {
             addr,
             idle,
@@ -453,25 +454,41 @@ impl HttpProducer {
     }
 
     fn body(&self, start: u64, n: usize, stamp_ns: Option<u64>) -> Bytes {
-        if stamp_ns.is_none()
-            && n == self.batch
-            && start % self.batch as u64 == 0
-            && !self.bodies.is_empty()
-        {
-            return self.bodies[((start / self.batch as u64) % self.bodies.len() as u64) as usize]
-                .clone();
-        }
-        let mut out = Vec::with_capacity(n * 256);
-        for k in 0..n as u64 {
-            let t = self.mix.get(start + k);
-            let at = out.len();
-            out.extend_from_slice(&t.line);
-            if let (Some(ns), Some(slot)) = (stamp_ns, t.stamp_at) {
-                workload::stamp(&mut out[at..], slot, ns);
-            }
-        }
-        Bytes::from(out)
+        ndjson(&self.bodies, self.batch, &self.mix, start, n, stamp_ns)
     }
+}
+
+/// Throughput bodies: the mix in batches of `batch`, built once.
+fn prebuilt(mix: &Mix, batch: usize) -> Vec<Bytes> {
+    let n = mix.templates.len() / batch;
+    (0..n)
+        .map(|k| mix.body((k * batch) as u64, batch))
+        .collect()
+}
+
+/// The NDJSON of events `start..start + n` of the mix, stamped when asked: one of
+/// the `prebuilt` bodies when it is exactly that.
+fn ndjson(
+    prebuilt: &[Bytes],
+    batch: usize,
+    mix: &Mix,
+    start: u64,
+    n: usize,
+    stamp_ns: Option<u64>,
+) -> Bytes {
+    if stamp_ns.is_none() && n == batch && start % batch as u64 == 0 && !prebuilt.is_empty() {
+        return prebuilt[((start / batch as u64) % prebuilt.len() as u64) as usize].clone();
+    }
+    let mut out = Vec::with_capacity(n * 256);
+    for k in 0..n as u64 {
+        let t = mix.get(start + k);
+        let at = out.len();
+        out.extend_from_slice(&t.line);
+        if let (Some(ns), Some(slot)) = (stamp_ns, t.stamp_at) {
+            workload::stamp(&mut out[at..], slot, ns);
+        }
+    }
+    Bytes::from(out)
 }
 
 async fn post(
@@ -539,6 +556,164 @@ impl Producer for HttpProducer {
                 self.complete_oldest().await?;
             }
             Ok((self.first.unwrap_or(1), self.last))
+        }
+        .boxed()
+    }
+}
+
+/// The body of a feed: batches as the producer hands them over.
+type FeedBody = http_body_util::StreamBody<
+    futures_util::stream::BoxStream<
+        'static,
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >,
+>;
+
+/// `POST /diag/masterEvents?stream=1` feeds whose bodies carry the batches as they
+/// are produced (`--master-events-ingest feed`), `window` of them on their own
+/// connections, taking batches in turn (so that the server parses `window` at
+/// once, as it does `window` requests); each is answered when it ends.
+struct FeedProducer {
+    feeds: Vec<Feed>,
+    /// The feed the next batch goes to.
+    turn: usize,
+    bodies: Vec<Bytes>,
+    batch: usize,
+    mix: std::sync::Arc<Mix>,
+}
+
+/// One feed: batches to its body (dropped to end it), and its reply.
+struct Feed {
+    tx: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    reply: Option<JoinHandle<Result<(StatusCode, Bytes)>>>,
+}
+
+impl Feed {
+    async fn open(addr: SocketAddr) -> Result<Feed> {
+        let mut sender = connect::<FeedBody>(addr).await?;
+        // Two batches in the body's queue: the producer waits when the server
+        // falls behind, as it does for a request's reply.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+        let frames =
+            futures_util::StreamExt::boxed(futures_util::stream::unfold(rx, |mut rx| async move {
+                let data = rx.recv().await?;
+                Some((Ok(hyper::body::Frame::data(data)), rx))
+            }));
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/diag/masterEvents?stream=1")
+            .header(header::HOST, addr.to_string())
+            .header(header::CONTENT_TYPE, "application/x-ndjson")
+            .body(http_body_util::StreamBody::new(frames))
+            .context("building the feed request")?;
+        let reply = tokio::spawn(async move {
+            tokio::time::timeout(REQUEST_TIMEOUT, sender.ready())
+                .await
+                .context("connection not ready in time")?
+                .context("feed connection")?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .context("POST /diag/masterEvents?stream=1")?;
+            let status = resp.status();
+            let body = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+                .await
+                .context("feed reply timed out")?
+                .context("feed reply")?
+                .to_bytes();
+            Ok((status, body))
+        });
+        Ok(Feed {
+            tx: Some(tx),
+            reply: Some(reply),
+        })
+    }
+
+    async fn send(&mut self, body: Bytes) -> Result<()> {
+        let tx = self.tx.as_ref().context("the feed has ended")?;
+        if tokio::time::timeout(REQUEST_TIMEOUT, tx.send(body))
+            .await
+            .context("the feed stalled")?
+            .is_err()
+        {
+            // The request ended early: its reply says why.
+            let (status, body) = self.end().await?;
+            bail!(
+                "the feed ended early: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(())
+    }
+
+    /// Ends the body and waits for the reply.
+    async fn end(&mut self) -> Result<(StatusCode, Bytes)> {
+        self.tx = None;
+        let reply = self
+            .reply
+            .take()
+            .context("the feed's reply was taken already")?;
+        tokio::time::timeout(REQUEST_TIMEOUT, reply)
+            .await
+            .context("the feed's reply did not come in time")?
+            .context("the feed task failed")?
+    }
+}
+
+impl FeedProducer {
+    async fn new(addr: SocketAddr, setup: &Setup) -> Result<FeedProducer> {
+        let mut feeds = Vec::new();
+        for _ in 0..setup.window.max(1) {
+            feeds.push(Feed::open(addr).await?);
+        }
+        let batch = setup.batch.max(1);
+        Ok(FeedProducer {
+            feeds,
+            turn: 0,
+            bodies: prebuilt(&setup.mix, batch),
+            batch,
+            mix: std::sync::Arc::clone(&setup.mix),
+        })
+    }
+}
+
+impl Producer for FeedProducer {
+    fn send(&mut self, start: u64, n: usize, stamp_ns: Option<u64>) -> BoxFuture<'_, Result<()>> {
+        async move {
+            let body = ndjson(&self.bodies, self.batch, &self.mix, start, n, stamp_ns);
+            let k = self.turn % self.feeds.len();
+            self.turn = self.turn.wrapping_add(1);
+            self.feeds[k].send(body).await
+        }
+        .boxed()
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<(u64, u64)>> {
+        async move {
+            #[derive(serde::Deserialize)]
+            struct Fed {
+                seqs: Vec<u64>,
+            }
+            let (mut first, mut last) = (u64::MAX, 0);
+            for feed in &mut self.feeds {
+                let (status, body) = feed.end().await?;
+                if status != StatusCode::OK {
+                    bail!(
+                        "a feed answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                    );
+                }
+                let fed: Fed = serde_json::from_slice(&body).context("feed reply JSON")?;
+                if let [a, b] = fed.seqs.as_slice() {
+                    first = first.min(*a);
+                    last = last.max(*b);
+                }
+            }
+            Ok(if first == u64::MAX {
+                (1, 0)
+            } else {
+                (first, last)
+            })
         }
         .boxed()
     }

@@ -70,6 +70,8 @@ pub struct Setup {
     pub batch: usize,
     /// Requests (this project) or batches (Redis) in flight at once.
     pub window: usize,
+    /// How this project's producer sends: a request per batch, or one feed.
+    pub ingest: IngestMode,
     /// The mix.
     pub mix: Arc<Mix>,
     /// The run's clock.
@@ -77,6 +79,18 @@ pub struct Setup {
     /// Whether the server should be set up for retention measurements (NATS:
     /// JetStream on).
     pub retention: bool,
+}
+
+/// How this project's producer sends its events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestMode {
+    /// `POST /diag/masterEvents`, one request per batch, each answered.
+    #[default]
+    Requests,
+    /// `POST /diag/masterEvents?stream=1`: one request whose body carries every
+    /// batch as it is produced, answered when the producer is done.
+    Feed,
 }
 
 /// A running system.
