@@ -709,6 +709,14 @@ async fn feed(state: &AppState, mut body: Body) -> Response {
                     }
                 }
                 Some(Err(e)) => {
+                    // The batch with the router is settled first, so that the reply
+                    // counts it.
+                    if let Some((first_line, pending)) = in_flight.take() {
+                        let outcome = pending.await;
+                        if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
+                            return resp;
+                        }
+                    }
                     state.metrics.ingest_error("body_read");
                     let refused = refusal(format!(
                         "cannot read the body: {e}; nothing from line {} on was taken",
@@ -718,11 +726,17 @@ async fn feed(state: &AppState, mut body: Body) -> Response {
                 }
             },
             _ = state.shutdown.cancelled() => {
+                if let Some((first_line, pending)) = in_flight.take() {
+                    let outcome = pending.await;
+                    if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
+                        return resp;
+                    }
+                }
                 state.metrics.ingest_error("closed");
-                let refused = refusal(
-                    "the server is shutting down; lines after the accepted ones were not taken"
-                        .into(),
-                );
+                let refused = refusal(format!(
+                    "the server is shutting down; nothing from line {} on was taken",
+                    lines.next_line()
+                ));
                 return feed_refusal(StatusCode::SERVICE_UNAVAILABLE, refused, fed);
             }
         }
