@@ -557,14 +557,20 @@ async fn a_feed_open_at_shutdown_ends_with_503_and_what_it_took() {
     let s = start(4096, "", |_| {}).await;
     let mut stream = get_stream(&s.url, "?start=now&heartbeat=0").await;
     let feed = Feed::open(&s.url);
-    feed.send("{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n").await;
+    feed.send("{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n")
+        .await;
     assert_eq!(stream.json().await.expect("the line is taken")["seq"], 1);
     s.shutdown.shutdown();
     let (status, reply) = feed.end().await;
     assert_eq!(status, 503, "{reply}");
     assert_eq!(reply["accepted"], 1);
     assert_eq!(reply["seqs"], serde_json::json!([1, 1]));
-    assert!(reply["error"].as_str().is_some_and(|e| e.contains("from line 2")), "{reply}");
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("from line 2")),
+        "{reply}"
+    );
 }
 
 #[tokio::test]
