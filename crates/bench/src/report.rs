@@ -188,6 +188,32 @@ fn median_row<'a, T>(
     sorted.get(sorted.len() / 2).map(|&(_, r)| r)
 }
 
+/// Each (system, K) group of `rows` with its median row by `key`.
+fn medians<T>(
+    rows: &[T],
+    of: impl Fn(&T) -> (Kind, usize) + Copy,
+    key: impl Fn(&T) -> f64 + Copy,
+    higher_is_better: bool,
+) -> Vec<((Kind, usize), Option<&T>)> {
+    groups(rows, of)
+        .into_iter()
+        .map(|g| (g, median_row(&group(rows, of, g), key, higher_is_better)))
+        .collect()
+}
+
+/// The median figures of the other systems with the same K as `(system, k)`.
+fn others<T>(
+    medians: &[((Kind, usize), Option<&T>)],
+    (system, k): (Kind, usize),
+    key: impl Fn(&T) -> f64,
+) -> Vec<f64> {
+    medians
+        .iter()
+        .filter(|((o, ok), _)| *ok == k && *o != system)
+        .filter_map(|(_, r)| r.map(&key))
+        .collect()
+}
+
 /// `lo–hi` of `values` with `fmt`, or `–` when none is a number.
 fn range(values: impl Iterator<Item = f64>, fmt: fn(f64) -> String) -> String {
     let finite: Vec<f64> = values.filter(|v| v.is_finite()).collect();
@@ -237,11 +263,7 @@ impl Results {
     fn throughput_summary(&self, s: &mut String) {
         let of = |r: &ThroughputRow| (r.system, r.readers);
         let key = |r: &ThroughputRow| r.delivered_eps;
-        let keys = groups(&self.throughput, of);
-        let medians: Vec<((Kind, usize), Option<&ThroughputRow>)> = keys
-            .iter()
-            .map(|&g| (g, median_row(&group(&self.throughput, of, g), key, true)))
-            .collect();
+        let medians = medians(&self.throughput, of, key, true);
         let _ = writeln!(
             s,
             "Medians of {} rounds (the systems took turns within each round):\n",
@@ -255,11 +277,7 @@ impl Results {
         for &((system, k), median) in &medians {
             let rows = group(&self.throughput, of, (system, k));
             let Some(m) = median else { continue };
-            let others: Vec<f64> = medians
-                .iter()
-                .filter(|((o, ok), _)| *ok == k && *o != system)
-                .filter_map(|(_, r)| r.map(key))
-                .collect();
+            let others = others(&medians, (system, k), key);
             let sum = |f: fn(&ThroughputRow) -> u64| rows.iter().map(|r| f(r)).sum::<u64>();
             let _ = writeln!(
                 s,
@@ -285,11 +303,7 @@ impl Results {
     fn latency_summary(&self, s: &mut String) {
         let of = |r: &LatencyRow| (r.system, r.readers);
         let key = |r: &LatencyRow| r.p99_us;
-        let keys = groups(&self.latency, of);
-        let medians: Vec<((Kind, usize), Option<&LatencyRow>)> = keys
-            .iter()
-            .map(|&g| (g, median_row(&group(&self.latency, of, g), key, false)))
-            .collect();
+        let medians = medians(&self.latency, of, key, false);
         let _ = writeln!(
             s,
             "Medians of {} rounds by p99 (the systems took turns within each round):\n",
@@ -303,11 +317,7 @@ impl Results {
         for &((system, k), median) in &medians {
             let rows = group(&self.latency, of, (system, k));
             let Some(m) = median else { continue };
-            let others: Vec<f64> = medians
-                .iter()
-                .filter(|((o, ok), _)| *ok == k && *o != system)
-                .filter_map(|(_, r)| r.map(key))
-                .collect();
+            let others = others(&medians, (system, k), key);
             let _ = writeln!(
                 s,
                 "| {k} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",

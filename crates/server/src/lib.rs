@@ -709,38 +709,42 @@ async fn feed(state: &AppState, mut body: Body) -> Response {
                     }
                 }
                 Some(Err(e)) => {
-                    // The batch with the router is settled first, so that the reply
-                    // counts it.
-                    if let Some((first_line, pending)) = in_flight.take() {
-                        let outcome = pending.await;
-                        if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
-                            return resp;
-                        }
-                    }
-                    state.metrics.ingest_error("body_read");
-                    let refused = refusal(format!(
+                    let error = format!(
                         "cannot read the body: {e}; nothing from line {} on was taken",
                         lines.next_line()
-                    ));
-                    return feed_refusal(StatusCode::BAD_REQUEST, refused, fed);
+                    );
+                    let end = (StatusCode::BAD_REQUEST, "body_read", error);
+                    return end_feed(state, fed, in_flight, end).await;
                 }
             },
             _ = state.shutdown.cancelled() => {
-                if let Some((first_line, pending)) = in_flight.take() {
-                    let outcome = pending.await;
-                    if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
-                        return resp;
-                    }
-                }
-                state.metrics.ingest_error("closed");
-                let refused = refusal(format!(
+                let error = format!(
                     "the server is shutting down; nothing from line {} on was taken",
                     lines.next_line()
-                ));
-                return feed_refusal(StatusCode::SERVICE_UNAVAILABLE, refused, fed);
+                );
+                let end = (StatusCode::SERVICE_UNAVAILABLE, "closed", error);
+                return end_feed(state, fed, in_flight, end).await;
             }
         }
     }
+}
+
+/// Ends a feed early with `(status, metric reason, error)`, after settling the
+/// batch with the router, so that the reply counts it.
+async fn end_feed(
+    state: &AppState,
+    mut fed: Fed,
+    in_flight: Option<(usize, IngestFuture<'_>)>,
+    (status, reason, error): (StatusCode, &'static str, String),
+) -> Response {
+    if let Some((first_line, pending)) = in_flight {
+        let outcome = pending.await;
+        if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
+            return resp;
+        }
+    }
+    state.metrics.ingest_error(reason);
+    feed_refusal(status, refusal(error), fed)
 }
 
 /// The records of a feed's run of lines, and why the feed must end after them
