@@ -2,8 +2,9 @@
 # Runs the whole test suite of master-events. Installs what the tests need when it is
 # missing (Python's jsonschema and pytest from PyPI; protoc, etcd, nats-server and
 # Chromium from Debian), then: formatting, lints, the Rust tests of every crate (all
-# features: the etcd election and failover tests included), and the Python consumer
-# tests of the published schemas.
+# features: the etcd election and failover tests included), the Python consumer
+# tests of the published schemas, and a smoke run of the benchmark harness against
+# this project (both ingest modes; the peers are left to scripts/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,3 +40,27 @@ cargo test --workspace --all-features
 
 step "python consumer tests"
 python3 -m pytest -q tests/python
+
+step "benchmark harness: a smoke run against master-events, both ingest modes"
+# The harness's own figures are in docs/benchmarks.md (scripts/bench.sh); this only
+# checks that it still drives this project end to end: every row ran, nothing lost.
+target_dir="${CARGO_TARGET_DIR:-target}"
+cargo build -q -p master-events-cli -p master-events-bench
+smoke=$(mktemp -d)
+trap 'rm -rf "$smoke"' EXIT
+for mode in requests feed; do
+  "$target_dir/debug/master-events-bench" --quick --systems master-events \
+    --scenarios throughput,latency --readers 1,10 --duration 0.5 --latency-duration 0.5 \
+    --master-events-ingest "$mode" --master-events-bin "$target_dir/debug/master-events" \
+    --time-limit 120 --out-md "$smoke/$mode.md" --out-json "$smoke/$mode.json"
+  python3 - "$smoke/$mode.json" "$mode" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+rows = r["throughput"] + r["latency"]
+assert not r["errors"], f"{sys.argv[2]}: rows failed: {r['errors']}"
+assert len(rows) == 4, f"{sys.argv[2]}: expected 4 rows, got {len(rows)}"
+for row in rows:
+    assert row["lost"] == 0 and row["totals"]["received"] > 0, f"{sys.argv[2]}: {row}"
+print(f"{sys.argv[2]}: {len(rows)} rows, nothing lost")
+PY
+done
