@@ -573,6 +573,74 @@ async fn a_feed_open_at_shutdown_ends_with_503_and_what_it_took() {
     );
 }
 
+/// An ingest hook that queues the first batch and refuses the next, telling the
+/// test of each call.
+struct QueueThenRefuse {
+    calls: tokio::sync::mpsc::UnboundedSender<usize>,
+    seen: std::sync::atomic::AtomicUsize,
+}
+
+impl master_events_server::hooks::Ingest for QueueThenRefuse {
+    fn ingest(&self, records: Vec<Record>) -> master_events_server::hooks::IngestFuture<'_> {
+        use master_events_server::hooks::{IngestError, IngestOutcome};
+        let n = records.len();
+        let call = self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.calls.send(n);
+        Box::pin(async move {
+            if call == 0 {
+                Ok(IngestOutcome::Queued { accepted: n })
+            } else {
+                Err(IngestError::Unavailable("the node's queue is full".into()))
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_followers_feed_counts_queued_events_and_ends_when_its_node_refuses() {
+    let router = Router::start(RouterConfig::default());
+    let (_cluster, rx) = tokio::sync::watch::channel(ClusterView {
+        node: "n_1@127.0.0.1".into(),
+        master: Some("n_0@127.0.0.1".into()),
+        is_master: false,
+        epoch: 1,
+        discovery: "static".into(),
+    });
+    let (calls, mut called) = tokio::sync::mpsc::unbounded_channel();
+    let hook = QueueThenRefuse {
+        calls,
+        seen: Default::default(),
+    };
+    let server = Server::bind(ServerConfig::default(), router, Users::default(), rx)
+        .await
+        .expect("binds")
+        .with_ingest(std::sync::Arc::new(hook));
+    let url = format!("http://{}", server.local_addr());
+    let shutdown = server.shutdown_handle();
+    let task = tokio::spawn(server.run());
+    let feed = Feed::open(&url);
+    feed.send("{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n")
+        .await;
+    assert_eq!(
+        timeout(T, called.recv()).await.expect("first batch"),
+        Some(1)
+    );
+    feed.send("{\"type\":\"failoverEnded\"}\n{\"type\":\"failoverEnded\"}\n")
+        .await;
+    let (status, reply) = feed.end().await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["accepted"], 1);
+    assert_eq!(reply["queued"], 1);
+    assert_eq!(reply["seqs"], serde_json::json!([]));
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("queue is full") && error.contains("from line 2"),
+        "{reply}"
+    );
+    shutdown.shutdown();
+    task.abort();
+}
+
 #[tokio::test]
 async fn the_stream_parameter_of_an_ingest_is_checked() {
     let s = start(4096, "", |_| {}).await;
