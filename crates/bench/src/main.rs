@@ -85,12 +85,14 @@ struct Args {
     /// Events per ingest request (this project) and per XADD pipeline batch (Redis).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// Ingest requests (this project) or XADD batches (Redis) in flight at once.
+    /// Ingest requests or feeds (this project) or XADD batches (Redis) in flight at
+    /// once.
     #[arg(long, default_value_t = 2)]
     window: usize,
     /// How this project's producer sends: `requests` (a `POST /diag/masterEvents`
-    /// per batch, `--window` of them in flight, each answered) or `feed` (one
-    /// `POST /diag/masterEvents?stream=1` carrying every batch, answered at the end).
+    /// per batch, `--window` of them in flight, each answered) or `feed` (`--window`
+    /// `POST /diag/masterEvents?stream=1` requests whose bodies take the batches in
+    /// turn, each answered at the end).
     #[arg(long, value_enum, default_value_t = IngestMode::Requests)]
     master_events_ingest: IngestMode,
     /// Measure every throughput and latency row this many times, the systems taking

@@ -378,11 +378,15 @@ impl Results {
             let st = &self.settings;
             let _ = writeln!(
                 s,
-                "## Throughput\n\nOne producer for {:.0} s (batches of {}, {} in flight), K \
-                 readers; delivered = events received summed over readers ÷ time from the \
-                 first send to the last receipt. Lost = announced by a gap frame / silent \
-                 (a hole nobody announced) / undelivered (still missing at the end).\n",
-                st.throughput_secs, st.batch, st.window
+                "## Throughput\n\nOne producer for {:.0} s (batches of {}, {} in flight; \
+                 master-events sending {}), K readers; delivered = events received summed \
+                 over readers ÷ time from the first send to the last receipt. Lost = \
+                 announced by a gap frame / silent (a hole nobody announced) / undelivered \
+                 (still missing at the end).\n",
+                st.throughput_secs,
+                st.batch,
+                st.window,
+                st.master_events_ingest.describe()
             );
             if self.rounds() {
                 self.throughput_summary(&mut s);
@@ -433,10 +437,11 @@ impl Results {
             let _ = writeln!(
                 s,
                 "## Latency\n\nOffered load {} ev/s for {:.0} s (sent every millisecond, \
-                 stamped at send), produce → receipt over all readers, after a {:.1} s \
-                 warm-up.\n",
+                 stamped at send; master-events sending {}), produce → receipt over all \
+                 readers, after a {:.1} s warm-up.\n",
                 eps(st.latency_eps),
                 st.latency_secs,
+                st.master_events_ingest.describe(),
                 st.warmup_secs
             );
             if self.rounds() {

@@ -88,9 +88,20 @@ pub enum IngestMode {
     /// `POST /diag/masterEvents`, one request per batch, each answered.
     #[default]
     Requests,
-    /// `POST /diag/masterEvents?stream=1`: one request whose body carries every
-    /// batch as it is produced, answered when the producer is done.
+    /// `POST /diag/masterEvents?stream=1`: `--window` requests whose bodies take
+    /// the batches in turn as they are produced, each answered when the producer
+    /// is done.
     Feed,
+}
+
+impl IngestMode {
+    /// How the report says it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            IngestMode::Requests => "a request per batch",
+            IngestMode::Feed => "through feeds (`?stream=1`)",
+        }
+    }
 }
 
 /// A running system.
