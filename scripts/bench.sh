@@ -8,7 +8,7 @@
 #   scripts/bench.sh              # the full run (about 3 minutes)
 #   scripts/bench.sh --quick      # a smoke run (under a minute)
 #   scripts/bench.sh --repeat 3   # every throughput and latency row three times,
-#                                 # reported as medians and ranges (about 10 minutes)
+#                                 # reported as medians and ranges (about 9 minutes)
 #   scripts/bench.sh --systems master-events,redis --scenarios throughput --readers 10
 #
 # Any argument is passed to master-events-bench (`--help` lists them).

@@ -101,14 +101,46 @@ fn presize(body: &[u8]) -> usize {
 /// Parses every non-blank line of `body` into records with empty envelopes, or
 /// says which line is wrong.
 pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
-    parse_lines(body, 1)
+    match parse_lines_until(body, 1, usize::MAX) {
+        (records, None) => Ok(records),
+        (_, Some(Stop::BadLine(refusal) | Stop::TooLong(refusal))) => Err(refusal),
+    }
 }
 
-/// As [`parse_body`], for lines that continue a longer input: the first line of
-/// `body` is line `first_line` (1-based) of it, and a refusal names that number.
-pub fn parse_lines(body: &[u8], first_line: usize) -> Result<Vec<Record>, Refusal> {
+/// Why [`parse_lines_until`] stopped before the end of its input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// A line is not a valid event (a 400).
+    BadLine(Refusal),
+    /// A line is longer than the limit (a 413).
+    TooLong(Refusal),
+}
+
+/// The refusal of line `line` (1-based) for being longer than `limit` bytes.
+pub fn too_long(line: usize, limit: usize) -> Refusal {
+    Refusal {
+        error: format!("line {line} is longer than the limit of {limit} bytes"),
+        line: Some(line),
+        field: None,
+    }
+}
+
+/// Parses the lines of `body` into records with empty envelopes, up to the first
+/// that is bad or longer than `max_line` bytes (its line end not counted): the
+/// records of every line before it, and why it stopped. The first line of `body`
+/// is line `first_line` (1-based) of a longer input, and a refusal names that
+/// number.
+pub fn parse_lines_until(
+    body: &[u8],
+    first_line: usize,
+    max_line: usize,
+) -> (Vec<Record>, Option<Stop>) {
     let mut records = Vec::with_capacity(presize(body));
     for (i, line) in lines(body) {
+        let n = first_line + i;
+        if line.len() > max_line {
+            return (records, Some(Stop::TooLong(too_long(n, max_line))));
+        }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -118,36 +150,16 @@ pub fn parse_lines(body: &[u8], first_line: usize) -> Result<Vec<Record>, Refusa
                 records.push(rec);
             }
             Err(e) => {
-                let n = first_line + i;
-                return Err(Refusal {
+                let refusal = Refusal {
                     error: format!("line {n}: {e}"),
                     line: Some(n),
                     field: e.field().map(str::to_owned),
-                });
+                };
+                return (records, Some(Stop::BadLine(refusal)));
             }
         }
     }
-    Ok(records)
-}
-
-/// The first `n` lines of `body`, with their line ends (all of it when it has
-/// fewer).
-pub fn first_lines(body: &[u8], n: usize) -> &[u8] {
-    match n.checked_sub(1) {
-        None => &body[..0],
-        Some(last) => match memchr::memchr_iter(b'\n', body).nth(last) {
-            Some(end) => &body[..=end],
-            None => body,
-        },
-    }
-}
-
-/// The 0-based index of the first line of `body` longer than `limit` bytes (its
-/// line end not counted), if any.
-pub fn first_long_line(body: &[u8], limit: usize) -> Option<usize> {
-    lines(body)
-        .find(|(_, line)| line.len() > limit)
-        .map(|(i, _)| i)
+    (records, None)
 }
 
 /// Cuts a byte stream into runs of whole lines, for an ingest that takes lines as
@@ -155,9 +167,14 @@ pub fn first_long_line(body: &[u8], limit: usize) -> Option<usize> {
 ///
 /// Holds at most the unfinished last line plus what was pushed since the last
 /// [`LineBatcher::take`]; the caller bounds both (see [`LineBatcher::unfinished`]).
+/// Each pushed byte is searched for line ends once, when it is pushed.
 #[derive(Debug, Default)]
 pub struct LineBatcher {
     pending: BytesMut,
+    /// Bytes of `pending` up to and including its last `\n`: its whole lines.
+    whole: usize,
+    /// Line ends in those whole lines.
+    whole_lines: usize,
     /// Lines handed out so far (the next run starts at line `taken + 1`).
     taken: usize,
 }
@@ -170,20 +187,25 @@ impl LineBatcher {
 
     /// Appends bytes as they arrived.
     pub fn push(&mut self, data: &[u8]) {
+        let mut last = None;
+        for end in memchr::memchr_iter(b'\n', data) {
+            last = Some(end);
+            self.whole_lines += 1;
+        }
+        if let Some(end) = last {
+            self.whole = self.pending.len() + end + 1;
+        }
         self.pending.extend_from_slice(data);
     }
 
-    /// Bytes held: whole lines not yet taken, and the unfinished one.
-    pub fn held(&self) -> usize {
-        self.pending.len()
+    /// Bytes of whole lines not yet taken.
+    pub fn waiting(&self) -> usize {
+        self.whole
     }
 
     /// The length of the unfinished last line (the bytes after the last `\n`).
     pub fn unfinished(&self) -> usize {
-        match memchr::memrchr(b'\n', &self.pending) {
-            Some(end) => self.pending.len() - end - 1,
-            None => self.pending.len(),
-        }
+        self.pending.len() - self.whole
     }
 
     /// The line number (1-based) the next run starts at.
@@ -194,9 +216,11 @@ impl LineBatcher {
     /// The whole lines pushed so far, with the number of the first; `None` when no
     /// line is complete yet.
     pub fn take(&mut self) -> Option<(usize, Bytes)> {
-        let end = memchr::memrchr(b'\n', &self.pending)?;
-        let run = self.pending.split_to(end + 1).freeze();
-        Some(self.hand_out(run))
+        if self.whole == 0 {
+            return None;
+        }
+        let run = self.pending.split_to(self.whole).freeze();
+        Some(self.hand_out(run, self.whole_lines))
     }
 
     /// Everything left at the end of the input (the last line needs no `\n`);
@@ -205,15 +229,16 @@ impl LineBatcher {
         if self.pending.is_empty() {
             return None;
         }
+        let lines = self.whole_lines + usize::from(self.unfinished() > 0);
         let run = self.pending.split().freeze();
-        Some(self.hand_out(run))
+        Some(self.hand_out(run, lines))
     }
 
-    fn hand_out(&mut self, run: Bytes) -> (usize, Bytes) {
+    fn hand_out(&mut self, run: Bytes, lines: usize) -> (usize, Bytes) {
         let first = self.taken + 1;
-        let ends = memchr::memchr_iter(b'\n', &run).count();
-        // A run without a final `\n` (only at the end) still holds one more line.
-        self.taken += ends + usize::from(!run.ends_with(b"\n"));
+        self.taken += lines;
+        self.whole = 0;
+        self.whole_lines = 0;
         (first, run)
     }
 }
@@ -253,37 +278,38 @@ mod tests {
     fn a_line_batcher_hands_out_whole_lines_numbered_across_runs() {
         let mut b = LineBatcher::new();
         b.push(b"a\nb");
-        assert_eq!(b.unfinished(), 1);
+        assert_eq!((b.waiting(), b.unfinished()), (2, 1));
         assert_eq!(b.take(), Some((1, Bytes::from_static(b"a\n"))));
         assert_eq!(b.take(), None, "b is not whole yet");
         b.push(b"b\n\ncc\nd");
-        assert_eq!(b.held(), 8);
+        assert_eq!((b.waiting(), b.unfinished()), (7, 1));
         assert_eq!(b.take(), Some((2, Bytes::from_static(b"bb\n\ncc\n"))));
         assert_eq!(b.next_line(), 5);
-        assert_eq!(b.finish(), Some((5, Bytes::from_static(b"d"))));
+        b.push(b"d\ne");
+        assert_eq!(b.finish(), Some((5, Bytes::from_static(b"dd\ne"))));
         assert_eq!(b.finish(), None);
-        assert_eq!(b.next_line(), 6);
+        assert_eq!(b.next_line(), 7);
     }
 
     #[test]
-    fn refusals_in_a_later_run_name_the_line_of_the_whole_input() {
-        let bad = parse_lines(b"{\"type\":\"failoverEnded\"}\n\n{\"type\":\"nope\"}\n", 41)
-            .expect_err("an unknown type");
+    fn parsing_stops_at_a_bad_or_long_line_with_the_lines_before_it() {
+        let ok = "{\"type\":\"failoverEnded\"}";
+        let body = format!("{ok}\n\n{{\"type\":\"nope\"}}\n{ok}\n");
+        let (records, stop) = parse_lines_until(body.as_bytes(), 41, 1000);
+        assert_eq!(records.len(), 1);
+        let Some(Stop::BadLine(bad)) = stop else {
+            panic!("{stop:?}")
+        };
         assert_eq!(bad.line, Some(43));
         assert!(bad.error.starts_with("line 43: "), "{}", bad.error);
-    }
 
-    #[test]
-    fn first_lines_and_first_long_line_cut_where_they_say() {
-        let body = b"ab\ncdef\ng";
-        assert_eq!(first_lines(body, 0), b"");
-        assert_eq!(first_lines(body, 1), b"ab\n");
-        assert_eq!(first_lines(body, 2), b"ab\ncdef\n");
-        assert_eq!(first_lines(body, 3), body);
-        assert_eq!(first_lines(body, 9), body);
-        assert_eq!(first_long_line(body, 3), Some(1));
-        assert_eq!(first_long_line(body, 4), None);
-        assert_eq!(first_long_line(b"abcd", 3), Some(0));
+        let long = "{\"type\":\"deleteBucket\",\"bucket\":\"a-bucket-with-a-long-name\"}";
+        let body = format!("{ok}\n{long}\n{ok}");
+        let (records, stop) = parse_lines_until(body.as_bytes(), 1, ok.len());
+        assert_eq!(records.len(), 1);
+        assert_eq!(stop, Some(Stop::TooLong(too_long(2, ok.len()))));
+        let (records, stop) = parse_lines_until(body.as_bytes(), 1, long.len());
+        assert_eq!((records.len(), stop), (3, None));
     }
 
     #[test]

@@ -653,44 +653,39 @@ async fn feed(state: &AppState, mut body: Body) -> Response {
         if in_flight.is_none() {
             let run = if ended { lines.finish() } else { lines.take() };
             if let Some((first_line, run)) = run {
-                match feed_batch(limit, first_line, &run) {
-                    (records, None) => {
-                        if !records.is_empty() {
-                            in_flight = Some((first_line, Box::pin(publish(state, records))));
-                        }
-                        continue;
+                let (records, stop) = ingest::parse_lines_until(&run, first_line, limit);
+                let Some(stop) = stop else {
+                    if !records.is_empty() {
+                        in_flight = Some((first_line, Box::pin(publish(state, records))));
                     }
-                    (records, Some((status, reason, refused))) => {
-                        // The lines before the refused one are taken, then it ends.
-                        if !records.is_empty() {
-                            let outcome = publish(state, records).await;
-                            if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
-                                return resp;
-                            }
-                        }
-                        state.metrics.ingest_error(reason);
-                        return feed_refusal(status, refused, fed);
+                    continue;
+                };
+                // The lines before the refused one are taken, then the feed ends.
+                if !records.is_empty() {
+                    let outcome = publish(state, records).await;
+                    if let Some(resp) = feed_outcome(state, &mut fed, first_line, outcome) {
+                        return resp;
                     }
                 }
+                let (status, reason, refused) = match stop {
+                    ingest::Stop::BadLine(r) => (StatusCode::BAD_REQUEST, "bad_line", r),
+                    ingest::Stop::TooLong(r) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", r),
+                };
+                state.metrics.ingest_error(reason);
+                return feed_refusal(status, refused, fed);
             }
             if ended {
                 return json_response(StatusCode::OK, &fed);
             }
             if lines.unfinished() > limit {
                 state.metrics.ingest_error("too_large");
-                let line = lines.next_line();
-                let refused = ingest::Refusal {
-                    error: format!("line {line} is longer than the limit of {limit} bytes"),
-                    line: Some(line),
-                    field: None,
-                };
+                let refused = ingest::too_long(lines.next_line(), limit);
                 return feed_refusal(StatusCode::PAYLOAD_TOO_LARGE, refused, fed);
             }
         }
         // Read on while the whole lines waiting are under a batch and the unfinished
         // one is within the limit.
-        let waiting = lines.held() - lines.unfinished();
-        let reading = !ended && waiting < FEED_BATCH_BYTES && lines.unfinished() <= limit;
+        let reading = !ended && lines.waiting() < FEED_BATCH_BYTES && lines.unfinished() <= limit;
         tokio::select! {
             outcome = async { match in_flight.as_mut() {
                 Some((_, pending)) => pending.await,
@@ -745,46 +740,6 @@ async fn end_feed(
     }
     state.metrics.ingest_error(reason);
     feed_refusal(status, refusal(error), fed)
-}
-
-/// The records of a feed's run of lines, and why the feed must end after them
-/// (a bad line, or one over `limit` bytes): every line before that one is in the
-/// records.
-#[allow(clippy::type_complexity)]
-fn feed_batch(
-    limit: usize,
-    first_line: usize,
-    run: &[u8],
-) -> (
-    Vec<master_events_events::Record>,
-    Option<(StatusCode, &'static str, ingest::Refusal)>,
-) {
-    let long = ingest::first_long_line(run, limit);
-    let checked = match long {
-        Some(k) => ingest::first_lines(run, k),
-        None => run,
-    };
-    match ingest::parse_lines(checked, first_line) {
-        Ok(records) => {
-            let too_long = long.map(|k| {
-                let line = first_line + k;
-                let error = format!("line {line} is longer than the limit of {limit} bytes");
-                let refused = ingest::Refusal {
-                    error,
-                    line: Some(line),
-                    field: None,
-                };
-                (StatusCode::PAYLOAD_TOO_LARGE, "too_large", refused)
-            });
-            (records, too_long)
-        }
-        Err(bad) => {
-            let good = bad.line.map_or(0, |n| n - first_line);
-            let records =
-                ingest::parse_lines(ingest::first_lines(run, good), first_line).unwrap_or_default();
-            (records, Some((StatusCode::BAD_REQUEST, "bad_line", bad)))
-        }
-    }
 }
 
 /// Adds a batch's outcome to the feed; when the router refused it, the reply that

@@ -409,10 +409,7 @@ struct HttpProducer {
     addr: SocketAddr,
     idle: Vec<SendRequest<Full<Bytes>>>,
     in_flight: VecDeque<InFlight>,
-    /// Throughput bodies: the mix in batches, built once.
-    bodies: Vec<Bytes>,
-    batch: usize,
-    mix: std::sync::Arc<Mix>,
+    bodies: Bodies,
     first: Option<u64>,
     last: u64,
 }
@@ -423,15 +420,11 @@ impl HttpProducer {
         for _ in 0..setup.window.max(1) {
             idle.push(connect::<Full<Bytes>>(addr).await?);
         }
-        let batch = setup.batch.max(1);
-        let bodies = prebuilt(&setup.mix, batch);
         Ok(HttpProducer {
             addr,
             idle,
             in_flight: VecDeque::new(),
-            bodies,
-            batch,
-            mix: std::sync::Arc::clone(&setup.mix),
+            bodies: Bodies::new(setup),
             first: None,
             last: 0,
         })
@@ -452,43 +445,49 @@ impl HttpProducer {
         }
         Ok(())
     }
-
-    fn body(&self, start: u64, n: usize, stamp_ns: Option<u64>) -> Bytes {
-        ndjson(&self.bodies, self.batch, &self.mix, start, n, stamp_ns)
-    }
 }
 
-/// Throughput bodies: the mix in batches of `batch`, built once.
-fn prebuilt(mix: &Mix, batch: usize) -> Vec<Bytes> {
-    let n = mix.templates.len() / batch;
-    (0..n)
-        .map(|k| mix.body((k * batch) as u64, batch))
-        .collect()
-}
-
-/// The NDJSON of events `start..start + n` of the mix, stamped when asked: one of
-/// the `prebuilt` bodies when it is exactly that.
-fn ndjson(
-    prebuilt: &[Bytes],
+/// The NDJSON bodies a producer sends: the mix's events in order, stamped when
+/// asked.
+struct Bodies {
+    /// Throughput bodies: the mix in batches, built once.
+    prebuilt: Vec<Bytes>,
     batch: usize,
-    mix: &Mix,
-    start: u64,
-    n: usize,
-    stamp_ns: Option<u64>,
-) -> Bytes {
-    if stamp_ns.is_none() && n == batch && start % batch as u64 == 0 && !prebuilt.is_empty() {
-        return prebuilt[((start / batch as u64) % prebuilt.len() as u64) as usize].clone();
-    }
-    let mut out = Vec::with_capacity(n * 256);
-    for k in 0..n as u64 {
-        let t = mix.get(start + k);
-        let at = out.len();
-        out.extend_from_slice(&t.line);
-        if let (Some(ns), Some(slot)) = (stamp_ns, t.stamp_at) {
-            workload::stamp(&mut out[at..], slot, ns);
+    mix: std::sync::Arc<Mix>,
+}
+
+impl Bodies {
+    fn new(setup: &Setup) -> Bodies {
+        let batch = setup.batch.max(1);
+        let n = setup.mix.templates.len() / batch;
+        let prebuilt = (0..n)
+            .map(|k| setup.mix.body((k * batch) as u64, batch))
+            .collect();
+        Bodies {
+            prebuilt,
+            batch,
+            mix: std::sync::Arc::clone(&setup.mix),
         }
     }
-    Bytes::from(out)
+
+    /// Events `start..start + n`: a prebuilt body when it is exactly one.
+    fn get(&self, start: u64, n: usize, stamp_ns: Option<u64>) -> Bytes {
+        let batch = self.batch as u64;
+        if stamp_ns.is_none() && n == self.batch && start % batch == 0 && !self.prebuilt.is_empty()
+        {
+            return self.prebuilt[((start / batch) % self.prebuilt.len() as u64) as usize].clone();
+        }
+        let mut out = Vec::with_capacity(n * 256);
+        for k in 0..n as u64 {
+            let t = self.mix.get(start + k);
+            let at = out.len();
+            out.extend_from_slice(&t.line);
+            if let (Some(ns), Some(slot)) = (stamp_ns, t.stamp_at) {
+                workload::stamp(&mut out[at..], slot, ns);
+            }
+        }
+        Bytes::from(out)
+    }
 }
 
 async fn post(
@@ -541,7 +540,7 @@ impl Producer for HttpProducer {
             while self.idle.is_empty() {
                 self.complete_oldest().await?;
             }
-            let body = self.body(start, n, stamp_ns);
+            let body = self.bodies.get(start, n, stamp_ns);
             let sender = self.idle.pop().context("no connection")?;
             self.in_flight
                 .push_back(tokio::spawn(post(sender, self.addr, body)));
@@ -577,9 +576,7 @@ struct FeedProducer {
     feeds: Vec<Feed>,
     /// The feed the next batch goes to.
     turn: usize,
-    bodies: Vec<Bytes>,
-    batch: usize,
-    mix: std::sync::Arc<Mix>,
+    bodies: Bodies,
 }
 
 /// One feed: batches to its body (dropped to end it), and its reply.
@@ -666,13 +663,10 @@ impl FeedProducer {
         for _ in 0..setup.window.max(1) {
             feeds.push(Feed::open(addr).await?);
         }
-        let batch = setup.batch.max(1);
         Ok(FeedProducer {
             feeds,
             turn: 0,
-            bodies: prebuilt(&setup.mix, batch),
-            batch,
-            mix: std::sync::Arc::clone(&setup.mix),
+            bodies: Bodies::new(setup),
         })
     }
 }
@@ -680,7 +674,7 @@ impl FeedProducer {
 impl Producer for FeedProducer {
     fn send(&mut self, start: u64, n: usize, stamp_ns: Option<u64>) -> BoxFuture<'_, Result<()>> {
         async move {
-            let body = ndjson(&self.bodies, self.batch, &self.mix, start, n, stamp_ns);
+            let body = self.bodies.get(start, n, stamp_ns);
             let k = self.turn % self.feeds.len();
             self.turn = self.turn.wrapping_add(1);
             self.feeds[k].send(body).await

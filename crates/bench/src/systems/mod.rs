@@ -70,7 +70,7 @@ pub struct Setup {
     pub batch: usize,
     /// Requests (this project) or batches (Redis) in flight at once.
     pub window: usize,
-    /// How this project's producer sends: a request per batch, or one feed.
+    /// How this project's producer sends: a request per batch, or `window` feeds.
     pub ingest: IngestMode,
     /// The mix.
     pub mix: Arc<Mix>,
@@ -82,11 +82,10 @@ pub struct Setup {
 }
 
 /// How this project's producer sends its events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IngestMode {
     /// `POST /diag/masterEvents`, one request per batch, each answered.
-    #[default]
     Requests,
     /// `POST /diag/masterEvents?stream=1`: `--window` requests whose bodies take
     /// the batches in turn as they are produced, each answered when the producer
