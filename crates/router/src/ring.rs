@@ -473,9 +473,9 @@ impl Ring {
     }
 
     /// Appends a block (its `first_seq` must be the ring's next seq), evicts what no
-    /// longer fits and wakes every waiting reader; then merges the small blocks at
-    /// the tail (see [`Ring::merge_tail`]), after the readers were woken, so that
-    /// merging never delays an event.
+    /// longer fits and wakes every waiting reader. Small blocks at the tail are not
+    /// merged here: the writer calls [`Ring::merge_tail`] once the woken readers
+    /// have had their turn (see `Sequencer::run`).
     pub(crate) fn append(&self, block: Block) {
         let n = block.len() as u64;
         if n == 0 {
@@ -502,7 +502,6 @@ impl Ring {
             self.last_seq.store(st.next_seq - 1, Ordering::Release);
         }
         self.notify.notify_waiters();
-        self.merge_tail();
     }
 
     /// Merges small blocks at the tail like the digits of a binary counter: while
@@ -513,7 +512,12 @@ impl Ring {
     /// events rather than one block (and its allocations) per event, and each line
     /// is copied about log2(events per block) times. Readers are unaffected: they
     /// find events by `seq`, and a batch they hold keeps its old block alive.
-    fn merge_tail(&self) {
+    ///
+    /// Called by the single writer after appends, not inside [`Ring::append`]:
+    /// on a cooperative scheduler a reader woken by the append runs on the writer's
+    /// worker only once the writer yields, and the copy (into freshly allocated
+    /// memory, so page faults while the archive grows) would come before its write.
+    pub(crate) fn merge_tail(&self) {
         // Only the single writer (this call, from `append`) changes the blocks, so
         // the tail looked at under the read lock is still there under the write
         // lock; the copying happens under the read lock, while readers read.
@@ -794,6 +798,19 @@ mod tests {
         assert_eq!(drain(&mut sub), ["gap 1..=2 (2)", "3", "4", "5", "6", "7"]);
         let st = ring.stats();
         assert_eq!((st.retained, st.blocks, st.oldest_seq), (5, 2, Some(3)));
+    }
+
+    #[test]
+    fn append_leaves_small_blocks_to_merge_tail() {
+        let ring = Arc::new(Ring::new(100, 1));
+        ring.append(block(1, 2));
+        ring.append(block(3, 2));
+        assert_eq!(ring.stats().blocks, 2, "append does not merge");
+        ring.merge_tail();
+        let st = ring.stats();
+        assert_eq!((st.blocks, st.retained), (1, 4));
+        let mut sub = ring.subscribe(Cursor::Oldest);
+        assert_eq!(drain(&mut sub), ["1", "2", "3", "4"]);
     }
 
     #[test]

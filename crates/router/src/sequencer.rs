@@ -22,7 +22,8 @@
 //!   when the ingress is full). After a drain that filled no block, with few
 //!   readers, the sequencer yields once between waking readers and answering
 //!   publishers, so that on a quiet server the readers' writes go out first, on the
-//!   same worker.
+//!   same worker. The small blocks at the ring's tail are merged after that, at
+//!   the end of each drain, never between a reader's wake-up and its write.
 //! - On close, everything already queued is sequenced before the ring is closed.
 //! - Duplicates from a re-sending origin are dropped here: a record that carries
 //!   `origin` and `originSeq` is sequenced only if its `originSeq` is above the
@@ -485,12 +486,14 @@ impl Sequencer {
                                     }
                                 }
                                 self.flush();
+                                self.ring.merge_tail();
                                 if let Some(reply) = reply.take() {
                                     let _ = reply.send(outcome.map(|()| self.next_seq - 1));
                                 }
                             }
                             Item::SkipTo(seq, reply) => {
                                 self.flush();
+                                self.ring.merge_tail();
                                 if *seq > self.next_seq {
                                     self.ring.skip_to(*seq);
                                     self.next_seq = *seq;
@@ -506,23 +509,29 @@ impl Sequencer {
                     items.clear();
                     // A small drain (a quiet moment, the case where latency shows):
                     // readers were just woken; let them run before the publishers
-                    // are answered. Woken together, the reader and the publisher
-                    // would not both fit the worker's next-task slot, and tokio
-                    // would wake a parked worker on another CPU to take one of them,
-                    // which in a VM costs tens of microseconds of the CPU the
-                    // reader's client needs. A drain that filled blocks has yielded
-                    // already; with many readers, the publishers would wait behind
-                    // all of their writes, so they are answered first.
-                    if !replies.is_empty()
-                        && !filled_a_block
-                        && self.ring.subscribers() <= YIELD_MAX_READERS
-                    {
+                    // are answered and the tail is merged. Woken together, the
+                    // reader and the publisher would not both fit the worker's
+                    // next-task slot, and tokio would wake a parked worker on
+                    // another CPU to take one of them, which in a VM costs tens of
+                    // microseconds of the CPU the reader's client needs. A drain
+                    // that filled blocks has yielded already; with many readers, the
+                    // publishers would wait behind all of their writes, so they are
+                    // answered first.
+                    let readers = self.ring.subscribers();
+                    if !filled_a_block && (1..=YIELD_MAX_READERS).contains(&readers) {
                         tokio::task::yield_now().await;
                     }
                     for (reply, range) in replies.drain(..) {
                         // The publisher may have given up waiting: nothing to do.
                         let _ = reply.send(range);
                     }
+                    // Last, once the readers have written (after a small drain) or
+                    // were at least woken: merging copies the small blocks at the
+                    // tail, and while the archive grows that copy touches new pages.
+                    // Done inside the append, it ran between a reader's wake-up and
+                    // its turn on this worker, and was most of the K=1 latency tail
+                    // (docs/benchmarks.md, run 14).
+                    self.ring.merge_tail();
                 }
                 // `notify_one` leaves a permit when no one waits, so a push between
                 // `take` and here still wakes us.

@@ -389,6 +389,53 @@ async fn meta_strings_are_stored_once_per_block() {
     assert!(std::ptr::eq(origins[0], origins[1]));
 }
 
+/// On one thread, a reader woken by an append runs only when the sequencer yields:
+/// it must get its events before the sequencer copies the tail's small blocks
+/// (a copy into new memory, with page faults while the archive grows).
+#[tokio::test(flavor = "current_thread")]
+async fn a_reader_gets_its_events_before_the_tail_is_merged() {
+    let router = router(100_000);
+    let mut sub = router.subscribe(Cursor::Now);
+    let stats = router.clone();
+    let reader = tokio::spawn(async move {
+        // (seq, blocks in the archive when the reader got it)
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match sub.recv().await {
+                Some(Chunk::Events(b)) => {
+                    let blocks = stats.stats().archived_blocks;
+                    seen.extend(b.iter().map(|e| (e.seq, blocks)));
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen
+    });
+    router
+        .publish_batch(vec![move_done("default", 0)])
+        .await
+        .expect("published");
+    router
+        .publish_batch(vec![move_done("default", 1)])
+        .await
+        .expect("published");
+    let seen = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the reader got both events")
+        .expect("reader task");
+    assert_eq!(seen, [(1, 1), (2, 2)], "read before the merge");
+    // The two one-event blocks are merged once the reader has had its turn.
+    let merged = async {
+        while router.stats().archived_blocks != 1 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), merged)
+        .await
+        .expect("the tail was merged");
+    assert_eq!(router.stats().archived, 2);
+}
+
 #[tokio::test]
 async fn a_quiet_router_merges_its_one_event_blocks() {
     let router = router(100_000);
