@@ -111,8 +111,10 @@ struct Args {
     /// The `master-events` binary (default: next to this one).
     #[arg(long)]
     master_events_bin: Option<PathBuf>,
-    /// Run `master-events` under this command (e.g. "valgrind --tool=callgrind"),
-    /// split on spaces; it is stopped with SIGTERM so that a profiler writes its data.
+    /// Run `master-events` under this command (e.g. "valgrind --tool=callgrind" or
+    /// "perf stat -o FILE"), split on spaces. The command and the server are stopped
+    /// together with SIGINT, as Ctrl-C would, so that a profiler writes its data
+    /// (SIGKILL after 120 s).
     #[arg(long)]
     wrap_master_events: Option<String>,
     /// `redis-server` (default: from PATH).
@@ -151,6 +153,15 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("runtime")?;
+    // The servers lead process groups of their own (see `proc`), so Ctrl-C reaches
+    // only the harness: it stops them before it goes.
+    rt.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("master-events-bench: interrupted; stopping the servers");
+            proc::kill_children();
+            std::process::exit(130);
+        }
+    });
     let result = rt.block_on(run(args));
     proc::kill_children();
     result

@@ -8,7 +8,12 @@
 //!
 //! Promises: no child outlives the harness — dropping a [`Child`] kills it, the
 //! watchdog kills every child and exits when the run's time is up, and a child
-//! whose parent dies gets SIGKILL from the kernel.
+//! whose parent dies gets SIGKILL from the kernel. Each child leads a process group
+//! of its own, and every signal goes to the whole group: a server started under a
+//! wrapper (`--wrap-master-events "perf stat ..."`) is the wrapper's child, and
+//! killing only the wrapper left it running. (If the harness itself is killed, the
+//! kernel's SIGKILL reaches only the direct child: a wrapper that does not pass it
+//! on can still leave its server behind.)
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -56,6 +61,7 @@ impl Child {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stderr(Stdio::from(err))
+            .process_group(0)
             .kill_on_drop(true);
         if pipe_stdout {
             cmd.stdout(Stdio::piped());
@@ -116,23 +122,25 @@ impl Child {
         rss_bytes(self.pid)
     }
 
-    /// Stops the child and waits for it: SIGTERM first when it has a grace period
-    /// (a profiler wrapping it writes its data then), SIGKILL otherwise or after it.
+    /// Stops the child's process group and waits for the child: SIGINT first when
+    /// it has a grace period, SIGKILL otherwise or after it. SIGINT, as Ctrl-C in a
+    /// terminal would: the server shuts down cleanly, `perf record` stops and writes
+    /// its data, and `perf stat` waits for its workload to end and prints its counts
+    /// (SIGTERM kills `perf stat` before it prints anything).
     pub async fn stop(mut self) {
         if !self.grace.is_zero() {
-            // SAFETY: kill(2) on the pid of a child we started and have not reaped.
-            unsafe {
-                libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-            }
+            signal_group(self.pid, libc::SIGINT);
             if tokio::time::timeout(self.grace, self.inner.wait())
                 .await
                 .is_ok()
             {
+                // The wrapper is gone; anything it left in the group goes too.
+                signal_group(self.pid, libc::SIGKILL);
                 forget_child(self.pid);
                 return;
             }
         }
-        let _ = self.inner.start_kill();
+        signal_group(self.pid, libc::SIGKILL);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.wait()).await;
         forget_child(self.pid);
     }
@@ -140,8 +148,20 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        signal_group(self.pid, libc::SIGKILL);
         let _ = self.inner.start_kill();
         forget_child(self.pid);
+    }
+}
+
+/// Sends `signal` to the process group that the child `pid` leads (every child
+/// leads one: `process_group(0)` in [`Child::spawn`]).
+fn signal_group(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) on the process group of a child we started. Its pid is not
+    // reused while the child is unreaped, and the group keeps the id while any
+    // member lives.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), signal);
     }
 }
 
@@ -260,14 +280,11 @@ impl Watchdog {
     }
 }
 
-/// SIGKILLs every child still registered.
+/// SIGKILLs every child still registered, with its process group.
 pub fn kill_children() {
     let pids = CHILDREN.lock().map(|l| l.clone()).unwrap_or_default();
     for pid in pids {
-        // SAFETY: kill(2) on a pid we started.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGKILL);
-        }
+        signal_group(pid, libc::SIGKILL);
     }
 }
 
@@ -401,4 +418,79 @@ pub fn other_cpu_load(window: Duration, exclude: &[u32]) -> f64 {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let other = (b1.saturating_sub(b0)).saturating_sub(o1.saturating_sub(o0)) as f64;
     other / hz / window.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `pid` has exited (gone, or a zombie nobody reaped yet).
+    fn exited(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            // The state follows the command, which is in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    async fn wait_for_exit(pid: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if exited(pid) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Starts `sh -c script`, which must print a pid first, in a temp dir.
+    async fn spawn_sh(script: &str, dir: &Path) -> (Child, u32) {
+        let args = vec!["-c".to_owned(), script.to_owned()];
+        let (child, stdout) =
+            Child::spawn("sh", Path::new("/bin/sh"), &args, dir, true).expect("sh starts");
+        let (line, _rest) = first_line(stdout.expect("piped"), Duration::from_secs(10))
+            .await
+            .expect("sh prints the pid it started");
+        (child, line.trim().parse().expect("a pid"))
+    }
+
+    #[tokio::test]
+    async fn stopping_a_child_kills_what_it_started_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A wrapper that starts the real process and waits, as `perf stat` does.
+        let (child, grandchild) = spawn_sh("sleep 600 & echo $!; wait", dir.path()).await;
+        assert!(!exited(grandchild), "the grandchild runs");
+        child.stop().await;
+        assert!(wait_for_exit(grandchild).await, "the grandchild was killed");
+    }
+
+    #[tokio::test]
+    async fn dropping_a_child_kills_what_it_started_too() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (child, grandchild) = spawn_sh("sleep 600 & echo $!; wait", dir.path()).await;
+        drop(child);
+        assert!(wait_for_exit(grandchild).await, "the grandchild was killed");
+    }
+
+    #[tokio::test]
+    async fn a_child_with_a_grace_period_is_interrupted_first() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let marker = dir.path().join("interrupted");
+        let script = format!(
+            "trap 'echo yes > {}; exit 0' INT; sleep 600 & echo $!; wait",
+            marker.display()
+        );
+        let (mut child, grandchild) = spawn_sh(&script, dir.path()).await;
+        child.grace = Duration::from_secs(10);
+        child.stop().await;
+        assert_eq!(
+            std::fs::read_to_string(&marker).ok().as_deref(),
+            Some("yes\n"),
+            "the wrapper got SIGINT and could finish its work"
+        );
+        assert!(wait_for_exit(grandchild).await, "the grandchild is gone");
+    }
 }
