@@ -40,9 +40,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub insecure_no_auth: bool,
     /// Worker threads for requests, streams and sequencing [default: one per CPU].
-    /// Fewer leave CPUs to other processes and ingest less at full speed; at low
-    /// event rates latency is about the same (at 10,000 events/s on 2 CPUs, 1 worker
-    /// had a median 10-20 µs lower, docs/benchmarks.md).
+    /// Fewer leave CPUs to other processes and ingest less at full speed; where the
+    /// server shares few CPUs with busy clients, one worker gives lower latency at
+    /// low event rates (on 2 CPUs at 10,000 events/s: p50 about 25 µs lower, and a
+    /// quarter less ingest flat out; docs/benchmarks.md).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// How this node learns who the master is: `static` (--master names it; a lone
