@@ -2,7 +2,8 @@
 //!
 //! Owns: the command line, the order of the run (throughput, latency, memory; for
 //! each, every chosen system), and writing the results (markdown and JSON) after
-//! every row, so a run cut short still leaves what it measured.
+//! every row, so a run cut short still leaves what it measured; a failed row is
+//! recorded, the run goes on, and the exit status says it was incomplete.
 //!
 //! Promises: the harness starts every server itself on free loopback ports in a
 //! temporary directory and stops it; all traffic goes to 127.0.0.1; the whole run
@@ -49,6 +50,8 @@ enum Scenario {
 /// Starts each server itself (this project's `master-events serve`, `redis-server`,
 /// `nats-server`) on a free 127.0.0.1 port in a temporary directory, drives it with
 /// the same realistic mix of catalog events, and writes a markdown table and JSON.
+/// A row that fails is reported and listed under `errors` in the JSON; the other
+/// rows still run, and the exit status is then 1.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -117,6 +120,11 @@ struct Args {
     /// (SIGKILL after 120 s).
     #[arg(long)]
     wrap_master_events: Option<String>,
+    /// An extra argument for `master-events serve`, after the harness's own (repeat
+    /// for several), e.g. `--serve-arg=--workers --serve-arg=1` or
+    /// `--serve-arg=--workers=1`.
+    #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
     /// `redis-server` (default: from PATH).
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
@@ -230,6 +238,7 @@ async fn run(args: Args) -> Result<()> {
             .as_deref()
             .map(|w| w.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default(),
+        master_events_args: args.serve_args.clone(),
         redis_bin: redis_bin.clone(),
         nats_bin: nats_bin.clone(),
         dir: dir.path().to_path_buf(),
@@ -413,6 +422,15 @@ async fn run(args: Args) -> Result<()> {
         args.out_md.display(),
         args.out_json.display()
     );
+    if !results.errors.is_empty() {
+        // The other rows were measured and written; the exit status says the run
+        // is incomplete.
+        bail!(
+            "{} row(s) failed (listed under errors in {})",
+            results.errors.len(),
+            args.out_json.display()
+        );
+    }
     Ok(())
 }
 
@@ -427,4 +445,25 @@ fn write_results(results: &Results, md: &Path, json: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(results).context("encoding the results")?;
     std::fs::write(json, text).with_context(|| format!("writing {}", json.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_args_are_passed_in_order_hyphens_and_all() {
+        let args = Args::try_parse_from([
+            "master-events-bench",
+            "--serve-arg=--workers",
+            "--serve-arg",
+            "1",
+            "--serve-arg",
+            "--insecure-no-auth",
+        ])
+        .expect("parses");
+        assert_eq!(args.serve_args, ["--workers", "1", "--insecure-no-auth"]);
+        let none = Args::try_parse_from(["master-events-bench"]).expect("parses");
+        assert!(none.serve_args.is_empty());
+    }
 }

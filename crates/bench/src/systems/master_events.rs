@@ -59,6 +59,7 @@ impl MasterEvents {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(setup.master_events_args.iter().cloned())
         .collect();
         let (program, args) = match setup.master_events_wrap.split_first() {
             None => (setup.master_events_bin.clone(), serve),

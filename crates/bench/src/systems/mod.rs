@@ -57,6 +57,8 @@ pub struct Setup {
     pub master_events_bin: PathBuf,
     /// A command `master-events` is run under (a profiler), empty for none.
     pub master_events_wrap: Vec<String>,
+    /// Extra arguments for `master-events serve`, after the harness's own.
+    pub master_events_args: Vec<String>,
     /// `redis-server`.
     pub redis_bin: PathBuf,
     /// `nats-server`.
