@@ -22,8 +22,9 @@
 //!   when the ingress is full). After a drain that filled no block, with few
 //!   readers, the sequencer yields once between waking readers and answering
 //!   publishers, so that on a quiet server the readers' writes go out first, on the
-//!   same worker. The small blocks at the ring's tail are merged after that, at
-//!   the end of each drain, never between a reader's wake-up and its write.
+//!   same worker. The small blocks at the ring's tail are merged at the end of each
+//!   drain, after that yield and the replies: on a quiet server, after the readers'
+//!   writes.
 //! - On close, everything already queued is sequenced before the ring is closed.
 //! - Duplicates from a re-sending origin are dropped here: a record that carries
 //!   `origin` and `originSeq` is sequenced only if its `originSeq` is above the
