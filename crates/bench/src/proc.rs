@@ -148,8 +148,8 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
+        // The child itself is in the group; tokio reaps it (`kill_on_drop`).
         signal_group(self.pid, libc::SIGKILL);
-        let _ = self.inner.start_kill();
         forget_child(self.pid);
     }
 }

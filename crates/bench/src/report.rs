@@ -188,29 +188,44 @@ fn median_row<'a, T>(
     sorted.get(sorted.len() / 2).map(|&(_, r)| r)
 }
 
-/// Each (system, K) group of `rows` with its median row by `key`.
-fn medians<T>(
-    rows: &[T],
+/// One (system, K) group of rows over the rounds.
+struct Group<'a, T> {
+    key: (Kind, usize),
+    rows: Vec<&'a T>,
+    median: Option<&'a T>,
+}
+
+/// Each (system, K) group of `rows`, with its median row by `key`.
+fn medians<'a, T>(
+    rows: &'a [T],
     of: impl Fn(&T) -> (Kind, usize) + Copy,
     key: impl Fn(&T) -> f64 + Copy,
     higher_is_better: bool,
-) -> Vec<((Kind, usize), Option<&T>)> {
+) -> Vec<Group<'a, T>> {
     groups(rows, of)
         .into_iter()
-        .map(|g| (g, median_row(&group(rows, of, g), key, higher_is_better)))
+        .map(|g| {
+            let rows = group(rows, of, g);
+            let median = median_row(&rows, key, higher_is_better);
+            Group {
+                key: g,
+                rows,
+                median,
+            }
+        })
         .collect()
 }
 
 /// The median figures of the other systems with the same K as `(system, k)`.
 fn others<T>(
-    medians: &[((Kind, usize), Option<&T>)],
+    medians: &[Group<'_, T>],
     (system, k): (Kind, usize),
     key: impl Fn(&T) -> f64,
 ) -> Vec<f64> {
     medians
         .iter()
-        .filter(|((o, ok), _)| *ok == k && *o != system)
-        .filter_map(|(_, r)| r.map(&key))
+        .filter(|g| g.key.1 == k && g.key.0 != system)
+        .filter_map(|g| g.median.map(&key))
         .collect()
 }
 
@@ -274,10 +289,11 @@ impl Results {
             "| K | system | rounds | delivered ev/s, median | range | median ÷ best other median (higher is better) | producer ev/s | lost, all rounds (announced / silent / undelivered) | CPU s: server / harness |"
         );
         let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---|---:|");
-        for &((system, k), median) in &medians {
-            let rows = group(&self.throughput, of, (system, k));
-            let Some(m) = median else { continue };
-            let others = others(&medians, (system, k), key);
+        for g in &medians {
+            let (system, k) = g.key;
+            let rows = &g.rows;
+            let Some(m) = g.median else { continue };
+            let others = others(&medians, g.key, key);
             let sum = |f: fn(&ThroughputRow) -> u64| rows.iter().map(|r| f(r)).sum::<u64>();
             let _ = writeln!(
                 s,
@@ -314,10 +330,11 @@ impl Results {
             "| K | system | rounds | p99, median | range | median ÷ best other median (lower is better) | p50 | p99.9 | max, all rounds | lost, all rounds |"
         );
         let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for &((system, k), median) in &medians {
-            let rows = group(&self.latency, of, (system, k));
-            let Some(m) = median else { continue };
-            let others = others(&medians, (system, k), key);
+        for g in &medians {
+            let (system, k) = g.key;
+            let rows = &g.rows;
+            let Some(m) = g.median else { continue };
+            let others = others(&medians, g.key, key);
             let _ = writeln!(
                 s,
                 "| {k} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
