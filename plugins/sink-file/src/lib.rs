@@ -17,26 +17,42 @@
 //! load ([`warm_start`], [`warm_load`]); the files themselves are [`log`]'s.
 //!
 //! Promises:
+//! - One writer per log: the sink holds `<file_name>.lock` in `dir` (an OS advisory
+//!   lock, [`lock`]) while it runs; a second sink on the same log, in this process
+//!   or another, is refused at build with an error naming the lock file and the
+//!   holder's pid.
+//! - `dir` must be a directory (created if missing): a regular file, FIFO or device
+//!   there is refused at build, as is a symlink or anything but a regular file in
+//!   a slot of the log (`<file_name>`, `<file_name>.1` ... `.<keep>`; a FIFO in
+//!   place of the current file is written to and never rotated).
 //! - Every event the sink is given is appended as its exact wire line, in `seq`
-//!   order; where events were missed (the sink fell behind the archive, or lines
-//!   could not be written) a `gap` line says exactly which, so the log never loses
-//!   events silently.
+//!   order, once; where events were missed (the sink fell behind the archive, or
+//!   its backlog overflowed while the disk failed) a `gap` line says exactly which,
+//!   so the log never loses events silently.
+//! - A write error (disk full, I/O error) never stops the sink or the router: the
+//!   events not written are held (up to `backlog_bytes`) and retried with backoff
+//!   (100 ms doubling to 5 s); when writing works again they are written in order,
+//!   so the log has a gap only for events that fell out of the full backlog. The
+//!   state is logged once per change (WARN when writes start failing, ERROR when
+//!   events are dropped and again when their gap line is written, INFO when it
+//!   recovered) and reported by [`FileSink::status`] and [`stats`] (for metrics).
 //! - `fsync = "always"`: each batch is on disk before the next one is taken;
 //!   `{ every_ms = N }`: at most N ms of written lines are at risk from a power
 //!   loss, even when the stream goes quiet; `"never"`: the OS decides. On shutdown,
-//!   everything is written and (unless `never`) synced.
+//!   everything is written (held events are retried for up to 5 s, then what is
+//!   left is reported at ERROR) and (unless `never`) synced.
 //! - A restart does not append twice: when the router's archive holds this log's
 //!   last event (it was warm-loaded from it), the sink resumes after the log's last
 //!   seq ([`Sink::start_cursor`]); otherwise it starts from the oldest event.
-//! - Write errors never stop the sink or the router: they are logged (at most once
-//!   every 10 s, with a count) and the lost seqs become a gap line once writing
-//!   works again.
 #![warn(missing_docs)]
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt;
+use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use master_events_events::{parse_line, Gap, Record, StreamLine};
@@ -48,12 +64,16 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
+pub mod lock;
 pub mod log;
+mod status;
 mod warm;
 
-pub use warm::{warm_load, warm_start, WarmStart};
+pub use status::{stats, FileSinkStats, SinkState, SinkStatus};
+pub use warm::{warm_load, warm_start, BadLine, WarmStart};
 
-use log::{file_path, is_regular, LogFile, RevLines};
+use lock::{LockError, LogLock};
+use log::{check_slot, file_path, is_regular, kind_of, repair_tail, FileWriter, LogFile, RevLines};
 
 /// The sink's `type` name.
 pub const NAME: &str = "file";
@@ -63,10 +83,19 @@ pub const DEFAULT_FILE_NAME: &str = "master_events.log";
 pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
 /// The default number of rotated files kept.
 pub const DEFAULT_KEEP: u32 = 5;
-/// Write errors are logged at most this often.
+/// The default bound of the events held while writes fail (64 MiB).
+pub const DEFAULT_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+/// Sync errors are logged at most this often.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
-/// The reason of a gap line for lines that could not be written.
-pub const GAP_NOT_WRITTEN: &str = "not written to the file log (write errors)";
+/// The first wait before writing held events again.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between retries.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long a stopping sink keeps retrying held events.
+const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
+/// The reason of a gap line for events dropped from a full backlog.
+pub const GAP_NOT_WRITTEN: &str =
+    "not written to the file log (write errors, and the backlog of held events was full)";
 
 /// Why the file sink could not start or warm-load.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +103,33 @@ pub enum FileSinkError {
     /// The configuration is wrong.
     #[error("file sink: {0}")]
     Config(String),
+    /// The log directory exists but is not a directory.
+    #[error("file sink: the log directory {path} is {what}, not a directory")]
+    NotADirectory {
+        /// The configured `dir`.
+        path: PathBuf,
+        /// What it is (`a regular file`, `a FIFO`, ...).
+        what: &'static str,
+    },
+    /// The log directory could not be created.
+    #[error("file sink: cannot create the log directory {path}: {source}")]
+    CreateDir {
+        /// The configured `dir`.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another server (or another sink of this one) writes this log.
+    #[error("file sink: {0}")]
+    Locked(#[from] LockError),
+    /// A slot of the log holds something the log did not create.
+    #[error("file sink: {source}")]
+    Foreign {
+        /// The slot.
+        path: PathBuf,
+        /// What is there.
+        source: io::Error,
+    },
     /// The log could not be created or opened.
     #[error("file sink: cannot open the log {path}: {source}")]
     Open {
@@ -90,6 +146,19 @@ pub enum FileSinkError {
         /// Why.
         source: io::Error,
     },
+    /// The log cannot be trusted: a line of it breaks what the sink writes.
+    #[error(
+        "file sink: refusing to restore from {path}: line {line}: {reason}; \
+         the log was not written by one server alone (fix or move the file, or set restore = false)"
+    )]
+    BadLog {
+        /// The file.
+        path: PathBuf,
+        /// The line's number in the file, from 1.
+        line: u64,
+        /// What is wrong with it.
+        reason: BadLine,
+    },
     /// A torn last line could not be cut off.
     #[error("file sink: cannot repair the torn last line of {path}: {source}")]
     Repair {
@@ -98,6 +167,23 @@ pub enum FileSinkError {
         /// Why.
         source: io::Error,
     },
+}
+
+/// Whether the log directory `dir` exists (following a symlink); an error if
+/// something that is not a directory is there.
+pub(crate) fn check_dir(dir: &Path) -> Result<bool, FileSinkError> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(true),
+        Ok(meta) => Err(FileSinkError::NotADirectory {
+            path: dir.to_owned(),
+            what: kind_of(meta.file_type()),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(FileSinkError::Open {
+            path: dir.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// When written lines are forced to disk.
@@ -189,6 +275,9 @@ fn default_keep() -> u32 {
 fn default_restore() -> bool {
     true
 }
+fn default_backlog_bytes() -> u64 {
+    DEFAULT_BACKLOG_BYTES
+}
 
 /// Appends the stream to an NDJSON log file, rotated by size.
 #[derive(Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
@@ -215,6 +304,11 @@ pub struct FileConfig {
     /// only a file sink without a filter is restored).
     #[serde(default = "default_restore")]
     pub restore: bool,
+    /// While writes fail, hold up to this many bytes of events not written yet,
+    /// and write them once writing works again (default 67108864, 64 MiB). Past
+    /// it, the oldest are dropped and recorded by a gap line; 0 holds nothing.
+    #[serde(default = "default_backlog_bytes")]
+    pub backlog_bytes: u64,
 }
 
 impl FileConfig {
@@ -227,6 +321,7 @@ impl FileConfig {
             keep: DEFAULT_KEEP,
             fsync: Fsync::default(),
             restore: true,
+            backlog_bytes: DEFAULT_BACKLOG_BYTES,
         }
     }
 }
@@ -259,27 +354,72 @@ impl SinkConfig for FileConfig {
 
 master_events_router::register_sink!(FileConfig);
 
+/// Events (or one gap line) given to the sink and not written yet.
+struct Held {
+    /// The lines not written (whole lines).
+    bytes: Vec<u8>,
+    /// The first and last seq they cover.
+    first: u64,
+    last: u64,
+    /// How many events (0 for a gap line).
+    events: u64,
+}
+
 /// The running `file` sink.
 pub struct FileSink {
     log: LogFile,
+    _lock: LogLock,
     fsync: Fsync,
     start: Cursor,
     /// Lines written since the last sync.
     dirty: bool,
     last_sync: Instant,
-    /// Seqs not written because of errors, reported as a gap line when possible.
-    lost: Option<(u64, u64)>,
-    errors: u64,
-    last_error_log: Option<Instant>,
-    scratch: Vec<u8>,
+    last_sync_error_log: Option<Instant>,
+    /// What was given and not written yet, oldest first.
+    backlog: VecDeque<Held>,
+    backlog_bytes: u64,
+    backlog_events: u64,
+    backlog_limit: u64,
+    /// Seqs dropped from the full backlog, not yet recorded by a gap line.
+    dropped: Option<(u64, u64)>,
+    /// When held events are written again, and the wait after that.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    status: Arc<SinkStatus>,
 }
 
 impl FileSink {
-    /// Opens the log of `config` (creating it, cutting off a torn last line). With
-    /// the `router` it will read, it resumes after the log's last seq if the
+    /// Opens the log of `config`: checks the directory (creating it if missing),
+    /// takes the log's lock, checks its slots, cuts off a torn last line (WARN).
+    /// With the `router` it will read, it resumes after the log's last seq if the
     /// router's archive holds the log's last event (see the crate documentation).
     pub fn open(config: &FileConfig, router: Option<&Router>) -> Result<FileSink, FileSinkError> {
+        if !check_dir(&config.dir)? {
+            fs::create_dir_all(&config.dir).map_err(|source| FileSinkError::CreateDir {
+                path: config.dir.clone(),
+                source,
+            })?;
+        }
+        let lock = LogLock::acquire(&config.dir, &config.file_name)?;
+        for index in 0..=config.keep {
+            let path = file_path(&config.dir, &config.file_name, index);
+            check_slot(&path, index == 0).map_err(|source| FileSinkError::Foreign {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let path = file_path(&config.dir, &config.file_name, 0);
+        let torn = repair_tail(&path).map_err(|source| FileSinkError::Repair {
+            path: path.clone(),
+            source,
+        })?;
+        if torn > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                bytes = torn,
+                "the file log ended with a torn line (the process stopped in the middle of a write); it was cut off"
+            );
+        }
         let log = LogFile::open(
             &config.dir,
             &config.file_name,
@@ -297,69 +437,200 @@ impl FileSink {
         };
         Ok(FileSink {
             log,
+            _lock: lock,
             fsync: config.fsync,
             start,
             dirty: false,
             last_sync: Instant::now(),
-            lost: None,
-            errors: 0,
-            last_error_log: None,
-            scratch: Vec::new(),
+            last_sync_error_log: None,
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            backlog_events: 0,
+            backlog_limit: config.backlog_bytes,
+            dropped: None,
+            retry_at: None,
+            backoff: RETRY_FIRST,
+            status: SinkStatus::register(&path),
         })
     }
 
-    /// Appends lines covering seqs `first..=last`; on failure, counts them lost.
-    fn write(&mut self, bytes: &[u8], first: u64, last: u64) {
-        if let Some((from, to)) = self.lost {
-            self.scratch.clear();
-            Gap::new(from, to, GAP_NOT_WRITTEN).encode_line(&mut self.scratch);
-            let gap = std::mem::take(&mut self.scratch);
-            let result = self.log.append(&gap);
-            self.scratch = gap;
-            match result {
-                Ok(()) => self.lost = None,
-                Err(e) => {
-                    self.lose(first, last, "write", &e);
+    /// Replaces where the log's bytes are written (a test's failing disk).
+    pub fn set_writer(&mut self, writer: Box<dyn FileWriter>) {
+        self.log.set_writer(writer);
+    }
+
+    /// This sink's status (keep the handle before the sink is started).
+    pub fn status(&self) -> Arc<SinkStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// Appends lines covering seqs `first..=last` (`events` of them are events),
+    /// or holds them when earlier ones are held or the write fails.
+    fn submit(&mut self, bytes: &[u8], first: u64, last: u64, events: u64) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.backlog.is_empty() && self.dropped.is_none() {
+            match self.log.append(bytes) {
+                Ok(()) => {
+                    self.status.add_written(events, bytes.len() as u64);
+                    self.written();
                     return;
                 }
-            }
-        }
-        match self.log.append(bytes) {
-            Ok(()) => {
-                self.dirty = true;
-                match self.fsync {
-                    Fsync::Always => self.sync(),
-                    Fsync::EveryMs(ms) if self.last_sync.elapsed() >= Duration::from_millis(ms) => {
-                        self.sync()
-                    }
-                    _ => {}
+                Err(e) => {
+                    let mut held = Held {
+                        bytes: bytes.to_vec(),
+                        first,
+                        last,
+                        events,
+                    };
+                    let (n, b) = held.advance(e.written);
+                    self.status.add_written(n, b);
+                    self.push(held);
+                    self.failed(&e.source);
                 }
             }
-            Err(e) => self.lose(first, last, "write", &e),
+        } else {
+            self.push(Held {
+                bytes: bytes.to_vec(),
+                first,
+                last,
+                events,
+            });
+        }
+        self.bound();
+    }
+
+    fn push(&mut self, held: Held) {
+        self.backlog_bytes += held.bytes.len() as u64;
+        self.backlog_events += held.events;
+        self.backlog.push_back(held);
+        self.status
+            .set_held(self.backlog_events, self.backlog_bytes);
+    }
+
+    /// Drops the oldest held lines past the bound (they become a gap line).
+    fn bound(&mut self) {
+        let mut dropped_now = 0;
+        while self.backlog_bytes > self.backlog_limit {
+            let Some(held) = self.backlog.pop_front() else {
+                break;
+            };
+            self.backlog_bytes -= held.bytes.len() as u64;
+            self.backlog_events -= held.events;
+            dropped_now += held.events;
+            self.dropped = Some(match self.dropped {
+                Some((from, to)) => (from.min(held.first), to.max(held.last)),
+                None => (held.first, held.last),
+            });
+        }
+        if self.dropped.is_none() {
+            return;
+        }
+        self.status
+            .set_held(self.backlog_events, self.backlog_bytes);
+        self.status.add_dropped(dropped_now);
+        if self.status.state() != SinkState::Failing {
+            let reason = self.status.snapshot().reason;
+            self.status.set_state(SinkState::Failing, &reason);
+            let (from, to) = self.dropped.unwrap_or_default();
+            tracing::error!(
+                path = %self.log.path().display(),
+                backlog_bytes = self.backlog_limit,
+                from_seq = from,
+                to_seq = to,
+                error = %reason,
+                "the file sink cannot write its log and its backlog is full: dropping the oldest held events (a gap line will record them)"
+            );
         }
     }
 
-    fn lose(&mut self, first: u64, last: u64, what: &str, e: &io::Error) {
-        self.lost = Some(match self.lost {
-            Some((from, to)) => (from.min(first), to.max(last)),
-            None => (first, last),
-        });
-        self.report(what, e);
+    /// A write failed: hold on and retry later (logged once per state change).
+    fn failed(&mut self, e: &io::Error) {
+        self.status.add_error();
+        let reason = e.to_string();
+        match self.status.state() {
+            SinkState::Ok => {
+                self.status.set_state(SinkState::Retrying, &reason);
+                self.backoff = RETRY_FIRST;
+                tracing::warn!(
+                    path = %self.log.path().display(),
+                    error = %reason,
+                    held_events = self.backlog_events,
+                    "the file sink cannot write its log: holding the events not written and retrying"
+                );
+            }
+            state => {
+                self.status.set_state(state, &reason);
+                self.backoff = (self.backoff * 2).min(RETRY_MAX);
+            }
+        }
+        self.retry_at = Some(Instant::now() + self.backoff);
     }
 
-    fn report(&mut self, what: &str, e: &io::Error) {
-        self.errors += 1;
-        let due = self
-            .last_error_log
-            .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
-        if due {
-            self.last_error_log = Some(Instant::now());
+    /// Writes what is held: the gap line of dropped events first, then the held
+    /// lines in order. Back to ok once all are written.
+    fn retry(&mut self) {
+        self.retry_at = None;
+        if let Some((from, to)) = self.dropped {
+            let gap = Gap::new(from, to, GAP_NOT_WRITTEN);
+            let mut line = Vec::with_capacity(160);
+            gap.encode_line(&mut line);
+            if let Err(e) = self.log.append(&line) {
+                return self.failed(&e.source);
+            }
+            self.dropped = None;
+            self.status.add_written(0, line.len() as u64);
             tracing::error!(
                 path = %self.log.path().display(),
-                error = %e,
-                errors_total = self.errors,
-                "master-events: the file sink cannot {what} its log"
+                from_seq = from,
+                to_seq = to,
+                missed = gap.missed,
+                "events were lost from the file log (dropped from the full backlog while writes failed); a gap line records them"
             );
+        }
+        let mut events = 0;
+        while let Some(held) = self.backlog.front_mut() {
+            let result = self.log.append(&held.bytes);
+            let done = match &result {
+                Ok(()) => held.bytes.len(),
+                Err(e) => e.written,
+            };
+            let (n, b) = held.advance(done);
+            events += n;
+            self.backlog_events -= n;
+            self.backlog_bytes -= b;
+            self.status.add_written(n, b);
+            self.status
+                .set_held(self.backlog_events, self.backlog_bytes);
+            match result {
+                Ok(()) => {
+                    self.backlog.pop_front();
+                }
+                Err(e) => {
+                    self.written();
+                    return self.failed(&e.source);
+                }
+            }
+        }
+        self.written();
+        self.status.set_state(SinkState::Ok, "");
+        tracing::info!(
+            path = %self.log.path().display(),
+            events,
+            "the file sink recovered: its log is written again, with every event it held"
+        );
+    }
+
+    /// After lines were written: sync by policy.
+    fn written(&mut self) {
+        self.dirty = true;
+        match self.fsync {
+            Fsync::Always => self.sync(),
+            Fsync::EveryMs(ms) if self.last_sync.elapsed() >= Duration::from_millis(ms) => {
+                self.sync()
+            }
+            _ => {}
         }
     }
 
@@ -375,51 +646,135 @@ impl FileSink {
             Err(e) => {
                 // Retried at the next sync; the error is what the operator needs.
                 self.last_sync = Instant::now();
-                self.report("sync", &e);
+                let due = self
+                    .last_sync_error_log
+                    .is_none_or(|t| t.elapsed() >= ERROR_LOG_INTERVAL);
+                if due {
+                    self.last_sync_error_log = Some(Instant::now());
+                    tracing::error!(
+                        path = %self.log.path().display(),
+                        error = %e,
+                        "the file sink cannot sync its log to disk (written lines may be lost on a power loss)"
+                    );
+                }
             }
         }
     }
 
-    /// How long until a pending `every_ms` sync is due, if one is pending.
-    fn sync_due(&self) -> Option<Duration> {
-        match self.fsync {
+    /// How long until a pending `every_ms` sync or a retry is due, if one is.
+    fn wake_in(&self) -> Option<Duration> {
+        let sync = match self.fsync {
             Fsync::EveryMs(ms) if self.dirty => {
                 Some(Duration::from_millis(ms).saturating_sub(self.last_sync.elapsed()))
             }
             _ => None,
+        };
+        let retry = self
+            .retry_at
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        match (sync, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Reads `input` until it ends (on a blocking thread): delivers, syncs by
-    /// policy (also while the stream is quiet), and syncs at the end.
+    /// Does what is due: a retry, a sync.
+    fn tick(&mut self) {
+        if self.retry_at.is_some_and(|t| t <= Instant::now()) {
+            self.retry();
+        }
+        if let Fsync::EveryMs(ms) = self.fsync {
+            if self.last_sync.elapsed() >= Duration::from_millis(ms) {
+                self.sync();
+            }
+        }
+    }
+
+    /// Reads `input` until it ends (on a blocking thread): delivers, retries held
+    /// events and syncs by policy (also while the stream is quiet), then writes
+    /// what is held (for a while) and syncs at the end.
     fn pump(&mut self, handle: &tokio::runtime::Handle, input: &mut SinkInput) {
         loop {
-            let chunk = match input.try_recv() {
-                Some(chunk) => chunk,
-                None => {
-                    let next = match self.sync_due() {
-                        Some(wait) => {
-                            match handle.block_on(tokio::time::timeout(wait, input.recv())) {
-                                Ok(next) => next,
-                                Err(_) => {
-                                    self.sync();
-                                    continue;
-                                }
-                            }
-                        }
-                        None => handle.block_on(input.recv()),
-                    };
-                    match next {
-                        Some(chunk) => chunk,
-                        None => break,
+            if let Some(chunk) = input.try_recv() {
+                input.deliver(self, chunk);
+                self.tick();
+                continue;
+            }
+            let next = match self.wake_in() {
+                Some(wait) => match handle.block_on(tokio::time::timeout(wait, input.recv())) {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.tick();
+                        continue;
                     }
-                }
+                },
+                None => handle.block_on(input.recv()),
             };
-            input.deliver(self, chunk);
+            match next {
+                Some(chunk) => {
+                    input.deliver(self, chunk);
+                    self.tick();
+                }
+                None => break,
+            }
+        }
+        let deadline = Instant::now() + SHUTDOWN_RETRY;
+        while self.retry_at.is_some() && Instant::now() < deadline {
+            let wait = self
+                .wake_in()
+                .unwrap_or_default()
+                .min(deadline.saturating_duration_since(Instant::now()));
+            std::thread::sleep(wait);
+            self.retry();
+        }
+        if !self.backlog.is_empty() || self.dropped.is_some() {
+            let from = self
+                .dropped
+                .map(|d| d.0)
+                .or(self.backlog.front().map(|h| h.first));
+            let to = self
+                .backlog
+                .back()
+                .map(|h| h.last)
+                .or(self.dropped.map(|d| d.1));
+            tracing::error!(
+                path = %self.log.path().display(),
+                held_events = self.backlog_events,
+                from_seq = from.unwrap_or_default(),
+                to_seq = to.unwrap_or_default(),
+                error = %self.status.snapshot().reason,
+                "the file sink stopped with events it could not write to its log: they are not in it"
+            );
         }
         if self.fsync != Fsync::Never {
             self.sync();
         }
+    }
+}
+
+impl Held {
+    /// Drops the first `n` bytes (whole lines, written); returns how many events
+    /// and bytes that was. The first seq is then the first remaining line's.
+    fn advance(&mut self, n: usize) -> (u64, u64) {
+        if n == 0 {
+            return (0, 0);
+        }
+        let n = n.min(self.bytes.len());
+        let lines = self.bytes[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        self.bytes.drain(..n);
+        let events = if self.events == 0 {
+            0
+        } else {
+            lines.min(self.events)
+        };
+        self.events -= events;
+        let first_line = self.bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
+        if let Ok(StreamLine::Event(record)) = parse_line(first_line) {
+            if let Some(seq) = record.envelope.seq {
+                self.first = seq;
+            }
+        }
+        (events, n as u64)
     }
 }
 
@@ -428,13 +783,13 @@ impl Sink for FileSink {
         let mut seqs = batch.iter().map(|e| e.seq);
         let first = seqs.next().unwrap_or(0);
         let last = seqs.last().unwrap_or(first);
-        self.write(&batch.bytes(), first, last);
+        self.submit(&batch.bytes(), first, last, batch.len() as u64);
     }
 
     fn on_gap(&mut self, gap: &Gap) {
         let mut line = Vec::with_capacity(128);
         gap.encode_line(&mut line);
-        self.write(&line, gap.from_seq, gap.to_seq);
+        self.submit(&line, gap.from_seq, gap.to_seq, 0);
     }
 
     fn start_cursor(&self) -> Cursor {
@@ -452,7 +807,7 @@ impl Sink for FileSink {
             })
             .await;
             if let Err(e) = result {
-                tracing::error!(sink = %name, error = %e, "master-events: the file sink stopped abnormally");
+                tracing::error!(sink = %name, error = %e, "the file sink stopped abnormally");
             }
         })
     }

@@ -3,23 +3,33 @@
 //!
 //! Owns: the file names (`<name>` is current, `<name>.1` the newest rotated file,
 //! `<name>.<keep>` the oldest), appending with size-based rotation, repairing a torn
-//! last line, and [`RevLines`] (a file's lines, last first, without reading it all).
+//! last line, what a slot of the log may hold ([`check_slot`]), the seam where bytes
+//! reach a file ([`FileWriter`]), and [`RevLines`] (a file's lines, last first,
+//! without reading it all).
 //!
 //! Promises:
 //! - Only complete lines are ever left in a file by this module: a failed write is
-//!   cut back to the last complete line; a crash can leave a torn last line in the
-//!   current file only, and [`repair_tail`] removes it.
+//!   cut back to the last complete line, and [`AppendError::written`] says how many
+//!   bytes of the batch did reach the log (always whole lines), so a retry writes
+//!   the rest and nothing twice; a crash can leave a torn last line in the current
+//!   file only, and [`repair_tail`] removes it.
 //! - A file grows past `max_bytes` only when a single line is longer than that:
 //!   lines are never split across files, and a batch that does not fit is split at
 //!   a line boundary, the rest going to a fresh file.
 //! - Rotation renames (`<name>` → `<name>.1` → ... → `<name>.<keep>`, the oldest
-//!   dropped); with `keep = 0` the full file is dropped. When syncing is on, the
-//!   file is synced before it is renamed, and the directory after.
+//!   dropped); with `keep = 0` the full file is dropped. It only ever renames or
+//!   removes regular files with exactly these names: a slot holding anything else
+//!   (a symlink, a directory, a FIFO) stops the rotation with an error naming it,
+//!   before anything is touched, and other files in the directory are never
+//!   looked at. A current file that is not a regular file (a FIFO) is written to
+//!   and never rotated. When syncing is on, the file is synced before it is
+//!   renamed, and the directory after.
 //! - Nothing here reads a file that is not a regular file (a FIFO target is written
 //!   to, never read back).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 /// How much of a file [`RevLines`] reads at a time.
@@ -40,11 +50,53 @@ pub fn is_regular(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
+/// What a file type is, in words (for errors).
+pub fn kind_of(file_type: fs::FileType) -> &'static str {
+    if file_type.is_file() {
+        "a regular file"
+    } else if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_symlink() {
+        "a symbolic link"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() {
+        "a character device"
+    } else if file_type.is_block_device() {
+        "a block device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Checks a slot of the log (without following a symlink): `Ok` when it is free
+/// or a regular file, or (with `fifo_ok`, for the current file) a FIFO; else an
+/// error naming it and what it is: the log never writes through, renames or
+/// removes what it did not create.
+pub fn check_slot(path: &Path, fifo_ok: bool) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) if fifo_ok && meta.file_type().is_fifo() => Ok(()),
+        Ok(meta) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {}, not a file of this log: it is left alone (move it away)",
+                path.display(),
+                kind_of(meta.file_type())
+            ),
+        )),
+    }
+}
+
 /// Removes a torn last line (bytes after the last `\n`) from the regular file at
 /// `path`; returns how many bytes were removed (0 if none, or if it is not a
 /// regular file).
 pub fn repair_tail(path: &Path) -> io::Result<u64> {
-    if !is_regular(path) {
+    if !fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
         return Ok(0);
     }
     let file = OpenOptions::new().read(true).write(true).open(path)?;
@@ -59,6 +111,33 @@ pub fn repair_tail(path: &Path) -> io::Result<u64> {
     Ok(len - keep)
 }
 
+/// Where bytes reach the current file: the seam a test puts a failing disk in.
+pub trait FileWriter: Send {
+    /// Writes all of `bytes` to `file` (appending), or fails; on failure, any part
+    /// that was written is cut back by the caller.
+    fn write_all(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()>;
+}
+
+/// The real thing: [`Write::write_all`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DirectWriter;
+
+impl FileWriter for DirectWriter {
+    fn write_all(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+        file.write_all(bytes)
+    }
+}
+
+/// A batch that did not all reach the log.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct AppendError {
+    /// How many bytes of the batch are in the log (whole lines; the rest is not).
+    pub written: usize,
+    /// Why the rest is not.
+    pub source: io::Error,
+}
+
 /// An open log: appends lines, rotates by size.
 pub struct LogFile {
     dir: PathBuf,
@@ -67,17 +146,18 @@ pub struct LogFile {
     keep: u32,
     sync: bool,
     file: Option<File>,
+    /// Whether the current file is a regular file (else it is written, never rotated).
+    regular: bool,
     /// Bytes in the current file that are complete lines.
     size: u64,
+    writer: Box<dyn FileWriter>,
 }
 
 impl LogFile {
-    /// Opens (creating the directory and file if needed) the log `dir/name`,
-    /// removing a torn last line first.
+    /// Opens (creating the file if needed) the log `dir/name` in the existing
+    /// directory `dir`. Call [`repair_tail`] first: a torn last line is not
+    /// removed here.
     pub fn open(dir: &Path, name: &str, max_bytes: u64, keep: u32, sync: bool) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        let path = file_path(dir, name, 0);
-        repair_tail(&path)?;
         let mut log = LogFile {
             dir: dir.to_owned(),
             name: name.to_owned(),
@@ -85,10 +165,17 @@ impl LogFile {
             keep,
             sync,
             file: None,
+            regular: true,
             size: 0,
+            writer: Box::new(DirectWriter),
         };
         log.reopen()?;
         Ok(log)
+    }
+
+    /// Replaces where the bytes are written (a test's failing disk).
+    pub fn set_writer(&mut self, writer: Box<dyn FileWriter>) {
+        self.writer = writer;
     }
 
     /// The current file's path.
@@ -97,43 +184,56 @@ impl LogFile {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path())?;
+        let path = self.path();
+        check_slot(&path, true)?;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let meta = file.metadata()?;
-        self.size = if meta.is_file() { meta.len() } else { 0 };
+        self.regular = meta.is_file();
+        self.size = if self.regular { meta.len() } else { 0 };
         self.file = Some(file);
         Ok(())
     }
 
     /// Appends complete lines (`bytes` ends with `\n`), rotating as needed. On an
-    /// error, the current file is cut back to its last complete line and the
-    /// lines not written are reported by the error (the caller counts them).
-    pub fn append(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let room = self.max_bytes.saturating_sub(self.size) as usize;
-            let take = if bytes.len() <= room {
-                bytes.len()
+    /// error, the current file is cut back to its last complete line and the error
+    /// says how much of `bytes` is in the log.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), AppendError> {
+        let mut done = 0;
+        while done < bytes.len() {
+            let rest = &bytes[done..];
+            let room = if self.regular {
+                self.max_bytes.saturating_sub(self.size) as usize
             } else {
-                match bytes[..room].iter().rposition(|b| *b == b'\n') {
+                usize::MAX
+            };
+            let take = if rest.len() <= room {
+                rest.len()
+            } else {
+                match rest[..room].iter().rposition(|b| *b == b'\n') {
                     Some(k) => k + 1,
                     None if self.size == 0 => {
                         // One line longer than a whole file: it gets a file of its own.
-                        bytes
-                            .iter()
+                        rest.iter()
                             .position(|b| *b == b'\n')
-                            .map_or(bytes.len(), |k| k + 1)
+                            .map_or(rest.len(), |k| k + 1)
                     }
                     None => 0,
                 }
             };
-            if take == 0 {
-                self.rotate()?;
-                continue;
+            let result = if take == 0 {
+                self.rotate()
+            } else {
+                self.write(&rest[..take])
+            };
+            match result {
+                Ok(()) => done += take,
+                Err(source) => {
+                    return Err(AppendError {
+                        written: done,
+                        source,
+                    })
+                }
             }
-            self.write(&bytes[..take])?;
-            bytes = &bytes[take..];
         }
         Ok(())
     }
@@ -145,15 +245,16 @@ impl LogFile {
         let Some(file) = self.file.as_mut() else {
             return Err(io::Error::other("the log file is not open"));
         };
-        match file.write_all(bytes) {
+        match self.writer.write_all(file, bytes) {
             Ok(()) => {
                 self.size += bytes.len() as u64;
                 Ok(())
             }
             Err(e) => {
-                // Leave no partial line behind (best effort: the error is what counts).
-                if file.metadata().is_ok_and(|m| m.is_file()) {
-                    let _ = file.set_len(self.size);
+                // Leave no partial line behind. If even that fails, reopen before
+                // the next write, so that the size is read again.
+                if self.regular && file.set_len(self.size).is_err() {
+                    self.file = None;
                 }
                 Err(e)
             }
@@ -163,19 +264,27 @@ impl LogFile {
     /// Forces what was written to disk.
     pub fn sync(&mut self) -> io::Result<()> {
         match &self.file {
-            Some(file) => file.sync_data(),
-            None => Ok(()),
+            Some(file) if self.regular => file.sync_data(),
+            _ => Ok(()),
         }
     }
 
     /// Closes the current file, shifts the rotated ones and starts a fresh one.
+    /// Every slot is checked first: nothing is renamed or removed unless all of
+    /// them hold regular files (or nothing).
     pub fn rotate(&mut self) -> io::Result<()> {
+        if !self.regular {
+            return Ok(());
+        }
+        let current = self.path();
+        for i in 0..=self.keep {
+            check_slot(&file_path(&self.dir, &self.name, i), false)?;
+        }
         if let Some(file) = self.file.take() {
             if self.sync {
                 file.sync_data()?;
             }
         }
-        let current = self.path();
         if self.keep == 0 {
             remove_if_exists(&current)?;
         } else {

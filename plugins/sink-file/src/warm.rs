@@ -2,28 +2,41 @@
 //! log a `file` sink wrote, so that `?o=1` after a restart returns what it returned
 //! before and `seq` continues.
 //!
-//! Owns: [`warm_load`] (one log) and [`warm_start`] (find the log in a sinks
-//! configuration, load it, say so in the log).
+//! Owns: [`warm_load`] (one log: verify it, load its last events) and
+//! [`warm_start`] (find the log in a sinks configuration, load it, say so in the
+//! log).
 //!
 //! Promises:
-//! - The log is read from its end (current file, then `.1`, `.2`, ...), only as far
-//!   as needed: at most `capacity` events, stopping at the first hole (a gap line, a
-//!   missing or corrupt event, or seqs that restart from an older run), since the
-//!   archive holds one contiguous run.
-//! - `next_seq` is one past the last seq the log knows of (its last event, or the
-//!   end of a gap written after it), so a restart never reuses a seq.
-//! - A torn last line (a crash in the middle of a write) is cut off the current file
-//!   and reported ([`WarmStart::torn_bytes`]); lines that do not parse are skipped
-//!   and counted ([`WarmStart::skipped_lines`]). Neither stops the load.
+//! - The whole log is verified before anything is restored, oldest file first
+//!   (`.<keep>`, ..., `.1`, then the current file): every line is a valid stream
+//!   line, and the seqs of its events and gap lines strictly increase across the
+//!   files (a `reset` line starts a new run of seqs: what precedes it is another
+//!   history and is not restored). A log that breaks this (a duplicated seq, seqs
+//!   going backwards, a line that is not valid JSON, a torn line anywhere but at the
+//!   very end of the current file, an event without a seq) is refused with an
+//!   error naming the file and the line: the node does not start on a log it
+//!   cannot trust, and nothing is dropped silently.
+//! - A torn last line of the current file (a crash in the middle of a write) is
+//!   the one repair: it is cut off, and [`warm_start`] logs a WARN saying how many
+//!   bytes were cut from which file ([`WarmStart::torn_bytes`]).
+//! - The archive gets the log's last contiguous run of seqs (a gap line or a hole
+//!   ends a run), at most `capacity` events; `next_seq` is one past the last seq
+//!   the log knows of (its last event, or the end of a gap written after it), so a
+//!   restart never reuses a seq.
+//! - The log's lock ([`crate::lock`]) is held while it is read and repaired: a log
+//!   in use by another server is refused, never read half-written or cut.
 
-use std::io;
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 
 use master_events_events::{parse_line, Record, StreamLine};
 use master_events_router::Config;
 
-use crate::log::{file_path, is_regular, repair_tail, RevLines};
-use crate::{FileConfig, FileSinkError};
+use crate::lock::LogLock;
+use crate::log::{check_slot, file_path, is_regular, repair_tail, MAX_LINE};
+use crate::{check_dir, FileConfig, FileSinkError};
 
 /// What a restart pre-fills the archive with.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,87 +49,186 @@ pub struct WarmStart {
     pub next_seq: u64,
     /// Bytes of a torn last line cut off the current file (0 if none).
     pub torn_bytes: u64,
-    /// Lines read back that were not valid stream lines (skipped).
-    pub skipped_lines: usize,
     /// The log's current file.
     pub path: PathBuf,
 }
 
-/// Reads back the log of `config`: the last `capacity` events (see the [module
-/// documentation](self)).
+/// Why a line makes the log untrustworthy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadLine {
+    /// The line is not a valid stream line (not JSON, or not an event or frame).
+    #[error("it is not a valid line of the stream ({0})")]
+    Invalid(String),
+    /// The line has no `\n` and is not the last line of the current file.
+    #[error("it is torn (no end of line) and is not the last line of the current file")]
+    Torn,
+    /// The line is longer than any line of this log can be.
+    #[error("it is longer than {MAX_LINE} bytes")]
+    TooLong,
+    /// An event without a `seq`.
+    #[error("the event has no seq")]
+    NoSeq,
+    /// A seq not above the one before it.
+    #[error("seq {seq} does not follow seq {previous} (seqs must strictly increase)")]
+    NotIncreasing {
+        /// The line's (first) seq.
+        seq: u64,
+        /// The last seq before it.
+        previous: u64,
+    },
+}
+
+/// A verified read of one log.
+struct Reader {
+    capacity: usize,
+    records: VecDeque<Record>,
+    /// The last seq of the run so far (event or gap end).
+    last_seq: Option<u64>,
+    /// The seq of the last record kept (to see holes).
+    last_record: Option<u64>,
+}
+
+impl Reader {
+    fn line(&mut self, line: &[u8]) -> Result<(), BadLine> {
+        match parse_line(line).map_err(|e| BadLine::Invalid(e.to_string()))? {
+            StreamLine::Event(record) => {
+                let seq = record.envelope.seq.ok_or(BadLine::NoSeq)?;
+                self.advance(seq)?;
+                if self.last_record.is_some_and(|prev| prev + 1 != seq) {
+                    // A hole: the archive holds one contiguous run.
+                    self.records.clear();
+                }
+                self.last_record = Some(seq);
+                if self.records.len() == self.capacity {
+                    self.records.pop_front();
+                }
+                if self.capacity > 0 {
+                    self.records.push_back(record);
+                }
+            }
+            StreamLine::Gap(gap) => {
+                self.advance(gap.from_seq)?;
+                if gap.to_seq < gap.from_seq {
+                    return Err(BadLine::NotIncreasing {
+                        seq: gap.to_seq,
+                        previous: gap.from_seq,
+                    });
+                }
+                self.last_seq = Some(gap.to_seq);
+                self.records.clear();
+                self.last_record = None;
+            }
+            StreamLine::Reset(_) => {
+                // Another history starts: its seqs start over.
+                self.records.clear();
+                self.last_seq = None;
+                self.last_record = None;
+            }
+            StreamLine::Heartbeat(_) => {}
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, seq: u64) -> Result<(), BadLine> {
+        match self.last_seq {
+            Some(previous) if seq <= previous => Err(BadLine::NotIncreasing { seq, previous }),
+            _ => {
+                self.last_seq = Some(seq);
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads every line of the file at `path`.
+    fn file(&mut self, path: &Path) -> Result<(), FileSinkError> {
+        let read_error = |source| FileSinkError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let bad = |line: u64, reason: BadLine| FileSinkError::BadLog {
+            path: path.to_owned(),
+            line,
+            reason,
+        };
+        let file = File::open(path).map_err(read_error)?;
+        let mut reader = BufReader::with_capacity(256 * 1024, file);
+        let mut buf = Vec::new();
+        let mut number = 0u64;
+        loop {
+            buf.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut buf)
+                .map_err(read_error)?;
+            if n == 0 {
+                return Ok(());
+            }
+            number += 1;
+            if buf.last() != Some(&b'\n') {
+                if buf.len() > MAX_LINE {
+                    return Err(bad(number, BadLine::TooLong));
+                }
+                // Only the last line of the current file may be torn, and it was
+                // cut off before reading: here it is always an error.
+                return Err(bad(number, BadLine::Torn));
+            }
+            if buf.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            self.line(&buf).map_err(|reason| bad(number, reason))?;
+        }
+    }
+}
+
+/// Reads back the log of `config`: verifies it and returns its last `capacity`
+/// events (see the [module documentation](self)). Holds the log's lock meanwhile.
 pub fn warm_load(config: &FileConfig, capacity: usize) -> Result<WarmStart, FileSinkError> {
     let current = file_path(&config.dir, &config.file_name, 0);
+    if !check_dir(&config.dir)? {
+        // No directory yet: nothing to restore.
+        return Ok(WarmStart {
+            records: Vec::new(),
+            next_seq: 1,
+            torn_bytes: 0,
+            path: current,
+        });
+    }
+    let _lock = LogLock::acquire(&config.dir, &config.file_name)?;
+    for index in 0..=config.keep {
+        let path = file_path(&config.dir, &config.file_name, index);
+        check_slot(&path, index == 0).map_err(|source| FileSinkError::Foreign {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let torn_bytes = repair_tail(&current).map_err(|source| FileSinkError::Repair {
         path: current.clone(),
         source,
     })?;
-    let mut rev_records: Vec<Record> = Vec::new();
-    let mut next_seq: Option<u64> = None;
-    let mut skipped_lines = 0;
-    'files: for index in 0..=config.keep {
+    let mut reader = Reader {
+        capacity,
+        records: VecDeque::new(),
+        last_seq: None,
+        last_record: None,
+    };
+    for index in (0..=config.keep).rev() {
         let path = file_path(&config.dir, &config.file_name, index);
-        if !is_regular(&path) {
-            continue;
-        }
-        let read_error = |source| FileSinkError::Read {
-            path: path.clone(),
-            source,
-        };
-        let mut lines = RevLines::open(&path).map_err(read_error)?;
-        loop {
-            if rev_records.len() >= capacity {
-                break 'files;
-            }
-            let line = match lines.next_line() {
-                Ok(Some(line)) => line,
-                Ok(None) => break,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    tracing::warn!(path = %path.display(), error = %e, "master-events: the file log has a corrupt region; restoring only what follows it");
-                    skipped_lines += 1;
-                    break 'files;
-                }
-                Err(e) => return Err(read_error(e)),
-            };
-            match parse_line(&line) {
-                Ok(StreamLine::Event(record)) => {
-                    let Some(seq) = record.envelope.seq else {
-                        skipped_lines += 1;
-                        continue;
-                    };
-                    match rev_records.last().and_then(|r| r.envelope.seq) {
-                        // The newest event: the log's last seq.
-                        None => next_seq = Some(seq + 1),
-                        // A hole (or an older run's seqs): the run ends here.
-                        Some(newer) if newer.checked_sub(1) != Some(seq) => break 'files,
-                        Some(_) => {}
-                    }
-                    rev_records.push(record);
-                }
-                Ok(StreamLine::Gap(gap)) => {
-                    if next_seq.is_none() {
-                        next_seq = Some(gap.to_seq + 1);
-                    }
-                    break 'files;
-                }
-                Ok(StreamLine::Heartbeat(_)) => {}
-                Err(_) => skipped_lines += 1,
-            }
+        if is_regular(&path) {
+            reader.file(&path)?;
         }
     }
-    rev_records.reverse();
     Ok(WarmStart {
-        records: rev_records,
-        next_seq: next_seq.unwrap_or(1),
+        next_seq: reader.last_seq.map_or(1, |s| s + 1),
+        records: reader.records.into(),
         torn_bytes,
-        skipped_lines,
         path: current,
     })
 }
 
 /// Finds the log to warm-load in a sinks configuration and loads it: the first
 /// `file` sink with `restore = true` (the default) and no filter (a filtered log is
-/// not the whole stream). `None` when there is none. Logs what it restored and any
-/// torn line or skipped lines it found.
+/// not the whole stream). `None` when there is none. Logs what it restored, and a
+/// torn last line it cut off (WARN).
 ///
 /// Call it before starting the router, then start the router with
 /// [`Router::start_with_archive`](master_events_router::Router::start_with_archive)
@@ -130,7 +242,7 @@ pub fn warm_start(config: &Config, capacity: usize) -> Result<Option<WarmStart>,
             continue;
         }
         if entry.filter.is_some() {
-            tracing::info!(at = %entry.at, "master-events: a filtered file log is not restored into the archive (it is not the whole stream)");
+            tracing::info!(at = %entry.at, "a filtered file log is not restored into the archive (it is not the whole stream)");
             continue;
         }
         let warm = warm_load(&file, capacity)?;
@@ -138,21 +250,14 @@ pub fn warm_start(config: &Config, capacity: usize) -> Result<Option<WarmStart>,
             tracing::warn!(
                 path = %warm.path.display(),
                 bytes = warm.torn_bytes,
-                "master-events: the file log ended with a torn line (the process stopped in the middle of a write); it was removed"
-            );
-        }
-        if warm.skipped_lines > 0 {
-            tracing::warn!(
-                path = %warm.path.display(),
-                lines = warm.skipped_lines,
-                "master-events: lines of the file log that are not events were skipped"
+                "the file log ended with a torn line (the process stopped in the middle of a write); it was cut off"
             );
         }
         tracing::info!(
             path = %warm.path.display(),
             events = warm.records.len(),
             next_seq = warm.next_seq,
-            "master-events: restored the archive from the file log"
+            "restored the archive from the file log"
         );
         return Ok(Some(warm));
     }
