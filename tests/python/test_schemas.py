@@ -37,7 +37,10 @@ def event_types():
 
 def test_every_schema_file_is_a_valid_2020_12_schema():
     files = sorted(SCHEMAS.rglob("*.json"))
-    assert len(files) == len(event_types()) + 5
+    control = sorted(p.stem for p in (SCHEMAS / "control").glob("*.json"))
+    assert control == ["gap", "heartbeat", "reset"]
+    # event/*, control/*, and the three unions: event, stream-line, ingest-line.
+    assert len(files) == len(event_types()) + len(control) + 3
     for path in files:
         jsonschema.Draft202012Validator.check_schema(json.loads(path.read_text()))
 
@@ -94,3 +97,11 @@ def test_control_frames_validate_as_stream_lines():
         {"type": "gap", "fromSeq": 1, "toSeq": 9, "missed": 9, "reason": "evicted from the archive"}
     )
     assert not v.is_valid({"type": "gap", "fromSeq": 1})
+    reset = {
+        "type": "reset", "history": "3f2a9c0d1e4b5a67", "oldestSeq": 1, "lastSeq": 24,
+        "requestedHistory": "0123456789abcdef", "requestedSince": 50,
+        "reason": "history changed: this archive is not the one the reader resumes",
+    }
+    assert v.is_valid(reset)
+    assert not v.is_valid({**reset, "lastSeq": -1})
+    assert v.is_valid({"type": "heartbeat", "seq": 12, "ts": 1.5, "history": "3f2a9c0d1e4b5a67"})

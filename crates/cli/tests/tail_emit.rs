@@ -659,3 +659,49 @@ async fn emit_of_neither_a_file_nor_a_type_explains_both_forms() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn tail_once_against_a_server_that_is_down_gives_up_and_exits_one() {
+    let server = serve(|_, _| text_response(StatusCode::SERVICE_UNAVAILABLE, "not ready")).await;
+    let out = run(&["tail", &server.url(), "--once"]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("giving up"), "{stderr}");
+    assert_eq!(server.seen().len(), 6, "the first try and five reconnects");
+}
+
+#[tokio::test]
+async fn tail_across_a_restart_without_persistence_warns_and_prints_the_new_history() {
+    let server = serve(|seen, index| {
+        let mut resp = match index {
+            // History "aaaa": seqs 1 to 3, then the server goes away.
+            0 => stream_response(vec![lines(1..=3)], End::Drop),
+            // Restarted without its archive: history "bbbb" holds seqs 1 and 2.
+            1 if seen.param("since") == Some("3") && seen.param("history") == Some("aaaa") => {
+                let reset = r#"{"type":"reset","history":"bbbb","oldestSeq":1,"lastSeq":2,"requestedHistory":"aaaa","requestedSince":3,"reason":"history changed"}"#;
+                stream_response(vec![reset.to_owned() + "\n" + &lines(1..=2)], End::Hang)
+            }
+            _ => text_response(StatusCode::BAD_REQUEST, "unexpected request"),
+        };
+        let history = if index == 0 { "aaaa" } else { "bbbb" };
+        resp.headers_mut().insert(
+            "master-events-history",
+            hyper::header::HeaderValue::from_static(history),
+        );
+        resp
+    })
+    .await;
+    let out = run(&["tail", &server.url(), "--count", "5"]).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        printed_seqs(&out),
+        vec![1, 2, 3, 1, 2],
+        "the new history's events are not dropped as already seen"
+    );
+    assert!(
+        stderr.contains("WARNING") && stderr.contains("history bbbb"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("reconnected"), "{stderr}");
+}

@@ -365,6 +365,19 @@ async fn catch_up(inner: &Inner) {
         .timeout(Duration::from_secs(5));
     match req.send().await {
         Ok(resp) if resp.status().is_success() => {
+            if mine == 0 {
+                // An empty archive continues the history of the peer it catches up from.
+                let peer_history = resp
+                    .headers()
+                    .get(master_events_server::HISTORY_HEADER)
+                    .and_then(|v| v.to_str().ok());
+                if let Some(h) = peer_history {
+                    if inner.router.set_history(h).is_err() {
+                        tracing::warn!(from = %url, "catch-up: the peer sent an invalid history id");
+                        return;
+                    }
+                }
+            }
             let mut stream = resp.bytes_stream();
             let mut lines = LineSplitter::default();
             while let Some(Ok(chunk)) = stream.next().await {
@@ -413,6 +426,23 @@ async fn apply_chunk(
         match parse_line(&line) {
             Ok(StreamLine::Event(rec)) => batch.push(rec),
             Ok(StreamLine::Heartbeat(_)) => {}
+            Ok(StreamLine::Reset(reset)) => {
+                // The master's archive does not continue this replica's: another
+                // history, or this replica is ahead of it. Replicating on would mix
+                // two histories, so the rest of this chunk is not applied.
+                inner.replicate(std::mem::take(&mut batch)).await?;
+                tracing::error!(
+                    master_history = %reset.history,
+                    master_last_seq = reset.last_seq,
+                    replica_last_seq = reset.requested_since,
+                    reason = %reset.reason,
+                    "the master's archive does not continue this replica's; not following it"
+                );
+                return Err(master_events_router::RouterError::ReplicaGap {
+                    expected: reset.requested_since + 1,
+                    found: reset.oldest_seq,
+                });
+            }
             Ok(StreamLine::Gap(gap)) => {
                 inner.replicate(std::mem::take(&mut batch)).await?;
                 tracing::warn!(
@@ -481,15 +511,31 @@ async fn follow(inner: Arc<Inner>, url: String, token: CancellationToken) {
     let mut attempt = 0u32;
     loop {
         let since = inner.router.last_seq();
-        let req = inner.secret_header(
-            inner
-                .http
-                .get(format!("{url}/diag/masterEvents?since={since}&heartbeat=1")),
-        );
+        // A replica that holds events resumes in its history: if the master's is
+        // another, the master answers with a `reset` frame instead of silence. An
+        // empty replica takes the master's history.
+        let history = match since {
+            0 => String::new(),
+            _ => format!("&history={}", inner.router.history()),
+        };
+        let req = inner.secret_header(inner.http.get(format!(
+            "{url}/diag/masterEvents?since={since}{history}&heartbeat=1"
+        )));
         let run = async {
             let resp = req.send().await.map_err(|e| e.to_string())?;
             if !resp.status().is_success() {
                 return Err::<(), String>(format!("status {}", resp.status()));
+            }
+            if since == 0 {
+                let master_history = resp
+                    .headers()
+                    .get(master_events_server::HISTORY_HEADER)
+                    .and_then(|v| v.to_str().ok());
+                if let Some(h) = master_history {
+                    if inner.router.set_history(h).is_err() {
+                        return Err("the master sent an invalid history id".to_owned());
+                    }
+                }
             }
             let mut stream = resp.bytes_stream();
             let mut lines = LineSplitter::default();

@@ -29,7 +29,9 @@ pub mod schema;
 mod time;
 
 pub use event::{Event, EventFields, EventType, UnknownEventType};
-pub use line::{parse_line, Envelope, Gap, Heartbeat, ParseError, Record, StreamLine, MAX_FIELDS};
+pub use line::{
+    parse_line, Envelope, Gap, Heartbeat, ParseError, Record, Reset, StreamLine, MAX_FIELDS,
+};
 pub use time::Timestamp;
 
 /// The schema files committed under `schemas/`, embedded at build time.

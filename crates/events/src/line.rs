@@ -2,7 +2,7 @@
 //! line, and their strict parser.
 //!
 //! Owns: the envelope ([`Envelope`]: `seq`, `ts`, `origin`, `originSeq`), the control
-//! frames ([`Heartbeat`], [`Gap`]), the encoding of a line and the parsing of one.
+//! frames ([`Heartbeat`], [`Gap`], [`Reset`]), the encoding of a line and the parsing of one.
 //!
 //! Promises:
 //! - Encoding writes the `type` first, then the envelope, then the event's fields,
@@ -76,6 +76,10 @@ pub struct Heartbeat {
     pub seq: u64,
     /// When the heartbeat was sent: seconds since the Unix epoch, microsecond precision.
     pub ts: Timestamp,
+    /// The history the stream belongs to (see [`Reset`]): a client resumes with
+    /// `since=<seq>&history=<history>`. Absent in frames of older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
 }
 
 /// Says that events a reader asked for, or fell behind to, are no longer retained.
@@ -92,6 +96,31 @@ pub struct Gap {
     pub reason: String,
 }
 
+/// Says that the stream a reader asked to resume is not this server's: the history it
+/// named is not the archive's (the server restarted without persistence, or it is
+/// another cluster), or the `seq` it named is beyond the last one sequenced. The
+/// stream then starts again from the oldest retained event of [`Reset::history`]; a
+/// reader drops what it knew of the old history's seqs.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Reset {
+    /// The history the stream continues in: an opaque id, new whenever an archive
+    /// starts empty, kept across warm restarts and changes of master.
+    pub history: String,
+    /// The `seq` of the oldest retained event, which the stream sends next (0 when
+    /// the archive is empty).
+    pub oldest_seq: u64,
+    /// The last `seq` sequenced in this history (0 when none was).
+    pub last_seq: u64,
+    /// The history the reader asked to resume, when it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_history: Option<String>,
+    /// The `seq` the reader asked to resume after.
+    pub requested_since: u64,
+    /// Why, e.g. `history changed` or `since is beyond the last seq`.
+    pub reason: String,
+}
+
 /// Any line of a stream: an event or a control frame.
 // Events are nearly every line and control frames are rare: boxing the event to
 // shrink the frames would cost an allocation on the common path.
@@ -104,6 +133,8 @@ pub enum StreamLine {
     Heartbeat(Heartbeat),
     /// Events were missed.
     Gap(Gap),
+    /// The stream restarts in another history (see [`Reset`]).
+    Reset(Reset),
 }
 
 /// Why a line was refused. Each variant names what was wrong and, where there is one,
@@ -140,7 +171,7 @@ pub enum ParseError {
     /// The `type` is not in the catalog.
     #[error("unknown event type {0:?}")]
     UnknownType(String),
-    /// A control frame (`heartbeat`, `gap`) where only events are accepted.
+    /// A control frame (`heartbeat`, `gap`, `reset`) where only events are accepted.
     #[error("a {0:?} control frame is not an event")]
     ControlFrame(String),
     /// A key appears twice in the object.
@@ -298,6 +329,13 @@ impl Gap {
     }
 }
 
+impl Reset {
+    /// Appends this frame as one JSON line (with `\n`) to `buf`.
+    pub fn encode_line(&self, buf: &mut Vec<u8>) {
+        encode_frame("reset", self, buf)
+    }
+}
+
 impl StreamLine {
     /// Appends this line (with `\n`) to `buf`.
     pub fn encode_line(&self, buf: &mut Vec<u8>) {
@@ -305,6 +343,17 @@ impl StreamLine {
             StreamLine::Event(r) => r.encode_line(buf),
             StreamLine::Heartbeat(h) => h.encode_line(buf),
             StreamLine::Gap(g) => g.encode_line(buf),
+            StreamLine::Reset(r) => r.encode_line(buf),
+        }
+    }
+
+    /// The name of a control frame's `type` (`None` for an event).
+    pub fn control_type(&self) -> Option<&'static str> {
+        match self {
+            StreamLine::Event(_) => None,
+            StreamLine::Heartbeat(_) => Some("heartbeat"),
+            StreamLine::Gap(_) => Some("gap"),
+            StreamLine::Reset(_) => Some("reset"),
         }
     }
 }
@@ -343,6 +392,7 @@ fn into_record(line: StreamLine) -> Result<Record, ParseError> {
         StreamLine::Event(record) => Ok(record),
         StreamLine::Heartbeat(_) => Err(ParseError::ControlFrame("heartbeat".into())),
         StreamLine::Gap(_) => Err(ParseError::ControlFrame("gap".into())),
+        StreamLine::Reset(_) => Err(ParseError::ControlFrame("reset".into())),
     }
 }
 
@@ -522,6 +572,7 @@ fn read_typed<'de, A: MapAccess<'de>>(
         // Control frames have no envelope: their `seq` and `ts` are their own.
         "heartbeat" => StreamLine::Heartbeat(Heartbeat::deserialize(&mut fields)?),
         "gap" => StreamLine::Gap(Gap::deserialize(&mut fields)?),
+        "reset" => StreamLine::Reset(Reset::deserialize(&mut fields)?),
         _ => {
             let event_type = EventType::from_str(ty).map_err(declined)?;
             fields.envelope = Some(Envelope::default());
@@ -940,6 +991,11 @@ fn interpret(mut fields: RawFields<'_>) -> Result<StreamLine, ParseError> {
                 .map(StreamLine::Gap)
                 .map_err(FieldError::into_parse_error);
         }
+        "reset" => {
+            return Reset::deserialize(FieldsDeserializer::new("reset", &fields))
+                .map(StreamLine::Reset)
+                .map_err(FieldError::into_parse_error);
+        }
         _ => {}
     }
     let event_type =
@@ -1207,6 +1263,7 @@ mod tests {
         let mut buf = Vec::new();
         Gap::new(5, 9, "evicted from the archive").encode_line(&mut buf);
         Heartbeat {
+            history: None,
             seq: 9,
             ts: Timestamp::from_micros(1),
         }

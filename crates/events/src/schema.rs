@@ -24,7 +24,7 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
 use crate::event::EventType;
-use crate::line::{Envelope, Gap, Heartbeat};
+use crate::line::{Envelope, Gap, Heartbeat, Reset};
 
 /// The `$schema` URI of every generated file.
 pub const DRAFT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -191,6 +191,16 @@ fn gap_schema() -> Map<String, Value> {
     )
 }
 
+fn reset_schema() -> Map<String, Value> {
+    tagged(
+        "reset",
+        "The frame type: always `reset`.",
+        schema_of::<Reset>(),
+        &Map::new(),
+        &["type"],
+    )
+}
+
 /// Generates every published schema file, in a stable order.
 pub fn generate() -> Vec<SchemaFile> {
     let mut files = Vec::new();
@@ -213,6 +223,10 @@ pub fn generate() -> Vec<SchemaFile> {
         schema: Value::Object(gap_schema()),
     });
     files.push(SchemaFile {
+        path: "control/reset.json".into(),
+        schema: Value::Object(reset_schema()),
+    });
+    files.push(SchemaFile {
         path: "event.json".into(),
         schema: union(
             "event",
@@ -223,6 +237,7 @@ pub fn generate() -> Vec<SchemaFile> {
     let mut stream_lines = stream_events;
     stream_lines.push(("heartbeat".into(), heartbeat_schema()));
     stream_lines.push(("gap".into(), gap_schema()));
+    stream_lines.push(("reset".into(), reset_schema()));
     files.push(SchemaFile {
         path: "stream-line.json".into(),
         schema: union(

@@ -219,7 +219,9 @@ impl<'a, R: BufRead> LogReader<'a, R> {
                     self.summary.events += 1;
                     return Ok(Some(rec));
                 }
-                Ok(StreamLine::Heartbeat(_)) => self.summary.control_frames += 1,
+                Ok(StreamLine::Heartbeat(_)) | Ok(StreamLine::Reset(_)) => {
+                    self.summary.control_frames += 1
+                }
                 Ok(StreamLine::Gap(_)) => {
                     self.summary.control_frames += 1;
                     self.summary.gaps += 1;

@@ -126,6 +126,23 @@ pub enum RouterError {
     },
 }
 
+/// A history id that is not 1 to 64 ASCII letters, digits, `-` or `_`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a history id is 1 to 64 ASCII letters, digits, '-' or '_'")]
+pub struct InvalidHistory;
+
+/// Whether `s` can be a history id: 1 to 64 ASCII letters, digits, `-` or `_`.
+pub fn is_valid_history(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A new history id: 16 random hexadecimal digits.
+pub fn new_history() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
 /// Counters and sizes of a [`Router`], for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouterStats {
@@ -164,6 +181,8 @@ struct Shared {
     /// The seq before the first one this router sequences itself, when it was
     /// started with an archive (0 otherwise).
     restored_through: AtomicU64,
+    /// The history the archive belongs to (see [`Router::history`]).
+    history: parking_lot::RwLock<Arc<str>>,
 }
 
 impl Drop for Shared {
@@ -205,6 +224,7 @@ impl Router {
                 node: config.node,
                 done: done_rx,
                 restored_through: AtomicU64::new(0),
+                history: parking_lot::RwLock::new(new_history().into()),
             }),
         }
     }
@@ -299,6 +319,25 @@ impl Router {
             0 => None,
             seq => Some(seq),
         }
+    }
+
+    /// The id of the history this router's archive belongs to: an opaque token, new
+    /// (random) when a router starts with an empty archive, and set with
+    /// [`Router::set_history`] to the one it continues (a warm restart restores it, a
+    /// follower takes its master's). A reader's `since=` is only meaningful within
+    /// one history: seq 50 of one is not seq 50 of another.
+    pub fn history(&self) -> Arc<str> {
+        Arc::clone(&self.shared.history.read())
+    }
+
+    /// Makes this archive continue `history` (see [`Router::history`]). Refuses an id
+    /// that [`is_valid_history`] refuses.
+    pub fn set_history(&self, history: &str) -> Result<(), InvalidHistory> {
+        if !is_valid_history(history) {
+            return Err(InvalidHistory);
+        }
+        *self.shared.history.write() = history.into();
+        Ok(())
     }
 
     /// A handle for noting events (never blocks).

@@ -440,8 +440,26 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             format!("too many open streams (limit {})", state.config.max_streams),
         );
     }
+    let history = state.router.history();
+    let is_master = state.cluster.borrow().is_master;
+    let (cursor, reset) = stream::resolve_resume(
+        &query,
+        &history,
+        state.router.last_seq(),
+        state.router.oldest_seq(),
+        is_master,
+    );
+    if let Some(reset) = &reset {
+        tracing::info!(
+            requested_history = reset.requested_history.as_deref().unwrap_or("-"),
+            requested_since = reset.requested_since,
+            %history,
+            last_seq = reset.last_seq,
+            "a stream resumes in another history or after an unknown seq: sent a reset frame"
+        );
+    }
     let once_until = query.once.then(|| state.router.last_seq());
-    let sub = state.router.subscribe(query.cursor);
+    let sub = state.router.subscribe(cursor);
     let body = StreamBody::new(
         sub,
         &query,
@@ -449,7 +467,8 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         once_until,
         state.shutdown.clone(),
         Arc::clone(&state.metrics),
-    );
+    )
+    .with_history(Arc::clone(&history), reset);
     let content_type = match format {
         Format::Ndjson => "application/x-ndjson",
         Format::Sse => "text/event-stream",
@@ -459,8 +478,14 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Ok(v) = HeaderValue::from_str(&history) {
+        h.insert(HISTORY_HEADER, v);
+    }
     resp
 }
+
+/// The response header of a stream that names its history.
+pub const HISTORY_HEADER: &str = "master-events-history";
 
 async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     if let Some(resp) = denied(&state, req.headers(), Role::Write) {
@@ -952,6 +977,7 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         last_seq: u64,
         oldest_seq: Option<u64>,
         archive_capacity: usize,
+        history: &'a str,
     }
     let view = state.cluster.borrow().clone();
     json_response(
@@ -961,6 +987,7 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             last_seq: state.router.last_seq(),
             oldest_seq: state.router.oldest_seq(),
             archive_capacity: state.router.archive_capacity(),
+            history: &state.router.history(),
         },
     )
 }

@@ -76,6 +76,7 @@ pub struct Metrics {
     streamed: Family<TypeLabel, Counter>,
     open_streams: Gauge,
     gaps_sent: Counter,
+    resets_sent: Counter,
     ingest_errors: Family<ReasonLabel, Counter>,
     auth_failures: Counter,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
@@ -157,6 +158,7 @@ impl Metrics {
         let streamed = Family::<TypeLabel, Counter>::default();
         let open_streams = Gauge::default();
         let gaps_sent = Counter::default();
+        let resets_sent = Counter::default();
         let ingest_errors = Family::<ReasonLabel, Counter>::default();
         let auth_failures = Counter::default();
         let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
@@ -180,6 +182,11 @@ impl Metrics {
             "master_events_gaps_sent",
             "Gap frames sent to stream clients (they asked for or fell behind to events no longer retained).",
             gaps_sent.clone(),
+        );
+        registry.register(
+            "master_events_resets_sent",
+            "Reset frames sent to stream clients (they resumed in another history, or after a seq never sequenced here).",
+            resets_sent.clone(),
         );
         registry.register(
             "master_events_ingest_errors",
@@ -206,6 +213,7 @@ impl Metrics {
             streamed,
             open_streams,
             gaps_sent,
+            resets_sent,
             ingest_errors,
             auth_failures,
             latency,
@@ -260,6 +268,11 @@ impl Metrics {
     /// Counts a gap frame sent.
     pub fn gap_sent(&self) {
         self.gaps_sent.inc();
+    }
+
+    /// Counts a reset frame sent.
+    pub fn reset_sent(&self) {
+        self.resets_sent.inc();
     }
 
     /// Counts a refused ingest request.

@@ -19,13 +19,23 @@
 //! - A `heartbeat` frame (`seq` = the position the stream has reached, filtered-out
 //!   events included) is sent after each idle interval.
 //! - On server shutdown every stream ends promptly (its body finishes cleanly).
+//!
+//! Histories (the promise that a resume never silently skips): every archive belongs
+//! to a history ([`master_events_router::Router::history`]), sent in the
+//! `Master-Events-History` response header, in every heartbeat and in SSE ids
+//! (`id: HISTORY:SEQ`). A reader resumes with `since=SEQ&history=HISTORY` (or SSE
+//! `Last-Event-ID: HISTORY:SEQ`). When the history it names is not the archive's, or
+//! the seq is beyond the last one sequenced (and the history does not vouch for it
+//! on a follower that is still catching up), the stream starts with a `reset` frame
+//! and then sends the retained archive from its start: never silence, never events of
+//! one history read as the continuation of another ([`resolve_resume`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use master_events_events::{EventType, Gap, Heartbeat, Timestamp};
+use master_events_events::{EventType, Gap, Heartbeat, Reset, Timestamp};
 use master_events_router::{Chunk, Cursor, EventBatch, Filter, Subscription};
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +61,9 @@ pub struct StreamQuery {
     pub filter: Option<Filter>,
     /// Idle heartbeat interval (`None` = off).
     pub heartbeat: Option<Duration>,
+    /// The history the reader resumes in (`history=`, or the `HISTORY:` part of an
+    /// SSE `Last-Event-ID`).
+    pub history: Option<String>,
 }
 
 /// Why a stream query was refused (a 400).
@@ -65,7 +78,7 @@ pub enum QueryError {
         reason: String,
     },
     /// A parameter this endpoint does not know.
-    #[error("unknown query parameter {0:?} (known: o, since, start, type, bucket, vbucket, node, heartbeat)")]
+    #[error("unknown query parameter {0:?} (known: o, since, history, start, type, bucket, vbucket, node, heartbeat)")]
     Unknown(String),
     /// Parameters that contradict each other.
     #[error("{0}")]
@@ -125,6 +138,7 @@ impl StreamQuery {
             let key: &'static str = match k.as_str() {
                 "o" => "o",
                 "since" => "since",
+                "history" => "history",
                 "start" => "start",
                 "type" => "type",
                 "bucket" => "bucket",
@@ -150,7 +164,28 @@ impl StreamQuery {
         };
         // A browser's EventSource reconnects to the same URL with Last-Event-ID: it
         // wins over `since=` and `start=now`, so the resumed stream continues exactly.
-        let since = match last_event_id.or(single("since")) {
+        // It is `HISTORY:SEQ` as this server sends it (a bare `SEQ` is taken too).
+        let (id_history, last_event_seq) = match last_event_id.map(str::trim) {
+            Some(id) => match id.rsplit_once(':') {
+                Some((h, s)) => (Some(h), Some(s)),
+                None => (None, Some(id)),
+            },
+            None => (None, None),
+        };
+        let history = match id_history.or(single("history")) {
+            None => None,
+            Some(h) if master_events_router::is_valid_history(h) => Some(h.to_owned()),
+            Some(h) => {
+                return Err(QueryError::Invalid {
+                    name: "history",
+                    reason: format!(
+                        "expected a history id as this server sends it (1 to 64 letters, digits, '-' or '_'), found {:?}",
+                        h.chars().take(80).collect::<String>()
+                    ),
+                })
+            }
+        };
+        let since = match last_event_seq.or(single("since")) {
             None => None,
             Some(s) => Some(s.trim().parse::<u64>().map_err(|_| QueryError::Invalid {
                 name: "since",
@@ -205,13 +240,59 @@ impl StreamQuery {
                 (secs > 0.0).then(|| Duration::from_secs_f64(secs.max(0.01)))
             }
         };
+        if history.is_some() && since.is_none() {
+            return Err(QueryError::Conflict(
+                "history= names where since= resumes: give since= with it",
+            ));
+        }
         Ok(StreamQuery {
             cursor,
             once,
             filter: (!filter.is_all()).then_some(filter),
             heartbeat,
+            history,
         })
     }
+}
+
+/// Where a stream really starts: the query's cursor, or — when the reader resumes in
+/// a history that is not `history`, or after a seq beyond `last_seq` — the oldest
+/// retained event, announced by the returned [`Reset`] frame.
+///
+/// A seq beyond `last_seq` is believed only on a node that is not the master and
+/// when the reader names this very history: such a node is still catching up with
+/// the master, which issued that seq. Anywhere else the seq was never issued here
+/// (the server restarted without its archive, or the reader came from elsewhere).
+pub fn resolve_resume(
+    query: &StreamQuery,
+    history: &str,
+    last_seq: u64,
+    oldest_seq: Option<u64>,
+    is_master: bool,
+) -> (Cursor, Option<Reset>) {
+    let Cursor::After(since) = query.cursor else {
+        return (query.cursor, None);
+    };
+    let named = query.history.as_deref();
+    let reason = match named {
+        Some(h) if h != history => {
+            "history changed: this archive is not the one the reader resumes"
+        }
+        Some(_) if since > last_seq && is_master => {
+            "since is beyond the last seq this history sequenced"
+        }
+        None if since > last_seq => "since is beyond the last seq sequenced here",
+        _ => return (query.cursor, None),
+    };
+    let reset = Reset {
+        history: history.to_owned(),
+        oldest_seq: oldest_seq.unwrap_or(0),
+        last_seq,
+        requested_history: named.map(str::to_owned),
+        requested_since: since,
+        reason: reason.to_owned(),
+    };
+    (Cursor::Oldest, Some(reset))
 }
 
 /// One client's stream: pulls chunks from its subscription and renders them.
@@ -226,6 +307,10 @@ pub struct StreamBody {
     metrics: Arc<Metrics>,
     counts: [u64; EventType::ALL.len()],
     finished: bool,
+    /// The history of the archive (in heartbeats and SSE ids).
+    history: Arc<str>,
+    /// A `reset` frame to send before anything else.
+    reset: Option<Reset>,
 }
 
 /// Keeps the open-streams gauge right however the stream ends.
@@ -249,6 +334,8 @@ impl StreamBody {
         metrics: Arc<Metrics>,
     ) -> StreamBody {
         StreamBody {
+            history: Arc::from(""),
+            reset: None,
             sub,
             filter: query.filter.clone(),
             format,
@@ -259,6 +346,14 @@ impl StreamBody {
             counts: [0; EventType::ALL.len()],
             finished: false,
         }
+    }
+
+    /// Sets the history of the archive `sub` reads (sent in heartbeats and SSE ids),
+    /// and a `reset` frame to send first (see [`resolve_resume`]).
+    pub fn with_history(mut self, history: Arc<str>, reset: Option<Reset>) -> StreamBody {
+        self.history = history;
+        self.reset = reset;
+        self
     }
 
     /// The body as a stream of byte chunks, for a response.
@@ -275,6 +370,12 @@ impl StreamBody {
     }
 
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(reset) = self.reset.take() {
+            let mut line = Vec::with_capacity(192);
+            reset.encode_line(&mut line);
+            self.metrics.reset_sent();
+            return Some(self.frame("reset", line));
+        }
         loop {
             if self.finished {
                 return None;
@@ -350,6 +451,10 @@ impl StreamBody {
                     }
                     self.counts[e.meta.event_type.index()] += 1;
                     out.extend_from_slice(b"id: ");
+                    if !self.history.is_empty() {
+                        out.extend_from_slice(self.history.as_bytes());
+                        out.extend_from_slice(b":");
+                    }
                     out.extend_from_slice(itoa_u64(e.seq).as_bytes());
                     out.extend_from_slice(b"\ndata: ");
                     out.extend_from_slice(strip_newline(e.line));
@@ -386,6 +491,7 @@ impl StreamBody {
         Heartbeat {
             seq: self.sub.position(),
             ts: Timestamp::now(),
+            history: (!self.history.is_empty()).then(|| self.history.to_string()),
         }
         .encode_line(&mut line);
         self.frame("heartbeat", line)

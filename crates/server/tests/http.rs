@@ -245,7 +245,7 @@ async fn sse_has_ids_and_last_event_id_resumes() {
     let resp = client()
         .get(format!("{}/diag/masterEvents?o=1", s.url))
         .header("accept", "text/event-stream")
-        .header("last-event-id", "5")
+        .header("last-event-id", format!("{}:5", s.router.history()))
         .send()
         .await
         .expect("request");
@@ -255,12 +255,13 @@ async fn sse_has_ids_and_last_event_id_resumes() {
             .and_then(|v| v.to_str().ok()),
         Some("text/event-stream")
     );
+    let history = s.router.history();
     let text = timeout(T, resp.text()).await.expect("ends").expect("body");
     let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
     assert_eq!(events.len(), 3, "{text}");
     for (event, id) in events.iter().zip(6..) {
         let mut parts = event.lines();
-        assert_eq!(parts.next(), Some(format!("id: {id}").as_str()));
+        assert_eq!(parts.next(), Some(format!("id: {history}:{id}").as_str()));
         let data = parts
             .next()
             .and_then(|d| d.strip_prefix("data: "))
@@ -1025,4 +1026,149 @@ async fn shutdown_ends_open_streams_within_a_second() {
         "took {:?}",
         asked.elapsed()
     );
+}
+
+/// The lines of a finished `?o=1`-style response, parsed.
+async fn all_lines(resp: reqwest::Response) -> Vec<Value> {
+    let text = timeout(T, resp.text()).await.expect("ends").expect("body");
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stream_names_its_history_in_a_header_and_in_heartbeats() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 2).await;
+    let history = s.router.history().to_string();
+    assert_eq!(history.len(), 16, "{history}");
+    let resp = client()
+        .get(format!(
+            "{}/diag/masterEvents?start=now&heartbeat=0.05",
+            s.url
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        resp.headers()
+            .get("master-events-history")
+            .and_then(|v| v.to_str().ok()),
+        Some(history.as_str())
+    );
+    let mut lines = Lines::new(resp);
+    let beat = lines.json().await.expect("a heartbeat");
+    assert_eq!(beat["type"], "heartbeat");
+    assert_eq!(beat["history"], history.as_str());
+    let cluster = client()
+        .get(format!("{}/cluster", s.url))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    let cluster: Value = serde_json::from_str(&cluster).expect("json");
+    assert_eq!(cluster["history"], history.as_str());
+}
+
+#[tokio::test]
+async fn resuming_in_another_history_gets_a_reset_then_the_archive_from_its_start() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 20).await;
+    let resp = client()
+        .get(format!(
+            "{}/diag/masterEvents?o=1&since=50&history=0123456789abcdef",
+            s.url
+        ))
+        .send()
+        .await
+        .expect("request");
+    let lines = all_lines(resp).await;
+    assert_eq!(lines.len(), 21, "a reset and all 20 events: {lines:?}");
+    let reset = &lines[0];
+    assert_eq!(reset["type"], "reset");
+    assert_eq!(reset["history"], s.router.history().as_ref());
+    assert_eq!(reset["requestedHistory"], "0123456789abcdef");
+    assert_eq!(reset["requestedSince"], 50);
+    assert_eq!(
+        (reset["oldestSeq"].as_u64(), reset["lastSeq"].as_u64()),
+        (Some(1), Some(20))
+    );
+    let seqs: Vec<u64> = lines[1..].iter().map(seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn a_since_beyond_the_last_seq_gets_a_reset_not_silence() {
+    // A server restarted without persistence: its history restarted at 1 and ended
+    // at 24; a reader that had seen seq 1000000 elsewhere must be told.
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 24).await;
+    let resp = client()
+        .get(format!("{}/diag/masterEvents?o=1", s.url))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "1000000")
+        .send()
+        .await
+        .expect("request");
+    let text = timeout(T, resp.text()).await.expect("ends").expect("body");
+    let first = text.split("\n\n").next().unwrap_or_default();
+    assert!(
+        first.starts_with("event: reset\ndata: {\"type\":\"reset\""),
+        "{first}"
+    );
+    assert!(first.contains("\"requestedSince\":1000000"), "{first}");
+    assert_eq!(
+        text.matches("\ndata: {\"type\":\"vbucketMoveDone\"")
+            .count(),
+        24
+    );
+    // The same history, within its seqs: no reset.
+    let history = s.router.history();
+    let resp = client()
+        .get(format!(
+            "{}/diag/masterEvents?o=1&since=20&history={history}",
+            s.url
+        ))
+        .send()
+        .await
+        .expect("request");
+    let seqs: Vec<u64> = all_lines(resp).await.iter().map(seq).collect();
+    assert_eq!(seqs, vec![21, 22, 23, 24]);
+    // The master vouches for no seq it has not sequenced, even in its own history.
+    let resp = client()
+        .get(format!(
+            "{}/diag/masterEvents?o=1&since=30&history={history}",
+            s.url
+        ))
+        .send()
+        .await
+        .expect("request");
+    let lines = all_lines(resp).await;
+    assert_eq!(lines[0]["type"], "reset", "{lines:?}");
+    assert_eq!(lines.len(), 25);
+}
+
+#[tokio::test]
+async fn a_history_id_that_is_garbage_is_refused_with_a_clear_error() {
+    let s = start(4096, "", |_| {}).await;
+    for query in [
+        "since=1&history=%1B%5B2J",
+        "since=1&history=",
+        "history=abc",
+    ] {
+        let resp = client()
+            .get(format!("{}/diag/masterEvents?o=1&{query}", s.url))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 400, "{query}");
+        let body = resp.text().await.expect("body");
+        assert!(body.contains("history"), "{query}: {body}");
+        assert!(
+            !body.contains('\u{1b}'),
+            "{query}: the raw input is not echoed: {body}"
+        );
+    }
 }

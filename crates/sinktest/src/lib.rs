@@ -117,7 +117,7 @@ impl Observed {
                 from_seq: gap.from_seq,
                 to_seq: gap.to_seq,
             }),
-            StreamLine::Heartbeat(_) => None,
+            StreamLine::Heartbeat(_) | StreamLine::Reset(_) => None,
         }
     }
 

@@ -23,6 +23,13 @@
 //!   standard output closed), 1 when the server refuses the credentials (401/403,
 //!   never retried), refuses the request for good (other 4xx) or `--max-reconnects`
 //!   is exhausted, 2 on usage errors.
+//! - A resume names the history the seqs belong to (`since=SEQ&history=H`, H from
+//!   the stream's `Master-Events-History` header or its heartbeats). When the server's
+//!   archive is another history (it restarted without persistence) or never reached
+//!   that seq, it answers with a `reset` frame: `tail` warns on standard error and
+//!   carries on with the new history from its start — never a silent skip.
+//! - `--once` gives up after a bounded number of failed connection attempts
+//!   ([`ONCE_MAX_RECONNECTS`], unless `--max-reconnects` says otherwise) and exits 1.
 //! - Standard output holds only events (flushed after each chunk received); every
 //!   diagnostic goes to standard error.
 
@@ -50,6 +57,10 @@ pub const BACKOFF_START: Duration = Duration::from_millis(100);
 
 /// The longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// With `--once` and no `--max-reconnects`: how many reconnects in a row that
+/// received nothing before `tail` gives up (about 3 s of retrying).
+pub const ONCE_MAX_RECONNECTS: u32 = 5;
 
 /// Arguments of `tail`.
 #[derive(Args, Debug)]
@@ -95,7 +106,7 @@ pub struct TailArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
     /// Give up (exit 1) after this many reconnects in a row that received nothing;
-    /// 0 never reconnects. Default: retry for ever.
+    /// 0 never reconnects. Default: retry for ever (with --once: 5, about 3 s).
     #[arg(long, value_name = "N")]
     pub max_reconnects: Option<u32>,
     /// Also report heartbeats, dropped duplicates and each connection on stderr.
@@ -156,6 +167,10 @@ struct Progress {
     last_seq: Option<u64>,
     /// Events printed so far.
     printed: u64,
+    /// The history `last_seq` belongs to, once the server named it.
+    history: Option<String>,
+    /// Connections that ended in a drop so far (for the "reconnected" note).
+    drops: u32,
 }
 
 /// How one connection ended.
@@ -177,11 +192,19 @@ enum Ended {
 async fn follow<W: Write>(client: &Client, args: &TailArgs, out: &mut W) -> Result<i32> {
     let mut progress = Progress {
         last_seq: args.since,
-        printed: 0,
+        ..Progress::default()
     };
+    let max_reconnects = args
+        .max_reconnects
+        .or(args.once.then_some(ONCE_MAX_RECONNECTS));
     let mut reconnects_without_progress: u32 = 0;
     loop {
-        let url = stream_url(client.endpoint(), args, progress.last_seq);
+        let url = stream_url(
+            client.endpoint(),
+            args,
+            progress.last_seq,
+            progress.history.as_deref(),
+        );
         if args.verbose {
             eprintln!("master-events tail: connecting to {url}");
         }
@@ -192,16 +215,19 @@ async fn follow<W: Write>(client: &Client, args: &TailArgs, out: &mut W) -> Resu
                 if delivered {
                     reconnects_without_progress = 0;
                 }
-                if args
-                    .max_reconnects
-                    .is_some_and(|max| reconnects_without_progress >= max)
-                {
+                if max_reconnects.is_some_and(|max| reconnects_without_progress >= max) {
                     eprintln!(
                         "master-events tail: {why}; giving up after {reconnects_without_progress} \
-                         reconnects without receiving anything (--max-reconnects)"
+                         reconnects without receiving anything (--max-reconnects{})",
+                        if args.max_reconnects.is_none() {
+                            ", 5 by default with --once"
+                        } else {
+                            ""
+                        }
                     );
                     return Ok(1);
                 }
+                progress.drops = progress.drops.saturating_add(1);
                 let delay = backoff(reconnects_without_progress, random_u64());
                 reconnects_without_progress = reconnects_without_progress.saturating_add(1);
                 let resume = match progress.last_seq {
@@ -219,8 +245,13 @@ async fn follow<W: Write>(client: &Client, args: &TailArgs, out: &mut W) -> Resu
 }
 
 /// The stream URL for the next connection: the options as a query, resuming after
-/// `last_seq` when there is one.
-fn stream_url(endpoint: &Endpoint, args: &TailArgs, last_seq: Option<u64>) -> Url {
+/// `last_seq` (in `history`, when known) when there is one.
+fn stream_url(
+    endpoint: &Endpoint,
+    args: &TailArgs,
+    last_seq: Option<u64>,
+    history: Option<&str>,
+) -> Url {
     let mut url = endpoint.url().clone();
     {
         let mut q = url.query_pairs_mut();
@@ -230,6 +261,9 @@ fn stream_url(endpoint: &Endpoint, args: &TailArgs, last_seq: Option<u64>) -> Ur
         match last_seq {
             Some(seq) => {
                 q.append_pair("since", &seq.to_string());
+                if let Some(history) = history {
+                    q.append_pair("history", history);
+                }
             }
             None if args.start_now => {
                 q.append_pair("start", "now");
@@ -312,6 +346,21 @@ async fn connect<W: Write>(
         });
     }
 
+    let server_history = response
+        .headers()
+        .get("master-events-history")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if progress.drops > 0 {
+        let resume = match progress.last_seq {
+            Some(seq) => format!("resuming after seq {seq}"),
+            None => "from the start".to_owned(),
+        };
+        eprintln!("master-events tail: reconnected to {endpoint} ({resume})");
+    }
+    if progress.history.is_none() {
+        progress.history = server_history;
+    }
     let idle_limit =
         (args.heartbeat > 0).then(|| Duration::from_secs(u64::from(args.heartbeat) * 2 + 5));
     let mut body = response.bytes_stream();
@@ -458,6 +507,12 @@ fn handle_line<W: Write>(
     let seq = object.get("seq").and_then(Value::as_u64);
     match object.get("type").and_then(Value::as_str) {
         Some("heartbeat") => {
+            if progress.history.is_none() {
+                progress.history = object
+                    .get("history")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
             if args.verbose {
                 eprintln!(
                     "master-events tail: heartbeat (server's last seq {})",
@@ -468,6 +523,17 @@ fn handle_line<W: Write>(
         }
         Some("gap") => {
             eprintln!("master-events tail: WARNING: {}", describe_gap(&object));
+            Ok(Handled::Continue)
+        }
+        Some("reset") => {
+            eprintln!("master-events tail: WARNING: {}", describe_reset(&object));
+            // The seqs that follow are the new history's: the old cursor means
+            // nothing in it.
+            progress.history = object
+                .get("history")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            progress.last_seq = None;
             Ok(Handled::Continue)
         }
         Some(_) => {
@@ -522,6 +588,31 @@ fn describe_gap(gap: &Map<String, Value>) -> String {
         .map(|r| format!(": {r}"))
         .unwrap_or_default();
     format!("{missed} events were missed{range}, the server no longer has them{reason}")
+}
+
+/// A reset frame for a human: what was asked, what the server has, and that the
+/// stream starts again from the server's oldest event.
+fn describe_reset(reset: &Map<String, Value>) -> String {
+    let num = |k: &str| reset.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let text = |k: &str| {
+        reset
+            .get(k)
+            .and_then(Value::as_str)
+            .map(|s| super::client::one_line(s))
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    format!(
+        "the server's history is not the one this stream resumed after seq {} (history {}): {}; \
+         continuing with history {} from its oldest retained event (seq {}, last seq {}); \
+         events of the old history after seq {} may be lost",
+        num("requestedSince"),
+        text("requestedHistory"),
+        text("reason"),
+        text("history"),
+        num("oldestSeq"),
+        num("lastSeq"),
+        num("requestedSince"),
+    )
 }
 
 /// The first 200 characters of a line, for a warning.
@@ -668,7 +759,7 @@ mod tests {
         ]);
         let e = Endpoint::parse(&a.url).expect("valid");
         assert_eq!(
-            stream_url(&e, &a, None).as_str(),
+            stream_url(&e, &a, None, None).as_str(),
             "http://127.0.0.1:9898/diag/masterEvents?o=1&type=vbucketMoveDone%2CupdateMap\
              &bucket=default&vbucket=1%2C2&node=n_0%40h&heartbeat=5"
         );
@@ -678,9 +769,12 @@ mod tests {
     fn a_reconnect_resumes_after_the_last_seq_even_with_start_now() {
         let a = args(&["--start-now"]);
         let e = Endpoint::parse(&a.url).expect("valid");
-        assert!(stream_url(&e, &a, None).as_str().contains("start=now"));
-        let resumed = stream_url(&e, &a, Some(42));
+        assert!(stream_url(&e, &a, None, None)
+            .as_str()
+            .contains("start=now"));
+        let resumed = stream_url(&e, &a, Some(42), Some("h1"));
         assert!(resumed.as_str().contains("since=42"), "{resumed}");
+        assert!(resumed.as_str().contains("history=h1"), "{resumed}");
         assert!(!resumed.as_str().contains("start="), "{resumed}");
     }
 

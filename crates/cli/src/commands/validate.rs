@@ -85,7 +85,7 @@ impl Validators {
                 let path = format!("event/{}.json", ty.as_str());
                 by_type.insert(ty.as_str().to_owned(), compile(&path, &read(&path)?)?);
             }
-            for frame in ["heartbeat", "gap"] {
+            for frame in ["heartbeat", "gap", "reset"] {
                 let path = format!("control/{frame}.json");
                 by_type.insert(frame.to_owned(), compile(&path, &read(&path)?)?);
             }
@@ -124,6 +124,7 @@ impl Validators {
                 master_events_events::StreamLine::Event(r) => r.event.type_name().to_owned(),
                 master_events_events::StreamLine::Heartbeat(_) => "heartbeat".to_owned(),
                 master_events_events::StreamLine::Gap(_) => "gap".to_owned(),
+                master_events_events::StreamLine::Reset(_) => "reset".to_owned(),
             }),
             Err(e) => Err(LineError {
                 ty,

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what building and testing master-events needs when it is missing, on a
+# Debian/Ubuntu machine. Sourced by scripts/test.sh (everything) and scripts/install.sh
+# (the build's needs only: `deps_build`).
+#
+# Packages are installed with --no-install-recommends, so every package a step relies
+# on is named here explicitly, never left to a Recommends: line. protobuf-compiler, for
+# one, only *recommends* libprotobuf-dev, which holds google/protobuf/*.proto that the
+# etcd client's build imports; without it the build fails on a fresh machine.
+
+_deps_apt() {
+  [ $# -gt 0 ] || return 0
+  echo "installing Debian packages: $*"
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to apt-get install $*" >&2; return 1; }
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@"
+}
+
+# What `cargo build --features etcd` needs: protoc and the well-known .proto includes.
+deps_build_packages() {
+  local need=()
+  command -v protoc >/dev/null || need+=(protobuf-compiler)
+  [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+  printf '%s\n' "${need[@]}"
+}
+
+deps_build() {
+  local need
+  mapfile -t need < <(deps_build_packages)
+  _deps_apt "${need[@]}"
+}
+
+# Everything the test suite needs: the build's packages, etcd (election tests),
+# Chromium and a font (the live page's browser test), nats-server (the nats sink's
+# tests), and Python's jsonschema and pytest (the consumer tests).
+deps_test() {
+  local need
+  mapfile -t need < <(deps_build_packages)
+  command -v etcd >/dev/null || need+=(etcd-server)
+  command -v chromium >/dev/null || need+=(chromium)
+  [ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
+  command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+  _deps_apt "${need[@]}"
+  if ! python3 -c 'import jsonschema, pytest' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7'
+  fi
+}
