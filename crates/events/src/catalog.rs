@@ -101,6 +101,7 @@ pub struct EbucketmigratorStart {
     /// The vbuckets the migrator moves.
     pub vbuckets: Vec<VBucket>,
     /// Checkpoint id per vbucket, keyed by the vbucket number written as a string.
+    #[serde(deserialize_with = "crate::strict::checkpoints")]
     pub checkpoints: BTreeMap<VBucket, u64>,
     /// The user the migrator authenticates as.
     pub username: String,
@@ -156,7 +157,11 @@ pub struct VbucketStateChange {
     /// The bucket the vbucket belongs to.
     pub bucket: String,
     /// Extra state metadata (e.g. the replication topology), when the node sent some.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::strict::meta"
+    )]
     #[cfg_attr(test, proptest(strategy = "strategies::opt_json_object()"))]
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -766,6 +771,7 @@ pub struct SetServiceMap {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MountingVolumesStarted {
     /// The volumes to mount, per node name.
+    #[serde(deserialize_with = "crate::strict::volumes")]
     pub volumes: BTreeMap<String, Vec<String>>,
     /// Erlang pid of the process mounting them.
     pub pid: String,

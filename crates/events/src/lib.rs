@@ -26,6 +26,7 @@ mod json;
 mod line;
 pub mod redact;
 pub mod schema;
+mod strict;
 mod time;
 
 pub use event::{Event, EventFields, EventType, UnknownEventType};

@@ -9,8 +9,9 @@
 //!   and ends the line with `\n`; it never fails and allocates nothing but the output.
 //! - Parsing accepts exactly what the published schemas accept and says why it
 //!   refuses anything else, naming the field: unknown types, missing or unknown
-//!   fields, wrongly typed values, duplicate keys (which plain JSON parsers silently
-//!   collapse), invalid UTF-8, truncated input, non-finite numbers (not JSON) and
+//!   fields, wrongly typed values, duplicate keys at any depth (which plain JSON
+//!   parsers silently collapse; a nested one is named with its path, e.g.
+//!   `field "meta": duplicate key "a" in meta.x[0]`), invalid UTF-8, truncated input, non-finite numbers (not JSON) and
 //!   nesting deeper than 128 levels are all errors, never panics.
 //! - parse → encode → parse is the identity.
 //!
@@ -1349,6 +1350,74 @@ mod tests {
             err(r#"{"type":"deleteBucket","type":"deleteBucket","bucket":"a"}"#),
             ParseError::DuplicateField("type".into())
         );
+    }
+
+    #[test]
+    fn duplicate_keys_nested_at_any_depth_are_refused_with_their_path() {
+        let state = r#""vbucket":1,"state":"active","host":"h:1","bucket":"b""#;
+        for (meta, field, reason) in [
+            (r#"{"a":1,"a":2}"#, "meta", r#"duplicate key "a" in meta"#),
+            (
+                r#"{"x":{"a":1,"a":2}}"#,
+                "meta",
+                r#"duplicate key "a" in meta.x"#,
+            ),
+            (
+                r#"{"x":{"y":{"b":[],"b":{}}}}"#,
+                "meta",
+                r#"duplicate key "b" in meta.x.y"#,
+            ),
+            (
+                r#"{"x":[{"a":1},{"a":1,"c":0,"a":1}]}"#,
+                "meta",
+                r#"duplicate key "a" in meta.x[1]"#,
+            ),
+            (
+                r#"{"x":[[{"k.y":{"z":1,"z":1}}]]}"#,
+                "meta",
+                r#"duplicate key "z" in meta.x[0][0]["k.y"]"#,
+            ),
+        ] {
+            let expected = ParseError::InvalidField {
+                field: field.into(),
+                reason: reason.into(),
+            };
+            // The `type` first (read in one pass) and last (fields held back first).
+            let first = format!(r#"{{"type":"vbucketStateChange",{state},"meta":{meta}}}"#);
+            let last = format!(r#"{{"meta":{meta},{state},"type":"vbucketStateChange"}}"#);
+            assert_eq!(err(&first), expected, "{first}");
+            assert_eq!(err(&last), expected, "{last}");
+        }
+        assert_eq!(
+            err(
+                r#"{"type":"createBucket","bucketType":"membase","bucket":"b","params":{"o":[{"pwd":"1","pwd":"2"}]}}"#
+            ),
+            ParseError::InvalidField {
+                field: "params".into(),
+                reason: r#"duplicate key "pwd" in params.o[0]"#.into(),
+            }
+        );
+        let line = r#"{"type":"ebucketmigratorStart","vbuckets":[1],"checkpoints":{"1":5,"1":6},"username":"u","takeover":false,"src":"a:1","dst":"b:1","pid":"<0.1.0>","node":"n","name":"t","bucket":"b"}"#;
+        assert_eq!(
+            err(line),
+            ParseError::InvalidField {
+                field: "checkpoints".into(),
+                reason: "duplicate key 1 in checkpoints".into(),
+            }
+        );
+        let line = r#"{"type":"mountingVolumesStarted","volumes":{"n1":[],"n1":["v"]},"pid":"<0.1.0>","node":"n","bucket":"b"}"#;
+        assert_eq!(
+            err(line),
+            ParseError::InvalidField {
+                field: "volumes".into(),
+                reason: r#"duplicate key "n1" in volumes"#.into(),
+            }
+        );
+        // Repeated keys in different objects are not duplicates.
+        let ok = format!(
+            r#"{{"type":"vbucketStateChange",{state},"meta":{{"a":{{"a":1}},"b":[{{"a":1}},{{"a":2}}]}}}}"#
+        );
+        assert!(parse_line(ok.as_bytes()).is_ok(), "{ok}");
     }
 
     #[test]

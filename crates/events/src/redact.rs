@@ -1,11 +1,23 @@
 //! Secret redaction for bucket parameters.
 //!
-//! Owns: [`BucketParams`], the `params` object of `createBucket`.
+//! Owns: [`BucketParams`], the `params` object of `createBucket`, and the list of key
+//! words that mark a parameter as a secret ([`is_secret_key`], [`DEFAULT_SECRET_WORDS`],
+//! [`add_secret_words`]).
 //!
-//! Promises: a value whose key names a password or a secret (case-insensitive
-//! substring `password`, `passwd` or `secret`, at any depth) never survives into a
-//! `BucketParams`, whether it was built in code ([`BucketParams::new`]) or parsed from
-//! input (its `Deserialize`). There is no way to build one that skips redaction.
+//! Promises:
+//! - A value whose key names a secret never survives into a `BucketParams`, at any
+//!   depth, whether it was built in code ([`BucketParams::new`]) or parsed from input
+//!   (its `Deserialize`). There is no way to build one that skips redaction.
+//! - A key names a secret when, compared case-insensitively, it contains one of
+//!   [`DEFAULT_SECRET_WORDS`] (`password`, `pwd`, `token`, `apiKey`, `x-auth-token`,
+//!   `privateKey`, ...), has `auth` as one of its words (`auth`, `x-auth`, `authType`;
+//!   not `author`), or contains a word added with [`add_secret_words`] (the
+//!   configuration's `[redaction] secret_words`). The list can only grow: nothing
+//!   removes a default word.
+//! - Parsing refuses a duplicate key at any depth of the parameters, so no reader
+//!   sees a copy of a key that another reader dropped.
+
+use std::sync::RwLock;
 
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -14,12 +26,78 @@ use serde_json::{Map, Value};
 /// The text that replaces a redacted value.
 pub const REDACTED: &str = "*****";
 
-/// Whether a parameter name denotes a secret.
+/// The words that mark a key as a secret when the key contains one of them
+/// (case-insensitively): `saslPassword`, `purge_passwd`, `apiKey`, `x-auth-token`, ...
+pub const DEFAULT_SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "apikey",
+    "api_key",
+    "api-key",
+    "credential",
+    "private",
+    "authorization",
+];
+
+/// Words that mark a key as a secret when they are a whole word of it (split at `_`,
+/// `-`, `.`, spaces and lower-to-upper case changes): `auth`, `x-auth`, `authType`, but
+/// not `author`.
+const SECRET_KEY_WORDS: &[&str] = &["auth"];
+
+/// Words added by the configuration, lowercase.
+static EXTRA_WORDS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+/// Adds words to the secret list (for the rest of the process): a key containing one,
+/// case-insensitively, is redacted from then on. Empty words are ignored (they would
+/// match every key); the defaults always stay.
+pub fn add_secret_words<I, S>(words: I)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut extra = EXTRA_WORDS.write().unwrap_or_else(|e| e.into_inner());
+    for word in words {
+        let word = word.as_ref().trim().to_ascii_lowercase();
+        if !word.is_empty() && !extra.contains(&word) {
+            extra.push(word);
+        }
+    }
+}
+
+/// The words of a key: split at separators and at a lower-to-upper case change.
+fn key_words(key: &str) -> impl Iterator<Item = &str> {
+    key.split(['_', '-', '.', ' ']).flat_map(|part| {
+        let bytes = part.as_bytes();
+        let mut cuts = vec![0];
+        for i in 1..bytes.len() {
+            if bytes[i].is_ascii_uppercase() && bytes[i - 1].is_ascii_lowercase() {
+                cuts.push(i);
+            }
+        }
+        cuts.push(bytes.len());
+        let pieces: Vec<&str> = cuts.windows(2).map(|w| &part[w[0]..w[1]]).collect();
+        pieces.into_iter()
+    })
+}
+
+/// Whether a parameter name denotes a secret (see the [module documentation](self)).
 pub fn is_secret_key(key: &str) -> bool {
     let lower = key.to_ascii_lowercase();
-    ["password", "passwd", "secret"]
-        .iter()
-        .any(|word| lower.contains(word))
+    if DEFAULT_SECRET_WORDS.iter().any(|word| lower.contains(word)) {
+        return true;
+    }
+    if key_words(key).any(|w| {
+        SECRET_KEY_WORDS
+            .iter()
+            .any(|secret| w.eq_ignore_ascii_case(secret))
+    }) {
+        return true;
+    }
+    let extra = EXTRA_WORDS.read().unwrap_or_else(|e| e.into_inner());
+    extra.iter().any(|word| lower.contains(word.as_str()))
 }
 
 fn redact_value(value: &mut Value) {
@@ -65,7 +143,7 @@ impl From<Map<String, Value>> for BucketParams {
 
 impl<'de> Deserialize<'de> for BucketParams {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Map::deserialize(d).map(BucketParams::new)
+        crate::strict::object(d, "params").map(BucketParams::new)
     }
 }
 
@@ -105,13 +183,13 @@ mod tests {
     #[test]
     fn secrets_are_redacted_when_built_in_code() {
         let p = BucketParams::new(map(json!({
-            "ramQuota": 100, "saslPassword": "hunter2", "auth": {"Secret_Key": "s", "user": "u"},
+            "ramQuota": 100, "saslPassword": "hunter2", "sasl": {"Secret_Key": "s", "user": "u"},
             "list": [{"password": "p"}]
         })));
         let text = serde_json::to_string(&p).expect("serializes");
         assert!(!text.contains("hunter2") && !text.contains("\"s\"") && !text.contains("\"p\""));
         assert_eq!(p.as_map()["ramQuota"], json!(100));
-        assert_eq!(p.as_map()["auth"]["user"], json!("u"));
+        assert_eq!(p.as_map()["sasl"]["user"], json!("u"));
         assert_eq!(p.as_map()["saslPassword"], json!(REDACTED));
     }
 
@@ -121,5 +199,50 @@ mod tests {
             serde_json::from_str(r#"{"purge_passwd":"x","num_replicas":1}"#).expect("parses");
         assert_eq!(p.as_map()["purge_passwd"], json!(REDACTED));
         assert_eq!(p.as_map()["num_replicas"], json!(1));
+    }
+
+    #[test]
+    fn pwd_token_api_key_and_other_credential_keys_are_redacted() {
+        let p: BucketParams = serde_json::from_str(
+            r#"{"pwd":"a1","token":"a2","apiKey":"a3","API_KEY":"a4","x-auth-token":"a5",
+                "credentials":{"user":"a6"},"privateKey":"a7","auth":"a8","Authorization":"a9",
+                "nested":[{"Pwd":"a10"}],"bucketType":"membase","author":"kept","ramQuotaMB":100}"#,
+        )
+        .expect("parses");
+        let text = serde_json::to_string(&p).expect("serializes");
+        for n in 1..=10 {
+            assert!(!text.contains(&format!("\"a{n}\"")), "a{n} in {text}");
+        }
+        assert_eq!(p.as_map()["apiKey"], json!(REDACTED));
+        assert_eq!(p.as_map()["nested"][0]["Pwd"], json!(REDACTED));
+        assert_eq!(p.as_map()["bucketType"], json!("membase"));
+        assert_eq!(p.as_map()["author"], json!("kept"));
+        assert_eq!(p.as_map()["ramQuotaMB"], json!(100));
+    }
+
+    #[test]
+    fn added_words_extend_the_list_and_never_remove_a_default() {
+        assert!(!is_secret_key("bucketSigningSalt"));
+        add_secret_words(["Salt", ""]);
+        assert!(is_secret_key("bucketSigningSalt"));
+        assert!(is_secret_key("password"), "a default stays");
+        assert!(!is_secret_key("ramQuota"), "an empty word matches nothing");
+    }
+
+    #[test]
+    fn a_key_repeated_at_any_depth_of_params_is_refused() {
+        for (text, key, at) in [
+            (r#"{"a":1,"a":2}"#, "a", "params"),
+            (r#"{"x":{"pwd":"1","pwd":"2"}}"#, "pwd", "params.x"),
+            (r#"{"x":[{"b":1},{"b":1,"b":2}]}"#, "b", "params.x[1]"),
+        ] {
+            let e = serde_json::from_str::<BucketParams>(text)
+                .expect_err(text)
+                .to_string();
+            assert!(
+                e.contains(&format!("duplicate key \"{key}\" in {at}")),
+                "{text}: {e}"
+            );
+        }
     }
 }
