@@ -28,16 +28,19 @@
 //!   nothing.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::filter::Filter;
+use crate::health::SinkHealth;
 use crate::registry::{find_sink, registered_sinks, SinkContext, SinkRegistration};
 use crate::ring::Cursor;
-use crate::sink::{Sink, SinkInput};
+use crate::sink::Sink;
 use crate::sinks::archiver::ArchiverConfig;
+use crate::supervise::Supervisor;
 use crate::{Router, RouterConfig};
 
 /// Where in the configuration an error is.
@@ -266,9 +269,16 @@ fn entry_error(at: &Location, e: ConfigError) -> ConfigError {
 pub struct SinkSet {
     cancel: CancellationToken,
     tasks: Vec<(String, JoinHandle<()>)>,
+    health: Vec<Arc<SinkHealth>>,
 }
 
 impl SinkSet {
+    /// Every running sink's health (ok, retrying, failing, panics), in
+    /// configuration order.
+    pub fn health(&self) -> Vec<Arc<SinkHealth>> {
+        self.health.clone()
+    }
+
     /// The names (types) of the running sinks, in configuration order.
     pub fn names(&self) -> Vec<&str> {
         self.tasks.iter().map(|(n, _)| n.as_str()).collect()
@@ -291,7 +301,7 @@ impl SinkSet {
         self.cancel.cancel();
         for (name, task) in self.tasks.drain(..) {
             if let Err(e) = task.await {
-                tracing::error!(sink = %name, error = %e, "master-events: sink task failed");
+                tracing::error!(sink = %name, error = %e, "sink task failed");
             }
         }
     }
@@ -323,33 +333,44 @@ pub fn start_sinks(router: &Router, config: &Config) -> Result<SinkSet, ConfigEr
             "start_sinks must be called inside a tokio runtime".into(),
         ));
     }
-    let mut built: Vec<(&SinkEntry, Box<dyn Sink>)> = Vec::with_capacity(config.sinks.len());
+    let mut built: Vec<(&SinkEntry, SinkContext, Box<dyn Sink>)> =
+        Vec::with_capacity(config.sinks.len());
     for entry in &config.sinks {
-        let ctx = SinkContext::new(router, entry.at.index);
+        let ctx = SinkContext::named(router, entry.at.index, entry.kind.clone());
         let sink = (entry.registration.build)(toml::Value::Table(entry.settings.clone()), &ctx)
             .map_err(|e| entry_error(&entry.at, e))?;
-        built.push((entry, sink));
+        built.push((entry, ctx, sink));
     }
     let cancel = CancellationToken::new();
+    let mut health = Vec::with_capacity(built.len());
     let tasks = built
         .into_iter()
-        .map(|(entry, sink)| {
+        .map(|(entry, ctx, sink)| {
             // After a warm start, "the oldest" is the oldest of this run: the
             // restored events were delivered by the previous one.
             let from = match (sink.start_cursor(), router.restored_through()) {
                 (Cursor::Oldest, Some(restored)) => Cursor::After(restored),
                 (from, _) => from,
             };
-            let input = SinkInput::new(
-                entry.kind.clone(),
-                router.subscribe(from),
-                entry.filter.clone(),
-                cancel.child_token(),
-            );
-            (entry.kind.clone(), tokio::spawn(sink.run(input)))
+            health.push(Arc::clone(ctx.health()));
+            let supervisor = Supervisor {
+                kind: entry.kind.clone(),
+                build: entry.registration.build,
+                settings: entry.settings.clone(),
+                health: Arc::clone(ctx.health()),
+                ctx,
+                filter: entry.filter.clone(),
+                router: router.clone(),
+                cancel: cancel.child_token(),
+            };
+            (entry.kind.clone(), tokio::spawn(supervisor.run(sink, from)))
         })
         .collect();
-    Ok(SinkSet { cancel, tasks })
+    Ok(SinkSet {
+        cancel,
+        tasks,
+        health,
+    })
 }
 
 #[cfg(test)]

@@ -50,15 +50,18 @@ mod buffers;
 pub mod config;
 mod emitter;
 pub mod filter;
+pub mod health;
 pub mod registry;
 pub mod ring;
 pub mod sequencer;
 pub mod sink;
 pub mod sinks;
+pub mod supervise;
 
 pub use config::{load_config, start_sinks, Config, ConfigError, SinkEntry, SinkSet};
 pub use emitter::{Emitter, Refused};
 pub use filter::{Filter, FilterError, TypeSet};
+pub use health::{SinkHealth, SinkState, SinkStatus};
 pub use registry::{
     registered_filters, registered_sinks, FilterRegistration, SinkBuildFn, SinkConfig, SinkContext,
     SinkRegistration,
@@ -183,6 +186,8 @@ struct Shared {
     restored_through: AtomicU64,
     /// The history the archive belongs to (see [`Router::history`]).
     history: parking_lot::RwLock<Arc<str>>,
+    /// Why the sequencer stopped, when it stopped abnormally (see [`Router::failed`]).
+    failure: watch::Receiver<Option<Arc<str>>>,
 }
 
 impl Drop for Shared {
@@ -215,7 +220,26 @@ impl Router {
             Arc::clone(&high_water),
             done_tx,
         );
-        tokio::spawn(sequencer.run());
+        let sequencing = tokio::spawn(sequencer.run());
+        let (failure_tx, failure) = watch::channel(None);
+        let (watched_ring, watched_ingress) = (Arc::clone(&ring), Arc::clone(&ingress));
+        // Crash-only: a sequencer that panics must not leave readers and publishers
+        // waiting for ever. The ring and the ingress close (readers get what was
+        // sequenced, then their end; publishers get `Closed`), and the failure is
+        // announced to whoever runs the router, which exits.
+        tokio::spawn(async move {
+            let Err(e) = sequencing.await else { return };
+            let why: Arc<str> = if e.is_panic() {
+                let message = supervise::panic_message(&*e.into_panic());
+                format!("the sequencer panicked: {message}").into()
+            } else {
+                "the sequencer task was cancelled".into()
+            };
+            tracing::error!(error = %why, "the router stopped: no event can be sequenced any more");
+            watched_ingress.close();
+            watched_ring.close();
+            let _ = failure_tx.send(Some(why));
+        });
         Router {
             shared: Arc::new(Shared {
                 ingress,
@@ -225,6 +249,7 @@ impl Router {
                 done: done_rx,
                 restored_through: AtomicU64::new(0),
                 history: parking_lot::RwLock::new(new_history().into()),
+                failure,
             }),
         }
     }
@@ -456,6 +481,27 @@ impl Router {
         let _ = done.wait_for(|d| *d).await;
     }
 
+    /// Why the router stopped abnormally (its sequencer panicked), if it did.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.shared.failure.borrow().clone()
+    }
+
+    /// Resolves when the router stops abnormally (its sequencer panicked), with why;
+    /// never, while it works. A process serving the router exits non-zero on it
+    /// (crash-only: a supervisor restarts the process and a warm restart restores
+    /// the archive) instead of hanging.
+    pub async fn failed(&self) -> Arc<str> {
+        let mut failure = self.shared.failure.clone();
+        let why = match failure.wait_for(Option::is_some).await {
+            Ok(why) => why.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Whether [`Router::shutdown`] has completed (the ring is closed).
     pub fn is_shut_down(&self) -> bool {
         self.shared.ring.is_closed()
@@ -468,5 +514,52 @@ impl std::fmt::Debug for Router {
             .field("node", &self.shared.node)
             .field("last_seq", &self.last_seq())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use master_events_events::catalog::DeleteBucket;
+    use master_events_events::Record;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_sequencer_closes_the_router_and_announces_why() {
+        let router = Router::start(RouterConfig::default());
+        let del = |b: &str| Record::new(DeleteBucket { bucket: b.into() });
+        router
+            .publish_batch(vec![del("a"), del("b"), del("c")])
+            .await
+            .expect("published");
+        let mut reader = router.subscribe(Cursor::Oldest);
+        assert_eq!(router.failure(), None);
+        router.shared.ingress.inject_panic().await.expect("queued");
+        let why = tokio::time::timeout(Duration::from_secs(10), router.failed())
+            .await
+            .expect("the failure is announced");
+        assert!(why.contains("injected sequencer panic"), "{why}");
+        assert_eq!(router.failure().as_deref(), Some(&*why));
+        // Readers get what was sequenced, then their end: never a hang.
+        let mut seqs = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), reader.recv())
+            .await
+            .expect("the reader is not left waiting")
+        {
+            if let Chunk::Events(batch) = chunk {
+                seqs.extend(batch.iter().map(|e| e.seq));
+            }
+        }
+        assert_eq!(seqs, vec![1, 2, 3]);
+        // Publishers are refused, not left waiting.
+        let refused = tokio::time::timeout(
+            Duration::from_secs(10),
+            router.publish_batch(vec![del("d")]),
+        )
+        .await
+        .expect("answered");
+        assert_eq!(refused, Err(RouterError::Closed));
     }
 }

@@ -54,10 +54,13 @@
 //! assert!(master_events_router::registered_sinks().iter().any(|r| r.name == "counter"));
 //! ```
 
+use std::sync::Arc;
+
 use schemars::{JsonSchema, Schema};
 use serde::de::DeserializeOwned;
 
 use crate::config::ConfigError;
+use crate::health::SinkHealth;
 use crate::sink::Sink;
 use crate::Router;
 
@@ -117,9 +120,9 @@ fn schema_of<C: SinkConfig>() -> Schema {
 }
 
 fn parse_config<C: SinkConfig>(value: toml::Value) -> Result<C, ConfigError> {
-    let config: C = value
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().trim().to_owned()))?;
+    let config: C = value.try_into().map_err(|e: toml::de::Error| {
+        ConfigError::Invalid(crate::config::describe_toml_error(&e))
+    })?;
     config.validate().map_err(ConfigError::Invalid)?;
     Ok(config)
 }
@@ -185,15 +188,29 @@ pub fn find_sink(name: &str) -> Option<&'static SinkRegistration> {
 pub struct SinkContext {
     router: Router,
     index: usize,
+    health: Arc<SinkHealth>,
 }
 
 impl SinkContext {
     /// The context of the sink at `sinks[index]` of a configuration.
     pub fn new(router: &Router, index: usize) -> SinkContext {
+        SinkContext::named(router, index, format!("sinks[{index}]"))
+    }
+
+    /// The context of the sink of type `name` at `sinks[index]`.
+    pub fn named(router: &Router, index: usize, name: impl Into<String>) -> SinkContext {
         SinkContext {
             router: router.clone(),
             index,
+            health: Arc::new(SinkHealth::new(name, index)),
         }
+    }
+
+    /// Where the sink reports its state (ok, retrying, failing: see
+    /// [`SinkHealth`]); the server shows it in `/cluster` and `/metrics`. A sink
+    /// keeps a clone of it.
+    pub fn health(&self) -> &Arc<SinkHealth> {
+        &self.health
     }
 
     /// The router the sink will read from.

@@ -86,6 +86,9 @@ pub(crate) enum Item {
     ),
     /// Forget everything and continue at this seq (a replica that missed events).
     SkipTo(u64, Option<oneshot::Sender<()>>),
+    /// Makes the sequencer panic (tests of its supervision).
+    #[cfg(test)]
+    Panic,
 }
 
 /// The highest `originSeq` in the ring per origin, shared with the router's handles.
@@ -192,6 +195,12 @@ impl Ingress {
     }
 
     /// Queues one item counting `n` records, waiting for room.
+    /// Queues an item that makes the sequencer panic.
+    #[cfg(test)]
+    pub(crate) async fn inject_panic(&self) -> Result<(), RouterError> {
+        self.push_item(Item::Panic, 1).await
+    }
+
     async fn push_item(&self, item: Item, n: usize) -> Result<(), RouterError> {
         let mut item = Some(item);
         loop {
@@ -503,6 +512,8 @@ impl Sequencer {
                                     let _ = reply.send(());
                                 }
                             }
+                            #[cfg(test)]
+                            Item::Panic => panic!("injected sequencer panic"),
                         }
                     }
                     let filled_a_block = self.blocks_appended != drain_start;

@@ -16,10 +16,16 @@
 //!   before [`Sink::shutdown`], which is called once, last.
 //! - A sink reads from [`Sink::start_cursor`] (by default the oldest retained
 //!   event), so a sink that persists can resume after what it already has.
+//! - A sink that panics is restarted (see [`crate::supervise`]): the panic reaches
+//!   the supervisor from [`run_blocking`] as from an async sink's own task, and the
+//!   input records how far the sink got ([`SinkInput::recv`] marks everything handed
+//!   before as handled), so the restarted sink continues from there.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use master_events_events::Gap;
@@ -157,6 +163,18 @@ pub struct SinkInput {
     stop_at: Option<u64>,
     selected: Vec<u32>,
     name: String,
+    progress: Arc<Progress>,
+    /// A chunk to hand out before reading the subscription (a restart's gap).
+    pending: Option<Chunk>,
+}
+
+/// How far a sink got: shared between its input and its supervisor.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Every event up to this seq was handled (the sink asked for more after it).
+    pub(crate) handled: AtomicU64,
+    /// The last seq handed to the sink.
+    pub(crate) handed: AtomicU64,
 }
 
 impl SinkInput {
@@ -168,6 +186,7 @@ impl SinkInput {
         filter: Option<Filter>,
         cancel: CancellationToken,
     ) -> SinkInput {
+        let at = sub.position();
         SinkInput {
             sub,
             filter: filter.filter(|f| !f.is_all()),
@@ -175,7 +194,34 @@ impl SinkInput {
             stop_at: None,
             selected: Vec::new(),
             name: name.into(),
+            progress: Arc::new(Progress {
+                handled: AtomicU64::new(at),
+                handed: AtomicU64::new(at),
+            }),
+            pending: None,
         }
+    }
+
+    /// The shared record of how far the sink got, and a chunk to hand out first.
+    pub(crate) fn supervised(mut self, pending: Option<Chunk>) -> (SinkInput, Arc<Progress>) {
+        self.pending = pending;
+        let progress = Arc::clone(&self.progress);
+        (self, progress)
+    }
+
+    /// Asking for more means everything handed before was handled.
+    fn mark_handled(&self) {
+        let handed = self.progress.handed.load(Ordering::Relaxed);
+        self.progress.handled.store(handed, Ordering::Relaxed);
+    }
+
+    fn mark_handed(&self, chunk: Option<Chunk>) -> Option<Chunk> {
+        if chunk.is_some() {
+            self.progress
+                .handed
+                .store(self.sub.position(), Ordering::Relaxed);
+        }
+        chunk
     }
 
     /// The sink's name (its `type`), for logs.
@@ -193,6 +239,10 @@ impl SinkInput {
     /// everything was read, or the sink set is stopping and everything sequenced
     /// before that was read.
     pub async fn recv(&mut self) -> Option<Chunk> {
+        self.mark_handled();
+        if let Some(chunk) = self.pending.take() {
+            return Some(chunk);
+        }
         if self.stop_at.is_none() {
             let cancelled = {
                 let cancel = self.cancel.cancelled();
@@ -203,7 +253,7 @@ impl SinkInput {
                 }
             };
             match cancelled {
-                Some(chunk) => return chunk,
+                Some(chunk) => return self.mark_handed(chunk),
                 None => self.stop_at = Some(self.sub.ring_last_seq()),
             }
         }
@@ -212,13 +262,18 @@ impl SinkInput {
 
     /// The next chunk if one is ready, else `None`.
     pub fn try_recv(&mut self) -> Option<Chunk> {
+        self.mark_handled();
+        if let Some(chunk) = self.pending.take() {
+            return Some(chunk);
+        }
         if self.stop_at.is_none() && self.cancel.is_cancelled() {
             self.stop_at = Some(self.sub.ring_last_seq());
         }
-        match self.stop_at {
+        let chunk = match self.stop_at {
             Some(stop) if self.sub.position() >= stop => None,
             _ => self.sub.try_recv(),
-        }
+        };
+        self.mark_handed(chunk)
     }
 
     /// The events of `batch` that pass the filter; `None` if none does.
@@ -270,7 +325,8 @@ impl fmt::Debug for SinkInput {
 
 /// Runs a sink's hooks on a blocking thread until its input ends: delivers every
 /// chunk, flushes whenever it has caught up, then flushes and shuts it down. A panic
-/// in a hook ends that sink only (and is logged).
+/// in a hook ends that sink only: it is passed on to whoever awaits this future (the
+/// supervisor, which logs it and restarts the sink).
 pub fn run_blocking<S: Sink + ?Sized>(sink: Box<S>, input: SinkInput) -> SinkFuture {
     Box::pin(async move {
         let handle = tokio::runtime::Handle::current();
@@ -295,8 +351,10 @@ pub fn run_blocking<S: Sink + ?Sized>(sink: Box<S>, input: SinkInput) -> SinkFut
             sink.shutdown();
         })
         .await;
-        if let Err(e) = result {
-            tracing::error!(sink = %name, error = %e, "master-events: sink stopped abnormally");
+        match result {
+            Ok(()) => {}
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => tracing::error!(sink = %name, error = %e, "sink stopped abnormally"),
         }
     })
 }
