@@ -509,19 +509,41 @@ impl FileSink {
             .set_held(self.backlog_events, self.backlog_bytes);
     }
 
-    /// Drops the oldest held lines past the bound (they become a gap line).
+    /// Drops the oldest held lines past the bound (they become a gap line): whole
+    /// entries first, then whole lines of the oldest one left.
     fn bound(&mut self) {
         let mut dropped_now = 0;
         while self.backlog_bytes > self.backlog_limit {
-            let Some(held) = self.backlog.pop_front() else {
+            let excess = (self.backlog_bytes - self.backlog_limit) as usize;
+            let Some(front) = self.backlog.front_mut() else {
                 break;
             };
-            self.backlog_bytes -= held.bytes.len() as u64;
-            self.backlog_events -= held.events;
-            dropped_now += held.events;
+            let (first, last, events, bytes) = if front.events > 1 && excess < front.bytes.len() {
+                // Only some of its lines: up to the end of the line holding the
+                // excess byte.
+                let cut = front.bytes[excess - 1..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(front.bytes.len(), |k| excess + k);
+                let first = front.first;
+                let last = last_seq(&front.bytes[..cut]).unwrap_or(first);
+                let (events, bytes) = front.advance(cut);
+                if front.bytes.is_empty() {
+                    self.backlog.pop_front();
+                }
+                (first, last, events, bytes)
+            } else {
+                let Some(held) = self.backlog.pop_front() else {
+                    break;
+                };
+                (held.first, held.last, held.events, held.bytes.len() as u64)
+            };
+            self.backlog_bytes -= bytes;
+            self.backlog_events -= events;
+            dropped_now += events;
             self.dropped = Some(match self.dropped {
-                Some((from, to)) => (from.min(held.first), to.max(held.last)),
-                None => (held.first, held.last),
+                Some((from, to)) => (from.min(first), to.max(last)),
+                None => (first, last),
             });
         }
         if self.dropped.is_none() {
@@ -749,6 +771,16 @@ impl FileSink {
         if self.fsync != Fsync::Never {
             self.sync();
         }
+    }
+}
+
+/// The seq of the last line of `bytes` (whole lines), if it is an event.
+fn last_seq(bytes: &[u8]) -> Option<u64> {
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |k| k + 1);
+    match parse_line(&body[start..]) {
+        Ok(StreamLine::Event(record)) => record.envelope.seq,
+        _ => None,
     }
 }
 

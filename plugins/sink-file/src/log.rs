@@ -469,4 +469,84 @@ mod tests {
         assert_eq!(read(0), "c3\nc4\n");
         assert_eq!(read(1), "ab6\nc1\nc2\n");
     }
+
+    #[test]
+    fn rotation_leaves_foreign_files_alone_and_never_replaces_a_symlink_out_of_the_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let target = outside.path().join("important");
+        fs::write(&target, b"keep me").expect("write");
+        fs::write(dir.path().join("notes.txt"), b"mine").expect("write");
+        fs::write(dir.path().join("x.log.old"), b"mine too").expect("write");
+        fs::write(dir.path().join("x.log.9"), b"beyond keep").expect("write");
+        let mut log = LogFile::open(dir.path(), "x.log", 10, 2, false).expect("open");
+        for i in 0..7 {
+            log.append(format!("ab{i}\n").as_bytes()).expect("append");
+        }
+        // Someone put a symlink where the oldest rotated file goes.
+        let slot = file_path(dir.path(), "x.log", 2);
+        fs::remove_file(&slot).expect("rm");
+        std::os::unix::fs::symlink(&target, &slot).expect("symlink");
+        let err = log.append(b"ab7\nab8\n").expect_err("rotation refused");
+        assert!(
+            err.to_string().contains(&slot.display().to_string()),
+            "names it: {err}"
+        );
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(err.written, 4, "ab7 fitted before the rotation");
+        assert!(fs::symlink_metadata(&slot)
+            .expect("still there")
+            .is_symlink());
+        assert_eq!(fs::read(&target).expect("read"), b"keep me");
+        // Nothing moved: the current and newest rotated files are as they were.
+        let read = |i| fs::read_to_string(file_path(dir.path(), "x.log", i)).unwrap_or_default();
+        assert_eq!(
+            (read(0), read(1)),
+            ("ab6\nab7\n".to_owned(), "ab4\nab5\n".to_owned())
+        );
+        for (name, content) in [
+            ("notes.txt", "mine"),
+            ("x.log.old", "mine too"),
+            ("x.log.9", "beyond keep"),
+        ] {
+            assert_eq!(
+                fs::read_to_string(dir.path().join(name)).expect(name),
+                content
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_back_and_says_how_much_of_the_batch_is_in_the_log() {
+        struct FailSecond(u32);
+        impl FileWriter for FailSecond {
+            fn write_all(&mut self, file: &mut File, bytes: &[u8]) -> io::Result<()> {
+                self.0 += 1;
+                if self.0 == 2 {
+                    file.write_all(&bytes[..1])?;
+                    return Err(io::Error::other("disk on fire"));
+                }
+                file.write_all(bytes)
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = LogFile::open(dir.path(), "x.log", 10, 2, false).expect("open");
+        log.set_writer(Box::new(FailSecond(0)));
+        // Two lines fit in the first file; the third goes to a fresh one and fails.
+        let err = log.append(b"ab1\nab2\nab3\n").expect_err("fails");
+        assert_eq!(err.written, 8);
+        assert_eq!(
+            fs::read(file_path(dir.path(), "x.log", 1)).expect("read"),
+            b"ab1\nab2\n"
+        );
+        assert_eq!(
+            fs::read(file_path(dir.path(), "x.log", 0)).expect("read"),
+            b""
+        );
+        log.append(b"ab3\n").expect("works again");
+        assert_eq!(
+            fs::read(file_path(dir.path(), "x.log", 0)).expect("read"),
+            b"ab3\n"
+        );
+    }
 }
