@@ -47,6 +47,7 @@ use master_events_events::Record;
 use tokio::sync::watch;
 
 mod buffers;
+pub mod commit;
 pub mod config;
 mod emitter;
 pub mod filter;
@@ -58,6 +59,7 @@ pub mod sink;
 pub mod sinks;
 pub mod supervise;
 
+pub use commit::CommitGate;
 pub use config::{load_config, start_sinks, Config, ConfigError, SinkEntry, SinkSet};
 pub use emitter::{Emitter, Refused};
 pub use filter::{Filter, FilterError, TypeSet};
@@ -188,6 +190,8 @@ struct Shared {
     history: parking_lot::RwLock<Arc<str>>,
     /// Why the sequencer stopped, when it stopped abnormally (see [`Router::failed`]).
     failure: watch::Receiver<Option<Arc<str>>>,
+    /// What decides the commit (see [`crate::commit`]).
+    gates: Arc<commit::CommitGates>,
 }
 
 impl Drop for Shared {
@@ -220,6 +224,7 @@ impl Router {
             Arc::clone(&high_water),
             done_tx,
         );
+        let gates = Arc::new(commit::CommitGates::new(Arc::clone(&ring)));
         let sequencing = tokio::spawn(sequencer.run());
         let (failure_tx, failure) = watch::channel(None);
         let (watched_ring, watched_ingress) = (Arc::clone(&ring), Arc::clone(&ingress));
@@ -250,6 +255,7 @@ impl Router {
                 restored_through: AtomicU64::new(0),
                 history: parking_lot::RwLock::new(new_history().into()),
                 failure,
+                gates,
             }),
         }
     }
@@ -370,13 +376,46 @@ impl Router {
         Emitter::new(Arc::clone(&self.shared))
     }
 
-    /// A reader of the ring from `from`.
+    /// A reader of the ring from `from`: it sees committed events only (see
+    /// [`Router::add_commit_gate`]).
     pub fn subscribe(&self, from: Cursor) -> Subscription {
-        self.shared.ring.subscribe(from)
+        self.shared.ring.subscribe(from, true)
+    }
+
+    /// A reader of every appended event, committed or not: for a commit gate (a
+    /// durable sink must read what it makes durable).
+    pub fn subscribe_uncommitted(&self, from: Cursor) -> Subscription {
+        self.shared.ring.subscribe(from, false)
+    }
+
+    /// Adds a commit gate: from now on an event is committed — shown to readers and
+    /// acknowledged to its publisher — only once every gate has marked it (see
+    /// [`crate::commit`]). A durable sink takes one through
+    /// [`crate::SinkContext::commit_gate`].
+    pub fn add_commit_gate(&self) -> CommitGate {
+        self.shared.gates.add()
+    }
+
+    /// Whether commit gates decide the commit.
+    pub fn is_gated(&self) -> bool {
+        self.shared.gates.any()
+    }
+
+    /// The `seq` of the last committed event, 0 if none (equal to
+    /// [`Router::last_seq`] without commit gates).
+    pub fn committed_seq(&self) -> u64 {
+        let ring = &self.shared.ring;
+        let committed = ring.committed();
+        if committed < ring.start_seq() {
+            0
+        } else {
+            committed
+        }
     }
 
     /// Sequences `records` as one contiguous run of seqs, all or none, and returns
-    /// that run once the records are in the archive (readable by subscribers).
+    /// that run once the records are committed (in the archive and, with commit
+    /// gates, marked by every gate: see [`Router::add_commit_gate`]).
     ///
     /// Waits while the ingress has no room for the whole batch (back-pressure for
     /// ingest); a batch larger than the ingress capacity is let in once the ingress
@@ -393,7 +432,9 @@ impl Router {
             #[allow(clippy::reversed_empty_ranges)]
             return Ok(next..=next - 1);
         }
-        self.shared.ingress.push_batch(records).await
+        let range = self.shared.ingress.push_batch(records).await?;
+        self.shared.gates.wait(*range.end()).await;
+        Ok(range)
     }
 
     /// Appends records sequenced elsewhere (each carries its `seq`; `ts`, `origin`

@@ -59,6 +59,7 @@ use std::sync::Arc;
 use schemars::{JsonSchema, Schema};
 use serde::de::DeserializeOwned;
 
+use crate::commit::CommitGate;
 use crate::config::ConfigError;
 use crate::health::SinkHealth;
 use crate::sink::Sink;
@@ -189,6 +190,8 @@ pub struct SinkContext {
     router: Router,
     index: usize,
     health: Arc<SinkHealth>,
+    /// The commit gate the sink took, if it took one.
+    gate: Arc<parking_lot::Mutex<Option<CommitGate>>>,
 }
 
 impl SinkContext {
@@ -203,7 +206,26 @@ impl SinkContext {
             router: router.clone(),
             index,
             health: Arc::new(SinkHealth::new(name, index)),
+            gate: Arc::default(),
         }
+    }
+
+    /// Makes the sink a commit gate (see [`crate::commit`]): events are committed —
+    /// shown to readers, acknowledged to publishers — only once the sink marks them
+    /// with the returned handle, and the sink itself reads the events before they
+    /// are committed. For a sink that makes events durable (a file log with an
+    /// fsync per write): it marks what it has synced. Asked again (a restart after a
+    /// panic), it returns the same gate.
+    pub fn commit_gate(&self) -> CommitGate {
+        self.gate
+            .lock()
+            .get_or_insert_with(|| self.router.add_commit_gate())
+            .clone()
+    }
+
+    /// Whether the sink took a commit gate.
+    pub fn is_commit_gate(&self) -> bool {
+        self.gate.lock().is_some()
     }
 
     /// Where the sink reports its state (ok, retrying, failing: see

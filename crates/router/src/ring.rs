@@ -38,6 +38,16 @@
 //! - After the ring is closed (router shutdown), a reader still receives everything
 //!   it had not read yet; then [`Subscription::recv`] returns `None`.
 //!
+//! # Commit
+//!
+//! - An appended event is *committed* once every commit gate has it (a durable sink
+//!   that wrote it to disk; see [`crate::commit`]); with no gate, as soon as it is
+//!   appended. Readers see only committed events: the commit is the horizon of
+//!   [`Subscription::recv`], so no reader ever sees an event that a crash could take
+//!   back. The commit never goes backwards.
+//! - The gates themselves read the uncommitted events
+//!   ([`crate::Router::subscribe_uncommitted`]): they are how events get committed.
+//!
 //! ```
 //! use master_events_events::catalog::DeleteBucket;
 //! use master_events_router::{Chunk, Cursor, Router, RouterConfig};
@@ -411,6 +421,11 @@ pub(crate) struct Ring {
     notify: Notify,
     /// `next_seq - 1`, readable without the lock.
     last_seq: AtomicU64,
+    /// The last committed seq (see "Commit" above): `last_seq` while no gate holds
+    /// it back.
+    committed: AtomicU64,
+    /// Whether commit gates decide the commit (else every append commits).
+    gated: AtomicBool,
     /// Set once, after the last append.
     closed: AtomicBool,
     capacity: u64,
@@ -442,6 +457,8 @@ impl Ring {
             }),
             notify: Notify::new(),
             last_seq: AtomicU64::new(start_seq - 1),
+            committed: AtomicU64::new(start_seq - 1),
+            gated: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             capacity: capacity.max(1) as u64,
             max_block_events: MAX_BLOCK_EVENTS.min(capacity / 8).max(1),
@@ -466,6 +483,36 @@ impl Ring {
     /// The seq of the last appended event, `start_seq - 1` if none.
     pub(crate) fn last_seq(&self) -> u64 {
         self.last_seq.load(Ordering::Acquire)
+    }
+
+    /// The seq of the last committed event (see "Commit" above).
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// From now on, commit gates decide the commit ([`Ring::commit_through`]).
+    pub(crate) fn set_gated(&self) {
+        self.gated.store(true, Ordering::Release);
+    }
+
+    /// Commits every event up to `seq` (never past the last appended one, never
+    /// backwards) and wakes the readers. Returns the new commit.
+    pub(crate) fn commit_through(&self, seq: u64) -> u64 {
+        let seq = seq.min(self.last_seq());
+        let before = self.committed.fetch_max(seq, Ordering::AcqRel);
+        if seq > before {
+            self.notify.notify_waiters();
+        }
+        before.max(seq)
+    }
+
+    /// The horizon of a reader: what it may read up to.
+    fn horizon(&self, committed_only: bool) -> u64 {
+        if committed_only {
+            self.committed()
+        } else {
+            self.last_seq()
+        }
     }
 
     pub(crate) fn subscribers(&self) -> usize {
@@ -500,6 +547,9 @@ impl Ring {
                 }
             }
             self.last_seq.store(st.next_seq - 1, Ordering::Release);
+            if !self.gated.load(Ordering::Acquire) {
+                self.committed.store(st.next_seq - 1, Ordering::Release);
+            }
         }
         self.notify.notify_waiters();
     }
@@ -568,6 +618,8 @@ impl Ring {
             st.oldest_seq = seq;
             st.next_seq = seq;
             self.last_seq.store(seq - 1, Ordering::Release);
+            // Nothing before `seq` can be read any more: the skip itself is committed.
+            self.committed.fetch_max(seq - 1, Ordering::AcqRel);
         }
         self.notify.notify_waiters();
     }
@@ -594,8 +646,9 @@ impl Ring {
         }
     }
 
-    /// A reader starting at `from`.
-    pub(crate) fn subscribe(self: &Arc<Self>, from: Cursor) -> Subscription {
+    /// A reader starting at `from`, of committed events only, or of every appended
+    /// event (`committed_only = false`: a commit gate).
+    pub(crate) fn subscribe(self: &Arc<Self>, from: Cursor, committed_only: bool) -> Subscription {
         let next = {
             let st = self.state.read();
             match from {
@@ -608,16 +661,19 @@ impl Ring {
         Subscription {
             ring: Arc::clone(self),
             next,
+            committed_only,
         }
     }
 
     /// One non-blocking read for a reader that wants `*next`; advances `*next` past
     /// what it returns.
-    fn step(&self, next: &mut u64) -> Step {
+    fn step(&self, next: &mut u64, committed_only: bool) -> Step {
         // `closed` is stored after the last append's `last_seq`: read it first, so
         // that when it is seen set, `last_seq` is final.
         let closed = self.is_closed();
-        if *next > self.last_seq() {
+        let horizon = self.horizon(committed_only);
+        if *next > horizon {
+            // Closed, a reader of committed events ends once it has read them all.
             return if closed { Step::Closed } else { Step::Empty };
         }
         let st = self.state.read();
@@ -643,8 +699,9 @@ impl Ring {
         };
         drop(st);
         let start = (want - block.first_seq) as usize;
-        let end = block.len();
-        *next = block.end_seq();
+        // Never past the horizon (a block may hold events not committed yet).
+        let end = block.len().min((horizon + 1 - block.first_seq) as usize);
+        *next = block.first_seq + end as u64;
         Step::Chunk(Chunk::Events(EventBatch { block, start, end }))
     }
 }
@@ -657,6 +714,8 @@ pub struct Subscription {
     ring: Arc<Ring>,
     /// The next seq this reader wants.
     next: u64,
+    /// Whether it reads committed events only (every reader but a commit gate).
+    committed_only: bool,
 }
 
 impl Subscription {
@@ -667,7 +726,7 @@ impl Subscription {
     /// (use it in `tokio::select!` freely).
     pub async fn recv(&mut self) -> Option<Chunk> {
         loop {
-            match self.ring.step(&mut self.next) {
+            match self.ring.step(&mut self.next, self.committed_only) {
                 Step::Chunk(c) => return Some(c),
                 Step::Closed => return None,
                 Step::Empty => {}
@@ -676,7 +735,7 @@ impl Subscription {
             // look and the wait is not missed.
             let mut notified = pin!(self.ring.notify.notified());
             notified.as_mut().enable();
-            match self.ring.step(&mut self.next) {
+            match self.ring.step(&mut self.next, self.committed_only) {
                 Step::Chunk(c) => return Some(c),
                 Step::Closed => return None,
                 Step::Empty => notified.await,
@@ -687,7 +746,7 @@ impl Subscription {
     /// The next chunk if one is ready now; `None` if this reader has caught up (or
     /// the router is shut down and everything was delivered).
     pub fn try_recv(&mut self) -> Option<Chunk> {
-        match self.ring.step(&mut self.next) {
+        match self.ring.step(&mut self.next, self.committed_only) {
             Step::Chunk(c) => Some(c),
             Step::Empty | Step::Closed => None,
         }
@@ -699,19 +758,20 @@ impl Subscription {
         self.next - 1
     }
 
-    /// Whether the ring is closed and this reader has received everything.
+    /// Whether the ring is closed and this reader has received everything it may.
     pub fn is_finished(&self) -> bool {
-        self.ring.is_closed() && self.next > self.ring.last_seq()
+        self.ring.is_closed() && self.next > self.ring.horizon(self.committed_only)
     }
 
     /// Whether nothing is ready for this reader right now (it has caught up).
     pub fn is_caught_up(&self) -> bool {
-        self.next > self.ring.last_seq()
+        self.next > self.ring.horizon(self.committed_only)
     }
 
-    /// The seq of the last event in the ring (`start_seq - 1` if none).
+    /// The seq of the last event in the ring this reader may read (`start_seq - 1`
+    /// if none).
     pub(crate) fn ring_last_seq(&self) -> u64 {
-        self.ring.last_seq()
+        self.ring.horizon(self.committed_only)
     }
 }
 
@@ -791,7 +851,7 @@ mod tests {
     #[test]
     fn a_partly_evicted_block_delivers_only_its_retained_lines() {
         let ring = Arc::new(Ring::new(5, 1));
-        let mut sub = ring.subscribe(Cursor::Oldest);
+        let mut sub = ring.subscribe(Cursor::Oldest, true);
         ring.append(block(1, 4));
         ring.append(block(5, 3));
         // seqs 3..=7 retained; block 1..=4 is kept for its lines 3 and 4.
@@ -809,7 +869,7 @@ mod tests {
         ring.merge_tail();
         let st = ring.stats();
         assert_eq!((st.blocks, st.retained), (1, 4));
-        let mut sub = ring.subscribe(Cursor::Oldest);
+        let mut sub = ring.subscribe(Cursor::Oldest, true);
         assert_eq!(drain(&mut sub), ["1", "2", "3", "4"]);
     }
 
@@ -830,7 +890,7 @@ mod tests {
     fn batch_lines_are_zero_copy_slices_of_the_block() {
         let ring = Arc::new(Ring::new(10, 1));
         ring.append(block(1, 3));
-        let mut sub = ring.subscribe(Cursor::After(1));
+        let mut sub = ring.subscribe(Cursor::After(1), true);
         let Some(Chunk::Events(b)) = sub.try_recv() else {
             panic!("expected events");
         };
@@ -844,7 +904,7 @@ mod tests {
     #[test]
     fn cursor_before_start_seq_gets_a_gap_naming_the_start() {
         let ring = Arc::new(Ring::new(10, 100));
-        let mut sub = ring.subscribe(Cursor::After(0));
+        let mut sub = ring.subscribe(Cursor::After(0), true);
         assert_eq!(sub.position(), 0);
         ring.append(block(100, 1));
         let Some(Chunk::Gap(g)) = sub.try_recv() else {
@@ -858,7 +918,7 @@ mod tests {
     #[test]
     fn after_a_future_seq_waits_for_the_next_one() {
         let ring = Arc::new(Ring::new(10, 1));
-        let mut sub = ring.subscribe(Cursor::After(3));
+        let mut sub = ring.subscribe(Cursor::After(3), true);
         ring.append(block(1, 2));
         assert!(sub.try_recv().is_none());
         ring.append(block(3, 3));
@@ -868,7 +928,7 @@ mod tests {
     #[test]
     fn closed_ring_ends_readers_after_the_last_event() {
         let ring = Arc::new(Ring::new(10, 1));
-        let mut sub = ring.subscribe(Cursor::Oldest);
+        let mut sub = ring.subscribe(Cursor::Oldest, true);
         ring.append(block(1, 2));
         ring.close();
         assert!(!sub.is_finished());

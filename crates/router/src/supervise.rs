@@ -75,9 +75,16 @@ impl Supervisor {
         let mut same_spot = 0u32;
         let mut last_spot: Option<u64> = None;
         loop {
+            // A commit gate reads what it makes committed; every other sink, only
+            // committed events.
+            let sub = if self.ctx.is_commit_gate() {
+                self.router.subscribe_uncommitted(from)
+            } else {
+                self.router.subscribe(from)
+            };
             let input = SinkInput::new(
                 self.kind.clone(),
-                self.router.subscribe(from),
+                sub,
                 self.filter.clone(),
                 self.cancel.child_token(),
             );

@@ -442,10 +442,12 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     }
     let history = state.router.history();
     let is_master = state.cluster.borrow().is_master;
+    // A reader was only ever shown committed events: that is the last seq it can
+    // know of.
     let (cursor, reset) = stream::resolve_resume(
         &query,
         &history,
-        state.router.last_seq(),
+        state.router.committed_seq(),
         state.router.oldest_seq(),
         is_master,
     );
@@ -458,7 +460,7 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             "a stream resumes in another history or after an unknown seq: sent a reset frame"
         );
     }
-    let once_until = query.once.then(|| state.router.last_seq());
+    let once_until = query.once.then(|| state.router.committed_seq());
     let sub = state.router.subscribe(cursor);
     let body = StreamBody::new(
         sub,
@@ -978,6 +980,7 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         oldest_seq: Option<u64>,
         archive_capacity: usize,
         history: &'a str,
+        committed_seq: u64,
     }
     let view = state.cluster.borrow().clone();
     json_response(
@@ -988,6 +991,7 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             oldest_seq: state.router.oldest_seq(),
             archive_capacity: state.router.archive_capacity(),
             history: &state.router.history(),
+            committed_seq: state.router.committed_seq(),
         },
     )
 }
