@@ -28,7 +28,8 @@ pub fn sink_names() -> Vec<&'static str> {
 }
 
 /// The plugin sinks' counters, for `/metrics`: delivered, dropped (per reason) and
-/// missed events of the `webhook` and `nats` sinks, summed over their instances.
+/// missed events of the `webhook`, `nats` and `file` sinks, summed over their
+/// instances; and each running `file` sink's state and held events, by log path.
 #[derive(Debug, Default)]
 pub struct SinkMetrics;
 
@@ -46,9 +47,15 @@ impl prometheus_client::collector::Collector for SinkMetrics {
     ) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
         let web = master_events_sink_webhook::stats();
         let nats = master_events_sink_nats::stats();
-        let delivered = [("webhook", web.delivered), ("nats", nats.published)];
+        let file = master_events_sink_file::totals();
+        let delivered = [
+            ("webhook", web.delivered),
+            ("nats", nats.published),
+            ("file", file.events_written),
+        ];
         let dropped = [
             ("webhook", "queue_full", web.dropped_queue_full),
             ("webhook", "rejected", web.dropped_rejected),
@@ -56,6 +63,7 @@ impl prometheus_client::collector::Collector for SinkMetrics {
             ("nats", "queue_full", nats.dropped_queue_full),
             ("nats", "shutdown", nats.dropped_at_shutdown),
             ("nats", "publish_error", nats.publish_errors),
+            ("file", "write_error", file.events_dropped),
         ];
         let missed = [("webhook", web.missed), ("nats", nats.missed)];
         let counter = ConstCounter::new(0u64);
@@ -87,6 +95,40 @@ impl prometheus_client::collector::Collector for SinkMetrics {
         for (sink, v) in missed {
             ConstCounter::new(v).encode(family.encode_family(&[("sink", sink)])?)?;
         }
+        let files = master_events_sink_file::stats();
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "master_events_file_sink_state",
+            "Each file sink's state by log path: 1 for the one it is in (ok; retrying: writes fail, events held; failing: the backlog overflowed, events dropped).",
+            None,
+            gauge.metric_type(),
+        )?;
+        for f in &files {
+            let path = f.path.display().to_string();
+            for state in master_events_sink_file::SinkState::ALL {
+                ConstGauge::new(i64::from(f.state == state)).encode(
+                    family.encode_family(&[("path", path.as_str()), ("state", state.as_str())])?,
+                )?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "master_events_file_sink_held_events",
+            "Events a file sink holds because writing its log failed (written once it works).",
+            None,
+            gauge.metric_type(),
+        )?;
+        for f in &files {
+            let path = f.path.display().to_string();
+            ConstGauge::new(i64::try_from(f.held_events).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&[("path", path.as_str())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "master_events_file_sink_written_bytes",
+            "Bytes the file sinks wrote to their logs (events and gap lines).",
+            None,
+            counter.metric_type(),
+        )?;
+        ConstCounter::new(file.bytes_written).encode(family.encode_family(&[("sink", "file")])?)?;
         Ok(())
     }
 }

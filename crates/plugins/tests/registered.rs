@@ -39,7 +39,28 @@ fn sink_metrics_encode_as_prometheus_text() {
         "master_events_sink_delivered_total{sink=\"webhook\"} 0",
         "master_events_sink_dropped_total{sink=\"nats\",reason=\"queue_full\"} 0",
         "master_events_sink_missed_total{sink=\"webhook\"} 0",
+        "master_events_sink_dropped_total{sink=\"file\",reason=\"write_error\"} 0",
     ] {
         assert!(out.contains(line), "{line} missing from\n{out}");
     }
+}
+
+#[test]
+fn a_file_sinks_state_and_held_events_are_metrics_by_log_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = master_events_sink_file::FileConfig::in_dir(dir.path());
+    let sink = master_events_sink_file::FileSink::open(&config, None).expect("opens");
+    let path = dir.path().join("master_events.log").display().to_string();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(master_events_plugins::SinkMetrics::collector());
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encodes");
+    for line in [
+        format!("master_events_file_sink_state{{path=\"{path}\",state=\"ok\"}} 1"),
+        format!("master_events_file_sink_state{{path=\"{path}\",state=\"retrying\"}} 0"),
+        format!("master_events_file_sink_held_events{{path=\"{path}\"}} 0"),
+    ] {
+        assert!(out.contains(&line), "{line} missing from\n{out}");
+    }
+    drop(sink);
 }

@@ -43,7 +43,10 @@
 //!   left is reported at ERROR) and (unless `never`) synced.
 //! - A restart does not append twice: when the router's archive holds this log's
 //!   last event (it was warm-loaded from it), the sink resumes after the log's last
-//!   seq ([`Sink::start_cursor`]); otherwise it starts from the oldest event.
+//!   seq ([`Sink::start_cursor`]); otherwise it starts from the oldest event, and
+//!   if those seqs do not follow the log's (`restore = false`), a `reset` line
+//!   first marks where the new run begins: between reset lines, the seqs of a log
+//!   only ever increase (what a warm load checks).
 #![warn(missing_docs)]
 
 use std::borrow::Cow;
@@ -55,7 +58,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use master_events_events::{parse_line, Gap, Record, StreamLine};
+use master_events_events::{parse_line, Gap, Record, Reset, StreamLine};
 use master_events_router::{
     Chunk, ConfigError, Cursor, Router, Sink, SinkBatch, SinkConfig, SinkContext, SinkFuture,
     SinkInput,
@@ -69,7 +72,7 @@ pub mod log;
 mod status;
 mod warm;
 
-pub use status::{stats, FileSinkStats, SinkState, SinkStatus};
+pub use status::{stats, totals, FileSinkStats, FileSinkTotals, SinkState, SinkStatus};
 pub use warm::{warm_load, warm_start, BadLine, WarmStart};
 
 use lock::{LockError, LogLock};
@@ -420,7 +423,7 @@ impl FileSink {
                 "the file log ended with a torn line (the process stopped in the middle of a write); it was cut off"
             );
         }
-        let log = LogFile::open(
+        let mut log = LogFile::open(
             &config.dir,
             &config.file_name,
             config.max_bytes,
@@ -432,7 +435,27 @@ impl FileSink {
             source,
         })?;
         let start = match router {
-            Some(router) => resume_cursor(config, router)?,
+            Some(router) => {
+                let tail = tail(config)?;
+                let start = resume_cursor(&tail, router);
+                if start == Cursor::Oldest {
+                    if let Some(reset) = new_run(&tail, router) {
+                        let mut line = Vec::with_capacity(256);
+                        reset.encode_line(&mut line);
+                        log.append(&line).map_err(|e| FileSinkError::Open {
+                            path: path.clone(),
+                            source: e.source,
+                        })?;
+                        tracing::info!(
+                            path = %path.display(),
+                            log_last_seq = reset.requested_since,
+                            next_seq = reset.oldest_seq,
+                            "the router did not start from this log: a reset line marks where its new run of seqs begins"
+                        );
+                    }
+                }
+                start
+            }
             None => Cursor::Oldest,
         };
         Ok(FileSink {
@@ -887,6 +910,8 @@ fn tail(config: &FileConfig) -> Result<Tail, FileSinkError> {
                     }
                 }
                 Ok(StreamLine::Gap(gap)) => tail.last_seq = tail.last_seq.max(gap.to_seq),
+                // What precedes a reset is another run's.
+                Ok(StreamLine::Reset(_)) => return Ok(tail),
                 _ => {}
             }
         }
@@ -896,25 +921,43 @@ fn tail(config: &FileConfig) -> Result<Tail, FileSinkError> {
 
 /// Where the sink resumes: after the log's last seq if `router`'s archive holds
 /// the log's last event (it was warm-loaded from this log), else from the oldest.
-fn resume_cursor(config: &FileConfig, router: &Router) -> Result<Cursor, FileSinkError> {
-    let tail = tail(config)?;
-    let Some(last) = tail.last_event else {
-        return Ok(Cursor::Oldest);
+fn resume_cursor(tail: &Tail, router: &Router) -> Cursor {
+    let Some(last) = &tail.last_event else {
+        return Cursor::Oldest;
     };
     let Some(seq) = last.envelope.seq else {
-        return Ok(Cursor::Oldest);
+        return Cursor::Oldest;
     };
     let mut sub = router.subscribe(Cursor::After(seq - 1));
     let same = match sub.try_recv() {
         Some(Chunk::Events(batch)) => batch
             .iter()
             .next()
-            .is_some_and(|e| e.seq == seq && Record::parse(e.line).is_ok_and(|r| r == last)),
+            .is_some_and(|e| e.seq == seq && Record::parse(e.line).is_ok_and(|r| &r == last)),
         _ => false,
     };
-    Ok(if same {
+    if same {
         Cursor::After(tail.last_seq)
     } else {
         Cursor::Oldest
+    }
+}
+
+/// The `reset` line to write before a sink reading from the oldest event appends
+/// seqs that do not follow the log's (the router did not start from this log:
+/// `restore = false`, or a filtered log), so that the log's seqs only ever
+/// increase between reset lines. `None` when they do follow.
+fn new_run(tail: &Tail, router: &Router) -> Option<Reset> {
+    let first = match router.restored_through() {
+        Some(seq) => seq + 1,
+        None => router.oldest_seq().unwrap_or(router.last_seq() + 1),
+    };
+    (tail.last_seq > 0 && first <= tail.last_seq).then(|| Reset {
+        history: router.history().to_string(),
+        oldest_seq: first,
+        last_seq: router.last_seq(),
+        requested_history: None,
+        requested_since: tail.last_seq,
+        reason: "the router did not start from this log: its seqs start over".to_owned(),
     })
 }

@@ -3,10 +3,12 @@
 //! and what it wrote and dropped.
 //!
 //! Owns: [`SinkStatus`] (one sink's, shared with its handle), [`FileSinkStats`]
-//! (a snapshot) and [`stats`] (every live file sink of this process, for metrics).
+//! (a snapshot), [`stats`] (every live file sink of this process) and [`totals`]
+//! (counters over every file sink this process ran), for metrics.
 //!
 //! Promises: a snapshot is always the sink's latest word (updated as each write
-//! succeeds or fails); a sink that stopped drops out of [`stats`].
+//! succeeds or fails); a sink that stopped drops out of [`stats`], but its counts
+//! stay in [`totals`], which never go down.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +85,34 @@ pub struct SinkStatus {
 
 static LIVE: Mutex<Vec<Weak<SinkStatus>>> = Mutex::new(Vec::new());
 
+/// Counters over every `file` sink of this process, since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FileSinkTotals {
+    /// Events written to logs.
+    pub events_written: u64,
+    /// Bytes written to logs.
+    pub bytes_written: u64,
+    /// Events dropped from full backlogs (each recorded by a gap line).
+    pub events_dropped: u64,
+    /// Writes that failed.
+    pub write_errors: u64,
+}
+
+static TOTAL_EVENTS: AtomicU64 = AtomicU64::new(0);
+static TOTAL_BYTES: AtomicU64 = AtomicU64::new(0);
+static TOTAL_DROPPED: AtomicU64 = AtomicU64::new(0);
+static TOTAL_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// The counters of every `file` sink this process ran, added up.
+pub fn totals() -> FileSinkTotals {
+    FileSinkTotals {
+        events_written: TOTAL_EVENTS.load(Ordering::Relaxed),
+        bytes_written: TOTAL_BYTES.load(Ordering::Relaxed),
+        events_dropped: TOTAL_DROPPED.load(Ordering::Relaxed),
+        write_errors: TOTAL_ERRORS.load(Ordering::Relaxed),
+    }
+}
+
 fn live() -> MutexGuard<'static, Vec<Weak<SinkStatus>>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -134,14 +164,18 @@ impl SinkStatus {
     pub(crate) fn add_written(&self, events: u64, bytes: u64) {
         self.events_written.fetch_add(events, Ordering::Relaxed);
         self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        TOTAL_EVENTS.fetch_add(events, Ordering::Relaxed);
+        TOTAL_BYTES.fetch_add(bytes, Ordering::Relaxed);
     }
 
     pub(crate) fn add_dropped(&self, events: u64) {
         self.events_dropped.fetch_add(events, Ordering::Relaxed);
+        TOTAL_DROPPED.fetch_add(events, Ordering::Relaxed);
     }
 
     pub(crate) fn add_error(&self) {
         self.write_errors.fetch_add(1, Ordering::Relaxed);
+        TOTAL_ERRORS.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A snapshot.

@@ -303,4 +303,24 @@ async fn a_log_from_another_run_is_appended_to_not_skipped() {
         event_seqs(&dir.path().join(DEFAULT_FILE_NAME)),
         vec![1, 2, 3, 4, 5, 1, 2, 3]
     );
+    // A reset line marks where the second run's seqs start over, so the log can
+    // still be trusted: a warm load restores the second run.
+    let text = fs::read(dir.path().join(DEFAULT_FILE_NAME)).expect("log");
+    let resets: Vec<(usize, u64, u64)> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .enumerate()
+        .filter_map(|(i, l)| match parse_line(l) {
+            Ok(StreamLine::Reset(r)) => Some((i, r.requested_since, r.oldest_seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        resets,
+        vec![(5, 5, 1)],
+        "after line 5: the log had 5, 1 comes next"
+    );
+    let warm = warm_load(&FileConfig::in_dir(dir.path()), 100).expect("trusted");
+    let seqs: Vec<u64> = warm.records.iter().filter_map(|r| r.envelope.seq).collect();
+    assert_eq!((seqs, warm.next_seq), (vec![1, 2, 3], 4));
 }
