@@ -41,6 +41,34 @@ impl TypeSet {
         TypeSet([0; TYPE_WORDS])
     }
 
+    /// Every type of the catalog.
+    pub fn full() -> TypeSet {
+        EventType::ALL.iter().copied().collect()
+    }
+
+    /// The types in both sets.
+    pub fn intersection(&self, other: &TypeSet) -> TypeSet {
+        let mut out = *self;
+        for (w, o) in out.0.iter_mut().zip(other.0) {
+            *w &= o;
+        }
+        out
+    }
+
+    /// The types in either set.
+    pub fn union(&self, other: &TypeSet) -> TypeSet {
+        let mut out = *self;
+        for (w, o) in out.0.iter_mut().zip(other.0) {
+            *w |= o;
+        }
+        out
+    }
+
+    /// The catalog's types that are not in this set.
+    pub fn complement(&self) -> TypeSet {
+        TypeSet::full().intersection(&TypeSet(self.0.map(|w| !w)))
+    }
+
     /// Adds a type.
     pub fn insert(&mut self, t: EventType) {
         let i = t.index();
@@ -247,6 +275,26 @@ impl Filter {
     /// The filter that matches every event.
     pub fn all() -> Filter {
         Filter::And(Vec::new())
+    }
+
+    /// The event types this filter can match at all (a superset: a type in it may
+    /// still be refused by a bucket, vbucket or node condition). An empty set means
+    /// the filter matches nothing, whatever the events.
+    pub fn possible_types(&self) -> TypeSet {
+        match self {
+            Filter::Type(set) => *set,
+            Filter::Bucket(_) | Filter::Vbucket(_) | Filter::Node(_) => TypeSet::full(),
+            Filter::And(all) => all.iter().fold(TypeSet::full(), |acc, f| {
+                acc.intersection(&f.possible_types())
+            }),
+            Filter::Or(any) => any
+                .iter()
+                .fold(TypeSet::new(), |acc, f| acc.union(&f.possible_types())),
+            Filter::Not(inner) => match &**inner {
+                Filter::Type(set) => set.complement(),
+                _ => TypeSet::full(),
+            },
+        }
     }
 
     /// Whether this is [`Filter::all`] (an empty `And`).
@@ -661,6 +709,32 @@ inventory::submit! {
 mod tests {
 
     use super::*;
+
+    #[test]
+    fn possible_types_tells_a_filter_that_can_never_match() {
+        let moves = Filter::types([EventType::VbucketMoveStart, EventType::VbucketMoveDone]);
+        let not_moves = moves.clone().negate();
+        assert!(not_moves
+            .possible_types()
+            .intersection(&Filter::types([EventType::VbucketMoveDone]).possible_types())
+            .is_empty());
+        let both = Filter::And(vec![
+            not_moves.clone(),
+            Filter::types([EventType::VbucketMoveDone]),
+        ]);
+        assert!(both.possible_types().is_empty());
+        // A condition on anything else than the type may match any type.
+        let bucket = Filter::And(vec![Filter::bucket("b"), moves.clone()]);
+        assert_eq!(bucket.possible_types(), moves.possible_types());
+        assert_eq!(
+            Filter::bucket("b").negate().possible_types(),
+            TypeSet::full()
+        );
+        assert_eq!(Filter::all().possible_types(), TypeSet::full());
+        assert!(Filter::Or(Vec::new()).possible_types().is_empty());
+        let either = Filter::Or(vec![moves.clone(), Filter::types([EventType::Failover])]);
+        assert_eq!(either.possible_types().iter().count(), 3);
+    }
 
     fn meta(t: EventType) -> Meta<'static> {
         Meta::of_type(t)

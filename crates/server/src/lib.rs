@@ -429,6 +429,20 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
         };
     if let Some(base) = &state.config.stream_filter {
+        if let Some(asked) = &query.filter {
+            if base
+                .possible_types()
+                .intersection(&asked.possible_types())
+                .is_empty()
+            {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "this server's stream filter (the `filter` of its `http` sink configuration) \
+                     excludes every event type this request asks for: the stream would never \
+                     carry an event",
+                );
+            }
+        }
         query.filter = Some(match query.filter.take() {
             Some(f) => Filter::And(vec![base.clone(), f]),
             None => base.clone(),
@@ -483,11 +497,19 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     if let Ok(v) = HeaderValue::from_str(&history) {
         h.insert(HISTORY_HEADER, v);
     }
+    if state.config.stream_filter.is_some() {
+        // Some events are never streamed by this server, whatever the request asks.
+        h.insert(SERVER_FILTER_HEADER, HeaderValue::from_static("on"));
+    }
     resp
 }
 
 /// The response header of a stream that names its history.
 pub const HISTORY_HEADER: &str = "master-events-history";
+
+/// The response header of a stream that this server's own stream filter (its `http`
+/// sink's `filter`) narrows, whatever the request asked.
+pub const SERVER_FILTER_HEADER: &str = "master-events-server-filter";
 
 async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     if let Some(resp) = denied(&state, req.headers(), Role::Write) {

@@ -1172,3 +1172,41 @@ async fn a_history_id_that_is_garbage_is_refused_with_a_clear_error() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_that_the_servers_own_filter_empties_is_refused_with_the_reason() {
+    use master_events_events::EventType;
+    use master_events_router::Filter;
+    let s = start(4096, "", |c| {
+        c.stream_filter = Some(Filter::types([EventType::VbucketMoveDone]).negate());
+    })
+    .await;
+    let resp = client()
+        .get(format!(
+            "{}/diag/masterEvents?o=1&type=vbucketMoveDone",
+            s.url
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("stream filter"), "{body}");
+    // A request the server's filter leaves something to is served, and told that a
+    // server filter applies.
+    let resp = client()
+        .get(format!(
+            "{}/diag/masterEvents?o=1&type=failover,vbucketMoveDone",
+            s.url
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("master-events-server-filter")
+            .and_then(|v| v.to_str().ok()),
+        Some("on")
+    );
+}
