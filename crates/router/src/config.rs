@@ -20,8 +20,14 @@
 //!   (unknown keys are errors), its `filter` must be valid. Every error names the
 //!   entry (`sinks[2] (type "stdout", line 9): unknown field ...`); an unknown or
 //!   missing type lists the registered ones.
-//! - Top-level keys other than `sinks` are left to the application (they are not
-//!   errors here).
+//! - Top-level keys other than `sinks` and `redaction` are left to the application
+//!   (they are not errors here). `[redaction] secret_words = ["salt", ...]` adds words
+//!   to the ones that mark a `createBucket` parameter as a secret (see
+//!   `master_events_events::redact`); it can only add, never remove a default.
+//! - No error quotes the configuration's text or any value in it: a value can be a
+//!   secret (a password, a token, an `Authorization` header). A TOML error says
+//!   `line:column: message (key users.password)` with the parser's message stripped
+//!   of the value it found ([`toml_error`], [`describe_toml_error`]).
 //! - The archive always exists (it is the router's ring): without an `archiver`
 //!   entry it keeps `RouterConfig::archive_capacity` events (default 4096).
 //! - [`start_sinks`] builds every sink before starting any, so a failure starts
@@ -69,9 +75,17 @@ impl fmt::Display for Location {
 /// Why a configuration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
-    /// The document is not valid TOML, or `sinks` is not an array of tables.
-    #[error("invalid configuration: {0}")]
-    Toml(String),
+    /// The document is not valid TOML, or a key's value has the wrong type. Holds no
+    /// text of the document (see [`toml_error`]).
+    #[error("{}", display_toml(*.line, *.column, .message))]
+    Toml {
+        /// The line (from 1) of the error, when the parser gave a position.
+        line: Option<usize>,
+        /// The column (from 1, in characters) of the error, with `line`.
+        column: Option<usize>,
+        /// What is wrong, and the key's path when known; never a value.
+        message: String,
+    },
     /// An entry without a `type`.
     #[error("{at}: missing \"type\"; registered sink types: {}", .registered.join(", "))]
     MissingType {
@@ -135,11 +149,113 @@ impl fmt::Debug for SinkEntry {
     }
 }
 
+fn display_toml(line: Option<usize>, column: Option<usize>, message: &str) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("{line}:{column}: {message}"),
+        _ => format!("invalid configuration: {message}"),
+    }
+}
+
+/// The parser's message of a TOML error without any value from the document, and the
+/// path of the key it is about when the parser knows it: `invalid type: string (value
+/// not shown), expected u16 (key server.port)`. Serde's messages quote the value they
+/// found (`invalid type: string "hunter2"`, `unknown variant `hunter2``); that part is
+/// replaced. Key names (`unknown field `pasword``) and what was expected are kept.
+pub fn describe_toml_error(e: &toml::de::Error) -> String {
+    let mut message = hide_values(e.message().trim());
+    if let Some(key) = key_path(e) {
+        message.push_str(&format!(" (key {key})"));
+    }
+    message
+}
+
+/// A TOML error of the document `text` as a [`ConfigError::Toml`]: the line and
+/// column, the key path and the message, without any of the document's text.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = match e.span() {
+        Some(span) => {
+            let at = floor_char_boundary(text, span.start);
+            let before = &text[..at];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            (
+                Some(before.matches('\n').count() + 1),
+                Some(before[line_start..].chars().count() + 1),
+            )
+        }
+        None => (None, None),
+    };
+    ConfigError::Toml {
+        line,
+        column,
+        message: describe_toml_error(e),
+    }
+}
+
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The key path the parser noted (`users.password`): it shows it as a last line
+/// `in `...`` when it has no document to quote.
+fn key_path(e: &toml::de::Error) -> Option<String> {
+    let mut bare = e.clone();
+    bare.set_input(None);
+    let shown = bare.to_string();
+    let last = shown.trim_end().lines().last()?;
+    let path = last.strip_prefix("in `")?.strip_suffix('`')?;
+    (!path.is_empty()).then(|| path.to_owned())
+}
+
+/// Replaces what a message quotes of the document's values (see
+/// [`describe_toml_error`]).
+fn hide_values(message: &str) -> String {
+    // These quote key names, which are kept.
+    const KEYS_ONLY: [&str; 4] = [
+        "unknown field ",
+        "missing field ",
+        "duplicate field ",
+        "duplicate key",
+    ];
+    if KEYS_ONLY.iter().any(|p| message.starts_with(p)) {
+        return message.to_owned();
+    }
+    // What comes after ", expected " is what the type wants, from the code.
+    let (head, tail) = match message.find(", expected ") {
+        Some(i) => message.split_at(i),
+        None => (message, ""),
+    };
+    let quote = |c: char| c == '`' || c == '"' || c == '\'';
+    match (head.find(quote), head.rfind(quote)) {
+        (Some(first), Some(last)) => {
+            // A quoted literal without letters or digits (`=`, `,`) is the parser's
+            // own and is kept; anything else may be a value.
+            let quoted = &head[first..=last];
+            if quoted.chars().any(|c| c.is_alphanumeric()) || quoted.len() > 3 {
+                format!(
+                    "{}(value not shown){}{tail}",
+                    &head[..first],
+                    &head[last + 1..]
+                )
+            } else {
+                message.to_owned()
+            }
+        }
+        _ => message.to_owned(),
+    }
+}
+
 /// A checked sinks configuration.
 #[derive(Clone, Debug, Default)]
 pub struct Config {
     /// The `[[sinks]]` entries, in order.
     pub sinks: Vec<SinkEntry>,
+    /// Words from `[redaction] secret_words`, added to the default secret words by
+    /// [`Config::apply_to`].
+    pub secret_words: Vec<String>,
 }
 
 impl Config {
@@ -153,10 +269,14 @@ impl Config {
             .map(|c: ArchiverConfig| c.capacity)
     }
 
-    /// Applies what the configuration says about the router (the archive capacity).
+    /// Applies what the configuration says about the router (the archive capacity),
+    /// and adds its `[redaction] secret_words` to the process's secret words.
     pub fn apply_to(&self, router: &mut RouterConfig) {
         if let Some(capacity) = self.archive_capacity() {
             router.archive_capacity = capacity;
+        }
+        if !self.secret_words.is_empty() {
+            master_events_events::redact::add_secret_words(&self.secret_words);
         }
     }
 }
@@ -165,6 +285,17 @@ impl Config {
 struct RawDocument {
     #[serde(default)]
     sinks: Vec<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    redaction: Redaction,
+}
+
+/// The `[redaction]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Redaction {
+    /// Words that mark a `createBucket` parameter as a secret, besides the defaults.
+    #[serde(default)]
+    secret_words: Vec<String>,
 }
 
 fn registered_names() -> Vec<&'static str> {
@@ -174,7 +305,17 @@ fn registered_names() -> Vec<&'static str> {
 /// Parses and checks the `[[sinks]]` of a TOML document (see the
 /// [module documentation](self)).
 pub fn load_config(text: &str) -> Result<Config, ConfigError> {
-    let doc: RawDocument = toml::from_str(text).map_err(|e| ConfigError::Toml(e.to_string()))?;
+    let doc: RawDocument = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    if let Some(i) = doc
+        .redaction
+        .secret_words
+        .iter()
+        .position(|w| w.trim().is_empty())
+    {
+        return Err(ConfigError::Invalid(format!(
+            "redaction.secret_words[{i}] is empty: it would match every key"
+        )));
+    }
     let mut sinks = Vec::with_capacity(doc.sinks.len());
     let mut archiver: Option<usize> = None;
     for (index, spanned) in doc.sinks.into_iter().enumerate() {
@@ -199,8 +340,8 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
                 return Err(ConfigError::Entry {
                     at,
                     message: format!(
-                    "\"type\" must be a string naming a sink, not {} (registered sink types: {})",
-                    other,
+                    "\"type\" must be a string naming a sink, not a {} (registered sink types: {})",
+                    other.type_str(),
                     registered_names().join(", ")
                 ),
                 })
@@ -218,7 +359,7 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
             None => None,
             Some(value) => Some(value.try_into::<Filter>().map_err(|e| ConfigError::Entry {
                 at: at.clone(),
-                message: format!("filter: {}", e.message().trim()),
+                message: format!("filter: {}", describe_toml_error(&e)),
             })?),
         };
         (registration.check)(toml::Value::Table(table.clone())).map_err(|e| entry_error(&at, e))?;
@@ -247,7 +388,10 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
             registration,
         });
     }
-    Ok(Config { sinks })
+    Ok(Config {
+        sinks,
+        secret_words: doc.redaction.secret_words,
+    })
 }
 
 fn entry_error(at: &Location, e: ConfigError) -> ConfigError {
@@ -478,5 +622,58 @@ mod tests {
             Router::start(RouterConfig::default()).restored_through(),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::*;
+
+    fn refused(text: &str) -> ConfigError {
+        match load_config(text) {
+            Ok(_) => panic!("accepted {text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn a_toml_error_names_line_column_and_key_and_quotes_no_value() {
+        for (text, expected) in [
+            (
+                "# users\n[redaction]\nsecret_words = \"hunter2\"\n",
+                "3:16: invalid type: string (value not shown), expected a sequence (key redaction.secret_words)",
+            ),
+            (
+                "[redaction]\nsecret_words = [\"a\", \"hunter2\n",
+                "2:30: unclosed array, expected `]`",
+            ),
+            (
+                "[redaction]\nsecret_word = [\"hunter2\"]\n",
+                "2:1: unknown field `secret_word`, expected `secret_words` (key redaction)",
+            ),
+            (
+                "[[sinks]]\ntype = \"stdout\"\nformat = \"hunter2\"\n",
+                "sinks[0] (type \"stdout\", line 1): unknown variant (value not shown), expected `json` or `line` (key format)",
+            ),
+        ] {
+            let e = refused(text);
+            assert_eq!(e.to_string(), expected, "{text}");
+            assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_type_that_is_not_a_string_is_named_by_its_kind() {
+        let e = refused("[[sinks]]\ntype = { token = \"hunter2\" }\n").to_string();
+        assert!(e.contains("not a table"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn redaction_words_are_loaded_and_an_empty_one_is_refused() {
+        let config = load_config("[redaction]\nsecret_words = [\"salt\"]\n").expect("loads");
+        assert_eq!(config.secret_words, vec!["salt".to_owned()]);
+        let e = refused("[redaction]\nsecret_words = [\"a\", \" \"]\n").to_string();
+        assert!(e.contains("secret_words[1] is empty"), "{e}");
     }
 }

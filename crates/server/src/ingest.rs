@@ -11,7 +11,10 @@
 //! - 400 names the first bad line (1-based), its field and why; 413 when the body is
 //!   over the limit (checked against `Content-Length` before reading, and while
 //!   reading for bodies that do not say or lie); 415 for a content type other than
-//!   NDJSON/JSON; nothing already archived is touched by a refused request.
+//!   NDJSON/JSON, a `charset` other than `utf-8` (the body is read as UTF-8, so a
+//!   UTF-16 body would be misread), or a `Content-Encoding` other than `identity` (a
+//!   gzip body is not inflated, so it would be misread) ([`check_headers`]); nothing
+//!   already archived is touched by a refused request.
 //!
 //! With `?stream=1` a request is a feed instead: a body of any length whose lines
 //! are taken as they arrive, a run of whole lines at a time ([`LineBatcher`]), each
@@ -21,6 +24,7 @@
 //! feed: every line before it is taken, it and the rest are not, and the refusal
 //! says so (`accepted`); one line longer than the size limit ends it with 413.
 
+use axum::http::{header, HeaderMap};
 use bytes::{Bytes, BytesMut};
 use master_events_events::{Envelope, Record};
 use serde::Serialize;
@@ -49,6 +53,73 @@ pub fn content_type_ok(value: Option<&str>) -> bool {
             ACCEPTED_TYPES.contains(&essence.as_str())
         }
     }
+}
+
+/// Why a request's headers say its body cannot be read (answered 415).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// A `Content-Type` that is not NDJSON or JSON.
+    #[error("unsupported Content-Type {0:?}: send NDJSON as application/x-ndjson")]
+    ContentType(String),
+    /// A `charset` parameter other than `utf-8`.
+    #[error("unsupported charset {0:?}: the body must be UTF-8 (charset=utf-8, or none)")]
+    Charset(String),
+    /// A `Content-Encoding` other than `identity`.
+    #[error(
+        "unsupported Content-Encoding {0:?}: send the body uncompressed (no Content-Encoding, or identity)"
+    )]
+    ContentEncoding(String),
+}
+
+/// The longest header value quoted back in a [`MediaError`].
+const SHOWN_VALUE: usize = 64;
+
+/// A header value as a [`MediaError`] quotes it: at most [`SHOWN_VALUE`] characters
+/// (its `Debug` form escapes what is not printable).
+fn shown(value: &str) -> String {
+    value.chars().take(SHOWN_VALUE).collect()
+}
+
+/// Checks the headers that say how to read the body: `Content-Type` (as
+/// [`content_type_ok`]) and its `charset` (`utf-8`, any case, quoted or not, or
+/// none), and `Content-Encoding` (none, or only `identity`).
+pub fn check_headers(headers: &HeaderMap) -> Result<(), MediaError> {
+    for value in headers.get_all(header::CONTENT_ENCODING) {
+        let Ok(text) = value.to_str() else {
+            return Err(MediaError::ContentEncoding("(not text)".into()));
+        };
+        let coding = text
+            .split(',')
+            .map(str::trim)
+            .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+        if let Some(coding) = coding {
+            return Err(MediaError::ContentEncoding(shown(coding)));
+        }
+    }
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let Ok(text) = value.to_str() else {
+        return Err(MediaError::ContentType("(not text)".into()));
+    };
+    if !content_type_ok(Some(text)) {
+        return Err(MediaError::ContentType(shown(text)));
+    }
+    for param in text.split(';').skip(1) {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        if !name.trim().eq_ignore_ascii_case("charset") {
+            continue;
+        }
+        let value = value.trim();
+        let charset = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        if !charset.eq_ignore_ascii_case("utf-8") {
+            return Err(MediaError::Charset(shown(charset)));
+        }
+    }
+    Ok(())
 }
 
 /// The reply to a successful ingest.
@@ -353,6 +424,61 @@ mod tests {
             "{}",
             r.error
         );
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            let value = axum::http::HeaderValue::from_str(value).expect("header value");
+            map.append(*name, value);
+        }
+        map
+    }
+
+    #[test]
+    fn a_charset_other_than_utf8_or_an_encoding_other_than_identity_is_refused() {
+        for ok in [
+            &[][..],
+            &[("content-type", "application/x-ndjson; charset=UTF-8")],
+            &[("content-type", "application/json;charset=\"utf-8\"")],
+            &[("content-type", "text/plain; format=x; Charset = utf-8")],
+            &[("content-encoding", "identity")],
+            &[("content-encoding", "Identity, identity")],
+        ] {
+            assert_eq!(check_headers(&headers(ok)), Ok(()), "{ok:?}");
+        }
+        for (bad, expected) in [
+            (
+                &[("content-type", "application/x-ndjson; charset=utf-16")][..],
+                MediaError::Charset("utf-16".into()),
+            ),
+            (
+                &[("content-type", "application/json; charset=\"UTF-16LE\"")],
+                MediaError::Charset("UTF-16LE".into()),
+            ),
+            (
+                &[("content-type", "text/plain; charset=latin1")],
+                MediaError::Charset("latin1".into()),
+            ),
+            (
+                &[("content-encoding", "gzip")],
+                MediaError::ContentEncoding("gzip".into()),
+            ),
+            (
+                &[("content-encoding", "identity"), ("content-encoding", "br")],
+                MediaError::ContentEncoding("br".into()),
+            ),
+            (
+                &[("content-encoding", "identity, deflate")],
+                MediaError::ContentEncoding("deflate".into()),
+            ),
+            (
+                &[("content-type", "image/png")],
+                MediaError::ContentType("image/png".into()),
+            ),
+        ] {
+            assert_eq!(check_headers(&headers(bad)), Err(expected), "{bad:?}");
+        }
     }
 
     #[test]

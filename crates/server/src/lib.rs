@@ -515,19 +515,9 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
     if let Some(resp) = denied(&state, req.headers(), Role::Write) {
         return resp;
     }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("(not text)"));
-    if !ingest::content_type_ok(content_type) {
+    if let Err(e) = ingest::check_headers(req.headers()) {
         state.metrics.ingest_error("unsupported_media_type");
-        return error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "unsupported Content-Type {:?}: send NDJSON as application/x-ndjson",
-                content_type.unwrap_or_default()
-            ),
-        );
+        return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
     }
     match stream_param(req.uri().query()) {
         Ok(false) => {}

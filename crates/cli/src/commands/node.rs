@@ -35,7 +35,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use master_events_cluster::{ClusterConfig, ClusterNode, MasterDiscovery, StaticDiscovery};
-use master_events_router::{load_config, start_sinks, Router, RouterConfig, SinkSet};
+use master_events_router::config::{describe_toml_error, toml_error};
+use master_events_router::{load_config, start_sinks, ConfigError, Router, RouterConfig, SinkSet};
 use master_events_server::auth::{UserEntry, Users};
 use master_events_server::{ClusterView, HttpSinkConfig, Server, ServerConfig, ShutdownHandle};
 use serde::Deserialize;
@@ -66,6 +67,10 @@ struct FileConfig {
     #[serde(default)]
     #[allow(dead_code)]
     sinks: Option<toml::Value>,
+    /// `[redaction]`, checked by the router's loader too.
+    #[serde(default)]
+    #[allow(dead_code)]
+    redaction: Option<toml::Value>,
 }
 
 /// What the command line says about the node (each overrides the file).
@@ -222,9 +227,14 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "the configuration".into());
+    // No error shows the file's text: a value in it may be a password or a token.
+    let config_error = |e: ConfigError| match e {
+        ConfigError::Toml { line: Some(_), .. } => anyhow::anyhow!("{where_}:{e}"),
+        e => anyhow::anyhow!("{where_}: {e}"),
+    };
     let file: FileConfig =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{where_}: {}", e.to_string().trim()))?;
-    let sinks_config = load_config(&text).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+        toml::from_str(&text).map_err(|e| config_error(toml_error(&text, &e)))?;
+    let sinks_config = load_config(&text).map_err(config_error)?;
 
     let mut entries = file.users.clone();
     if let Ok(env) = std::env::var("MASTER_EVENTS_USERS") {
@@ -264,7 +274,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         let http: HttpSinkConfig = toml::Value::Table(entry.settings.clone())
             .try_into()
             .map_err(|e: toml::de::Error| {
-                anyhow::anyhow!("{where_}: http sink: {}", e.message())
+                anyhow::anyhow!("{where_}: http sink: {}", describe_toml_error(&e))
             })?;
         http.apply_to(&mut server, entry.filter.clone());
     }

@@ -7,6 +7,13 @@
 //! other fields in key order), e.g.
 //! `#12 14:03:05.123456 vbucketMoveDone bucket=default vbucket=43`. A write error
 //! (e.g. a closed pipe) is logged once, and the sink keeps consuming.
+//!
+//! The `line` format is for a terminal, and events carry what any ingest client
+//! sent: it writes no control character (C0, DEL or C1, e.g. ESC or BEL) raw,
+//! anywhere in the line (type, keys, values, a gap's reason). Each is written as the
+//! JSON escape `\u00XX`, so `bucket=\u001b[2J` shows what was sent and the terminal
+//! does nothing with it. A value with a control character or a backslash is quoted,
+//! as JSON, like one with a space.
 
 use std::io::{self, BufWriter, Write};
 
@@ -109,13 +116,14 @@ impl Sink for StdoutSink {
         self.scratch.clear();
         match self.format {
             StdoutFormat::Json => gap.encode_line(&mut self.scratch),
-            StdoutFormat::Line => self.scratch.extend_from_slice(
-                format!(
-                    "# gap: {} events missed (seq {} to {}): {}\n",
+            StdoutFormat::Line => {
+                let text = format!(
+                    "# gap: {} events missed (seq {} to {}): {}",
                     gap.missed, gap.from_seq, gap.to_seq, gap.reason
-                )
-                .as_bytes(),
-            ),
+                );
+                push_escaped(&text, &mut self.scratch);
+                self.scratch.push(b'\n');
+            }
         }
         let result = self.out.write_all(&self.scratch);
         self.check(result);
@@ -129,15 +137,30 @@ impl Sink for StdoutSink {
     }
 }
 
+/// Appends `text` to `out` with every control character (C0, DEL, C1: what a
+/// terminal may act on) written as the JSON escape `\u00XX`.
+fn push_escaped(text: &str, out: &mut Vec<u8>) {
+    let mut rest = text;
+    while let Some(at) = rest.find(char::is_control) {
+        out.extend_from_slice(&rest.as_bytes()[..at]);
+        let mut chars = rest[at..].chars();
+        if let Some(c) = chars.next() {
+            out.extend_from_slice(format!("\\u{:04x}", u32::from(c)).as_bytes());
+        }
+        rest = chars.as_str();
+    }
+    out.extend_from_slice(rest.as_bytes());
+}
+
 /// Appends the readable form of a JSON event line to `out` (with `\n`):
 /// `#<seq> <HH:MM:SS.micros> <type> key=value ...`. A line that is not a JSON object
-/// is written as it is.
+/// is written as it is (invalid UTF-8 replaced). Either way no control character is
+/// written raw (see the [module documentation](self)).
 pub fn readable_line(line: &[u8], out: &mut Vec<u8>) {
     let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(line) else {
-        out.extend_from_slice(line);
-        if !line.ends_with(b"\n") {
-            out.push(b'\n');
-        }
+        let text = String::from_utf8_lossy(line);
+        push_escaped(text.trim_end_matches(['\n', '\r']), out);
+        out.push(b'\n');
         return;
     };
     let mut text = String::with_capacity(line.len());
@@ -170,15 +193,17 @@ pub fn readable_line(line: &[u8], out: &mut Vec<u8>) {
         match value {
             Value::String(s)
                 if !s.is_empty()
-                    && !s.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') =>
+                    && !s.contains(|c: char| {
+                        c.is_whitespace() || c.is_control() || matches!(c, '"' | '=' | '\\')
+                    }) =>
             {
                 text.push_str(s)
             }
             other => text.push_str(&other.to_string()),
         }
     }
-    text.push('\n');
-    out.extend_from_slice(text.as_bytes());
+    push_escaped(&text, out);
+    out.push(b'\n');
 }
 
 #[cfg(test)]
@@ -208,6 +233,43 @@ mod tests {
                 r#"{"type":"rebalanceEnd","reason":"bad thing","pid":"<0.1.0>","chain":["a",""]}"#
             ),
             "rebalanceEnd chain=[\"a\",\"\"] pid=<0.1.0> reason=\"bad thing\"\n"
+        );
+    }
+
+    #[test]
+    fn line_format_writes_no_control_character_raw() {
+        let line = r#"{"type":"deleteBucket\u0007","seq":3,"bucket":"\u001b[2J\u001b[31mFAKE\u0007","k\u001b]0;x\u0007":"a\u007fb\u009bc","d":{"e":"\u0085\u009d"},"q":"two words\u001b"}"#;
+        let text = readable(line);
+        assert!(
+            !text.trim_end_matches('\n').contains(char::is_control),
+            "{text:?}"
+        );
+        assert_eq!(
+            text,
+            "#3 deleteBucket\\u0007 bucket=\"\\u001b[2J\\u001b[31mFAKE\\u0007\" d={\"e\":\"\\u0085\\u009d\"} k\\u001b]0;x\\u0007=\"a\\u007fb\\u009bc\" q=\"two words\\u001b\"\n"
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_an_object_and_a_gap_reason_are_escaped_too() {
+        assert_eq!(
+            readable("not json \u{1b}[2J\u{9b}"),
+            "not json \\u001b[2J\\u009b\n"
+        );
+        let mut sink = StdoutSink::new(StdoutFormat::Line, Box::new(io::sink()));
+        sink.on_gap(&Gap::new(1, 2, "evicted \u{7}\u{1b}[31m"));
+        let written = String::from_utf8_lossy(&sink.scratch).into_owned();
+        assert_eq!(
+            written,
+            "# gap: 2 events missed (seq 1 to 2): evicted \\u0007\\u001b[31m\n"
+        );
+    }
+
+    #[test]
+    fn a_value_with_a_backslash_is_quoted_so_it_cannot_pass_for_an_escape() {
+        assert_eq!(
+            readable(r#"{"type":"deleteBucket","bucket":"\\u001b"}"#),
+            "deleteBucket bucket=\"\\\\u001b\"\n"
         );
     }
 }
