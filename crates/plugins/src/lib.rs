@@ -105,7 +105,8 @@ impl prometheus_client::collector::Collector for SinkMetrics {
         )?;
         for f in &files {
             let path = f.path.display().to_string();
-            for state in master_events_sink_file::SinkState::ALL {
+            use master_events_sink_file::SinkState;
+            for state in [SinkState::Ok, SinkState::Retrying, SinkState::Failing] {
                 ConstGauge::new(i64::from(f.state == state)).encode(
                     family.encode_family(&[("path", path.as_str()), ("state", state.as_str())])?,
                 )?;

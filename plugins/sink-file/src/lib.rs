@@ -72,7 +72,8 @@ pub mod log;
 mod status;
 mod warm;
 
-pub use status::{stats, totals, FileSinkStats, FileSinkTotals, SinkState, SinkStatus};
+pub use master_events_router::{SinkHealth, SinkState};
+pub use status::{stats, totals, FileSinkStats, FileSinkStatus, FileSinkTotals};
 pub use warm::{warm_load, warm_start, BadLine, WarmStart};
 
 use lock::{LockError, LogLock};
@@ -350,7 +351,8 @@ impl SinkConfig for FileConfig {
 
     fn build(self, ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
         let sink = FileSink::open(&self, Some(ctx.router()))
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?
+            .with_health(Arc::clone(ctx.health()));
         Ok(Box::new(sink))
     }
 }
@@ -388,7 +390,9 @@ pub struct FileSink {
     /// When held events are written again, and the wait after that.
     retry_at: Option<Instant>,
     backoff: Duration,
-    status: Arc<SinkStatus>,
+    status: Arc<FileSinkStatus>,
+    /// Where the router's sink set shows this sink's state (`/cluster`, metrics).
+    health: Option<Arc<SinkHealth>>,
 }
 
 impl FileSink {
@@ -473,7 +477,8 @@ impl FileSink {
             dropped: None,
             retry_at: None,
             backoff: RETRY_FIRST,
-            status: SinkStatus::register(&path),
+            status: FileSinkStatus::register(&path),
+            health: None,
         })
     }
 
@@ -483,8 +488,54 @@ impl FileSink {
     }
 
     /// This sink's status (keep the handle before the sink is started).
-    pub fn status(&self) -> Arc<SinkStatus> {
+    pub fn status(&self) -> Arc<FileSinkStatus> {
         Arc::clone(&self.status)
+    }
+
+    /// Reports this sink's state changes to `health` (the router's view of its
+    /// sinks), which then also logs them; without it, the sink logs them itself.
+    pub fn with_health(mut self, health: Arc<SinkHealth>) -> FileSink {
+        self.health = Some(health);
+        self
+    }
+
+    /// Enters `state` (with why), logging a change once: through the health the
+    /// sink reports to, or itself (WARN retrying, ERROR failing, INFO recovered).
+    fn change(&mut self, state: SinkState, reason: &str) {
+        let before = self.status.set_state(state, reason);
+        let path = self.log.path();
+        if let Some(health) = &self.health {
+            let reason = format!("{}: {reason}", path.display());
+            match state {
+                SinkState::Ok => health.ok(),
+                SinkState::Retrying => health.retrying(reason),
+                SinkState::Failing => health.failing(reason),
+            }
+            return;
+        }
+        if before == state {
+            return;
+        }
+        let path = path.display();
+        let held = self.backlog_events;
+        match state {
+            SinkState::Ok => tracing::info!(
+                %path,
+                "the file sink recovered: its log is written again, with every event it held"
+            ),
+            SinkState::Retrying => tracing::warn!(
+                %path,
+                error = %reason,
+                held_events = held,
+                "the file sink cannot write its log: holding the events not written and retrying"
+            ),
+            SinkState::Failing => tracing::error!(
+                %path,
+                error = %reason,
+                held_events = held,
+                "the file sink cannot write its log and its backlog is full: dropping the oldest held events (a gap line will record them)"
+            ),
+        }
     }
 
     /// Appends lines covering seqs `first..=last` (`events` of them are events),
@@ -576,17 +627,12 @@ impl FileSink {
             .set_held(self.backlog_events, self.backlog_bytes);
         self.status.add_dropped(dropped_now);
         if self.status.state() != SinkState::Failing {
-            let reason = self.status.snapshot().reason;
-            self.status.set_state(SinkState::Failing, &reason);
-            let (from, to) = self.dropped.unwrap_or_default();
-            tracing::error!(
-                path = %self.log.path().display(),
-                backlog_bytes = self.backlog_limit,
-                from_seq = from,
-                to_seq = to,
-                error = %reason,
-                "the file sink cannot write its log and its backlog is full: dropping the oldest held events (a gap line will record them)"
+            let reason = format!(
+                "{}; the backlog of {} bytes is full: the oldest held events are dropped",
+                self.status.snapshot().reason,
+                self.backlog_limit
             );
+            self.change(SinkState::Failing, &reason);
         }
     }
 
@@ -596,18 +642,12 @@ impl FileSink {
         let reason = e.to_string();
         match self.status.state() {
             SinkState::Ok => {
-                self.status.set_state(SinkState::Retrying, &reason);
                 self.backoff = RETRY_FIRST;
-                tracing::warn!(
-                    path = %self.log.path().display(),
-                    error = %reason,
-                    held_events = self.backlog_events,
-                    "the file sink cannot write its log: holding the events not written and retrying"
-                );
+                self.change(SinkState::Retrying, &reason);
             }
             state => {
-                self.status.set_state(state, &reason);
                 self.backoff = (self.backoff * 2).min(RETRY_MAX);
+                self.change(state, &reason);
             }
         }
         self.retry_at = Some(Instant::now() + self.backoff);
@@ -634,7 +674,6 @@ impl FileSink {
                 "events were lost from the file log (dropped from the full backlog while writes failed); a gap line records them"
             );
         }
-        let mut events = 0;
         while let Some(held) = self.backlog.front_mut() {
             let result = self.log.append(&held.bytes);
             let done = match &result {
@@ -642,7 +681,6 @@ impl FileSink {
                 Err(e) => e.written,
             };
             let (n, b) = held.advance(done);
-            events += n;
             self.backlog_events -= n;
             self.backlog_bytes -= b;
             self.status.add_written(n, b);
@@ -659,12 +697,7 @@ impl FileSink {
             }
         }
         self.written();
-        self.status.set_state(SinkState::Ok, "");
-        tracing::info!(
-            path = %self.log.path().display(),
-            events,
-            "the file sink recovered: its log is written again, with every event it held"
-        );
+        self.change(SinkState::Ok, "");
     }
 
     /// After lines were written: sync by policy.

@@ -2,7 +2,7 @@
 //! failing, and why), the events it holds because they could not be written yet,
 //! and what it wrote and dropped.
 //!
-//! Owns: [`SinkStatus`] (one sink's, shared with its handle), [`FileSinkStats`]
+//! Owns: [`FileSinkStatus`] (one sink's, shared with its handle), [`FileSinkStats`]
 //! (a snapshot), [`stats`] (every live file sink of this process) and [`totals`]
 //! (counters over every file sink this process ran), for metrics.
 //!
@@ -14,39 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-/// The state of a `file` sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SinkState {
-    /// Every event it was given is in the log.
-    #[default]
-    Ok,
-    /// Writes fail; the events not written are held and retried, none lost yet.
-    Retrying,
-    /// Writes fail and the held events outgrew the backlog: the oldest are dropped
-    /// (they become a gap line once writing works again).
-    Failing,
-}
-
-impl SinkState {
-    /// Its name: `ok`, `retrying` or `failing`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SinkState::Ok => "ok",
-            SinkState::Retrying => "retrying",
-            SinkState::Failing => "failing",
-        }
-    }
-
-    /// Every state, for metrics.
-    pub const ALL: [SinkState; 3] = [SinkState::Ok, SinkState::Retrying, SinkState::Failing];
-}
+use master_events_router::SinkState;
 
 /// A snapshot of a `file` sink's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSinkStats {
     /// The log's current file.
     pub path: PathBuf,
-    /// Ok, retrying or failing.
+    /// Ok; retrying (writes fail, the events not written are held); failing (the
+    /// backlog overflowed, the oldest held events were dropped).
     pub state: SinkState,
     /// Why it is not ok (the last write error); empty when ok.
     pub reason: String,
@@ -64,7 +40,7 @@ pub struct FileSinkStats {
     pub write_errors: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     state: SinkState,
     reason: String,
@@ -72,7 +48,7 @@ struct Inner {
 
 /// One sink's status, shared between the sink and whoever watches it.
 #[derive(Debug)]
-pub struct SinkStatus {
+pub struct FileSinkStatus {
     path: PathBuf,
     inner: Mutex<Inner>,
     held_events: AtomicU64,
@@ -83,7 +59,7 @@ pub struct SinkStatus {
     write_errors: AtomicU64,
 }
 
-static LIVE: Mutex<Vec<Weak<SinkStatus>>> = Mutex::new(Vec::new());
+static LIVE: Mutex<Vec<Weak<FileSinkStatus>>> = Mutex::new(Vec::new());
 
 /// Counters over every `file` sink of this process, since it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,17 +89,20 @@ pub fn totals() -> FileSinkTotals {
     }
 }
 
-fn live() -> MutexGuard<'static, Vec<Weak<SinkStatus>>> {
+fn live() -> MutexGuard<'static, Vec<Weak<FileSinkStatus>>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl SinkStatus {
+impl FileSinkStatus {
     /// A new status (ok, all zero) for the log at `path`, listed by [`stats`]
     /// while it lives.
-    pub(crate) fn register(path: &Path) -> Arc<SinkStatus> {
-        let status = Arc::new(SinkStatus {
+    pub(crate) fn register(path: &Path) -> Arc<FileSinkStatus> {
+        let status = Arc::new(FileSinkStatus {
             path: path.to_owned(),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                state: SinkState::Ok,
+                reason: String::new(),
+            }),
             held_events: AtomicU64::new(0),
             held_bytes: AtomicU64::new(0),
             events_written: AtomicU64::new(0),

@@ -16,8 +16,8 @@ use master_events_events::{parse_line, Record, StreamLine};
 use master_events_router::{load_config, start_sinks, Router, RouterConfig, Sink, SinkInput};
 use master_events_sink_file::log::{file_path, FileWriter};
 use master_events_sink_file::{
-    warm_load, warm_start, FileConfig, FileSink, FileSinkError, SinkState, SinkStatus,
-    DEFAULT_FILE_NAME,
+    warm_load, warm_start, FileConfig, FileSink, FileSinkError, FileSinkStatus, SinkHealth,
+    SinkState, DEFAULT_FILE_NAME,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -303,15 +303,23 @@ impl FileWriter for Disk {
 
 struct Running {
     router: Router,
-    status: Arc<SinkStatus>,
+    status: Arc<FileSinkStatus>,
     cancel: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// A router and a file sink on `config` writing through `disk`.
-fn run_sink(config: &FileConfig, disk: Arc<AtomicBool>) -> Running {
+/// A router and a file sink on `config` writing through `disk` (reporting to
+/// `health`, if given).
+fn run_sink(
+    config: &FileConfig,
+    disk: Arc<AtomicBool>,
+    health: Option<Arc<SinkHealth>>,
+) -> Running {
     let router = Router::start(RouterConfig::default());
     let mut sink = FileSink::open(config, Some(&router)).expect("open");
+    if let Some(health) = health {
+        sink = sink.with_health(health);
+    }
     sink.set_writer(Box::new(Disk(disk)));
     let status = sink.status();
     let cancel = CancellationToken::new();
@@ -357,7 +365,7 @@ async fn a_full_disk_is_announced_the_events_held_and_written_with_no_gap_when_s
     let full = Arc::new(AtomicBool::new(false));
     let mut config = FileConfig::in_dir(dir.path());
     config.fsync = master_events_sink_file::Fsync::Never;
-    let running = run_sink(&config, Arc::clone(&full));
+    let running = run_sink(&config, Arc::clone(&full), None);
     let path = file_path(dir.path(), DEFAULT_FILE_NAME, 0);
     running.publish(1..=5).await;
     wait_for("5 events written", || {
@@ -423,7 +431,9 @@ async fn events_that_outgrow_the_backlog_become_one_exact_gap_line_logged_at_err
     config.fsync = master_events_sink_file::Fsync::Never;
     // Room for about ten lines.
     config.backlog_bytes = 10 * line(10).len() as u64;
-    let running = run_sink(&config, Arc::clone(&full));
+    // Built by `start_sinks`, the sink reports to the router's view of its sinks.
+    let health = Arc::new(SinkHealth::new("file", 0));
+    let running = run_sink(&config, Arc::clone(&full), Some(Arc::clone(&health)));
     let path = file_path(dir.path(), DEFAULT_FILE_NAME, 0);
     running.publish(1..=40).await;
     wait_for("all 40 seen", || {
@@ -433,12 +443,21 @@ async fn events_that_outgrow_the_backlog_become_one_exact_gap_line_logged_at_err
     .await;
     let s = running.status.snapshot();
     assert_eq!(s.state, SinkState::Failing, "{s:?}");
+    let h = health.snapshot();
+    assert_eq!(h.state, SinkState::Failing, "{h:?}");
+    assert!(
+        h.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("No space left") && r.contains("is full")),
+        "{h:?}"
+    );
     assert!(s.held_bytes <= config.backlog_bytes, "bounded: {s:?}");
     let dropped = s.events_dropped;
     assert!(dropped > 0 && s.held_events > 0, "{s:?}");
 
     full.store(false, Ordering::SeqCst);
     wait_for("recovered", || running.status.state() == SinkState::Ok).await;
+    assert_eq!(health.state(), SinkState::Ok);
     running.stop().await;
     let mut expected = vec![Err((1, dropped))];
     expected.extend((dropped + 1..=40).map(Ok));
@@ -450,7 +469,9 @@ async fn events_that_outgrow_the_backlog_become_one_exact_gap_line_logged_at_err
     let logs = logged(&path);
     let errors: Vec<_> = logs.iter().filter(|l| l.contains("ERROR")).collect();
     assert!(
-        errors.iter().any(|l| l.contains("backlog is full")),
+        errors
+            .iter()
+            .any(|l| l.contains("sink failing") && l.contains("is full")),
         "{logs:?}"
     );
     assert!(
@@ -515,7 +536,7 @@ async fn a_really_full_tmpfs_is_held_and_caught_up_with_once_space_is_freed() {
     let dir = fs.path().join("log");
     let mut config = FileConfig::in_dir(&dir);
     config.fsync = master_events_sink_file::Fsync::Always;
-    let running = run_sink(&config, Arc::new(AtomicBool::new(false)));
+    let running = run_sink(&config, Arc::new(AtomicBool::new(false)), None);
     let path = file_path(&dir, DEFAULT_FILE_NAME, 0);
     running.publish(1..=3).await;
     wait_for("3 events written", || {
