@@ -59,5 +59,5 @@ pub use read::{
 };
 pub use stats::DurationStats;
 pub use svg::{write_rebalance_svg, write_rebalance_svg_file, SvgOptions};
-pub use text::{utc, TextTable};
+pub use text::{utc, utc_micros, TextTable};
 pub use trace::{write_trace, TraceOptions, TraceStats, TraceWriter};

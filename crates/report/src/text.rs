@@ -5,13 +5,17 @@
 //!
 //! Promises: columns are aligned by character count (not bytes), numbers are
 //! right-aligned, lines carry no trailing spaces; durations are shown in seconds with
-//! millisecond precision and times as UTC (`2023-11-14T22:13:20.000Z`); an empty list
+//! millisecond precision and times as UTC (`2023-11-14T22:13:20.000Z`, formatted by
+//! the `time` crate; [`utc_micros`] gives microseconds); an empty list
 //! is said in words rather than shown as an empty table.
 
 use std::fmt;
 use std::time::Duration;
 
 use master_events_events::Timestamp;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
 
 use crate::model::{Analysis, Inflight, RebalanceReport};
 use crate::stats::DurationStats;
@@ -136,33 +140,27 @@ fn stats3(s: &DurationStats) -> String {
 
 /// A timestamp as UTC with milliseconds: `2023-11-14T22:13:20.000Z`.
 pub fn utc(ts: Timestamp) -> String {
-    let micros = ts.as_micros();
-    let secs_total = micros.div_euclid(1_000_000);
-    let millis = micros.rem_euclid(1_000_000) / 1000;
-    let days = secs_total.div_euclid(86_400);
-    let sod = secs_total.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    format_utc(ts, UTC_MILLIS)
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// A timestamp as UTC with microseconds: `2012-04-04T21:47:32.926554Z`.
+pub fn utc_micros(ts: Timestamp) -> String {
+    format_utc(ts, UTC_MICROS)
+}
+
+const UTC_MILLIS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+const UTC_MICROS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+/// `ts` in `format`. Every [`Timestamp`] (0 to `MAX_MICROS`, the year 2255) is in
+/// the range `time` formats; were one not, its seconds are written instead.
+fn format_utc(ts: Timestamp, format: &[BorrowedFormatItem<'_>]) -> String {
+    let nanos = i128::from(ts.as_micros()) * 1000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(format).ok())
+        .unwrap_or_else(|| ts.to_string())
 }
 
 fn list(items: &[String]) -> String {
@@ -361,6 +359,26 @@ mod tests {
         assert_eq!(
             utc(Timestamp::from_micros(1_709_210_096_000_000)),
             "2024-02-29T12:34:56.000Z"
+        );
+    }
+
+    #[test]
+    fn utc_micros_keeps_every_digit_and_the_calendar() {
+        assert_eq!(
+            utc_micros(Timestamp::from_micros(0)),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            utc_micros(Timestamp::from_micros(1_709_251_199_999_999)),
+            "2024-02-29T23:59:59.999999Z"
+        );
+        assert_eq!(
+            utc_micros(Timestamp::from_micros(951_868_800_000_000)),
+            "2000-03-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            utc_micros(Timestamp::from_micros(i64::MAX)), // clamped to the latest timestamp
+            "2255-03-14T16:00:00.000000Z"
         );
     }
 
