@@ -23,18 +23,37 @@ fn run(args: &[&str]) -> Output {
     run_as(None, args)
 }
 
-/// Runs the command with `MASTER_EVENTS_AUTH` set to `auth` (or unset).
+/// How long one command may take before the test kills it and fails.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the command with `MASTER_EVENTS_AUTH` set to `auth` (or unset); kills it and
+/// fails after [`COMMAND_TIMEOUT`].
 fn run_as(auth: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_master-events"));
     command.env_remove("MASTER_EVENTS_AUTH");
     if let Some(auth) = auth {
         command.env("MASTER_EVENTS_AUTH", auth);
     }
-    command
+    let child = command
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .expect("the master-events binary runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the master-events binary runs");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(COMMAND_TIMEOUT) {
+        Ok(out) => out.expect("the master-events binary finishes"),
+        Err(_) => {
+            // Still unreaped (its waiter blocks on it), so the pid is still ours.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{args:?} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+    }
 }
 
 fn stdout(out: &Output) -> String {
@@ -276,6 +295,64 @@ fn a_missing_file_or_a_bad_option_exits_2() {
     let out = run(&["trace", "http://127.0.0.1:1", "-o", "/dev/null"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+}
+
+#[test]
+fn every_report_takes_format_json_and_the_old_json_flag_still_works() {
+    let log = data("rebalance_stopped.log");
+    for report in ["rebalance", "inflight"] {
+        let by_format = ok(&["report", report, &log, "--format", "json"]);
+        let by_flag = ok(&["report", report, &log, "--json"]);
+        assert_eq!(by_format, by_flag, "report {report}");
+        assert!(
+            serde_json::from_str::<Value>(&by_format).is_ok(),
+            "report {report} --format json: {by_format}"
+        );
+        let text = ok(&["report", report, &log, "--format", "text"]);
+        assert_eq!(text, ok(&["report", report, &log]), "report {report}");
+        let help = ok(&["report", report, "--help"]);
+        assert!(help.contains("--format <FORMAT>"), "{help}");
+        assert!(!help.contains("--json"), "--json is hidden: {help}");
+    }
+    let lines = ok(&["report", "moves", &log, "--format", "json"]);
+    assert_eq!(lines, ok(&["report", "moves", &log, "--format", "jsonl"]));
+    assert_eq!(lines, ok(&["report", "moves", &log, "--json"]));
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    assert_eq!(
+        ok(&["report", "moves", &log, "--format", "text"]),
+        ok(&["report", "moves", &log, "--format", "table"])
+    );
+}
+
+#[test]
+fn a_format_a_report_does_not_support_is_refused_naming_the_ones_it_does() {
+    let log = data("rebalance_normal.log");
+    for (report, format, supported) in [
+        ("rebalance", "csv", "[possible values: text, json]"),
+        ("inflight", "csv", "[possible values: text, json]"),
+        ("moves", "xml", "[possible values: text, csv, json]"),
+    ] {
+        let out = run(&["report", report, &log, "--format", format]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "report {report} --format {format}"
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("invalid value '{format}' for '--format")),
+            "{err}"
+        );
+        assert!(err.contains(supported), "report {report}: {err}");
+        assert!(stdout(&out).is_empty(), "{}", stdout(&out));
+    }
+    let out = run(&["report", "rebalance", &log, "--format", "text", "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn trace_events(doc: &Value) -> &Vec<Value> {

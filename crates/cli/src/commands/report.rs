@@ -7,12 +7,16 @@
 //!   moves), as text or JSON, and optionally the SVG timeline of the moves;
 //! - `inflight`: the moves started and not done at the end of the log, with their
 //!   age, as text or JSON;
-//! - `moves`: one row per move, as an aligned table, CSV or JSON lines.
+//! - `moves`: one row per move, as an aligned text table, CSV or JSON lines.
+//!
+//! Every report takes `--format text|json|csv` with the values it supports (a value
+//! it does not support is refused, naming the ones it does); `--json` is kept,
+//! hidden, as another way to say `--format json`.
 //!
 //! Promises:
 //! - Streaming: the log is read once, line by line; memory follows what is in
 //!   flight, not the log's length (except the rows `rebalance --svg` and the `moves`
-//!   table must hold; `moves --format csv|jsonl` writes each row as its move
+//!   table must hold; `moves --format csv|json` writes each row as its move
 //!   finishes).
 //! - Standard output holds only the report. Bad lines never stop a report: they are
 //!   summed up on standard error in one line (count, the first few with their line
@@ -26,7 +30,8 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Subcommand};
 use master_events_events::Timestamp;
 use master_events_report::{
     utc, Analyzer, AnalyzerOptions, Anomalies, MoveRow, MovesFormat, MovesWriter, ReadSummary,
@@ -57,7 +62,7 @@ pub enum ReportCommand {
     /// Examples:
     ///   master-events report rebalance master_events.log
     ///   master-events report rebalance http://127.0.0.1:9898 --svg moves.svg
-    ///   master-events report rebalance events.ndjson --json | jq '.rebalances[0].outcome'
+    ///   master-events report rebalance events.ndjson --format json | jq '.rebalances[0].outcome'
     #[command(verbatim_doc_comment)]
     Rebalance(RebalanceArgs),
     /// The vbucket moves started and not done at the end of the log, per bucket, with
@@ -65,7 +70,7 @@ pub enum ReportCommand {
     ///
     /// Examples:
     ///   master-events report inflight http://127.0.0.1:9898 --now now
-    ///   master-events report inflight master_events.log --json
+    ///   master-events report inflight master_events.log --format json
     #[command(verbatim_doc_comment)]
     Inflight(InflightArgs),
     /// One row per vbucket move: bucket, vbucket, node, start, end, duration, kind,
@@ -77,7 +82,7 @@ pub enum ReportCommand {
     /// Examples:
     ///   master-events report moves master_events.log
     ///   master-events report moves master_events.log --format csv > moves.csv
-    ///   master-events report moves http://127.0.0.1:9898 --format jsonl --bucket default
+    ///   master-events report moves http://127.0.0.1:9898 --format json --bucket default
     #[command(verbatim_doc_comment)]
     Moves(MovesArgs),
 }
@@ -87,9 +92,13 @@ pub enum ReportCommand {
 pub struct RebalanceArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Print JSON (`{"input", "timeRange", "anomalies", "rebalances"}`; times and
-    /// durations in seconds) instead of text.
-    #[arg(long)]
+    /// `text`, or `json` (`{"input", "timeRange", "anomalies", "rebalances"}`; times
+    /// and durations in seconds).
+    #[arg(long, value_name = "FORMAT", default_value = "text",
+          value_parser = format_parser(&[Format::Text, Format::Json]))]
+    pub format: Format,
+    /// The same as `--format json` (kept for scripts).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
     /// Also draw the moves as an SVG timeline (one row per lane of a node) into FILE.
     #[arg(long, value_name = "FILE")]
@@ -104,9 +113,12 @@ pub struct RebalanceArgs {
 pub struct InflightArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Print JSON (`{"now", "buckets": [{"bucket", "moves": [...]}]}`) instead of
-    /// text.
-    #[arg(long)]
+    /// `text`, or `json` (`{"now", "buckets": [{"bucket", "moves": [...]}]}`).
+    #[arg(long, value_name = "FORMAT", default_value = "text",
+          value_parser = format_parser(&[Format::Text, Format::Json]))]
+    pub format: Format,
+    /// The same as `--format json` (kept for scripts).
+    #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
     /// Measure ages against this time: seconds since the Unix epoch (as in `ts`), or
     /// `now` for the clock of this machine. Default: the last timestamp of the log.
@@ -119,32 +131,78 @@ pub struct InflightArgs {
 pub struct MovesArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// The output format.
-    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
-    pub format: FormatArg,
+    /// `text` (an aligned table; also `table`), `csv` (with a header row), or `json`
+    /// (one JSON object a line; also `jsonl`, `ndjson`).
+    #[arg(long, value_name = "FORMAT", default_value = "text",
+          value_parser = format_parser(&[Format::Text, Format::Csv, Format::Json]))]
+    pub format: Format,
+    /// The same as `--format json` (kept for scripts).
+    #[arg(long, hide = true, conflicts_with = "format")]
+    pub json: bool,
     /// Only the moves of this bucket.
     #[arg(long, value_name = "BUCKET")]
     pub bucket: Option<String>,
 }
 
-/// The formats of `report moves`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FormatArg {
-    /// An aligned text table.
-    Table,
+/// The output formats of the reports; each report takes the ones it supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Text for people (for `moves`, an aligned table).
+    Text,
+    /// JSON (for `moves`, one object a line).
+    Json,
     /// Comma-separated values with a header row.
     Csv,
-    /// One JSON object a line.
-    #[value(alias = "ndjson")]
-    Jsonl,
 }
 
-impl From<FormatArg> for MovesFormat {
-    fn from(f: FormatArg) -> MovesFormat {
+impl Format {
+    /// The value as written on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+            Format::Csv => "csv",
+        }
+    }
+
+    /// The command-line value, with the older names it also answers to.
+    fn possible_value(self) -> PossibleValue {
+        let value = PossibleValue::new(self.as_str());
+        match self {
+            Format::Text => value.alias("table"),
+            Format::Json => value.aliases(["jsonl", "ndjson"]),
+            Format::Csv => value,
+        }
+    }
+
+    /// `--format`, or `json` when the hidden `--json` was given.
+    fn or_json(self, json: bool) -> Format {
+        if json {
+            Format::Json
+        } else {
+            self
+        }
+    }
+}
+
+/// The parser of a report's `--format`: takes only `supported` (and their older
+/// names); anything else is refused with the supported values listed.
+fn format_parser(supported: &'static [Format]) -> impl TypedValueParser<Value = Format> {
+    PossibleValuesParser::new(supported.iter().map(|f| f.possible_value())).map(move |s| {
+        supported
+            .iter()
+            .copied()
+            .find(|f| f.possible_value().matches(&s, false))
+            .unwrap_or(Format::Text)
+    })
+}
+
+impl From<Format> for MovesFormat {
+    fn from(f: Format) -> MovesFormat {
         match f {
-            FormatArg::Table => MovesFormat::Table,
-            FormatArg::Csv => MovesFormat::Csv,
-            FormatArg::Jsonl => MovesFormat::JsonLines,
+            Format::Text => MovesFormat::Table,
+            Format::Csv => MovesFormat::Csv,
+            Format::Json => MovesFormat::JsonLines,
         }
     }
 }
@@ -215,7 +273,7 @@ fn read_source(
     Ok((analyzer, summary))
 }
 
-/// The JSON document of `report rebalance --json`.
+/// The JSON document of `report rebalance --format json`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RebalanceDoc<'a> {
@@ -248,7 +306,7 @@ fn rebalance(args: &RebalanceArgs, out: &mut impl Write) -> Result<()> {
         master_events_report::write_rebalance_svg_file(&analysis.moves, &options, path)
             .with_context(|| format!("writing the SVG timeline to {}", path.display()))?;
     }
-    if args.json {
+    if args.format.or_json(args.json) == Format::Json {
         let doc = RebalanceDoc {
             input: &analysis.input,
             time_range: analysis.time_range,
@@ -303,7 +361,7 @@ fn inflight(args: &InflightArgs, out: &mut impl Write) -> Result<()> {
         |_, _| Ok(()),
     )?;
     let inflight = analyzer.inflight(args.now);
-    if args.json {
+    if args.format.or_json(args.json) == Format::Json {
         serde_json::to_writer_pretty(&mut *out, &inflight).context("writing standard output")?;
         writeln!(out).context("writing standard output")
     } else {
@@ -312,7 +370,7 @@ fn inflight(args: &InflightArgs, out: &mut impl Write) -> Result<()> {
 }
 
 fn moves(args: &MovesArgs, out: &mut impl Write) -> Result<()> {
-    let format = MovesFormat::from(args.format);
+    let format = MovesFormat::from(args.format.or_json(args.json));
     let options = AnalyzerOptions {
         keep_moves: true,
         ..AnalyzerOptions::default()
