@@ -17,7 +17,9 @@
 //!   each writer's events from one origin keep the order it sent them in.
 //! - `consumer_no_duplicate`, `consumer_no_silent_hole`: the consumer's seqs only
 //!   grow, each by one unless a `gap` frame reported the hole; no marker twice;
-//!   every event it received is the archive's at that seq; it reached the end.
+//!   every event it received is the archive's at that seq; it reached the end. A
+//!   `reset` frame (the reader's history is gone) starts the count over; resets
+//!   are reported as a figure.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -133,6 +135,9 @@ pub struct Verdict {
     pub consumer_silent_holes: usize,
     /// `gap` frames the consumer got.
     pub consumer_gaps_reported: usize,
+    /// `reset` frames the consumer got (its history was gone; the stream started
+    /// over from the archive's start).
+    pub consumer_resets: usize,
     /// Events the consumer received that differ from the archive's at that seq.
     pub consumer_mismatches: usize,
     /// The consumer's last seq, and the reference archive's.
@@ -355,6 +360,7 @@ fn check_consumer(inputs: &Inputs, ref_lines: &[Line], v: &mut Verdict) {
     let c = &inputs.consumed;
     v.consumer_events = c.events.len();
     v.consumer_gaps_reported = c.gaps.len();
+    v.consumer_resets = c.resets.len();
     let by_seq: BTreeMap<u64, &Option<String>> =
         ref_lines.iter().map(|l| (l.seq, &l.marker)).collect();
     let mut dups: Vec<String> = Vec::new();
@@ -362,10 +368,19 @@ fn check_consumer(inputs: &Inputs, ref_lines: &[Line], v: &mut Verdict) {
     let mut mismatches: Vec<String> = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
     let mut prev: Option<u64> = None;
-    for (seq, marker) in &c.events {
+    for (i, (seq, marker)) in c.events.iter().enumerate() {
+        if c.resets.contains(&i) {
+            // The server said the reader's history is gone; the stream starts over.
+            prev = None;
+            seen.clear();
+        }
+        // An event counts once as a duplicate, by seq or by marker.
+        let again = marker.as_ref().is_some_and(|m| !seen.insert(m.as_str()));
         if let Some(p) = prev {
             if *seq <= p {
                 dups.push(format!("seq {seq} after {p}"));
+            } else if again {
+                dups.push(format!("{marker:?} again at seq {seq}"));
             } else if *seq > p + 1 {
                 let reported = c
                     .gaps
@@ -377,11 +392,6 @@ fn check_consumer(inputs: &Inputs, ref_lines: &[Line], v: &mut Verdict) {
             }
         }
         prev = Some(prev.map_or(*seq, |p| p.max(*seq)));
-        if let Some(m) = marker {
-            if !seen.insert(m.as_str()) {
-                dups.push(format!("{m} again at seq {seq}"));
-            }
-        }
         match by_seq.get(seq) {
             Some(expected) if *expected == marker => {}
             Some(expected) => mismatches.push(format!(
@@ -590,6 +600,19 @@ mod tests {
         let v = check(&i);
         assert_eq!(v.consumer_silent_holes, 0);
         assert_eq!(v.consumer_gaps_reported, 1);
+    }
+
+    #[test]
+    fn a_stream_that_starts_over_after_a_reset_frame_is_no_duplicate() {
+        let mut i = healthy();
+        i.consumed.resets.push(3);
+        i.consumed
+            .events
+            .extend((1..=3).map(|s| (s, Some(marker("w0", s - 1)))));
+        let v = check(&i);
+        assert_eq!((v.consumer_duplicates, v.consumer_resets), (0, 1));
+        i.consumed.resets.clear();
+        assert_eq!(check(&i).consumer_duplicates, 3);
     }
 
     #[test]

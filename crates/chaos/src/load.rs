@@ -180,6 +180,11 @@ pub struct Consumed {
     pub events: Vec<(u64, Option<String>)>,
     /// `(fromSeq, toSeq)` of every `gap` frame.
     pub gaps: Vec<(u64, u64)>,
+    /// For every `reset` frame, how many events had arrived before it (the stream
+    /// then starts again from the archive's start, in another history).
+    pub resets: Vec<usize>,
+    /// The history the last stream named (sent back on a resume).
+    pub history: Option<String>,
     /// How many times the stream was opened.
     pub connections: u64,
     /// The node it read from last.
@@ -207,15 +212,21 @@ pub fn spawn_consumer(
         let mut node = first;
         let mut failures = 0;
         while !stop.load(Ordering::Relaxed) {
-            let since = out.lock().map(|c| c.last_seq()).unwrap_or(0);
+            let (since, history) = out
+                .lock()
+                .map(|c| (c.last_seq(), c.history.clone()))
+                .unwrap_or_default();
             if let Ok(mut c) = out.lock() {
                 c.connections += 1;
                 c.node = node;
             }
-            let url = format!(
+            let mut url = format!(
                 "{}/diag/masterEvents?since={since}&heartbeat=1",
                 bases[node]
             );
+            if let Some(h) = history {
+                url.push_str(&format!("&history={h}"));
+            }
             let got = read_stream(&http, &url, &stop, &out).await;
             if got {
                 failures = 0;
@@ -250,6 +261,15 @@ async fn read_stream(
     if !resp.status().is_success() {
         return false;
     }
+    if let Some(h) = resp
+        .headers()
+        .get("Master-Events-History")
+        .and_then(|h| h.to_str().ok())
+    {
+        if let Ok(mut c) = out.lock() {
+            c.history = Some(h.to_owned());
+        }
+    }
     let mut stream = resp.bytes_stream();
     let mut pending: Vec<u8> = Vec::new();
     let mut any = false;
@@ -267,7 +287,16 @@ async fn read_stream(
             };
             let Ok(mut c) = out.lock() else { continue };
             match v["type"].as_str() {
-                Some("heartbeat") => {}
+                Some("heartbeat") => {
+                    if let Some(h) = v["history"].as_str() {
+                        c.history = Some(h.to_owned());
+                    }
+                }
+                Some("reset") => {
+                    let at = c.events.len();
+                    c.resets.push(at);
+                    c.history = v["history"].as_str().map(str::to_owned);
+                }
                 Some("gap") => {
                     let from = v["fromSeq"].as_u64().unwrap_or(0);
                     let to = v["toSeq"].as_u64().unwrap_or(0);

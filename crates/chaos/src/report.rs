@@ -34,14 +34,14 @@ impl Report {
     /// The table, one row per scenario (Markdown, so it can go into the docs).
     pub fn table(&self) -> String {
         let mut out = String::from(
-            "| scenario | fault | acknowledged | lost | duplicated | 202 never sequenced | archives | consumer holes / dups / mismatches | longest stall | time without master | result |\n\
+            "| scenario | fault | acknowledged | lost | duplicated | 202 never sequenced | archives | consumer holes / dups / mismatches / resets | longest stall | time without master | result |\n\
              |---|---|---:|---:|---:|---:|---|---|---:|---:|---|\n",
         );
         for s in &self.scenarios {
             let v = &s.verdict;
             let longest = v.no_master.iter().map(|w| w.secs).fold(0.0, f64::max);
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {:.2} s | {:.2} s ({} windows, longest {:.2} s) | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {:.2} s | {:.2} s ({} windows, longest {:.2} s) | {} |\n",
                 s.scenario,
                 s.fault,
                 v.acknowledged,
@@ -52,6 +52,7 @@ impl Report {
                 v.consumer_silent_holes,
                 v.consumer_duplicates,
                 v.consumer_mismatches,
+                v.consumer_resets,
                 v.longest_stall_secs,
                 v.no_master_secs,
                 v.no_master.len(),
