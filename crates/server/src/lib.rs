@@ -1,6 +1,6 @@
 //! The HTTP API of master-events, on hyper 1 (axum routes the requests).
 //!
-//! Owns: the listener, the routes of DESIGN.md's HTTP API, authentication, metrics,
+//! Owns: the listener, the routes of the HTTP API (docs/api.md), authentication, metrics,
 //! and graceful shutdown.
 //!
 //! | route | role | what |
