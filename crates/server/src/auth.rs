@@ -12,14 +12,24 @@
 //! - Roles: `read` (stream, schemas, cluster, metrics), `write` (ingest), `admin`
 //!   (everything). With no users configured, every route is open — the server then
 //!   only listens on loopback (see [`crate::ServerConfig::check_exposure`]).
+//! - Failed authentications are rate limited per client address
+//!   ([`FailedAuthLimiter`]): past a burst, the address's requests are answered
+//!   429 until its allowance refills, before any credential is checked. The table
+//!   is an LRU of at most [`AUTH_TRACKED_CLIENTS`] addresses, so its memory is
+//!   bounded whatever the number of addresses.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::limits::ClientKey;
 
 /// What a user may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -248,6 +258,86 @@ impl Users {
     }
 }
 
+/// Client addresses whose failed authentications are remembered at most (the least
+/// recently seen is forgotten first).
+pub const AUTH_TRACKED_CLIENTS: usize = 16_384;
+
+/// An address's allowance of failed authentications: a token bucket.
+#[derive(Debug, Clone, Copy)]
+struct Allowance {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Failed authentications per client address: `burst` at once, then `rate` a
+/// second. An address with no allowance left is refused before its credentials
+/// are checked, so guessing costs the server nearly nothing and runs no faster
+/// than the rate.
+#[derive(Debug)]
+pub struct FailedAuthLimiter {
+    burst: f64,
+    rate: f64,
+    clients: Mutex<lru::LruCache<ClientKey, Allowance>>,
+}
+
+impl FailedAuthLimiter {
+    /// A limiter allowing `burst` failures at once and `rate` a second after.
+    pub fn new(burst: u32, rate: f64) -> FailedAuthLimiter {
+        let capacity = NonZeroUsize::new(AUTH_TRACKED_CLIENTS).unwrap_or(NonZeroUsize::MIN);
+        FailedAuthLimiter {
+            burst: f64::from(burst.max(1)),
+            rate: if rate.is_finite() && rate > 0.0 {
+                rate
+            } else {
+                1.0
+            },
+            clients: Mutex::new(lru::LruCache::new(capacity)),
+        }
+    }
+
+    fn refill(&self, a: &mut Allowance, now: Instant) {
+        let elapsed = now.saturating_duration_since(a.at).as_secs_f64();
+        a.tokens = (a.tokens + elapsed * self.rate).min(self.burst);
+        a.at = now;
+    }
+
+    /// `Some(wait)` when `client` has no failure left: refuse its request (429)
+    /// and tell it to retry after `wait`.
+    pub fn refused(&self, client: ClientKey) -> Option<Duration> {
+        self.refused_at(client, Instant::now())
+    }
+
+    fn refused_at(&self, client: ClientKey, now: Instant) -> Option<Duration> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if clients.is_empty() {
+            return None;
+        }
+        let a = clients.peek_mut(&client)?;
+        self.refill(a, now);
+        (a.tokens < 1.0).then(|| Duration::from_secs_f64((1.0 - a.tokens) / self.rate))
+    }
+
+    /// Notes a failed authentication from `client`.
+    pub fn failed(&self, client: ClientKey) {
+        self.failed_at(client, Instant::now())
+    }
+
+    fn failed_at(&self, client: ClientKey, now: Instant) {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let a = clients.get_or_insert_mut(client, || Allowance {
+            tokens: self.burst,
+            at: now,
+        });
+        self.refill(a, now);
+        a.tokens = (a.tokens - 1.0).max(0.0);
+    }
+
+    /// Addresses remembered now.
+    pub fn tracked(&self) -> usize {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
 /// The token of `Bearer <token>`.
 fn parse_bearer(header: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(header).ok()?.trim();
@@ -328,6 +418,35 @@ mod tests {
         let mut open = Users::default();
         open.set_cluster_secret("x");
         assert_eq!(open.check(None), AuthOutcome::Open);
+    }
+
+    #[test]
+    fn failed_authentications_past_the_burst_are_refused_until_the_allowance_refills() {
+        let limiter = FailedAuthLimiter::new(3, 2.0);
+        let me = ClientKey::of([10, 1, 1, 1].into());
+        let other = ClientKey::of([10, 1, 1, 2].into());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(limiter.refused_at(me, t0), None);
+            limiter.failed_at(me, t0);
+        }
+        let wait = limiter.refused_at(me, t0).expect("the burst is spent");
+        assert_eq!(wait, Duration::from_millis(500));
+        assert_eq!(limiter.refused_at(other, t0), None);
+        assert_eq!(
+            limiter.refused_at(me, t0 + Duration::from_millis(500)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_failed_authentication_table_is_bounded() {
+        let limiter = FailedAuthLimiter::new(1, 1.0);
+        let now = Instant::now();
+        for i in 0..(AUTH_TRACKED_CLIENTS as u32 + 100) {
+            limiter.failed_at(ClientKey::of(std::net::Ipv4Addr::from(i).into()), now);
+        }
+        assert_eq!(limiter.tracked(), AUTH_TRACKED_CLIENTS);
     }
 
     #[test]
