@@ -100,7 +100,8 @@ enum Command {
     /// it parses as JSON (43, true, ["a","b"]), else a string. A `ts`, `seq` or
     /// `origin` in a line is replaced by the server's own.
     /// Credentials: --user NAME:PASSWORD or MASTER_EVENTS_AUTH=NAME:PASSWORD.
-    /// Exit code: 0 all sent, 1 a line refused or the server unreachable, 2 usage error.
+    /// Exit code: 0 all sent, 1 a line refused or the server unreachable, 2 usage error,
+    /// 3 sent but only queued by the node (202: its master did not sequence them yet).
     ///
     /// Examples:
     ///   export MASTER_EVENTS_AUTH=admin:password

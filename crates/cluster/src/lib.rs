@@ -5,9 +5,11 @@
 pub mod discovery;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod health;
 pub mod node;
 pub mod queue;
 
 pub use discovery::{DiscoveryFuture, MasterDiscovery, MasterView, StaticDiscovery};
+pub use health::ClusterMetrics;
 pub use node::{ClusterConfig, ClusterNode, Role};
 pub use queue::{NodeQueue, QueueFull};

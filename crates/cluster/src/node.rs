@@ -42,13 +42,14 @@ use master_events_events::catalog::BecameMaster;
 use master_events_events::{parse_line, Record, StreamLine};
 use master_events_router::Router;
 use master_events_server::hooks::{Ingest, IngestError, IngestFuture, IngestOutcome};
-use master_events_server::ClusterView;
+use master_events_server::{ClusterHealth, ClusterView, ForwardingHealth, ForwardingState};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{MasterDiscovery, MasterView};
+use crate::health::{refusal_of, transport_cause, ClusterMetrics, Counters, Health, MetricsSource};
 use crate::queue::NodeQueue;
 
 /// The most events sent in one forward.
@@ -56,6 +57,11 @@ pub const FORWARD_BATCH: usize = 2048;
 /// How long an ingest request waits for its events to be sequenced before it is
 /// answered `202 Accepted` (they stay queued).
 pub const INGEST_WAIT: Duration = Duration::from_secs(10);
+/// A follower's stream of the master that brings nothing (not even a heartbeat,
+/// asked for every second) for this long is given up: the master is unreachable.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(3);
+/// How long a forward POST may take (a change of master aborts it at once).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a cluster node is set up.
 #[derive(Clone)]
@@ -119,6 +125,31 @@ struct Inner {
     cancel: CancellationToken,
     /// The highest seq a follower reported its replica holds (on the master).
     replicated: watch::Sender<u64>,
+    /// The link to the master, for `/cluster`, `/ready` and `/metrics`.
+    health: Health,
+}
+
+/// What the metrics collector reads.
+struct Source(Arc<Inner>);
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterNode")
+    }
+}
+
+impl MetricsSource for Source {
+    fn current(&self) -> ClusterHealth {
+        self.0.current_health()
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.0.health.counters
+    }
+
+    fn queue_refused(&self) -> u64 {
+        self.0.queue.refused()
+    }
 }
 
 /// A running cluster node (cheap to clone).
@@ -169,6 +200,7 @@ impl ClusterNode {
                 http,
                 cancel: CancellationToken::new(),
                 replicated: watch::channel(0).0,
+                health: Health::new(),
             }),
             tasks: Arc::new(Mutex::new(Vec::new())),
             discovery,
@@ -188,7 +220,7 @@ impl ClusterNode {
         match self.inner.queue.push(records, false) {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(error = %e, "master-events: events refused by the node queue");
+                tracing::warn!(error = %e, "events refused by the node queue");
                 false
             }
         }
@@ -209,12 +241,43 @@ impl ClusterNode {
         self.inner.queue.len()
     }
 
-    /// Stops the node's tasks and leaves the election.
+    /// How this node's link to the master is doing now (what `GET /cluster` shows).
+    pub fn health(&self) -> ClusterHealth {
+        self.inner.current_health()
+    }
+
+    /// The node's cluster metrics (reachability, forwarding state, queue, 202s),
+    /// encoded at each scrape, followed by those of `next`: hand the result to the
+    /// server's `set_extra_collector`.
+    pub fn metrics(
+        &self,
+        next: Option<Box<dyn prometheus_client::collector::Collector>>,
+    ) -> Box<dyn prometheus_client::collector::Collector> {
+        Box::new(ClusterMetrics {
+            source: Arc::new(Source(Arc::clone(&self.inner))),
+            next,
+        })
+    }
+
+    /// Stops the node's tasks and leaves the election. Events still queued then
+    /// were never sequenced: they are counted and reported at WARN.
     pub async fn stop(&self) {
         self.inner.cancel.cancel();
         let tasks: Vec<_> = self.tasks.lock().drain(..).collect();
         for t in tasks {
             let _ = t.await;
+        }
+        let left = self.inner.queue.len();
+        if left > 0 {
+            self.inner
+                .health
+                .counters
+                .unsequenced
+                .fetch_add(left as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                events = left,
+                "events queued on this node were never sequenced: the node stops before a master took them"
+            );
         }
         self.discovery.shutdown().await;
     }
@@ -237,6 +300,11 @@ impl Inner {
 
     fn set_role(&self, role: Role, view: &MasterView) {
         let is_master = matches!(role, Role::Master { .. });
+        if is_master {
+            self.health.became_master();
+        } else {
+            self.health.reset_link();
+        }
         self.role.send_replace(role);
         self.view.send_replace(ClusterView {
             node: self.config.node.clone(),
@@ -246,6 +314,62 @@ impl Inner {
             discovery: self.backend.to_owned(),
         });
         self.queue.resend_all();
+    }
+
+    /// The link to the master now (see [`ClusterHealth`]).
+    fn current_health(&self) -> ClusterHealth {
+        let role = self.role.borrow().clone();
+        let st = self.health.snapshot();
+        let last_contact = st.last_contact.map(|t| t.elapsed().as_secs_f64());
+        let (reachable, last_contact, not_ready) = match &role {
+            Role::Master { .. } => (true, None, None),
+            Role::Waiting { .. } => (
+                false,
+                last_contact,
+                Some("no master to follow: an election or a takeover is in progress".to_owned()),
+            ),
+            Role::Follower {
+                master, url: None, ..
+            } => (
+                false,
+                None,
+                Some(format!("no --peer gives the URL of the master {master}")),
+            ),
+            Role::Follower { master, .. } => {
+                let caught_up = st
+                    .catch_up_target
+                    .is_some_and(|t| self.router.last_seq() >= t);
+                let reason = if !st.connected {
+                    Some(match &st.reach_error {
+                        Some(e) => format!("master {master} unreachable: {e}"),
+                        None => format!("connecting to the master {master}"),
+                    })
+                } else if st.forward != ForwardingState::Ok {
+                    Some(format!(
+                        "forwarding to the master {master} fails: {}",
+                        st.forward_error.as_deref().unwrap_or("unknown error")
+                    ))
+                } else if !caught_up {
+                    Some(format!(
+                        "catching up with the archive of the master {master}"
+                    ))
+                } else {
+                    None
+                };
+                (st.connected, last_contact, reason)
+            }
+        };
+        ClusterHealth {
+            master_reachable: reachable,
+            last_contact_secs_ago: last_contact,
+            forwarding: ForwardingHealth {
+                state: st.forward,
+                last_error: st.forward_error,
+                queued: self.queue.len() as u64,
+                oldest_queued_secs: self.queue.oldest_age().map(|d| d.as_secs_f64()),
+            },
+            not_ready,
+        }
     }
 
     /// Appends a master's lines to the local archive; commits this node's events.
@@ -314,7 +438,8 @@ async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>)
                 );
                 if let Some(url) = url {
                     let token = inner.cancel.child_token();
-                    let task = tokio::spawn(follow(Arc::clone(&inner), url, token.clone()));
+                    let task =
+                        tokio::spawn(follow(Arc::clone(&inner), m.clone(), url, token.clone()));
                     follower = Some((token, task));
                 }
             }
@@ -335,23 +460,21 @@ async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>)
 /// has beyond its own archive, so `seq` continues from there.
 async fn catch_up(inner: &Inner) {
     let mine = inner.router.last_seq();
+    // Every peer at once: a frozen one costs its timeout once, not once per peer.
+    let asks = inner
+        .config
+        .peers
+        .iter()
+        .filter(|(name, _)| **name != inner.config.node)
+        .map(|(_, url)| {
+            let url = url.trim_end_matches('/').to_owned();
+            async move {
+                let last = last_seq_of(inner, &url, Duration::from_millis(700)).await;
+                (last.unwrap_or(0), url)
+            }
+        });
     let mut best: Option<(u64, String)> = None;
-    for (name, url) in &inner.config.peers {
-        if *name == inner.config.node {
-            continue;
-        }
-        let url = url.trim_end_matches('/').to_owned();
-        let req = inner
-            .secret_header(inner.http.get(format!("{url}/cluster")))
-            .timeout(Duration::from_millis(700));
-        let Ok(resp) = req.send().await else { continue };
-        let Ok(text) = resp.text().await else {
-            continue;
-        };
-        let last = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["last_seq"].as_u64())
-            .unwrap_or(0);
+    for (last, url) in futures_util::future::join_all(asks).await {
         if last > mine && best.as_ref().is_none_or(|(b, _)| last > *b) {
             best = Some((last, url));
         }
@@ -391,6 +514,23 @@ async fn catch_up(inner: &Inner) {
     }
 }
 
+/// A peer's last seq, from its `GET /cluster` (`None` when it does not answer in
+/// time).
+async fn last_seq_of(inner: &Inner, url: &str, within: Duration) -> Option<u64> {
+    let req = inner
+        .secret_header(inner.http.get(format!("{url}/cluster")))
+        .timeout(within);
+    let resp = req.send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let text = resp.text().await.ok()?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()?
+        .get("last_seq")?
+        .as_u64()
+}
+
 /// Splits a byte stream into lines.
 #[derive(Default)]
 struct LineSplitter {
@@ -425,7 +565,7 @@ async fn apply_chunk(
         }
         match parse_line(&line) {
             Ok(StreamLine::Event(rec)) => batch.push(rec),
-            Ok(StreamLine::Heartbeat(_)) => {}
+            Ok(StreamLine::Heartbeat(hb)) => inner.health.heartbeat(hb.seq),
             Ok(StreamLine::Reset(reset)) => {
                 // The master's archive does not continue this replica's: another
                 // history, or this replica is ahead of it. Replicating on would mix
@@ -468,9 +608,12 @@ impl Drop for AbortOnDrop {
 }
 
 /// Tells the master how far this replica is, whenever it advanced (every 20 ms at
-/// most): the master acknowledges its own events once a replica holds them.
-async fn report_replicated(inner: Arc<Inner>, url: String) {
+/// most): the master acknowledges its own events once a replica holds them. A
+/// failed report is retried with backoff (up to 2 s), and a refusal (401/403)
+/// shows as a refused forwarding state.
+async fn report_replicated(inner: Arc<Inner>, master: String, url: String) {
     let mut reported = 0;
+    let mut attempt = 0u32;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -485,9 +628,27 @@ async fn report_replicated(inner: Arc<Inner>, url: String) {
                 percent_encode(&inner.config.node)
             )))
             .timeout(Duration::from_secs(2));
-        if matches!(req.send().await, Ok(r) if r.status().is_success()) {
-            reported = last;
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                reported = last;
+                attempt = 0;
+                inner.health.forward_ok(&master);
+                continue;
+            }
+            Ok(r) => {
+                let (state, cause) = refusal_of(r.status(), inner.config.secret.is_some());
+                tracing::debug!(%master, cause = %cause, "replication report refused; will retry");
+                if state == ForwardingState::Refused {
+                    inner.health.forward_failed(&master, state, cause);
+                }
+            }
+            Err(e) => {
+                // The stream notices an unreachable master; this only backs off.
+                tracing::debug!(%master, cause = %transport_cause(&e), "replication report failed; will retry");
+            }
         }
+        attempt += 1;
+        tokio::time::sleep(backoff(attempt)).await;
     }
 }
 
@@ -502,10 +663,12 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// Streams the master's archive into the local router until cancelled.
-async fn follow(inner: Arc<Inner>, url: String, token: CancellationToken) {
+/// Streams the master's archive into the local router until cancelled; keeps the
+/// link's health (reachable or not, and why; caught up or not).
+async fn follow(inner: Arc<Inner>, master: String, url: String, token: CancellationToken) {
     let _reporter = AbortOnDrop(tokio::spawn(report_replicated(
         Arc::clone(&inner),
+        master.clone(),
         url.clone(),
     )));
     let mut attempt = 0u32;
@@ -521,10 +684,15 @@ async fn follow(inner: Arc<Inner>, url: String, token: CancellationToken) {
         let req = inner.secret_header(inner.http.get(format!(
             "{url}/diag/masterEvents?since={since}{history}&heartbeat=1"
         )));
+        let mut opened = false;
         let run = async {
-            let resp = req.send().await.map_err(|e| e.to_string())?;
+            let resp = req.send().await.map_err(|e| transport_cause(&e))?;
             if !resp.status().is_success() {
-                return Err::<(), String>(format!("status {}", resp.status()));
+                let (state, cause) = refusal_of(resp.status(), inner.config.secret.is_some());
+                if state == ForwardingState::Refused {
+                    inner.health.forward_failed(&master, state, cause.clone());
+                }
+                return Err::<(), String>(cause);
             }
             if since == 0 {
                 let master_history = resp
@@ -537,15 +705,25 @@ async fn follow(inner: Arc<Inner>, url: String, token: CancellationToken) {
                     }
                 }
             }
+            // Where the master is now: the replica is caught up once it holds that.
+            let target = last_seq_of(&inner, &url, Duration::from_secs(1)).await;
+            inner.health.stream_up(&master, target);
+            opened = true;
             let mut stream = resp.bytes_stream();
             let mut lines = LineSplitter::default();
             loop {
-                let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+                let next = tokio::time::timeout(STREAM_SILENCE, stream.next()).await;
                 match next {
-                    Err(_) => return Err("no heartbeat from the master for 5 s".to_owned()),
+                    Err(_) => {
+                        return Err(format!(
+                            "no heartbeat from the master for {} s",
+                            STREAM_SILENCE.as_secs()
+                        ))
+                    }
                     Ok(None) => return Err("the master ended the stream".to_owned()),
-                    Ok(Some(Err(e))) => return Err(e.to_string()),
+                    Ok(Some(Err(e))) => return Err(transport_cause(&e)),
                     Ok(Some(Ok(chunk))) => {
+                        inner.health.contact();
                         if let Err(e) = apply_chunk(&inner, &mut lines, &chunk).await {
                             return Err(e.to_string());
                         }
@@ -557,18 +735,24 @@ async fn follow(inner: Arc<Inner>, url: String, token: CancellationToken) {
             _ = token.cancelled() => return,
             r = run => r,
         };
-        if let Err(e) = outcome {
-            tracing::debug!(master = %url, error = %e, "following the master: reconnecting");
+        if opened {
+            attempt = 0;
+        }
+        if let Err(cause) = outcome {
+            tracing::debug!(%master, cause = %cause, "following the master: reconnecting");
+            inner.health.stream_down(&master, cause);
         }
         attempt += 1;
         tokio::select! {
             _ = token.cancelled() => return,
-            _ = tokio::time::sleep(backoff(attempt.min(5))) => {}
+            _ = tokio::time::sleep(backoff(attempt)) => {}
         }
     }
 }
 
-/// Empties the node queue towards the master.
+/// Empties the node queue towards the master. A change of role aborts a forward
+/// in flight at once (the POST is dropped, the batch goes out again to whoever is
+/// master now), so a frozen master holds nobody's events beyond its lease.
 async fn delivery(inner: Arc<Inner>) {
     let mut roles = inner.role.subscribe();
     let mut attempt = 0u32;
@@ -582,10 +766,21 @@ async fn delivery(inner: Arc<Inner>) {
             match &role {
                 Role::Master { .. } => deliver_locally(&inner, batch).await,
                 Role::Follower {
+                    master,
                     url: Some(url),
                     epoch,
-                    ..
-                } => forward(&inner, url, *epoch, batch).await,
+                } => tokio::select! {
+                    _ = inner.cancel.cancelled() => return,
+                    changed = roles.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        tracing::debug!(%master, "a change of master: the forward in flight is abandoned");
+                        attempt = 0;
+                        continue;
+                    }
+                    ok = forward(&inner, master, url, *epoch, batch) => ok,
+                },
                 _ => false,
             }
         };
@@ -640,7 +835,7 @@ async fn deliver_locally(inner: &Inner, batch: Vec<Record>) -> bool {
 }
 
 /// On a follower: POST a batch to the master; commits come back through the stream.
-async fn forward(inner: &Inner, url: &str, epoch: u64, batch: Vec<Record>) -> bool {
+async fn forward(inner: &Inner, master: &str, url: &str, epoch: u64, batch: Vec<Record>) -> bool {
     let last_os = batch
         .last()
         .and_then(|r| r.envelope.origin_seq)
@@ -653,21 +848,73 @@ async fn forward(inner: &Inner, url: &str, epoch: u64, batch: Vec<Record>) -> bo
         .secret_header(inner.http.post(format!("{url}/cluster/forward")))
         .header("content-type", "application/x-ndjson")
         .header("x-master-events-epoch", epoch.to_string())
-        .timeout(Duration::from_secs(10))
+        .timeout(FORWARD_TIMEOUT)
         .body(body);
     match req.send().await {
         Ok(resp) if resp.status().is_success() => {
             inner.queue.mark_sent(last_os);
+            inner.health.forward_ok(master);
             true
         }
         Ok(resp) => {
-            tracing::debug!(status = %resp.status(), "the master refused forwarded events; will retry");
+            let (state, cause) = refusal_of(resp.status(), inner.config.secret.is_some());
+            tracing::debug!(%master, cause = %cause, "the master refused forwarded events; will retry");
+            inner.health.forward_failed(master, state, cause);
             false
         }
         Err(e) => {
-            tracing::debug!(error = %e, "cannot reach the master; will retry");
+            let cause = format!("master unreachable: {}", transport_cause(&e));
+            tracing::debug!(%master, cause = %cause, "cannot forward to the master; will retry");
+            inner
+                .health
+                .forward_failed(master, ForwardingState::Retrying, cause);
             false
         }
+    }
+}
+
+impl ClusterNode {
+    /// Events answered 202: counted, and followed until they are sequenced (INFO)
+    /// or the node gives them up (WARN), so none is lost without a word.
+    fn watch_queued(&self, n: usize, rx: tokio::sync::oneshot::Receiver<RangeInclusive<u64>>) {
+        use std::sync::atomic::Ordering;
+        let inner = Arc::clone(&self.inner);
+        let counters = &inner.health.counters;
+        counters
+            .queued_replies
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let health = inner.current_health();
+        tracing::warn!(
+            events = n,
+            master_reachable = health.master_reachable,
+            forwarding = ?health.forwarding.state,
+            cause = health.forwarding.last_error.as_deref().unwrap_or(""),
+            "events answered 202: queued on this node, not yet sequenced"
+        );
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                got = rx => match got {
+                    Ok(range) => {
+                        inner.health.counters.late_sequenced.fetch_add(n as u64, Ordering::Relaxed);
+                        tracing::info!(
+                            events = n,
+                            first_seq = *range.start(),
+                            last_seq = *range.end(),
+                            "events answered 202 earlier are now sequenced"
+                        );
+                    }
+                    Err(_) => {
+                        // The queue let go of them: only when the node stops (and
+                        // `stop` counts what is left).
+                        tracing::warn!(events = n, "events answered 202 were never sequenced");
+                    }
+                },
+                _ = inner.cancel.cancelled() => {}
+            }
+        });
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 }
 
@@ -680,15 +927,23 @@ impl Ingest for ClusterNode {
                 .queue
                 .push(records, true)
                 .map_err(|e| IngestError::Unavailable(e.to_string()))?;
-            let Some(rx) = rx else {
+            let Some(mut rx) = rx else {
                 return Ok(IngestOutcome::Sequenced(empty_range(
                     self.inner.router.last_seq(),
                 )));
             };
             let deadline = tokio::time::Instant::now() + INGEST_WAIT;
-            let range = match tokio::time::timeout_at(deadline, rx).await {
+            let range = match tokio::time::timeout_at(deadline, &mut rx).await {
                 Ok(Ok(range)) => range,
-                _ => return Ok(IngestOutcome::Queued { accepted: n }),
+                Ok(Err(_)) => {
+                    return Err(IngestError::Unavailable(
+                        "the node is shutting down: the events were not sequenced".to_owned(),
+                    ))
+                }
+                Err(_) => {
+                    self.watch_queued(n, rx);
+                    return Ok(IngestOutcome::Queued { accepted: n });
+                }
             };
             // Sequenced by this node as master: acknowledge once a replica holds
             // them too, so that losing this node cannot lose what it acknowledged.
@@ -709,6 +964,10 @@ impl Ingest for ClusterNode {
             }
             Ok(IngestOutcome::Sequenced(range))
         })
+    }
+
+    fn health(&self) -> Option<ClusterHealth> {
+        Some(self.inner.current_health())
     }
 
     fn replicated(&self, _node: &str, seq: u64) {

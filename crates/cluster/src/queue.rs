@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
 
 use master_events_events::Record;
 use parking_lot::Mutex;
@@ -41,6 +42,8 @@ struct State {
     committed: u64,
     waiters: Vec<Waiter>,
     refused: u64,
+    /// When each batch still (partly) pending was queued: (its last originSeq, when).
+    queued_at: VecDeque<(u64, Instant)>,
 }
 
 /// The queue (see the module documentation).
@@ -75,6 +78,7 @@ impl NodeQueue {
                 committed: start - 1,
                 waiters: Vec::new(),
                 refused: 0,
+                queued_at: VecDeque::new(),
             }),
             wake: Notify::new(),
         }
@@ -108,6 +112,7 @@ impl NodeQueue {
                 st.pending.push_back(rec);
             }
             let last = st.next_origin_seq - 1;
+            st.queued_at.push_back((last, Instant::now()));
             if wait {
                 let (tx, rx) = oneshot::channel();
                 st.waiters.push(Waiter {
@@ -148,6 +153,13 @@ impl NodeQueue {
         st.pending.drain(..n as usize);
         st.committed = origin_seq;
         st.sent = st.sent.max(origin_seq);
+        while st
+            .queued_at
+            .front()
+            .is_some_and(|(last, _)| *last <= origin_seq)
+        {
+            st.queued_at.pop_front();
+        }
         let mut i = 0;
         while i < st.waiters.len() {
             let w = &mut st.waiters[i];
@@ -180,6 +192,15 @@ impl NodeQueue {
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How long the oldest uncommitted event has waited (`None` when none waits).
+    pub fn oldest_age(&self) -> Option<Duration> {
+        let st = self.state.lock();
+        if st.pending.is_empty() {
+            return None;
+        }
+        st.queued_at.front().map(|(_, at)| at.elapsed())
     }
 
     /// Events refused because the queue was full.
@@ -260,6 +281,24 @@ mod tests {
         );
         assert_eq!(q.refused(), 2);
         assert_eq!(q.len(), 3);
+    }
+
+    #[test]
+    fn the_oldest_wait_is_that_of_the_first_uncommitted_batch() {
+        let q = NodeQueue::new("n", 100, 1);
+        assert_eq!(q.oldest_age(), None);
+        q.push(recs(2), false).expect("room");
+        std::thread::sleep(Duration::from_millis(30));
+        q.push(recs(1), false).expect("room");
+        let first = q.oldest_age().expect("events wait");
+        assert!(first >= Duration::from_millis(30), "{first:?}");
+        q.commit(1, 10);
+        assert!(q.oldest_age().expect("events wait") >= Duration::from_millis(30));
+        q.commit(2, 11);
+        let second = q.oldest_age().expect("one event waits");
+        assert!(second < first, "{second:?} vs {first:?}");
+        q.commit(3, 12);
+        assert_eq!(q.oldest_age(), None);
     }
 
     #[test]

@@ -76,6 +76,12 @@ pub trait Ingest: Send + Sync + 'static {
     fn replicated(&self, node: &str, seq: u64) {
         let _ = (node, seq);
     }
+
+    /// How this node's link to the master is doing, for `GET /cluster` and
+    /// `GET /ready`. The default (`None`) is a node alone: healthy and ready.
+    fn health(&self) -> Option<crate::ClusterHealth> {
+        None
+    }
 }
 
 /// A standalone node: events go straight into its router.

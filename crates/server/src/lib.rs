@@ -11,6 +11,7 @@
 //! | `GET /cluster` | read | this node, the master it sees, the discovery backend |
 //! | `GET /metrics` | read | Prometheus text format |
 //! | `GET /health` | none | liveness |
+//! | `GET /ready` | none | readiness: master, or follower in touch with it (503 + reason) |
 //! | `GET /ui`, `GET /ui/` | read | the live page (`src/ui.rs`, `ui/`) |
 //!
 //! Promises:
@@ -75,6 +76,67 @@ pub struct ClusterView {
     pub epoch: u64,
     /// The discovery backend (`static`, `etcd`).
     pub discovery: String,
+}
+
+/// How this node's link to the master is doing, read live at each `GET /cluster`
+/// and `GET /ready` (the cluster layer supplies it: [`hooks::Ingest::health`]).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterHealth {
+    /// Whether the master answers this node (always `true` on the master itself).
+    pub master_reachable: bool,
+    /// Seconds since this node last heard from the master (`None` on the master,
+    /// and before the first contact).
+    pub last_contact_secs_ago: Option<f64>,
+    /// How this node's events reach the master.
+    pub forwarding: ForwardingHealth,
+    /// Why this node is not ready (`None` = ready): `GET /ready` answers 503 with it.
+    #[serde(skip)]
+    pub not_ready: Option<String>,
+}
+
+/// The forwarding part of [`ClusterHealth`].
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardingHealth {
+    /// `ok`, `retrying` (the master cannot be reached or failed) or `refused` (the
+    /// master refuses this node, e.g. its cluster secret).
+    pub state: ForwardingState,
+    /// The last failure, while the state is not `ok`.
+    pub last_error: Option<String>,
+    /// Events queued on this node and not yet sequenced.
+    pub queued: u64,
+    /// How long the oldest of them has waited, in seconds (`None` when none waits).
+    pub oldest_queued_secs: Option<f64>,
+}
+
+/// See [`ForwardingHealth::state`].
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardingState {
+    /// Events reach the master (or this node is the master).
+    Ok,
+    /// Forwarding fails and is retried with backoff.
+    Retrying,
+    /// The master refuses this node (retried with backoff, but needs an operator).
+    Refused,
+}
+
+impl ClusterHealth {
+    /// A node alone: its own master, always ready.
+    pub fn standalone() -> ClusterHealth {
+        ClusterHealth {
+            master_reachable: true,
+            last_contact_secs_ago: None,
+            forwarding: ForwardingHealth {
+                state: ForwardingState::Ok,
+                last_error: None,
+                queued: 0,
+                oldest_queued_secs: None,
+            },
+            not_ready: None,
+        }
+    }
 }
 
 /// How the server runs.
@@ -298,6 +360,7 @@ fn app(state: Arc<AppState>) -> axum::Router {
         .route("/cluster/replicated", axum::routing::post(post_replicated))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/ui", get(ui::page))
         .route("/ui/", get(ui::page))
         .fallback(not_found)
@@ -314,6 +377,7 @@ fn route_name(path: &str) -> &'static str {
         "/cluster" => "/cluster",
         "/metrics" => "/metrics",
         "/health" => "/health",
+        "/ready" => "/ready",
         "/ui" | "/ui/" => "/ui",
         p if p.starts_with("/schemas") => "/schemas",
         _ => "other",
@@ -988,6 +1052,8 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     struct View<'a> {
         #[serde(flatten)]
         view: &'a ClusterView,
+        #[serde(flatten)]
+        health: ClusterHealth,
         last_seq: u64,
         oldest_seq: Option<u64>,
         archive_capacity: usize,
@@ -999,6 +1065,10 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         StatusCode::OK,
         &View {
             view: &view,
+            health: state
+                .ingest
+                .health()
+                .unwrap_or_else(ClusterHealth::standalone),
             last_seq: state.router.last_seq(),
             oldest_seq: state.router.oldest_seq(),
             archive_capacity: state.router.archive_capacity(),
@@ -1024,13 +1094,26 @@ async fn health() -> Response {
     json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
 }
 
+/// Readiness, no auth (like `/health`): 200 on the master, or on a follower whose
+/// master is reachable, takes its events and whose replica caught up; else 503
+/// with the reason.
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    match state.ingest.health().and_then(|h| h.not_ready) {
+        None => json_response(StatusCode::OK, &serde_json::json!({"ready": true})),
+        Some(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"ready": false, "reason": reason}),
+        ),
+    }
+}
+
 async fn not_found(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(resp) = denied(&state, &headers, Role::Read) {
         return resp;
     }
     error_response(
         StatusCode::NOT_FOUND,
-        "no such route; see /diag/masterEvents, /schemas/, /cluster, /metrics, /health, /ui",
+        "no such route; see /diag/masterEvents, /schemas/, /cluster, /metrics, /health, /ready, /ui",
     )
 }
 

@@ -21,8 +21,12 @@
 //! - A request is never re-sent (its fate is unknown when a connection breaks, and a
 //!   second copy would be a duplicate): the command stops, exit 1, saying which lines
 //!   were delivered for sure.
-//! - Exit codes: 0 all sent, 1 a line or the event was refused (locally or by the
-//!   server) or the server could not be reached, 2 usage or I/O errors.
+//! - A `202 Accepted` reply means the node queued the lines but no master sequenced
+//!   them in time: the command goes on with the rest, says which node holds them
+//!   and why (from the node's `/ready` and `/cluster`), and exits 3.
+//! - Exit codes: 0 all sent and sequenced, 1 a line or the event was refused
+//!   (locally or by the server) or the server could not be reached, 2 usage or I/O
+//!   errors, 3 all sent but some only queued, not yet sequenced (a 202).
 
 use std::io::{BufReader, IsTerminal, Read, Write};
 use std::path::Path;
@@ -37,6 +41,9 @@ use tokio::sync::mpsc;
 
 use super::client::{body_preview, describe, one_line, AuthArgs, Client, Endpoint};
 use super::validate::{read_bounded_line, ReadLine};
+
+/// The path of the ingest endpoint, which the node's other routes replace.
+const EVENTS_SUFFIX: &str = "/diag/masterEvents";
 
 /// How long a batch from standard input waits for another line before it is sent.
 pub const LINGER: Duration = Duration::from_millis(200);
@@ -265,7 +272,12 @@ pub fn run(args: &EmitArgs) -> Result<i32> {
                 body: line,
                 numbers: vec![1],
             };
-            runtime.block_on(async { Ok(sender.send(batch).await.unwrap_or(0)) })
+            runtime.block_on(async {
+                Ok(match sender.send(batch).await {
+                    Some(code) => code,
+                    None => sender.finish(),
+                })
+            })
         }
         Form::File(path) => {
             let file = std::fs::File::open(&path).with_context(|| format!("cannot open {path}"))?;
@@ -423,7 +435,7 @@ async fn send_lines<R: Read + Send + 'static>(
         sender.requests,
         if sender.requests == 1 { "" } else { "s" }
     );
-    Ok(0)
+    Ok(sender.finish())
 }
 
 /// The reader thread: numbered, checked lines into `tx`, until the end, an invalid
@@ -476,6 +488,9 @@ struct Sender<'a> {
     requests: u64,
     /// The input line number of the last line the server took.
     last_delivered: Option<u64>,
+    /// Lines the server only queued (202), and what it said about why.
+    queued: u64,
+    queued_note: Option<String>,
 }
 
 impl<'a> Sender<'a> {
@@ -486,7 +501,64 @@ impl<'a> Sender<'a> {
             lines_sent: 0,
             requests: 0,
             last_delivered: None,
+            queued: 0,
+            queued_note: None,
         }
+    }
+
+    /// The exit code once everything was sent: 3 (and why) when some lines were
+    /// only queued, else 0.
+    fn finish(&self) -> i32 {
+        match &self.queued_note {
+            Some(note) => {
+                eprintln!(
+                    "master-events emit: {} of {} lines {note}; they stay queued on that node \
+                     and are sequenced once the master takes them",
+                    self.queued, self.lines_sent
+                );
+                3
+            }
+            None => 0,
+        }
+    }
+
+    /// Why a node answered 202: which node queued the lines and what it says of
+    /// its master (`queued by NODE, not yet sequenced: ...`).
+    async fn why_queued(&self) -> String {
+        let base = self.client.endpoint().url().clone();
+        let path = base.path().trim_end_matches(EVENTS_SUFFIX).to_owned();
+        let ask = |route: &str| {
+            let mut url = base.clone();
+            url.set_path(&format!("{path}{route}"));
+            let request = self.client.get(url).timeout(Duration::from_secs(5));
+            async move {
+                let response = request.send().await.ok()?;
+                let text = response.text().await.ok()?;
+                serde_json::from_str::<Value>(&text).ok()
+            }
+        };
+        let (cluster, ready) = tokio::join!(ask("/cluster"), ask("/ready"));
+        let cluster = cluster.unwrap_or_default();
+        let node = cluster["node"]
+            .as_str()
+            .map(one_line)
+            .unwrap_or_else(|| self.client.endpoint().to_string());
+        let reason = ready
+            .as_ref()
+            .and_then(|r| r["reason"].as_str())
+            .map(one_line);
+        let last_error = cluster["forwarding"]["lastError"].as_str().map(one_line);
+        let detail = reason
+            .or(last_error)
+            .unwrap_or_else(|| "no reason given".to_owned());
+        let why = if cluster["forwarding"]["state"] == "refused" {
+            format!("the master refuses this node ({detail})")
+        } else if cluster["masterReachable"] == false {
+            format!("the master is unreachable ({detail})")
+        } else {
+            format!("the master did not confirm them in time ({detail})")
+        };
+        format!("queued by {node}, not yet sequenced: {why}")
     }
 
     fn delivered_so_far(&self) -> String {
@@ -542,6 +614,14 @@ impl<'a> Sender<'a> {
         if status.is_success() {
             let reply = body_preview(response, 64 * 1024).await;
             println!("{reply}");
+            if status == StatusCode::ACCEPTED {
+                self.queued += count as u64;
+                if self.queued_note.is_none() {
+                    let note = self.why_queued().await;
+                    eprintln!("master-events emit: {lines} {note}");
+                    self.queued_note = Some(note);
+                }
+            }
             if let Err(e) = std::io::stdout().flush() {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                     eprintln!("master-events emit: writing standard output: {e}");

@@ -160,6 +160,20 @@ fn read_secret(path: &std::path::Path) -> Result<String> {
     Ok(secret)
 }
 
+/// With static discovery, a follower must know where its master is.
+fn check_static_master(opts: &ClusterOptions, node: &str) -> Result<()> {
+    if opts.discovery != Discovery::Static {
+        return Ok(());
+    }
+    match &opts.master {
+        Some(master) if master != node && !opts.peers.contains_key(master) => bail!(
+            "--master {master} names another node but no --peer gives its URL: \
+             add --peer {master}=http://HOST:PORT (the same --peer list on every node)"
+        ),
+        _ => Ok(()),
+    }
+}
+
 async fn start_discovery(opts: &ClusterOptions, node: &str) -> Result<Arc<dyn MasterDiscovery>> {
     match opts.discovery {
         Discovery::Static => Ok(Arc::new(StaticDiscovery::new(
@@ -305,6 +319,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         bail!("the archive size must be at least 1");
     }
     let node_name = router_config.node.clone();
+    check_static_master(&opts.cluster, &node_name)?;
     let node_name_for_cluster = node_name.clone();
     // Warm load: a `file` sink's log pre-fills the archive and the seq continues
     // after it, so `?o=1` after a restart returns what it returned before.
@@ -330,9 +345,6 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     });
     let bound = Server::bind(server, router.clone(), users, cluster_rx).await?;
     let addr = bound.local_addr();
-    bound
-        .metrics()
-        .set_extra_collector(master_events_plugins::SinkMetrics::collector());
     let (bound, cluster) = if opts.cluster.is_cluster(&node_name_for_cluster) {
         let discovery = start_discovery(&opts.cluster, &node_name_for_cluster).await?;
         let node = ClusterNode::start(
@@ -351,6 +363,12 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     } else {
         (bound, None)
     };
+    // The server takes one extra collector: the cluster's carries the sinks' along.
+    let sink_metrics = master_events_plugins::SinkMetrics::collector();
+    bound.metrics().set_extra_collector(match &cluster {
+        Some(node) => node.metrics(Some(sink_metrics)),
+        None => sink_metrics,
+    });
     let shutdown = bound.shutdown_handle();
     let server = tokio::spawn(bound.run());
     Ok(RunningNode {
