@@ -81,6 +81,7 @@ impl Mix {
                     seq: Some(TEMPLATE_SEQ),
                     ts: Some(ts),
                     origin: Some(ORIGIN.to_owned()),
+                    origin_ts: None,
                     origin_seq: None,
                 },
                 event,

@@ -84,7 +84,7 @@ impl NodeQueue {
         }
     }
 
-    /// Queues `records` (all or none), stamping `origin` and `originSeq`. With
+    /// Queues `records` (all or none), stamping `origin`, `originTs` and `originSeq`. With
     /// `wait`, the returned receiver yields the seqs they get once committed.
     pub fn push(
         &self,
@@ -103,9 +103,13 @@ impl NodeQueue {
                 });
             }
             let first = st.next_origin_seq;
+            // When the events were noted here: the master's `ts` may come much later
+            // (a change of master, an unreachable master).
+            let noted = master_events_events::Timestamp::now();
             for mut rec in records {
                 rec.envelope.seq = None;
                 rec.envelope.ts = None;
+                rec.envelope.origin_ts = Some(noted);
                 rec.envelope.origin = Some(self.origin.clone());
                 rec.envelope.origin_seq = Some(st.next_origin_seq);
                 st.next_origin_seq += 1;

@@ -8,6 +8,7 @@ fn sample() -> Record {
             seq: Some(123_456),
             ts: Some(Timestamp::from_micros(1_333_576_052_926_554)),
             origin: Some("n_0@10.17.2.163".into()),
+            origin_ts: None,
             origin_seq: Some(4242),
         },
         event: VbucketMoveStart {

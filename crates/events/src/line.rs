@@ -1,7 +1,7 @@
 //! Wire lines: a [`Record`] (envelope + event) or a control frame, one JSON object a
 //! line, and their strict parser.
 //!
-//! Owns: the envelope ([`Envelope`]: `seq`, `ts`, `origin`, `originSeq`), the control
+//! Owns: the envelope ([`Envelope`]: `seq`, `ts`, `origin`, `originTs`, `originSeq`), the control
 //! frames ([`Heartbeat`], [`Gap`], [`Reset`]), the encoding of a line and the parsing of one.
 //!
 //! Promises:
@@ -53,6 +53,14 @@ pub struct Envelope {
     /// Name of the node that noted the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// When the event was noted at its origin (seconds since the Unix epoch,
+    /// microsecond precision), when that is not when the master sequenced it: a
+    /// follower's events wait in its queue (seconds, during a change of master)
+    /// before the master stamps `ts`. Durations measured between events use it when
+    /// present. Absent when the event was noted on the master itself (`ts` is then
+    /// the time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_ts: Option<Timestamp>,
     /// The event's position among the events noted by its origin (1, 2, 3, ...); the
     /// master uses it to drop duplicates when a node re-sends after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,6 +275,10 @@ impl Record {
             buf.extend_from_slice(b",\"origin\":");
             crate::json::write(buf, origin);
         }
+        if let Some(origin_ts) = env.origin_ts {
+            buf.extend_from_slice(b",\"originTs\":");
+            origin_ts.write_json(buf);
+        }
         if let Some(origin_seq) = env.origin_seq {
             buf.extend_from_slice(b",\"originSeq\":");
             buf.extend_from_slice(itoa::Buffer::new().format(origin_seq).as_bytes());
@@ -405,6 +417,7 @@ enum EnvelopeField {
     Ts,
     Origin,
     OriginSeq,
+    OriginTs,
 }
 
 /// Why an envelope value was refused.
@@ -423,6 +436,7 @@ impl EnvelopeField {
             "ts" => Some(EnvelopeField::Ts),
             "origin" => Some(EnvelopeField::Origin),
             "originSeq" => Some(EnvelopeField::OriginSeq),
+            "originTs" => Some(EnvelopeField::OriginTs),
             _ => None,
         }
     }
@@ -434,11 +448,12 @@ impl EnvelopeField {
             EnvelopeField::Ts => "ts",
             EnvelopeField::Origin => "origin",
             EnvelopeField::OriginSeq => "originSeq",
+            EnvelopeField::OriginTs => "originTs",
         }
     }
 
-    /// The [`EnvelopeField::bit`]s of all four fields.
-    const ALL: u8 = 0b1111;
+    /// The [`EnvelopeField::bit`]s of all five fields.
+    const ALL: u8 = 0b1_1111;
 
     /// A distinct bit per field, to notice one given twice.
     fn bit(self) -> u8 {
@@ -461,6 +476,9 @@ impl EnvelopeField {
             EnvelopeField::OriginSeq => envelope.origin_seq = positive(d)?,
             EnvelopeField::Ts => {
                 envelope.ts = Some(Timestamp::deserialize(d).map_err(EnvelopeError::Value)?)
+            }
+            EnvelopeField::OriginTs => {
+                envelope.origin_ts = Some(Timestamp::deserialize(d).map_err(EnvelopeError::Value)?)
             }
             EnvelopeField::Origin => {
                 envelope.origin = Some(String::deserialize(d).map_err(EnvelopeError::Value)?)
@@ -598,7 +616,7 @@ fn read_typed<'de, A: MapAccess<'de>>(
 ///
 /// Declined here: a second `type` or envelope field, more than [`MAX_FIELDS`] fields.
 /// Refused by the struct's own `Deserialize` (every struct denies unknown fields): a
-/// missing, unknown or repeated field of the struct, and, once all four envelope
+/// missing, unknown or repeated field of the struct, and, once all five envelope
 /// fields are in, any key that is not the struct's (a second `type` or envelope
 /// field included, as no struct has such a field).
 struct StreamedFields<'de, A> {
@@ -1238,6 +1256,7 @@ mod tests {
                 seq: Some(7),
                 ts: Some(Timestamp::from_micros(1_333_576_052_926_554)),
                 origin: Some("n_1@h".into()),
+                origin_ts: Some(Timestamp::from_micros(1_333_576_050_000_001)),
                 origin_seq: Some(3),
             },
             event: VbucketMoveDone {
@@ -1248,7 +1267,7 @@ mod tests {
         };
         assert_eq!(
             String::from_utf8(rec.to_line()).ok().as_deref(),
-            Some("{\"type\":\"vbucketMoveDone\",\"seq\":7,\"ts\":1333576052.926554,\"origin\":\"n_1@h\",\"originSeq\":3,\"vbucket\":43,\"bucket\":\"default\"}\n")
+            Some("{\"type\":\"vbucketMoveDone\",\"seq\":7,\"ts\":1333576052.926554,\"origin\":\"n_1@h\",\"originTs\":1333576050.000001,\"originSeq\":3,\"vbucket\":43,\"bucket\":\"default\"}\n")
         );
     }
 
@@ -1525,6 +1544,7 @@ mod tests {
                 seq: Some(7),
                 ts: Some(Timestamp::from_micros(1_333_576_052_926_554)),
                 origin: Some("n_0@h".into()),
+                origin_ts: None,
                 origin_seq: Some(3),
             },
             event: VbucketStateChange {
@@ -1869,11 +1889,18 @@ mod tests {
             seq in proptest::option::of(1u64..u64::MAX),
             micros in proptest::option::of(0i64..4_000_000_000_000_000),
             origin in proptest::option::of(".{0,8}"),
+            origin_micros in proptest::option::of(0i64..4_000_000_000_000_000),
             origin_seq in proptest::option::of(1u64..u64::MAX),
             mutation in mutation(),
         ) {
             let rec = Record {
-                envelope: Envelope { seq, ts: micros.map(Timestamp::from_micros), origin, origin_seq },
+                envelope: Envelope {
+                    seq,
+                    ts: micros.map(Timestamp::from_micros),
+                    origin,
+                    origin_ts: origin_micros.map(Timestamp::from_micros),
+                    origin_seq,
+                },
                 event,
             };
             let line = mutate(&rec.to_line(), &mutation);
@@ -1905,10 +1932,17 @@ mod tests {
             seq in proptest::option::of(1u64..u64::MAX),
             micros in proptest::option::of(0i64..4_000_000_000_000_000),
             origin in proptest::option::of(".{0,16}"),
+            origin_micros in proptest::option::of(0i64..4_000_000_000_000_000),
             origin_seq in proptest::option::of(1u64..u64::MAX),
         ) {
             let rec = Record {
-                envelope: Envelope { seq, ts: micros.map(Timestamp::from_micros), origin, origin_seq },
+                envelope: Envelope {
+                    seq,
+                    ts: micros.map(Timestamp::from_micros),
+                    origin,
+                    origin_ts: origin_micros.map(Timestamp::from_micros),
+                    origin_seq,
+                },
                 event,
             };
             let line = rec.to_line();

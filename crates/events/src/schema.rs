@@ -12,7 +12,7 @@
 //!
 //! The files:
 //! - `event/<type>.json`: one event type as it appears in a stream or a log
-//!   (`ts` required; `seq`, `origin`, `originSeq` optional).
+//!   (`ts` required; `seq`, `origin`, `originTs`, `originSeq` optional).
 //! - `event.json`: any event (the union of the above).
 //! - `control/heartbeat.json`, `control/gap.json`: the control frames.
 //! - `stream-line.json`: any line of `GET /diag/masterEvents` (an event or a frame).
@@ -306,7 +306,9 @@ mod tests {
     #[test]
     fn one_file_per_type_plus_unions_and_frames() {
         let files = generate();
-        assert_eq!(files.len(), EventType::ALL.len() + 5);
+        // event/*, control/{heartbeat,gap,reset}, and the unions event, stream-line
+        // and ingest-line.
+        assert_eq!(files.len(), EventType::ALL.len() + 6);
         for t in EventType::ALL {
             assert!(files
                 .iter()

@@ -76,6 +76,7 @@ fn every_event_round_trips_through_a_record_line() {
                     1_333_576_032_539_910 + 1_234 * n as i64,
                 )),
                 origin: Some("n_0@10.17.2.163".into()),
+                origin_ts: None,
                 origin_seq: Some(n),
             },
             event,

@@ -18,6 +18,7 @@ fn from_origin(origin: &str, n: u64) -> Record {
     Record {
         envelope: Envelope {
             origin: Some(origin.into()),
+            origin_ts: None,
             origin_seq: Some(n),
             ..Envelope::default()
         },

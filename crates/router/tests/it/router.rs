@@ -274,6 +274,7 @@ async fn sequencer_stamps_seq_ts_and_origin() {
             seq: Some(3),
             ts: Some(master_events_events::Timestamp::from_micros(1)),
             origin: Some("n_1@10.0.0.2".into()),
+            origin_ts: None,
             origin_seq: Some(77),
         },
         event: move_done("default", 3).event,
