@@ -119,6 +119,14 @@ const DOCUMENTS: &[(&str, &str)] = &[
         "[[sinks]]\ntype = \"nats\"\nservers = \"nats://ops:{S}@127.0.0.1:4222\"\n",
     ),
     (
+        "nats: a server url with a password",
+        "[[sinks]]\ntype = \"nats\"\nservers = [\"nats://ops:{S}@127.0.0.1:4222\"]\n",
+    ),
+    (
+        "nats: an invalid server url with a password",
+        "[[sinks]]\ntype = \"nats\"\nservers = [\"nats://ops:{S}@bad host:x\"]\n",
+    ),
+    (
         "a secret in a filter",
         "[[sinks]]\ntype = \"stdout\"\nfilter = { type = \"{S}\" }\n",
     ),
