@@ -254,7 +254,7 @@ pub fn generate() -> Vec<SchemaFile> {
         path: "ingest-line.json".into(),
         schema: union(
             "ingest-line",
-            "A line accepted by POST /diag/masterEvents: any event; a ts, seq, origin or originSeq it carries is replaced by the master's own.",
+            "A line accepted by POST /diag/masterEvents: any event; a ts, seq, origin, originTs or originSeq it carries is replaced by the master's own.",
             ingest,
         ),
     });
