@@ -20,15 +20,22 @@
 //! - With no users configured, the server refuses a non-loopback listen address
 //!   unless `insecure_no_auth` is set ([`ServerConfig::check_exposure`]).
 //! - A connection that does not finish sending its request head within
-//!   `header_read_timeout` is closed; one bad client never stalls another.
+//!   `header_read_timeout` is closed (the first one whatever the protocol, counted
+//!   from accept); one bad client never stalls another.
+//! - What one client may hold is bounded: connections per address, idle time,
+//!   request bodies that stall or trickle, body bytes buffered per user and in all,
+//!   failed authentications per address ([`limits`], `conn`; docs/configuration.md,
+//!   "Limits").
 //! - [`Server::run`] returns after shutdown was asked for, every stream has ended
 //!   (streams end at once) and open connections were given up to
 //!   `shutdown_grace` to finish.
 #![warn(missing_docs)]
 
 pub mod auth;
+mod conn;
 pub mod hooks;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 mod repoll;
 pub mod stream;
@@ -45,7 +52,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use master_events_events::{published, EventType};
 use master_events_router::{Filter, Router};
 use serde::{Deserialize, Serialize};
@@ -148,7 +154,8 @@ pub struct ServerConfig {
     pub body_limit: usize,
     /// Default idle heartbeat of streams (`None` = off); `?heartbeat=` overrides it.
     pub heartbeat: Option<Duration>,
-    /// Time a client has to send a request head.
+    /// Time a client has to send a request head; for a connection's first request,
+    /// counted from accept whatever the protocol (see [`limits`]).
     pub header_read_timeout: Duration,
     /// How long shutdown waits for open connections after ending the streams.
     pub shutdown_grace: Duration,
@@ -159,6 +166,10 @@ pub struct ServerConfig {
     /// A filter every stream applies on top of its query (from the `http` sink's
     /// configuration).
     pub stream_filter: Option<Filter>,
+    /// What one client may hold of the server: connections, idle time, body bytes,
+    /// failed authentications (see [`limits`]). `header_read_timeout` is also the
+    /// deadline of a connection's first request, whatever its protocol.
+    pub limits: limits::Limits,
 }
 
 impl Default for ServerConfig {
@@ -172,6 +183,7 @@ impl Default for ServerConfig {
             insecure_no_auth: false,
             max_streams: 20_000,
             stream_filter: None,
+            limits: limits::Limits::default(),
         }
     }
 }
@@ -210,6 +222,7 @@ struct AppState {
     cluster: tokio::sync::watch::Receiver<ClusterView>,
     shutdown: CancellationToken,
     ingest: Arc<dyn Ingest>,
+    guards: Arc<limits::Guards>,
 }
 
 /// A bound server, ready to run.
@@ -259,6 +272,7 @@ impl Server {
             );
         }
         let metrics = Metrics::new(router.clone());
+        let guards = limits::Guards::new(&config.limits, metrics.body_bytes_buffered().clone());
         let router_for_ingest = router.clone();
         Ok(Server {
             listener,
@@ -271,6 +285,7 @@ impl Server {
                 cluster,
                 shutdown: CancellationToken::new(),
                 ingest: Arc::new(RouterIngest(router_for_ingest)),
+                guards,
             }),
         })
     }
@@ -302,7 +317,6 @@ impl Server {
     /// Serves until shut down.
     pub async fn run(self) {
         let app = app(Arc::clone(&self.state));
-        let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -316,12 +330,15 @@ impl Server {
             // measured no slower for ingest.
             .max_buf_size(8192);
         let shutdown = self.state.shutdown.clone();
+        let guards = Arc::clone(&self.state.guards);
+        // Every connection task holds a receiver: shutdown waits for them all to go.
+        let (open_conns, _) = tokio::sync::watch::channel(());
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
             };
-            let (stream, _peer) = match accepted {
+            let (stream, peer) = match accepted {
                 Ok(ok) => ok,
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving the others.
@@ -330,17 +347,50 @@ impl Server {
                     continue;
                 }
             };
+            let client = limits::ClientKey::of(peer.ip());
+            let Some(slot) = guards.conns.try_open(client) else {
+                // Closed at once (dropped): one address holds its most connections.
+                self.state.metrics.connection_closed("per_ip_limit");
+                if let Some(n) = guards.warn_per_ip.note() {
+                    tracing::warn!(
+                        %client,
+                        refused = n,
+                        max = guards.limits.max_connections_per_ip,
+                        "refused connections over the per-address limit"
+                    );
+                }
+                continue;
+            };
             let _ = stream.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            let conn = graceful.watch(conn.into_owned());
+            let activity = conn::Activity::new();
+            let service = conn::ConnService::new(
+                app.clone(),
+                Arc::clone(&activity),
+                client,
+                Arc::clone(&guards),
+                Arc::clone(&self.state.metrics),
+            );
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let driver = conn::Driver {
+                activity,
+                first_request: self.state.config.header_read_timeout,
+                idle: guards.limits.idle_timeout,
+                shutdown: shutdown.clone(),
+                guards: Arc::clone(&guards),
+                metrics: Arc::clone(&self.state.metrics),
+                client,
+            };
+            let open = open_conns.subscribe();
             tokio::spawn(async move {
-                let _ = repoll::Repoll::new(conn).await;
+                repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver)).await;
+                drop((slot, open));
             });
         }
         drop(self.listener);
         let grace = self.state.config.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown())
+        if tokio::time::timeout(grace, open_conns.closed())
             .await
             .is_err()
         {
@@ -436,14 +486,20 @@ fn denied(state: &AppState, headers: &HeaderMap, needed: Role) -> Option<Respons
     authorize(state, headers, needed).err().map(|b| *b)
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, needed: Role) -> Result<(), Box<Response>> {
+/// Checks credentials and role: `Ok(user)` names who is allowed (`None` when no
+/// users are configured), `Err(response)` is the refusal to send.
+fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    needed: Role,
+) -> Result<Option<String>, Box<Response>> {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     match state.users.check(header) {
-        AuthOutcome::Open => Ok(()),
-        AuthOutcome::User { role, .. } if role.allows(needed) => Ok(()),
-        AuthOutcome::Cluster => Ok(()),
+        AuthOutcome::Open => Ok(None),
+        AuthOutcome::User { name, role } if role.allows(needed) => Ok(Some(name)),
+        AuthOutcome::Cluster => Ok(Some("(cluster)".to_owned())),
         AuthOutcome::User { name, role } => {
             state.metrics.auth_failure();
             Err(Box::new(error_response(
@@ -576,16 +632,23 @@ pub const HISTORY_HEADER: &str = "master-events-history";
 pub const SERVER_FILTER_HEADER: &str = "master-events-server-filter";
 
 async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    if let Some(resp) = denied(&state, req.headers(), Role::Write) {
-        return resp;
-    }
+    let user = match authorize(&state, req.headers(), Role::Write) {
+        Ok(user) => user,
+        Err(resp) => return *resp,
+    };
+    // The body's bytes count against the buffering budget until the reply.
+    let charge = state.guards.budget.charge(user.as_deref());
     if let Err(e) = ingest::check_headers(req.headers()) {
         state.metrics.ingest_error("unsupported_media_type");
         return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
     }
     match stream_param(req.uri().query()) {
         Ok(false) => {}
-        Ok(true) => return feed(&state, req.into_body()).await,
+        Ok(true) => {
+            let rules = limits::BodyRules::feed(&state.guards.limits);
+            let body = state.guards.body(req.into_body(), rules, None);
+            return feed(&state, body, &charge).await;
+        }
         Err(message) => {
             state.metrics.ingest_error("bad_query");
             return error_response(StatusCode::BAD_REQUEST, message);
@@ -607,9 +670,18 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
             ),
         );
     }
-    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+    let rules = limits::BodyRules::request(&state.guards.limits);
+    let body = state
+        .guards
+        .body(req.into_body(), rules, Some(Arc::clone(&charge)));
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(e) => {
+            if let Some(cut) = limits::BodyLimitError::find(&e) {
+                state.metrics.ingest_error(cut.reason());
+                let resp = error_response(cut.status(), format!("cannot read the body: {cut}"));
+                return state.guards.body_cut(&state.metrics, cut, resp);
+            }
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
@@ -743,7 +815,7 @@ fn refusal(error: String) -> ingest::Refusal {
 /// one gathers what arrives (up to [`FEED_BATCH_BYTES`]), so a slow trickle is
 /// published line by line and a fast producer in large batches. See the `ingest`
 /// module for what it promises.
-async fn feed(state: &AppState, mut body: Body) -> Response {
+async fn feed(state: &AppState, mut body: Body, charge: &limits::Charge) -> Response {
     use http_body_util::BodyExt as _;
 
     let limit = state.config.body_limit;
@@ -804,9 +876,23 @@ async fn feed(state: &AppState, mut body: Body) -> Response {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         lines.push(&data);
+                        // What waits to be parsed counts against the budget.
+                        if let Err(over) = charge.hold(lines.waiting() + lines.unfinished()) {
+                            let cut = limits::BodyLimitError::OverBudget(over);
+                            let error = format!("{cut}; nothing from line {} on was taken", lines.next_line());
+                            let end = (cut.status(), cut.reason(), error);
+                            let resp = end_feed(state, fed, in_flight, end).await;
+                            return state.guards.body_cut(&state.metrics, &cut, resp);
+                        }
                     }
                 }
                 Some(Err(e)) => {
+                    if let Some(cut) = limits::BodyLimitError::find(&e) {
+                        let error = format!("{cut}; nothing from line {} on was taken", lines.next_line());
+                        let end = (cut.status(), cut.reason(), error);
+                        let resp = end_feed(state, fed, in_flight, end).await;
+                        return state.guards.body_cut(&state.metrics, cut, resp);
+                    }
                     let error = format!(
                         "cannot read the body: {e}; nothing from line {} on was taken",
                         lines.next_line()

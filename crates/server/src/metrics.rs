@@ -2,7 +2,8 @@
 //!
 //! Owns: the metric registry and every metric the server updates: events ingested
 //! and streamed per type, open streams, gap frames sent, ingest errors per reason,
-//! authentication failures, request latencies per route; and, read from the router
+//! authentication failures, request latencies per route, connections closed and
+//! requests refused for a limit, body bytes buffered; and, read from the router
 //! at each scrape, the sequencing counters (published, dropped, last seq, archive
 //! fill, ingress queue).
 //!
@@ -80,6 +81,9 @@ pub struct Metrics {
     ingest_errors: Family<ReasonLabel, Counter>,
     auth_failures: Counter,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    connections_closed: Family<ReasonLabel, Counter>,
+    requests_limited: Family<ReasonLabel, Counter>,
+    body_bytes_buffered: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,6 +207,24 @@ impl Metrics {
             "Time to answer a request (for streams: to send the response head).",
             latency.clone(),
         );
+        let connections_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "master_events_connections_closed",
+            "Connections the server closed for a limit, per reason (first_request_timeout, idle_timeout, per_ip_limit).",
+            connections_closed.clone(),
+        );
+        let requests_limited = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "master_events_requests_limited",
+            "Requests refused or cut for a limit, per reason (auth_rate_limit, body_stalled, body_too_slow, body_budget).",
+            requests_limited.clone(),
+        );
+        let body_bytes_buffered = Gauge::default();
+        registry.register(
+            "master_events_body_bytes_buffered",
+            "Request body bytes buffered now, all requests together.",
+            body_bytes_buffered.clone(),
+        );
         registry.register_collector(Box::new(RouterCollector(router)));
         let extra = Extra::default();
         registry.register_collector(Box::new(extra.clone()));
@@ -217,6 +239,9 @@ impl Metrics {
             ingest_errors,
             auth_failures,
             latency,
+            connections_closed,
+            requests_limited,
+            body_bytes_buffered,
         })
     }
 
@@ -285,6 +310,25 @@ impl Metrics {
     /// Counts an authentication or authorization failure.
     pub fn auth_failure(&self) {
         self.auth_failures.inc();
+    }
+
+    /// Counts a connection closed for a limit.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts a request refused or cut for a limit.
+    pub fn request_limited(&self, reason: &'static str) {
+        self.requests_limited
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// The gauge of request body bytes buffered now.
+    pub fn body_bytes_buffered(&self) -> &Gauge {
+        &self.body_bytes_buffered
     }
 
     /// Records a request's latency.

@@ -670,7 +670,8 @@ async fn every_protected_route_needs_credentials() {
     let s = start(
         4096,
         "reader:rpw:read,writer:wpw:write,root:toor:admin",
-        |_| {},
+        // Every wrong attempt below is answered 401, none 429.
+        |c| c.limits.auth_failure_burst = 1000,
     )
     .await;
     let c = client();
@@ -832,7 +833,8 @@ async fn schemas_cluster_metrics_and_health_answer() {
 
 #[tokio::test]
 async fn a_thousand_concurrent_stream_clients_all_receive_every_event() {
-    let s = start(4096, "", |_| {}).await;
+    // A thousand connections from one address.
+    let s = start(4096, "", |c| c.limits.max_connections_per_ip = 2000).await;
     let c = client();
     let mut readers = Vec::new();
     for _ in 0..1000 {

@@ -11,6 +11,9 @@
 //! header_read_timeout = 10       # seconds a client has to send its request head
 //! insecure_no_auth = false       # allow a non-loopback address without users
 //!
+//! [server.limits]                # what one client may hold (docs/configuration.md, "Limits")
+//! max_connections_per_ip = 256
+//!
 //! [[users]]                      # or MASTER_EVENTS_USERS=name:password:role,...
 //! name = "ops"
 //! password = "change me"
@@ -38,6 +41,7 @@ use master_events_cluster::{ClusterConfig, ClusterNode, MasterDiscovery, StaticD
 use master_events_router::config::{describe_toml_error, toml_error};
 use master_events_router::{load_config, start_sinks, ConfigError, Router, RouterConfig, SinkSet};
 use master_events_server::auth::{UserEntry, Users};
+use master_events_server::limits::{LimitsSettings, SettingSource};
 use master_events_server::{ClusterView, HttpSinkConfig, Server, ServerConfig, ShutdownHandle};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
@@ -54,6 +58,8 @@ struct ServerSection {
     body_limit: Option<usize>,
     header_read_timeout: Option<f64>,
     insecure_no_auth: Option<bool>,
+    #[serde(default)]
+    limits: LimitsSettings,
 }
 
 /// The file's top level. `sinks` is checked by the router's own loader.
@@ -90,6 +96,11 @@ pub struct NodeOptions {
     pub body_limit: Option<usize>,
     /// Allow a non-loopback address without users.
     pub insecure_no_auth: bool,
+    /// Seconds a connection has to deliver a request head (the first whatever the
+    /// protocol).
+    pub header_read_timeout: Option<f64>,
+    /// The limits set on the command line (each overrides `[server.limits]`).
+    pub limits: LimitsSettings,
     /// Default archive size when neither flag nor file sets one.
     pub default_archive_size: Option<usize>,
     /// How this node learns who the master is.
@@ -282,6 +293,18 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         }
         server.header_read_timeout = Duration::from_secs_f64(secs);
     }
+    if let Some(secs) = opts.header_read_timeout {
+        if !secs.is_finite() || secs <= 0.0 || secs > 3600.0 {
+            bail!("--header-read-timeout must be more than 0 and at most 3600 seconds, not {secs}");
+        }
+        server.header_read_timeout = Duration::from_secs_f64(secs);
+    }
+    file.server
+        .limits
+        .apply_to(&mut server.limits, SettingSource::File)
+        .map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+    opts.limits
+        .apply_to(&mut server.limits, SettingSource::Flag)?;
     server.insecure_no_auth =
         opts.insecure_no_auth || file.server.insecure_no_auth.unwrap_or(false);
     if let Some(entry) = sinks_config.sinks.iter().find(|e| e.kind == "http") {

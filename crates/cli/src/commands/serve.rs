@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use master_events_server::limits::LimitsSettings;
 
 use super::node::{self, ClusterOptions, Discovery, NodeOptions};
 
@@ -67,6 +68,69 @@ pub struct ServeArgs {
     /// within it, and another takes over (default 3).
     #[arg(long, value_name = "SECS", help_heading = "Cluster")]
     pub lease_ttl: Option<f64>,
+    /// What one client may hold of the server.
+    #[command(flatten)]
+    pub limits: Box<LimitFlags>,
+}
+
+/// The `serve` flags of the limits (docs/configuration.md, "Limits"); each
+/// overrides its `[server]` / `[server.limits]` key.
+#[derive(Args, Debug, Default)]
+pub struct LimitFlags {
+    /// Seconds a connection has to deliver a complete request head, the first one
+    /// whatever the protocol (counted from accept) [default: 10].
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub header_read_timeout: Option<f64>,
+    /// Seconds a connection with no request in flight (HTTP/2: no open stream)
+    /// stays open [default: 60].
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub idle_timeout: Option<f64>,
+    /// Most connections open at once from one address (IPv6: one /64); more are
+    /// closed at once [default: 256].
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds a request body may send nothing while the server waits for it
+    /// (feeds too) before it is cut with 408 [default: 10].
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub body_stall_timeout: Option<f64>,
+    /// Slowest average rate of a request body in bytes a second, 0 = none; not
+    /// applied to feeds (?stream=1) [default: 1024].
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    pub body_min_rate: Option<u64>,
+    /// Seconds a body may take before its average rate is checked [default: 10].
+    #[arg(long, value_name = "SECS", help_heading = "Limits")]
+    pub body_min_rate_after: Option<f64>,
+    /// Most request body bytes buffered at once, all clients together; more get
+    /// 503 with Retry-After [default: 67108864].
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    pub body_buffer_total: Option<usize>,
+    /// Most request body bytes buffered at once for one user [default: 33554432].
+    #[arg(long, value_name = "BYTES", help_heading = "Limits")]
+    pub body_buffer_per_user: Option<usize>,
+    /// Failed authentications one address may make at once before its requests
+    /// get 429 [default: 10].
+    #[arg(long, value_name = "N", help_heading = "Limits")]
+    pub auth_failure_burst: Option<u32>,
+    /// Failed authentications a second one address may make after its burst
+    /// [default: 1].
+    #[arg(long, value_name = "PER_SEC", help_heading = "Limits")]
+    pub auth_failure_rate: Option<f64>,
+}
+
+impl LimitFlags {
+    fn settings(&self) -> LimitsSettings {
+        LimitsSettings {
+            idle_timeout: self.idle_timeout,
+            max_connections_per_ip: self.max_connections_per_ip,
+            body_stall_timeout: self.body_stall_timeout,
+            body_min_rate: self.body_min_rate,
+            body_min_rate_after: self.body_min_rate_after,
+            body_buffer_total: self.body_buffer_total,
+            body_buffer_per_user: self.body_buffer_per_user,
+            auth_failure_burst: self.auth_failure_burst,
+            auth_failure_rate: self.auth_failure_rate,
+        }
+    }
 }
 
 /// Runs the command; returns the process exit code.
@@ -87,6 +151,8 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
             node: args.node.clone(),
             body_limit: args.body_limit,
             insecure_no_auth: args.insecure_no_auth,
+            header_read_timeout: args.limits.header_read_timeout,
+            limits: args.limits.settings(),
             default_archive_size: None,
             cluster: ClusterOptions {
                 discovery: args.discovery,
