@@ -62,6 +62,10 @@ pub const INGEST_WAIT: Duration = Duration::from_secs(10);
 pub const STREAM_SILENCE: Duration = Duration::from_secs(3);
 /// How long a forward POST may take (a change of master aborts it at once).
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new master waits for each peer (all asked at once) to say how far
+/// its replica is, before it takes over: a peer that cannot answer a small GET in
+/// this time (e.g. the frozen old master) is not caught up from.
+pub const CATCH_UP_ASK: Duration = Duration::from_millis(400);
 
 /// How a cluster node is set up.
 #[derive(Clone)]
@@ -469,7 +473,7 @@ async fn catch_up(inner: &Inner) {
         .map(|(_, url)| {
             let url = url.trim_end_matches('/').to_owned();
             async move {
-                let last = last_seq_of(inner, &url, Duration::from_millis(700)).await;
+                let last = last_seq_of(inner, &url, CATCH_UP_ASK).await;
                 (last.unwrap_or(0), url)
             }
         });
@@ -779,7 +783,15 @@ async fn delivery(inner: Arc<Inner>) {
                         attempt = 0;
                         continue;
                     }
-                    ok = forward(&inner, master, url, *epoch, batch) => ok,
+                    sent = forward(&inner, master, url, *epoch, batch) => match sent {
+                        Forwarded::Yes => true,
+                        Forwarded::No => false,
+                        Forwarded::NotYetMaster => {
+                            // The new master is still catching up: ask again soon.
+                            attempt = 0;
+                            false
+                        }
+                    },
                 },
                 _ => false,
             }
@@ -834,8 +846,24 @@ async fn deliver_locally(inner: &Inner, batch: Vec<Record>) -> bool {
     }
 }
 
+/// What became of one forward.
+enum Forwarded {
+    /// The master took the batch.
+    Yes,
+    /// It failed (unreachable, refused): retried with backoff.
+    No,
+    /// The master is not (yet) master of this epoch (409): it is taking over.
+    NotYetMaster,
+}
+
 /// On a follower: POST a batch to the master; commits come back through the stream.
-async fn forward(inner: &Inner, master: &str, url: &str, epoch: u64, batch: Vec<Record>) -> bool {
+async fn forward(
+    inner: &Inner,
+    master: &str,
+    url: &str,
+    epoch: u64,
+    batch: Vec<Record>,
+) -> Forwarded {
     let last_os = batch
         .last()
         .and_then(|r| r.envelope.origin_seq)
@@ -854,13 +882,18 @@ async fn forward(inner: &Inner, master: &str, url: &str, epoch: u64, batch: Vec<
         Ok(resp) if resp.status().is_success() => {
             inner.queue.mark_sent(last_os);
             inner.health.forward_ok(master);
-            true
+            Forwarded::Yes
         }
         Ok(resp) => {
-            let (state, cause) = refusal_of(resp.status(), inner.config.secret.is_some());
+            let status = resp.status();
+            let (state, cause) = refusal_of(status, inner.config.secret.is_some());
             tracing::debug!(%master, cause = %cause, "the master refused forwarded events; will retry");
             inner.health.forward_failed(master, state, cause);
-            false
+            if status == reqwest::StatusCode::CONFLICT {
+                Forwarded::NotYetMaster
+            } else {
+                Forwarded::No
+            }
         }
         Err(e) => {
             let cause = format!("master unreachable: {}", transport_cause(&e));
@@ -868,7 +901,7 @@ async fn forward(inner: &Inner, master: &str, url: &str, epoch: u64, batch: Vec<
             inner
                 .health
                 .forward_failed(master, ForwardingState::Retrying, cause);
-            false
+            Forwarded::No
         }
     }
 }
