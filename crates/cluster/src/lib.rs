@@ -1,6 +1,7 @@
 //! The cluster layer of master-events: master discovery, the node queue and its
 //! forwarder, and follow-the-master replication.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod discovery;
 #[cfg(feature = "etcd")]

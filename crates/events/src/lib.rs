@@ -19,6 +19,7 @@
 //! assert_eq!(Record::parse(&rec.to_line()), Ok(rec));
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod catalog;
 mod event;

@@ -9,6 +9,7 @@
 //! To add a plugin: add its crate to this crate's `Cargo.toml`, add a
 //! `use <crate> as _;` line below, and add its name to the test.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 // Built in: `archiver` and `stdout` (the router), `http` (the server's streams).
 use master_events_router as _;

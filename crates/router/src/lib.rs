@@ -38,6 +38,7 @@
 //! # }
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -30,6 +30,7 @@
 //!   (streams end at once) and open connections were given up to
 //!   `shutdown_grace` to finish.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
 mod conn;

@@ -37,6 +37,7 @@
 //! assert_eq!(moves, vbucket_moves(&config));
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod config;
 mod pace;

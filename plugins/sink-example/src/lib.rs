@@ -3,6 +3,7 @@
 //! `sort` and spreadsheets. Where events were missed, a `#gap` line says which.
 //! See docs/writing-a-sink.md, which shows this file in full.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};

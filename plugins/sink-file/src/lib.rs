@@ -48,6 +48,7 @@
 //!   first marks where the new run begins: between reset lines, the seqs of a log
 //!   only ever increase (what a warm load checks).
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::borrow::Cow;
 use std::collections::VecDeque;

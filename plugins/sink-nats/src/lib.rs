@@ -37,6 +37,7 @@
 //!   or `Debug` output, and a server URL that carries credentials is refused (use
 //!   `user`/`password` or `token`).
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -39,6 +39,7 @@
 //! - Secrets stay secret: header values (an `Authorization` above all) and a
 //!   password in the URL never appear in logs, errors or `Debug` output.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::fmt;
