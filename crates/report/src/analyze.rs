@@ -2,17 +2,20 @@
 //! and end events of rebalances, vbucket moves and their phases, and accumulates the
 //! figures of the reports.
 //!
-//! Owns: the pairing rules and the per-rebalance accumulators.
+//! Owns: what the reports make of the pairs of [`crate::pairs`] (which events start
+//! and end a span, keyed how, is that table's), and the per-rebalance accumulators.
 //! - A rebalance is `rebalanceStart` → `rebalanceEnd` with the same `pid`; its outcome
 //!   is the end's `reason`, or `unfinished`.
 //! - A move is `vbucketMoveStart` → `vbucketMoveDone` for the same bucket and
 //!   vbucket; it belongs to the rebalance open when it started (the latest started,
 //!   if several are). A `vbucketMoverTerminate` of the move's pid with a reason other
 //!   than `normal`, or a second start of the same vbucket, aborts it.
-//! - Phases of a move: backfill is move start → `backfillPhaseEnded`; takeover is
-//!   `takeoverStarted` → `takeoverEnded`; seqno and index waits are
-//!   `seqnoWaitingStarted` → `seqnoWaitingEnded` and `waitIndexUpdatedStarted` →
-//!   `waitIndexUpdatedEnded`, paired by bucket, vbucket and node, and summed per bucket.
+//! - Phases of a move: backfill is move start → `backfillPhaseEnded` (its
+//!   `backfillPhaseStarted` is not waited for); takeover is `takeoverStarted` →
+//!   `takeoverEnded`; seqno and index waits are `seqnoWaitingStarted` →
+//!   `seqnoWaitingEnded` and `waitIndexUpdatedStarted` → `waitIndexUpdatedEnded`,
+//!   paired by bucket, vbucket and node, and summed per bucket. The other spans of
+//!   the table (stages, snapshot phases, replicators, ...) are not measured here.
 //! - Time: an event's time is its `ts`. An event without `ts` takes the latest
 //!   timestamp seen before it; before any timestamp it is counted and ignored.
 //!
@@ -33,13 +36,14 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::io::{self, BufRead};
 use std::time::Duration;
 
-use master_events_events::catalog::{RebalanceEnd, RebalanceStart, VbucketMoveStart};
+use master_events_events::catalog::{RebalanceStart, VbucketMoveStart};
 use master_events_events::{Event, EventType, Record, Timestamp};
 
 use crate::model::{
     Analysis, Anomalies, BucketReport, Inflight, InflightBucket, InflightMove, MoveKind, MoveRow,
     MoveStatus, RebalanceReport, SlowMove,
 };
+use crate::pairs::{self, Edge, Key, Role, Span};
 use crate::read::LogReader;
 use crate::stats::DurationStats;
 
@@ -217,66 +221,8 @@ impl Analyzer {
                 }
             },
         };
-        match &rec.event {
-            Event::RebalanceStart(e) => self.rebalance_start(e, ts),
-            Event::RebalanceEnd(e) => self.rebalance_end(e, ts),
-            Event::VbucketMoveStart(e) => self.move_start(e, ts),
-            Event::VbucketMoveDone(e) => {
-                let found = self
-                    .inflight
-                    .get_mut(&e.bucket)
-                    .and_then(|m| m.remove(&e.vbucket));
-                match found {
-                    Some(m) => {
-                        self.finish_move(&e.bucket, e.vbucket, m, ts, MoveStatus::Done, None)
-                    }
-                    None => self.anomalies.unmatched_move_dones += 1,
-                }
-            }
-            Event::VbucketMoverTerminate(e) if e.reason != "normal" => {
-                let found = self.inflight.get_mut(&e.bucket).and_then(|m| {
-                    if m.get(&e.vbucket).is_some_and(|s| s.pid == e.pid) {
-                        m.remove(&e.vbucket)
-                    } else {
-                        None
-                    }
-                });
-                if let Some(m) = found {
-                    let reason = Some(e.reason.clone());
-                    self.finish_move(&e.bucket, e.vbucket, m, ts, MoveStatus::Aborted, reason);
-                }
-            }
-            Event::BackfillPhaseEnded(e) => {
-                if let Some(m) = self.move_mut(&e.bucket, e.vbucket) {
-                    m.backfill_end.get_or_insert(ts);
-                }
-            }
-            Event::TakeoverStarted(e) => {
-                if let Some(m) = self.move_mut(&e.bucket, e.vbucket) {
-                    m.takeover_start = Some(ts);
-                    m.takeover_end = None;
-                }
-            }
-            Event::TakeoverEnded(e) => {
-                if let Some(m) = self.move_mut(&e.bucket, e.vbucket) {
-                    if m.takeover_start.is_some() {
-                        m.takeover_end = Some(ts);
-                    }
-                }
-            }
-            Event::SeqnoWaitingStarted(e) => {
-                self.wait_start(WaitKind::Seqno, &e.bucket, e.vbucket, &e.node, ts)
-            }
-            Event::SeqnoWaitingEnded(e) => {
-                self.wait_end(WaitKind::Seqno, &e.bucket, e.vbucket, &e.node, ts)
-            }
-            Event::WaitIndexUpdatedStarted(e) => {
-                self.wait_start(WaitKind::Index, &e.bucket, e.vbucket, &e.node, ts)
-            }
-            Event::WaitIndexUpdatedEnded(e) => {
-                self.wait_end(WaitKind::Index, &e.bucket, e.vbucket, &e.node, ts)
-            }
-            _ => {}
+        if let Some(edge) = pairs::edge(&rec.event) {
+            self.pair(&rec.event, edge, ts);
         }
         if let (Some(bucket), Some(vbucket)) = (rec.event.bucket(), rec.event.vbucket()) {
             let ty = rec.event.event_type();
@@ -284,6 +230,85 @@ impl Analyzer {
                 m.last_event = ty;
                 m.last_event_ts = ts;
             }
+        }
+    }
+
+    /// Takes in an event's part in a pair (spans the reports do not measure are let
+    /// by). The payloads of starts are read from `event`.
+    fn pair(&mut self, event: &Event, edge: Edge<'_>, ts: Timestamp) {
+        match (edge.span, edge.role, edge.key) {
+            (Span::Rebalance, Role::Start, Key::Pid(_)) => {
+                if let Event::RebalanceStart(e) = event {
+                    self.rebalance_start(e, ts)
+                }
+            }
+            (Span::Rebalance, Role::End, Key::Pid(pid)) => {
+                if let Event::RebalanceEnd(e) = event {
+                    self.rebalance_end(pid, &e.reason, ts)
+                }
+            }
+            (Span::Move, Role::Start, Key::Vbucket(..)) => {
+                if let Event::VbucketMoveStart(e) = event {
+                    self.move_start(e, ts)
+                }
+            }
+            (Span::Move, Role::End, Key::Vbucket(bucket, vbucket)) => {
+                let found = self
+                    .inflight
+                    .get_mut(bucket)
+                    .and_then(|m| m.remove(&vbucket));
+                match found {
+                    Some(m) => self.finish_move(bucket, vbucket, m, ts, MoveStatus::Done, None),
+                    None => self.anomalies.unmatched_move_dones += 1,
+                }
+            }
+            (Span::Move, Role::Abort { pid, reason }, Key::Vbucket(bucket, vbucket)) => {
+                let found = self.inflight.get_mut(bucket).and_then(|m| {
+                    if m.get(&vbucket).is_some_and(|s| s.pid == pid) {
+                        m.remove(&vbucket)
+                    } else {
+                        None
+                    }
+                });
+                if let Some(m) = found {
+                    let reason = Some(reason.to_owned());
+                    self.finish_move(bucket, vbucket, m, ts, MoveStatus::Aborted, reason);
+                }
+            }
+            // The backfill is counted from the move's start to its end.
+            (Span::Backfill, Role::End, Key::Vbucket(bucket, vbucket)) => {
+                if let Some(m) = self.move_mut(bucket, vbucket) {
+                    m.backfill_end.get_or_insert(ts);
+                }
+            }
+            (Span::Takeover, Role::Start, Key::Vbucket(bucket, vbucket)) => {
+                if let Some(m) = self.move_mut(bucket, vbucket) {
+                    m.takeover_start = Some(ts);
+                    m.takeover_end = None;
+                }
+            }
+            (Span::Takeover, Role::End, Key::Vbucket(bucket, vbucket)) => {
+                if let Some(m) = self.move_mut(bucket, vbucket) {
+                    if m.takeover_start.is_some() {
+                        m.takeover_end = Some(ts);
+                    }
+                }
+            }
+            (span @ (Span::SeqnoWaiting | Span::WaitIndexUpdated), role, key) => {
+                let Key::VbucketNode(bucket, vbucket, node) = key else {
+                    return;
+                };
+                let kind = match span {
+                    Span::SeqnoWaiting => WaitKind::Seqno,
+                    _ => WaitKind::Index,
+                };
+                match role {
+                    Role::Start => self.wait_start(kind, bucket, vbucket, node, ts),
+                    Role::End => self.wait_end(kind, bucket, vbucket, node, ts),
+                    Role::Abort { .. } => {}
+                }
+            }
+            _ => {}
         }
     }
 
@@ -313,13 +338,13 @@ impl Analyzer {
         self.open.push((e.pid.clone(), idx));
     }
 
-    fn rebalance_end(&mut self, e: &RebalanceEnd, ts: Timestamp) {
-        match self.open.iter().position(|(pid, _)| *pid == e.pid) {
+    fn rebalance_end(&mut self, pid: &str, reason: &str, ts: Timestamp) {
+        match self.open.iter().position(|(open, _)| open == pid) {
             Some(pos) => {
                 let (_, idx) = self.open.remove(pos);
                 if let Some(r) = self.rebalances.get_mut(idx) {
                     r.end = Some(ts);
-                    r.reason = Some(e.reason.clone());
+                    r.reason = Some(reason.to_owned());
                 }
             }
             None => self.anomalies.unmatched_rebalance_ends += 1,

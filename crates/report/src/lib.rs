@@ -40,6 +40,7 @@ mod error;
 mod lanes;
 mod model;
 mod output;
+mod pairs;
 mod read;
 mod secs;
 mod stats;

@@ -4,24 +4,16 @@
 //! and the streaming writer of the `{"traceEvents":[...],"displayTimeUnit":"ms"}`
 //! document.
 //!
-//! Pairs (start → end, matched by the key in parentheses) become complete events
-//! (`"ph":"X"`, `ts` and `dur` in microseconds):
-//! - on the `cluster` process: `rebalanceStart` → `rebalanceEnd` (pid),
-//!   `rebalanceStageStarted` → `rebalanceStageCompleted` (stage path),
-//!   `bucketRebalanceStarted` → `bucketRebalanceEnded` (pid, bucket),
-//!   `bucketFailoverStarted` → `bucketFailoverEnded` (pid, bucket);
+//! The pairs of [`crate::pairs`] (start → end, matched by their key) become complete
+//! events (`"ph":"X"`, `ts` and `dur` in microseconds), drawn:
+//! - on the `cluster` process: rebalances, rebalance stages, bucket rebalances and
+//!   bucket failovers;
 //! - on one process per node (named after the `node` field, or the consumer node of a
-//!   DCP replicator): `vbucketMoveStart` → `vbucketMoveDone` (bucket, vbucket),
-//!   `compactionUninhibitStarted` → `compactionUninhibitDone` (node, bucket),
-//!   `mountingVolumesStarted` → `mountingVolumesEnded` (pid, bucket),
-//!   `dcpReplicatorStart` → `dcpReplicatorTerminate` (pid),
-//!   `ebucketmigratorStart` → `ebucketmigratorTerminate` (pid);
-//! - the phases of a move, on the lane of that move (so they nest under it), or on a
-//!   lane of their own when no move of that vbucket is open:
-//!   `backfillPhaseStarted` → `backfillPhaseEnded`, `takeoverStarted` →
-//!   `takeoverEnded`, `snapshotWaiting*`, `snapshotDownload*`, `snapshotDeksImport*`
-//!   (bucket, vbucket), `seqnoWaitingStarted` → `seqnoWaitingEnded`,
-//!   `waitIndexUpdatedStarted` → `waitIndexUpdatedEnded` (bucket, vbucket, node).
+//!   DCP replicator): vbucket moves, compaction uninhibits, volume mounts, DCP
+//!   replicators and ebucketmigrators;
+//! - the phases of a move (backfill, takeover, snapshot wait, download and keys
+//!   import, seqno and index waits), on the lane of that move (so they nest under
+//!   it), or on a lane of their own when no move of that vbucket is open.
 //!   A `backfillPhaseEnded` without a `backfillPhaseStarted` closes a backfill span
 //!   from the start of its move (`args.sinceMoveStart`), as the analyzer counts it.
 //!
@@ -56,6 +48,7 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::lanes::Lanes;
 use crate::model::MoveKind;
+use crate::pairs::{self, vbucket_id, Role, Span};
 use crate::read::{LogReader, ReadSummary};
 
 /// The name of the process that holds cluster-wide spans.
@@ -93,321 +86,30 @@ pub struct TraceStats {
     pub processes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum SpanKind {
-    Rebalance,
-    Stage,
-    BucketRebalance,
-    BucketFailover,
-    Move,
-    Backfill,
-    Takeover,
-    SeqnoWaiting,
-    SnapshotWaiting,
-    SnapshotDownload,
-    SnapshotDeksImport,
-    WaitIndexUpdated,
-    CompactionUninhibit,
-    MountingVolumes,
-    DcpReplicator,
-    Ebucketmigrator,
-}
-
-impl SpanKind {
-    fn cat(self) -> &'static str {
-        match self {
-            SpanKind::Rebalance => "rebalance",
-            SpanKind::Stage => "rebalanceStage",
-            SpanKind::BucketRebalance => "bucketRebalance",
-            SpanKind::BucketFailover => "bucketFailover",
-            SpanKind::Move => "vbucketMove",
-            SpanKind::Backfill => "backfillPhase",
-            SpanKind::Takeover => "takeover",
-            SpanKind::SeqnoWaiting => "seqnoWaiting",
-            SpanKind::SnapshotWaiting => "snapshotWaiting",
-            SpanKind::SnapshotDownload => "snapshotDownload",
-            SpanKind::SnapshotDeksImport => "snapshotDeksImport",
-            SpanKind::WaitIndexUpdated => "waitIndexUpdated",
-            SpanKind::CompactionUninhibit => "compactionUninhibit",
-            SpanKind::MountingVolumes => "mountingVolumes",
-            SpanKind::DcpReplicator => "dcpReplicator",
-            SpanKind::Ebucketmigrator => "ebucketmigrator",
-        }
-    }
-}
-
-/// Where an event stands in a pair.
-enum Edge<'a> {
-    Start {
-        kind: SpanKind,
-        key: String,
-        name: String,
-        /// The process to draw on (for phases: when no move is open).
-        process: &'a str,
-        /// For phases: the move they belong to.
-        owner: Option<String>,
-    },
-    End {
-        kind: SpanKind,
-        key: String,
-    },
-    Point,
-}
-
-fn k2(a: &str, b: &str) -> String {
-    format!("{a}\u{0}{b}")
-}
-
-fn vb_key(bucket: &str, vbucket: u16) -> String {
-    format!("{bucket}\u{0}{vbucket}")
-}
-
-fn vb_node_key(bucket: &str, vbucket: u16, node: &str) -> String {
-    format!("{bucket}\u{0}{vbucket}\u{0}{node}")
-}
-
-/// A phase of a vbucket move: keyed by bucket and vbucket (and `node` when given),
-/// drawn on the move's lane, or on `process` when no move is open.
-fn phase<'a>(
-    kind: SpanKind,
-    is_start: bool,
-    bucket: &str,
-    vbucket: u16,
-    node: Option<&str>,
-    process: &'a str,
-    name: &str,
-) -> Edge<'a> {
-    let key = match node {
-        Some(n) => vb_node_key(bucket, vbucket, n),
-        None => vb_key(bucket, vbucket),
-    };
-    if is_start {
-        Edge::Start {
-            kind,
-            key,
-            name: name.to_owned(),
-            process,
-            owner: Some(vb_key(bucket, vbucket)),
-        }
-    } else {
-        Edge::End { kind, key }
-    }
-}
-
-fn classify(event: &Event) -> Edge<'_> {
-    use Edge::{End, Start};
-    use SpanKind as K;
+/// Where a span that starts with `event` is drawn: its name and the process it goes
+/// on (for a phase of a move: when no move of its vbucket is open).
+fn label(event: &Event) -> (String, &str) {
     const C: &str = CLUSTER_PROCESS;
     match event {
-        Event::RebalanceStart(e) => Start {
-            kind: K::Rebalance,
-            key: e.pid.clone(),
-            name: "rebalance".into(),
-            process: C,
-            owner: None,
-        },
-        Event::RebalanceEnd(e) => End {
-            kind: K::Rebalance,
-            key: e.pid.clone(),
-        },
-        Event::RebalanceStageStarted(e) => Start {
-            kind: K::Stage,
-            key: e.stage.join("\u{0}"),
-            name: format!("stage {}", e.stage.join("/")),
-            process: C,
-            owner: None,
-        },
-        Event::RebalanceStageCompleted(e) => End {
-            kind: K::Stage,
-            key: e.stage.join("\u{0}"),
-        },
-        Event::BucketRebalanceStarted(e) => Start {
-            kind: K::BucketRebalance,
-            key: k2(&e.pid, &e.bucket),
-            name: format!("rebalance {}", e.bucket),
-            process: C,
-            owner: None,
-        },
-        Event::BucketRebalanceEnded(e) => End {
-            kind: K::BucketRebalance,
-            key: k2(&e.pid, &e.bucket),
-        },
-        Event::BucketFailoverStarted(e) => Start {
-            kind: K::BucketFailover,
-            key: k2(&e.pid, &e.bucket),
-            name: format!("failover {}", e.bucket),
-            process: C,
-            owner: None,
-        },
-        Event::BucketFailoverEnded(e) => End {
-            kind: K::BucketFailover,
-            key: k2(&e.pid, &e.bucket),
-        },
-        Event::VbucketMoveStart(e) => Start {
-            kind: K::Move,
-            key: vb_key(&e.bucket, e.vbucket),
-            name: format!("{}/{}", e.bucket, e.vbucket),
-            process: &e.node,
-            owner: None,
-        },
-        Event::VbucketMoveDone(e) => End {
-            kind: K::Move,
-            key: vb_key(&e.bucket, e.vbucket),
-        },
-        Event::CompactionUninhibitStarted(e) => Start {
-            kind: K::CompactionUninhibit,
-            key: k2(&e.node, &e.bucket),
-            name: format!("compaction uninhibit {}", e.bucket),
-            process: &e.node,
-            owner: None,
-        },
-        Event::CompactionUninhibitDone(e) => End {
-            kind: K::CompactionUninhibit,
-            key: k2(&e.node, &e.bucket),
-        },
-        Event::MountingVolumesStarted(e) => Start {
-            kind: K::MountingVolumes,
-            key: k2(&e.pid, &e.bucket),
-            name: format!("mounting volumes {}", e.bucket),
-            process: &e.node,
-            owner: None,
-        },
-        Event::MountingVolumesEnded(e) => End {
-            kind: K::MountingVolumes,
-            key: k2(&e.pid, &e.bucket),
-        },
-        Event::DcpReplicatorStart(e) => Start {
-            kind: K::DcpReplicator,
-            key: e.pid.clone(),
-            name: format!("dcp {}", e.connection_name),
-            process: &e.consumer_node,
-            owner: None,
-        },
-        Event::DcpReplicatorTerminate(e) => End {
-            kind: K::DcpReplicator,
-            key: e.pid.clone(),
-        },
-        Event::EbucketmigratorStart(e) => Start {
-            kind: K::Ebucketmigrator,
-            key: e.pid.clone(),
-            name: format!("ebucketmigrator {}", e.name),
-            process: &e.node,
-            owner: None,
-        },
-        Event::EbucketmigratorTerminate(e) => End {
-            kind: K::Ebucketmigrator,
-            key: e.pid.clone(),
-        },
-        Event::BackfillPhaseStarted(e) => {
-            phase(K::Backfill, true, &e.bucket, e.vbucket, None, C, "backfill")
+        Event::RebalanceStart(_) => ("rebalance".into(), C),
+        Event::RebalanceStageStarted(e) => (format!("stage {}", e.stage.join("/")), C),
+        Event::BucketRebalanceStarted(e) => (format!("rebalance {}", e.bucket), C),
+        Event::BucketFailoverStarted(e) => (format!("failover {}", e.bucket), C),
+        Event::VbucketMoveStart(e) => (format!("{}/{}", e.bucket, e.vbucket), &e.node),
+        Event::CompactionUninhibitStarted(e) => {
+            (format!("compaction uninhibit {}", e.bucket), &e.node)
         }
-        Event::BackfillPhaseEnded(e) => {
-            phase(K::Backfill, false, &e.bucket, e.vbucket, None, C, "")
-        }
-        Event::TakeoverStarted(e) => phase(
-            K::Takeover,
-            true,
-            &e.bucket,
-            e.vbucket,
-            None,
-            &e.node,
-            "takeover",
-        ),
-        Event::TakeoverEnded(e) => phase(K::Takeover, false, &e.bucket, e.vbucket, None, C, ""),
-        Event::SnapshotWaitingStarted(e) => phase(
-            K::SnapshotWaiting,
-            true,
-            &e.bucket,
-            e.vbucket,
-            None,
-            C,
-            "snapshot wait",
-        ),
-        Event::SnapshotWaitingEnded(e) => {
-            phase(K::SnapshotWaiting, false, &e.bucket, e.vbucket, None, C, "")
-        }
-        Event::SnapshotDownloadStarted(e) => phase(
-            K::SnapshotDownload,
-            true,
-            &e.bucket,
-            e.vbucket,
-            None,
-            C,
-            "snapshot download",
-        ),
-        Event::SnapshotDownloadEnded(e) => phase(
-            K::SnapshotDownload,
-            false,
-            &e.bucket,
-            e.vbucket,
-            None,
-            C,
-            "",
-        ),
-        Event::SnapshotDeksImportStarted(e) => {
-            let name = "snapshot keys import";
-            phase(
-                K::SnapshotDeksImport,
-                true,
-                &e.bucket,
-                e.vbucket,
-                None,
-                C,
-                name,
-            )
-        }
-        Event::SnapshotDeksImportEnded(e) => phase(
-            K::SnapshotDeksImport,
-            false,
-            &e.bucket,
-            e.vbucket,
-            None,
-            C,
-            "",
-        ),
-        Event::SeqnoWaitingStarted(e) => {
-            let name = format!("seqno wait {}", e.node);
-            phase(
-                K::SeqnoWaiting,
-                true,
-                &e.bucket,
-                e.vbucket,
-                Some(&e.node),
-                &e.node,
-                &name,
-            )
-        }
-        Event::SeqnoWaitingEnded(e) => phase(
-            K::SeqnoWaiting,
-            false,
-            &e.bucket,
-            e.vbucket,
-            Some(&e.node),
-            C,
-            "",
-        ),
-        Event::WaitIndexUpdatedStarted(e) => {
-            let name = format!("index wait {}", e.node);
-            phase(
-                K::WaitIndexUpdated,
-                true,
-                &e.bucket,
-                e.vbucket,
-                Some(&e.node),
-                &e.node,
-                &name,
-            )
-        }
-        Event::WaitIndexUpdatedEnded(e) => phase(
-            K::WaitIndexUpdated,
-            false,
-            &e.bucket,
-            e.vbucket,
-            Some(&e.node),
-            C,
-            "",
-        ),
-        _ => Edge::Point,
+        Event::MountingVolumesStarted(e) => (format!("mounting volumes {}", e.bucket), &e.node),
+        Event::DcpReplicatorStart(e) => (format!("dcp {}", e.connection_name), &e.consumer_node),
+        Event::EbucketmigratorStart(e) => (format!("ebucketmigrator {}", e.name), &e.node),
+        Event::BackfillPhaseStarted(_) => ("backfill".into(), C),
+        Event::TakeoverStarted(e) => ("takeover".into(), &e.node),
+        Event::SnapshotWaitingStarted(_) => ("snapshot wait".into(), C),
+        Event::SnapshotDownloadStarted(_) => ("snapshot download".into(), C),
+        Event::SnapshotDeksImportStarted(_) => ("snapshot keys import".into(), C),
+        Event::SeqnoWaitingStarted(e) => (format!("seqno wait {}", e.node), &e.node),
+        Event::WaitIndexUpdatedStarted(e) => (format!("index wait {}", e.node), &e.node),
+        other => (other.type_name().into(), C),
     }
 }
 
@@ -460,7 +162,7 @@ pub struct TraceWriter<W: Write> {
     wrote_any: bool,
     options: TraceOptions,
     processes: HashMap<String, Process>,
-    open: HashMap<(SpanKind, String), OpenSpan>,
+    open: HashMap<(Span, String), OpenSpan>,
     last_ts: Option<i64>,
     stats: TraceStats,
 }
@@ -520,28 +222,34 @@ impl<W: Write> TraceWriter<W> {
                 }
             },
         };
-        match classify(&rec.event) {
-            Edge::Start {
-                kind,
-                key,
-                name,
-                process,
-                owner,
-            } => self.start(rec, ts, kind, key, name, process, owner),
-            Edge::End { kind, key } => self.end(rec, ts, kind, key),
-            Edge::Point => match &rec.event {
-                // A mover that dies ends its move, as the analyzer counts it.
-                Event::VbucketMoverTerminate(e)
-                    if e.reason != "normal"
-                        && self
-                            .open
-                            .get(&(SpanKind::Move, vb_key(&e.bucket, e.vbucket)))
-                            .is_some_and(|m| m.mover_pid.as_deref() == Some(e.pid.as_str())) =>
-                {
-                    self.end(rec, ts, SpanKind::Move, vb_key(&e.bucket, e.vbucket))
+        match pairs::edge(&rec.event) {
+            Some(edge) => match edge.role {
+                Role::Start => {
+                    let (name, process) = label(&rec.event);
+                    let owner = edge
+                        .span
+                        .is_move_phase()
+                        .then(|| edge.key.vbucket())
+                        .flatten()
+                        .map(|(bucket, vbucket)| vbucket_id(bucket, vbucket));
+                    self.start(rec, ts, edge.span, edge.key.id(), name, process, owner)
                 }
-                _ => self.point(rec, ts, false),
+                Role::End => self.end(rec, ts, edge.span, edge.key.id()),
+                // A mover that dies ends its move, as the analyzer counts it.
+                Role::Abort { pid, .. } => {
+                    let key = edge.key.id();
+                    let mover_of_open_move = self
+                        .open
+                        .get(&(edge.span, key.clone()))
+                        .is_some_and(|m| m.mover_pid.as_deref() == Some(pid));
+                    if mover_of_open_move {
+                        self.end(rec, ts, edge.span, key)
+                    } else {
+                        self.point(rec, ts, false)
+                    }
+                }
             },
+            None => self.point(rec, ts, false),
         }
     }
 
@@ -619,7 +327,7 @@ impl<W: Write> TraceWriter<W> {
         &mut self,
         rec: &Record,
         ts: i64,
-        kind: SpanKind,
+        kind: Span,
         key: String,
         name: String,
         process: &str,
@@ -629,7 +337,7 @@ impl<W: Write> TraceWriter<W> {
             // Started again before it ended: close the first one where the second begins.
             self.close(old, kind, ts, None)?;
         }
-        let on_move = owner.and_then(|o| self.open.get(&(SpanKind::Move, o)));
+        let on_move = owner.and_then(|o| self.open.get(&(Span::Move, o)));
         let (pid, tid, owns_lane) = match on_move {
             Some(m) => (m.pid, m.tid, false),
             None => {
@@ -662,8 +370,9 @@ impl<W: Write> TraceWriter<W> {
         Ok(())
     }
 
-    fn end(&mut self, rec: &Record, ts: i64, kind: SpanKind, key: String) -> Result<(), Error> {
-        match self.open.remove(&(kind, key)) {
+    fn end(&mut self, rec: &Record, ts: i64, kind: Span, key: String) -> Result<(), Error> {
+        let open_key = (kind, key);
+        match self.open.remove(&open_key) {
             Some(span) => {
                 self.scratch.clear();
                 serde_json::to_writer(&mut self.scratch, &rec.event)?;
@@ -672,16 +381,12 @@ impl<W: Write> TraceWriter<W> {
                 self.scratch = end;
                 result
             }
-            None if kind == SpanKind::Backfill => {
+            None if kind == Span::Backfill => {
                 // No backfillPhaseStarted: the backfill runs from the move's start,
-                // as the analyzer counts it.
-                let owner = match &rec.event {
-                    Event::BackfillPhaseEnded(e) => vb_key(&e.bucket, e.vbucket),
-                    _ => String::new(),
-                };
+                // as the analyzer counts it. Its key is its move's.
                 let Some((pid, tid, start)) = self
                     .open
-                    .get(&(SpanKind::Move, owner))
+                    .get(&(Span::Move, open_key.1))
                     .map(|m| (m.pid, m.tid, m.start))
                 else {
                     self.stats.unmatched_ends += 1;
@@ -713,7 +418,7 @@ impl<W: Write> TraceWriter<W> {
     fn close(
         &mut self,
         span: OpenSpan,
-        kind: SpanKind,
+        kind: Span,
         end_ts: i64,
         end: Option<&[u8]>,
     ) -> Result<(), Error> {
@@ -725,7 +430,7 @@ impl<W: Write> TraceWriter<W> {
         buf.extend_from_slice(b"{\"name\":");
         serde_json::to_writer(&mut *buf, &span.name)?;
         buf.extend_from_slice(b",\"cat\":\"");
-        buf.extend_from_slice(kind.cat().as_bytes());
+        buf.extend_from_slice(kind.name().as_bytes());
         buf.extend_from_slice(b"\",\"ph\":\"X\",\"ts\":");
         write_num(buf, span.start);
         buf.extend_from_slice(b",\"dur\":");
@@ -775,7 +480,7 @@ impl<W: Write> TraceWriter<W> {
         let on_move = match (ev.bucket(), ev.vbucket()) {
             (Some(b), Some(vb)) => self
                 .open
-                .get(&(SpanKind::Move, vb_key(b, vb)))
+                .get(&(Span::Move, vbucket_id(b, vb)))
                 .map(|m| (m.pid, m.tid)),
             _ => None,
         };
@@ -827,7 +532,7 @@ impl<W: Write> TraceWriter<W> {
     /// Closes the spans still open at the last timestamp seen (in start order, marked
     /// `unfinished`), ends the document, flushes, and hands back the output.
     pub fn finish(mut self) -> Result<(W, TraceStats), Error> {
-        let mut open: Vec<((SpanKind, String), OpenSpan)> = self.open.drain().collect();
+        let mut open: Vec<((Span, String), OpenSpan)> = self.open.drain().collect();
         open.sort_by_key(|(_, span)| (span.start, span.pid, span.tid));
         let last = self.last_ts.unwrap_or(0);
         for ((kind, _), span) in open {
