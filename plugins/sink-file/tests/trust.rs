@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -130,6 +131,61 @@ async fn a_second_sink_on_the_same_log_is_refused_naming_the_lock_file_and_the_h
     let again = start_sinks(&router, &config).expect("free after shutdown");
     router.shutdown().await;
     again.shutdown().await;
+}
+
+/// A child process group that holds a lock file (util-linux `flock`), killed on
+/// drop (the whole group, so no `sleep` is left behind).
+struct Holder(std::process::Child);
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Ok(pgid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on the child's own process group.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_log_locked_by_another_process_is_refused_naming_that_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lock = dir.path().join(format!("{DEFAULT_FILE_NAME}.lock"));
+    // The other server: takes the lock, then writes its pid (`exec` keeps the
+    // pid: the inner shell's parent is the process holding the lock).
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec flock \"$0\" sh -c 'echo $PPID > \"$0\"; exec sleep 60' \"$0\"")
+        .arg(&lock)
+        .process_group(0)
+        .spawn();
+    let child = match child {
+        Ok(child) => Holder(child),
+        Err(e) => {
+            println!("SKIPPED a_log_locked_by_another_process_is_refused_naming_that_process: cannot run sh: {e}");
+            return;
+        }
+    };
+    let pid = child.0.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fs::read_to_string(&lock).unwrap_or_default().trim() != pid.to_string() {
+        assert!(
+            Instant::now() < deadline,
+            "the other process never took the lock (is util-linux flock installed?)"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let err = FileSink::open(&FileConfig::in_dir(dir.path()), None).expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains(&format!("locked by pid {pid}")), "{text}");
+    assert!(text.contains(&lock.display().to_string()), "{text}");
+    drop(child);
+    // Its lock went with it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = FileSink::open(&FileConfig::in_dir(dir.path()), None) {
+        assert!(Instant::now() < deadline, "still refused: {e}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Writes the log's files: `(index, content)` (0 is the current file).
@@ -574,4 +630,30 @@ async fn a_really_full_tmpfs_is_held_and_caught_up_with_once_space_is_freed() {
     wait_for("recovered", || running.status.state() == SinkState::Ok).await;
     running.stop().await;
     assert_eq!(parsed(&path), (1..=last).map(Ok).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_stopping_while_the_disk_is_full_says_which_events_are_not_in_the_log() {
+    logs();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = Arc::new(AtomicBool::new(true));
+    let mut config = FileConfig::in_dir(dir.path());
+    config.fsync = master_events_sink_file::Fsync::Never;
+    let running = run_sink(&config, Arc::clone(&full), None);
+    let path = file_path(dir.path(), DEFAULT_FILE_NAME, 0);
+    running.publish(1..=7).await;
+    wait_for("7 events held", || {
+        running.status.snapshot().held_events == 7
+    })
+    .await;
+    // Stops after retrying for a while (the disk stays full).
+    running.stop().await;
+    let errors: Vec<_> = logged(&path)
+        .into_iter()
+        .filter(|l| l.contains("ERROR") && l.contains("could not write"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    for field in ["held_events=7", "from_seq=1", "to_seq=7"] {
+        assert!(errors[0].contains(field), "{field} in {errors:?}");
+    }
 }
