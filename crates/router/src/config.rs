@@ -670,6 +670,23 @@ mod error_text_tests {
     }
 
     #[test]
+    fn configured_secret_words_redact_bucket_params_once_applied() {
+        let line = br#"{"type":"createBucket","bucketType":"membase","bucket":"b","params":{"signingQuux":"k1","ramQuota":1}}"#;
+        let params = |line: &[u8]| match master_events_events::Record::parse(line) {
+            Ok(r) => match r.event {
+                master_events_events::Event::CreateBucket(c) => c.params,
+                other => panic!("not createBucket: {other:?}"),
+            },
+            Err(e) => panic!("refused: {e}"),
+        };
+        assert_eq!(params(line).as_map()["signingQuux"], "k1");
+        let config = load_config("[redaction]\nsecret_words = [\"QUUX\"]\n").expect("loads");
+        config.apply_to(&mut RouterConfig::default());
+        assert_eq!(params(line).as_map()["signingQuux"], "*****");
+        assert_eq!(params(line).as_map()["ramQuota"], 1);
+    }
+
+    #[test]
     fn redaction_words_are_loaded_and_an_empty_one_is_refused() {
         let config = load_config("[redaction]\nsecret_words = [\"salt\"]\n").expect("loads");
         assert_eq!(config.secret_words, vec!["salt".to_owned()]);
