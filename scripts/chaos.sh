@@ -20,14 +20,12 @@ fi
 json="${CHAOS_JSON:-target/chaos-report.json}"
 echo "chaos seed: $seed"
 
-cargo build -p master-events-cli --features etcd
+# The server in a target directory of its own: a build of the workspace without the
+# etcd feature replaces target/debug/master-events (and a build with it, found
+# fresh, does not put it back).
+cargo build --target-dir target/chaos -p master-events-cli --features etcd
 cargo build -p master-events-chaos
-# A private copy of the server: other builds in this target directory may replace
-# target/debug/master-events with one built without etcd while the suite runs.
-bin_dir="$(mktemp -d)"
-trap 'rm -rf "$bin_dir"' EXIT
-cp target/debug/master-events "$bin_dir/master-events"
 
 target/debug/master-events-chaos --scenario "${CHAOS_SCENARIO:-all}" --seed "$seed" \
-    --bin "$bin_dir/master-events" --etcd "${ETCD_BIN:-etcd}" \
+    --bin target/chaos/debug/master-events --etcd "${ETCD_BIN:-etcd}" \
     --time-limit "${CHAOS_TIME_LIMIT:-1200}" --out-json "$json" "$@"
