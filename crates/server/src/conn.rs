@@ -35,7 +35,6 @@ use axum::http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tower::util::{Oneshot, ServiceExt as _};
 
 use crate::limits::{ClientKey, Guards};
@@ -279,8 +278,11 @@ pub struct Driver {
     pub first_request: Duration,
     /// A connection with no request in flight is closed after this.
     pub idle: Duration,
-    /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
+    /// Changed (or closed) when the server shuts down; held until the connection
+    /// ends, so that shutdown can wait for every connection to end. (A watch, like
+    /// hyper-util's graceful watcher: its waiters are spread over several locks,
+    /// which matters as every wake-up of the connection polls it.)
+    pub shutdown: tokio::sync::watch::Receiver<()>,
     /// The server's limits (for the WARN throttles).
     pub guards: Arc<Guards>,
     /// The server's metrics.
@@ -301,7 +303,7 @@ where
         activity,
         first_request,
         idle,
-        shutdown,
+        mut shutdown,
         guards,
         metrics,
         client,
@@ -309,7 +311,9 @@ where
     let mut conn = std::pin::pin!(conn);
     let timer = tokio::time::sleep_until(activity.first_deadline(first_request));
     let mut timer = std::pin::pin!(timer);
-    let mut stopping = std::pin::pin!(shutdown.cancelled());
+    // Borrows the receiver, which so lives until the connection ends; a closed
+    // channel (the server is gone) counts as shutdown too.
+    let mut stopping = std::pin::pin!(shutdown.changed());
     let mut closing = false;
     loop {
         tokio::select! {
@@ -341,7 +345,7 @@ where
                     }
                 }
             }
-            () = stopping.as_mut(), if !closing => {
+            _ = stopping.as_mut(), if !closing => {
                 close(conn.as_mut());
                 closing = true;
             }

@@ -332,7 +332,8 @@ impl Server {
             .max_buf_size(8192);
         let shutdown = self.state.shutdown.clone();
         let guards = Arc::clone(&self.state.guards);
-        // Every connection task holds a receiver: shutdown waits for them all to go.
+        // Every connection task holds a receiver: shutdown tells them through it, then
+        // waits for them all to go.
         let (open_conns, _) = tokio::sync::watch::channel(());
         loop {
             let accepted = tokio::select! {
@@ -378,18 +379,19 @@ impl Server {
                 activity,
                 first_request: self.state.config.header_read_timeout,
                 idle: guards.limits.idle_timeout,
-                shutdown: shutdown.clone(),
+                shutdown: open_conns.subscribe(),
                 guards: Arc::clone(&guards),
                 metrics: Arc::clone(&self.state.metrics),
                 client,
             };
-            let open = open_conns.subscribe();
             tokio::spawn(async move {
                 repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver)).await;
-                drop((slot, open));
+                drop(slot);
             });
         }
         drop(self.listener);
+        // Every connection closes gracefully (HTTP/2: GOAWAY) once its request ends.
+        let _ = open_conns.send(());
         let grace = self.state.config.shutdown_grace;
         if tokio::time::timeout(grace, open_conns.closed())
             .await
@@ -1146,6 +1148,7 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         archive_capacity: usize,
         history: &'a str,
         committed_seq: u64,
+        sinks: Vec<master_events_router::SinkStatus>,
     }
     let view = state.cluster.borrow().clone();
     json_response(
@@ -1161,6 +1164,7 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             archive_capacity: state.router.archive_capacity(),
             history: &state.router.history(),
             committed_seq: state.router.committed_seq(),
+            sinks: state.metrics.sink_statuses(),
         },
     )
 }
