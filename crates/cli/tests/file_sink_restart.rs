@@ -1,7 +1,8 @@
 //! The plugin sinks in the binary: `master-events sinks` lists them with their
 //! config schemas, and the `file` sink survives `kill -9` of `serve` mid-stream —
 //! after a restart with the same configuration, `?o=1` returns what it returned
-//! before the kill and new events continue the seq, each event in the log once.
+//! before the kill and new events continue the seq, each event in the log once; and
+//! a second `serve` on the same log exits 2 naming the lock file and the first's pid.
 
 mod common;
 
@@ -211,4 +212,48 @@ fn the_file_log_survives_kill_9_mid_stream_and_the_restart_continues_the_seq() {
     assert_eq!(code, Some(0));
     let _ = second.stdout.take();
     assert_eq!(log_seqs(&log), (1..=last + 5).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_second_serve_on_the_same_file_log_exits_2_naming_the_lock_file_and_the_first_ones_pid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    let config = dir.path().join("me.toml");
+    std::fs::write(
+        &config,
+        format!("[[sinks]]\ntype = \"file\"\ndir = {logs:?}\n"),
+    )
+    .expect("write config");
+    let (first, _addr) = serve(&config);
+    let mut second = common::Proc::new(
+        Command::new(env!("CARGO_BIN_EXE_master-events"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .env_remove("MASTER_EVENTS_USERS")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("binary starts"),
+    );
+    let code = second.wait_exit(Duration::from_secs(30));
+    let mut stderr = String::new();
+    if let Some(mut err) = second.child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert_eq!(
+        code,
+        Some(2),
+        "the second server refuses to start: {stderr}"
+    );
+    let lock = logs.join("master_events.log.lock");
+    assert!(
+        stderr.contains(&lock.display().to_string()),
+        "names the lock file: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("locked by pid {}", first.child.id())),
+        "names the first server's pid: {stderr}"
+    );
 }
