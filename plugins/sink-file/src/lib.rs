@@ -154,7 +154,7 @@ pub enum FileSinkError {
     /// The log cannot be trusted: a line of it breaks what the sink writes.
     #[error(
         "file sink: refusing to restore from {path}: line {line}: {reason}; \
-         the log was not written by one server alone (fix or move the file, or set restore = false)"
+         the log cannot be trusted (fix or move the file, or set restore = false)"
     )]
     BadLog {
         /// The file.

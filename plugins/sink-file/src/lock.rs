@@ -29,8 +29,8 @@ pub fn lock_path(dir: &Path, name: &str) -> PathBuf {
 pub enum LockError {
     /// Another process (or another sink of this one) holds the lock.
     #[error(
-        "the log is in use: {path} is locked by pid {holder} (one server per log directory; \
-         stop the other one or give this one another `dir`)"
+        "the log is in use: {path} is locked by pid {holder} (one server per log: \
+         stop the other one, or give this one another `dir` or `file_name`)"
     )]
     Held {
         /// The lock file.
