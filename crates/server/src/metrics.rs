@@ -5,7 +5,7 @@
 //! authentication failures, request latencies per route, connections closed and
 //! requests refused for a limit, body bytes buffered; and, read from the router
 //! at each scrape, the sequencing counters (published, dropped, last seq, archive
-//! fill, ingress queue).
+//! fill, ingress queue) and every configured sink's health (state, panics).
 //!
 //! Promises: updating a metric never blocks on I/O; per-type counts of a stream are
 //! accumulated per batch, not per event, so metrics do not slow the stream.
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use master_events_events::EventType;
-use master_events_router::Router;
+use master_events_router::{Router, SinkHealth, SinkState, SinkStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -69,10 +69,77 @@ impl Collector for Extra {
     }
 }
 
+/// The configured sinks' health, read at each scrape.
+#[derive(Debug, Default, Clone)]
+struct Sinks(Arc<std::sync::Mutex<Vec<Arc<SinkHealth>>>>);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+    index: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkStateLabels {
+    sink: String,
+    index: String,
+    state: &'static str,
+}
+
+impl Sinks {
+    fn statuses(&self) -> Vec<SinkStatus> {
+        match self.0.lock() {
+            Ok(sinks) => sinks.iter().map(|s| s.snapshot()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Collector for Sinks {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let statuses = self.statuses();
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "master_events_sink_state",
+            "1 for the state each configured sink is in (ok, retrying, failing), 0 for the others.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for st in &statuses {
+            for state in [SinkState::Ok, SinkState::Retrying, SinkState::Failing] {
+                let labels = SinkStateLabels {
+                    sink: st.name.clone(),
+                    index: st.index.to_string(),
+                    state: state.as_str(),
+                };
+                ConstGauge::new(i64::from(st.state == state))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "master_events_sink_panics",
+            "Times each configured sink panicked (and was restarted).",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for st in &statuses {
+            let labels = SinkLabels {
+                sink: st.name.clone(),
+                index: st.index.to_string(),
+            };
+            ConstCounter::new(st.panics).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Every metric of the server.
 pub struct Metrics {
     registry: Registry,
     extra: Extra,
+    sinks: Sinks,
     ingested: Family<TypeLabel, Counter>,
     streamed: Family<TypeLabel, Counter>,
     open_streams: Gauge,
@@ -226,11 +293,14 @@ impl Metrics {
             body_bytes_buffered.clone(),
         );
         registry.register_collector(Box::new(RouterCollector(router)));
+        let sinks = Sinks::default();
+        registry.register_collector(Box::new(sinks.clone()));
         let extra = Extra::default();
         registry.register_collector(Box::new(extra.clone()));
         Arc::new(Metrics {
             registry,
             extra,
+            sinks,
             ingested,
             streamed,
             open_streams,
@@ -243,6 +313,19 @@ impl Metrics {
             requests_limited,
             body_bytes_buffered,
         })
+    }
+
+    /// The configured sinks whose health `/metrics` and `/cluster` show (see
+    /// [`master_events_router::SinkSet::health`]).
+    pub fn set_sinks(&self, sinks: Vec<Arc<SinkHealth>>) {
+        if let Ok(mut slot) = self.sinks.0.lock() {
+            *slot = sinks;
+        }
+    }
+
+    /// Every configured sink's health now.
+    pub fn sink_statuses(&self) -> Vec<SinkStatus> {
+        self.sinks.statuses()
     }
 
     /// Sets the collector encoded with every scrape from now on (one; a caller with

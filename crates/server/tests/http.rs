@@ -22,6 +22,7 @@ struct TestServer {
     router: Router,
     shutdown: ShutdownHandle,
     task: tokio::task::JoinHandle<()>,
+    metrics: std::sync::Arc<master_events_server::metrics::Metrics>,
     _cluster: tokio::sync::watch::Sender<ClusterView>,
 }
 
@@ -53,8 +54,10 @@ async fn start(archive: usize, users: &str, tweak: impl FnOnce(&mut ServerConfig
         .expect("binds");
     let addr = server.local_addr();
     let shutdown = server.shutdown_handle();
+    let metrics = server.metrics();
     let task = tokio::spawn(server.run());
     TestServer {
+        metrics,
         url: format!("http://{addr}"),
         addr,
         router,
@@ -1210,5 +1213,50 @@ async fn a_request_that_the_servers_own_filter_empties_is_refused_with_the_reaso
             .get("master-events-server-filter")
             .and_then(|v| v.to_str().ok()),
         Some("on")
+    );
+}
+
+#[tokio::test]
+async fn each_sinks_state_is_in_cluster_and_metrics() {
+    use master_events_router::SinkHealth;
+    let s = start(4096, "", |_| {}).await;
+    let file = std::sync::Arc::new(SinkHealth::new("file", 0));
+    let webhook = std::sync::Arc::new(SinkHealth::new("webhook", 1));
+    s.metrics.set_sinks(vec![file.clone(), webhook.clone()]);
+    file.retrying("No space left on device (os error 28)");
+    let body = client()
+        .get(format!("{}/cluster", s.url))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    let cluster: Value = serde_json::from_str(&body).expect("json");
+    let sinks = cluster["sinks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(sinks.len(), 2, "{body}");
+    assert_eq!(sinks[0]["name"], "file");
+    assert_eq!(sinks[0]["state"], "retrying");
+    assert_eq!(sinks[0]["reason"], "No space left on device (os error 28)");
+    assert_eq!(sinks[1]["state"], "ok");
+    let text = client()
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.contains(r#"master_events_sink_state{sink="file",index="0",state="retrying"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"master_events_sink_state{sink="webhook",index="1",state="ok"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"master_events_sink_panics_total{sink="file",index="0"} 0"#),
+        "{text}"
     );
 }

@@ -40,7 +40,7 @@ use anyhow::{bail, Context, Result};
 use master_events_cluster::{ClusterConfig, ClusterNode, MasterDiscovery, StaticDiscovery};
 use master_events_router::config::{describe_toml_error, toml_error};
 use master_events_router::{load_config, start_sinks, ConfigError, Router, RouterConfig, SinkSet};
-use master_events_server::auth::{UserEntry, Users};
+use master_events_server::auth::{AuthConfigError, UserEntry, Users};
 use master_events_server::limits::{LimitsSettings, SettingSource};
 use master_events_server::{ClusterView, HttpSinkConfig, Server, ServerConfig, ShutdownHandle};
 use serde::Deserialize;
@@ -263,7 +263,14 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
 
     let mut entries = file.users.clone();
     if let Ok(env) = std::env::var("MASTER_EVENTS_USERS") {
-        entries.extend(Users::parse_env(&env)?);
+        entries.extend(Users::parse_env(&env).map_err(|e| match e {
+            // What stands where the role belongs may be a misplaced password.
+            AuthConfigError::UnknownRole(_) => anyhow::anyhow!(
+                "MASTER_EVENTS_USERS: an entry's role is not read, write or admin \
+                 (entries are name:password:role; the value is not shown)"
+            ),
+            e => e.into(),
+        })?);
     }
     let mut users = Users::from_entries(&entries)?;
     let secret = match &opts.cluster.secret_file {
@@ -392,6 +399,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         Some(node) => node.metrics(Some(sink_metrics)),
         None => sink_metrics,
     });
+    bound.metrics().set_sinks(sinks.health());
     let shutdown = bound.shutdown_handle();
     let server = tokio::spawn(bound.run());
     Ok(RunningNode {

@@ -4,7 +4,8 @@
 //! Promises: the first line on standard output is `listening on http://ADDR` (with
 //! the port actually bound, so `--listen 127.0.0.1:0` is usable by scripts); on a
 //! signal, streams end within a second, then everything queued is archived and every
-//! sink flushes before the process exits 0.
+//! sink flushes before the process exits 0. If the router fails (its sequencer
+//! panicked), the process exits [`EXIT_ROUTER_FAILED`] instead of serving nothing.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,6 +16,9 @@ use clap::Args;
 use master_events_server::limits::LimitsSettings;
 
 use super::node::{self, ClusterOptions, Discovery, NodeOptions};
+
+/// The exit code when the router failed (its sequencer panicked): 70, EX_SOFTWARE.
+pub const EXIT_ROUTER_FAILED: i32 = 70;
 
 /// Arguments of `serve`.
 #[derive(Args, Debug)]
@@ -51,7 +55,8 @@ pub struct ServeArgs {
     /// node is its own master) or `etcd` (leader election; needs --etcd).
     #[arg(long, value_enum, default_value_t = Discovery::Static, help_heading = "Cluster")]
     pub discovery: Discovery,
-    /// With static discovery: the master's node name (default: this node).
+    /// With static discovery: the master's node name (default: this node). Another
+    /// node needs its URL in --peer NAME=URL (without it, serve exits 2).
     #[arg(long, value_name = "NAME", help_heading = "Cluster")]
     pub master: Option<String>,
     /// Another node of the cluster and its base URL, e.g. n_1@10.0.0.2=http://10.0.0.2:9898
@@ -183,7 +188,18 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
             sinks = ?running.sink_names,
             "serving /diag/masterEvents"
         );
-        node::wait_for_signal().await;
+        // Crash-only: a router whose sequencer failed serves nothing useful; exit
+        // non-zero so that a supervisor restarts the process (a warm restart
+        // restores the archive from a file sink's log).
+        let router = running.router.clone();
+        tokio::select! {
+            () = node::wait_for_signal() => {}
+            why = router.failed() => {
+                tracing::error!(error = %why, "the router failed; exiting");
+                running.stop().await;
+                return Ok(EXIT_ROUTER_FAILED);
+            }
+        }
         tracing::info!("shutting down");
         running.stop().await;
         Ok(0)
