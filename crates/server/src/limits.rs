@@ -5,7 +5,9 @@
 //! ([`ConnCounter`]), the byte budget of request bodies buffered at once
 //! ([`Budget`], [`Charge`]), the request body that cuts a stalled or trickling
 //! upload ([`TimedBody`]), the client key every per-address limit uses
-//! ([`ClientKey`]) and the rate-limited WARN lines of refusals ([`Throttle`]).
+//! ([`ClientKey`]), the rate-limited WARN lines of refusals ([`Throttle`]), and
+//! all of these together while the server runs ([`Guards`]). The failed
+//! authentication limiter lives with the users, in [`crate::auth`].
 //!
 //! Promises:
 //! - Memory is bounded whatever clients do: the connection counter holds one entry
@@ -896,6 +898,34 @@ mod tests {
             .expect("valid");
         assert_eq!(limits.body_stall_timeout, Duration::from_millis(2500));
         assert_eq!(limits.body_min_rate, 0);
+    }
+
+    #[test]
+    fn the_server_limits_table_reads_every_key_and_refuses_unknown_ones() {
+        let text = "idle_timeout = 30\nmax_connections_per_ip = 8\nbody_stall_timeout = 5\n\
+                    body_min_rate = 0\nbody_min_rate_after = 2\nbody_buffer_total = 1000\n\
+                    body_buffer_per_user = 500\nauth_failure_burst = 3\nauth_failure_rate = 0.5\n";
+        let settings: LimitsSettings = toml::from_str(text).expect("parses");
+        let mut limits = Limits::default();
+        settings
+            .apply_to(&mut limits, SettingSource::File)
+            .expect("valid");
+        assert_eq!(
+            limits,
+            Limits {
+                idle_timeout: Duration::from_secs(30),
+                max_connections_per_ip: 8,
+                body_stall_timeout: Duration::from_secs(5),
+                body_min_rate: 0,
+                body_min_rate_after: Duration::from_secs(2),
+                body_buffer_total: 1000,
+                body_buffer_per_user: 500,
+                auth_failure_burst: 3,
+                auth_failure_rate: 0.5,
+            }
+        );
+        let unknown = toml::from_str::<LimitsSettings>("idle = 3\n").err();
+        assert!(unknown.is_some_and(|e| e.to_string().contains("unknown field `idle`")));
     }
 
     #[test]
