@@ -1,6 +1,6 @@
 //! Chrome trace-event JSON (`chrome://tracing`, Perfetto, speedscope) of an event log.
 //!
-//! Owns: which events pair into spans, where each span is drawn (process and lane),
+//! Owns: where each span is drawn (process and lane), the instants,
 //! and the streaming writer of the `{"traceEvents":[...],"displayTimeUnit":"ms"}`
 //! document.
 //!

@@ -2,12 +2,14 @@
 //! checks that a directory holds exactly them.
 //!
 //! Promises: `--check` compares bytes, so any drift between the Rust types and the
-//! committed files (a changed field, a new type, a stale file) is reported by path.
+//! committed files (a changed field, a new type, a stale file) is reported by path;
+//! a directory that does not exist (or is not a directory) is said so in one line,
+//! not as every file missing, and exits 2.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use master_events_events::schema::{generate, SchemaFile};
 
@@ -98,6 +100,21 @@ pub fn write(dir: &Path, files: &[SchemaFile]) -> Result<usize> {
 pub fn run(args: &SchemasArgs) -> Result<i32> {
     let files = generate();
     if args.check {
+        match std::fs::metadata(&args.out) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => bail!(
+                "{} is not a directory; --check compares a directory of schema files \
+                 (--out DIR, default `schemas`)",
+                args.out.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no directory {} to check; give the one that holds the schema files with \
+                 --out DIR, or write them there with `master-events schemas --out {}`",
+                args.out.display(),
+                args.out.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", args.out.display())),
+        }
         let drift = check(&args.out, &files)?;
         if drift.is_empty() {
             println!(

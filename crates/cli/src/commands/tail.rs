@@ -123,7 +123,10 @@ fn parse_event_type(s: &str) -> Result<EventType, String> {
             .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
             .map(|t| format!(" (did you mean {t}?)"))
             .unwrap_or_default();
-        format!("not an event type{hint}; see the catalog with `master-events schemas`")
+        format!(
+            "not an event type{hint}; `master-events validate --help` lists them all, and \
+             a server serves them at GET /schemas/"
+        )
     })
 }
 

@@ -13,12 +13,17 @@
 //! - The output is one JSON document (`{"traceEvents":[...],...}`); standard output
 //!   holds nothing else. Bad lines are skipped and summed up on standard error in one
 //!   line; with `-o`, what was written is also told there.
+//! - `-o FILE` is written whole or not at all: the trace goes to a temporary file
+//!   beside FILE, renamed over it once complete, so a source that cannot be read (a
+//!   server that cannot be reached, a missing file) leaves no empty or truncated FILE
+//!   and an older FILE as it was. A FILE that is not a regular file (`/dev/null`, a
+//!   FIFO) is written in place.
 //! - Exit code 0 when the trace was written (also when standard output was closed
 //!   early), 2 on usage and I/O errors.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -31,7 +36,8 @@ use super::source::{self, PipeWatch, SourceArgs};
 pub struct TraceArgs {
     #[command(flatten)]
     pub source: SourceArgs,
-    /// Write the trace into FILE (created or truncated) instead of standard output.
+    /// Write the trace into FILE (created, or replaced once the trace is complete)
+    /// instead of standard output.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Only the spans (start/end pairs): leave out the events that are not part of
@@ -47,10 +53,7 @@ pub fn run(args: &TraceArgs) -> Result<i32> {
     };
     match &args.output {
         Some(path) => {
-            let file =
-                File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-            let stats = write(args, options, BufWriter::new(file))
-                .with_context(|| format!("writing {}", path.display()))?;
+            let stats = write_file(args, options, path)?;
             eprintln!(
                 "master-events trace: wrote {} ({} spans, {} unfinished, {} instants, {} \
                  processes)",
@@ -72,6 +75,53 @@ pub fn run(args: &TraceArgs) -> Result<i32> {
             }
         }
     }
+}
+
+/// Writes the trace into `path`: through a temporary file in the same directory,
+/// renamed over `path` when complete (dropped, and so removed, on any error); in
+/// place when `path` exists and is not a regular file.
+fn write_file(
+    args: &TraceArgs,
+    options: TraceOptions,
+    path: &Path,
+) -> Result<master_events_report::TraceStats> {
+    // A symbolic link keeps pointing where it did: the file it names is replaced.
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path)
+            .with_context(|| format!("cannot follow the link {}", path.display()))?,
+        _ => path.to_path_buf(),
+    };
+    let special = std::fs::metadata(&target).is_ok_and(|m| !m.is_file());
+    if special {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        return write(args, options, BufWriter::new(file))
+            .with_context(|| format!("writing {}", path.display()));
+    }
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".trace-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // As `File::create` would: 0666 less the umask, not the temporary file's 0600.
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create {} (in {})", path.display(), dir.display()))?;
+    let file: &File = tmp.as_file();
+    let stats = write(args, options, BufWriter::new(file))
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(&target)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(stats)
 }
 
 /// Reads the source and writes its trace to `out`, flushed.

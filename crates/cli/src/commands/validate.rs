@@ -10,9 +10,14 @@
 //!   artefact consumers use, through the `jsonschema` crate) and by the typed parser
 //!   (which also catches what a JSON value cannot show, such as duplicate keys). The
 //!   first complaint is reported with the line number, the type and the field.
+//! - A line without `ts` that would pass as an ingest line (one written to be sent,
+//!   which the server stamps) is counted, and the summary says once that `--ingest`
+//!   checks such lines.
+//! - `--help` lists every event type.
 //! - Never panics on input; exit code 0 when every line is valid, 1 otherwise, 2 on
 //!   usage or I/O errors.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -24,6 +29,7 @@ use serde_json::Value;
 
 /// Arguments of `validate`.
 #[derive(Args, Debug)]
+#[command(after_long_help = event_types_help())]
 pub struct ValidateArgs {
     /// The NDJSON file to check; `-` (the default) reads standard input.
     #[arg(default_value = "-")]
@@ -43,9 +49,35 @@ pub struct ValidateArgs {
     pub max_errors: Option<u64>,
 }
 
+/// The list of event types at the end of `validate --help`, wrapped to 80 columns.
+fn event_types_help() -> String {
+    let mut text = format!(
+        "Event types ({}; a server serves each one's schema at GET /schemas/event/TYPE.json):",
+        EventType::ALL.len()
+    );
+    let mut line = String::from(" ");
+    for ty in EventType::ALL {
+        if line.len() + ty.as_str().len() + 1 > 80 {
+            text.push('\n');
+            text.push_str(line.trim_end());
+            line = String::from(" ");
+        }
+        line.push(' ');
+        line.push_str(ty.as_str());
+    }
+    text.push('\n');
+    text.push_str(line.trim_end());
+    text
+}
+
 /// The schema validators, one per line type.
 pub struct Validators {
     by_type: HashMap<String, jsonschema::Validator>,
+    /// For stream lines: the schema directory, to load the ingest validators with.
+    dir: Option<PathBuf>,
+    /// For stream lines: the ingest validators, loaded when a line without `ts`
+    /// fails (`None` inside if they could not be).
+    as_ingest: OnceCell<Option<Box<Validators>>>,
 }
 
 impl Validators {
@@ -90,7 +122,35 @@ impl Validators {
                 by_type.insert(frame.to_owned(), compile(&path, &read(&path)?)?);
             }
         }
-        Ok(Validators { by_type })
+        Ok(Validators {
+            by_type,
+            dir: (!ingest).then(|| dir.map(Path::to_path_buf)).flatten(),
+            as_ingest: if ingest {
+                OnceCell::from(None)
+            } else {
+                OnceCell::new()
+            },
+        })
+    }
+
+    /// Whether `line`, refused as a stream line, has no `ts` and passes as an ingest
+    /// line: a line written to be sent, to be checked with `--ingest`. Always false
+    /// for ingest validators.
+    pub fn is_ingest_line(&self, line: &[u8]) -> bool {
+        let lacks_ts = serde_json::from_slice::<Value>(line)
+            .ok()
+            .is_some_and(|v| v.is_object() && v.get("ts").is_none());
+        if !lacks_ts {
+            return false;
+        }
+        self.as_ingest
+            .get_or_init(|| {
+                Validators::load(self.dir.as_deref(), true)
+                    .ok()
+                    .map(Box::new)
+            })
+            .as_ref()
+            .is_some_and(|v| v.check_line(line).is_ok())
     }
 
     /// The verdict on one line (without its newline): `Ok(type)` or the complaint.
@@ -218,6 +278,8 @@ pub struct Summary {
     pub invalid: BTreeMap<String, u64>,
     /// Lines holding only whitespace (skipped).
     pub blank: u64,
+    /// Invalid lines that have no `ts` but are valid ingest lines.
+    pub ingest_lines: u64,
 }
 
 impl Summary {
@@ -268,6 +330,9 @@ pub fn validate_stream<R: Read, W: Write>(
         match verdict {
             Ok(ty) => *summary.valid.entry(ty).or_default() += 1,
             Err(e) => {
+                if outcome == ReadLine::Line && validators.is_ingest_line(&buf) {
+                    summary.ingest_lines += 1;
+                }
                 let ty = e.ty.clone().unwrap_or_else(|| "?".to_owned());
                 if max_errors.is_none_or(|m| printed < m) {
                     printed += 1;
@@ -308,6 +373,15 @@ pub fn print_summary<W: Write>(out: &mut W, name: &str, s: &Summary) -> std::io:
         for (t, (v, i)) in types {
             writeln!(out, "  {t:<42} {v:>10} {i:>10}")?;
         }
+    }
+    if s.ingest_lines > 0 {
+        writeln!(
+            out,
+            "{} of the invalid lines have no \"ts\" and are valid ingest lines (written to be \
+             sent; the server adds seq and ts): check those with `master-events validate \
+             --ingest`",
+            s.ingest_lines
+        )?;
     }
     Ok(())
 }
@@ -433,6 +507,44 @@ mod tests {
         assert!(out.contains("UTF-8"), "{out}");
         assert!(out.contains("truncated"), "{out}");
         assert!(out.contains("invalid JSON"), "{out}");
+    }
+
+    #[test]
+    fn lines_without_ts_that_are_valid_ingest_lines_point_to_ingest_once() {
+        let (s, out) = run_on(
+            b"{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n{\"type\":\"failoverEnded\"}\n{\"type\":\"deleteBucket\"}\n{\"type\":\"deleteBucket\",\"ts\":1}\n",
+        );
+        assert_eq!(s.invalid_total(), 4, "{out}");
+        assert_eq!(
+            s.ingest_lines, 2,
+            "lines 1 and 2; 3 lacks its bucket, 4 has ts"
+        );
+        let mut printed = Vec::new();
+        print_summary(&mut printed, "hand.ndjson", &s).expect("in-memory IO");
+        let printed = String::from_utf8_lossy(&printed);
+        assert_eq!(printed.matches("--ingest").count(), 1, "{printed}");
+        assert!(
+            printed.contains("2 of the invalid lines have no \"ts\" and are valid ingest lines"),
+            "{printed}"
+        );
+
+        let (s, _) = run_on(b"{\"type\":\"deleteBucket\",\"ts\":1}\n");
+        let mut printed = Vec::new();
+        print_summary(&mut printed, "stream.ndjson", &s).expect("in-memory IO");
+        assert!(!String::from_utf8_lossy(&printed).contains("--ingest"));
+    }
+
+    #[test]
+    fn help_lists_every_event_type_within_80_columns() {
+        let help = event_types_help();
+        for ty in EventType::ALL {
+            assert!(
+                help.split_whitespace().any(|w| w == ty.as_str()),
+                "{ty} missing from {help}"
+            );
+        }
+        assert!(help.lines().skip(1).all(|l| l.len() <= 80), "{help}");
+        assert!(help.contains("GET /schemas/"), "{help}");
     }
 
     #[test]
