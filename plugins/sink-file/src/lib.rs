@@ -11,10 +11,13 @@
 //! keep = 5                         # master_events.log.1 ... .5 (default)
 //! fsync = "always"                 # or "never", or { every_ms = 1000 } (default)
 //! restore = true                   # `serve` pre-fills its archive from this log (default)
+//! backlog_bytes = 67108864         # held while writes fail, written once they work (default)
 //! ```
 //!
-//! Owns: [`FileConfig`] (registered as `file`), the running [`FileSink`], and warm
-//! load ([`warm_start`], [`warm_load`]); the files themselves are [`log`]'s.
+//! Owns: [`FileConfig`] (registered as `file`), the running [`FileSink`] (its
+//! backlog of events not written yet, and its state: [`FileSinkStatus`]), and warm
+//! load ([`warm_start`], [`warm_load`]); the files themselves are [`log`]'s, the
+//! lock [`lock`]'s.
 //!
 //! Promises:
 //! - One writer per log: the sink holds `<file_name>.lock` in `dir` (an OS advisory

@@ -180,8 +180,11 @@ impl Reader {
     }
 }
 
-/// Reads back the log of `config`: verifies it and returns its last `capacity`
-/// events (see the [module documentation](self)). Holds the log's lock meanwhile.
+/// Reads back the log of `config`: verifies every line of every file, oldest first
+/// (a line that breaks the log's rules is [`FileSinkError::BadLog`], naming the
+/// file and line; see [`BadLine`]), cuts off a torn last line of the current file,
+/// and returns the last contiguous run of at most `capacity` events. Holds the
+/// log's lock meanwhile.
 pub fn warm_load(config: &FileConfig, capacity: usize) -> Result<WarmStart, FileSinkError> {
     let current = file_path(&config.dir, &config.file_name, 0);
     if !check_dir(&config.dir)? {
