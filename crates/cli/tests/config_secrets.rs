@@ -147,11 +147,20 @@ fn assert_no_secret(what: &str, text: &str) {
 
 /// Runs `master-events serve` on `config`; its exit code and standard error.
 fn serve_with(config: &std::path::Path) -> (Option<i32>, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+    serve_with_users(config, None)
+}
+
+/// As [`serve_with`], with `MASTER_EVENTS_USERS` set to `users` when given.
+fn serve_with_users(config: &std::path::Path, users: Option<&str>) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_master-events"));
+    command.env_remove("MASTER_EVENTS_USERS");
+    if let Some(users) = users {
+        command.env("MASTER_EVENTS_USERS", users);
+    }
+    let child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
-        .env_remove("MASTER_EVENTS_USERS")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -217,4 +226,17 @@ fn the_sinks_loader_error_shows_no_secret_in_display_or_debug() {
         assert_no_secret(what, &e.to_string());
         assert_no_secret(what, &format!("{e:?}"));
     }
+}
+
+#[test]
+fn a_password_misplaced_in_master_events_users_is_not_shown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("empty.toml");
+    std::fs::write(&config, "").expect("write config");
+    // name:role:password instead of name:password:role.
+    let users = format!("ops:admin:{SECRET}");
+    let (code, stderr) = serve_with_users(&config, Some(&users));
+    assert_eq!(code, Some(2), "refused at start:\n{stderr}");
+    assert!(stderr.contains("MASTER_EVENTS_USERS"), "{stderr}");
+    assert_no_secret("MASTER_EVENTS_USERS", &stderr);
 }
