@@ -601,7 +601,7 @@ fn describe_reset(reset: &Map<String, Value>) -> String {
         reset
             .get(k)
             .and_then(Value::as_str)
-            .map(|s| super::client::one_line(s))
+            .map(super::client::one_line)
             .unwrap_or_else(|| "-".to_owned())
     };
     format!(
@@ -800,7 +800,7 @@ mod tests {
         let a = args(&[]);
         let mut p = Progress {
             last_seq: Some(2),
-            printed: 0,
+            ..Progress::default()
         };
         let mut out = Vec::new();
         for line in [
