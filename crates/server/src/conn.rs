@@ -16,6 +16,10 @@
 //!   `idle_timeout` is closed. hyper has no such timer: its HTTP/2 keep-alive only
 //!   pings, which a live but idle client answers; HTTP/1 connections are also
 //!   closed by hyper's `header_read_timeout` between requests.
+//! - Failed authentications are rate limited per client address before any
+//!   credential is checked, except for requests presenting a Bearer token (the
+//!   cluster secret of another node: a long random machine secret, and a node with
+//!   a wrong one must keep being answered 401 to show it).
 //! - Every close is counted in `master_events_connections_closed{reason}`; a
 //!   first-request timeout is also logged at WARN (rate limited), an idle close at
 //!   DEBUG (it is routine).
@@ -162,7 +166,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, req: Request<Incoming>) -> ConnFuture {
         let guard = self.activity.start();
         let http1 = req.version() < Version::HTTP_2;
-        if req.uri().path() != "/health" {
+        // Another node presents the cluster secret (a long random machine secret,
+        // docs/cluster.md) as a Bearer token: it is not rate limited, so that a node
+        // with a wrong secret keeps being told so (401) and shows it.
+        let limited = !req.headers().get(header::AUTHORIZATION).is_some_and(|v| {
+            v.as_bytes()
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+        });
+        if limited && req.uri().path() != "/health" {
             if let Some(wait) = self.guards.auth.refused(self.client) {
                 self.metrics.request_limited("auth_rate_limit");
                 if let Some(n) = self.guards.warn_auth.note() {
@@ -184,6 +196,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                     ready: Some(resp),
                     guard: Some(guard),
                     http1,
+                    limited,
                     service: self.clone(),
                 };
             }
@@ -193,6 +206,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             ready: None,
             guard: Some(guard),
             http1,
+            limited,
             service: self.clone(),
         }
     }
@@ -206,6 +220,8 @@ pin_project_lite::pin_project! {
         ready: Option<Response<AxumBody>>,
         guard: Option<RequestGuard>,
         http1: bool,
+        // Whether a 401 counts against the client's failed authentications.
+        limited: bool,
         service: ConnService,
     }
 }
@@ -225,7 +241,7 @@ impl Future for ConnFuture {
                 None => crate::error_response(StatusCode::INTERNAL_SERVER_ERROR, "polled twice"),
             },
         };
-        if resp.status() == StatusCode::UNAUTHORIZED {
+        if *this.limited && resp.status() == StatusCode::UNAUTHORIZED {
             this.service.guards.auth.failed(this.service.client);
         }
         if *this.http1 && resp.extensions().get::<CloseConnection>().is_some() {

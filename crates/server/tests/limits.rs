@@ -405,6 +405,10 @@ async fn failed_authentication_past_the_burst_gets_429_from_that_address_only() 
     // Even the right password waits: the address is refused before any check.
     let reply = exchange(server.addr, None, &get("/cluster", Some(&right))).await;
     assert!(reply.starts_with("HTTP/1.1 429"), "{reply}");
+    // Another node's cluster secret (a Bearer token) is told it is wrong, not 429.
+    let forward = b"POST /cluster/forward HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let reply = exchange(server.addr, None, forward).await;
+    assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
     // Liveness needs no credentials and stays open.
     let reply = exchange(server.addr, None, &get("/health", None)).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
