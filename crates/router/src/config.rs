@@ -223,8 +223,13 @@ fn hide_values(message: &str) -> String {
     if KEYS_ONLY.iter().any(|p| message.starts_with(p)) {
         return message.to_owned();
     }
-    // What comes after ", expected " is what the type wants, from the code.
-    let (head, tail) = match message.find(", expected ") {
+    // What comes after ", expected " (or a suggestion) is what the type wants, from
+    // the code.
+    let (head, tail) = match [", expected ", "; expected ", "; did you mean "]
+        .iter()
+        .filter_map(|sep| message.find(sep))
+        .min()
+    {
         Some(i) => message.split_at(i),
         None => (message, ""),
     };

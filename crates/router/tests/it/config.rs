@@ -77,12 +77,11 @@ fn config_errors_name_the_entry() {
         e,
         "sinks[0] (type \"stdout\", line 1): unknown field `fromat`, expected `format`"
     );
+    // No value of the file is quoted (it could be a secret): the key is named.
     let e = err("[[sinks]]\ntype = \"stdout\"\nformat = \"xml\"\n");
-    assert!(
-        e.starts_with(
-            "sinks[0] (type \"stdout\", line 1): unknown variant `xml`, expected `json` or `line`"
-        ),
-        "{e}"
+    assert_eq!(
+        e,
+        "sinks[0] (type \"stdout\", line 1): unknown variant (value not shown), expected `json` or `line` (key format)"
     );
     let e = err("[[sinks]]\ntype = \"archiver\"\ncapacity = 0\n");
     assert_eq!(
@@ -95,7 +94,7 @@ fn config_errors_name_the_entry() {
         "sinks[0] (type \"archiver\", line 1): the archiver keeps every event: it takes no filter"
     );
     let e = err("[[sinks]]\ntype = \"stdout\"\nfilter = { type = \"vbucketMoveStrat\" }\n");
-    assert_eq!(e, "sinks[0] (type \"stdout\", line 1): filter: unknown event type \"vbucketMoveStrat\"; did you mean \"vbucketMoveStart\"?");
+    assert_eq!(e, "sinks[0] (type \"stdout\", line 1): filter: unknown event type (value not shown); did you mean \"vbucketMoveStart\"? (key type)");
     let e = err("[[sinks]]\ntype = \"stdout\"\nfilter = { bucket = \"b\", vbuckets = 1 }\n");
     assert!(
         e.starts_with(
@@ -124,10 +123,14 @@ fn unknown_or_missing_sink_types_list_the_registered_ones() {
         e.starts_with("sinks[0] (line 1): \"type\" must be a string"),
         "{e}"
     );
+    // TOML errors: line:column, the message and the key, no text of the file.
     let e = err("sinks = 3\n");
-    assert!(e.starts_with("invalid configuration: "), "{e}");
+    assert_eq!(
+        e,
+        "1:9: invalid type: integer (value not shown), expected a sequence (key sinks)"
+    );
     let e = err("[[sinks]\n");
-    assert!(e.starts_with("invalid configuration: "), "{e}");
+    assert_eq!(e, "1:9: unclosed array table, expected `]`");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
