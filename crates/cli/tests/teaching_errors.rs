@@ -201,3 +201,41 @@ fn trace_to_a_file_replaces_it_whole_with_the_usual_permissions() {
         );
     }
 }
+
+#[test]
+fn counts_on_the_command_line_are_refused_in_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for args in [
+        &["report", "rebalance", "events.log", "--slowest", "many"][..],
+        &["validate", "--max-line-bytes", "1k", "events.log"][..],
+        &["validate", "--max-errors", "some", "events.log"][..],
+    ] {
+        let out = run_in(dir.path(), args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("not a whole number of 0 or more (digits only, e.g. 10)"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("invalid digit"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn validate_points_an_unknown_type_to_the_list_of_types() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("typo.ndjson"),
+        "{\"type\":\"nope\",\"ts\":1}\n",
+    )
+    .expect("write the line");
+    let out = run_in(dir.path(), &["validate", "typo.ndjson"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "unknown event type \"nope\"; `master-events validate --help` lists the event types"
+        ),
+        "{stdout}"
+    );
+}

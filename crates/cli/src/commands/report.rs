@@ -104,7 +104,8 @@ pub struct RebalanceArgs {
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
     /// How many of the slowest moves each rebalance lists.
-    #[arg(long, value_name = "N", default_value_t = 10)]
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = super::validate::parse_count::<usize>)]
     pub slowest: usize,
 }
 

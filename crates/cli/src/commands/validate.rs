@@ -35,7 +35,8 @@ pub struct ValidateArgs {
     #[arg(default_value = "-")]
     pub file: String,
     /// Lines longer than this many bytes are reported as errors and skipped.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = parse_count::<usize>)]
     pub max_line_bytes: usize,
     /// Read the schema files from this directory instead of the copies built into
     /// the binary (e.g. to check a file against an edited schema).
@@ -45,8 +46,16 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub ingest: bool,
     /// Print at most this many bad lines (the summary still counts all of them).
-    #[arg(long)]
+    #[arg(long, value_name = "N", value_parser = parse_count::<u64>)]
     pub max_errors: Option<u64>,
+}
+
+/// A count or size given on the command line: a whole number, 0 or more, said in
+/// those words when it is not one (or is too large to be one).
+pub(crate) fn parse_count<T: std::str::FromStr>(s: &str) -> std::result::Result<T, String> {
+    s.trim()
+        .parse::<T>()
+        .map_err(|_| "not a whole number of 0 or more (digits only, e.g. 10)".to_owned())
 }
 
 /// The list of event types at the end of `validate --help`, wrapped to 80 columns.
@@ -186,11 +195,17 @@ impl Validators {
                 master_events_events::StreamLine::Gap(_) => "gap".to_owned(),
                 master_events_events::StreamLine::Reset(_) => "reset".to_owned(),
             }),
-            Err(e) => Err(LineError {
-                ty,
-                field: e.field().map(str::to_owned),
-                reason: e.to_string(),
-            }),
+            Err(e) => {
+                let mut reason = e.to_string();
+                if ty.as_ref().is_some_and(|t| !self.by_type.contains_key(t)) {
+                    reason.push_str("; `master-events validate --help` lists the event types");
+                }
+                Err(LineError {
+                    ty,
+                    field: e.field().map(str::to_owned),
+                    reason,
+                })
+            }
         }
     }
 }
@@ -532,6 +547,35 @@ mod tests {
         let mut printed = Vec::new();
         print_summary(&mut printed, "stream.ndjson", &s).expect("in-memory IO");
         assert!(!String::from_utf8_lossy(&printed).contains("--ingest"));
+    }
+
+    #[test]
+    fn an_unknown_type_points_to_the_list_of_types() {
+        let (_, out) =
+            run_on(b"{\"type\":\"nope\",\"ts\":1}\n{\"type\":\"deleteBucket\",\"ts\":1}\n");
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[0].ends_with(
+                "unknown event type \"nope\"; `master-events validate --help` lists the event types"
+            ),
+            "{out}"
+        );
+        assert!(!lines[1].contains("--help"), "a known type's error: {out}");
+    }
+
+    #[test]
+    fn counts_are_refused_in_words_not_in_rust_types() {
+        assert_eq!(parse_count::<u64>(" 12 "), Ok(12));
+        let err = parse_count::<usize>("1k").expect_err("not digits");
+        assert_eq!(
+            err,
+            "not a whole number of 0 or more (digits only, e.g. 10)"
+        );
+        assert!(
+            parse_count::<u64>("99999999999999999999").is_err(),
+            "too large"
+        );
+        assert!(parse_count::<u64>("-1").is_err());
     }
 
     #[test]
