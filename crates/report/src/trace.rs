@@ -4,8 +4,8 @@
 //! and the streaming writer of the `{"traceEvents":[...],"displayTimeUnit":"ms"}`
 //! document.
 //!
-//! The pairs of [`crate::pairs`] (start → end, matched by their key) become complete
-//! events (`"ph":"X"`, `ts` and `dur` in microseconds), drawn:
+//! The pairs of the crate's one pairing table (`pairs.rs`: start → end, matched by
+//! a key) become complete events (`"ph":"X"`, `ts` and `dur` in microseconds), drawn:
 //! - on the `cluster` process: rebalances, rebalance stages, bucket rebalances and
 //!   bucket failovers;
 //! - on one process per node (named after the `node` field, or the consumer node of a
