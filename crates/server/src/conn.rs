@@ -19,7 +19,8 @@
 //! - Failed authentications are rate limited per client address before any
 //!   credential is checked, except for requests presenting a Bearer token (the
 //!   cluster secret of another node: a long random machine secret, and a node with
-//!   a wrong one must keep being answered 401 to show it).
+//!   a wrong one must keep being answered 401 to show it) and for `/health` and
+//!   `/ready`, which need no credentials.
 //! - Every close is counted in `master_events_connections_closed{reason}`; a
 //!   first-request timeout is also logged at WARN (rate limited), an idle close at
 //!   DEBUG (it is routine).
@@ -174,7 +175,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 .get(..7)
                 .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
         });
-        if limited && req.uri().path() != "/health" {
+        if limited && !matches!(req.uri().path(), "/health" | "/ready") {
             if let Some(wait) = self.guards.auth.refused(self.client) {
                 self.metrics.request_limited("auth_rate_limit");
                 if let Some(n) = self.guards.warn_auth.note() {
