@@ -10,8 +10,9 @@
 //!   (its `Deserialize`). There is no way to build one that skips redaction.
 //! - A key names a secret when, compared case-insensitively, it contains one of
 //!   [`DEFAULT_SECRET_WORDS`] (`password`, `pwd`, `token`, `apiKey`, `x-auth-token`,
-//!   `privateKey`, ...), has `auth` as one of its words (`auth`, `x-auth`, `authType`;
-//!   not `author`), or contains a word added with [`add_secret_words`] (the
+//!   `privateKey`, ...), ends with the word `auth` (`auth`, `x-auth`, `basicAuth`; not
+//!   `auth_type`, which ns_server sends as `sasl` or `none`, nor `author`), or
+//!   contains a word added with [`add_secret_words`] (the
 //!   configuration's `[redaction] secret_words`). The list can only grow: nothing
 //!   removes a default word.
 //! - Parsing refuses a duplicate key at any depth of the parameters, so no reader
@@ -42,10 +43,10 @@ pub const DEFAULT_SECRET_WORDS: &[&str] = &[
     "authorization",
 ];
 
-/// Words that mark a key as a secret when they are a whole word of it (split at `_`,
-/// `-`, `.`, spaces and lower-to-upper case changes): `auth`, `x-auth`, `authType`, but
-/// not `author`.
-const SECRET_KEY_WORDS: &[&str] = &["auth"];
+/// Words that mark a key as a secret when they are its last word (after the last `_`,
+/// `-`, `.` or space and the last lower-to-upper case change): `auth`, `x-auth`,
+/// `basicAuth`, but not `auth_type` or `author`.
+const SECRET_LAST_WORDS: &[&str] = &["auth"];
 
 /// Words added by the configuration, lowercase.
 static EXTRA_WORDS: RwLock<Vec<String>> = RwLock::new(Vec::new());
@@ -67,20 +68,16 @@ where
     }
 }
 
-/// The words of a key: split at separators and at a lower-to-upper case change.
-fn key_words(key: &str) -> impl Iterator<Item = &str> {
-    key.split(['_', '-', '.', ' ']).flat_map(|part| {
-        let bytes = part.as_bytes();
-        let mut cuts = vec![0];
-        for i in 1..bytes.len() {
-            if bytes[i].is_ascii_uppercase() && bytes[i - 1].is_ascii_lowercase() {
-                cuts.push(i);
-            }
-        }
-        cuts.push(bytes.len());
-        let pieces: Vec<&str> = cuts.windows(2).map(|w| &part[w[0]..w[1]]).collect();
-        pieces.into_iter()
-    })
+/// The last word of a key: after its last separator, from its last lower-to-upper
+/// case change.
+fn last_word(key: &str) -> &str {
+    let part = key.rsplit(['_', '-', '.', ' ']).next().unwrap_or(key);
+    let bytes = part.as_bytes();
+    let start = (1..bytes.len())
+        .rev()
+        .find(|&i| bytes[i].is_ascii_uppercase() && bytes[i - 1].is_ascii_lowercase())
+        .unwrap_or(0);
+    &part[start..]
 }
 
 /// Whether a parameter name denotes a secret (see the [module documentation](self)).
@@ -89,11 +86,11 @@ pub fn is_secret_key(key: &str) -> bool {
     if DEFAULT_SECRET_WORDS.iter().any(|word| lower.contains(word)) {
         return true;
     }
-    if key_words(key).any(|w| {
-        SECRET_KEY_WORDS
-            .iter()
-            .any(|secret| w.eq_ignore_ascii_case(secret))
-    }) {
+    let last = last_word(key);
+    if SECRET_LAST_WORDS
+        .iter()
+        .any(|word| last.eq_ignore_ascii_case(word))
+    {
         return true;
     }
     let extra = EXTRA_WORDS.read().unwrap_or_else(|e| e.into_inner());
@@ -206,17 +203,23 @@ mod tests {
         let p: BucketParams = serde_json::from_str(
             r#"{"pwd":"a1","token":"a2","apiKey":"a3","API_KEY":"a4","x-auth-token":"a5",
                 "credentials":{"user":"a6"},"privateKey":"a7","auth":"a8","Authorization":"a9",
-                "nested":[{"Pwd":"a10"}],"bucketType":"membase","author":"kept","ramQuotaMB":100}"#,
+                "nested":[{"Pwd":"a10"}],"bucketType":"membase","author":"kept","ramQuotaMB":100,
+                "basicAuth":"a11","x-auth":"a12","auth_type":"sasl"}"#,
         )
         .expect("parses");
         let text = serde_json::to_string(&p).expect("serializes");
-        for n in 1..=10 {
+        for n in 1..=12 {
             assert!(!text.contains(&format!("\"a{n}\"")), "a{n} in {text}");
         }
         assert_eq!(p.as_map()["apiKey"], json!(REDACTED));
         assert_eq!(p.as_map()["nested"][0]["Pwd"], json!(REDACTED));
         assert_eq!(p.as_map()["bucketType"], json!("membase"));
         assert_eq!(p.as_map()["author"], json!("kept"));
+        assert_eq!(
+            p.as_map()["auth_type"],
+            json!("sasl"),
+            "ns_server's auth_type stays"
+        );
         assert_eq!(p.as_map()["ramQuotaMB"], json!(100));
     }
 
