@@ -93,6 +93,9 @@ pub struct Analyzer {
     options: AnalyzerOptions,
     first_ts: Option<Timestamp>,
     last_ts: Option<Timestamp>,
+    /// The latest master `ts` seen (its order is the stream's: a step back is an
+    /// anomaly; `originTs` may step back between origins).
+    last_master_ts: Option<Timestamp>,
     rebalances: Vec<RebalanceState>,
     /// Open rebalances, `(pid, index into rebalances)`, in start order.
     open: Vec<(String, usize)>,
@@ -183,6 +186,7 @@ impl Analyzer {
             options,
             first_ts: None,
             last_ts: None,
+            last_master_ts: None,
             rebalances: Vec::new(),
             open: Vec::new(),
             inflight: HashMap::new(),
@@ -204,11 +208,16 @@ impl Analyzer {
 
     /// Takes in one event.
     pub fn observe(&mut self, rec: &Record) {
-        let ts = match rec.envelope.ts {
+        if let Some(ts) = rec.envelope.ts {
+            if self.last_master_ts.is_some_and(|last| ts < last) {
+                self.anomalies.out_of_order_ts += 1;
+            }
+            self.last_master_ts = Some(self.last_master_ts.map_or(ts, |last| last.max(ts)));
+        }
+        // When it happened: at its origin when known (a follower's events may wait
+        // in its queue before the master stamps `ts`), else when it was sequenced.
+        let ts = match rec.envelope.origin_ts.or(rec.envelope.ts) {
             Some(ts) => {
-                if self.last_ts.is_some_and(|last| ts < last) {
-                    self.anomalies.out_of_order_ts += 1;
-                }
                 self.last_ts = Some(self.last_ts.map_or(ts, |last| last.max(ts)));
                 self.first_ts = Some(self.first_ts.map_or(ts, |first| first.min(ts)));
                 ts

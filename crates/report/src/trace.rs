@@ -208,7 +208,8 @@ impl<W: Write> TraceWriter<W> {
 
     /// Takes in one record, writing what it completes.
     pub fn observe(&mut self, rec: &Record) -> Result<(), Error> {
-        let ts = match rec.envelope.ts {
+        // When it happened: at its origin when known, else when it was sequenced.
+        let ts = match rec.envelope.origin_ts.or(rec.envelope.ts) {
             Some(ts) => {
                 let us = ts.as_micros();
                 self.last_ts = Some(self.last_ts.map_or(us, |l| l.max(us)));

@@ -511,3 +511,30 @@ fn progress_reports_every_byte_of_the_file() {
     assert_eq!(last, size);
     assert_eq!(a.input.bytes, size);
 }
+
+#[test]
+fn durations_use_the_time_an_event_was_noted_at_its_origin_when_the_line_has_it() {
+    // The same rebalance, as if every event had waited 100 s in a node's queue before
+    // the master stamped its `ts`: `originTs` keeps when it happened.
+    let text = std::fs::read_to_string(common::data("rebalance_normal.log")).expect("reads");
+    let mut shifted = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let ts = v["ts"].as_f64().expect("ts");
+        v["originTs"] = serde_json::json!(ts);
+        v["ts"] = serde_json::json!(ts + 100.0);
+        shifted.push_str(&v.to_string());
+        shifted.push('\n');
+    }
+    let a = analyze(
+        master_events_report::LogReader::new(std::io::Cursor::new(shifted.into_bytes())),
+        keep_moves(),
+    )
+    .expect("the log reads");
+    let r = &a.rebalances[0];
+    assert_eq!(r.start, at(0.0));
+    assert_eq!(r.duration, secs(10.0));
+    let d = bucket(r, "default");
+    assert_eq!(d.move_duration.total, secs(13.0));
+    assert_eq!(d.takeover.max, secs(0.5));
+}
