@@ -629,8 +629,27 @@ fn preview(line: &[u8]) -> String {
 }
 
 /// The `--pretty` form of an event: `#SEQ TIME TYPE key=value ...`, keys sorted,
-/// the time in UTC with microseconds (`-` for an absent seq or time).
+/// the time in UTC with microseconds (`-` for an absent seq or time). No control
+/// character (C0, DEL, C1: what a terminal may act on) is written raw: each is
+/// written `\u00XX`, wherever it is (type, key or value).
 fn pretty_line(event: &Map<String, Value>) -> String {
+    escape_controls(&pretty_fields(event))
+}
+
+/// `text` with every control character written as the JSON escape `\u00XX`.
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn pretty_fields(event: &Map<String, Value>) -> String {
     let seq = event
         .get("seq")
         .and_then(Value::as_u64)
@@ -848,6 +867,21 @@ mod tests {
         );
         let bare = object(r#"{"type":"failoverEnded"}"#);
         assert_eq!(pretty_line(&bare), "#- - failoverEnded");
+    }
+
+    #[test]
+    fn pretty_lines_write_no_control_character_raw() {
+        // ESC, BEL (C0), DEL and a C1 character in a value, and ESC in a key.
+        let e = object(
+            "{\"type\":\"deleteBucket\",\"bucket\":\"\\u001b[2J\\u001b[31mFAKE\\u0007\\u007f\\u009b\",\"x\\u001by\":1}",
+        );
+        let line = pretty_line(&e);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(
+            line.contains("\\u007f") && line.contains("\\u009b"),
+            "{line}"
+        );
+        assert!(line.contains("FAKE"), "{line}");
     }
 
     #[test]
