@@ -239,3 +239,14 @@ fn validate_points_an_unknown_type_to_the_list_of_types() {
         "{stdout}"
     );
 }
+
+#[test]
+fn emit_with_an_unknown_type_points_to_the_type_list_not_to_the_schema_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_in(dir.path(), &["emit", "http://127.0.0.1:1", "nope", "a=b"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    assert!(err.contains("neither a file nor an event type"), "{err}");
+    assert!(err.contains("`master-events validate --help`"), "{err}");
+    assert!(!err.contains("`master-events schemas`"), "{err}");
+}
