@@ -542,7 +542,7 @@ impl Sequencer {
                     // tail, and while the archive grows that copy touches new pages.
                     // Done inside the append, it ran between a reader's wake-up and
                     // its turn on this worker, and raised the K=1 latency tail
-                    // (docs/benchmarks.md, "The tail merge").
+                    // (docs/benchmarks-history.md, "The tail merge").
                     self.ring.merge_tail();
                 }
                 // `notify_one` leaves a permit when no one waits, so a push between
