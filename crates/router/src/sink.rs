@@ -229,6 +229,13 @@ impl SinkInput {
         &self.name
     }
 
+    /// The seq of the last event handed out or skipped (filtered-out events and gaps
+    /// included): everything up to it has been offered to the sink. A commit gate
+    /// marks it once what it was handed is durable.
+    pub fn position(&self) -> u64 {
+        self.sub.position()
+    }
+
     /// The sink's filter (`None`: every event).
     pub fn filter(&self) -> Option<&Filter> {
         self.filter.as_ref()

@@ -64,8 +64,8 @@ use std::time::{Duration, Instant};
 
 use master_events_events::{parse_line, Gap, Record, Reset, StreamLine};
 use master_events_router::{
-    Chunk, ConfigError, Cursor, Router, Sink, SinkBatch, SinkConfig, SinkContext, SinkFuture,
-    SinkInput,
+    Chunk, CommitGate, ConfigError, Cursor, Router, Sink, SinkBatch, SinkConfig, SinkContext,
+    SinkFuture, SinkInput,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
@@ -354,9 +354,14 @@ impl SinkConfig for FileConfig {
     }
 
     fn build(self, ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
-        let sink = FileSink::open(&self, Some(ctx.router()))
+        let mut sink = FileSink::open(&self, Some(ctx.router()))
             .map_err(|e| ConfigError::Invalid(e.to_string()))?
             .with_health(Arc::clone(ctx.health()));
+        if self.fsync == Fsync::Always {
+            // "always" promises each event is on disk: then it is acknowledged and
+            // streamed only once it is (see FileSink::with_commit_gate).
+            sink = sink.with_commit_gate(ctx.commit_gate());
+        }
         Ok(Box::new(sink))
     }
 }
@@ -397,6 +402,17 @@ pub struct FileSink {
     status: Arc<FileSinkStatus>,
     /// Where the router's sink set shows this sink's state (`/cluster`, metrics).
     health: Option<Arc<SinkHealth>>,
+    /// With `fsync = "always"`: the commit gate this sink marks once what it was
+    /// handed is written and synced (see [`FileSink::with_commit_gate`]).
+    gate: Option<CommitGate>,
+    /// The gate no longer advances: events were dropped from the backlog.
+    gate_stopped: bool,
+    /// The router read, whose history id is kept beside the log.
+    router: Option<Router>,
+    /// `<file_name>.history`: the history id of the log's events.
+    history_path: PathBuf,
+    /// The history id last written there.
+    history_written: Option<Arc<str>>,
 }
 
 impl FileSink {
@@ -483,7 +499,88 @@ impl FileSink {
             backoff: RETRY_FIRST,
             status: FileSinkStatus::register(&path),
             health: None,
-        })
+            gate: None,
+            gate_stopped: false,
+            router: router.cloned(),
+            history_path: history_path(&config.dir, &config.file_name),
+            history_written: None,
+        }
+        .with_history_kept())
+    }
+
+    /// Makes this sink the router's commit gate: an event is committed — streamed,
+    /// acknowledged to its publisher — only once it is written to the log and synced
+    /// (`fsync = "always"` sinks built from a configuration do this). One sync
+    /// covers every event handed to the sink before it (group commit). If the sink
+    /// had to drop events (its backlog overflowed while the disk failed), the gate
+    /// stops for good: nothing after them is acknowledged as durable, and the sink
+    /// says so (ERROR, state `failing`) until the process is restarted.
+    pub fn with_commit_gate(mut self, gate: CommitGate) -> FileSink {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Writes the router's history id beside the log when it is not the one there
+    /// (a warm restart reads it back: see [`warm::WarmStart::history`]). A failure is
+    /// logged, not fatal: the log itself is intact, and a restart then starts a new
+    /// history, which resuming readers are told about.
+    fn with_history_kept(mut self) -> FileSink {
+        self.keep_history();
+        self
+    }
+
+    fn keep_history(&mut self) {
+        let Some(router) = &self.router else {
+            return;
+        };
+        let history = router.history();
+        if self
+            .history_written
+            .as_ref()
+            .is_some_and(|h| Arc::ptr_eq(h, &history) || **h == *history)
+        {
+            return;
+        }
+        match write_history(&self.history_path, &history, self.fsync != Fsync::Never) {
+            Ok(()) => self.history_written = Some(history),
+            Err(e) => {
+                // Retried at the next batch.
+                tracing::error!(
+                    path = %self.history_path.display(),
+                    error = %e,
+                    "the file sink cannot keep the stream's history id beside its log; a restart would start a new history"
+                );
+            }
+        }
+    }
+
+    /// After a chunk (or a quiet while): keeps the history id, and marks the gate
+    /// when everything handed so far is written and synced.
+    fn settle(&mut self, position: u64) {
+        self.keep_history();
+        let Some(gate) = &self.gate else {
+            return;
+        };
+        if self.gate_stopped {
+            return;
+        }
+        if let Some((from, to)) = self.dropped {
+            self.gate_stopped = true;
+            tracing::error!(
+                path = %self.log.path().display(),
+                from_seq = from,
+                to_seq = to,
+                "the file sink dropped events it could not write: nothing after them is acknowledged as durable until the process is restarted"
+            );
+            self.change(
+                SinkState::Failing,
+                "events were dropped from the full backlog; durable acknowledgement stopped",
+            );
+            return;
+        }
+        if self.backlog.is_empty() && !self.dirty {
+            gate.mark(position);
+        }
     }
 
     /// Replaces where the log's bytes are written (a test's failing disk).
@@ -780,6 +877,7 @@ impl FileSink {
             if let Some(chunk) = input.try_recv() {
                 input.deliver(self, chunk);
                 self.tick();
+                self.settle(input.position());
                 continue;
             }
             let next = match self.wake_in() {
@@ -787,6 +885,7 @@ impl FileSink {
                     Ok(next) => next,
                     Err(_) => {
                         self.tick();
+                        self.settle(input.position());
                         continue;
                     }
                 },
@@ -796,6 +895,7 @@ impl FileSink {
                 Some(chunk) => {
                     input.deliver(self, chunk);
                     self.tick();
+                    self.settle(input.position());
                 }
                 None => break,
             }
@@ -832,6 +932,32 @@ impl FileSink {
             self.sync();
         }
     }
+}
+
+/// Where the history id of the log `file_name` in `dir` is kept.
+pub fn history_path(dir: &Path, file_name: &str) -> PathBuf {
+    dir.join(format!("{file_name}.history"))
+}
+
+/// Replaces the history file at `path` with `history` (and a newline): written to a
+/// temporary file beside it, synced when `sync`, then renamed over it, so a crash
+/// leaves the old id or the new one, never half of one.
+fn write_history(path: &Path, history: &str, sync: bool) -> io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("history.tmp");
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(history.as_bytes())?;
+    file.write_all(b"\n")?;
+    if sync {
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if sync {
+        if let Some(dir) = path.parent() {
+            let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+    }
+    Ok(())
 }
 
 /// The seq of the last line of `bytes` (whole lines), if it is an event.

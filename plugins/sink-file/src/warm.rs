@@ -51,6 +51,36 @@ pub struct WarmStart {
     pub torn_bytes: u64,
     /// The log's current file.
     pub path: PathBuf,
+    /// The history id the log's events belong to (`<file_name>.history`, kept by the
+    /// sink), when there is one: the restored archive continues that history, so a
+    /// reader resuming across the restart is not reset. `None` for a log written
+    /// before the id was kept, or an empty one (a new history starts).
+    pub history: Option<String>,
+}
+
+/// Reads the history id kept beside the log: `None` when there is none; an error
+/// naming the file when it is there but not an id (never guessed around).
+fn read_history(config: &FileConfig) -> Result<Option<String>, FileSinkError> {
+    let path = crate::history_path(&config.dir, &config.file_name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(FileSinkError::Config(format!(
+                "cannot read the history id in {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let id = text.trim();
+    if !master_events_router::is_valid_history(id) {
+        return Err(FileSinkError::Config(format!(
+            "{} does not hold a history id (1 to 64 letters, digits, '-' or '_'); \
+             remove it to start a new history",
+            path.display()
+        )));
+    }
+    Ok(Some(id.to_owned()))
 }
 
 /// Why a line makes the log untrustworthy.
@@ -194,6 +224,7 @@ pub fn warm_load(config: &FileConfig, capacity: usize) -> Result<WarmStart, File
             next_seq: 1,
             torn_bytes: 0,
             path: current,
+            history: None,
         });
     }
     let _lock = LogLock::acquire(&config.dir, &config.file_name)?;
@@ -220,11 +251,16 @@ pub fn warm_load(config: &FileConfig, capacity: usize) -> Result<WarmStart, File
             reader.file(&path)?;
         }
     }
+    let history = match reader.records.is_empty() {
+        true => None,
+        false => read_history(config)?,
+    };
     Ok(WarmStart {
         next_seq: reader.last_seq.map_or(1, |s| s + 1),
         records: reader.records.into(),
         torn_bytes,
         path: current,
+        history,
     })
 }
 

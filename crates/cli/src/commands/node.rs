@@ -358,9 +358,23 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     let router = match warm {
         Some(warm) => {
             router_config.start_seq = router_config.start_seq.max(warm.next_seq);
-            Router::start_with_archive(router_config, warm.records)
+            let router = Router::start_with_archive(router_config, warm.records)
                 .await
-                .context("restoring the archive from the file log")?
+                .context("restoring the archive from the file log")?;
+            // The restored archive continues its history: readers resume across
+            // the restart without a reset.
+            match &warm.history {
+                Some(history) => router
+                    .set_history(history)
+                    .context("restoring the history id kept beside the file log")?,
+                None if router.last_seq() > 0 => tracing::info!(
+                    path = %warm.path.display(),
+                    history = %router.history(),
+                    "the file log keeps no history id (written by an older version): a new history starts, and readers resuming across this restart get a reset frame"
+                ),
+                None => {}
+            }
+            router
         }
         None => Router::start(router_config),
     };
