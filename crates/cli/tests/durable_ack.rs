@@ -27,6 +27,9 @@ const WRITERS: u64 = 4;
 /// Batches a writer posts in one round at most.
 const MAX_BATCHES: u64 = 100;
 
+/// An acknowledged batch: writer, batch, first seq, last seq.
+type Ack = (u64, u64, u64, u64);
+
 fn serve(config: &Path) -> (Proc, String) {
     let config = config.display().to_string();
     let mut p = spawn(&[
@@ -154,7 +157,7 @@ fn acknowledged_events_survive_kill_9_at_random_moments_with_fsync_always() {
 
         // Writers post until the process dies; the kill comes at a random moment
         // after the first acknowledgement.
-        let acks: Arc<Mutex<Vec<(u64, u64, u64, u64)>>> = Arc::default();
+        let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = (0..WRITERS)
             .map(|writer| {
