@@ -39,7 +39,9 @@
 //!   state is logged once per change (WARN when writes start failing, ERROR when
 //!   events are dropped and again when their gap line is written, INFO when it
 //!   recovered) and reported by [`FileSink::status`] and [`stats`] (for metrics).
-//! - `fsync = "always"`: each batch is on disk before the next one is taken;
+//! - `fsync = "always"`: each batch is on disk before the next one is taken, and
+//!   the sink is the router's commit gate ([`FileSink::with_commit_gate`]): an
+//!   event is acknowledged and streamed only once it is on disk;
 //!   `{ every_ms = N }`: at most N ms of written lines are at risk from a power
 //!   loss, even when the stream goes quiet; `"never"`: the OS decides. On shutdown,
 //!   everything is written (held events are retried for up to 5 s, then what is
