@@ -157,6 +157,17 @@ impl Health {
         }
     }
 
+    /// Nothing waits to be forwarded: a `retrying` state is over (there is nothing
+    /// left to fail). A refusal stays until the master takes something again.
+    pub fn nothing_to_forward(&self, master: &str) {
+        let mut st = self.state.lock();
+        if st.forward == ForwardingState::Retrying {
+            tracing::info!(%master, "nothing left to forward to the master");
+            st.forward = ForwardingState::Ok;
+            st.forward_error = None;
+        }
+    }
+
     /// A forward failed: `Retrying` (unreachable, failed) or `Refused`.
     pub fn forward_failed(&self, master: &str, state: ForwardingState, cause: String) {
         self.counters
@@ -381,6 +392,14 @@ mod tests {
         assert_eq!(st.forward, ForwardingState::Ok);
         assert_eq!(st.forward_error, None);
         assert!(st.last_contact.is_some());
+
+        h.forward_failed("m", ForwardingState::Retrying, "down".into());
+        h.nothing_to_forward("m");
+        assert_eq!(h.snapshot().forward, ForwardingState::Ok);
+        h.forward_failed("m", ForwardingState::Refused, "secret".into());
+        h.nothing_to_forward("m");
+        assert_eq!(h.snapshot().forward, ForwardingState::Refused, "kept");
+        h.forward_ok("m");
 
         h.stream_down("m", "connection refused".into());
         assert!(!h.snapshot().connected);

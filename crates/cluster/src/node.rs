@@ -764,6 +764,9 @@ async fn delivery(inner: Arc<Inner>) {
         let role = roles.borrow_and_update().clone();
         let batch = inner.queue.unsent(FORWARD_BATCH);
         let wait_for_more = batch.is_empty();
+        if let (true, Role::Follower { master, .. }) = (inner.queue.is_empty(), &role) {
+            inner.health.nothing_to_forward(master);
+        }
         let delivered = if batch.is_empty() {
             true
         } else {
