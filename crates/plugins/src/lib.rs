@@ -31,13 +31,32 @@ pub fn sink_names() -> Vec<&'static str> {
 /// The plugin sinks' counters, for `/metrics`: delivered, dropped (per reason) and
 /// missed events of the `webhook`, `nats` and `file` sinks, summed over their
 /// instances; and each running `file` sink's state and held events, by log path.
+/// Only the sink types that are configured have series: a scrape shows no `nats`
+/// counters on a server without a `nats` sink.
 #[derive(Debug, Default)]
-pub struct SinkMetrics;
+pub struct SinkMetrics {
+    /// The configured sink types (`None`: every plugin sink).
+    configured: Option<Vec<String>>,
+}
 
 impl SinkMetrics {
-    /// The collector, to hand to the server's metrics.
+    /// The collector of every plugin sink's series, to hand to the server's metrics.
     pub fn collector() -> Box<dyn prometheus_client::collector::Collector> {
-        Box::new(SinkMetrics)
+        Box::new(SinkMetrics::default())
+    }
+
+    /// The collector of the series of the sink types in `configured` only (the
+    /// `type`s of the running sinks, e.g. `SinkSet::names`).
+    pub fn collector_for(configured: &[&str]) -> Box<dyn prometheus_client::collector::Collector> {
+        Box::new(SinkMetrics {
+            configured: Some(configured.iter().map(|s| (*s).to_owned()).collect()),
+        })
+    }
+
+    fn shows(&self, sink: &str) -> bool {
+        self.configured
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|n| n == sink))
     }
 }
 
@@ -74,7 +93,7 @@ impl prometheus_client::collector::Collector for SinkMetrics {
             None,
             counter.metric_type(),
         )?;
-        for (sink, v) in delivered {
+        for (sink, v) in delivered.into_iter().filter(|(s, _)| self.shows(s)) {
             ConstCounter::new(v).encode(family.encode_family(&[("sink", sink)])?)?;
         }
         let mut family = encoder.encode_descriptor(
@@ -83,7 +102,7 @@ impl prometheus_client::collector::Collector for SinkMetrics {
             None,
             counter.metric_type(),
         )?;
-        for (sink, reason, v) in dropped {
+        for (sink, reason, v) in dropped.into_iter().filter(|(s, ..)| self.shows(s)) {
             ConstCounter::new(v)
                 .encode(family.encode_family(&[("sink", sink), ("reason", reason)])?)?;
         }
@@ -93,7 +112,7 @@ impl prometheus_client::collector::Collector for SinkMetrics {
             None,
             counter.metric_type(),
         )?;
-        for (sink, v) in missed {
+        for (sink, v) in missed.into_iter().filter(|(s, _)| self.shows(s)) {
             ConstCounter::new(v).encode(family.encode_family(&[("sink", sink)])?)?;
         }
         let files = master_events_sink_file::stats();
@@ -130,7 +149,10 @@ impl prometheus_client::collector::Collector for SinkMetrics {
             None,
             counter.metric_type(),
         )?;
-        ConstCounter::new(file.bytes_written).encode(family.encode_family(&[("sink", "file")])?)?;
+        if self.shows("file") {
+            ConstCounter::new(file.bytes_written)
+                .encode(family.encode_family(&[("sink", "file")])?)?;
+        }
         Ok(())
     }
 }

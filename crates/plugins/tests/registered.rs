@@ -64,3 +64,20 @@ fn a_file_sinks_state_and_held_events_are_metrics_by_log_path() {
     }
     drop(sink);
 }
+
+#[test]
+fn only_the_configured_sink_types_have_metrics() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(master_events_plugins::SinkMetrics::collector_for(&[
+        "stdout", "webhook",
+    ]));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encodes");
+    assert!(
+        out.contains("master_events_sink_delivered_total{sink=\"webhook\"} 0"),
+        "{out}"
+    );
+    for absent in ["sink=\"nats\"", "sink=\"file\""] {
+        assert!(!out.contains(absent), "{absent} in\n{out}");
+    }
+}

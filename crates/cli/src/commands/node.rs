@@ -408,7 +408,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         (bound, None)
     };
     // The server takes one extra collector: the cluster's carries the sinks' along.
-    let sink_metrics = master_events_plugins::SinkMetrics::collector();
+    let sink_metrics = master_events_plugins::SinkMetrics::collector_for(&sinks.names());
     bound.metrics().set_extra_collector(match &cluster {
         Some(node) => node.metrics(Some(sink_metrics)),
         None => sink_metrics,
