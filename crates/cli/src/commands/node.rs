@@ -226,6 +226,8 @@ pub struct RunningNode {
     /// The cluster layer, when the node is part of a cluster.
     pub cluster: Option<ClusterNode>,
     server: JoinHandle<()>,
+    /// The server task has ended (and was awaited).
+    server_ended: bool,
     shutdown: ShutdownHandle,
     sinks: SinkSet,
     _cluster: tokio::sync::watch::Sender<ClusterView>,
@@ -421,6 +423,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         addr,
         sink_names: sinks.names().into_iter().map(str::to_owned).collect(),
         server,
+        server_ended: false,
         shutdown,
         sinks,
         cluster,
@@ -429,6 +432,24 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
 }
 
 impl RunningNode {
+    /// Resolves when the node can no longer serve, with why: its router failed (the
+    /// sequencer panicked) or its HTTP server task ended without being asked to (a
+    /// panic). Crash-only: the caller stops the node and exits non-zero, so that a
+    /// supervisor restarts it, rather than leaving a process that answers nothing.
+    pub async fn failed(&mut self) -> String {
+        let router = self.router.clone();
+        tokio::select! {
+            why = router.failed() => why.to_string(),
+            ended = &mut self.server, if !self.server_ended => {
+                self.server_ended = true;
+                match ended {
+                    Ok(()) => "the HTTP server stopped".to_owned(),
+                    Err(e) => format!("the HTTP server task failed: {e}"),
+                }
+            }
+        }
+    }
+
     /// Stops in order: streams and connections, then the router (everything queued
     /// is archived), then the sinks (each delivers and flushes what is left).
     pub async fn stop(self) {
@@ -436,7 +457,9 @@ impl RunningNode {
             cluster.stop().await;
         }
         self.shutdown.shutdown();
-        if let Err(e) = self.server.await {
+        if self.server_ended {
+            // Already awaited by `failed`.
+        } else if let Err(e) = self.server.await {
             tracing::error!(error = %e, "the server task failed");
         }
         self.router.shutdown().await;

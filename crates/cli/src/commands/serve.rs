@@ -4,8 +4,9 @@
 //! Promises: the first line on standard output is `listening on http://ADDR` (with
 //! the port actually bound, so `--listen 127.0.0.1:0` is usable by scripts); on a
 //! signal, streams end within a second, then everything queued is archived and every
-//! sink flushes before the process exits 0. If the router fails (its sequencer
-//! panicked), the process exits [`EXIT_ROUTER_FAILED`] instead of serving nothing.
+//! sink flushes before the process exits 0. If the node fails (its sequencer or its
+//! HTTP server task panicked), the process exits [`EXIT_ROUTER_FAILED`] instead of
+//! serving nothing.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -17,7 +18,8 @@ use master_events_server::limits::LimitsSettings;
 
 use super::node::{self, ClusterOptions, Discovery, NodeOptions};
 
-/// The exit code when the router failed (its sequencer panicked): 70, EX_SOFTWARE.
+/// The exit code when the node can no longer serve (its router's sequencer or its
+/// HTTP server task panicked): 70, EX_SOFTWARE.
 pub const EXIT_ROUTER_FAILED: i32 = 70;
 
 /// Arguments of `serve`.
@@ -148,7 +150,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
     }
     let rt = builder.build()?;
     rt.block_on(async {
-        let running = node::start(NodeOptions {
+        let mut running = node::start(NodeOptions {
             config: args.config.clone(),
             listen: args.listen,
             archive_size: args.archive_size,
@@ -191,14 +193,14 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
         // Crash-only: a router whose sequencer failed serves nothing useful; exit
         // non-zero so that a supervisor restarts the process (a warm restart
         // restores the archive from a file sink's log).
-        let router = running.router.clone();
-        tokio::select! {
-            () = node::wait_for_signal() => {}
-            why = router.failed() => {
-                tracing::error!(error = %why, "the router failed; exiting");
-                running.stop().await;
-                return Ok(EXIT_ROUTER_FAILED);
-            }
+        let failure = tokio::select! {
+            () = node::wait_for_signal() => None,
+            why = running.failed() => Some(why),
+        };
+        if let Some(why) = failure {
+            tracing::error!(error = %why, "this node can no longer serve; exiting");
+            running.stop().await;
+            return Ok(EXIT_ROUTER_FAILED);
         }
         tracing::info!("shutting down");
         running.stop().await;
