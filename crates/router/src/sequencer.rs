@@ -248,7 +248,7 @@ impl Ingress {
             tracing::warn!(
                 dropped_total = total,
                 reason = %why,
-                "master-events: an event was dropped ({why}); {total} dropped so far"
+                "an event was dropped ({why}); {total} dropped so far"
             );
         }
     }

@@ -53,7 +53,7 @@ impl TsvSink {
     fn check(&mut self, result: io::Result<()>) {
         if let (Err(e), false) = (result, self.failed) {
             self.failed = true;
-            tracing::warn!(error = %e, "master-events: the tsv sink cannot write");
+            tracing::warn!(error = %e, "the tsv sink cannot write");
         }
     }
 }

@@ -221,8 +221,10 @@ impl SinkConfig for NatsConfig {
         self.check().map(drop).map_err(|e| e.to_string())
     }
 
-    fn build(self, _ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
-        let sink = NatsSink::new(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    fn build(self, ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
+        let sink = NatsSink::new(self)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?
+            .with_health(Arc::clone(ctx.health()));
         Ok(Box::new(sink))
     }
 }
@@ -320,6 +322,7 @@ pub struct NatsSink {
     config: NatsConfig,
     servers: Vec<ServerAddr>,
     counters: Arc<Counters>,
+    health: Option<Arc<master_events_router::SinkHealth>>,
 }
 
 impl fmt::Debug for NatsSink {
@@ -338,7 +341,17 @@ impl NatsSink {
             config,
             servers,
             counters: Arc::new(Counters::default()),
+            health: None,
         })
+    }
+
+    /// Reports the sink's state to `health` (shown in `/cluster` and `/metrics`):
+    /// `retrying` while disconnected from the NATS server, `failing` when its client
+    /// cannot start or an event cannot be published, `ok` when connected and
+    /// publishing.
+    pub fn with_health(mut self, health: Arc<master_events_router::SinkHealth>) -> NatsSink {
+        self.health = Some(health);
+        self
     }
 
     /// This sink's counters (keep the handle before the sink is started).
@@ -353,15 +366,27 @@ impl NatsSink {
             .max_reconnects(None)
             .connection_timeout(Duration::from_millis(self.config.connect_timeout_ms))
             .client_capacity(self.config.max_pending.clamp(64, 4096))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        tracing::info!("master-events: the nats sink is connected")
+            .event_callback({
+                let health = self.health.clone();
+                move |event| {
+                    let health = health.clone();
+                    async move {
+                        match event {
+                            async_nats::Event::Connected => match &health {
+                                Some(h) => h.ok(),
+                                None => tracing::info!("the nats sink is connected"),
+                            },
+                            async_nats::Event::Disconnected => match &health {
+                                Some(h) => {
+                                    h.retrying("disconnected from the NATS server; reconnecting")
+                                }
+                                None => {
+                                    tracing::warn!("the nats sink is disconnected; reconnecting")
+                                }
+                            },
+                            other => tracing::warn!(event = %other, "nats sink"),
+                        }
                     }
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("master-events: the nats sink is disconnected; reconnecting")
-                    }
-                    other => tracing::warn!(event = %other, "master-events: nats sink"),
                 }
             });
         if let (Some(user), Some(password)) = (&self.config.user, &self.config.password) {
@@ -429,7 +454,7 @@ impl Feeder {
             self.last_log = Some(Instant::now());
             tracing::warn!(
                 dropped_total = total,
-                "master-events: the nats sink's queue is full (the server is slow or unreachable); events are dropped and reported on the gap subject"
+                "the nats sink's queue is full (the server is slow or unreachable); events are dropped and reported on the gap subject"
             );
         }
     }
@@ -456,7 +481,10 @@ impl Sink for NatsSink {
             let client = match options.connect(self.servers.clone()).await {
                 Ok(client) => client,
                 Err(e) => {
-                    tracing::error!(error = %e, "master-events: the nats sink cannot start its client; it delivers nothing");
+                    tracing::error!(error = %e, "the nats sink cannot start its client; it delivers nothing");
+                    if let Some(h) = &self.health {
+                        h.failing(format!("cannot start its client: {e}"));
+                    }
                     return;
                 }
             };
@@ -466,6 +494,7 @@ impl Sink for NatsSink {
                 rx,
                 Arc::clone(&self.counters),
                 closing.clone(),
+                self.health.clone(),
             ));
             let mut feeder = Feeder {
                 tx,
@@ -502,7 +531,7 @@ impl Sink for NatsSink {
             }
             drop(feeder);
             if let Err(e) = publisher.await {
-                tracing::error!(error = %e, "master-events: the nats sink's publisher failed");
+                tracing::error!(error = %e, "the nats sink's publisher failed");
             }
         })
     }
@@ -525,8 +554,11 @@ async fn publish(
     mut rx: mpsc::Receiver<Message>,
     counters: Arc<Counters>,
     closing: deadline::Closing,
+    health: Option<Arc<master_events_router::SinkHealth>>,
 ) {
     let mut errors_logged: Option<Instant> = None;
+    // The last publish failed (the state is `failing` until one succeeds).
+    let mut failed = false;
     // Whether an event was taken from the queue and not yet handed to the client.
     let holding = AtomicBool::new(false);
     loop {
@@ -546,21 +578,31 @@ async fn publish(
         match step {
             Step::Published(Ok(())) => {
                 counters.add(Counter::Published, 1);
+                if failed {
+                    failed = false;
+                    if let Some(h) = &health {
+                        h.ok();
+                    }
+                }
             }
             Step::Published(Err(e)) => {
+                failed = true;
+                if let Some(h) = &health {
+                    h.failing(format!("an event could not be published: {e}"));
+                }
                 let total = counters.add(Counter::PublishErrors, 1);
                 if errors_logged.is_none_or(|t| t.elapsed() >= LOG_INTERVAL) {
                     errors_logged = Some(Instant::now());
-                    tracing::error!(error = %e, errors_total = total, "master-events: the nats sink could not publish an event");
+                    tracing::error!(error = %e, errors_total = total, "the nats sink could not publish an event");
                 }
             }
             Step::Done => {
                 tokio::select! {
                     result = client.flush() => if let Err(e) = result {
-                        tracing::error!(error = %e, "master-events: the nats sink could not flush on shutdown");
+                        tracing::error!(error = %e, "the nats sink could not flush on shutdown");
                     },
                     () = closing.passed() => tracing::error!(
-                        "master-events: the nats sink could not flush before its shutdown deadline; what the client still buffered may be lost"
+                        "the nats sink could not flush before its shutdown deadline; what the client still buffered may be lost"
                     ),
                 }
                 return;
@@ -574,7 +616,7 @@ async fn publish(
                 tracing::error!(
                     events = left,
                     dropped_total = total,
-                    "master-events: the nats sink could not publish everything before its shutdown deadline; the rest is dropped"
+                    "the nats sink could not publish everything before its shutdown deadline; the rest is dropped"
                 );
                 return;
             }

@@ -227,3 +227,38 @@ async fn counters_count_what_was_published() {
         (25, 0, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sinks_state_is_retrying_while_its_server_is_gone_and_ok_once_back() {
+    use master_events_router::{SinkHealth, SinkState};
+    let mut target = NatsTarget::start().await;
+    let router = Router::start(RouterConfig::default());
+    let health = Arc::new(SinkHealth::new("nats", 0));
+    let sink = NatsSink::new(NatsConfig::to_server(target.server.url()))
+        .expect("valid config")
+        .with_health(Arc::clone(&health));
+    let cancel = CancellationToken::new();
+    let input = SinkInput::new(
+        "nats",
+        router.subscribe(Cursor::Oldest),
+        None,
+        cancel.clone(),
+    );
+    let task = tokio::spawn(Box::new(sink).run(input));
+    router
+        .publish_batch((0..3).map(|i| Record::new(event(i))).collect())
+        .await
+        .expect("published");
+    wait_until("the first events received", || target.messages().len() >= 3).await;
+    assert_eq!(health.state(), SinkState::Ok);
+    target.server.kill();
+    wait_until("retrying once the server is gone", || {
+        health.state() == SinkState::Retrying
+    })
+    .await;
+    target.server.restart();
+    wait_until("ok once reconnected", || health.state() == SinkState::Ok).await;
+    router.shutdown().await;
+    cancel.cancel();
+    let _ = tokio::time::timeout(WAIT, task).await;
+}

@@ -245,8 +245,10 @@ impl SinkConfig for WebhookConfig {
         self.check().map(drop).map_err(|e| e.to_string())
     }
 
-    fn build(self, _ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
-        let sink = WebhookSink::new(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    fn build(self, ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
+        let sink = WebhookSink::new(self)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?
+            .with_health(Arc::clone(ctx.health()));
         Ok(Box::new(sink))
     }
 }
@@ -360,6 +362,7 @@ pub struct WebhookSink {
     client: reqwest::Client,
     url: Url,
     counters: Arc<Counters>,
+    health: Option<Arc<master_events_router::SinkHealth>>,
 }
 
 impl WebhookSink {
@@ -376,7 +379,16 @@ impl WebhookSink {
             client,
             url,
             counters: Arc::new(Counters::default()),
+            health: None,
         })
+    }
+
+    /// Reports delivery trouble to `health` (shown in `/cluster` and `/metrics`):
+    /// `retrying` while POSTs fail, `failing` when the receiver refuses a batch for
+    /// good, `ok` once a batch is delivered.
+    pub fn with_health(mut self, health: Arc<master_events_router::SinkHealth>) -> WebhookSink {
+        self.health = Some(health);
+        self
     }
 
     /// This sink's counters (keep the handle before the sink is started).
@@ -401,10 +413,12 @@ impl Sink for WebhookSink {
                 client,
                 url,
                 counters,
+                health,
             } = *self;
             let queue = Arc::new(Queue::new(config.queue_events));
             let sender = tokio::spawn(sender::run(
-                sender::Sender::new(client, url, &config, Arc::clone(&counters)),
+                sender::Sender::new(client, url, &config, Arc::clone(&counters))
+                    .with_health(health),
                 Arc::clone(&queue),
             ));
             let mut drops = sender::RateLimited::new();
@@ -433,7 +447,7 @@ impl Sink for WebhookSink {
                                     url = %redacted_url(&config.url),
                                     queue_events = config.queue_events,
                                     dropped_total = total,
-                                    "master-events: the webhook sink's queue is full (its receiver is slow or down); events are dropped and sent on as a gap"
+                                    "the webhook sink's queue is full (its receiver is slow or down); events are dropped and sent on as a gap"
                                 );
                             }
                         }
@@ -442,7 +456,7 @@ impl Sink for WebhookSink {
             }
             queue.close();
             if let Err(e) = sender.await {
-                tracing::error!(error = %e, "master-events: the webhook sink's sender failed");
+                tracing::error!(error = %e, "the webhook sink's sender failed");
             }
         })
     }

@@ -55,6 +55,8 @@ pub(crate) struct Sender {
     shutdown_timeout: Duration,
     counters: Arc<Counters>,
     failures: RateLimited,
+    /// Where the sink's state is shown (`/cluster`, `/metrics`).
+    health: Option<Arc<master_events_router::SinkHealth>>,
 }
 
 /// The outcome of one POST.
@@ -85,7 +87,17 @@ impl Sender {
             shutdown_timeout: Duration::from_millis(config.shutdown_timeout_ms),
             counters,
             failures: RateLimited::new(),
+            health: None,
         }
+    }
+
+    /// Reports the sink's state to `health`.
+    pub(crate) fn with_health(
+        mut self,
+        health: Option<Arc<master_events_router::SinkHealth>>,
+    ) -> Sender {
+        self.health = health;
+        self
     }
 
     /// One POST of `body` (a future that borrows nothing, so that the sender
@@ -194,20 +206,32 @@ impl Sender {
             Outcome::Delivered => {
                 self.counters.add(Counter::Delivered, events);
                 self.counters.add(Counter::Batches, 1);
+                if let Some(health) = &self.health {
+                    health.ok();
+                }
                 Some(true)
             }
             Outcome::Rejected(status) => {
+                if let Some(health) = &self.health {
+                    health.failing(format!(
+                        "{} refused a batch ({status}); it was dropped",
+                        self.shown_url
+                    ));
+                }
                 let total = self.counters.add(Counter::DroppedRejected, events);
                 tracing::error!(
                     url = %self.shown_url,
                     %status,
                     events,
                     dropped_total = total,
-                    "master-events: the webhook receiver refused a batch; it is dropped (retrying would not help)"
+                    "the webhook receiver refused a batch; it is dropped (retrying would not help)"
                 );
                 Some(true)
             }
             Outcome::Retry(reason) => {
+                if let Some(health) = &self.health {
+                    health.retrying(format!("{}: {reason}", self.shown_url));
+                }
                 let failed = self.counters.add(Counter::FailedAttempts, 1);
                 let wait = self.backoff(*attempt);
                 *attempt = attempt.saturating_add(1);
@@ -217,7 +241,7 @@ impl Sender {
                         reason = %reason,
                         failed_attempts_total = failed,
                         retry_in_ms = wait.as_millis() as u64,
-                        "master-events: the webhook sink cannot deliver; retrying"
+                        "the webhook sink cannot deliver; retrying"
                     );
                 }
                 match deadline {
@@ -291,6 +315,6 @@ fn give_up(sender: &Sender, queue: &Queue, in_flight: usize) {
         events = lost,
         dropped_total = total,
         shutdown_timeout_ms = sender.shutdown_timeout.as_millis() as u64,
-        "master-events: the webhook sink could not deliver everything before its shutdown deadline; the rest is dropped"
+        "the webhook sink could not deliver everything before its shutdown deadline; the rest is dropped"
     );
 }

@@ -305,3 +305,53 @@ fn a_bad_url_or_a_zero_bound_is_refused_at_load() {
         assert!(err.to_string().contains(expect), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sinks_state_follows_its_receiver_retrying_then_failing_then_ok() {
+    use master_events_router::{SinkHealth, SinkState};
+    let receiver = Receiver::start().await;
+    let router = Router::start(RouterConfig::default());
+    let health = Arc::new(SinkHealth::new("webhook", 0));
+    let sink = WebhookSink::new(quick_retries(receiver.url()))
+        .expect("valid config")
+        .with_health(Arc::clone(&health));
+    let cancel = CancellationToken::new();
+    let input = SinkInput::new(
+        "webhook",
+        router.subscribe(Cursor::Oldest),
+        None,
+        cancel.clone(),
+    );
+    let task = tokio::spawn(Box::new(sink).run(input));
+    let publish = |from: u64| {
+        let router = router.clone();
+        async move {
+            router
+                .publish_batch((from..from + 5).map(event).collect())
+                .await
+                .expect("published")
+        }
+    };
+    receiver.down();
+    publish(0).await;
+    wait_until("retrying while the receiver is down", WAIT, || {
+        health.state() == SinkState::Retrying
+    })
+    .await;
+    let reason = health.snapshot().reason.unwrap_or_default();
+    assert!(reason.contains("127.0.0.1"), "{reason}");
+    receiver.up().await;
+    wait_until("ok once a batch is delivered", WAIT, || {
+        health.state() == SinkState::Ok
+    })
+    .await;
+    receiver.answer(400);
+    publish(5).await;
+    wait_until("failing when the receiver refuses a batch", WAIT, || {
+        health.state() == SinkState::Failing
+    })
+    .await;
+    router.shutdown().await;
+    cancel.cancel();
+    let _ = tokio::time::timeout(WAIT, task).await;
+}

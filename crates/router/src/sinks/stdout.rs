@@ -85,7 +85,7 @@ impl StdoutSink {
         if let Err(e) = result {
             if !self.failed {
                 self.failed = true;
-                tracing::warn!(error = %e, "master-events: the stdout sink cannot write; its output is lost from now on");
+                tracing::warn!(error = %e, "the stdout sink cannot write; its output is lost from now on");
             }
         }
     }
