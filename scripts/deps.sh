@@ -9,6 +9,9 @@
 # etcd client's build imports; without it the build fails on a fresh machine.
 
 _deps_apt() {
+  local pkg wanted=()
+  for pkg in "$@"; do [ -n "$pkg" ] && wanted+=("$pkg"); done
+  set -- ${wanted[@]+"${wanted[@]}"}
   [ $# -gt 0 ] || return 0
   echo "installing Debian packages: $*"
   local sudo=()
@@ -25,7 +28,7 @@ deps_build_packages() {
   local need=()
   command -v protoc >/dev/null || need+=(protobuf-compiler)
   [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
-  printf '%s\n' "${need[@]}"
+  [ ${#need[@]} -eq 0 ] || printf '%s\n' "${need[@]}"
 }
 
 deps_build() {
