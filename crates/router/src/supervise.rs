@@ -9,9 +9,10 @@
 //!   panic's message, counted ([`SinkHealth::panics`]), and the sink's state is
 //!   `failing` until it runs again.
 //! - The sink is built again from its configuration and continues after the last
-//!   event it had handled (the chunk it was handling is handed to it again), or
-//!   after what it already holds if it says so ([`Sink::start_cursor`]), whichever is
-//!   later. Restarts back off from 100 ms, doubling up to 30 s while the sink keeps
+//!   event it had handled (the chunk it was handling is handed to it again), or,
+//!   when it says where it resumes ([`Sink::start_cursor`] `After`), from there: a
+//!   persistent sink knows what it holds, so events it had taken but not written
+//!   are handed to it again. Only a skip (below) overrides it. Restarts back off from 100 ms, doubling up to 30 s while the sink keeps
 //!   panicking at the same place.
 //! - A batch the sink panicked on [`PANICS_BEFORE_SKIP`] times in a row is skipped,
 //!   and the sink is told with a `gap` ([`Sink::on_gap`]) naming the skipped seqs:
@@ -138,8 +139,12 @@ impl Supervisor {
                 Some(sink) => sink,
                 None => return,
             };
+            // A sink that says where it resumes knows what it holds (a file sink
+            // restarts after its log's last line, so events it held unwritten when
+            // it panicked are handed to it again); only a skip overrides it.
+            let skipping = pending.is_some();
             from = match sink.start_cursor() {
-                Cursor::After(own) if own > resume_after => Cursor::After(own),
+                Cursor::After(own) if !skipping || own > resume_after => Cursor::After(own),
                 _ => Cursor::After(resume_after),
             };
             self.health.ok();
@@ -196,6 +201,8 @@ mod tests {
         id: u32,
         at: u64,
         times: u32,
+        /// Where it says it resumes (as a persistent sink would).
+        resume: Option<u64>,
     }
 
     struct Panicky(PanickyConfig);
@@ -217,6 +224,9 @@ mod tests {
         }
         fn on_gap(&mut self, gap: &Gap) {
             GAPS.lock().push((self.0.id, gap.from_seq, gap.to_seq));
+        }
+        fn start_cursor(&self) -> Cursor {
+            self.0.resume.map_or(Cursor::Oldest, Cursor::After)
         }
     }
 
@@ -273,6 +283,26 @@ mod tests {
         assert_eq!(health[0].state(), SinkState::Ok);
         // Other work goes on: the router still sequences.
         assert_eq!(router.publish_batch(deletes(1)).await, Ok(11..=11));
+        router.shutdown().await;
+        sinks.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_restarted_sink_resumes_where_it_says_it_holds_events_to() {
+        // It starts after seq 2, handles 3 and 4 (in memory, say), and panics on 5
+        // while saying it holds only up to 2: the restart hands it 3 onwards again
+        // rather than losing 3 and 4.
+        let router = Router::start(RouterConfig::default());
+        let config =
+            load_config("[[sinks]]\ntype = \"panicky\"\nid = 3\nat = 5\ntimes = 1\nresume = 2\n")
+                .expect("loads");
+        let sinks = start_sinks(&router, &config).expect("starts");
+        router.publish_batch(deletes(4)).await.expect("published");
+        until("the sink saw seq 4", || seen_by(3).contains(&4)).await;
+        router.publish_batch(deletes(4)).await.expect("published");
+        until("the restarted sink saw seq 8", || seen_by(3).contains(&8)).await;
+        let seen = seen_by(3);
+        assert_eq!(seen, vec![3, 4, 3, 4, 5, 6, 7, 8], "{seen:?}");
         router.shutdown().await;
         sinks.shutdown().await;
     }
