@@ -74,7 +74,7 @@ fn run_case(readers: &Readers, total: u64) -> Outcome {
                                     gaps += 1;
                                     events += g.missed;
                                 }
-                                None => break,
+                                Some(Chunk::Truncated { .. }) | None => break,
                             }
                         }
                         gaps

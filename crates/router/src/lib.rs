@@ -51,6 +51,7 @@ mod buffers;
 pub mod commit;
 pub mod config;
 mod emitter;
+pub mod epochs;
 pub mod filter;
 pub mod health;
 pub mod registry;
@@ -63,6 +64,7 @@ pub mod supervise;
 pub use commit::CommitGate;
 pub use config::{load_config, start_sinks, Config, ConfigError, SinkEntry, SinkSet};
 pub use emitter::{Emitter, Refused};
+pub use epochs::{agreed_through, EpochTable, InvalidEpochs};
 pub use filter::{Filter, FilterError, TypeSet};
 pub use health::{SinkHealth, SinkState, SinkStatus};
 pub use registry::{
@@ -130,6 +132,22 @@ pub enum RouterError {
         /// The seq that came.
         found: u64,
     },
+    /// A cut of the archive would take back committed events.
+    #[error("cannot cut the archive after seq {at}: seqs up to {committed} are committed")]
+    CutCommitted {
+        /// The seq the cut was asked after.
+        at: u64,
+        /// The last committed seq.
+        committed: u64,
+    },
+    /// An epoch cannot begin: it is older than the last one begun.
+    #[error("epoch {epoch} cannot begin after epoch {last}")]
+    EpochBehind {
+        /// The epoch asked for.
+        epoch: u64,
+        /// The last epoch begun.
+        last: u64,
+    },
 }
 
 /// A history id that is not 1 to 64 ASCII letters, digits, `-` or `_`.
@@ -193,6 +211,8 @@ struct Shared {
     failure: watch::Receiver<Option<Arc<str>>>,
     /// What decides the commit (see [`crate::commit`]).
     gates: Arc<commit::CommitGates>,
+    /// Which epoch sequenced which seqs (see [`Router::epochs`]).
+    epochs: Arc<parking_lot::RwLock<EpochTable>>,
 }
 
 impl Drop for Shared {
@@ -218,11 +238,13 @@ impl Router {
         let ingress = Arc::new(Ingress::new(config.ingress_capacity));
         let (done_tx, done_rx) = watch::channel(false);
         let high_water = sequencer::HighWater::default();
+        let epochs = Arc::new(parking_lot::RwLock::new(EpochTable::new()));
         let sequencer = Sequencer::new(
             Arc::clone(&ingress),
             Arc::clone(&ring),
             &config.node,
             Arc::clone(&high_water),
+            Arc::clone(&epochs),
             done_tx,
         );
         let gates = Arc::new(commit::CommitGates::new(Arc::clone(&ring)));
@@ -257,6 +279,7 @@ impl Router {
                 history: parking_lot::RwLock::new(new_history().into()),
                 failure,
                 gates,
+                epochs,
             }),
         }
     }
@@ -436,6 +459,58 @@ impl Router {
         let range = self.shared.ingress.push_batch(records).await?;
         self.shared.gates.wait(*range.end()).await;
         Ok(range)
+    }
+
+    /// Sequences `records` as [`Router::publish_batch`] does, but returns their seqs
+    /// as soon as they are in the archive, committed or not: for a cluster master,
+    /// which learns of the commit otherwise ([`Router::committed_seq`]).
+    pub async fn sequence_batch(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<RangeInclusive<u64>, RouterError> {
+        if records.is_empty() {
+            let next = self.shared.ring.last_seq() + 1;
+            #[allow(clippy::reversed_empty_ranges)]
+            return Ok(next..=next - 1);
+        }
+        self.shared.ingress.push_batch(records).await
+    }
+
+    /// Waits until the commit is beyond `seq`, and returns it.
+    pub async fn committed_beyond(&self, seq: u64) -> u64 {
+        self.shared.gates.wait(seq.saturating_add(1)).await;
+        self.committed_seq()
+    }
+
+    /// Which epoch (of the cluster's master discovery) sequenced which seqs of the
+    /// archive (see [`epochs`]).
+    pub fn epochs(&self) -> EpochTable {
+        self.shared.epochs.read().clone()
+    }
+
+    /// Begins `epoch` at the next seq: every event this router sequences from now
+    /// on is of that epoch. The same epoch as the last continues; an older one is
+    /// refused ([`RouterError::EpochBehind`]). Returns the epoch's first seq.
+    pub async fn begin_epoch(&self, epoch: u64) -> Result<u64, RouterError> {
+        self.shared.ingress.push_begin_epoch(epoch).await
+    }
+
+    /// A replica takes its master's epochs for every seq from `from` on (see
+    /// [`EpochTable::adopt_from`]).
+    pub fn adopt_epochs(&self, master: &EpochTable, from: u64) {
+        self.shared.epochs.write().adopt_from(master, from);
+    }
+
+    /// Cuts the archive after `seq`: the events after it (which the cluster never
+    /// committed: a deposed master's own, or a replica's copy of them) are
+    /// forgotten, with their epochs, and the next event gets `seq + 1`. Readers of
+    /// committed events are unaffected; readers of uncommitted ones get a
+    /// [`Chunk::Truncated`]. Each origin's high-water mark goes back, so its events
+    /// that were cut are taken again when re-sent. Refused below the commit
+    /// ([`RouterError::CutCommitted`]); nothing happens at or beyond the last seq.
+    /// Returns the last seq once cut.
+    pub async fn truncate_after(&self, seq: u64) -> Result<u64, RouterError> {
+        self.shared.ingress.push_truncate(seq).await
     }
 
     /// Appends records sequenced elsewhere (each carries its `seq`; `ts`, `origin`

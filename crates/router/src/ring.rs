@@ -233,6 +233,28 @@ impl Block {
         self.origin_seqs.get(i).copied().unwrap_or(0)
     }
 
+    /// The first `n` events of this block (at least one), as a block of their own.
+    fn prefix(&self, n: usize) -> Block {
+        let n = n.clamp(1, self.len());
+        Block {
+            first_seq: self.first_seq,
+            bytes: self.bytes.slice(..self.line_end(n - 1)),
+            metas: self.metas[..n].to_vec(),
+            strings: self.strings.clone(),
+            origin_seqs: self.origin_seqs.iter().take(n).copied().collect(),
+        }
+    }
+
+    /// The origin and `originSeq` of event `i`, when it has both.
+    fn origin_of(&self, i: usize) -> Option<(&Arc<str>, u64)> {
+        let id = self.metas.get(i)?.strings[ORIGIN];
+        let origin = self.strings.get(usize::from(id))?;
+        match self.origin_seq(i) {
+            0 => None,
+            n => Some((origin, n)),
+        }
+    }
+
     /// This block followed by `next` (whose `first_seq` must be this one's
     /// `end_seq`), as one block: the lines and metas copied, the string tables
     /// joined with each string once.
@@ -309,6 +331,16 @@ pub enum Chunk {
     /// Events this reader wanted are no longer retained; the next events delivered
     /// start at `gap.to_seq + 1`.
     Gap(Gap),
+    /// Only for a reader of uncommitted events ([`crate::Router::subscribe_uncommitted`]):
+    /// the archive was cut after this seq ([`crate::Router::truncate_after`]: events
+    /// a deposed master sequenced that the cluster never committed). Events this
+    /// reader got beyond it are taken back; the next events delivered start at
+    /// `after + 1`. Readers of committed events never get it: a cut never reaches
+    /// a committed event.
+    Truncated {
+        /// The last seq that stays.
+        after: u64,
+    },
 }
 
 /// A run of consecutive events from one block: a zero-copy view of their lines.
@@ -434,7 +466,15 @@ pub(crate) struct Ring {
     max_block_events: usize,
     start_seq: u64,
     subscribers: AtomicUsize,
+    /// How many cuts ([`Ring::truncate_after`]) there were.
+    cut_count: AtomicU64,
+    /// The last cuts: (their count when made, the last seq kept).
+    cuts: parking_lot::Mutex<VecDeque<(u64, u64)>>,
 }
+
+/// Cuts remembered for readers that have not looked since (older ones count as the
+/// lowest remembered).
+const CUTS_KEPT: usize = 64;
 
 /// The outcome of one non-blocking read attempt.
 enum Step {
@@ -464,7 +504,98 @@ impl Ring {
             max_block_events: MAX_BLOCK_EVENTS.min(capacity / 8).max(1),
             start_seq,
             subscribers: AtomicUsize::new(0),
+            cut_count: AtomicU64::new(0),
+            cuts: parking_lot::Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Cuts the archive after `seq` (at or above the commit, below the next seq):
+    /// the events after it are forgotten, the next append gets `seq + 1`, and
+    /// readers of uncommitted events that were past it get a [`Chunk::Truncated`].
+    /// Returns the `(origin, originSeq)` of the events removed. A cut at or below
+    /// the commit, or at or beyond the last event, does nothing.
+    pub(crate) fn truncate_after(&self, seq: u64) -> Vec<(Arc<str>, u64)> {
+        let mut removed = Vec::new();
+        {
+            let mut st = self.state.write();
+            if seq < self.committed() || seq + 1 >= st.next_seq || seq + 1 < st.oldest_seq {
+                return removed;
+            }
+            while let Some(last) = st.blocks.back().cloned() {
+                if last.end_seq() <= seq + 1 {
+                    break;
+                }
+                st.blocks.pop_back();
+                st.retained_bytes -= last.bytes.len();
+                let keep = (seq + 1).saturating_sub(last.first_seq) as usize;
+                let from = keep.max((st.oldest_seq.saturating_sub(last.first_seq)) as usize);
+                for i in from..last.len() {
+                    if let Some((origin, n)) = last.origin_of(i) {
+                        removed.push((Arc::clone(origin), n));
+                    }
+                }
+                if keep > 0 {
+                    let kept = last.prefix(keep);
+                    st.retained_bytes += kept.bytes.len();
+                    st.blocks.push_back(Arc::new(kept));
+                }
+            }
+            st.next_seq = seq + 1;
+            if st.oldest_seq > st.next_seq {
+                st.oldest_seq = st.next_seq;
+            }
+            self.last_seq.store(seq, Ordering::Release);
+            let count = self.cut_count.load(Ordering::Acquire) + 1;
+            let mut cuts = self.cuts.lock();
+            cuts.push_back((count, seq));
+            if cuts.len() > CUTS_KEPT {
+                cuts.pop_front();
+            }
+            self.cut_count.store(count, Ordering::Release);
+        }
+        self.notify.notify_waiters();
+        removed
+    }
+
+    /// The highest `originSeq` of `origin` among the retained events, if any.
+    pub(crate) fn highest_origin_seq(&self, origin: &str) -> Option<u64> {
+        let st = self.state.read();
+        for block in st.blocks.iter().rev() {
+            for i in (0..block.len()).rev() {
+                if block.first_seq + (i as u64) < st.oldest_seq {
+                    break;
+                }
+                if let Some((o, n)) = block.origin_of(i) {
+                    if &**o == origin {
+                        return Some(n);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The lowest seq kept by the cuts made after a reader saw `seen` of them,
+    /// and how many there are now.
+    fn cut_since(&self, seen: u64) -> (Option<u64>, u64) {
+        let count = self.cut_count.load(Ordering::Acquire);
+        if count == seen {
+            return (None, count);
+        }
+        let cuts = self.cuts.lock();
+        let lowest = cuts
+            .iter()
+            .filter(|(n, _)| *n > seen)
+            .map(|(_, after)| *after)
+            .min();
+        let oldest_kept = cuts.front().map_or(count, |(n, _)| *n);
+        // Cuts older than those remembered: the lowest remembered stands for them.
+        let lowest = if seen + 1 < oldest_kept {
+            cuts.iter().map(|(_, a)| *a).min().or(lowest)
+        } else {
+            lowest
+        };
+        (lowest, count)
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -662,12 +793,23 @@ impl Ring {
             ring: Arc::clone(self),
             next,
             committed_only,
+            cuts_seen: self.cut_count.load(Ordering::Acquire),
         }
     }
 
     /// One non-blocking read for a reader that wants `*next`; advances `*next` past
     /// what it returns.
-    fn step(&self, next: &mut u64, committed_only: bool) -> Step {
+    fn step(&self, next: &mut u64, committed_only: bool, cuts_seen: &mut u64) -> Step {
+        if !committed_only {
+            let (cut, count) = self.cut_since(*cuts_seen);
+            *cuts_seen = count;
+            if let Some(after) = cut {
+                if *next > after + 1 {
+                    *next = after + 1;
+                    return Step::Chunk(Chunk::Truncated { after });
+                }
+            }
+        }
         // `closed` is stored after the last append's `last_seq`: read it first, so
         // that when it is seen set, `last_seq` is final.
         let closed = self.is_closed();
@@ -716,6 +858,8 @@ pub struct Subscription {
     next: u64,
     /// Whether it reads committed events only (every reader but a commit gate).
     committed_only: bool,
+    /// How many cuts of the ring this reader has taken into account.
+    cuts_seen: u64,
 }
 
 impl Subscription {
@@ -726,7 +870,10 @@ impl Subscription {
     /// (use it in `tokio::select!` freely).
     pub async fn recv(&mut self) -> Option<Chunk> {
         loop {
-            match self.ring.step(&mut self.next, self.committed_only) {
+            match self
+                .ring
+                .step(&mut self.next, self.committed_only, &mut self.cuts_seen)
+            {
                 Step::Chunk(c) => return Some(c),
                 Step::Closed => return None,
                 Step::Empty => {}
@@ -735,7 +882,10 @@ impl Subscription {
             // look and the wait is not missed.
             let mut notified = pin!(self.ring.notify.notified());
             notified.as_mut().enable();
-            match self.ring.step(&mut self.next, self.committed_only) {
+            match self
+                .ring
+                .step(&mut self.next, self.committed_only, &mut self.cuts_seen)
+            {
                 Step::Chunk(c) => return Some(c),
                 Step::Closed => return None,
                 Step::Empty => notified.await,
@@ -746,7 +896,10 @@ impl Subscription {
     /// The next chunk if one is ready now; `None` if this reader has caught up (or
     /// the router is shut down and everything was delivered).
     pub fn try_recv(&mut self) -> Option<Chunk> {
-        match self.ring.step(&mut self.next, self.committed_only) {
+        match self
+            .ring
+            .step(&mut self.next, self.committed_only, &mut self.cuts_seen)
+        {
             Step::Chunk(c) => Some(c),
             Step::Empty | Step::Closed => None,
         }
@@ -843,6 +996,7 @@ mod tests {
                     out.push(format!("gap {}..={} ({})", g.from_seq, g.to_seq, g.missed))
                 }
                 Chunk::Events(b) => out.extend(b.iter().map(|e| e.seq.to_string())),
+                Chunk::Truncated { after } => out.push(format!("cut after {after}")),
             }
         }
         out

@@ -86,6 +86,10 @@ pub(crate) enum Item {
     ),
     /// Forget everything and continue at this seq (a replica that missed events).
     SkipTo(u64, Option<oneshot::Sender<()>>),
+    /// Cut the archive after this seq (see `Router::truncate_after`).
+    Truncate(u64, Option<oneshot::Sender<Result<u64, RouterError>>>),
+    /// Begin this epoch at the next seq (see `Router::begin_epoch`).
+    BeginEpoch(u64, Option<oneshot::Sender<Result<u64, RouterError>>>),
     /// Makes the sequencer panic (tests of its supervision).
     #[cfg(test)]
     Panic,
@@ -184,6 +188,20 @@ impl Ingress {
         let n = records.len();
         self.push_item(Item::Replicated(records, Some(tx)), n)
             .await?;
+        rx.await.map_err(|_| RouterError::Closed)?
+    }
+
+    /// Queues a cut after `seq`; returns the ring's last seq once it is cut.
+    pub(crate) async fn push_truncate(&self, seq: u64) -> Result<u64, RouterError> {
+        let (tx, rx) = oneshot::channel();
+        self.push_item(Item::Truncate(seq, Some(tx)), 1).await?;
+        rx.await.map_err(|_| RouterError::Closed)?
+    }
+
+    /// Queues the beginning of `epoch`; returns its first seq once it is recorded.
+    pub(crate) async fn push_begin_epoch(&self, epoch: u64) -> Result<u64, RouterError> {
+        let (tx, rx) = oneshot::channel();
+        self.push_item(Item::BeginEpoch(epoch, Some(tx)), 1).await?;
         rx.await.map_err(|_| RouterError::Closed)?
     }
 
@@ -388,6 +406,8 @@ pub(crate) struct Sequencer {
     node_name: String,
     strings: BlockStrings,
     high_water: HighWater,
+    /// Which epoch sequenced which seqs (shared with the router's handles).
+    epochs: Arc<parking_lot::RwLock<crate::epochs::EpochTable>>,
     max_block_events: usize,
     // The block being built.
     scratch: Vec<u8>,
@@ -412,6 +432,7 @@ impl Sequencer {
         ring: Arc<Ring>,
         node: &str,
         high_water: HighWater,
+        epochs: Arc<parking_lot::RwLock<crate::epochs::EpochTable>>,
         done: watch::Sender<bool>,
     ) -> Sequencer {
         let start = ring.start_seq();
@@ -424,6 +445,7 @@ impl Sequencer {
             node_name: node.to_owned(),
             strings: BlockStrings::default(),
             high_water,
+            epochs,
             max_block_events,
             scratch: Vec::with_capacity(BLOCK_BUFFER_CAPACITY),
             buffers: Arc::new(BlockBuffers::default()),
@@ -512,6 +534,30 @@ impl Sequencer {
                                     let _ = reply.send(());
                                 }
                             }
+                            Item::Truncate(seq, reply) => {
+                                self.flush();
+                                let outcome = self.truncate(*seq);
+                                if let Some(reply) = reply.take() {
+                                    let _ = reply.send(outcome);
+                                }
+                            }
+                            Item::BeginEpoch(epoch, reply) => {
+                                self.flush();
+                                let first = self.next_seq;
+                                let mut epochs = self.epochs.write();
+                                let last = epochs.last_epoch();
+                                let outcome =
+                                    epochs.begin(*epoch, first).map(|()| first).map_err(|_| {
+                                        RouterError::EpochBehind {
+                                            epoch: *epoch,
+                                            last,
+                                        }
+                                    });
+                                drop(epochs);
+                                if let Some(reply) = reply.take() {
+                                    let _ = reply.send(outcome);
+                                }
+                            }
                             #[cfg(test)]
                             Item::Panic => panic!("injected sequencer panic"),
                         }
@@ -553,6 +599,36 @@ impl Sequencer {
         }
         self.ring.close();
         self.done.send_replace(true);
+    }
+
+    /// Cuts the ring after `seq` (never below the commit): the epochs of the seqs
+    /// cut are forgotten, and each origin's high-water mark goes back to what the
+    /// archive still holds of it, so that its events cut away are taken again
+    /// when re-sent.
+    fn truncate(&mut self, seq: u64) -> Result<u64, RouterError> {
+        let committed = self.ring.committed();
+        if seq < committed {
+            return Err(RouterError::CutCommitted { at: seq, committed });
+        }
+        if seq >= self.next_seq.saturating_sub(1) {
+            return Ok(self.next_seq - 1);
+        }
+        let removed = self.ring.truncate_after(seq);
+        self.next_seq = seq + 1;
+        self.epochs.write().truncate_after(seq);
+        let mut lowest: HashMap<Arc<str>, u64> = HashMap::new();
+        for (origin, n) in removed {
+            let low = lowest.entry(origin).or_insert(n);
+            *low = (*low).min(n);
+        }
+        for (origin, low) in lowest {
+            let kept = self.ring.highest_origin_seq(&origin);
+            let mark = kept
+                .unwrap_or(low.saturating_sub(1))
+                .min(low.saturating_sub(1));
+            self.high_water.lock().insert(origin, mark);
+        }
+        Ok(seq)
     }
 
     /// Whether the record repeats an `originSeq` its origin already has in the ring.

@@ -53,6 +53,18 @@ pub trait Sink: Send + 'static {
     /// Called when events were missed (the sink fell behind the archive's tail).
     fn on_gap(&mut self, _gap: &Gap) {}
 
+    /// Called, only on a sink that is a commit gate (it reads events before they
+    /// are committed), when the cluster took back the events after `after` that it
+    /// had been given (a deposed master's events no majority held). The default
+    /// logs an ERROR: a sink that kept them holds events no stream shows. A durable
+    /// sink drops what it wrote past `after`.
+    fn on_truncated(&mut self, after: u64) {
+        tracing::error!(
+            after,
+            "the cluster took back events this sink was given before they were committed; it may still hold them"
+        );
+    }
+
     /// Called when the sink has caught up with the stream, and before shutdown.
     fn flush(&mut self) {}
 
@@ -311,6 +323,7 @@ impl SinkInput {
     pub fn deliver<S: Sink + ?Sized>(&mut self, sink: &mut S, chunk: Chunk) {
         match chunk {
             Chunk::Gap(gap) => sink.on_gap(&gap),
+            Chunk::Truncated { after } => sink.on_truncated(after),
             Chunk::Events(batch) => {
                 if let Some(selected) = self.select(&batch) {
                     sink.on_batch(&selected);

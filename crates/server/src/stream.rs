@@ -423,6 +423,8 @@ impl StreamBody {
                 self.metrics.gap_sent();
                 Some(self.render_gap(&gap))
             }
+            // Streams read committed events, which are never cut.
+            Chunk::Truncated { .. } => None,
             Chunk::Events(batch) => {
                 let out = self.render_batch(&batch);
                 self.metrics.streamed(&mut self.counts);

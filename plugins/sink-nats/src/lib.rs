@@ -506,6 +506,8 @@ impl Sink for NatsSink {
             while let Some(chunk) = input.recv().await {
                 match chunk {
                     Chunk::Gap(gap) => feeder.gap(&gap),
+                    // This sink reads committed events, which are never cut.
+                    Chunk::Truncated { .. } => {}
                     Chunk::Events(batch) => {
                         let Some(selected) = input.select(&batch) else {
                             continue;

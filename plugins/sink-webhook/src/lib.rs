@@ -428,6 +428,8 @@ impl Sink for WebhookSink {
                         counters.add(Counter::Missed, gap.missed);
                         queue.push_gap(&gap);
                     }
+                    // This sink reads committed events, which are never cut.
+                    Chunk::Truncated { .. } => {}
                     Chunk::Events(batch) => {
                         let Some(selected) = input.select(&batch) else {
                             continue;

@@ -22,6 +22,7 @@ const ARCHIVE: usize = 256;
 /// Checks one reader's chunks as they come; returns the lines it got by seq.
 fn check_chunk(next: &mut u64, chunk: &Chunk, lines: &mut Vec<(u64, Bytes)>, gaps: &mut u64) {
     match chunk {
+        Chunk::Truncated { after } => panic!("committed readers are never cut (after {after})"),
         Chunk::Gap(g) => {
             assert_eq!(g.from_seq, *next, "a gap starts where the reader was");
             assert!(g.to_seq >= g.from_seq);

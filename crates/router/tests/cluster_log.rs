@@ -1,0 +1,121 @@
+//! The archive as a cluster's replicated log: epochs, and cutting back what a
+//! deposed master sequenced that was never committed.
+
+use std::time::Duration;
+
+use master_events_events::catalog::DeleteBucket;
+use master_events_events::Record;
+use master_events_router::{Chunk, Cursor, EpochTable, Router, RouterConfig, RouterError};
+
+const T: Duration = Duration::from_secs(10);
+
+fn from(origin: &str, origin_seqs: std::ops::RangeInclusive<u64>) -> Vec<Record> {
+    origin_seqs
+        .map(|n| {
+            let mut r = Record::new(DeleteBucket {
+                bucket: format!("{origin}-{n}"),
+            });
+            r.envelope.origin = Some(origin.to_owned());
+            r.envelope.origin_seq = Some(n);
+            r
+        })
+        .collect()
+}
+
+fn seqs_and_buckets(chunk: Option<Chunk>) -> Vec<(u64, String)> {
+    match chunk {
+        Some(Chunk::Events(b)) => b
+            .iter()
+            .map(|e| (e.seq, e.meta.bucket.unwrap_or("").to_owned()))
+            .collect(),
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cut_takes_back_uncommitted_events_and_lets_their_origin_send_them_again() {
+    let router = Router::start(RouterConfig::default());
+    let gate = router.add_commit_gate();
+    router.begin_epoch(4).await.expect("epoch 4");
+    let range = tokio::time::timeout(T, router.sequence_batch(from("n_1", 1..=5)))
+        .await
+        .expect("sequenced without waiting for the commit")
+        .expect("in");
+    assert_eq!(range, 1..=5);
+    let mut uncommitted = router.subscribe_uncommitted(Cursor::Oldest);
+    let mut committed = router.subscribe(Cursor::Oldest);
+    assert_eq!(seqs_and_buckets(uncommitted.try_recv()).len(), 5);
+    gate.mark(2);
+    assert_eq!(
+        seqs_and_buckets(committed.try_recv()),
+        vec![(1, "n_1-1".to_owned()), (2, "n_1-2".to_owned())]
+    );
+
+    // Never below the commit.
+    assert_eq!(
+        router.truncate_after(1).await,
+        Err(RouterError::CutCommitted {
+            at: 1,
+            committed: 2
+        })
+    );
+    assert_eq!(router.truncate_after(3).await, Ok(3));
+    assert_eq!(router.last_seq(), 3);
+    assert_eq!(router.high_water("n_1"), 3, "n_1's 4 and 5 were cut");
+    assert!(matches!(
+        uncommitted.try_recv(),
+        Some(Chunk::Truncated { after: 3 })
+    ));
+    assert!(
+        committed.try_recv().is_none(),
+        "committed readers see no cut"
+    );
+
+    // A new epoch; the origin re-sends 4 and 5 (and a duplicate 3, dropped).
+    router.begin_epoch(6).await.expect("epoch 6");
+    assert_eq!(
+        router.epochs(),
+        EpochTable::from_entries(vec![(4, 1), (6, 4)]).expect("valid")
+    );
+    let again = router.sequence_batch(from("n_1", 3..=5)).await.expect("in");
+    assert_eq!(again, 4..=5);
+    assert_eq!(
+        seqs_and_buckets(uncommitted.try_recv()),
+        vec![(4, "n_1-4".to_owned()), (5, "n_1-5".to_owned())]
+    );
+    gate.mark(5);
+    let mut got = seqs_and_buckets(committed.try_recv());
+    got.extend(seqs_and_buckets(committed.try_recv()));
+    assert_eq!(
+        got,
+        vec![
+            (3, "n_1-3".to_owned()),
+            (4, "n_1-4".to_owned()),
+            (5, "n_1-5".to_owned())
+        ]
+    );
+    assert_eq!(
+        router.begin_epoch(5).await,
+        Err(RouterError::EpochBehind { epoch: 5, last: 6 })
+    );
+}
+
+#[tokio::test]
+async fn a_cut_inside_a_block_keeps_its_head_and_the_epochs_before_it() {
+    let router = Router::start(RouterConfig::default());
+    let _gate = router.add_commit_gate();
+    router.begin_epoch(2).await.expect("epoch 2");
+    router.sequence_batch(from("a", 1..=3)).await.expect("in");
+    router.begin_epoch(3).await.expect("epoch 3");
+    router.sequence_batch(from("b", 1..=3)).await.expect("in");
+    assert_eq!(router.epochs().to_string(), "2:1,3:4");
+    router.truncate_after(2).await.expect("cut");
+    assert_eq!(router.epochs().to_string(), "2:1");
+    assert_eq!((router.high_water("a"), router.high_water("b")), (2, 0));
+    let mut all = router.subscribe_uncommitted(Cursor::Oldest);
+    assert_eq!(
+        seqs_and_buckets(all.try_recv()),
+        vec![(1, "a-1".to_owned()), (2, "a-2".to_owned())]
+    );
+    assert!(all.try_recv().is_none());
+}
