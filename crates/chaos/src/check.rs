@@ -285,6 +285,11 @@ pub fn check(inputs: &Inputs) -> Verdict {
     let mut last_origin_seq: HashMap<&str, u64> = HashMap::new();
     let mut last_k: HashMap<(&str, &str), u64> = HashMap::new();
     for l in ref_lines {
+        // A master's becameMaster has no originSeq: it is noted by the master as it
+        // takes over, never queued nor re-sent.
+        if l.origin_seq == 0 {
+            continue;
+        }
         if let Some(prev) = last_origin_seq.insert(&l.origin, l.origin_seq) {
             if prev >= l.origin_seq {
                 breaches.push(format!(

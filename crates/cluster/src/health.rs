@@ -55,6 +55,11 @@ pub(crate) struct Counters {
     pub late_sequenced: AtomicU64,
     /// Events queued on this node and never sequenced (given up at shutdown).
     pub unsequenced: AtomicU64,
+    /// Events this node's archive held that the cluster never committed, taken
+    /// back when it followed a new master (a deposed master's own sequencing).
+    pub taken_back: AtomicU64,
+    /// Peer requests refused for naming a stale or impossible epoch.
+    pub stale_peers: AtomicU64,
 }
 
 /// The shared health of one node (see the module documentation).
@@ -318,7 +323,7 @@ impl Collector for ClusterMetrics {
             }
         }
         let c = self.source.counters();
-        let counters: [(&str, &str, u64); 5] = [
+        let counters: [(&str, &str, u64); 7] = [
             (
                 "master_events_cluster_forward_failures",
                 "Attempts to send events or replication reports to the master that failed (each is retried).",
@@ -338,6 +343,16 @@ impl Collector for ClusterMetrics {
                 "master_events_cluster_unsequenced_events",
                 "Events queued on this node that were never sequenced (still queued at shutdown).",
                 c.unsequenced.load(Ordering::Relaxed),
+            ),
+            (
+                "master_events_cluster_taken_back_events",
+                "Events of this node's archive the cluster never committed, taken back when it followed a new master.",
+                c.taken_back.load(Ordering::Relaxed),
+            ),
+            (
+                "master_events_cluster_stale_peer_requests",
+                "Peer requests refused because they named an older epoch than this node promised, or a newer one than it knows.",
+                c.stale_peers.load(Ordering::Relaxed),
             ),
             (
                 "master_events_cluster_queue_refused",

@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod health;
 pub mod node;
 pub mod queue;
+pub mod replication;
 
 pub use discovery::{DiscoveryFuture, MasterDiscovery, MasterView, StaticDiscovery};
 pub use health::ClusterMetrics;

@@ -31,7 +31,7 @@
 //! master could not reach during its catch-up) is reported in the log, not rolled
 //! back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,17 +40,20 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use master_events_events::catalog::BecameMaster;
 use master_events_events::{parse_line, Record, StreamLine};
-use master_events_router::Router;
-use master_events_server::hooks::{Ingest, IngestError, IngestFuture, IngestOutcome};
+use master_events_router::{agreed_through, CommitGate, Cursor, EpochTable, Router};
+use master_events_server::hooks::{
+    Ingest, IngestError, IngestFuture, IngestOutcome, PeerFuture, PeerReply,
+};
 use master_events_server::{ClusterHealth, ClusterView, ForwardingHealth, ForwardingState};
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::discovery::{MasterDiscovery, MasterView};
 use crate::health::{refusal_of, transport_cause, ClusterMetrics, Counters, Health, MetricsSource};
 use crate::queue::NodeQueue;
+use crate::replication::{is_quorum, majority_seq, Control, Replication, Vote};
 
 /// The most events sent in one forward.
 pub const FORWARD_BATCH: usize = 2048;
@@ -127,10 +130,19 @@ struct Inner {
     backend: &'static str,
     http: reqwest::Client,
     cancel: CancellationToken,
-    /// The highest seq a follower reported its replica holds (on the master).
-    replicated: watch::Sender<u64>,
     /// The link to the master, for `/cluster`, `/ready` and `/metrics`.
     health: Health,
+    /// Promises, trust, and the followers' matches (see [`crate::replication`]).
+    repl: Replication,
+    /// The cluster's commit gate on this node's router: on the master, the seq a
+    /// majority holds; on a follower, the master's commit.
+    gate: CommitGate,
+    /// This node's events seen in its archive, not yet committed: (originSeq, seq).
+    seen: Mutex<VecDeque<(u64, u64)>>,
+    /// Woken when the archive grew (the follower's report to the master).
+    appended: Notify,
+    /// How many nodes the cluster has (this one and its peers).
+    size: usize,
 }
 
 /// What the metrics collector reads.
@@ -188,6 +200,9 @@ impl ClusterNode {
         let start_origin_seq = (router.high_water(&config.node) + 1).max(now_micros);
         let queue = NodeQueue::new(&config.node, config.queue_capacity, start_origin_seq);
         let (role, _) = watch::channel(Role::Waiting { epoch: 0 });
+        let size = config.peers.keys().filter(|p| **p != config.node).count() + 1;
+        let gate = router.add_commit_gate();
+        let repl = Replication::new(router.restored_through().is_some());
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .pool_idle_timeout(Duration::from_secs(30))
@@ -203,8 +218,12 @@ impl ClusterNode {
                 backend: discovery.backend(),
                 http,
                 cancel: CancellationToken::new(),
-                replicated: watch::channel(0).0,
                 health: Health::new(),
+                repl,
+                gate,
+                seen: Mutex::new(VecDeque::new()),
+                appended: Notify::new(),
+                size,
             }),
             tasks: Arc::new(Mutex::new(Vec::new())),
             discovery,
@@ -214,7 +233,8 @@ impl ClusterNode {
             node.discovery.watch(),
         ));
         let delivery = tokio::spawn(delivery(Arc::clone(&node.inner)));
-        node.tasks.lock().extend([manager, delivery]);
+        let committer = tokio::spawn(committer(Arc::clone(&node.inner)));
+        node.tasks.lock().extend([manager, delivery, committer]);
         node
     }
 
@@ -343,7 +363,12 @@ impl Inner {
                 let caught_up = st
                     .catch_up_target
                     .is_some_and(|t| self.router.last_seq() >= t);
-                let reason = if !st.connected {
+                let reason = if st.forward == ForwardingState::Refused {
+                    Some(format!(
+                        "forwarding to the master {master} fails: {}",
+                        st.forward_error.as_deref().unwrap_or("refused")
+                    ))
+                } else if !st.connected {
                     Some(match &st.reach_error {
                         Some(e) => format!("master {master} unreachable: {e}"),
                         None => format!("connecting to the master {master}"),
@@ -390,10 +415,64 @@ impl Inner {
             .filter_map(|r| Some((r.envelope.origin_seq?, r.envelope.seq?)))
             .collect();
         self.router.replicate(records).await?;
-        for (origin_seq, seq) in mine {
+        self.seen.lock().extend(mine);
+        self.commit_seen(self.router.committed_seq());
+        self.appended.notify_one();
+        Ok(())
+    }
+
+    /// This node's own events committed up to `committed` leave its queue (their
+    /// publishers get their seqs).
+    fn commit_seen(&self, committed: u64) {
+        let mut seen = self.seen.lock();
+        while let Some(&(origin_seq, seq)) = seen.front() {
+            if seq > committed {
+                break;
+            }
+            seen.pop_front();
             self.queue.commit(origin_seq, seq);
         }
-        Ok(())
+    }
+
+    /// On the master of `epoch`: commits what a majority holds, once it reaches
+    /// this epoch's events (an older epoch's are committed through them).
+    fn advance_commit(&self, epoch: u64) {
+        if *self.role.borrow() != (Role::Master { epoch }) || self.repl.promised() != epoch {
+            return;
+        }
+        let held = majority_seq(self.router.last_seq(), &self.repl.matches(epoch), self.size);
+        let first = self.router.epochs().first_seq_of(epoch);
+        if first.is_some_and(|f| held >= f) {
+            self.gate.mark(held);
+        }
+    }
+
+    /// This node's answer to a vote for `epoch`: what its archive holds.
+    fn own_vote(&self) -> Vote {
+        let last = self.router.last_seq();
+        Vote {
+            node: self.config.node.clone(),
+            last_seq: last,
+            last_epoch: self.router.epochs().epoch_of(last),
+            committed: self.router.committed_seq(),
+            trusted: self.repl.is_trusted(),
+        }
+    }
+}
+
+/// Hands this node's committed events back to their publishers as the commit
+/// advances.
+async fn committer(inner: Arc<Inner>) {
+    let mut handled = inner.router.committed_seq();
+    inner.commit_seen(handled);
+    loop {
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            committed = inner.router.committed_beyond(handled) => {
+                handled = committed;
+                inner.commit_seen(committed);
+            }
+        }
     }
 }
 
@@ -409,23 +488,36 @@ async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>)
         match &view.master {
             Some(m) if *m == inner.config.node => {
                 inner.set_role(Role::Waiting { epoch: view.epoch }, &view);
-                catch_up(&inner).await;
-                if *views.borrow() != view {
-                    continue; // the view changed while catching up
+                if !take_over(&inner, &view, &views).await {
+                    if *views.borrow() != view {
+                        continue; // the view changed while taking over
+                    }
+                    // Refused for good (an older epoch than promised): wait for
+                    // discovery to move on.
+                    tokio::select! {
+                        _ = inner.cancel.cancelled() => break,
+                        changed = views.changed() => if changed.is_err() { break },
+                    }
+                    continue;
                 }
                 tracing::info!(
                     epoch = view.epoch,
                     last_seq = inner.router.last_seq(),
                     "this node is the master"
                 );
-                inner.set_role(Role::Master { epoch: view.epoch }, &view);
-                let became = Record::new(BecameMaster {
+                // becameMaster opens the epoch, before any event queued meanwhile.
+                let mut became = Record::new(BecameMaster {
                     node: inner.config.node.clone(),
                     host: inner.config.host.clone(),
                 });
-                if let Err(e) = inner.queue.push(vec![became], false) {
+                became.envelope.origin = Some(inner.config.node.clone());
+                became.envelope.origin_ts = Some(master_events_events::Timestamp::now());
+                if let Err(e) = inner.router.sequence_batch(vec![became]).await {
                     tracing::warn!(error = %e, "cannot note becameMaster");
                 }
+                inner.set_role(Role::Master { epoch: view.epoch }, &view);
+                inner.appended.notify_one();
+                inner.advance_commit(view.epoch);
             }
             Some(m) => {
                 let url = inner.url_of(m);
@@ -442,8 +534,13 @@ async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>)
                 );
                 if let Some(url) = url {
                     let token = inner.cancel.child_token();
-                    let task =
-                        tokio::spawn(follow(Arc::clone(&inner), m.clone(), url, token.clone()));
+                    let task = tokio::spawn(follow(
+                        Arc::clone(&inner),
+                        m.clone(),
+                        url,
+                        view.epoch,
+                        token.clone(),
+                    ));
                     follower = Some((token, task));
                 }
             }
@@ -460,79 +557,340 @@ async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>)
     }
 }
 
-/// Before sequencing, a new master fetches what the most advanced reachable peer
-/// has beyond its own archive, so `seq` continues from there.
-async fn catch_up(inner: &Inner) {
-    let mine = inner.router.last_seq();
-    // Every peer at once: a frozen one costs its timeout once, not once per peer.
-    let asks = inner
-        .config
-        .peers
-        .iter()
-        .filter(|(name, _)| **name != inner.config.node)
-        .map(|(_, url)| {
-            let url = url.trim_end_matches('/').to_owned();
-            async move {
-                let last = last_seq_of(inner, &url, CATCH_UP_ASK).await;
-                (last.unwrap_or(0), url)
-            }
-        });
-    let mut best: Option<(u64, String)> = None;
-    for (last, url) in futures_util::future::join_all(asks).await {
-        if last > mine && best.as_ref().is_none_or(|(b, _)| last > *b) {
-            best = Some((last, url));
+/// Before sequencing as master of `view.epoch`: promises the epoch, gathers the
+/// votes of a quorum (every peer asked at once, [`CATCH_UP_ASK`] each), fetches
+/// from the most up-to-date voter what this node lacks (cutting what it holds that
+/// the voter does not agree with), and begins the epoch in its archive. Retried
+/// until it works or the view changes; false when the view changed or the epoch
+/// is older than one this node promised.
+async fn take_over(
+    inner: &Arc<Inner>,
+    view: &MasterView,
+    views: &watch::Receiver<MasterView>,
+) -> bool {
+    let epoch = view.epoch;
+    let mut warned = false;
+    loop {
+        if *views.borrow() != *view || inner.cancel.is_cancelled() {
+            return false;
         }
-    }
-    let Some((last, url)) = best else { return };
-    tracing::info!(from = %url, mine, theirs = last, "catching up before taking over");
-    let req = inner
-        .secret_header(inner.http.get(format!(
-            "{url}/diag/masterEvents?o=1&since={mine}&heartbeat=0"
-        )))
-        .timeout(Duration::from_secs(5));
-    match req.send().await {
-        Ok(resp) if resp.status().is_success() => {
-            if mine == 0 {
-                // An empty archive continues the history of the peer it catches up from.
-                let peer_history = resp
-                    .headers()
-                    .get(master_events_server::HISTORY_HEADER)
-                    .and_then(|v| v.to_str().ok());
-                if let Some(h) = peer_history {
-                    if inner.router.set_history(h).is_err() {
-                        tracing::warn!(from = %url, "catch-up: the peer sent an invalid history id");
-                        return;
-                    }
-                }
-            }
-            let mut stream = resp.bytes_stream();
-            let mut lines = LineSplitter::default();
-            while let Some(Ok(chunk)) = stream.next().await {
-                if apply_chunk(inner, &mut lines, &chunk).await.is_err() {
-                    break;
-                }
+        if !inner.repl.promise(epoch) {
+            tracing::error!(
+                epoch,
+                promised = inner.repl.promised(),
+                "discovery made this node master of an epoch older than one it already promised to another master; not taking over"
+            );
+            return false;
+        }
+        let mut votes = vec![inner.own_vote()];
+        let asks = inner
+            .config
+            .peers
+            .iter()
+            .filter(|(name, _)| **name != inner.config.node)
+            .map(|(name, url)| ask_vote(inner, name, url, epoch));
+        let mut urls = BTreeMap::new();
+        for (name, url, vote) in futures_util::future::join_all(asks).await {
+            if let Some(v) = vote {
+                urls.insert(name, url);
+                votes.push(v);
             }
         }
-        Ok(resp) => tracing::warn!(status = %resp.status(), "catch-up refused"),
-        Err(e) => tracing::warn!(error = %e, "catch-up failed"),
+        if !is_quorum(&votes, inner.size) {
+            if !warned {
+                tracing::warn!(
+                    epoch,
+                    answered = votes.len(),
+                    trusted = votes.iter().filter(|v| v.trusted).count(),
+                    cluster = inner.size,
+                    "cannot take over yet: a majority of nodes holding the whole archive must answer; asking again"
+                );
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        }
+        let mine = inner.own_vote();
+        let best = votes.iter().max_by_key(|v| v.rank()).cloned();
+        if let Some(best) = best.filter(|b| b.rank() > mine.rank()) {
+            let Some(url) = urls.get(&best.node) else {
+                continue;
+            };
+            tracing::info!(
+                from = %best.node,
+                mine = mine.last_seq,
+                theirs = best.last_seq,
+                "catching up before taking over"
+            );
+            if let Err(e) = fetch_log(inner, url, None).await {
+                tracing::warn!(from = %best.node, error = %e, "catch-up failed; asking again");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+            if inner.own_vote().rank() < best.rank() {
+                continue; // the peer's answer ended early: ask again
+            }
+        }
+        match inner.router.begin_epoch(epoch).await {
+            Ok(first) => {
+                inner.repl.lead(epoch);
+                inner.repl.trust();
+                tracing::debug!(epoch, first_seq = first, "epoch begun");
+                return true;
+            }
+            Err(e) => {
+                tracing::error!(epoch, error = %e, "cannot begin the epoch; not taking over");
+                return false;
+            }
+        }
     }
 }
 
-/// A peer's last seq, from its `GET /cluster` (`None` when it does not answer in
-/// time).
-async fn last_seq_of(inner: &Inner, url: &str, within: Duration) -> Option<u64> {
+/// Asks a peer to vote for `epoch` (it promises it and says what its archive
+/// holds); `None` when it does not answer in time, refuses or answers garbage.
+async fn ask_vote(
+    inner: &Inner,
+    name: &str,
+    url: &str,
+    epoch: u64,
+) -> (String, String, Option<Vote>) {
+    let url = url.trim_end_matches('/').to_owned();
     let req = inner
-        .secret_header(inner.http.get(format!("{url}/cluster")))
-        .timeout(within);
-    let resp = req.send().await.ok()?;
-    if !resp.status().is_success() {
-        return None;
+        .secret_header(inner.http.get(format!(
+            "{url}/cluster/vote?epoch={epoch}&node={}",
+            percent_encode(&inner.config.node)
+        )))
+        .timeout(CATCH_UP_ASK);
+    let vote = async {
+        let resp = req.send().await.ok()?;
+        let status = resp.status();
+        let body = resp.bytes().await.ok()?;
+        if !status.is_success() {
+            tracing::debug!(peer = %name, %status, "vote refused");
+            return None;
+        }
+        match serde_json::from_slice::<Vote>(&body) {
+            Ok(v) if v.node == name => Some(v),
+            Ok(v) => {
+                tracing::warn!(peer = %name, answered_as = %v.node, "a peer answered a vote under another name; ignored");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(peer = %name, error = %e, "a peer's vote does not parse; ignored");
+                None
+            }
+        }
     }
-    let text = resp.text().await.ok()?;
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()?
-        .get("last_seq")?
-        .as_u64()
+    .await;
+    (name.to_owned(), url, vote)
+}
+
+/// Fetches a peer's archive beyond the part this node's agrees with: its whole
+/// archive once (`follow: None`, a catch-up) or, from the master of an epoch,
+/// for as long as it lasts (`Some(epoch)`). Cuts what this node holds beyond the
+/// agreement (never what it knows committed), takes the peer's epochs, applies
+/// the events and the commit. Returns why it ended.
+async fn fetch_log(
+    inner: &Arc<Inner>,
+    url: &str,
+    follow: Option<(u64, &str)>,
+) -> Result<(), String> {
+    let since = inner.router.last_seq();
+    let epochs = inner.router.epochs();
+    let follow_q = match follow {
+        Some((epoch, _)) => format!("&follow={epoch}"),
+        None => String::new(),
+    };
+    let req = inner.secret_header(inner.http.get(format!(
+        "{url}/cluster/log?last={since}&epochs={epochs}&node={}&run={}{follow_q}",
+        percent_encode(&inner.config.node),
+        inner.repl.run()
+    )));
+    let resp = req.send().await.map_err(|e| transport_cause(&e))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        if let Some((_, master)) = follow {
+            let (state, cause) = refusal_of(status, inner.config.secret.is_some());
+            if state == ForwardingState::Refused {
+                // Shown (and logged once) as a refused link, not as unreachable.
+                inner.health.forward_failed(master, state, cause.clone());
+                return Err(format!("{REFUSED}{cause}"));
+            }
+            return Err(cause);
+        }
+        return Err(format!("the peer answered {status}"));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut lines = LineSplitter::default();
+    let mut started: Option<(u64, u64)> = None; // (kept, the peer's last)
+    let mut reporter: Option<AbortOnDrop> = None;
+    loop {
+        let next = tokio::time::timeout(STREAM_SILENCE, stream.next()).await;
+        let chunk = match next {
+            Err(_) => {
+                return Err(format!(
+                    "nothing from the peer for {} s",
+                    STREAM_SILENCE.as_secs()
+                ))
+            }
+            Ok(None) if follow.is_none() && started.is_some() => return Ok(()),
+            Ok(None) => return Err("the peer ended the stream".to_owned()),
+            Ok(Some(Err(e))) => return Err(transport_cause(&e)),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        inner.health.contact();
+        if let Some((epoch, _)) = follow {
+            if inner.repl.promised() > epoch {
+                return Err(format!(
+                    "this node promised a newer epoch ({}) than the master's ({epoch})",
+                    inner.repl.promised()
+                ));
+            }
+        }
+        let mut batch = Vec::new();
+        for line in lines.feed(&chunk) {
+            if line.is_empty() {
+                continue;
+            }
+            if Control::is_control(&line) {
+                let control = Control::parse(&line)?;
+                inner
+                    .replicate(std::mem::take(&mut batch))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match control {
+                    Control::Start {
+                        agreed,
+                        last,
+                        committed,
+                        epochs,
+                        history,
+                    } => {
+                        if started.is_some() {
+                            return Err("a second start frame".to_owned());
+                        }
+                        let kept = begin_log(inner, since, agreed, &epochs, &history).await?;
+                        started = Some((kept, last));
+                        inner
+                            .gate
+                            .mark(committed.min(inner.router.last_seq()).min(kept));
+                        if let Some((epoch, master)) = follow {
+                            inner.health.stream_up(master, Some(last));
+                            reporter = Some(AbortOnDrop(tokio::spawn(report_replicated(
+                                Arc::clone(inner),
+                                master.to_owned(),
+                                url.to_owned(),
+                                epoch,
+                            ))));
+                        }
+                    }
+                    Control::Commit { seq } => {
+                        let Some((_, target)) = started else {
+                            return Err("a frame before the start frame".to_owned());
+                        };
+                        let last = inner.router.last_seq();
+                        inner.gate.mark(seq.min(last));
+                        inner.health.heartbeat(seq);
+                        if last >= target.min(seq) && follow.is_some() {
+                            inner.repl.trust();
+                        }
+                    }
+                    Control::Gap { from_seq, to_seq } => {
+                        if started.is_none() {
+                            return Err("a frame before the start frame".to_owned());
+                        }
+                        tracing::warn!(
+                            from = from_seq,
+                            to = to_seq,
+                            "the peer no longer has events this replica missed"
+                        );
+                        inner
+                            .router
+                            .skip_to(to_seq + 1)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                continue;
+            }
+            if started.is_none() {
+                return Err("an event before the start frame".to_owned());
+            }
+            match parse_line(&line) {
+                Ok(StreamLine::Event(rec)) => batch.push(rec),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!("the peer sent a line that does not parse: {e}"));
+                }
+            }
+        }
+        inner.replicate(batch).await.map_err(|e| e.to_string())?;
+        if follow.is_none() {
+            if let Some((_, target)) = started {
+                if inner.router.last_seq() >= target {
+                    return Ok(());
+                }
+            }
+        }
+        let _ = &reporter;
+    }
+}
+
+/// The start of a peer's log: keeps this archive up to where it agrees with the
+/// peer's (or up to what it knows committed), cuts the rest — this node's own
+/// events among them go out again — and takes the peer's history and epochs.
+/// Returns the last seq kept.
+async fn begin_log(
+    inner: &Inner,
+    since: u64,
+    agreed: u64,
+    epochs: &str,
+    history: &str,
+) -> Result<u64, String> {
+    let theirs = EpochTable::parse(epochs).map_err(|e| format!("the peer sent an {e}"))?;
+    if !master_events_router::is_valid_history(history) {
+        return Err("the peer sent an invalid history id".to_owned());
+    }
+    let committed = inner.router.committed_seq();
+    let same_history = *inner.router.history() == *history;
+    let agreed = if same_history { agreed } else { 0 };
+    let kept = agreed.max(committed).min(since);
+    if !same_history && kept > 0 {
+        tracing::error!(
+            replica_last_seq = since,
+            committed,
+            "the peer's archive is of another history than this node's committed events; not following it"
+        );
+        return Err("another history".to_owned());
+    }
+    if kept < since {
+        inner
+            .router
+            .truncate_after(kept)
+            .await
+            .map_err(|e| e.to_string())?;
+        inner.seen.lock().retain(|(_, seq)| *seq <= kept);
+        inner.queue.resend_all();
+        inner
+            .health
+            .counters
+            .taken_back
+            .fetch_add(since - kept, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(
+            first_seq = kept + 1,
+            last_seq = since,
+            events = since - kept,
+            "took back events the cluster never committed (a deposed master's); this node's own among them are sent again"
+        );
+    }
+    if kept == 0 {
+        inner
+            .router
+            .set_history(history)
+            .map_err(|_| "the peer sent an invalid history id".to_owned())?;
+    }
+    inner.router.adopt_epochs(&theirs, kept + 1);
+    Ok(kept)
 }
 
 /// Splits a byte stream into lines.
@@ -556,52 +914,6 @@ impl LineSplitter {
     }
 }
 
-/// Applies the complete lines of one chunk of a master's stream.
-async fn apply_chunk(
-    inner: &Inner,
-    lines: &mut LineSplitter,
-    chunk: &Bytes,
-) -> Result<(), master_events_router::RouterError> {
-    let mut batch = Vec::new();
-    for line in lines.feed(chunk) {
-        if line.is_empty() {
-            continue;
-        }
-        match parse_line(&line) {
-            Ok(StreamLine::Event(rec)) => batch.push(rec),
-            Ok(StreamLine::Heartbeat(hb)) => inner.health.heartbeat(hb.seq),
-            Ok(StreamLine::Reset(reset)) => {
-                // The master's archive does not continue this replica's: another
-                // history, or this replica is ahead of it. Replicating on would mix
-                // two histories, so the rest of this chunk is not applied.
-                inner.replicate(std::mem::take(&mut batch)).await?;
-                tracing::error!(
-                    master_history = %reset.history,
-                    master_last_seq = reset.last_seq,
-                    replica_last_seq = reset.requested_since,
-                    reason = %reset.reason,
-                    "the master's archive does not continue this replica's; not following it"
-                );
-                return Err(master_events_router::RouterError::ReplicaGap {
-                    expected: reset.requested_since + 1,
-                    found: reset.oldest_seq,
-                });
-            }
-            Ok(StreamLine::Gap(gap)) => {
-                inner.replicate(std::mem::take(&mut batch)).await?;
-                tracing::warn!(
-                    from = gap.from_seq,
-                    to = gap.to_seq,
-                    "the master no longer has events this replica missed"
-                );
-                inner.router.skip_to(gap.to_seq + 1).await?;
-            }
-            Err(e) => tracing::warn!(error = %e, "a line from the master does not parse; skipped"),
-        }
-    }
-    inner.replicate(batch).await
-}
-
 /// Aborts a task when dropped.
 struct AbortOnDrop(JoinHandle<()>);
 
@@ -611,48 +923,55 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Tells the master how far this replica is, whenever it advanced (every 20 ms at
-/// most): the master acknowledges its own events once a replica holds them. A
-/// failed report is retried with backoff (up to 2 s), and a refusal (401/403)
-/// shows as a refused forwarding state.
-async fn report_replicated(inner: Arc<Inner>, master: String, url: String) {
+/// Tells the master of `epoch` how far this replica holds its archive, whenever
+/// it grew (and every second): the master commits what a majority holds. Stops
+/// reporting once this node promised a newer epoch. A failed report is retried
+/// with backoff (up to 2 s), and a refusal (401/403) shows as a refused
+/// forwarding state.
+async fn report_replicated(inner: Arc<Inner>, master: String, url: String, epoch: u64) {
     let mut reported = 0;
     let mut attempt = 0u32;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
         let last = inner.router.last_seq();
-        if last <= reported {
-            continue;
+        if inner.repl.promised() > epoch {
+            return;
         }
-        let req = inner
-            .secret_header(inner.http.post(format!(
-                "{url}/cluster/replicated?node={}&seq={last}",
-                percent_encode(&inner.config.node)
-            )))
-            .timeout(Duration::from_secs(2));
-        match req.send().await {
-            Ok(r) if r.status().is_success() => {
-                reported = last;
-                attempt = 0;
-                inner.health.forward_ok(&master);
-                continue;
-            }
-            Ok(r) => {
-                let (state, cause) = refusal_of(r.status(), inner.config.secret.is_some());
-                tracing::debug!(%master, cause = %cause, "replication report refused; will retry");
-                if state == ForwardingState::Refused {
-                    inner.health.forward_failed(&master, state, cause);
+        if last > reported || attempt > 0 {
+            let req = inner
+                .secret_header(inner.http.post(format!(
+                    "{url}/cluster/replicated?node={}&run={}&epoch={epoch}&seq={last}",
+                    percent_encode(&inner.config.node),
+                    inner.repl.run()
+                )))
+                .timeout(Duration::from_secs(2));
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    reported = last;
+                    attempt = 0;
+                }
+                Ok(r) => {
+                    let (state, cause) = refusal_of(r.status(), inner.config.secret.is_some());
+                    tracing::debug!(%master, cause = %cause, "replication report refused; will retry");
+                    if state == ForwardingState::Refused {
+                        inner.health.forward_failed(&master, state, cause);
+                    }
+                    attempt += 1;
+                }
+                Err(e) => {
+                    // The stream notices an unreachable master; this only backs off.
+                    tracing::debug!(%master, cause = %transport_cause(&e), "replication report failed; will retry");
+                    attempt += 1;
                 }
             }
-            Err(e) => {
-                // The stream notices an unreachable master; this only backs off.
-                tracing::debug!(%master, cause = %transport_cause(&e), "replication report failed; will retry");
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+                continue;
             }
         }
-        attempt += 1;
-        tokio::time::sleep(backoff(attempt)).await;
+        tokio::select! {
+            _ = inner.appended.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => { reported = 0; }
+        }
     }
 }
 
@@ -667,84 +986,36 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// Streams the master's archive into the local router until cancelled; keeps the
-/// link's health (reachable or not, and why; caught up or not).
-async fn follow(inner: Arc<Inner>, master: String, url: String, token: CancellationToken) {
-    let _reporter = AbortOnDrop(tokio::spawn(report_replicated(
-        Arc::clone(&inner),
-        master.clone(),
-        url.clone(),
-    )));
+/// Follows the master of `epoch` (its `GET /cluster/log`) until cancelled; keeps
+/// the link's health (reachable or not, and why; caught up or not).
+async fn follow(
+    inner: Arc<Inner>,
+    master: String,
+    url: String,
+    epoch: u64,
+    token: CancellationToken,
+) {
     let mut attempt = 0u32;
     loop {
-        let since = inner.router.last_seq();
-        // A replica that holds events resumes in its history: if the master's is
-        // another, the master answers with a `reset` frame instead of silence. An
-        // empty replica takes the master's history.
-        let history = match since {
-            0 => String::new(),
-            _ => format!("&history={}", inner.router.history()),
-        };
-        let req = inner.secret_header(inner.http.get(format!(
-            "{url}/diag/masterEvents?since={since}{history}&heartbeat=1"
-        )));
-        let mut opened = false;
-        let run = async {
-            let resp = req.send().await.map_err(|e| transport_cause(&e))?;
-            if !resp.status().is_success() {
-                let (state, cause) = refusal_of(resp.status(), inner.config.secret.is_some());
-                if state == ForwardingState::Refused {
-                    inner.health.forward_failed(&master, state, cause.clone());
-                }
-                return Err::<(), String>(cause);
+        let outcome = if inner.repl.promise(epoch) {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                r = fetch_log(&inner, &url, Some((epoch, &master))) => r,
             }
-            if since == 0 {
-                let master_history = resp
-                    .headers()
-                    .get(master_events_server::HISTORY_HEADER)
-                    .and_then(|v| v.to_str().ok());
-                if let Some(h) = master_history {
-                    if inner.router.set_history(h).is_err() {
-                        return Err("the master sent an invalid history id".to_owned());
-                    }
-                }
-            }
-            // Where the master is now: the replica is caught up once it holds that.
-            let target = last_seq_of(&inner, &url, Duration::from_secs(1)).await;
-            inner.health.stream_up(&master, target);
-            opened = true;
-            let mut stream = resp.bytes_stream();
-            let mut lines = LineSplitter::default();
-            loop {
-                let next = tokio::time::timeout(STREAM_SILENCE, stream.next()).await;
-                match next {
-                    Err(_) => {
-                        return Err(format!(
-                            "no heartbeat from the master for {} s",
-                            STREAM_SILENCE.as_secs()
-                        ))
-                    }
-                    Ok(None) => return Err("the master ended the stream".to_owned()),
-                    Ok(Some(Err(e))) => return Err(transport_cause(&e)),
-                    Ok(Some(Ok(chunk))) => {
-                        inner.health.contact();
-                        if let Err(e) = apply_chunk(&inner, &mut lines, &chunk).await {
-                            return Err(e.to_string());
-                        }
-                    }
-                }
-            }
+        } else {
+            Err(format!(
+                "this node promised a newer epoch ({}) than the master's ({epoch})",
+                inner.repl.promised()
+            ))
         };
-        let outcome = tokio::select! {
-            _ = token.cancelled() => return,
-            r = run => r,
-        };
-        if opened {
-            attempt = 0;
-        }
         if let Err(cause) = outcome {
+            if inner.health.snapshot().connected {
+                attempt = 0;
+            }
             tracing::debug!(%master, cause = %cause, "following the master: reconnecting");
-            inner.health.stream_down(&master, cause);
+            if !cause.starts_with(REFUSED) {
+                inner.health.stream_down(&master, cause);
+            }
         }
         attempt += 1;
         tokio::select! {
@@ -771,7 +1042,7 @@ async fn delivery(inner: Arc<Inner>) {
             true
         } else {
             match &role {
-                Role::Master { .. } => deliver_locally(&inner, batch).await,
+                Role::Master { epoch } => deliver_locally(&inner, *epoch, batch).await,
                 Role::Follower {
                     master,
                     url: Some(url),
@@ -820,8 +1091,12 @@ async fn delivery(inner: Arc<Inner>) {
     }
 }
 
-/// On the master: the node's own events go straight into its router.
-async fn deliver_locally(inner: &Inner, batch: Vec<Record>) -> bool {
+/// On the master of `epoch`: the node's own events go straight into its router
+/// (committed later, once a majority holds them).
+async fn deliver_locally(inner: &Inner, epoch: u64, batch: Vec<Record>) -> bool {
+    if inner.repl.promised() != epoch {
+        return false; // deposed: another node won a newer epoch
+    }
     let before = inner.router.high_water(&inner.config.node);
     let fresh: Vec<u64> = batch
         .iter()
@@ -832,14 +1107,22 @@ async fn deliver_locally(inner: &Inner, batch: Vec<Record>) -> bool {
         .last()
         .and_then(|r| r.envelope.origin_seq)
         .unwrap_or(0);
-    match inner.router.publish_batch(batch).await {
+    match inner.router.sequence_batch(batch).await {
         Ok(range) => {
             let mut last_seq = inner.router.last_seq();
-            for (origin_seq, seq) in fresh.iter().zip(range) {
-                inner.queue.commit(*origin_seq, seq);
-                last_seq = seq;
+            {
+                let mut seen = inner.seen.lock();
+                for (origin_seq, seq) in fresh.iter().zip(range) {
+                    seen.push_back((*origin_seq, seq));
+                    last_seq = seq;
+                }
+                seen.push_back((last_os, last_seq));
             }
-            inner.queue.commit(last_os, last_seq);
+            // The commit may have passed them already (a fast follower).
+            inner.commit_seen(inner.router.committed_seq());
+            inner.queue.mark_sent(last_os);
+            inner.appended.notify_one();
+            inner.advance_commit(epoch);
             true
         }
         Err(e) => {
@@ -954,6 +1237,238 @@ impl ClusterNode {
     }
 }
 
+/// The pairs of a query string, percent-decoded.
+fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+    master_events_server::stream::parse_pairs(query)
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn param_u64(pairs: &[(String, String)], key: &str) -> Result<Option<u64>, PeerReply> {
+    match param(pairs, key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| PeerReply::text(400, format!("{key}= must be a non-negative integer"))),
+    }
+}
+
+/// How [`fetch_log`] marks a refusal it already reported.
+const REFUSED: &str = "refused: ";
+
+/// How often the log stream sends the commit when nothing else happens (the
+/// follower's heartbeat).
+const COMMIT_HEARTBEAT: Duration = Duration::from_millis(500);
+
+impl ClusterNode {
+    fn stale(&self, peer: &str, what: String) -> PeerReply {
+        use std::sync::atomic::Ordering;
+        self.inner
+            .health
+            .counters
+            .stale_peers
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%peer, "refused a peer's request: {what}");
+        PeerReply::json(
+            409,
+            &serde_json::json!({
+                "error": what,
+                "promised": self.inner.repl.promised(),
+            }),
+        )
+    }
+
+    /// `GET /cluster/vote?epoch=E&node=N`: promises `E` (refused when a newer
+    /// epoch was promised) and says what this node's archive holds.
+    fn answer_vote(&self, pairs: &[(String, String)]) -> PeerReply {
+        let peer = param(pairs, "node").unwrap_or("?").to_owned();
+        let epoch = match param_u64(pairs, "epoch") {
+            Ok(Some(e)) => e,
+            Ok(None) => return PeerReply::text(400, "epoch= is required".to_owned()),
+            Err(r) => return r,
+        };
+        if !self.inner.repl.promise(epoch) {
+            return self.stale(
+                &peer,
+                format!(
+                    "a vote for epoch {epoch}, older than the epoch {} this node promised",
+                    self.inner.repl.promised()
+                ),
+            );
+        }
+        let vote = self.inner.own_vote();
+        PeerReply::json(200, &serde_json::to_value(&vote).unwrap_or_default())
+    }
+
+    /// `POST /cluster/replicated?node=N&run=R&epoch=E&seq=S`: a follower holds this
+    /// master's archive up to `S` (refused unless this node is the master of `E`).
+    fn take_report(&self, pairs: &[(String, String)]) -> PeerReply {
+        let peer = param(pairs, "node").unwrap_or("").to_owned();
+        let (run, epoch, seq) = match (
+            param_u64(pairs, "run"),
+            param_u64(pairs, "epoch"),
+            param_u64(pairs, "seq"),
+        ) {
+            (Ok(Some(r)), Ok(Some(e)), Ok(Some(s))) => (r, e, s),
+            (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+            _ => {
+                return PeerReply::text(400, "node=, run=, epoch= and seq= are required".to_owned())
+            }
+        };
+        if peer.is_empty() || !self.inner.config.peers.contains_key(&peer) {
+            return PeerReply::text(400, "node= must name a peer of this cluster".to_owned());
+        }
+        let role = self.inner.role.borrow().clone();
+        if role != (Role::Master { epoch }) || self.inner.repl.promised() != epoch {
+            return self.stale(
+                &peer,
+                format!("a replication report for epoch {epoch}; this node is {role:?}"),
+            );
+        }
+        if seq > self.inner.router.last_seq() {
+            return self.stale(
+                &peer,
+                format!(
+                    "a replica claims seq {seq}, beyond this master's last ({})",
+                    self.inner.router.last_seq()
+                ),
+            );
+        }
+        self.inner.repl.matched(epoch, &peer, run, seq);
+        self.inner.advance_commit(epoch);
+        PeerReply::text(204, String::new())
+    }
+
+    /// `GET /cluster/log?last=L&epochs=T&node=N[&follow=E]`: where the asker's
+    /// archive (last seq `L`, epochs `T`) agrees with this node's, then this node's
+    /// events after it, committed or not, with the commit; once (a catch-up) or,
+    /// with `follow`, for as long as this node is the master of `E`.
+    fn serve_log(&self, pairs: &[(String, String)]) -> PeerReply {
+        let peer = param(pairs, "node").unwrap_or("?").to_owned();
+        let their_last = match param_u64(pairs, "last") {
+            Ok(v) => v.unwrap_or(0),
+            Err(r) => return r,
+        };
+        let theirs = match EpochTable::parse(param(pairs, "epochs").unwrap_or("")) {
+            Ok(t) => t,
+            Err(e) => return PeerReply::text(400, format!("epochs=: {e}")),
+        };
+        let follow = match param_u64(pairs, "follow") {
+            Ok(v) => v,
+            Err(r) => return r,
+        };
+        let inner = Arc::clone(&self.inner);
+        let promised = inner.repl.promised();
+        if theirs.last_epoch() > promised.max(inner.router.epochs().last_epoch()) {
+            return self.stale(
+                &peer,
+                format!(
+                    "a replica claims epoch {}, newer than any this node knows ({promised})",
+                    theirs.last_epoch()
+                ),
+            );
+        }
+        if let Some(epoch) = follow {
+            let role = inner.role.borrow().clone();
+            if role == (Role::Waiting { epoch }) && promised == epoch {
+                // Taking over this very epoch: the follower asks again soon.
+                return PeerReply::json(
+                    409,
+                    &serde_json::json!({"error": "taking over: not the master yet", "promised": promised}),
+                );
+            }
+            if role != (Role::Master { epoch }) || promised != epoch {
+                return self.stale(
+                    &peer,
+                    format!("a follower of epoch {epoch}; this node is {role:?}"),
+                );
+            }
+        }
+        let mine = inner.router.epochs();
+        let my_last = inner.router.last_seq();
+        let agreed = agreed_through(&theirs, their_last, &mine, my_last);
+        let start = Control::Start {
+            agreed,
+            last: my_last,
+            committed: inner.router.committed_seq(),
+            epochs: mine.to_string(),
+            history: inner.router.history().to_string(),
+        };
+        let mut sub = inner.router.subscribe_uncommitted(Cursor::After(agreed));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+        let _ = tx.try_send(Ok(start.line()));
+        let end = if follow.is_none() {
+            Some(my_last)
+        } else {
+            None
+        };
+        let task = async move {
+            let mut committed_sent = 0;
+            if end == Some(agreed) {
+                return;
+            }
+            loop {
+                let heartbeat = tokio::time::sleep(COMMIT_HEARTBEAT);
+                let out = tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = inner.cancel.cancelled() => return,
+                    chunk = sub.recv() => match chunk {
+                        None | Some(master_events_router::Chunk::Truncated { .. }) => return,
+                        Some(master_events_router::Chunk::Gap(g)) => Control::Gap {
+                            from_seq: g.from_seq,
+                            to_seq: g.to_seq,
+                        }
+                        .line(),
+                        Some(master_events_router::Chunk::Events(batch)) => match end {
+                            Some(end) if batch.last_seq() > end => {
+                                let mut out = Vec::new();
+                                for e in batch.iter().filter(|e| e.seq <= end) {
+                                    out.extend_from_slice(e.line);
+                                }
+                                let _ = tx.send(Ok(out.into())).await;
+                                return;
+                            }
+                            _ => batch.bytes(),
+                        },
+                    },
+                    committed = inner.router.committed_beyond(committed_sent) => {
+                        committed_sent = committed;
+                        Control::Commit { seq: committed }.line()
+                    }
+                    _ = heartbeat => {
+                        if let Some(epoch) = follow {
+                            if *inner.role.borrow() != (Role::Master { epoch }) {
+                                return; // deposed: the follower finds the new master
+                            }
+                        }
+                        Control::Commit { seq: inner.router.committed_seq() }.line()
+                    }
+                };
+                if tx.send(Ok(out)).await.is_err() {
+                    return;
+                }
+                if end.is_some_and(|end| sub.position() >= end) {
+                    return;
+                }
+            }
+        };
+        tokio::spawn(task);
+        PeerReply {
+            status: 200,
+            content_type: "application/x-ndjson",
+            body: Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            })),
+        }
+    }
+}
+
 impl Ingest for ClusterNode {
     fn ingest(&self, records: Vec<Record>) -> IngestFuture<'_> {
         Box::pin(async move {
@@ -981,23 +1496,6 @@ impl Ingest for ClusterNode {
                     return Ok(IngestOutcome::Queued { accepted: n });
                 }
             };
-            // Sequenced by this node as master: acknowledge once a replica holds
-            // them too, so that losing this node cannot lose what it acknowledged.
-            let has_peers = self
-                .inner
-                .config
-                .peers
-                .keys()
-                .any(|p| *p != self.inner.config.node);
-            if has_peers && matches!(self.role(), Role::Master { .. }) && !range.is_empty() {
-                let end = *range.end();
-                let mut replicated = self.inner.replicated.subscribe();
-                let confirmed =
-                    tokio::time::timeout_at(deadline, replicated.wait_for(|r| *r >= end)).await;
-                if !matches!(confirmed, Ok(Ok(_))) {
-                    return Ok(IngestOutcome::Queued { accepted: n });
-                }
-            }
             Ok(IngestOutcome::Sequenced(range))
         })
     }
@@ -1006,28 +1504,36 @@ impl Ingest for ClusterNode {
         Some(self.inner.current_health())
     }
 
-    fn replicated(&self, _node: &str, seq: u64) {
-        self.inner.replicated.send_if_modified(|r| {
-            if seq > *r {
-                *r = seq;
-                true
-            } else {
-                false
+    fn peer(&self, route: &str, query: Option<&str>) -> PeerFuture<'_> {
+        let pairs = query_pairs(query);
+        let route = route.to_owned();
+        Box::pin(async move {
+            match route.as_str() {
+                "vote" => self.answer_vote(&pairs),
+                "log" => self.serve_log(&pairs),
+                "replicated" => self.take_report(&pairs),
+                other => PeerReply::text(404, format!("no cluster route /cluster/{other}")),
             }
-        });
+        })
     }
 
     fn forwarded(&self, epoch: u64, records: Vec<Record>) -> IngestFuture<'_> {
         Box::pin(async move {
             let role = self.inner.role.borrow().clone();
             match role {
-                Role::Master { epoch: mine } if mine == epoch => self
-                    .inner
-                    .router
-                    .publish_batch(records)
-                    .await
-                    .map(IngestOutcome::Sequenced)
-                    .map_err(|e| IngestError::Unavailable(e.to_string())),
+                Role::Master { epoch: mine }
+                    if mine == epoch && self.inner.repl.promised() == epoch =>
+                {
+                    let range = self
+                        .inner
+                        .router
+                        .sequence_batch(records)
+                        .await
+                        .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+                    self.inner.appended.notify_one();
+                    self.inner.advance_commit(epoch);
+                    Ok(IngestOutcome::Sequenced(range))
+                }
                 other => {
                     let view = self.inner.view.borrow().clone();
                     let _ = other;

@@ -71,10 +71,19 @@ pub trait Ingest: Send + Sync + 'static {
         })
     }
 
-    /// A follower reports that its replica holds every event up to `seq`. The
-    /// default ignores it.
-    fn replicated(&self, node: &str, seq: u64) {
-        let _ = (node, seq);
+    /// A request of another node of the cluster, already authenticated with the
+    /// cluster secret: `route` is the path after `/cluster/` (`vote`, `log`,
+    /// `replicated`), `query` its query string. The cluster layer owns these
+    /// routes' protocol (see the cluster crate); the default answers 404.
+    fn peer(&self, route: &str, query: Option<&str>) -> PeerFuture<'_> {
+        let route = route.to_owned();
+        let _ = query;
+        Box::pin(async move {
+            PeerReply::text(
+                404,
+                format!("no cluster route /cluster/{route} on this node"),
+            )
+        })
     }
 
     /// How this node's link to the master is doing, for `GET /cluster` and
@@ -83,6 +92,53 @@ pub trait Ingest: Send + Sync + 'static {
         None
     }
 }
+
+/// A body streamed to a peer.
+pub type PeerBody =
+    Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send>>;
+
+/// The answer to a peer's request (see [`Ingest::peer`]).
+pub struct PeerReply {
+    /// The HTTP status.
+    pub status: u16,
+    /// The content type.
+    pub content_type: &'static str,
+    /// The body (may be endless: a replication stream).
+    pub body: PeerBody,
+}
+
+impl PeerReply {
+    /// A short plain-text answer.
+    pub fn text(status: u16, text: String) -> PeerReply {
+        PeerReply::whole(status, "text/plain; charset=utf-8", text.into_bytes())
+    }
+
+    /// A JSON answer.
+    pub fn json(status: u16, value: &serde_json::Value) -> PeerReply {
+        PeerReply::whole(status, "application/json", value.to_string().into_bytes())
+    }
+
+    fn whole(status: u16, content_type: &'static str, body: Vec<u8>) -> PeerReply {
+        let chunk = bytes::Bytes::from(body);
+        PeerReply {
+            status,
+            content_type,
+            body: Box::pin(futures_util::stream::once(async move { Ok(chunk) })),
+        }
+    }
+}
+
+impl std::fmt::Debug for PeerReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerReply")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .finish()
+    }
+}
+
+/// The future of [`Ingest::peer`].
+pub type PeerFuture<'a> = Pin<Box<dyn Future<Output = PeerReply> + Send + 'a>>;
 
 /// A standalone node: events go straight into its router.
 pub struct RouterIngest(pub Router);

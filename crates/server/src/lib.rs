@@ -410,7 +410,9 @@ fn app(state: Arc<AppState>) -> axum::Router {
         .route("/schemas/{*path}", get(schema_file))
         .route("/cluster", get(cluster))
         .route("/cluster/forward", axum::routing::post(post_forward))
-        .route("/cluster/replicated", axum::routing::post(post_replicated))
+        .route("/cluster/replicated", axum::routing::post(peer_route))
+        .route("/cluster/vote", get(peer_route))
+        .route("/cluster/log", get(peer_route))
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -428,6 +430,10 @@ fn route_name(path: &str) -> &'static str {
     match path {
         "/diag/masterEvents" => "/diag/masterEvents",
         "/cluster" => "/cluster",
+        "/cluster/forward" => "/cluster/forward",
+        "/cluster/replicated" => "/cluster/replicated",
+        "/cluster/vote" => "/cluster/vote",
+        "/cluster/log" => "/cluster/log",
         "/metrics" => "/metrics",
         "/health" => "/health",
         "/ready" => "/ready",
@@ -579,12 +585,18 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     }
     let history = state.router.history();
     let is_master = state.cluster.borrow().is_master;
-    // A reader was only ever shown committed events: that is the last seq it can
-    // know of.
+    // On the master, every seq the cluster committed is in its archive (a new
+    // master's commit may still lag behind it: a reader waits for it); on a
+    // follower, a reader may know seqs this replica does not hold yet.
+    let known = if is_master {
+        state.router.last_seq()
+    } else {
+        state.router.committed_seq()
+    };
     let (cursor, reset) = stream::resolve_resume(
         &query,
         &history,
-        state.router.committed_seq(),
+        known,
         state.router.oldest_seq(),
         is_master,
     );
@@ -1011,28 +1023,24 @@ fn ingest_reply(
     }
 }
 
-/// `POST /cluster/replicated?node=NAME&seq=N`: a follower says its replica holds
-/// every event up to `seq` (the master acknowledges its own events once a replica
-/// has them). Needs the cluster secret when one is configured.
-async fn post_replicated(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
+/// `POST /cluster/replicated`, `GET /cluster/vote`, `GET /cluster/log`: requests
+/// between the nodes of a cluster (the replication protocol, owned by the cluster
+/// layer through [`Ingest::peer`]). Need the cluster secret when one is configured.
+async fn peer_route(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     if !is_cluster_peer(&state, req.headers()) {
         state.metrics.auth_failure();
         return error_response(StatusCode::UNAUTHORIZED, "the cluster secret is required");
     }
-    let pairs = stream::parse_pairs(req.uri().query());
-    let get = |k: &str| {
-        pairs
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
-    match (get("node"), get("seq").and_then(|s| s.parse::<u64>().ok())) {
-        (Some(node), Some(seq)) => {
-            state.ingest.replicated(&node, seq);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        _ => error_response(StatusCode::BAD_REQUEST, "node= and seq= are required"),
-    }
+    let route = req.uri().path().trim_start_matches("/cluster/").to_owned();
+    let reply = state.ingest.peer(&route, req.uri().query()).await;
+    let mut resp = Response::new(Body::from_stream(reply.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
+    resp
 }
 
 /// Whether the request comes from another node of the cluster (or from anyone

@@ -259,10 +259,11 @@ impl StreamQuery {
 /// a history that is not `history`, or after a seq beyond `last_seq` — the oldest
 /// retained event, announced by the returned [`Reset`] frame.
 ///
-/// A seq beyond `last_seq` is believed only on a node that is not the master and
-/// when the reader names this very history: such a node is still catching up with
-/// the master, which issued that seq. Anywhere else the seq was never issued here
-/// (the server restarted without its archive, or the reader came from elsewhere).
+/// A seq beyond `last_seq` is believed on a node that is not the master (it is
+/// still catching up with the master, which issued that seq: the reader waits for
+/// it), unless the reader names another history. On the master (or a node alone)
+/// the seq was never issued here (the server restarted without its archive, or the
+/// reader came from elsewhere).
 pub fn resolve_resume(
     query: &StreamQuery,
     history: &str,
@@ -281,7 +282,7 @@ pub fn resolve_resume(
         Some(_) if since > last_seq && is_master => {
             "since is beyond the last seq this history sequenced"
         }
-        None if since > last_seq => "since is beyond the last seq sequenced here",
+        None if since > last_seq && is_master => "since is beyond the last seq sequenced here",
         _ => return (query.cursor, None),
     };
     let reset = Reset {
