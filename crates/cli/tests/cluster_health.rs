@@ -5,70 +5,11 @@
 
 mod common;
 
-use std::io::{BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{free_port, http, listening_url, wait_until, Proc};
+use common::{free_port, http, run_logged, wait_until, Logged};
 use serde_json::Value;
-
-/// A `master-events` child whose standard error (the log, at the default level) is
-/// collected.
-struct Logged {
-    proc: Proc,
-    log: Arc<Mutex<String>>,
-}
-
-impl Logged {
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
-    }
-}
-
-fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let log = Arc::new(Mutex::new(String::new()));
-    let into = Arc::clone(&log);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            if let Ok(mut l) = into.lock() {
-                l.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        }
-    });
-    log
-}
-
-/// Starts `master-events ARGS` with the default log level; with `serving`, waits
-/// for its `listening on` line.
-fn run_logged(args: &[String], serving: bool) -> Logged {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("MASTER_EVENTS_USERS")
-        .env_remove("MASTER_EVENTS_AUTH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = collect(stderr);
-    let stdout = child.stdout.take().map(BufReader::new);
-    let mut proc = Proc { child, stdout };
-    if serving {
-        listening_url(&mut proc);
-        if let Some(out) = proc.stdout.take() {
-            collect(out);
-        }
-    }
-    Logged { proc, log }
-}
 
 fn serve(name: &str, port: u16, master: &str, peers: &[(&str, u16)], secret: &Path) -> Logged {
     let mut args: Vec<String> = vec![

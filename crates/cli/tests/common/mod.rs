@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A child process killed on drop, whatever happens in the test.
@@ -193,4 +193,63 @@ pub fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for {what}");
+}
+
+/// A `master-events` child whose standard error (the log, at the default level) is
+/// collected.
+pub struct Logged {
+    /// The child.
+    pub proc: Proc,
+    /// Its standard error so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Logged {
+    /// The log so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let into = Arc::clone(&log);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut l) = into.lock() {
+                l.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    log
+}
+
+/// Starts `master-events ARGS` with the default log level; with `serving`, waits
+/// for its `listening on` line.
+pub fn run_logged(args: &[String], serving: bool) -> Logged {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("MASTER_EVENTS_USERS")
+        .env_remove("MASTER_EVENTS_AUTH")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = collect(stderr);
+    let stdout = child.stdout.take().map(BufReader::new);
+    let mut proc = Proc { child, stdout };
+    if serving {
+        listening_url(&mut proc);
+        if let Some(out) = proc.stdout.take() {
+            collect(out);
+        }
+    }
+    Logged { proc, log }
 }
