@@ -261,7 +261,8 @@ impl StreamQuery {
 ///
 /// A seq beyond `last_seq` is believed on a node that is not the master (it is
 /// still catching up with the master, which issued that seq: the reader waits for
-/// it), unless the reader names another history. On the master (or a node alone)
+/// it), unless the reader names another history while this node holds events (an
+/// empty follower has not taken its master's history yet). On the master (or a node alone)
 /// the seq was never issued here (the server restarted without its archive, or the
 /// reader came from elsewhere).
 pub fn resolve_resume(
@@ -276,7 +277,9 @@ pub fn resolve_resume(
     };
     let named = query.history.as_deref();
     let reason = match named {
-        Some(h) if h != history => {
+        // A follower that holds nothing yet (it just started) has not taken its
+        // master's history yet: the reader waits for it to catch up.
+        Some(h) if h != history && (is_master || last_seq > 0) => {
             "history changed: this archive is not the one the reader resumes"
         }
         Some(_) if since > last_seq && is_master => {
