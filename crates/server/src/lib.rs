@@ -26,6 +26,8 @@
 //!   request bodies that stall or trickle, body bytes buffered per user and in all,
 //!   failed authentications per address ([`limits`], `conn`; docs/configuration.md,
 //!   "Limits").
+//! - With [`ServerConfig::tls`] every connection is TLS (HTTP/1.1 or HTTP/2 by
+//!   ALPN), its handshake under the first-request deadline ([`tls`]).
 //! - [`Server::run`] returns after shutdown was asked for, every stream has ended
 //!   (streams end at once) and open connections were given up to
 //!   `shutdown_grace` to finish.
@@ -40,6 +42,7 @@ pub mod limits;
 pub mod metrics;
 mod repoll;
 pub mod stream;
+pub mod tls;
 mod ui;
 
 use std::net::SocketAddr;
@@ -171,6 +174,9 @@ pub struct ServerConfig {
     /// failed authentications (see [`limits`]). `header_read_timeout` is also the
     /// deadline of a connection's first request, whatever its protocol.
     pub limits: limits::Limits,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) from these files instead of plain
+    /// HTTP (see [`tls`]).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl Default for ServerConfig {
@@ -185,6 +191,7 @@ impl Default for ServerConfig {
             max_streams: 20_000,
             stream_filter: None,
             limits: limits::Limits::default(),
+            tls: None,
         }
     }
 }
@@ -203,6 +210,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 impl ServerConfig {
@@ -231,6 +241,7 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     addr: SocketAddr,
+    tls: Option<tls::Tls>,
 }
 
 /// Asks a running server to stop (cheap to clone).
@@ -254,6 +265,7 @@ impl Server {
         cluster: tokio::sync::watch::Receiver<ClusterView>,
     ) -> Result<Server, ServerError> {
         config.check_exposure(&users)?;
+        let tls = config.tls.as_ref().map(tls::Tls::load).transpose()?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -278,6 +290,7 @@ impl Server {
         Ok(Server {
             listener,
             addr,
+            tls,
             state: Arc::new(AppState {
                 router,
                 users,
@@ -305,6 +318,11 @@ impl Server {
         self.addr
     }
 
+    /// What reloads the TLS certificate and key (`None` without TLS).
+    pub fn tls_reloader(&self) -> Option<tls::TlsReloader> {
+        self.tls.as_ref().map(tls::Tls::reloader)
+    }
+
     /// A handle that stops [`Server::run`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.state.shutdown.clone())
@@ -330,6 +348,7 @@ impl Server {
             // 1.5 with the larger cap, ~1% of the server's instructions), which
             // measured no slower for ingest.
             .max_buf_size(8192);
+        let builder = Arc::new(builder);
         let shutdown = self.state.shutdown.clone();
         let guards = Arc::clone(&self.state.guards);
         // Every connection task holds a receiver: shutdown tells them through it, then
@@ -372,9 +391,6 @@ impl Server {
                 Arc::clone(&guards),
                 Arc::clone(&self.state.metrics),
             );
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
             let driver = conn::Driver {
                 activity,
                 first_request: self.state.config.header_read_timeout,
@@ -384,6 +400,24 @@ impl Server {
                 metrics: Arc::clone(&self.state.metrics),
                 client,
             };
+            if let Some(tls) = self.tls.clone() {
+                // The handshake runs on the connection's task, within its deadline.
+                let builder = Arc::clone(&builder);
+                tokio::spawn(async move {
+                    if let Some(stream) = tls.accept(stream, &driver).await {
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver))
+                            .await;
+                    }
+                    drop(slot);
+                });
+                continue;
+            }
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             tokio::spawn(async move {
                 repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver)).await;
                 drop(slot);
