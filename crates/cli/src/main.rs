@@ -34,14 +34,16 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// Run a node: the event router, its sinks and the HTTP API.
     ///
-    /// The first line on stdout is `listening on http://ADDR`. Stops cleanly on
-    /// Ctrl-C or SIGTERM (streams end, everything queued reaches the sinks).
+    /// The first line on stdout is `listening on http://ADDR` (`https://` with
+    /// --tls-cert/--tls-key; SIGHUP then reloads them). Stops cleanly on Ctrl-C or
+    /// SIGTERM (streams end, everything queued reaches the sinks).
     ///
     /// Examples:
     ///   master-events serve
     ///   master-events serve --listen 127.0.0.1:0 --archive-size 81920
     ///   MASTER_EVENTS_USERS=ops:pw:admin master-events serve --listen 0.0.0.0:9898
     ///   master-events serve --config master-events.toml
+    ///   master-events serve --tls-cert cert.pem --tls-key key.pem
     #[command(verbatim_doc_comment)]
     Serve(commands::serve::ServeArgs),
     /// List the sinks and filters this binary has (or one sink's config schema).
@@ -87,6 +89,7 @@ enum Command {
     ///   master-events tail http://127.0.0.1:9898 --pretty --start-now
     ///   master-events tail http://127.0.0.1:9898 --type vbucketMoveStart,vbucketMoveDone --bucket default
     ///   master-events tail http://127.0.0.1:9898 --since 1200 --count 10
+    ///   master-events tail https://events.example:9443 --cacert ca.pem
     #[command(verbatim_doc_comment)]
     Tail(commands::tail::TailArgs),
     /// Send events to a server: the NDJSON lines of a file, or one event built here.

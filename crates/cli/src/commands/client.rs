@@ -1,10 +1,12 @@
-//! The HTTP client side shared by `tail` and `emit`: where the server is, who we are,
-//! and how a failure is told to the user.
+//! The HTTP client side shared by `tail`, `emit`, `report` and `trace`: where the
+//! server is, who we are, whom we trust, and how a failure is told to the user.
 //!
 //! Owns: the endpoint URL ([`Endpoint`]: a base URL such as `http://127.0.0.1:8091`
-//! or the full `.../diag/masterEvents` one), the credentials ([`Credentials`], HTTP
-//! Basic, from `--user` or `MASTER_EVENTS_AUTH`), the configured HTTP client
-//! ([`Client`]) and the errors a request can end in ([`ClientError`]).
+//! or the full `.../diag/masterEvents` one, `https://` for a TLS server), the
+//! credentials ([`Credentials`], HTTP Basic, from `--user` or `MASTER_EVENTS_AUTH`),
+//! the CA certificates trusted for `https://` (`--cacert`, else the system's), the
+//! configured HTTP client ([`Client`]) and the errors a request can end in
+//! ([`ClientError`]).
 //!
 //! Promises:
 //! - A password never reaches any output: [`Secret`] and [`Credentials`] print it as
@@ -14,11 +16,16 @@
 //!   which holds no credentials).
 //! - Every request to the server goes through [`Client`], so each carries the
 //!   credentials when some were given and none when not.
+//! - With `--cacert FILE`, a TLS server is trusted only if its certificate chains
+//!   to a certificate of FILE (as curl's `--cacert`); without it, to the system's
+//!   trust store. A server that fails verification is reported as not trusted, with
+//!   the hint to pass `--cacert` ([`tls_refusal`]).
 //! - Nothing here retries: the callers decide (`tail` reconnects, `emit` does not
 //!   re-send a batch whose fate is unknown).
 
 use std::convert::Infallible;
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -54,7 +61,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The credential options shared by `tail` and `emit`.
+/// The connection options shared by `tail`, `emit`, `report` and `trace`:
+/// credentials, and the CA trusted for `https://`.
 #[derive(Args, Debug, Clone)]
 pub struct AuthArgs {
     /// HTTP Basic credentials, as NAME:PASSWORD (the password may itself contain
@@ -68,6 +76,10 @@ pub struct AuthArgs {
         value_parser = Secret::from_arg
     )]
     pub user: Option<Secret>,
+    /// For an https:// server: trust only the CA certificates in this PEM file (the
+    /// CA that signed the server's certificate) instead of the system's.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 }
 
 impl AuthArgs {
@@ -209,6 +221,14 @@ pub enum ClientError {
     /// The HTTP client could not be set up, or a request could not be sent or read.
     #[error("{0}")]
     Transport(String),
+    /// The `--cacert` file cannot be used.
+    #[error("--cacert {}: {reason}", path.display())]
+    CaCert {
+        /// The file given.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn unauthorized_message(user: Option<&str>) -> String {
@@ -236,16 +256,25 @@ pub struct Client {
 impl Client {
     /// A client for `endpoint`. `read_timeout` bounds each read of a response (a
     /// stream that may rightly be silent must pass `None` and watch idleness itself).
+    /// `cacert`: a PEM file of the CA certificates to trust for `https://` instead of
+    /// the system's.
     pub fn new(
         endpoint: Endpoint,
         credentials: Option<Credentials>,
         read_timeout: Option<Duration>,
+        cacert: Option<&Path>,
     ) -> Result<Client, ClientError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("master-events/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10));
         if let Some(t) = read_timeout {
             builder = builder.read_timeout(t);
+        }
+        if let Some(path) = cacert {
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in read_cacert(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
         }
         let http = builder.build().map_err(|e| {
             ClientError::Transport(format!("cannot set up the HTTP client: {}", describe(e)))
@@ -295,9 +324,69 @@ impl Client {
     }
 }
 
+/// The certificates of a `--cacert` file (PEM, one or more).
+fn read_cacert(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let error = |reason: String| ClientError::CaCert {
+        path: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| error(format!("cannot read it: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| error("not a PEM file of certificates".into()))?;
+    if certs.is_empty() {
+        return Err(error(
+            "holds no certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// When `error` is a TLS server whose certificate failed verification: what to
+/// tell the user (it is not trusted, and how to trust it). `None` for any other
+/// error.
+pub fn tls_refusal(error: &reqwest::Error) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(e @ rustls::Error::InvalidCertificate(why)) = rustls_error_in(cause) {
+            return Some(match why {
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. } => format!(
+                    "the server's TLS certificate is not valid for this host name ({e}): use the name or address its certificate was issued for"
+                ),
+                rustls::CertificateError::Expired
+                | rustls::CertificateError::ExpiredContext { .. }
+                | rustls::CertificateError::NotValidYet
+                | rustls::CertificateError::NotValidYetContext { .. } => format!(
+                    "the server's TLS certificate is not trusted: it is out of its validity period ({e})"
+                ),
+                _ => format!(
+                    "the server's TLS certificate is not trusted ({e}): give the CA certificate that signed it with --cacert FILE"
+                ),
+            });
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// The rustls error `error` is, or wraps as the custom error of an `io::Error`
+/// (at any depth: the TLS connector nests them, and an `io::Error`'s `source()`
+/// skips its own custom error).
+fn rustls_error_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(e) = error.downcast_ref::<rustls::Error>() {
+        return Some(e);
+    }
+    let inner = error.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error_in(inner)
+}
+
 /// A transport error as one line: its two innermost causes joined with `: `, without
-/// the URL (the caller says which endpoint it was talking to).
+/// the URL (the caller says which endpoint it was talking to). A server certificate
+/// that failed verification is said so, with what to do ([`tls_refusal`]).
 pub fn describe(error: reqwest::Error) -> String {
+    if let Some(refusal) = tls_refusal(&error) {
+        return refusal;
+    }
     let error = error.without_url();
     let mut parts: Vec<String> = vec![error.to_string()];
     let mut source = std::error::Error::source(&error);
@@ -426,6 +515,7 @@ mod tests {
     fn an_empty_auth_value_means_no_credentials() {
         let args = AuthArgs {
             user: Some(Secret(String::new())),
+            cacert: None,
         };
         assert!(matches!(args.credentials(), Ok(None)));
     }

@@ -248,7 +248,12 @@ pub fn run(args: &EmitArgs) -> Result<i32> {
     let form = form_of(&args.what, &args.fields)?;
     let endpoint = Endpoint::parse(&args.url)?;
     let credentials = args.auth.credentials()?;
-    let client = Client::new(endpoint, credentials, Some(Duration::from_secs(60)))?;
+    let client = Client::new(
+        endpoint,
+        credentials,
+        Some(Duration::from_secs(60)),
+        args.auth.cacert.as_deref(),
+    )?;
     let batch_bytes = usize::try_from(args.batch_bytes).unwrap_or(usize::MAX);
     let limits = Limits {
         lines: usize::try_from(args.batch_lines).unwrap_or(usize::MAX),

@@ -10,6 +10,9 @@
 //! body_limit = 16777216          # ingest body limit, bytes
 //! header_read_timeout = 10       # seconds a client has to send its request head
 //! insecure_no_auth = false       # allow a non-loopback address without users
+//! tls_cert = "/etc/master-events/cert.pem"   # HTTPS (with tls_key); reloaded on SIGHUP
+//! tls_key = "/etc/master-events/key.pem"
+//! tls_client_ca = "/etc/master-events/clients-ca.pem"  # require client certificates (mTLS)
 //!
 //! [server.limits]                # what one client may hold (docs/configuration.md, "Limits")
 //! max_connections_per_ip = 256
@@ -42,6 +45,7 @@ use master_events_router::config::{describe_toml_error, toml_error};
 use master_events_router::{load_config, start_sinks, ConfigError, Router, RouterConfig, SinkSet};
 use master_events_server::auth::{AuthConfigError, UserEntry, Users};
 use master_events_server::limits::{LimitsSettings, SettingSource};
+use master_events_server::tls::{TlsFiles, TlsReloader};
 use master_events_server::{ClusterView, HttpSinkConfig, Server, ServerConfig, ShutdownHandle};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
@@ -58,6 +62,9 @@ struct ServerSection {
     body_limit: Option<usize>,
     header_read_timeout: Option<f64>,
     insecure_no_auth: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     #[serde(default)]
     limits: LimitsSettings,
 }
@@ -101,10 +108,56 @@ pub struct NodeOptions {
     pub header_read_timeout: Option<f64>,
     /// The limits set on the command line (each overrides `[server.limits]`).
     pub limits: LimitsSettings,
+    /// The TLS files named on the command line (each overrides its `[server]` key).
+    pub tls: TlsOptions,
     /// Default archive size when neither flag nor file sets one.
     pub default_archive_size: Option<usize>,
     /// How this node learns who the master is.
     pub cluster: ClusterOptions,
+}
+
+/// The TLS files of `serve` (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// The certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The CA whose certificates clients must present (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl TlsOptions {
+    /// The flags over the file's keys: TLS files when a certificate is named, with
+    /// its key; an error when only one of the two, or only a client CA, is named.
+    fn merge(&self, file: &ServerSection) -> Result<Option<TlsFiles>> {
+        let cert = self.cert.clone().or_else(|| file.tls_cert.clone());
+        let key = self.key.clone().or_else(|| file.tls_key.clone());
+        let client_ca = self
+            .client_ca
+            .clone()
+            .or_else(|| file.tls_client_ca.clone());
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            })),
+            (Some(_), None) => bail!(
+                "TLS needs a private key with the certificate: give --tls-key FILE (or \
+                 server.tls_key)"
+            ),
+            (None, Some(_)) => bail!(
+                "TLS needs a certificate with the private key: give --tls-cert FILE (or \
+                 server.tls_cert)"
+            ),
+            (None, None) if client_ca.is_some() => bail!(
+                "--tls-client-ca (server.tls_client_ca) needs TLS: give --tls-cert FILE and \
+                 --tls-key FILE too"
+            ),
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// How a node finds the master (see `serve --help`).
@@ -225,6 +278,8 @@ pub struct RunningNode {
     pub sink_names: Vec<String>,
     /// The cluster layer, when the node is part of a cluster.
     pub cluster: Option<ClusterNode>,
+    /// What reloads the TLS certificate, when the server speaks TLS.
+    pub tls: Option<TlsReloader>,
     server: JoinHandle<()>,
     /// The server task has ended (and was awaited).
     server_ended: bool,
@@ -316,6 +371,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         .apply_to(&mut server.limits, SettingSource::Flag)?;
     server.insecure_no_auth =
         opts.insecure_no_auth || file.server.insecure_no_auth.unwrap_or(false);
+    server.tls = opts.tls.merge(&file.server)?;
     if let Some(entry) = sinks_config.sinks.iter().find(|e| e.kind == "http") {
         let http: HttpSinkConfig = toml::Value::Table(entry.settings.clone())
             .try_into()
@@ -391,6 +447,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     });
     let bound = Server::bind(server, router.clone(), users, cluster_rx).await?;
     let addr = bound.local_addr();
+    let tls = bound.tls_reloader();
     let (bound, cluster) = if opts.cluster.is_cluster(&node_name_for_cluster) {
         let discovery = start_discovery(&opts.cluster, &node_name_for_cluster).await?;
         let node = ClusterNode::start(
@@ -427,6 +484,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         shutdown,
         sinks,
         cluster,
+        tls,
         _cluster: cluster_tx,
     })
 }

@@ -1,8 +1,11 @@
 //! `master-events serve`: runs a node — the router, its sinks and the HTTP API —
 //! until SIGINT or SIGTERM.
 //!
-//! Promises: the first line on standard output is `listening on http://ADDR` (with
-//! the port actually bound, so `--listen 127.0.0.1:0` is usable by scripts); on a
+//! Promises: the first line on standard output is `listening on http://ADDR`
+//! (`https://` with TLS; with the port actually bound, so `--listen 127.0.0.1:0` is
+//! usable by scripts). With TLS, SIGHUP reloads the certificate and key (a bad file
+//! keeps the old ones, with an ERROR naming it); SIGHUP is watched before that first
+//! line is written. On a
 //! signal, streams end within a second, then everything queued is archived and every
 //! sink flushes before the process exits 0. If the node fails (its sequencer or its
 //! HTTP server task panicked), the process exits [`EXIT_ROUTER_FAILED`] instead of
@@ -16,7 +19,7 @@ use anyhow::Result;
 use clap::Args;
 use master_events_server::limits::LimitsSettings;
 
-use super::node::{self, ClusterOptions, Discovery, NodeOptions};
+use super::node::{self, ClusterOptions, Discovery, NodeOptions, TlsOptions};
 
 /// The exit code when the node can no longer serve (its router's sequencer or its
 /// HTTP server task panicked): 70, EX_SOFTWARE.
@@ -78,6 +81,26 @@ pub struct ServeArgs {
     /// What one client may hold of the server.
     #[command(flatten)]
     pub limits: Box<LimitFlags>,
+    /// HTTPS.
+    #[command(flatten)]
+    pub tls: TlsFlags,
+}
+
+/// The `serve` flags of TLS (docs/security.md, "TLS"); each overrides its `[server]`
+/// key.
+#[derive(Args, Debug, Default)]
+pub struct TlsFlags {
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate chain (PEM,
+    /// the server's certificate first); needs --tls-key. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1). Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by a CA of this PEM file (mTLS): a
+    /// client without one fails the handshake.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The `serve` flags of the limits (docs/configuration.md, "Limits"); each
@@ -160,6 +183,11 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
             insecure_no_auth: args.insecure_no_auth,
             header_read_timeout: args.limits.header_read_timeout,
             limits: args.limits.settings(),
+            tls: TlsOptions {
+                cert: args.tls.tls_cert.clone(),
+                key: args.tls.tls_key.clone(),
+                client_ca: args.tls.tls_client_ca.clone(),
+            },
             default_archive_size: None,
             cluster: ClusterOptions {
                 discovery: args.discovery,
@@ -179,9 +207,17 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
             },
         })
         .await?;
+        if let Some(reloader) = running.tls.clone() {
+            reload_on_hangup(reloader)?;
+        }
         {
+            let scheme = if running.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on http://{}", running.addr)?;
+            writeln!(out, "listening on {scheme}://{}", running.addr)?;
             out.flush()?;
         }
         tracing::info!(
@@ -206,4 +242,28 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
         running.stop().await;
         Ok(0)
     })
+}
+
+/// Reloads the TLS certificate and key on every SIGHUP, from now on (the handler is
+/// installed before this returns). A failed reload is logged by the reloader and
+/// changes nothing.
+#[cfg(unix)]
+fn reload_on_hangup(reloader: master_events_server::tls::TlsReloader) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("cannot watch SIGHUP (to reload the TLS files): {e}"))?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS certificate and key");
+            // The outcome is logged by the reloader (an ERROR naming the file).
+            let _ = reloader.reload();
+        }
+    });
+    Ok(())
+}
+
+/// Without SIGHUP there is nothing to watch: the files are read at start only.
+#[cfg(not(unix))]
+fn reload_on_hangup(_reloader: master_events_server::tls::TlsReloader) -> Result<()> {
+    Ok(())
 }

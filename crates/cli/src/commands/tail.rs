@@ -46,7 +46,7 @@ use master_events_events::{EventType, Timestamp};
 use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value};
 
-use super::client::{body_preview, describe, AuthArgs, Client, Endpoint};
+use super::client::{body_preview, describe, tls_refusal, AuthArgs, Client, Endpoint};
 
 /// The longest line accepted from the server; a longer one means the stream is not
 /// what this command expects.
@@ -134,7 +134,7 @@ fn parse_event_type(s: &str) -> Result<EventType, String> {
 pub fn run(args: &TailArgs) -> Result<i32> {
     let endpoint = Endpoint::parse(&args.url)?;
     let credentials = args.auth.credentials()?;
-    let client = Client::new(endpoint, credentials, None)?;
+    let client = Client::new(endpoint, credentials, None, args.auth.cacert.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -304,10 +304,15 @@ async fn connect<W: Write>(
     let response = match client.get(url.clone()).send().await {
         Ok(r) => r,
         Err(e) => {
+            // An untrusted server stays untrusted: say so and stop, as for a 401.
+            if let Some(refusal) = tls_refusal(&e) {
+                eprintln!("master-events tail: cannot reach {endpoint}: {refusal}");
+                return Ok(Ended::Stop(1));
+            }
             return Ok(Ended::Dropped {
                 delivered: false,
                 why: format!("cannot reach {endpoint}: {}", describe(e)),
-            })
+            });
         }
     };
     let status = response.status();
