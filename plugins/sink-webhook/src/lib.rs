@@ -4,7 +4,8 @@
 //! ```toml
 //! [[sinks]]
 //! type = "webhook"
-//! url = "http://collector.example:8080/events"
+//! url = "https://collector.example:8443/events"
+//! ca_file = "/etc/master-events/collector-ca.pem"  # trust this CA for https:// (default: the system's)
 //! headers = { Authorization = "Bearer s3cret", X-Source = "master-events" }
 //! batch_max_events = 500       # send when a batch has this many events (default)
 //! batch_max_bytes = 1048576    # ... or this many bytes (default)
@@ -36,6 +37,10 @@
 //! - Only events passing the sink's filter are sent.
 //! - On shutdown, what is queued is delivered for up to `shutdown_timeout_ms`;
 //!   what is still undelivered then is counted and logged as dropped.
+//! - An `https://` URL is verified against `ca_file` when it is set (only its CA
+//!   certificates are trusted), else against the system's trust store; a receiver
+//!   that fails verification is never sent a batch (the POST fails and is retried,
+//!   the sink's state is `retrying`).
 //! - Secrets stay secret: header values (an `Authorization` above all) and a
 //!   password in the URL never appear in logs, errors or `Debug` output.
 #![warn(missing_docs)]
@@ -43,6 +48,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +72,7 @@ pub const NAME: &str = "webhook";
 /// Why a webhook configuration is refused (never quoting a header value).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
-    /// The URL does not parse, or is not `http`.
+    /// The URL does not parse, or is not `http` or `https`.
     #[error("url: {0}")]
     Url(String),
     /// A header name or value is not valid in HTTP (the value is not shown).
@@ -78,6 +84,9 @@ pub enum WebhookError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The `ca_file` cannot be used (the message names the file).
+    #[error("ca_file: {0}")]
+    CaFile(String),
 }
 
 fn d_batch_max_events() -> usize {
@@ -109,8 +118,12 @@ fn d_shutdown_timeout_ms() -> u64 {
 #[derive(Deserialize, JsonSchema, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// Where batches are POSTed (`http://host:port/path`; this build has no TLS).
+    /// Where batches are POSTed: `http://host:port/path` or `https://...`.
     pub url: String,
+    /// For an `https://` URL: a PEM file of the CA certificates to trust (the CA
+    /// that signed the receiver's certificate) instead of the system's trust store.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Extra request headers, e.g. `{ Authorization = "Bearer ..." }`. Their
     /// values are never logged.
     #[serde(default)]
@@ -150,6 +163,7 @@ impl fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookConfig")
             .field("url", &redacted_url(&self.url))
+            .field("ca_file", &self.ca_file)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("batch_max_events", &self.batch_max_events)
             .field("batch_max_bytes", &self.batch_max_bytes)
@@ -182,6 +196,7 @@ impl WebhookConfig {
     pub fn to_url(url: impl Into<String>) -> WebhookConfig {
         WebhookConfig {
             url: url.into(),
+            ca_file: None,
             headers: BTreeMap::new(),
             batch_max_events: d_batch_max_events(),
             batch_max_bytes: d_batch_max_bytes(),
@@ -198,10 +213,17 @@ impl WebhookConfig {
     pub fn check(&self) -> Result<(Url, HeaderMap), WebhookError> {
         let url = Url::parse(&self.url)
             .map_err(|e| WebhookError::Url(format!("{e} ({})", redacted_url(&self.url))))?;
-        if url.scheme() != "http" {
+        if url.scheme() != "http" && url.scheme() != "https" {
             return Err(WebhookError::Url(format!(
-                "only http:// URLs are supported in this build, not {}://",
+                "only http:// and https:// URLs are supported, not {}://",
                 url.scheme()
+            )));
+        }
+        if let (Some(path), "http") = (&self.ca_file, url.scheme()) {
+            return Err(WebhookError::CaFile(format!(
+                "{} is set for an http:// url, which has no certificate to verify: \
+                 use https:// or remove ca_file",
+                path.display()
             )));
         }
         let mut headers = HeaderMap::new();
@@ -356,6 +378,25 @@ pub fn stats() -> WebhookStats {
     TOTALS.snapshot()
 }
 
+/// The certificates of `ca_file` (PEM, one or more).
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, WebhookError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| WebhookError::CaFile(format!("cannot read {}: {e}", path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+        WebhookError::CaFile(format!(
+            "{} is not a PEM file of certificates",
+            path.display()
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(WebhookError::CaFile(format!(
+            "{} holds no certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 /// The running `webhook` sink.
 pub struct WebhookSink {
     config: WebhookConfig,
@@ -369,9 +410,16 @@ impl WebhookSink {
     /// Builds the sink (checks the configuration and builds its HTTP client).
     pub fn new(config: WebhookConfig) -> Result<WebhookSink, WebhookError> {
         let (url, headers) = config.check()?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(headers)
-            .timeout(Duration::from_millis(config.timeout_ms))
+            .timeout(Duration::from_millis(config.timeout_ms));
+        if let Some(path) = &config.ca_file {
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in read_ca_file(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| WebhookError::Client(e.without_url().to_string()))?;
         Ok(WebhookSink {

@@ -290,7 +290,7 @@ fn secrets_stay_out_of_debug_output_and_config_errors() {
 fn a_bad_url_or_a_zero_bound_is_refused_at_load() {
     for (key_values, expect) in [
         ("url = \"not a url\"", "url"),
-        ("url = \"https://example.invalid/\"", "http://"),
+        ("url = \"ftp://example.invalid/\"", "https://"),
         (
             "url = \"http://127.0.0.1:1/\"\nqueue_events = 0",
             "queue_events",
