@@ -4,7 +4,7 @@
 //! Owns: reading the PEM files ([`TlsFiles`]), the rustls server configuration (the
 //! `ring` provider; ALPN `h2`, then `http/1.1`), the certificate in use (a resolver
 //! holding an `Arc` that [`TlsReloader::reload`] swaps) and the handshake of an
-//! accepted connection ([`Tls::accept`]).
+//! accepted connection (`Tls::accept`).
 //!
 //! Promises:
 //! - A certificate and its key are checked together before they are used: a key that
@@ -17,7 +17,7 @@
 //! - No error, log line or `Debug` output carries key material or a file's text:
 //!   errors name the file and what is wrong with it, never what it holds.
 //! - The handshake runs under the connection's first-request deadline (counted from
-//!   accept, [`crate::conn::Activity`]): a client that connects and never finishes
+//!   accept, `conn::Activity`): a client that connects and never finishes
 //!   it is closed then (`first_request_timeout`). A failed handshake (plain HTTP sent
 //!   to the TLS port, an untrusted or missing client certificate) closes the
 //!   connection (`tls_handshake` in `master_events_connections_closed`); nothing is
