@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{free_port, http, start_binary, wait_until, Proc};
+use common::{free_port, http, http_with, start_binary, wait_until, Proc};
 
 fn start_node(
     name: &str,
@@ -125,4 +125,105 @@ fn three_static_nodes_sequence_every_event_once_and_replicate_the_archive() {
         "{\"type\":\"failoverEnded\"}\n",
     );
     assert_eq!(status, 401);
+}
+
+fn keyed(
+    port: u16,
+    origin: &str,
+    origin_seqs: std::ops::RangeInclusive<u64>,
+) -> (u16, serde_json::Value) {
+    let body: String = origin_seqs
+        .map(|n| format!("{{\"type\":\"deleteBucket\",\"bucket\":\"k{n}\",\"originSeq\":{n}}}\n"))
+        .collect();
+    let (status, reply) = http_with(
+        &format!("127.0.0.1:{port}"),
+        "POST",
+        "/diag/masterEvents",
+        &[("Master-Events-Origin", origin)],
+        &body,
+    );
+    (
+        status,
+        serde_json::from_str(&reply).unwrap_or(serde_json::Value::String(reply)),
+    )
+}
+
+#[test]
+fn a_client_that_retries_with_its_origin_and_origin_seqs_on_any_node_creates_no_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-cluster-secret\n").expect("write secret");
+    let names = ["n_0@127.0.0.1", "n_1@127.0.0.1", "n_2@127.0.0.1"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let peers: Vec<(String, String)> = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| ((*n).to_owned(), format!("http://127.0.0.1:{p}")))
+        .collect();
+    let _nodes: Vec<Proc> = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| start_node(n, *p, names[0], &peers, &secret))
+        .collect();
+
+    // Through a follower, retried as a client does while the master takes over
+    // (503: nothing queued, retry): sequenced and committed once, with its seqs.
+    let mut first = serde_json::Value::Null;
+    wait_until(
+        "a keyed request to be committed",
+        Duration::from_secs(20),
+        || {
+            let (status, reply) = keyed(ports[1], "loader-7", 1..=5);
+            assert!(status == 200 || status == 503, "{status}: {reply}");
+            first = reply;
+            status == 200
+        },
+    );
+    let taken = first["accepted"].as_u64().unwrap_or(0) + first["duplicates"].as_u64().unwrap_or(0);
+    assert_eq!(taken, 5, "{first}");
+    // The same request again, through the other follower (a retry after a
+    // timeout): nothing new.
+    let (status, again) = keyed(ports[2], "loader-7", 1..=5);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(5))
+    );
+    // Overlapping, through the master: only the new ones.
+    let (status, more) = keyed(ports[0], "loader-7", 4..=8);
+    assert_eq!(status, 200, "{more}");
+    assert_eq!(
+        (more["accepted"].as_u64(), more["duplicates"].as_u64()),
+        (Some(3), Some(2))
+    );
+    // Refused with what is wrong: a node's name, a line without originSeq.
+    let (status, reply) = keyed(ports[1], names[2], 1..=1);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.to_string().contains("name of a node"), "{reply}");
+    let (status, reply) = http_with(
+        &format!("127.0.0.1:{}", ports[0]),
+        "POST",
+        "/diag/masterEvents",
+        &[("Master-Events-Origin", "loader-7")],
+        "{\"type\":\"deleteBucket\",\"bucket\":\"x\"}\n",
+    );
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("needs an originSeq"), "{reply}");
+
+    // Every node's archive holds loader-7's 1..=8 once each, in order.
+    let master = archive(ports[0]);
+    let loader: Vec<u64> = master
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["origin"] == "loader-7")
+        .filter_map(|v| v["originSeq"].as_u64())
+        .collect();
+    assert_eq!(loader, (1..=8).collect::<Vec<_>>(), "{master}");
+    for port in &ports[1..] {
+        wait_until(
+            "the follower to hold the same archive",
+            Duration::from_secs(30),
+            || archive(*port) == master,
+        );
+    }
 }

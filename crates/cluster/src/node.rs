@@ -1469,9 +1469,136 @@ impl ClusterNode {
     }
 }
 
+impl ClusterNode {
+    /// Whether `name` is a node of this cluster.
+    fn is_node(&self, name: &str) -> bool {
+        name == self.inner.config.node || self.inner.config.peers.contains_key(name)
+    }
+
+    /// Events of a client's own origin (each with its `originSeq`): sequenced by
+    /// the master — this node, or the master reached directly — and answered once
+    /// committed. The master drops what it already has of that origin, so a retry
+    /// is safe; that is why nothing is queued here: without a master, or without a
+    /// commit in time, the answer is a 503 to retry, never a 202.
+    async fn ingest_keyed(
+        &self,
+        origin: &str,
+        records: Vec<Record>,
+    ) -> Result<IngestOutcome, IngestError> {
+        if self.is_node(origin) {
+            return Err(IngestError::BadRequest(format!(
+                "the client origin {origin:?} is the name of a node of this cluster: choose another"
+            )));
+        }
+        let role = self.inner.role.borrow().clone();
+        match role {
+            Role::Master { epoch } => self.sequence_committed(epoch, records).await,
+            Role::Follower {
+                master,
+                url: Some(url),
+                epoch,
+            } => {
+                let mut body = Vec::with_capacity(records.len() * 256);
+                for rec in &records {
+                    rec.encode_line(&mut body);
+                }
+                let req = self
+                    .inner
+                    .secret_header(self.inner.http.post(format!("{url}/cluster/forward")))
+                    .header("content-type", "application/x-ndjson")
+                    .header("x-master-events-epoch", epoch.to_string())
+                    .timeout(INGEST_WAIT)
+                    .body(body);
+                let retry = |why: String| {
+                    IngestError::Unavailable(format!(
+                        "{why}; nothing is queued: retry with the same originSeq values (safe)"
+                    ))
+                };
+                let resp = req.send().await.map_err(|e| {
+                    retry(format!(
+                        "the master {master} did not answer: {}",
+                        transport_cause(&e)
+                    ))
+                })?;
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                if !status.is_success() {
+                    return Err(retry(format!("the master {master} answered {status}")));
+                }
+                let reply: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                let seqs: Vec<u64> = reply["seqs"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+                    .unwrap_or_default();
+                Ok(IngestOutcome::Sequenced(match seqs.as_slice() {
+                    [first, last] => *first..=*last,
+                    _ => empty_range(self.inner.router.last_seq()),
+                }))
+            }
+            _ => Err(IngestError::Unavailable(
+                "no master now (an election or a takeover is in progress); nothing is queued: retry with the same originSeq values (safe)".to_owned(),
+            )),
+        }
+    }
+
+    /// On the master of `epoch`: sequences `records` (dropping what their origin
+    /// already has) and answers once the archive is committed up to them — and up
+    /// to any earlier copy of a dropped one.
+    async fn sequence_committed(
+        &self,
+        epoch: u64,
+        records: Vec<Record>,
+    ) -> Result<IngestOutcome, IngestError> {
+        if self.inner.repl.promised() != epoch {
+            return Err(IngestError::Unavailable(
+                "this node is no longer the master; retry with the same originSeq values (safe)"
+                    .to_owned(),
+            ));
+        }
+        let range = self
+            .inner
+            .router
+            .sequence_batch(records)
+            .await
+            .map_err(|e| IngestError::Unavailable(e.to_string()))?;
+        let through = if range.is_empty() {
+            self.inner.router.last_seq()
+        } else {
+            *range.end()
+        };
+        self.inner.appended.notify_one();
+        self.inner.advance_commit(epoch);
+        let committed = tokio::time::timeout(INGEST_WAIT, async {
+            while self.inner.router.committed_seq() < through {
+                self.inner
+                    .router
+                    .committed_beyond(self.inner.router.committed_seq())
+                    .await;
+            }
+        })
+        .await;
+        // Committed, and still what this master sequenced there (a deposed master's
+        // events are cut, and their seqs go to a later epoch's).
+        let ours = range.is_empty() || self.inner.router.epochs().epoch_of(through) == epoch;
+        match committed {
+            Ok(()) if ours => Ok(IngestOutcome::Sequenced(range)),
+            Ok(()) => Err(IngestError::Unavailable(
+                "this node was deposed before its events were committed; retry with the same originSeq values (safe)".to_owned(),
+            )),
+            Err(_) => Err(IngestError::Unavailable(format!(
+                "sequenced but not committed within {} s (no majority holds it yet); retry with the same originSeq values (safe)",
+                INGEST_WAIT.as_secs()
+            ))),
+        }
+    }
+}
+
 impl Ingest for ClusterNode {
     fn ingest(&self, records: Vec<Record>) -> IngestFuture<'_> {
         Box::pin(async move {
+            if let Some(origin) = records.first().and_then(|r| r.envelope.origin.clone()) {
+                return self.ingest_keyed(&origin, records).await;
+            }
             let n = records.len();
             let rx = self
                 .inner
@@ -1520,10 +1647,19 @@ impl Ingest for ClusterNode {
     fn forwarded(&self, epoch: u64, records: Vec<Record>) -> IngestFuture<'_> {
         Box::pin(async move {
             let role = self.inner.role.borrow().clone();
+            // A client's own origin (not a node's): its request waits for the
+            // commit, as it has no queue on the node that took it.
+            let keyed = records
+                .first()
+                .and_then(|r| r.envelope.origin.as_deref())
+                .is_some_and(|o| !self.is_node(o));
             match role {
                 Role::Master { epoch: mine }
                     if mine == epoch && self.inner.repl.promised() == epoch =>
                 {
+                    if keyed {
+                        return self.sequence_committed(epoch, records).await;
+                    }
                     let range = self
                         .inner
                         .router

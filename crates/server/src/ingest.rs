@@ -129,6 +129,75 @@ pub struct Accepted {
     pub accepted: usize,
     /// The first and last seq assigned (empty when the body had no events).
     pub seqs: Vec<u64>,
+    /// With a client origin ([`ORIGIN_HEADER`]): events the cluster already had
+    /// (a retry), not sequenced again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicates: Option<usize>,
+}
+
+/// The request header that names a client's own origin: with it, every line
+/// carries its `originSeq` (growing within the origin), and the cluster
+/// sequences each `(origin, originSeq)` once — a client that retries a request
+/// (after a timeout, a 503, a lost connection) never creates a duplicate.
+pub const ORIGIN_HEADER: &str = "master-events-origin";
+
+/// Whether `origin` can name a client origin: 1 to 128 visible ASCII characters.
+pub fn is_valid_origin(origin: &str) -> bool {
+    (1..=128).contains(&origin.len()) && origin.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Parses every non-blank line of `body` for the client origin `origin`: each
+/// line keeps its `originSeq`, which must be there and grow from line to line;
+/// the rest of the envelope is cleared. Says which line is wrong.
+pub fn parse_body_of(body: &Bytes, origin: &str) -> Result<Vec<Record>, Refusal> {
+    let mut records = parse_lines_keeping_origin_seq(body)?;
+    let mut previous = 0;
+    for (i, rec) in records.iter_mut() {
+        let n = rec.envelope.origin_seq.unwrap_or(0);
+        let refuse = |error: String| Refusal {
+            error,
+            line: Some(*i),
+            field: Some("originSeq".to_owned()),
+        };
+        if n == 0 {
+            return Err(refuse(format!(
+                "line {i}: with {ORIGIN_HEADER}, every line needs an originSeq (a positive integer)"
+            )));
+        }
+        if n <= previous {
+            return Err(refuse(format!(
+                "line {i}: originSeq {n} does not grow (the line before has {previous})"
+            )));
+        }
+        previous = n;
+        rec.envelope = Envelope {
+            origin: Some(origin.to_owned()),
+            origin_seq: Some(n),
+            ..Envelope::default()
+        };
+    }
+    Ok(records.into_iter().map(|(_, r)| r).collect())
+}
+
+fn parse_lines_keeping_origin_seq(body: &[u8]) -> Result<Vec<(usize, Record)>, Refusal> {
+    let mut records = Vec::with_capacity(presize(body));
+    for (i, line) in lines(body) {
+        let n = i + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match Record::parse(line) {
+            Ok(rec) => records.push((n, rec)),
+            Err(e) => {
+                return Err(Refusal {
+                    error: format!("line {n}: {e}"),
+                    line: Some(n),
+                    field: e.field().map(str::to_owned),
+                })
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// The body of a refused ingest.
@@ -399,6 +468,46 @@ mod tests {
         assert_eq!(presize(&body), PRESIZE_MAX);
         let recs = parse_body(&body).expect("blank lines are skipped");
         assert!(recs.is_empty() && recs.capacity() <= PRESIZE_MAX);
+    }
+
+    #[test]
+    fn a_client_origin_keeps_each_lines_origin_seq_and_refuses_one_that_does_not_grow() {
+        let body = Bytes::from_static(
+            b"{\"type\":\"deleteBucket\",\"bucket\":\"a\",\"originSeq\":7,\"seq\":99}\n\n{\"type\":\"deleteBucket\",\"bucket\":\"b\",\"originSeq\":9}\n",
+        );
+        let recs = parse_body_of(&body, "loader-1").expect("parsed");
+        assert_eq!(
+            recs.iter()
+                .map(|r| (
+                    r.envelope.origin.as_deref(),
+                    r.envelope.origin_seq,
+                    r.envelope.seq
+                ))
+                .collect::<Vec<_>>(),
+            vec![
+                (Some("loader-1"), Some(7), None),
+                (Some("loader-1"), Some(9), None)
+            ]
+        );
+        let stale = Bytes::from_static(
+            b"{\"type\":\"deleteBucket\",\"bucket\":\"a\",\"originSeq\":7}\n{\"type\":\"deleteBucket\",\"bucket\":\"b\",\"originSeq\":7}\n",
+        );
+        let refusal = parse_body_of(&stale, "loader-1").unwrap_err();
+        assert_eq!(
+            (refusal.line, refusal.field.as_deref()),
+            (Some(2), Some("originSeq"))
+        );
+        assert!(refusal.error.contains("does not grow"), "{}", refusal.error);
+        let missing = Bytes::from_static(b"{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n");
+        let refusal = parse_body_of(&missing, "loader-1").unwrap_err();
+        assert!(
+            refusal.error.contains("needs an originSeq"),
+            "{}",
+            refusal.error
+        );
+        assert!(is_valid_origin("loader-1"));
+        assert!(!is_valid_origin("has space"));
+        assert!(!is_valid_origin(""));
     }
 
     #[test]

@@ -691,8 +691,25 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
         state.metrics.ingest_error("unsupported_media_type");
         return error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string());
     }
+    let client_origin = match client_origin(req.headers()) {
+        Ok(origin) => origin,
+        Err(why) => {
+            state.metrics.ingest_error("bad_header");
+            return error_response(StatusCode::BAD_REQUEST, why);
+        }
+    };
     match stream_param(req.uri().query()) {
         Ok(false) => {}
+        Ok(true) if client_origin.is_some() => {
+            state.metrics.ingest_error("bad_header");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "header {} is for single requests, not stream=1 feeds",
+                    ingest::ORIGIN_HEADER
+                ),
+            );
+        }
         Ok(true) => {
             let rules = limits::BodyRules::feed(&state.guards.limits);
             let body = state.guards.body(req.into_body(), rules, None);
@@ -747,7 +764,11 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
             );
         }
     };
-    let records = match ingest::parse_body(&body) {
+    let parsed = match &client_origin {
+        Some(origin) => ingest::parse_body_of(&body, origin),
+        None => ingest::parse_body(&body),
+    };
+    let records = match parsed {
         Ok(r) => r,
         Err(refusal) => {
             state.metrics.ingest_error("bad_line");
@@ -756,7 +777,22 @@ async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> 
     };
     let n = records.len();
     let outcome = publish(&state, records).await;
-    ingest_reply(&state, outcome, n)
+    ingest_reply(&state, outcome, n, client_origin.is_some())
+}
+
+/// The client origin a request names ([`ingest::ORIGIN_HEADER`]), if any; an
+/// invalid one is a `400` saying why.
+fn client_origin(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get(ingest::ORIGIN_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(v) if ingest::is_valid_origin(v) => Ok(Some(v.to_owned())),
+        _ => Err(format!(
+            "header {}: 1 to 128 visible ASCII characters, without spaces",
+            ingest::ORIGIN_HEADER
+        )),
+    }
 }
 
 /// Hands a batch to the ingest hook and, once it is taken, adds it to the per-type
@@ -1006,10 +1042,13 @@ fn feed_outcome(
     }
 }
 
+/// The reply to an ingest of `n` events; with `keyed` (a client origin), a `200`
+/// also says how many the cluster already had.
 fn ingest_reply(
     state: &AppState,
     outcome: Result<IngestOutcome, IngestError>,
     n: usize,
+    keyed: bool,
 ) -> Response {
     match outcome {
         Ok(IngestOutcome::Sequenced(range)) => {
@@ -1018,15 +1057,17 @@ fn ingest_reply(
             } else {
                 vec![*range.start(), *range.end()]
             };
+            let accepted = if range.is_empty() {
+                0
+            } else {
+                (range.end() - range.start() + 1) as usize
+            };
             json_response(
                 StatusCode::OK,
                 &ingest::Accepted {
-                    accepted: if range.is_empty() {
-                        0
-                    } else {
-                        (range.end() - range.start() + 1) as usize
-                    },
+                    accepted,
                     seqs,
+                    duplicates: keyed.then(|| n.saturating_sub(accepted)),
                 },
             )
         }
@@ -1131,7 +1172,7 @@ async fn post_forward(State(state): State<Arc<AppState>>, req: Request<Body>) ->
     };
     let n = records.len();
     let outcome = state.ingest.forwarded(epoch, records).await;
-    ingest_reply(&state, outcome, n)
+    ingest_reply(&state, outcome, n, false)
 }
 
 #[derive(Serialize)]
