@@ -724,6 +724,9 @@ async fn fetch_log(
     let mut lines = LineSplitter::default();
     let mut started: Option<(u64, u64)> = None; // (kept, the peer's last)
     let mut reporter: Option<AbortOnDrop> = None;
+    // The peer's last commit: it may come before the events it covers (another
+    // follower made the majority), so it is applied again as they arrive.
+    let mut peer_commit = 0;
     loop {
         let next = tokio::time::timeout(STREAM_SILENCE, stream.next()).await;
         let chunk = match next {
@@ -774,6 +777,7 @@ async fn fetch_log(
                         inner
                             .gate
                             .mark(committed.min(inner.router.last_seq()).min(kept));
+                        peer_commit = committed;
                         if let Some((epoch, master)) = follow {
                             inner.health.stream_up(master, Some(last));
                             reporter = Some(AbortOnDrop(tokio::spawn(report_replicated(
@@ -789,6 +793,7 @@ async fn fetch_log(
                             return Err("a frame before the start frame".to_owned());
                         };
                         let last = inner.router.last_seq();
+                        peer_commit = peer_commit.max(seq);
                         inner.gate.mark(seq.min(last));
                         inner.health.heartbeat(seq);
                         if last >= target.min(seq) && follow.is_some() {
@@ -825,6 +830,7 @@ async fn fetch_log(
             }
         }
         inner.replicate(batch).await.map_err(|e| e.to_string())?;
+        inner.gate.mark(peer_commit.min(inner.router.last_seq()));
         if follow.is_none() {
             if let Some((_, target)) = started {
                 if inner.router.last_seq() >= target {
