@@ -2,34 +2,37 @@
 //! archive, and takes over when discovery makes it the master.
 //!
 //! Owns: the node's role (master of an epoch, follower of a master, or waiting), and
-//! the three tasks that act on it:
-//! - the **role manager** watches [`MasterDiscovery`]; on becoming master it first
-//!   catches up from the most advanced peer it can reach (so `seq` continues from
-//!   the most advanced replica), then notes `becameMaster`;
+//! the tasks that act on it:
+//! - the **role manager** watches [`MasterDiscovery`]; on becoming master it takes
+//!   over by the rules of [`crate::replication`] (promise the epoch, a quorum of
+//!   votes, catch up from the most up-to-date voter, begin the epoch), then notes
+//!   `becameMaster`;
 //! - the **delivery** task empties the [`NodeQueue`]: on the master straight into the
 //!   local router (no extra hop: a cause noted on the master is sequenced before its
 //!   effects elsewhere), on a follower as batches POSTed to the master's
 //!   `/cluster/forward` with the cluster secret and the master's epoch, retried with
 //!   backoff across master changes;
-//! - the **follower** streams the master's `/diag/masterEvents` from its own last
-//!   `seq` into its router as a replica (same seqs, same bytes), so any node serves
-//!   the stream, and commits this node's events as they come back.
+//! - the **follower** reads the master's `GET /cluster/log` into its router as a
+//!   replica (same seqs, same bytes): cuts what it holds beyond where the archives
+//!   agree, appends, applies the master's commit, and reports what it holds;
+//! - the **committer** hands this node's events back to their publishers (and out of
+//!   the queue) once they are committed;
+//! - the peer routes `/cluster/vote`, `/cluster/log`, `/cluster/replicated` (through
+//!   the server's [`Ingest::peer`] hook).
 //!
 //! Promises:
+//! - An event answered `200` is committed: a majority of the cluster holds it, and no
+//!   later master lacks it (see [`crate::replication`] and docs/cluster.md).
 //! - Events noted on a node reach the master in order and are sequenced once: each
-//!   carries `origin` and `originSeq`, stays queued until seen in the archive, is
-//!   re-sent after a change of master, and the master's sequencer drops what it
-//!   already has.
-//! - A deposed master stops sequencing as soon as discovery says so: it no longer
-//!   empties its queue into its router nor accepts forwarded events (they name the
-//!   epoch they are for; another epoch gets 409).
-//! - A client reading from a surviving node sees the archive continue across a change
-//!   of master with no duplicate and no gap (or an explicit `gap` frame when events
-//!   truly are gone: its node had fallen behind the master's archive).
-//!
-//! Not handled: a replica that is ahead of a new master (it held events the new
-//! master could not reach during its catch-up) is reported in the log, not rolled
-//! back.
+//!   carries `origin` and `originSeq`, stays queued until committed, is re-sent after
+//!   a change of master or a cut, and the master's sequencer drops what it already
+//!   has. A client's own origin gets the same, without a queue.
+//! - A deposed master stops sequencing as soon as discovery says so or it promises a
+//!   newer epoch; what it sequenced alone is cut when it follows the new master.
+//! - A client reading from a surviving node sees committed events only, and the
+//!   archive continue across a change of master with no duplicate and no gap (or an
+//!   explicit `gap` frame when events truly are gone: its node had fallen behind the
+//!   master's archive).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeInclusive;
