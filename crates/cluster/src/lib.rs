@@ -7,6 +7,7 @@ pub mod discovery;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod health;
+pub mod journal;
 pub mod node;
 pub mod queue;
 pub mod replication;

@@ -179,6 +179,17 @@ pub struct ClusterNode {
     discovery: Arc<dyn MasterDiscovery>,
 }
 
+/// The `originSeq` of this node's next event. It only has to grow: starting from
+/// the clock keeps it growing across a restart that lost the queue (the archive may
+/// not remember this node).
+fn start_origin_seq(config: &ClusterConfig, router: &Router) -> u64 {
+    let now_micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    (router.high_water(&config.node) + 1).max(now_micros)
+}
+
 fn backoff(attempt: u32) -> Duration {
     let base = 50u64.saturating_mul(1 << attempt.min(6));
     let capped = base.min(2_000);
@@ -194,14 +205,50 @@ impl ClusterNode {
         discovery: Arc<dyn MasterDiscovery>,
         view: watch::Sender<ClusterView>,
     ) -> ClusterNode {
-        // originSeq only has to grow: starting from the clock keeps it growing across
-        // a restart that lost the queue (the archive may not remember this node).
-        let now_micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
-        let start_origin_seq = (router.high_water(&config.node) + 1).max(now_micros);
-        let queue = NodeQueue::new(&config.node, config.queue_capacity, start_origin_seq);
+        let start = start_origin_seq(&config, &router);
+        let queue = NodeQueue::new(&config.node, config.queue_capacity, start);
+        ClusterNode::start_with_queue(config, router, discovery, view, queue)
+    }
+
+    /// [`ClusterNode::start`] with the node queue kept in `queue_dir` (see
+    /// [`crate::journal`]): the events a previous run queued and did not see
+    /// committed are sent again (those this node's archive already holds are not).
+    pub fn start_with_queue_dir(
+        config: ClusterConfig,
+        router: Router,
+        discovery: Arc<dyn MasterDiscovery>,
+        view: watch::Sender<ClusterView>,
+        queue_dir: &std::path::Path,
+    ) -> Result<ClusterNode, crate::journal::JournalError> {
+        let archived = router.high_water(&config.node);
+        let (journal, restored) = crate::journal::Journal::open(queue_dir, &config.node, archived)?;
+        if !restored.is_empty() {
+            tracing::info!(
+                events = restored.len(),
+                dir = %queue_dir.display(),
+                "events queued before a restart and not committed are sent again"
+            );
+        }
+        let start = start_origin_seq(&config, &router);
+        let queue = NodeQueue::with_journal(
+            &config.node,
+            config.queue_capacity,
+            start,
+            journal,
+            restored,
+        );
+        Ok(ClusterNode::start_with_queue(
+            config, router, discovery, view, queue,
+        ))
+    }
+
+    fn start_with_queue(
+        config: ClusterConfig,
+        router: Router,
+        discovery: Arc<dyn MasterDiscovery>,
+        view: watch::Sender<ClusterView>,
+        queue: NodeQueue,
+    ) -> ClusterNode {
         let (role, _) = watch::channel(Role::Waiting { epoch: 0 });
         let size = config.peers.keys().filter(|p| **p != config.node).count() + 1;
         let gate = router.add_commit_gate();

@@ -15,6 +15,9 @@
 //!   makes every uncommitted event go out again.
 //! - Bounded: at most `capacity` events wait; beyond that new events are refused
 //!   (and counted), never silently lost.
+//! - With a journal (`--queue-dir`, [`crate::journal`]), queued events survive a
+//!   crash of the node: they are on disk before the request that brought them is
+//!   answered, and a restarted node sends them again.
 
 use std::collections::VecDeque;
 use std::ops::RangeInclusive;
@@ -22,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use master_events_events::Record;
 use parking_lot::Mutex;
+
+use crate::journal::Journal;
 use tokio::sync::{oneshot, Notify};
 
 struct Waiter {
@@ -51,6 +56,8 @@ pub struct NodeQueue {
     origin: String,
     capacity: usize,
     state: Mutex<State>,
+    /// Where queued events are kept across a crash (`--queue-dir`), if anywhere.
+    journal: Option<Mutex<Journal>>,
     /// Wakes the delivery task when there is something to send.
     pub(crate) wake: Notify,
 }
@@ -80,8 +87,34 @@ impl NodeQueue {
                 refused: 0,
                 queued_at: VecDeque::new(),
             }),
+            journal: None,
             wake: Notify::new(),
         }
+    }
+
+    /// A queue kept in `journal` (`--queue-dir`), holding again the events it gave
+    /// back (`restored`: consecutive `originSeq`s, not yet committed); new events
+    /// continue after them (or from `start_origin_seq` when there are none).
+    pub fn with_journal(
+        origin: &str,
+        capacity: usize,
+        start_origin_seq: u64,
+        journal: Journal,
+        restored: Vec<Record>,
+    ) -> NodeQueue {
+        let first = restored.first().and_then(|r| r.envelope.origin_seq);
+        let last = restored.last().and_then(|r| r.envelope.origin_seq);
+        let mut queue = NodeQueue::new(origin, capacity.max(restored.len()), start_origin_seq);
+        if let (Some(first), Some(last)) = (first, last) {
+            let st = queue.state.get_mut();
+            st.next_origin_seq = last + 1;
+            st.committed = first - 1;
+            st.sent = first - 1;
+            st.queued_at.push_back((last, Instant::now()));
+            st.pending = restored.into();
+        }
+        queue.journal = Some(Mutex::new(journal));
+        queue
     }
 
     /// Queues `records` (all or none), stamping `origin`, `originTs` and `originSeq`. With
@@ -94,6 +127,7 @@ impl NodeQueue {
         if records.is_empty() {
             return Ok(None);
         }
+        let mut lines = Vec::new();
         let rx = {
             let mut st = self.state.lock();
             if st.pending.len() + records.len() > self.capacity && !st.pending.is_empty() {
@@ -117,6 +151,13 @@ impl NodeQueue {
             }
             let last = st.next_origin_seq - 1;
             st.queued_at.push_back((last, Instant::now()));
+            if self.journal.is_some() {
+                let n = (last + 1 - first) as usize;
+                let from = st.pending.len() - n;
+                for rec in st.pending.range(from..) {
+                    rec.encode_line(&mut lines);
+                }
+            }
             if wait {
                 let (tx, rx) = oneshot::channel();
                 st.waiters.push(Waiter {
@@ -130,6 +171,10 @@ impl NodeQueue {
                 None
             }
         };
+        // On disk before the request is answered (a noted event: written, not synced).
+        if let Some(journal) = &self.journal {
+            journal.lock().append(&lines, wait);
+        }
         self.wake.notify_one();
         Ok(rx)
     }
@@ -149,9 +194,22 @@ impl NodeQueue {
 
     /// Marks the event `origin_seq` (and every one before it) committed with `seq`.
     pub fn commit(&self, origin_seq: u64, seq: u64) {
+        if !self.commit_in_memory(origin_seq, seq) {
+            return;
+        }
+        if let Some(journal) = &self.journal {
+            let mut journal = journal.lock();
+            if journal.committed(origin_seq) {
+                let pending: Vec<Record> = self.state.lock().pending.iter().cloned().collect();
+                journal.compact(&pending);
+            }
+        }
+    }
+
+    fn commit_in_memory(&self, origin_seq: u64, seq: u64) -> bool {
         let mut st = self.state.lock();
         if origin_seq <= st.committed {
-            return;
+            return false;
         }
         let n = (origin_seq - st.committed).min(st.pending.len() as u64);
         st.pending.drain(..n as usize);
@@ -178,6 +236,7 @@ impl NodeQueue {
                 i += 1;
             }
         }
+        true
     }
 
     /// After a change of master: every uncommitted event goes out again.

@@ -177,6 +177,8 @@ pub struct ClusterOptions {
     /// etcd lease TTL.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub lease_ttl: Option<Duration>,
+    /// Where the node queue is kept across a crash (`--queue-dir`), if anywhere.
+    pub queue_dir: Option<PathBuf>,
 }
 
 /// The discovery backend.
@@ -450,18 +452,24 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     let tls = bound.tls_reloader();
     let (bound, cluster) = if opts.cluster.is_cluster(&node_name_for_cluster) {
         let discovery = start_discovery(&opts.cluster, &node_name_for_cluster).await?;
-        let node = ClusterNode::start(
-            ClusterConfig {
-                node: node_name_for_cluster.clone(),
-                host: addr.to_string(),
-                peers: opts.cluster.peers.clone(),
-                secret,
-                queue_capacity: 100_000,
-            },
-            router.clone(),
-            discovery,
-            cluster_tx.clone(),
-        );
+        let config = ClusterConfig {
+            node: node_name_for_cluster.clone(),
+            host: addr.to_string(),
+            peers: opts.cluster.peers.clone(),
+            secret,
+            queue_capacity: 100_000,
+        };
+        let node = match &opts.cluster.queue_dir {
+            Some(dir) => ClusterNode::start_with_queue_dir(
+                config,
+                router.clone(),
+                discovery,
+                cluster_tx.clone(),
+                dir,
+            )
+            .map_err(|e| anyhow::anyhow!("--queue-dir: {e}"))?,
+            None => ClusterNode::start(config, router.clone(), discovery, cluster_tx.clone()),
+        };
         (bound.with_ingest(Arc::new(node.clone())), Some(node))
     } else {
         (bound, None)

@@ -78,6 +78,12 @@ pub struct ServeArgs {
     /// within it, and another takes over (default 3).
     #[arg(long, value_name = "SECS", help_heading = "Cluster")]
     pub lease_ttl: Option<f64>,
+    /// A directory where this node keeps the events it queued and the cluster has not
+    /// committed yet, so that a crashed node (kill -9) sends them again when it
+    /// restarts (an ingest's events are synced to disk before its reply). Without it
+    /// the queue is memory: a node that dies loses the events it had not forwarded.
+    #[arg(long, value_name = "DIR", help_heading = "Cluster")]
+    pub queue_dir: Option<PathBuf>,
     /// What one client may hold of the server.
     #[command(flatten)]
     pub limits: Box<LimitFlags>,
@@ -204,6 +210,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
                     }
                     None => None,
                 },
+                queue_dir: args.queue_dir.clone(),
             },
         })
         .await?;

@@ -1,0 +1,336 @@
+//! The node queue's journal (`serve --queue-dir DIR`): the events queued on this
+//! node and not yet committed, kept on disk so that a node that crashes (kill -9,
+//! an OOM kill) sends them again when it restarts.
+//!
+//! Owns: the directory's files — `queue.ndjson` (every queued event, one line each,
+//! with its `origin`, `originSeq` and `originTs`, appended as it is queued),
+//! `committed` (the highest `originSeq` known committed, rewritten by rename), and
+//! `lock` (held for the life of the process, so two nodes cannot share a journal).
+//!
+//! Promises:
+//! - An event is in the journal before its request is answered: an ingest's lines
+//!   are written and synced (`fdatasync`) before the node replies, even `202`; an
+//!   event the node notes itself is written (not synced: a process crash keeps it,
+//!   an OS crash may not).
+//! - [`Journal::open`] gives back exactly the events after the committed mark, in
+//!   order; a torn last line (a crash mid-write) is dropped with a WARN; any other
+//!   line that does not parse stops start-up naming the file and line.
+//! - Bounded: once the file passes [`COMPACT_BYTES`] it is rewritten with only the
+//!   pending events.
+//! - A write that fails is an ERROR (once per failure streak) and the queue goes on
+//!   in memory: events are never refused for a journal that cannot write.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use master_events_events::Record;
+
+/// The journal is rewritten once it is larger than this.
+pub const COMPACT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Why a queue directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The directory cannot be created or a file in it cannot be opened.
+    #[error("queue dir {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// Another process holds the directory.
+    #[error("queue dir {path}: another process uses it (its lock is held)")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A line of the journal (not the last) does not parse.
+    #[error("{path}, line {line}: not a queued event ({why}); move the file away to start with an empty queue")]
+    BadLine {
+        /// The journal file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// Why.
+        why: String,
+    },
+    /// The committed mark does not parse.
+    #[error("{path}: not a number; move the file away to send every journaled event again")]
+    BadMark {
+        /// The mark's file.
+        path: PathBuf,
+    },
+}
+
+/// An open journal (see the module documentation).
+pub struct Journal {
+    dir: PathBuf,
+    file: File,
+    bytes: u64,
+    failing: bool,
+    _lock: File,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `dir`; returns it with the events queued
+    /// and not committed before, in order: those of `origin` whose `originSeq` is
+    /// above both the committed mark and `archived` (what this node's archive
+    /// already holds of it).
+    pub fn open(
+        dir: &Path,
+        origin: &str,
+        archived: u64,
+    ) -> Result<(Journal, Vec<Record>), JournalError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match fs4::FileExt::try_lock(&lock) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(JournalError::Locked {
+                    path: dir.to_owned(),
+                })
+            }
+            Err(fs4::TryLockError::Error(source)) => {
+                return Err(JournalError::Io {
+                    path: lock_path,
+                    source,
+                })
+            }
+        }
+        let mark_path = dir.join("committed");
+        let mark = match std::fs::read_to_string(&mark_path) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| JournalError::BadMark { path: mark_path })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: mark_path,
+                    source,
+                })
+            }
+        };
+        let path = dir.join("queue.ndjson");
+        let mut pending = Vec::new();
+        match File::open(&path) {
+            Ok(f) => {
+                let mut reader = BufReader::new(f);
+                let mut line = Vec::new();
+                let mut n = 0;
+                loop {
+                    line.clear();
+                    let read = reader.read_until(b'\n', &mut line).map_err(io(&path))?;
+                    if read == 0 {
+                        break;
+                    }
+                    n += 1;
+                    let complete = line.ends_with(b"\n");
+                    let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                    if text.is_empty() {
+                        continue;
+                    }
+                    match Record::parse(text) {
+                        Ok(rec) if rec.envelope.origin.as_deref() == Some(origin) => {
+                            let os = rec.envelope.origin_seq.unwrap_or(0);
+                            if os > mark.max(archived) {
+                                pending.push(rec);
+                            }
+                        }
+                        Ok(_) => {
+                            return Err(JournalError::BadLine {
+                                path,
+                                line: n,
+                                why: format!("not an event of this node ({origin})"),
+                            })
+                        }
+                        Err(_) if !complete => {
+                            tracing::warn!(file = %path.display(), line = n, "the queue journal's last line was cut by a crash; dropped");
+                        }
+                        Err(e) => {
+                            return Err(JournalError::BadLine {
+                                path,
+                                line: n,
+                                why: e.to_string(),
+                            })
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(JournalError::Io { path, source }),
+        }
+        // Keep one run of consecutive originSeqs (the queue's order): a journal
+        // whose events were all committed may hold older runs before the last.
+        pending.sort_by_key(|r| r.envelope.origin_seq);
+        pending.dedup_by_key(|r| r.envelope.origin_seq);
+        if let Some(cut) = pending
+            .windows(2)
+            .rposition(|w| w[1].envelope.origin_seq != w[0].envelope.origin_seq.map(|n| n + 1))
+        {
+            pending.drain(..=cut);
+        }
+        let mut journal = Journal {
+            dir: dir.to_owned(),
+            file: File::create(dir.join("queue.tmp")).map_err(io(dir))?,
+            bytes: 0,
+            failing: false,
+            _lock: lock,
+        };
+        journal.rewrite(&pending).map_err(io(&path))?;
+        Ok((journal, pending))
+    }
+
+    /// Rewrites the journal with only `pending` (through a temporary file).
+    fn rewrite(&mut self, pending: &[Record]) -> std::io::Result<()> {
+        let tmp = self.dir.join("queue.tmp");
+        let path = self.dir.join("queue.ndjson");
+        let mut buf = Vec::new();
+        for rec in pending {
+            rec.encode_line(&mut buf);
+        }
+        let mut f = File::create(&tmp)?;
+        f.write_all(&buf)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &path)?;
+        self.file = OpenOptions::new().append(true).open(&path)?;
+        self.bytes = buf.len() as u64;
+        Ok(())
+    }
+
+    fn failed(&mut self, what: &str, e: &std::io::Error) {
+        if !self.failing {
+            tracing::error!(
+                dir = %self.dir.display(),
+                error = %e,
+                "the queue journal cannot {what}: queued events are kept in memory only until it works again"
+            );
+            self.failing = true;
+        }
+    }
+
+    fn ok(&mut self) {
+        if self.failing {
+            tracing::info!(dir = %self.dir.display(), "the queue journal works again");
+            self.failing = false;
+        }
+    }
+
+    /// Appends queued events, encoded as lines; with `sync`, waits until they are
+    /// on disk.
+    pub fn append(&mut self, lines: &[u8], sync: bool) {
+        let written =
+            self.file
+                .write_all(lines)
+                .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
+        match written {
+            Ok(()) => {
+                self.bytes += lines.len() as u64;
+                self.ok();
+            }
+            Err(e) => self.failed("write", &e),
+        }
+    }
+
+    /// Records that every event up to `origin_seq` is committed. Returns whether
+    /// the journal has grown past [`COMPACT_BYTES`] (then [`Journal::compact`] it).
+    pub fn committed(&mut self, origin_seq: u64) -> bool {
+        let tmp = self.dir.join("committed.tmp");
+        let marked = std::fs::write(&tmp, format!("{origin_seq}\n"))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("committed")));
+        if let Err(e) = marked {
+            self.failed("record the commit", &e);
+            return false;
+        }
+        self.bytes > COMPACT_BYTES
+    }
+
+    /// Rewrites the journal with only the `pending` events.
+    pub fn compact(&mut self, pending: &[Record]) {
+        if let Err(e) = self.rewrite(pending) {
+            self.failed("compact", &e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use master_events_events::catalog::DeleteBucket;
+
+    fn queued(origin: &str, n: u64) -> Record {
+        let mut r = Record::new(DeleteBucket {
+            bucket: format!("b{n}"),
+        });
+        r.envelope.origin = Some(origin.into());
+        r.envelope.origin_seq = Some(n);
+        r
+    }
+
+    fn seqs(records: &[Record]) -> Vec<u64> {
+        records
+            .iter()
+            .filter_map(|r| r.envelope.origin_seq)
+            .collect()
+    }
+
+    #[test]
+    fn a_reopened_journal_gives_back_what_was_queued_after_the_committed_mark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut j, pending) = Journal::open(dir.path(), "n1", 0).expect("open");
+            assert!(pending.is_empty());
+            let mut lines = Vec::new();
+            for n in 1..=5 {
+                queued("n1", n).encode_line(&mut lines);
+            }
+            j.append(&lines, true);
+            assert!(!j.committed(2));
+        }
+        let (_j, pending) = Journal::open(dir.path(), "n1", 0).expect("reopen");
+        assert_eq!(seqs(&pending), vec![3, 4, 5]);
+        drop(_j);
+        // What the archive already holds is not sent again.
+        let (_j, pending) = Journal::open(dir.path(), "n1", 4).expect("reopen");
+        assert_eq!(seqs(&pending), vec![5]);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_and_a_bad_line_before_it_stops_start_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = Vec::new();
+        queued("n1", 1).encode_line(&mut text);
+        queued("n1", 2).encode_line(&mut text);
+        text.extend_from_slice(b"{\"type\":\"deleteBu");
+        std::fs::write(dir.path().join("queue.ndjson"), &text).expect("write");
+        let (_j, pending) = Journal::open(dir.path(), "n1", 0).expect("open");
+        assert_eq!(seqs(&pending), vec![1, 2]);
+        drop(_j);
+        std::fs::write(dir.path().join("queue.ndjson"), b"garbage\n{}\n").expect("write");
+        let err = Journal::open(dir.path(), "n1", 0).err().expect("refused");
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn two_processes_cannot_share_a_queue_dir() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_first, _) = Journal::open(dir.path(), "n1", 0).expect("open");
+        let err = Journal::open(dir.path(), "n1", 0).err().expect("refused");
+        assert!(matches!(err, JournalError::Locked { .. }), "{err}");
+    }
+}
