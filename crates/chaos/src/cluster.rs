@@ -241,6 +241,9 @@ impl Cluster {
                 "1".into(),
                 "--cluster-secret-file".into(),
                 secret.display().to_string(),
+                // Queued events survive a SIGKILL (the checker holds the nodes to it).
+                "--queue-dir".into(),
+                dir.join(format!("queue-{i}")).display().to_string(),
             ];
             match discovery {
                 Discovery::Etcd { url, lease_ttl } => args.extend([

@@ -353,6 +353,7 @@ pub async fn run(scenario: Scenario, run_seed: u64, config: &Config) -> Result<O
         kills: run.kills.clone(),
         samples: samples.lock().map(|s| s.clone()).unwrap_or_default(),
         load: (load_start, load_end),
+        journaled: true,
     };
     let verdict = check(&inputs);
     if !verdict.failures.is_empty() || !run.errors.is_empty() {
