@@ -45,7 +45,7 @@ enum Command {
     ///   master-events serve --config master-events.toml
     ///   master-events serve --tls-cert cert.pem --tls-key key.pem
     #[command(verbatim_doc_comment)]
-    Serve(commands::serve::ServeArgs),
+    Serve(Box<commands::serve::ServeArgs>),
     /// List the sinks and filters this binary has (or one sink's config schema).
     ///
     /// Examples:

@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod health;
 pub mod journal;
 pub mod node;
+pub mod peer_tls;
 pub mod queue;
 pub mod replication;
 

@@ -86,6 +86,9 @@ pub struct ClusterConfig {
     pub secret: Option<String>,
     /// Events the node queue holds at most.
     pub queue_capacity: usize,
+    /// The HTTP client of the links to the peers (`None`: plain defaults; see
+    /// [`crate::peer_tls::peer_client`] for `https://` peers).
+    pub http: Option<reqwest::Client>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -253,11 +256,10 @@ impl ClusterNode {
         let size = config.peers.keys().filter(|p| **p != config.node).count() + 1;
         let gate = router.add_commit_gate();
         let repl = Replication::new(router.restored_through().is_some());
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        let http = match &config.http {
+            Some(client) => client.clone(),
+            None => crate::peer_tls::peer_client(None, None, None).unwrap_or_default(),
+        };
         let node = ClusterNode {
             inner: Arc::new(Inner {
                 config,
@@ -759,6 +761,13 @@ async fn fetch_log(
     let resp = req.send().await.map_err(|e| transport_cause(&e))?;
     if !resp.status().is_success() {
         let status = resp.status();
+        if status == reqwest::StatusCode::CONFLICT && follow.is_some() {
+            // Not the master of this epoch yet (taking over) or any more: the next
+            // view or try settles it; the master is not unreachable.
+            return Err(format!(
+                "{REFUSED}the master is not (yet) the master of this epoch"
+            ));
+        }
         if let Some((_, master)) = follow {
             let (state, cause) = refusal_of(status, inner.config.secret.is_some());
             if state == ForwardingState::Refused {

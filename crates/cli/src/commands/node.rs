@@ -179,6 +179,12 @@ pub struct ClusterOptions {
     pub lease_ttl: Option<Duration>,
     /// Where the node queue is kept across a crash (`--queue-dir`), if anywhere.
     pub queue_dir: Option<PathBuf>,
+    /// The CA file trusted for `https://` peers (`--peer-ca`).
+    pub peer_ca: Option<PathBuf>,
+    /// The client certificate and key presented to peers (`--peer-cert`, `--peer-key`).
+    pub peer_cert: Option<PathBuf>,
+    /// See `peer_cert`.
+    pub peer_key: Option<PathBuf>,
 }
 
 /// The discovery backend.
@@ -210,7 +216,7 @@ pub fn parse_peer(text: &str) -> Result<(String, String), String> {
     }
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(format!(
-            "the URL of {name} must start with http://, found {url:?}"
+            "the URL of {name} must start with http:// or https://, found {url:?}"
         ));
     }
     Ok((name.to_owned(), url.trim_end_matches('/').to_owned()))
@@ -458,6 +464,14 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
             peers: opts.cluster.peers.clone(),
             secret,
             queue_capacity: 100_000,
+            http: Some(
+                master_events_cluster::peer_tls::peer_client(
+                    opts.cluster.peer_ca.as_deref(),
+                    opts.cluster.peer_cert.as_deref(),
+                    opts.cluster.peer_key.as_deref(),
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
         };
         let node = match &opts.cluster.queue_dir {
             Some(dir) => ClusterNode::start_with_queue_dir(

@@ -84,6 +84,28 @@ pub struct ServeArgs {
     /// the queue is memory: a node that dies loses the events it had not forwarded.
     #[arg(long, value_name = "DIR", help_heading = "Cluster")]
     pub queue_dir: Option<PathBuf>,
+    /// A PEM file of the CA certificates that sign the peers' TLS certificates: with
+    /// it, `https://` peers are trusted only if signed by one of them (else by the
+    /// system's CAs).
+    #[arg(long, value_name = "FILE", help_heading = "Cluster")]
+    pub peer_ca: Option<PathBuf>,
+    /// The client certificate (PEM) this node presents to its peers, for peers that
+    /// require one (`--tls-client-ca`); with --peer-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "peer_key",
+        help_heading = "Cluster"
+    )]
+    pub peer_cert: Option<PathBuf>,
+    /// The private key (PEM) of --peer-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "peer_cert",
+        help_heading = "Cluster"
+    )]
+    pub peer_key: Option<PathBuf>,
     /// What one client may hold of the server.
     #[command(flatten)]
     pub limits: Box<LimitFlags>,
@@ -211,6 +233,9 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
                     None => None,
                 },
                 queue_dir: args.queue_dir.clone(),
+                peer_ca: args.peer_ca.clone(),
+                peer_cert: args.peer_cert.clone(),
+                peer_key: args.peer_key.clone(),
             },
         })
         .await?;

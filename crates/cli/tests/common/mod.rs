@@ -91,7 +91,10 @@ pub fn listening_url(p: &mut Proc) -> String {
         .trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("first line is {line:?}"));
-    assert!(url.starts_with("http://"), "{line}");
+    assert!(
+        url.starts_with("http://") || url.starts_with("https://"),
+        "{line}"
+    );
     url.to_owned()
 }
 
