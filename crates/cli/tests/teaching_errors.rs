@@ -250,3 +250,58 @@ fn emit_with_an_unknown_type_points_to_the_type_list_not_to_the_schema_writer() 
     assert!(err.contains("`master-events validate --help`"), "{err}");
     assert!(!err.contains("`master-events schemas`"), "{err}");
 }
+
+#[test]
+fn a_port_in_use_is_said_once_with_a_free_port_to_try() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let out = run_in(dir.path(), &["serve", "--listen", &addr]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {addr}: another process listens there"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("--listen 127.0.0.1:0"), "{err}");
+    assert_eq!(
+        err.matches("in use").count() + err.matches("listens there").count(),
+        1,
+        "{err}"
+    );
+}
+
+#[test]
+fn listen_takes_a_host_name_and_refuses_what_is_not_host_port_in_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_in(dir.path(), &["serve", "--listen", "nonsense"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("is not HOST:PORT"), "{err}");
+    assert!(err.contains("localhost:9898"), "{err}");
+    // A host name resolves: the server listens on its address.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(["serve", "--listen", "localhost:0"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(COMMAND_TIMEOUT).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.starts_with("listening on http://127.0.0.1:"),
+        "{line:?}"
+    );
+}

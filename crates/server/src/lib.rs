@@ -196,6 +196,16 @@ impl Default for ServerConfig {
     }
 }
 
+/// Why an address cannot be listened on, in the operator's terms, with what to do.
+fn bind_reason(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => "another process listens there; choose another port, or --listen 127.0.0.1:0 for a free one".to_owned(),
+        std::io::ErrorKind::AddrNotAvailable => "no network interface of this machine has that address".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "not allowed (ports below 1024 need privileges); choose a port above 1023".to_owned(),
+        _ => error.to_string(),
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -203,12 +213,12 @@ pub enum ServerError {
     #[error("refusing to listen on {0} without authentication: configure users (MASTER_EVENTS_USERS or [[users]]) or pass --insecure-no-auth")]
     Exposed(SocketAddr),
     /// The address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {}", bind_reason(error))]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The TLS files could not be used.
     #[error(transparent)]
@@ -269,13 +279,13 @@ impl Server {
         let listener =
             TcpListener::bind(config.listen)
                 .await
-                .map_err(|source| ServerError::Bind {
+                .map_err(|error| ServerError::Bind {
                     addr: config.listen,
-                    source,
+                    error,
                 })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        let addr = listener.local_addr().map_err(|error| ServerError::Bind {
             addr: config.listen,
-            source,
+            error,
         })?;
         if users.is_empty() {
             tracing::warn!(

@@ -26,7 +26,7 @@ use super::node::{self, ClusterOptions, Discovery, NodeOptions};
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Address to listen on; port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:9898", value_name = "ADDR")]
+    #[arg(long, default_value = "127.0.0.1:9898", value_name = "ADDR", value_parser = crate::commands::node::parse_listen)]
     pub listen: SocketAddr,
     /// Events per second the simulated cluster emits (0 = as fast as possible).
     #[arg(long, default_value_t = 500.0, value_name = "N")]

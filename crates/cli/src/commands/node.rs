@@ -206,6 +206,33 @@ impl ClusterOptions {
     }
 }
 
+/// Parses `--listen`: an `IP:PORT`, or `HOST:PORT` with a host name this machine
+/// resolves (`localhost:9898`; its IPv4 address first).
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let teach =
+        || format!("{text:?} is not HOST:PORT (e.g. 127.0.0.1:9898, localhost:9898, [::1]:9898)");
+    if !text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        return Err(teach());
+    }
+    let addrs: Vec<std::net::SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(teach)
+}
+
 /// Parses `NAME=URL`.
 pub fn parse_peer(text: &str) -> Result<(String, String), String> {
     let (name, url) = text

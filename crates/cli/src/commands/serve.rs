@@ -32,7 +32,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port. [default: 127.0.0.1:9898]
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = node::parse_listen)]
     pub listen: Option<SocketAddr>,
     /// How many events the archive retains (default 4096; ns_server used up to 81920).
     #[arg(long, value_name = "N")]
