@@ -448,6 +448,7 @@ impl Server {
 
 fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
+        .route("/", get(root))
         .route("/diag/masterEvents", get(get_stream).post(post_ingest))
         .route("/schemas", get(schema_index))
         .route("/schemas/", get(schema_index))
@@ -473,6 +474,7 @@ fn app(state: Arc<AppState>) -> axum::Router {
 fn route_name(path: &str) -> &'static str {
     match path {
         "/diag/masterEvents" => "/diag/masterEvents",
+        "/" => "/",
         "/cluster" => "/cluster",
         "/cluster/forward" => "/cluster/forward",
         "/cluster/replicated" => "/cluster/replicated",
@@ -1289,6 +1291,14 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
             &serde_json::json!({"ready": false, "reason": reason}),
         ),
     }
+}
+
+/// `GET /`: the live page is where a browser pointed at the server goes.
+async fn root() -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static("/ui"));
+    resp
 }
 
 async fn not_found(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

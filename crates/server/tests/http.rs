@@ -1260,3 +1260,22 @@ async fn each_sinks_state_is_in_cluster_and_metrics() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_root_sends_a_browser_to_the_live_page() {
+    let s = start(16, "", |_| {}).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let resp = client
+        .get(format!("{}/", s.url))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(resp.status(), 303);
+    assert_eq!(
+        resp.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/ui")
+    );
+}
