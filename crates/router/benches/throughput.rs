@@ -1,6 +1,8 @@
 //! Throughput of note → sequencer → archive, with 0, 1, 10 and 100 readers keeping up
 //! (each on its own tokio task, reading batches and counting events), and the
-//! publish rate with one stalled reader against none.
+//! publish rate with one stalled reader against none; then `publish_batch` (the
+//! ingest path, which waits for ingress room) from two publishers at once, in
+//! batches of 1,000, with one reader.
 //!
 //! Run: `cargo bench -p master-events-router --bench throughput`
 //! (`-- --quick` for fewer events). Prints one line per case. `THROUGHPUT_READERS=N`
@@ -33,6 +35,16 @@ enum Readers {
     Stalled,
 }
 
+/// How events enter the router.
+#[derive(Clone, Copy)]
+enum Publish {
+    /// One publisher noting events one by one (`try_note_record`).
+    Note,
+    /// Two publishers, each calling `publish_batch` with batches of this many events
+    /// (as two ingest requests in flight).
+    Batches(usize),
+}
+
 async fn publish(router: &Router, total: u64) {
     let emitter = router.emitter();
     for i in 0..total {
@@ -52,7 +64,36 @@ async fn publish(router: &Router, total: u64) {
     }
 }
 
-fn run_case(readers: &Readers, total: u64) -> Outcome {
+/// Publishes `total` events with two concurrent `publish_batch` callers, each
+/// taking every other batch of `size`.
+async fn publish_batches(router: &Router, total: u64, size: usize) {
+    let mut publishers = Vec::new();
+    for p in 0..2u64 {
+        let router = router.clone();
+        publishers.push(tokio::spawn(async move {
+            let size = size as u64;
+            let mut first = p * size;
+            while first < total {
+                let end = (first + size).min(total);
+                let batch = (first..end)
+                    .map(|i| {
+                        Record::new(VbucketMoveDone {
+                            vbucket: (i % 1024) as u16,
+                            bucket: "default".to_owned(),
+                        })
+                    })
+                    .collect();
+                router.publish_batch(batch).await.expect("published");
+                first += 2 * size;
+            }
+        }));
+    }
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+}
+
+fn run_case(readers: &Readers, how: Publish, total: u64) -> Outcome {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
@@ -87,7 +128,10 @@ fn run_case(readers: &Readers, total: u64) -> Outcome {
         let publisher = {
             let router = router.clone();
             tokio::spawn(async move {
-                publish(&router, total).await;
+                match how {
+                    Publish::Note => publish(&router, total).await,
+                    Publish::Batches(size) => publish_batches(&router, total, size).await,
+                }
                 start.elapsed()
             })
         };
@@ -116,10 +160,10 @@ fn run_case(readers: &Readers, total: u64) -> Outcome {
     })
 }
 
-fn best_of(runs: usize, readers: &Readers, total: u64) -> Outcome {
+fn best_of(runs: usize, readers: &Readers, how: Publish, total: u64) -> Outcome {
     let mut best: Option<Outcome> = None;
     for _ in 0..runs {
-        let o = run_case(readers, total);
+        let o = run_case(readers, how, total);
         if best.as_ref().is_none_or(|b| o.through > b.through) {
             best = Some(o);
         }
@@ -144,7 +188,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        let o = best_of(1, &Readers::KeepingUp(n), total);
+        let o = best_of(1, &Readers::KeepingUp(n), Publish::Note, total);
         println!(
             "  {n} readers: {:.2} M events/s, gaps {}",
             o.through / 1e6,
@@ -153,7 +197,7 @@ fn main() {
         return;
     }
     for n in [0, 1, 10, 100] {
-        let o = best_of(runs, &Readers::KeepingUp(n), total);
+        let o = best_of(runs, &Readers::KeepingUp(n), Publish::Note, total);
         println!(
             "  note -> sequencer -> archive, {n:>3} readers: {:>6.2} M events/s through ({:.2} M/s noted), reader gaps: {}",
             o.through / 1e6,
@@ -161,11 +205,17 @@ fn main() {
             o.gaps
         );
     }
-    let none = best_of(runs, &Readers::KeepingUp(0), total);
-    let stalled = best_of(runs, &Readers::Stalled, total);
+    let none = best_of(runs, &Readers::KeepingUp(0), Publish::Note, total);
+    let stalled = best_of(runs, &Readers::Stalled, Publish::Note, total);
     println!(
         "  publish rate, no reader: {:.2} M events/s; one stalled reader: {:.2} M events/s",
         none.publish / 1e6,
         stalled.publish / 1e6
+    );
+    let batches = best_of(runs, &Readers::KeepingUp(1), Publish::Batches(1000), total);
+    println!(
+        "  publish_batch x2 (1,000 a batch) -> sequencer -> archive, 1 reader: {:>6.2} M events/s through, reader gaps: {}",
+        batches.through / 1e6,
+        batches.gaps
     );
 }
