@@ -20,7 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::sequencer::MAX_BLOCK_BYTES;
+use crate::block::MAX_BLOCK_BYTES;
 
 /// Room past `MAX_BLOCK_BYTES` for the line that fills a block.
 pub(crate) const BLOCK_SLACK: usize = 1024;

@@ -47,6 +47,7 @@ use std::sync::Arc;
 use master_events_events::Record;
 use tokio::sync::watch;
 
+pub mod block;
 mod buffers;
 pub mod commit;
 pub mod config;
@@ -54,9 +55,10 @@ mod emitter;
 pub mod epochs;
 pub mod filter;
 pub mod health;
+mod ingress;
 pub mod registry;
 pub mod ring;
-pub mod sequencer;
+mod sequencer;
 pub mod sink;
 pub mod sinks;
 pub mod supervise;
@@ -77,8 +79,9 @@ pub use sink::{run_blocking, Sink, SinkBatch, SinkFuture, SinkInput};
 #[doc(hidden)]
 pub use inventory;
 
+use ingress::Ingress;
 use ring::Ring;
-use sequencer::{Ingress, Sequencer};
+use sequencer::Sequencer;
 
 /// How a [`Router`] is set up.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,7 +1,8 @@
-//! The ingress queue and the sequencer, the ring's single writer.
+//! The sequencer: the ring's single writer.
 //!
-//! Owns: the bounded ingress (`Ingress`) that every publisher writes to, and the
-//! sequencer task that empties it into the ring.
+//! Owns: the task that empties the ingress (`crate::ingress`) into the ring: it
+//! stamps each record, encodes it into the block being built (`crate::block`) and
+//! appends full blocks; and each origin's high-water `originSeq` (`HighWater`).
 //!
 //! Promises:
 //! - `seq` is assigned here and only here, strictly increasing by one from
@@ -13,7 +14,7 @@
 //!   consecutive events share a `ts` for a few microseconds.
 //! - `origin` is the record's own if it has one, else the router's node name.
 //! - Each event is encoded once, into the block it is appended with. A block holds
-//!   what was queued, up to [`MAX_BLOCK_EVENTS`] events and no more than an eighth
+//!   what was queued, up to [`MAX_BLOCK_EVENTS`](crate::block::MAX_BLOCK_EVENTS) events and no more than an eighth
 //!   of the ring's capacity (so a partly evicted block keeps at most capacity / 8
 //!   dead lines alive, and a reader has several blocks of slack before it lags), and
 //!   stops growing once past [`MAX_BLOCK_BYTES`].
@@ -34,364 +35,35 @@
 //!   the master's `seq`, `ts` and `origin`; one whose `seq` is already in the ring
 //!   is skipped, one beyond the next `seq` is refused (the caller must `SkipTo`
 //!   first, which empties the ring so its readers get an exact gap).
+//!
+//! See docs/architecture.md for the path of an event.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::mem;
-use std::ops::RangeInclusive;
-use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use master_events_events::{Record, Timestamp};
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::watch;
 
-use crate::buffers::{BlockBuffers, BLOCK_BUFFER_CAPACITY};
-use crate::ring::{
-    Block, PackedMeta, Ring, StringId, BUCKET, HOST, MAX_BLOCK_STRINGS, NODE, NO_STRING, ORIGIN,
+use crate::block::{
+    Block, BlockStrings, PackedMeta, BUCKET, HOST, MAX_BLOCK_BYTES, NODE, NO_STRING, ORIGIN,
 };
-use crate::{Refused, RouterError};
+use crate::buffers::{BlockBuffers, BLOCK_BUFFER_CAPACITY};
+use crate::ingress::{Ingress, Item, Take};
+use crate::ring::Ring;
+use crate::RouterError;
 
-/// The most events in one block.
-pub const MAX_BLOCK_EVENTS: usize = 1024;
-/// A block takes no more lines once it holds this many bytes. With the 1 KiB of
-/// room for the line that fills it, a block's buffer is exactly 64 KiB, a size
-/// allocators serve without rounding up.
-pub const MAX_BLOCK_BYTES: usize = 63 * 1024;
 /// After a small drain, the sequencer lets readers write before it answers
 /// publishers only when there are at most this many (see `Sequencer::run`): at
 /// K=100 the wait behind 100 writes raised the publishers' latency (docs/benchmarks.md).
 const YIELD_MAX_READERS: usize = 16;
 /// Under load, the clock is read once per this many events (see `Sequencer::push`).
 const CLOCK_EVERY: u32 = 32;
-/// The shared string cache of [`BlockStrings`] forgets everything past this many.
-const STRING_CACHE_LIMIT: usize = 10_000;
-/// Drop warnings are logged at most this often.
-const DROP_WARN_INTERVAL_MS: u64 = 1_000;
-
-/// One entry of the ingress queue.
-// Records are stored inline on purpose: boxing them would cost an allocation per
-// event, and the sequencer works on them in place.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Item {
-    One(Record),
-    /// The reply is taken (`None`) once sent.
-    Batch(Vec<Record>, Option<oneshot::Sender<RangeInclusive<u64>>>),
-    /// Records sequenced elsewhere (they carry their seq), appended as they are.
-    Replicated(
-        Vec<Record>,
-        Option<oneshot::Sender<Result<u64, RouterError>>>,
-    ),
-    /// Forget everything and continue at this seq (a replica that missed events).
-    SkipTo(u64, Option<oneshot::Sender<()>>),
-    /// Cut the archive after this seq (see `Router::truncate_after`).
-    Truncate(u64, Option<oneshot::Sender<Result<u64, RouterError>>>),
-    /// Begin this epoch at the next seq (see `Router::begin_epoch`).
-    BeginEpoch(u64, Option<oneshot::Sender<Result<u64, RouterError>>>),
-    /// Makes the sequencer panic (tests of its supervision).
-    #[cfg(test)]
-    Panic,
-}
 
 /// The highest `originSeq` in the ring per origin, shared with the router's handles.
 pub(crate) type HighWater = Arc<Mutex<HashMap<Arc<str>, u64>>>;
-
-struct Queue {
-    items: Vec<Item>,
-    /// Records queued (a batch counts each of its records).
-    events: usize,
-    closed: bool,
-}
-
-/// The bounded queue between publishers and the sequencer, counted in records.
-pub(crate) struct Ingress {
-    queue: Mutex<Queue>,
-    /// Wakes the sequencer when the queue stops being empty, and on close.
-    wake: Notify,
-    /// Wakes `push_batch` callers when the sequencer has emptied the queue.
-    space: Notify,
-    capacity: usize,
-    dropped: AtomicU64,
-    created: Instant,
-    /// Milliseconds after `created` of the last drop warning; `u64::MAX` for never.
-    last_warn_ms: AtomicU64,
-}
-
-/// What the sequencer found in the ingress.
-enum Take {
-    Items,
-    Empty,
-    Closed,
-}
-
-impl Ingress {
-    pub(crate) fn new(capacity: usize) -> Ingress {
-        Ingress {
-            queue: Mutex::new(Queue {
-                items: Vec::new(),
-                events: 0,
-                closed: false,
-            }),
-            wake: Notify::new(),
-            space: Notify::new(),
-            capacity: capacity.max(1),
-            dropped: AtomicU64::new(0),
-            created: Instant::now(),
-            last_warn_ms: AtomicU64::new(u64::MAX),
-        }
-    }
-
-    /// Queues one record without waiting; gives it back if the queue is full or
-    /// closed.
-    pub(crate) fn try_push(&self, record: Record) -> Result<(), Refused> {
-        let refuse = |record, error| {
-            Err(Refused {
-                record: Box::new(record),
-                error,
-            })
-        };
-        let was_empty = {
-            let mut q = self.queue.lock();
-            if q.closed {
-                return refuse(record, RouterError::Closed);
-            }
-            if q.events >= self.capacity {
-                return refuse(record, RouterError::QueueFull);
-            }
-            q.items.push(Item::One(record));
-            q.events += 1;
-            q.items.len() == 1
-        };
-        if was_empty {
-            self.wake.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Queues all the records at once, waiting for room (a batch larger than the
-    /// whole queue is let in when the queue is empty), then waits for their seqs.
-    pub(crate) async fn push_batch(
-        &self,
-        records: Vec<Record>,
-    ) -> Result<RangeInclusive<u64>, RouterError> {
-        let (tx, rx) = oneshot::channel();
-        let n = records.len();
-        self.push_item(Item::Batch(records, Some(tx)), n).await?;
-        rx.await.map_err(|_| RouterError::Closed)
-    }
-
-    /// Queues replicated records; returns the ring's last seq once they are in.
-    pub(crate) async fn push_replicated(&self, records: Vec<Record>) -> Result<u64, RouterError> {
-        let (tx, rx) = oneshot::channel();
-        let n = records.len();
-        self.push_item(Item::Replicated(records, Some(tx)), n)
-            .await?;
-        rx.await.map_err(|_| RouterError::Closed)?
-    }
-
-    /// Queues a cut after `seq`; returns the ring's last seq once it is cut.
-    pub(crate) async fn push_truncate(&self, seq: u64) -> Result<u64, RouterError> {
-        let (tx, rx) = oneshot::channel();
-        self.push_item(Item::Truncate(seq, Some(tx)), 1).await?;
-        rx.await.map_err(|_| RouterError::Closed)?
-    }
-
-    /// Queues the beginning of `epoch`; returns its first seq once it is recorded.
-    pub(crate) async fn push_begin_epoch(&self, epoch: u64) -> Result<u64, RouterError> {
-        let (tx, rx) = oneshot::channel();
-        self.push_item(Item::BeginEpoch(epoch, Some(tx)), 1).await?;
-        rx.await.map_err(|_| RouterError::Closed)?
-    }
-
-    /// Queues a skip to `seq`; returns once the ring has skipped.
-    pub(crate) async fn push_skip(&self, seq: u64) -> Result<(), RouterError> {
-        let (tx, rx) = oneshot::channel();
-        self.push_item(Item::SkipTo(seq, Some(tx)), 1).await?;
-        rx.await.map_err(|_| RouterError::Closed)
-    }
-
-    /// Queues one item counting `n` records, waiting for room.
-    /// Queues an item that makes the sequencer panic.
-    #[cfg(test)]
-    pub(crate) async fn inject_panic(&self) -> Result<(), RouterError> {
-        self.push_item(Item::Panic, 1).await
-    }
-
-    async fn push_item(&self, item: Item, n: usize) -> Result<(), RouterError> {
-        let mut item = Some(item);
-        loop {
-            let mut space = pin!(self.space.notified());
-            space.as_mut().enable();
-            let was_empty = {
-                let mut q = self.queue.lock();
-                if q.closed {
-                    return Err(RouterError::Closed);
-                }
-                if q.events == 0 || q.events + n <= self.capacity {
-                    if let Some(item) = item.take() {
-                        q.items.push(item);
-                    }
-                    q.events += n;
-                    Some(q.items.len() == 1)
-                } else {
-                    None
-                }
-            };
-            match was_empty {
-                Some(was_empty) => {
-                    if was_empty {
-                        self.wake.notify_one();
-                    }
-                    break;
-                }
-                None => space.await,
-            }
-        }
-        Ok(())
-    }
-
-    /// Counts a record that could not be queued and warns, at most once a second.
-    pub(crate) fn count_drop(&self, why: RouterError) {
-        let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = self.created.elapsed().as_millis() as u64;
-        let last = self.last_warn_ms.load(Ordering::Relaxed);
-        if (last == u64::MAX || now >= last.saturating_add(DROP_WARN_INTERVAL_MS))
-            && self
-                .last_warn_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            tracing::warn!(
-                dropped_total = total,
-                reason = %why,
-                "an event was dropped ({why}); {total} dropped so far"
-            );
-        }
-    }
-
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn queued(&self) -> usize {
-        self.queue.lock().events
-    }
-
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Stops accepting records; what is queued will still be sequenced.
-    pub(crate) fn close(&self) {
-        self.queue.lock().closed = true;
-        self.wake.notify_one();
-        self.space.notify_waiters();
-    }
-
-    /// Swaps the queued items into `out` (which must be empty).
-    fn take(&self, out: &mut Vec<Item>) -> (Take, usize) {
-        let taken = {
-            let mut q = self.queue.lock();
-            if !q.items.is_empty() {
-                mem::swap(&mut q.items, out);
-                (Take::Items, mem::take(&mut q.events))
-            } else if q.closed {
-                (Take::Closed, 0)
-            } else {
-                (Take::Empty, 0)
-            }
-        };
-        if let (Take::Items, _) = taken {
-            self.space.notify_waiters();
-        }
-        taken
-    }
-}
-
-/// The string table of the block being built: each distinct bucket, node, host and
-/// origin once, found through the last id of each slot (events in a row usually name
-/// the same bucket and node) or else a map. It goes with the block, so strings live
-/// exactly as long as an event that names them, whatever the input.
-///
-/// A string new to the block is taken from a cache shared by all blocks, so that
-/// small blocks (a quiet cluster appends one per event) share one allocation per
-/// string rather than one each; the cache forgets everything once it holds
-/// [`STRING_CACHE_LIMIT`] strings, so it stays bounded whatever the input.
-///
-/// Its maps hash with foldhash (seeded per process, so input cannot aim at its
-/// collisions; and both maps are bounded): SipHash, the std default, was over a
-/// third of the time spent here.
-struct BlockStrings {
-    table: Vec<Arc<str>>,
-    ids: HashMap<Arc<str>, StringId, foldhash::fast::RandomState>,
-    last: [StringId; 4],
-    cache: HashSet<Arc<str>, foldhash::fast::RandomState>,
-}
-
-// Every event adds at most four strings: a full block never runs out of ids.
-const _: () = assert!(MAX_BLOCK_EVENTS * 4 < MAX_BLOCK_STRINGS);
-
-impl Default for BlockStrings {
-    fn default() -> Self {
-        BlockStrings {
-            table: Vec::new(),
-            ids: HashMap::default(),
-            last: [NO_STRING; 4],
-            cache: HashSet::default(),
-        }
-    }
-}
-
-impl BlockStrings {
-    /// The id of `s` in this block's table (added if new), remembered for `slot`.
-    fn id(&mut self, slot: usize, s: &str) -> StringId {
-        let last = self.last[slot];
-        if let Some(known) = self.table.get(usize::from(last)) {
-            if **known == *s {
-                return last;
-            }
-        }
-        let id = match self.ids.get(s) {
-            Some(id) => *id,
-            None => {
-                // Below MAX_BLOCK_STRINGS by the assertion above.
-                let id = self.table.len() as StringId;
-                let a = match self.cache.get(s) {
-                    Some(a) => Arc::clone(a),
-                    None => {
-                        if self.cache.len() >= STRING_CACHE_LIMIT {
-                            self.cache.clear();
-                        }
-                        let a: Arc<str> = Arc::from(s);
-                        self.cache.insert(Arc::clone(&a));
-                        a
-                    }
-                };
-                self.table.push(Arc::clone(&a));
-                self.ids.insert(a, id);
-                id
-            }
-        };
-        self.last[slot] = id;
-        id
-    }
-
-    /// The string of an id this table gave.
-    fn get(&self, id: StringId) -> Option<&Arc<str>> {
-        self.table.get(usize::from(id))
-    }
-
-    /// The table, for the block being appended; this one starts empty again.
-    fn take(&mut self) -> Vec<Arc<str>> {
-        self.ids.clear();
-        self.last = [NO_STRING; 4];
-        let mut table = mem::take(&mut self.table);
-        table.shrink_to_fit();
-        table
-    }
-}
 
 /// The single writer of the ring.
 pub(crate) struct Sequencer {
@@ -593,7 +265,7 @@ impl Sequencer {
                 }
                 // `notify_one` leaves a permit when no one waits, so a push between
                 // `take` and here still wakes us.
-                Take::Empty => ingress.wake.notified().await,
+                Take::Empty => ingress.woken().await,
                 Take::Closed => break,
             }
         }
@@ -769,52 +441,5 @@ impl Sequencer {
             strings: self.strings.take(),
             origin_seqs,
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn block_strings_are_stored_once_per_block_and_start_empty_for_the_next() {
-        let mut strings = BlockStrings::default();
-        let a = strings.id(BUCKET, "default");
-        let b = strings.id(NODE, "n_0@a");
-        assert_eq!(strings.id(BUCKET, "default"), a);
-        assert_eq!(strings.id(HOST, "default"), a, "shared across fields");
-        assert_eq!(strings.id(ORIGIN, "n_0@a"), b);
-        assert_eq!(strings.id(BUCKET, "other"), 2);
-        assert_eq!(
-            strings.id(BUCKET, "default"),
-            a,
-            "found again after another"
-        );
-        assert_eq!(strings.get(a).map(|s| &**s), Some("default"));
-        assert_eq!(strings.get(NO_STRING), None);
-        let table = strings.take();
-        assert_eq!(
-            table.iter().map(|s| &**s).collect::<Vec<_>>(),
-            ["default", "n_0@a", "other"]
-        );
-        assert_eq!(strings.id(NODE, "n_1@b"), 0, "the next block starts empty");
-        assert_eq!(strings.id(BUCKET, "default"), 1);
-        let next = strings.take();
-        assert!(
-            Arc::ptr_eq(&table[0], &next[1]),
-            "blocks share one allocation per string"
-        );
-    }
-
-    #[test]
-    fn the_shared_string_cache_stays_bounded() {
-        let mut strings = BlockStrings::default();
-        for i in 0..3 * STRING_CACHE_LIMIT {
-            strings.id(BUCKET, &format!("bucket-{i}"));
-            if i % 1000 == 999 {
-                strings.take();
-            }
-            assert!(strings.cache.len() <= STRING_CACHE_LIMIT);
-        }
     }
 }

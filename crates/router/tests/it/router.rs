@@ -332,8 +332,8 @@ async fn batches_never_exceed_a_block() {
     let mut sub = router.subscribe(Cursor::Oldest);
     let mut total = 0;
     while let Some(Chunk::Events(b)) = sub.try_recv() {
-        assert!(b.len() <= master_events_router::sequencer::MAX_BLOCK_EVENTS);
-        assert!(b.bytes().len() < master_events_router::sequencer::MAX_BLOCK_BYTES + 1024);
+        assert!(b.len() <= master_events_router::block::MAX_BLOCK_EVENTS);
+        assert!(b.bytes().len() < master_events_router::block::MAX_BLOCK_BYTES + 1024);
         total += b.len();
     }
     assert_eq!(total, 5000);
