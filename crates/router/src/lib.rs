@@ -53,6 +53,7 @@ pub mod commit;
 pub mod config;
 mod emitter;
 pub mod epochs;
+pub mod error;
 pub mod filter;
 pub mod health;
 mod ingress;
@@ -64,9 +65,10 @@ pub mod sinks;
 pub mod supervise;
 
 pub use commit::CommitGate;
-pub use config::{load_config, start_sinks, Config, ConfigError, SinkEntry, SinkSet};
+pub use config::{load_config, start_sinks, Config, SinkEntry, SinkSet};
 pub use emitter::{Emitter, Refused};
 pub use epochs::{agreed_through, EpochTable, InvalidEpochs};
+pub use error::ConfigError;
 pub use filter::{Filter, FilterError, TypeSet};
 pub use health::{SinkHealth, SinkState, SinkStatus};
 pub use registry::{

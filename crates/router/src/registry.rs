@@ -60,7 +60,7 @@ use schemars::{JsonSchema, Schema};
 use serde::de::DeserializeOwned;
 
 use crate::commit::CommitGate;
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::health::SinkHealth;
 use crate::sink::Sink;
 use crate::Router;
@@ -122,7 +122,7 @@ fn schema_of<C: SinkConfig>() -> Schema {
 
 fn parse_config<C: SinkConfig>(value: toml::Value) -> Result<C, ConfigError> {
     let config: C = value.try_into().map_err(|e: toml::de::Error| {
-        ConfigError::Invalid(crate::config::describe_toml_error(&e))
+        ConfigError::Invalid(crate::error::describe_toml_error(&e))
     })?;
     config.validate().map_err(ConfigError::Invalid)?;
     Ok(config)

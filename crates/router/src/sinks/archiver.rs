@@ -9,7 +9,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::registry::{SinkConfig, SinkContext};
 use crate::sink::Sink;
 use crate::DEFAULT_ARCHIVE_CAPACITY;

@@ -22,7 +22,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 use crate::registry::{SinkConfig, SinkContext};
 use crate::sink::{Sink, SinkBatch};
 
