@@ -3,7 +3,8 @@
 //!
 //! Owns: [`Filter`] (by type, bucket, vbucket, node, and `and` / `or` / `not`), its
 //! TOML/JSON form, its construction from the stream's query parameters
-//! ([`Filter::from_query`]), and the registrations that list the filter kinds.
+//! ([`Filter::from_query`]), and the registrations that list the filter kinds
+//! ([`FilterRegistration`], collected with `inventory`; [`registered_filters`]).
 //!
 //! Promises:
 //! - A filter is a pure function of the [`Meta`]; an event whose type has no such
@@ -26,7 +27,6 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::registry::FilterRegistration;
 use crate::ring::{EventBatch, EventRef, Meta};
 
 const TYPE_WORDS: usize = EventType::ALL.len().div_ceil(64);
@@ -653,6 +653,26 @@ fn filters_schema() -> Schema {
 }
 fn filter_schema() -> Schema {
     schemars::schema_for!(Filter)
+}
+
+/// A filter kind, for listings (filters are parsed by [`crate::Filter`]'s own
+/// `Deserialize`; these registrations describe its keys).
+pub struct FilterRegistration {
+    /// The key that names it in a filter table (`type`, `bucket`, `and`, ...).
+    pub name: &'static str,
+    /// One line for listings.
+    pub description: &'static str,
+    /// The JSON Schema of the key's value.
+    pub config_schema: fn() -> Schema,
+}
+
+inventory::collect!(FilterRegistration);
+
+/// Every registered filter kind, sorted by name.
+pub fn registered_filters() -> Vec<&'static FilterRegistration> {
+    let mut all: Vec<_> = inventory::iter::<FilterRegistration>.into_iter().collect();
+    all.sort_by_key(|r| r.name);
+    all
 }
 
 inventory::submit! {

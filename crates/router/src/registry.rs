@@ -1,9 +1,10 @@
 //! The compile-time registry of sinks and filter kinds, collected with `inventory`.
 //!
 //! Owns: [`SinkRegistration`] (name, description, config schema, check and build
-//! functions), [`FilterRegistration`] (name, description, schema of the built-in
-//! filter keys), the [`SinkConfig`] trait that derives a registration from a typed
-//! config, and the listings [`registered_sinks`] / [`registered_filters`].
+//! functions), the [`SinkConfig`] trait that derives a registration from a typed
+//! config, and the listing [`registered_sinks`]. The filter kinds' registrations
+//! ([`FilterRegistration`], [`registered_filters`]) are [`crate::filter`]'s,
+//! re-exported here.
 //!
 //! Promises: a sink's configuration is its own typed struct
 //! (`DeserializeOwned + JsonSchema`, which should be `#[serde(deny_unknown_fields)]`),
@@ -61,6 +62,7 @@ use serde::de::DeserializeOwned;
 
 use crate::commit::CommitGate;
 use crate::error::ConfigError;
+pub use crate::filter::{registered_filters, FilterRegistration};
 use crate::health::SinkHealth;
 use crate::sink::Sink;
 use crate::Router;
@@ -85,19 +87,6 @@ pub struct SinkRegistration {
 pub type SinkBuildFn = fn(toml::Value, &SinkContext) -> Result<Box<dyn Sink>, ConfigError>;
 
 inventory::collect!(SinkRegistration);
-
-/// A filter kind, for listings (filters are parsed by [`crate::Filter`]'s own
-/// `Deserialize`; these registrations describe its keys).
-pub struct FilterRegistration {
-    /// The key that names it in a filter table (`type`, `bucket`, `and`, ...).
-    pub name: &'static str,
-    /// One line for listings.
-    pub description: &'static str,
-    /// The JSON Schema of the key's value.
-    pub config_schema: fn() -> Schema,
-}
-
-inventory::collect!(FilterRegistration);
 
 /// A typed sink configuration, from which [`SinkRegistration::of`] derives a
 /// registration (see the [module documentation](self) for an example).
@@ -166,13 +155,6 @@ macro_rules! register_sink {
 /// Every registered sink, sorted by name.
 pub fn registered_sinks() -> Vec<&'static SinkRegistration> {
     let mut all: Vec<_> = inventory::iter::<SinkRegistration>.into_iter().collect();
-    all.sort_by_key(|r| r.name);
-    all
-}
-
-/// Every registered filter kind, sorted by name.
-pub fn registered_filters() -> Vec<&'static FilterRegistration> {
-    let mut all: Vec<_> = inventory::iter::<FilterRegistration>.into_iter().collect();
     all.sort_by_key(|r| r.name);
     all
 }
