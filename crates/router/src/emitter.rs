@@ -1,7 +1,8 @@
 //! [`Emitter`]: the handle code notes events with.
 //!
 //! Promises: noting never blocks and never fails loudly at the call site; an event
-//! that cannot be queued (ingress full, router shut down) is counted
+//! that cannot be queued (ingress full, or its free room promised to publishers
+//! waiting in line; router shut down) is counted
 //! ([`Emitter::dropped`], `RouterStats::dropped`) and reported with a `tracing`
 //! warning at most once a second — never lost silently.
 
@@ -39,8 +40,9 @@ impl Emitter {
         Emitter { shared }
     }
 
-    /// Notes an event. Never blocks: if the ingress is full, the event is dropped,
-    /// counted and warned about.
+    /// Notes an event. Never blocks: if the ingress is full (or its free room is
+    /// promised to publishers waiting for it), the event is dropped, counted and
+    /// warned about.
     pub fn note(&self, event: impl Into<Event>) {
         self.note_record(Record::new(event));
     }

@@ -93,7 +93,7 @@ pub struct RouterConfig {
     /// How many events the ring archive retains (default 4096, at least 1).
     pub archive_capacity: usize,
     /// How many records the ingress queue holds before `note` drops and
-    /// `publish_batch` waits (default 65536, at least 1).
+    /// `publish_batch` waits (default 65536, at least 1, at most `u32::MAX`).
     pub ingress_capacity: usize,
     /// The `seq` of the first event (default 1, at least 1). A new master continues
     /// the cluster cursor by starting after the last `seq` it knows of.
@@ -450,8 +450,10 @@ impl Router {
     /// ingest); a batch larger than the ingress capacity is let in once the ingress
     /// is empty. Each record's `seq` and `ts` are replaced; its `origin` is kept if
     /// set, else it becomes this router's node name. An empty batch sequences nothing
-    /// and returns an empty range (`start > end`). If the returned future is dropped
-    /// after the batch was queued, the batch is still sequenced.
+    /// and returns an empty range (`start > end`). Publishers waiting for room are
+    /// served in the order they came. If the returned future is dropped while it
+    /// waits for room, nothing is queued and no room is kept; dropped after the
+    /// batch was queued, the batch is still sequenced.
     pub async fn publish_batch(
         &self,
         records: Vec<Record>,
