@@ -1,8 +1,9 @@
-//! HTTP Basic authentication and roles.
+//! HTTP Basic authentication, bearer tokens and roles.
 //!
 //! Owns: the user table ([`Users`]), parsed from the TOML config (`[[users]]`) or the
-//! `MASTER_EVENTS_USERS` environment variable (`name:password:role[,...]`), and the
-//! check of an `Authorization` header against it.
+//! `MASTER_EVENTS_USERS` environment variable (`name:password:role[,...]`), with the
+//! configured bearer tokens ([`crate::tokens`]) and the cluster secret, and the
+//! check of an `Authorization` header against them.
 //!
 //! Promises:
 //! - Passwords are compared in constant time (SHA-256 digests compared with
@@ -10,8 +11,13 @@
 //!   is checked, so the time does not tell whether the name exists either.
 //! - No password ever appears in a `Debug` output, a log line or an error message.
 //! - Roles: `read` (stream, schemas, cluster, metrics), `write` (ingest), `admin`
-//!   (everything). With no users configured, every route is open — the server then
-//!   only listens on loopback (see [`crate::ServerConfig::check_exposure`]).
+//!   (everything). With no users and no tokens configured, every route is open —
+//!   the server then only listens on loopback (see
+//!   [`crate::ServerConfig::check_exposure`]).
+//! - A bearer token is the cluster secret or a configured token, never both: a
+//!   token is never taken for the cluster secret ([`AuthOutcome::Token`] is its own
+//!   outcome, and [`Users::token_is_cluster_secret`] lets start-up refuse a token
+//!   equal to the secret).
 //! - Failed authentications are rate limited per client address
 //!   ([`FailedAuthLimiter`]): past a burst, the address's requests are answered
 //!   429 until its allowance refills, before any credential is checked. The table
@@ -21,18 +27,20 @@
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
-use serde::Deserialize;
+use master_events_router::Filter;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::limits::ClientKey;
+use crate::tokens::{TokenCheck, Tokens};
 
 /// What a user may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read the stream, the schemas, the cluster view and the metrics.
@@ -120,17 +128,26 @@ struct User {
     role: Role,
 }
 
-/// The configured users, and the cluster secret other nodes present.
+/// The configured users and tokens, and the cluster secret other nodes present.
 #[derive(Default)]
 pub struct Users {
     users: Vec<User>,
+    tokens: Tokens,
     cluster_secret: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Users {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.users.iter().map(|u| (&u.name, u.role)))
+        f.debug_struct("Users")
+            .field(
+                "users",
+                &self
+                    .users
+                    .iter()
+                    .map(|u| (&u.name, u.role))
+                    .collect::<Vec<_>>(),
+            )
+            .field("tokens", &self.tokens)
             .finish()
     }
 }
@@ -154,6 +171,24 @@ pub enum AuthOutcome {
     /// Another node of the cluster (it presented the cluster secret): allowed
     /// everything.
     Cluster,
+    /// A configured bearer token, valid now.
+    Token {
+        /// The token's name (its entry's `name`).
+        name: String,
+        /// Its role.
+        role: Role,
+        /// What it may read (`None`: every event); ANDed with a stream's filter.
+        filter: Option<Arc<Filter>>,
+        /// The filter's expression as configured.
+        filter_text: Option<String>,
+    },
+    /// A configured bearer token past its expiry.
+    ExpiredToken {
+        /// The token's name.
+        name: String,
+        /// When it expired (RFC 3339, as configured).
+        at: String,
+    },
     /// No credentials, malformed ones, or a wrong name or password.
     Unauthenticated,
 }
@@ -177,6 +212,7 @@ impl Users {
         }
         Ok(Users {
             users,
+            tokens: Tokens::default(),
             cluster_secret: None,
         })
     }
@@ -211,14 +247,28 @@ impl Users {
         self.cluster_secret = Some(digest(secret.as_bytes()));
     }
 
+    /// Accepts `Authorization: Bearer <token>` for these tokens.
+    pub fn set_tokens(&mut self, tokens: Tokens) {
+        self.tokens = tokens;
+    }
+
+    /// Whether a configured token is the cluster secret (start-up refuses that: the
+    /// token would be taken for another node).
+    pub fn token_is_cluster_secret(&self) -> bool {
+        self.cluster_secret
+            .as_ref()
+            .is_some_and(|secret| self.tokens.has_digest(secret))
+    }
+
     /// Whether a cluster secret is configured.
     pub fn has_cluster_secret(&self) -> bool {
         self.cluster_secret.is_some()
     }
 
-    /// Whether no user is configured (the server is open, loopback only).
+    /// Whether no user and no token is configured (the server is open, loopback
+    /// only).
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.users.is_empty() && self.tokens.is_empty()
     }
 
     /// How many users are configured.
@@ -226,14 +276,46 @@ impl Users {
         self.users.len()
     }
 
+    /// How many tokens are configured.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
     /// Checks an `Authorization` header value.
     pub fn check(&self, header: Option<&[u8]>) -> AuthOutcome {
-        if let (Some(secret), Some(token)) = (&self.cluster_secret, header.and_then(parse_bearer)) {
+        self.check_at(header, SystemTime::now())
+    }
+
+    /// [`Users::check`] at `now` (a token's expiry is compared with it).
+    pub fn check_at(&self, header: Option<&[u8]>, now: SystemTime) -> AuthOutcome {
+        let bearer = header.and_then(parse_bearer);
+        if let (Some(secret), Some(token)) = (&self.cluster_secret, &bearer) {
             if bool::from(secret.ct_eq(&digest(token.as_bytes()))) {
                 return AuthOutcome::Cluster;
             }
         }
-        if self.users.is_empty() {
+        if let Some(token) = &bearer {
+            match self.tokens.check(token, now) {
+                Some(TokenCheck::Valid {
+                    name,
+                    role,
+                    filter,
+                    filter_text,
+                }) => {
+                    return AuthOutcome::Token {
+                        name,
+                        role,
+                        filter,
+                        filter_text,
+                    }
+                }
+                Some(TokenCheck::Expired { name, at }) => {
+                    return AuthOutcome::ExpiredToken { name, at }
+                }
+                None => {}
+            }
+        }
+        if self.is_empty() {
             return AuthOutcome::Open;
         }
         let Some((name, password)) = header.and_then(parse_basic) else {
@@ -447,6 +529,46 @@ mod tests {
             limiter.failed_at(ClientKey::of(std::net::Ipv4Addr::from(i).into()), now);
         }
         assert_eq!(limiter.tracked(), AUTH_TRACKED_CLIENTS);
+    }
+
+    #[test]
+    fn tokens_are_checked_apart_from_users_and_the_cluster_secret() {
+        use crate::tokens::{digest_of, TokenEntry};
+        let entry = |name: &str, token: &str, expires: Option<&str>| TokenEntry {
+            name: name.into(),
+            role: Role::Write,
+            digest: digest_of(token),
+            filter: Some("bucket=b1".into()),
+            expires: expires.map(str::to_owned),
+        };
+        let mut u = Users::default();
+        u.set_tokens(
+            Tokens::from_entries(&[
+                entry("ci", "met_ci", None),
+                entry("old", "met_old", Some("2001-01-01T00:00:00Z")),
+            ])
+            .expect("valid"),
+        );
+        assert!(!u.is_empty(), "tokens alone close the server");
+        assert_eq!(u.check(None), AuthOutcome::Unauthenticated);
+        assert_eq!(u.check(Some(b"Bearer nope")), AuthOutcome::Unauthenticated);
+        assert!(matches!(
+            u.check(Some(b"Bearer met_ci")),
+            AuthOutcome::Token { name, role: Role::Write, filter: Some(_), .. } if name == "ci"
+        ));
+        assert!(matches!(
+            u.check(Some(b"Bearer met_old")),
+            AuthOutcome::ExpiredToken { name, .. } if name == "old"
+        ));
+        u.set_cluster_secret("another");
+        assert!(!u.token_is_cluster_secret());
+        assert!(matches!(
+            u.check(Some(b"Bearer met_ci")),
+            AuthOutcome::Token { .. }
+        ));
+        u.set_cluster_secret("met_ci");
+        assert!(u.token_is_cluster_secret());
+        assert!(!format!("{u:?}").contains("met_ci"));
     }
 
     #[test]

@@ -16,7 +16,12 @@
 //!
 //! Promises:
 //! - Every protected route answers 401 with `WWW-Authenticate: Basic` without valid
-//!   credentials, and 403 when the user's role does not allow it.
+//!   credentials (an expired token: 401 saying so), and 403 when the user's or
+//!   token's role does not allow it.
+//! - A token's filter ([`tokens`]) is ANDed with every stream it reads (NDJSON,
+//!   SSE, `o=1`, `since=`; the `/ui` page reads those); a token with a filter is
+//!   refused `/cluster` and `/metrics`, which describe every event; no token is
+//!   taken for the cluster secret on the node-to-node routes.
 //! - With no users configured, the server refuses a non-loopback listen address
 //!   unless `insecure_no_auth` is set ([`ServerConfig::check_exposure`]).
 //! - A connection that does not finish sending its request head within
@@ -43,6 +48,7 @@ pub mod metrics;
 mod repoll;
 pub mod stream;
 pub mod tls;
+pub mod tokens;
 mod ui;
 
 use std::net::SocketAddr;
@@ -541,26 +547,91 @@ fn denied(state: &AppState, headers: &HeaderMap, needed: Role) -> Option<Respons
     authorize(state, headers, needed).err().map(|b| *b)
 }
 
-/// Checks credentials and role: `Ok(user)` names who is allowed (`None` when no
-/// users are configured), `Err(response)` is the refusal to send.
-fn authorize(
-    state: &AppState,
-    headers: &HeaderMap,
-    needed: Role,
-) -> Result<Option<String>, Box<Response>> {
+/// [`denied`] for a route that describes every event (`/cluster`, `/metrics`):
+/// a token with a filter is refused it too.
+fn denied_to_scoped(state: &AppState, headers: &HeaderMap, needed: Role) -> Option<Response> {
+    match authorize(state, headers, needed) {
+        Err(resp) => Some(*resp),
+        Ok(Caller {
+            name,
+            scope: Some(_),
+        }) => {
+            state.metrics.auth_failure();
+            Some(error_response(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} has a filter: this route describes every event, so it is for users \
+                     and tokens without one",
+                    name.as_deref().unwrap_or("this token")
+                ),
+            ))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Who a request is allowed as.
+struct Caller {
+    /// The user (or `token NAME`); `None` when no users are configured.
+    name: Option<String>,
+    /// A token's filter and its expression: all it may read.
+    scope: Option<(Arc<Filter>, String)>,
+}
+
+/// Checks credentials and role: `Ok(caller)` says who is allowed, `Err(response)`
+/// is the refusal to send.
+fn authorize(state: &AppState, headers: &HeaderMap, needed: Role) -> Result<Caller, Box<Response>> {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
+    let user = |name: String| Caller {
+        name: Some(name),
+        scope: None,
+    };
     match state.users.check(header) {
-        AuthOutcome::Open => Ok(None),
-        AuthOutcome::User { name, role } if role.allows(needed) => Ok(Some(name)),
-        AuthOutcome::Cluster => Ok(Some("(cluster)".to_owned())),
+        AuthOutcome::Open => Ok(Caller {
+            name: None,
+            scope: None,
+        }),
+        AuthOutcome::User { name, role } if role.allows(needed) => Ok(user(name)),
+        AuthOutcome::Cluster => Ok(user("(cluster)".to_owned())),
+        AuthOutcome::Token {
+            name,
+            role,
+            filter,
+            filter_text,
+        } if role.allows(needed) => Ok(Caller {
+            name: Some(format!("token {name:?}")),
+            scope: filter.map(|f| (f, filter_text.unwrap_or_default())),
+        }),
         AuthOutcome::User { name, role } => {
             state.metrics.auth_failure();
             Err(Box::new(error_response(
                 StatusCode::FORBIDDEN,
                 format!("user {name:?} has role {role}; this needs {needed} (or admin)"),
             )))
+        }
+        AuthOutcome::Token { name, role, .. } => {
+            state.metrics.auth_failure();
+            Err(Box::new(error_response(
+                StatusCode::FORBIDDEN,
+                format!("token {name:?} has role {role}; this needs {needed} (or admin)"),
+            )))
+        }
+        AuthOutcome::ExpiredToken { name, at } => {
+            state.metrics.auth_failure();
+            let mut resp = error_response(
+                StatusCode::UNAUTHORIZED,
+                format!("token {name:?} expired at {at}"),
+            );
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(
+                    "Bearer realm=\"master-events\", error=\"invalid_token\", \
+                     error_description=\"the token expired\"",
+                ),
+            );
+            Err(Box::new(resp))
         }
         AuthOutcome::Unauthenticated => {
             state.metrics.auth_failure();
@@ -586,9 +657,10 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 
 async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let headers = req.headers();
-    if let Some(resp) = denied(&state, headers, Role::Read) {
-        return resp;
-    }
+    let caller = match authorize(&state, headers, Role::Read) {
+        Ok(caller) => caller,
+        Err(resp) => return *resp,
+    };
     let format = if wants_sse(headers) {
         Format::Sse
     } else {
@@ -603,6 +675,28 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             Ok(q) => q,
             Err(e) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
         };
+    if let Some((scope, expr)) = &caller.scope {
+        // A token reads its scope only, whatever the request asks.
+        if query
+            .filter
+            .as_ref()
+            .is_some_and(|asked| tokens::disjoint(scope, asked))
+        {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} may read only the events of its filter ({expr}); this request's filter \
+                     excludes all of them: the stream would never carry an event",
+                    caller.name.as_deref().unwrap_or("this token")
+                ),
+            );
+        }
+        let scope = Filter::clone(scope);
+        query.filter = Some(match query.filter.take() {
+            Some(f) => Filter::And(vec![scope, f]),
+            None => scope,
+        });
+    }
     if let Some(base) = &state.config.stream_filter {
         if let Some(asked) = &query.filter {
             if base
@@ -682,6 +776,9 @@ async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         // Some events are never streamed by this server, whatever the request asks.
         h.insert(SERVER_FILTER_HEADER, HeaderValue::from_static("on"));
     }
+    if caller.scope.is_some() {
+        h.insert(TOKEN_FILTER_HEADER, HeaderValue::from_static("on"));
+    }
     resp
 }
 
@@ -692,9 +789,13 @@ pub const HISTORY_HEADER: &str = "master-events-history";
 /// sink's `filter`) narrows, whatever the request asked.
 pub const SERVER_FILTER_HEADER: &str = "master-events-server-filter";
 
+/// The response header of a stream that the filter of the token it was asked with
+/// narrows, whatever the request asked.
+pub const TOKEN_FILTER_HEADER: &str = "master-events-token-filter";
+
 async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let user = match authorize(&state, req.headers(), Role::Write) {
-        Ok(user) => user,
+        Ok(caller) => caller.name,
         Err(resp) => return *resp,
     };
     // The body's bytes count against the buffering budget until the reply.
@@ -1140,6 +1241,8 @@ fn is_cluster_peer(state: &AppState, headers: &HeaderMap) -> bool {
         AuthOutcome::Cluster => true,
         AuthOutcome::Open => !state.users.has_cluster_secret(),
         AuthOutcome::User { role, .. } => !state.users.has_cluster_secret() && role == Role::Admin,
+        // A token is never another node, whatever its role.
+        AuthOutcome::Token { .. } | AuthOutcome::ExpiredToken { .. } => false,
         AuthOutcome::Unauthenticated => false,
     }
 }
@@ -1229,7 +1332,7 @@ async fn schema_file(
 }
 
 async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = denied(&state, &headers, Role::Read) {
+    if let Some(resp) = denied_to_scoped(&state, &headers, Role::Read) {
         return resp;
     }
     #[derive(Serialize)]
@@ -1265,7 +1368,7 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 }
 
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = denied(&state, &headers, Role::Read) {
+    if let Some(resp) = denied_to_scoped(&state, &headers, Role::Read) {
         return resp;
     }
     let mut resp = (StatusCode::OK, state.metrics.render()).into_response();
