@@ -141,6 +141,17 @@ enum Command {
     ///   master-events trace http://127.0.0.1:9898 --spans-only > trace.json
     #[command(verbatim_doc_comment)]
     Trace(commands::trace::TraceArgs),
+    /// Make scoped bearer tokens for the HTTP API.
+    ///
+    /// `token create` prints the token alone on the first line, then the
+    /// `[[tokens]]` entry to add to the configuration (its digest, never the token).
+    /// A token's --filter narrows every stream it reads; --expires ends it.
+    ///
+    /// Examples:
+    ///   master-events token create --name ci --role write
+    ///   master-events token create --name b1-dash --role read --filter bucket=b1 --expires 30d
+    #[command(verbatim_doc_comment)]
+    Token(commands::token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -155,6 +166,7 @@ fn main() -> ExitCode {
         Command::Emit(args) => commands::emit::run(args),
         Command::Report(args) => commands::report::run(args),
         Command::Trace(args) => commands::trace::run(args),
+        Command::Token(args) => commands::token::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -80,11 +80,17 @@ impl fmt::Debug for TokenEntry {
 /// entry and the key; never holds a token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenConfigError {
-    /// An empty name.
-    #[error("tokens[{index}]: the name is empty")]
-    EmptyName {
+    /// A name that is empty, too long or has other characters than letters,
+    /// digits, `-`, `_`, `.` and `@` (names go into logs and errors).
+    #[error(
+        "tokens[{index}]: key name: 1 to 64 letters, digits, '-', '_', '.' or '@', \
+         found {name:?}"
+    )]
+    BadName {
         /// 0-based position of the entry.
         index: usize,
+        /// The name, cut to 64 characters.
+        name: String,
     },
     /// A name given twice.
     #[error("tokens[{index}] (name {name:?}): the name is used by an earlier entry")]
@@ -194,8 +200,11 @@ impl Tokens {
         let mut tokens: Vec<Token> = Vec::with_capacity(entries.len());
         for (index, e) in entries.iter().enumerate() {
             let name = e.name.clone();
-            if name.trim().is_empty() {
-                return Err(TokenConfigError::EmptyName { index });
+            if !is_valid_name(&name) {
+                return Err(TokenConfigError::BadName {
+                    index,
+                    name: name.chars().take(64).collect(),
+                });
             }
             if tokens.iter().any(|t| t.name == name) {
                 return Err(TokenConfigError::Duplicate { index, name });
@@ -309,6 +318,14 @@ impl Token {
             "refused an expired token (logged at most once a minute per token)"
         );
     }
+}
+
+/// Whether `name` is 1 to 64 letters, digits, `-`, `_`, `.` or `@`.
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.@".contains(&c))
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -728,6 +745,16 @@ mod tests {
         e.digest = "sha256:abc".into();
         let err = Tokens::from_entries(&[e]).err().map(|e| e.to_string());
         assert!(err.is_some_and(|m| m.contains("key digest")));
+        let err = Tokens::from_entries(&[entry("a\u{1b}[2J", "met_1")]).err();
+        assert!(matches!(
+            err,
+            Some(TokenConfigError::BadName { index: 0, .. })
+        ));
+        let err = Tokens::from_entries(&[entry("", "met_1")]).err();
+        assert!(matches!(
+            err,
+            Some(TokenConfigError::BadName { index: 0, .. })
+        ));
         let err = Tokens::from_entries(&[entry("a", "met_1"), entry("a", "met_2")]).err();
         assert!(matches!(
             err,

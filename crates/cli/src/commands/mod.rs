@@ -11,5 +11,6 @@ pub mod serve;
 pub mod sinks;
 pub mod source;
 pub mod tail;
+pub mod token;
 pub mod trace;
 pub mod validate;

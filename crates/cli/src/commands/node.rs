@@ -22,6 +22,13 @@
 //! password = "change me"
 //! role = "read"                  # read | write | admin
 //!
+//! [[tokens]]                     # bearer tokens: `master-events token create` prints these
+//! name = "b1-dash"
+//! role = "read"
+//! digest = "sha256:…"            # of the token; the token itself is never in the file
+//! filter = "bucket=b1"           # optional: all the token may read (stream query form)
+//! expires = "2030-01-31T12:00:00Z"  # optional: RFC 3339
+//!
 //! [[sinks]]                      # see `master-events sinks`
 //! type = "stdout"
 //! format = "line"
@@ -46,6 +53,7 @@ use master_events_router::{load_config, start_sinks, ConfigError, Router, Router
 use master_events_server::auth::{AuthConfigError, UserEntry, Users};
 use master_events_server::limits::{LimitsSettings, SettingSource};
 use master_events_server::tls::{TlsFiles, TlsReloader};
+use master_events_server::tokens::{TokenEntry, Tokens};
 use master_events_server::{ClusterView, HttpSinkConfig, Server, ServerConfig, ShutdownHandle};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
@@ -77,6 +85,8 @@ struct FileConfig {
     server: ServerSection,
     #[serde(default)]
     users: Vec<UserEntry>,
+    #[serde(default)]
+    tokens: Vec<TokenEntry>,
     #[serde(default)]
     #[allow(dead_code)]
     sinks: Option<toml::Value>,
@@ -365,12 +375,23 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         })?);
     }
     let mut users = Users::from_entries(&entries)?;
+    // An error names the entry and the key; the digest is not a secret, and the
+    // token is never in the file.
+    users.set_tokens(
+        Tokens::from_entries(&file.tokens).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?,
+    );
     let secret = match &opts.cluster.secret_file {
         Some(path) => Some(read_secret(path)?),
         None => None,
     };
     if let Some(secret) = &secret {
         users.set_cluster_secret(secret);
+    }
+    if users.token_is_cluster_secret() {
+        bail!(
+            "{where_}: a [[tokens]] entry is the cluster secret's digest: a token must never \
+             pass for another node; make a new token (master-events token create)"
+        );
     }
 
     let mut server = ServerConfig {
