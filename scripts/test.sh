@@ -8,6 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# One clean build: incremental compilation only helps a second build, and its caches
+# doubled the target directory (CI's disk is not large).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 step() { printf '\n== %s\n' "$*"; }
 
 step "installing test dependencies (when missing)"

@@ -30,7 +30,9 @@
 //! - The connection is async-nats's: it connects in the background (a server that
 //!   is down at start-up does not stop `serve`), and reconnects on its own, without
 //!   limit; what is published while disconnected is buffered by the client, up to
-//!   its capacity (at most `max_pending` messages as well).
+//!   its capacity (at most `max_pending` messages as well). Core NATS is
+//!   at-most-once: what the client wrote in the moment before it noticed a lost
+//!   connection (a server killed mid-stream) is lost without an error.
 //! - On shutdown, what is held is published and the connection flushed, for up to
 //!   `shutdown_timeout_ms`; what is left then is counted and logged as dropped.
 //! - Credentials stay secret: a password or token never appears in logs, errors

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use common::NatsTarget;
 use master_events_events::catalog::{DeleteBucket, VbucketMoveDone};
 use master_events_events::{Event, Record};
-use master_events_router::{Cursor, Filter, Router, RouterConfig, Sink, SinkInput};
+use master_events_router::{
+    Cursor, Filter, Router, RouterConfig, Sink, SinkHealth, SinkInput, SinkState,
+};
 use master_events_sink_nats::{Counters, NatsConfig, NatsSink};
 use master_events_sinktest::Observed;
 use tokio::task::JoinHandle;
@@ -36,6 +38,7 @@ fn event(i: u64) -> Event {
 struct Running {
     router: Router,
     counters: Arc<Counters>,
+    health: Arc<SinkHealth>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -43,7 +46,10 @@ struct Running {
 impl Running {
     fn start(config: NatsConfig, filter: Option<Filter>) -> Running {
         let router = Router::start(RouterConfig::default());
-        let sink = NatsSink::new(config).expect("valid config");
+        let health = Arc::new(SinkHealth::new("nats", 0));
+        let sink = NatsSink::new(config)
+            .expect("valid config")
+            .with_health(Arc::clone(&health));
         let counters = sink.counters();
         let cancel = CancellationToken::new();
         let input = SinkInput::new(
@@ -56,6 +62,7 @@ impl Running {
         Running {
             router,
             counters,
+            health,
             cancel,
             task,
         }
@@ -141,10 +148,18 @@ async fn the_sink_reconnects_after_the_server_restarts() {
     running.publish(0, 10).await;
     wait_until("the first 10 received", || target.messages().len() >= 10).await;
 
+    let restarted = Instant::now();
     target.server.restart();
     target.resubscribe().await;
+    // Core NATS is at-most-once: what the client writes before it notices the lost
+    // connection is gone. The sink's health shows when it is connected again: `ok`,
+    // entered after the restart.
+    wait_until("the sink reports it reconnected", || {
+        let now = running.health.snapshot();
+        now.state == SinkState::Ok && now.for_secs < restarted.elapsed().as_secs_f64()
+    })
+    .await;
     running.publish(10, 10).await;
-    // Whatever the client buffered while reconnecting arrives once it has.
     wait_until("the next 10 received after the restart", || {
         seqs(&target.messages()).contains(&20)
     })
