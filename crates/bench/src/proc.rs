@@ -68,10 +68,17 @@ impl Child {
         } else {
             cmd.stdout(Stdio::from(file));
         }
-        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        // SAFETY: the closure only calls prctl and signal, which are
+        // async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // SIGINT is how a child with a grace period is stopped: it must not
+                // inherit it ignored (a harness started as a shell's background job
+                // has it ignored, and a shell cannot trap a signal ignored on entry).
+                if libc::signal(libc::SIGINT, libc::SIG_DFL) == libc::SIG_ERR {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())

@@ -27,6 +27,9 @@ const WRITERS: u64 = 4;
 /// Batches a writer posts in one round at most.
 const MAX_BATCHES: u64 = 100;
 
+/// The archive holds every event the rounds can acknowledge (each check looks for
+/// all of them in it).
+const ARCHIVE: u64 = (ROUNDS as u64 + 1) * WRITERS * MAX_BATCHES * BATCH;
 /// An acknowledged batch: writer, batch, first seq, last seq.
 type Ack = (u64, u64, u64, u64);
 
@@ -39,7 +42,7 @@ fn serve(config: &Path) -> (Proc, String) {
         "--config",
         &config,
         "--archive-size",
-        "100000",
+        &ARCHIVE.to_string(),
     ]);
     let addr = host_port(&listening_url(&mut p));
     (p, addr)

@@ -89,6 +89,11 @@ pub struct ClusterConfig {
     /// The HTTP client of the links to the peers (`None`: plain defaults; see
     /// [`crate::peer_tls::peer_client`] for `https://` peers).
     pub http: Option<reqwest::Client>,
+    /// The router's commit gate this node marks with the cluster's commit, when the
+    /// caller added it before (`None`: the node adds one as it starts). A node
+    /// restored with events it does not know committed adds it before its durable
+    /// sinks start: otherwise their marks alone would commit those events.
+    pub commit_gate: Option<master_events_router::CommitGate>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -254,7 +259,10 @@ impl ClusterNode {
     ) -> ClusterNode {
         let (role, _) = watch::channel(Role::Waiting { epoch: 0 });
         let size = config.peers.keys().filter(|p| **p != config.node).count() + 1;
-        let gate = router.add_commit_gate();
+        let gate = config
+            .commit_gate
+            .clone()
+            .unwrap_or_else(|| router.add_commit_gate());
         let repl = Replication::new(router.restored_through().is_some());
         let http = match &config.http {
             Some(client) => client.clone(),

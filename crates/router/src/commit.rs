@@ -13,6 +13,9 @@
 //!   take back what anyone was told or shown. One mark covers every event up to it,
 //!   so one fsync answers many publishers (group commit).
 //! - The commit never goes backwards and never passes the last appended event.
+//! - A cut of the uncommitted suffix (a deposed master's events) takes every mark
+//!   back to the cut: a gate commits the events that take those seqs only once it
+//!   marks them itself.
 //! - A gate that stops advancing stops the commit: publishers wait and readers see
 //!   nothing newer. That is the promise (nothing is acknowledged that is not
 //!   durable); the gate's sink reports why through its [`crate::SinkHealth`].
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::ring::Ring;
+use crate::ring::{Ring, Subscription};
 
 /// The gates of one router.
 pub(crate) struct CommitGates {
@@ -54,9 +57,46 @@ impl CommitGates {
         }
     }
 
+    /// The archive was cut after `seq` (never below the commit): a mark beyond it
+    /// goes back to it. What a gate had marked past `seq` is gone, and the events
+    /// that take those seqs next are new to it: its old mark must not commit them.
+    pub(crate) fn cut(&self, seq: u64) {
+        for mark in self.marks.lock().iter_mut() {
+            if *mark > seq {
+                *mark = seq;
+            }
+        }
+    }
+
     /// Whether any gate exists.
     pub(crate) fn any(&self) -> bool {
         !self.marks.lock().is_empty()
+    }
+
+    /// A reader's mark: its position, unless a cut it has not taken into account
+    /// (made after it last read, `cuts_seen`) lies below it — then that cut, for
+    /// what the reader had past it is gone. Checked under the marks' lock, so a
+    /// cut is either seen here or lowers the mark right after ([`Self::cut`]).
+    fn advance_reader(&self, index: usize, position: u64, cuts_seen: u64) {
+        let lowest = {
+            let mut marks = self.marks.lock();
+            let seq = match self.ring.cut_since(cuts_seen).0 {
+                Some(after) => position.min(after),
+                None => position,
+            };
+            let Some(mark) = marks.get_mut(index) else {
+                return;
+            };
+            if seq <= *mark {
+                return;
+            }
+            *mark = seq;
+            marks.iter().copied().min().unwrap_or(seq)
+        };
+        let before = self.ring.committed();
+        if self.ring.commit_through(lowest) > before {
+            self.advanced.notify_waiters();
+        }
     }
 
     fn advance(&self, index: usize, seq: u64) {
@@ -105,8 +145,21 @@ pub struct CommitGate {
 
 impl CommitGate {
     /// This gate has every event up to `seq` (a lower mark than before is ignored).
+    /// For a gate whose marks come from what it is sequenced into, not from what it
+    /// read (a cluster's commit); a reader of uncommitted events marks with
+    /// [`CommitGate::mark_read`].
     pub fn mark(&self, seq: u64) {
         self.gates.advance(self.index, seq);
+    }
+
+    /// This gate has every event `reader` has been handed (its
+    /// [`Subscription::position`], a reader of uncommitted events). Safe against a
+    /// cut racing the mark: a position read before a cut of the archive (a deposed
+    /// master's uncommitted events taken back) is not taken for the events that
+    /// replace the ones cut; the mark stops at the cut until the reader has read on.
+    pub fn mark_read(&self, reader: &Subscription) {
+        self.gates
+            .advance_reader(self.index, reader.position(), reader.cuts_seen());
     }
 
     /// The present commit (the lowest mark of all gates).

@@ -244,15 +244,16 @@ impl Router {
         let (done_tx, done_rx) = watch::channel(false);
         let high_water = sequencer::HighWater::default();
         let epochs = Arc::new(parking_lot::RwLock::new(EpochTable::new()));
+        let gates = Arc::new(commit::CommitGates::new(Arc::clone(&ring)));
         let sequencer = Sequencer::new(
             Arc::clone(&ingress),
             Arc::clone(&ring),
             &config.node,
             Arc::clone(&high_water),
             Arc::clone(&epochs),
+            Arc::clone(&gates),
             done_tx,
         );
-        let gates = Arc::new(commit::CommitGates::new(Arc::clone(&ring)));
         let sequencing = tokio::spawn(sequencer.run());
         let (failure_tx, failure) = watch::channel(None);
         let (watched_ring, watched_ingress) = (Arc::clone(&ring), Arc::clone(&ingress));
@@ -330,8 +331,31 @@ impl Router {
     ///
     /// If called outside a tokio runtime.
     pub async fn start_with_archive(
+        config: RouterConfig,
+        records: Vec<Record>,
+    ) -> Result<Router, RouterError> {
+        Router::restore(config, records, None).await
+    }
+
+    /// [`Router::start_with_archive`] for a router whose commit gates decide the
+    /// commit (a cluster node): of the restored events, only those up to
+    /// `committed` are committed; the rest wait for the gates (the cluster) like
+    /// events just appended, and may be cut ([`Router::truncate_after`]) if the
+    /// cluster never committed them. The router is gated from the start: the caller
+    /// adds a gate ([`Router::add_commit_gate`]), or nothing after `committed` is
+    /// ever shown.
+    pub async fn start_with_archive_committed(
+        config: RouterConfig,
+        records: Vec<Record>,
+        committed: u64,
+    ) -> Result<Router, RouterError> {
+        Router::restore(config, records, Some(committed)).await
+    }
+
+    async fn restore(
         mut config: RouterConfig,
         records: Vec<Record>,
+        committed: Option<u64>,
     ) -> Result<Router, RouterError> {
         let capacity = config.archive_capacity.max(1);
         // The last contiguous run of seqs (ignoring records without one or out of
@@ -360,7 +384,13 @@ impl Router {
         let next = config.start_seq.max(last + 1);
         config.start_seq = first;
         let router = Router::start(config);
+        if committed.is_some() {
+            router.shared.ring.set_gated();
+        }
         router.replicate(run).await?;
+        if let Some(seq) = committed {
+            router.shared.ring.commit_through(seq.min(last));
+        }
         if next > last + 1 {
             router.skip_to(next).await?;
         }

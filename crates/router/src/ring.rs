@@ -366,7 +366,7 @@ impl Ring {
 
     /// The lowest seq kept by the cuts made after a reader saw `seen` of them,
     /// and how many there are now.
-    fn cut_since(&self, seen: u64) -> (Option<u64>, u64) {
+    pub(crate) fn cut_since(&self, seen: u64) -> (Option<u64>, u64) {
         let count = self.cut_count.load(Ordering::Acquire);
         if count == seen {
             return (None, count);
@@ -698,6 +698,13 @@ impl Subscription {
     /// the next event delivered will be `position() + 1`.
     pub fn position(&self) -> u64 {
         self.next - 1
+    }
+
+    /// How many cuts of the archive this reader has taken into account (its
+    /// [`Subscription::position`] is below each of them): for
+    /// [`crate::CommitGate::mark_read`].
+    pub(crate) fn cuts_seen(&self) -> u64 {
+        self.cuts_seen
     }
 
     /// Whether the ring is closed and this reader has received everything it may.

@@ -80,6 +80,8 @@ pub(crate) struct Sequencer {
     high_water: HighWater,
     /// Which epoch sequenced which seqs (shared with the router's handles).
     epochs: Arc<parking_lot::RwLock<crate::epochs::EpochTable>>,
+    /// The commit gates, whose marks a cut takes back.
+    gates: Arc<crate::commit::CommitGates>,
     max_block_events: usize,
     // The block being built.
     scratch: Vec<u8>,
@@ -105,6 +107,7 @@ impl Sequencer {
         node: &str,
         high_water: HighWater,
         epochs: Arc<parking_lot::RwLock<crate::epochs::EpochTable>>,
+        gates: Arc<crate::commit::CommitGates>,
         done: watch::Sender<bool>,
     ) -> Sequencer {
         let start = ring.start_seq();
@@ -118,6 +121,7 @@ impl Sequencer {
             strings: BlockStrings::default(),
             high_water,
             epochs,
+            gates,
             max_block_events,
             scratch: Vec::with_capacity(BLOCK_BUFFER_CAPACITY),
             buffers: Arc::new(BlockBuffers::default()),
@@ -286,6 +290,7 @@ impl Sequencer {
             return Ok(self.next_seq - 1);
         }
         let removed = self.ring.truncate_after(seq);
+        self.gates.cut(seq);
         self.next_seq = seq + 1;
         self.epochs.write().truncate_after(seq);
         let mut lowest: HashMap<Arc<str>, u64> = HashMap::new();

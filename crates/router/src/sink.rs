@@ -248,6 +248,14 @@ impl SinkInput {
         self.sub.position()
     }
 
+    /// Marks `gate` with everything this input has handed out ([`Self::position`]),
+    /// safely against a cut of the archive made since (see
+    /// [`CommitGate::mark_read`]): how a durable sink that is a commit gate says
+    /// what it has on disk.
+    pub fn mark(&self, gate: &crate::CommitGate) {
+        gate.mark_read(&self.sub);
+    }
+
     /// The sink's filter (`None`: every event).
     pub fn filter(&self) -> Option<&Filter> {
         self.filter.as_ref()

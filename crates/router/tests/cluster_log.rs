@@ -119,3 +119,65 @@ async fn a_cut_inside_a_block_keeps_its_head_and_the_epochs_before_it() {
     );
     assert!(all.try_recv().is_none());
 }
+
+/// A durable sink's gate (a reader of uncommitted events) and a cluster's gate: the
+/// deposed master's events 4..=6 were written by the sink, then cut. The events
+/// that take seqs 4..=6 next are committed only once the sink has read them and
+/// marked them itself — not by its mark from before the cut, whether that mark came
+/// before the cut or raced it (a position read before the cut, marked after).
+#[tokio::test]
+async fn a_gates_mark_from_before_a_cut_never_commits_the_events_that_replace_the_cut_ones() {
+    let router = Router::start(RouterConfig::default());
+    let cluster = router.add_commit_gate();
+    let durable = router.add_commit_gate();
+    let mut sink = router.subscribe_uncommitted(Cursor::Oldest);
+    router.begin_epoch(1).await.expect("epoch 1");
+    router
+        .sequence_batch(from("old", 1..=6))
+        .await
+        .expect("sequenced");
+    assert_eq!(seqs_and_buckets(sink.try_recv()).len(), 6);
+    durable.mark_read(&sink);
+    cluster.mark(3);
+    assert_eq!(router.committed_seq(), 3);
+
+    // The cut, and the new master's events for 4..=6.
+    assert_eq!(router.truncate_after(3).await, Ok(3));
+    // The sink marks with the position it read before the cut (the race).
+    durable.mark_read(&sink);
+    router.begin_epoch(2).await.expect("epoch 2");
+    router
+        .replicate(
+            (4..=6)
+                .map(|seq| {
+                    let mut r = from("new", seq..=seq).remove(0);
+                    r.envelope.seq = Some(seq);
+                    r
+                })
+                .collect(),
+        )
+        .await
+        .expect("replicated");
+    cluster.mark(6);
+    assert_eq!(
+        router.committed_seq(),
+        3,
+        "4..=6 are new to the durable sink: not committed by its old mark"
+    );
+
+    // The sink reads the cut and the new events, writes them, marks: committed.
+    assert!(matches!(
+        sink.try_recv(),
+        Some(Chunk::Truncated { after: 3 })
+    ));
+    assert_eq!(
+        seqs_and_buckets(sink.try_recv()),
+        vec![
+            (4, "new-4".to_owned()),
+            (5, "new-5".to_owned()),
+            (6, "new-6".to_owned())
+        ]
+    );
+    durable.mark_read(&sink);
+    assert_eq!(router.committed_seq(), 6);
+}

@@ -52,6 +52,11 @@
 //!   if those seqs do not follow the log's (`restore = false`), a `reset` line
 //!   first marks where the new run begins: between reset lines, the seqs of a log
 //!   only ever increase (what a warm load checks).
+//! - On a cluster node, the epochs of the log's seqs are on disk before its events
+//!   (`<file_name>.epochs`, [`LogMarks`]), with, for a commit gate, a lower bound of
+//!   the commit. Events the cluster takes back ([`Sink::on_truncated`]: a deposed
+//!   master's, never committed) are cut off the log and dropped from the backlog
+//!   (`cut.rs`), so a restart never restores them.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -73,11 +78,13 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
 use serde::Deserialize;
 
+mod cut;
 pub mod lock;
 pub mod log;
 mod status;
 mod warm;
 
+pub use cut::{epochs_path, EpochsFileError, LogMarks};
 pub use master_events_router::{SinkHealth, SinkState};
 pub use status::{stats, totals, FileSinkStats, FileSinkStatus, FileSinkTotals};
 pub use warm::{warm_load, warm_start, BadLine, WarmStart};
@@ -95,6 +102,8 @@ pub const DEFAULT_MAX_BYTES: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_KEEP: u32 = 5;
 /// The default bound of the events held while writes fail (64 MiB).
 pub const DEFAULT_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+/// The commit kept beside the log is rewritten at most this often.
+const MARKS_INTERVAL: Duration = Duration::from_secs(1);
 /// Sync errors are logged at most this often.
 const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The first wait before writing held events again.
@@ -415,6 +424,16 @@ pub struct FileSink {
     history_path: PathBuf,
     /// The history id last written there.
     history_written: Option<Arc<str>>,
+    /// The log's directory, file name and rotated files kept (for a cut).
+    dir: PathBuf,
+    file_name: String,
+    keep: u32,
+    /// `<file_name>.epochs`: the cluster marks of the log ([`LogMarks`]).
+    marks_path: PathBuf,
+    /// The marks last written there, and when.
+    marks_written: Option<(LogMarks, Instant)>,
+    /// A failure to write them was logged (until they are written again).
+    marks_failing: bool,
 }
 
 impl FileSink {
@@ -506,6 +525,12 @@ impl FileSink {
             router: router.cloned(),
             history_path: history_path(&config.dir, &config.file_name),
             history_written: None,
+            dir: config.dir.clone(),
+            file_name: config.file_name.clone(),
+            keep: config.keep,
+            marks_path: epochs_path(&config.dir, &config.file_name),
+            marks_written: None,
+            marks_failing: false,
         }
         .with_history_kept())
     }
@@ -556,10 +581,54 @@ impl FileSink {
         }
     }
 
-    /// After a chunk (or a quiet while): keeps the history id, and marks the gate
-    /// when everything handed so far is written and synced.
-    fn settle(&mut self, position: u64) {
+    /// Keeps the cluster marks beside the log ([`LogMarks`]): the router's epoch
+    /// table whenever it changed (before the events of a new epoch are written:
+    /// called ahead of each batch), and for a commit gate the commit, at most once
+    /// a second (`force`: now, at shutdown). Only once the router has epochs (a
+    /// cluster node). A failure is an ERROR once, retried at the next batch: a
+    /// restart then knows fewer epochs, and takes back more of its log than needed
+    /// (never less: a missing epoch only makes the log look older).
+    fn keep_marks(&mut self, force: bool) {
+        let Some(router) = &self.router else {
+            return;
+        };
+        let epochs = router.epochs();
+        let committed = self.gate.as_ref().map(CommitGate::committed);
+        let due = match &self.marks_written {
+            None => !epochs.entries().is_empty(),
+            Some((written, at)) => {
+                written.epochs != epochs
+                    || (written.committed != committed && (force || at.elapsed() >= MARKS_INTERVAL))
+            }
+        };
+        if !due {
+            return;
+        }
+        let marks = LogMarks { epochs, committed };
+        match cut::write_marks(&self.marks_path, &marks, self.fsync != Fsync::Never) {
+            Ok(()) => {
+                self.marks_written = Some((marks, Instant::now()));
+                self.marks_failing = false;
+            }
+            Err(e) => {
+                if !self.marks_failing {
+                    self.marks_failing = true;
+                    tracing::error!(
+                        path = %self.marks_path.display(),
+                        error = %e,
+                        "the file sink cannot keep the cluster's epochs beside its log; a restart would take back more of the log than needed"
+                    );
+                }
+            }
+        }
+    }
+
+    /// After a chunk (or a quiet while, or at start): keeps the history id and the
+    /// cluster marks, and marks the gate when everything `input` handed so far is
+    /// written and synced.
+    fn settle(&mut self, input: &SinkInput) {
         self.keep_history();
+        self.keep_marks(false);
         let Some(gate) = &self.gate else {
             return;
         };
@@ -581,7 +650,65 @@ impl FileSink {
             return;
         }
         if self.backlog.is_empty() && !self.dirty {
-            gate.mark(position);
+            input.mark(gate);
+        }
+    }
+
+    /// The cluster took back the events after `after` (see [`Sink::on_truncated`]):
+    /// drops them from the backlog and cuts them off the log, so that a restart
+    /// does not restore them. A cut that fails is an ERROR, and the sink stops
+    /// being a commit gate (its log holds events the cluster does not).
+    fn truncate(&mut self, after: u64) {
+        let mut held_dropped = 0;
+        let mut kept = VecDeque::with_capacity(self.backlog.len());
+        for mut held in std::mem::take(&mut self.backlog) {
+            if held.first > after {
+                held_dropped += held.events;
+                continue;
+            }
+            if held.last > after {
+                held_dropped += held.keep_through(after);
+            }
+            kept.push_back(held);
+        }
+        self.backlog = kept;
+        self.backlog_bytes = self.backlog.iter().map(|h| h.bytes.len() as u64).sum();
+        self.backlog_events = self.backlog.iter().map(|h| h.events).sum();
+        self.status
+            .set_held(self.backlog_events, self.backlog_bytes);
+        self.dropped = match self.dropped {
+            Some((from, _)) if from > after => None,
+            Some((from, to)) => Some((from, to.min(after))),
+            None => None,
+        };
+        let sync = self.fsync != Fsync::Never;
+        let result = cut::cut_files(&self.dir, &self.file_name, self.keep, after, sync)
+            .and_then(|cut| self.log.reopen_current().map(|()| cut));
+        match result {
+            Ok(cut) => tracing::warn!(
+                path = %self.log.path().display(),
+                after_seq = after,
+                lines = cut.lines,
+                bytes = cut.bytes,
+                files = cut.files.len(),
+                held_events = held_dropped,
+                "the cluster took back events this node had written before they were committed (a deposed master's): they were cut off the file log"
+            ),
+            Err(e) => {
+                tracing::error!(
+                    path = %self.log.path().display(),
+                    after_seq = after,
+                    error = %e,
+                    "the cluster took back events this node had written, and the file sink cannot cut them off its log: a restart would restore events the cluster does not hold"
+                );
+                if self.gate.is_some() {
+                    self.gate_stopped = true;
+                }
+                self.change(
+                    SinkState::Failing,
+                    &format!("cannot cut events the cluster took back off the log: {e}"),
+                );
+            }
         }
     }
 
@@ -875,11 +1002,13 @@ impl FileSink {
     /// events and syncs by policy (also while the stream is quiet), then writes
     /// what is held (for a while) and syncs at the end.
     fn pump(&mut self, handle: &tokio::runtime::Handle, input: &mut SinkInput) {
+        // What the log already holds (a warm restart's events) counts at once.
+        self.settle(input);
         loop {
             if let Some(chunk) = input.try_recv() {
                 input.deliver(self, chunk);
                 self.tick();
-                self.settle(input.position());
+                self.settle(input);
                 continue;
             }
             let next = match self.wake_in() {
@@ -887,7 +1016,7 @@ impl FileSink {
                     Ok(next) => next,
                     Err(_) => {
                         self.tick();
-                        self.settle(input.position());
+                        self.settle(input);
                         continue;
                     }
                 },
@@ -897,7 +1026,7 @@ impl FileSink {
                 Some(chunk) => {
                     input.deliver(self, chunk);
                     self.tick();
-                    self.settle(input.position());
+                    self.settle(input);
                 }
                 None => break,
             }
@@ -933,6 +1062,7 @@ impl FileSink {
         if self.fsync != Fsync::Never {
             self.sync();
         }
+        self.keep_marks(true);
     }
 }
 
@@ -973,6 +1103,32 @@ fn last_seq(bytes: &[u8]) -> Option<u64> {
 }
 
 impl Held {
+    /// Keeps the lines up to seq `after` only; returns how many events went. A gap
+    /// line across `after` is kept whole (it names seqs no one has).
+    fn keep_through(&mut self, after: u64) -> u64 {
+        let mut keep = 0;
+        let mut events = 0;
+        let mut at = 0;
+        for line in self.bytes.split_inclusive(|b| *b == b'\n') {
+            let (from, is_event) = match parse_line(line.strip_suffix(b"\n").unwrap_or(line)) {
+                Ok(StreamLine::Event(record)) => (record.envelope.seq.unwrap_or(0), true),
+                Ok(StreamLine::Gap(gap)) => (gap.from_seq, false),
+                _ => (0, false),
+            };
+            at += line.len();
+            if from > after {
+                break;
+            }
+            keep = at;
+            events += u64::from(is_event);
+        }
+        let gone = self.events.saturating_sub(events);
+        self.bytes.truncate(keep);
+        self.events = events;
+        self.last = after.min(self.last);
+        gone
+    }
+
     /// Drops the first `n` bytes (whole lines, written); returns how many events
     /// and bytes that was. The first seq is then the first remaining line's.
     fn advance(&mut self, n: usize) -> (u64, u64) {
@@ -1003,7 +1159,13 @@ impl Sink for FileSink {
         let mut seqs = batch.iter().map(|e| e.seq);
         let first = seqs.next().unwrap_or(0);
         let last = seqs.last().unwrap_or(first);
+        // The epochs of these events are on disk before they are.
+        self.keep_marks(false);
         self.submit(&batch.bytes(), first, last, batch.len() as u64);
+    }
+
+    fn on_truncated(&mut self, after: u64) {
+        self.truncate(after);
     }
 
     fn on_gap(&mut self, gap: &Gap) {
@@ -1093,7 +1255,9 @@ fn resume_cursor(tail: &Tail, router: &Router) -> Cursor {
     let Some(seq) = last.envelope.seq else {
         return Cursor::Oldest;
     };
-    let mut sub = router.subscribe(Cursor::After(seq - 1));
+    // Uncommitted too: a cluster node restores events it knows committed only up
+    // to the mark kept beside the log.
+    let mut sub = router.subscribe_uncommitted(Cursor::After(seq - 1));
     let same = match sub.try_recv() {
         Some(Chunk::Events(batch)) => batch
             .iter()
@@ -1125,4 +1289,46 @@ fn new_run(tail: &Tail, router: &Router) -> Option<Reset> {
         requested_since: tail.last_seq,
         reason: "the router did not start from this log: its seqs start over".to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use master_events_events::catalog::DeleteBucket;
+
+    fn held(seqs: std::ops::RangeInclusive<u64>) -> Held {
+        let mut bytes = Vec::new();
+        for seq in seqs.clone() {
+            let mut r = Record::new(DeleteBucket {
+                bucket: format!("b{seq}"),
+            });
+            r.envelope.seq = Some(seq);
+            r.encode_line(&mut bytes);
+        }
+        Held {
+            bytes,
+            first: *seqs.start(),
+            last: *seqs.end(),
+            events: seqs.count() as u64,
+        }
+    }
+
+    #[test]
+    fn held_events_beyond_a_cut_are_dropped_and_the_ones_before_it_kept_whole() {
+        let mut h = held(5..=9);
+        assert_eq!(h.keep_through(7), 2, "8 and 9 go");
+        assert_eq!((h.first, h.last, h.events), (5, 7, 3));
+        let lines: Vec<u64> = h
+            .bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| match parse_line(l) {
+                Ok(StreamLine::Event(r)) => r.envelope.seq,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(lines, vec![5, 6, 7]);
+        assert!(h.bytes.ends_with(b"\n"), "whole lines");
+        assert_eq!(held(5..=9).keep_through(4), 5, "a cut before them all");
+    }
 }

@@ -261,6 +261,13 @@ impl LogFile {
         }
     }
 
+    /// Opens the current file again and reads its size (after it was cut back
+    /// behind this handle's back: [`crate::cut`]).
+    pub fn reopen_current(&mut self) -> io::Result<()> {
+        self.file = None;
+        self.reopen()
+    }
+
     /// Forces what was written to disk.
     pub fn sync(&mut self) -> io::Result<()> {
         match &self.file {
@@ -383,6 +390,14 @@ impl RevLines {
         }
     }
 
+    /// The previous line and the offset in the file where it starts, `None` at
+    /// the start of the file.
+    pub fn next_line_at(&mut self) -> io::Result<Option<(u64, Vec<u8>)>> {
+        let line = self.next_line()?;
+        // What is left in `buf` is the file before the line.
+        Ok(line.map(|line| (self.pos + self.buf.len() as u64, line)))
+    }
+
     /// The previous line, `None` at the start of the file.
     pub fn next_line(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
@@ -430,6 +445,26 @@ mod tests {
         assert_eq!(got.len(), 20_000);
         assert_eq!(got[0], "line 19999");
         assert_eq!(got[19_999], "line 0");
+    }
+
+    #[test]
+    fn each_line_comes_back_with_the_offset_where_it_starts() {
+        let mut content = Vec::new();
+        for i in 0..20_000 {
+            content.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("f");
+        fs::write(&path, &content).expect("write");
+        let mut lines = RevLines::open(&path).expect("open");
+        let mut n = 0;
+        while let Some((at, line)) = lines.next_line_at().expect("read") {
+            let at = at as usize;
+            assert_eq!(&content[at..at + line.len()], &line[..]);
+            assert!(at == 0 || content[at - 1] == b'\n', "starts a line: {at}");
+            n += 1;
+        }
+        assert_eq!(n, 20_000);
     }
 
     #[test]

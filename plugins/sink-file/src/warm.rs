@@ -56,6 +56,10 @@ pub struct WarmStart {
     /// reader resuming across the restart is not reset. `None` for a log written
     /// before the id was kept, or an empty one (a new history starts).
     pub history: Option<String>,
+    /// What a cluster node kept beside the log (`<file_name>.epochs`): the epochs
+    /// of its seqs and, for a commit-gate log, up to where they were committed.
+    /// `None` for a log of a node that never ran in a cluster, or an empty one.
+    pub marks: Option<crate::LogMarks>,
 }
 
 /// Reads the history id kept beside the log: `None` when there is none; an error
@@ -225,6 +229,7 @@ pub fn warm_load(config: &FileConfig, capacity: usize) -> Result<WarmStart, File
             torn_bytes: 0,
             path: current,
             history: None,
+            marks: None,
         });
     }
     let _lock = LogLock::acquire(&config.dir, &config.file_name)?;
@@ -251,9 +256,13 @@ pub fn warm_load(config: &FileConfig, capacity: usize) -> Result<WarmStart, File
             reader.file(&path)?;
         }
     }
-    let history = match reader.records.is_empty() {
-        true => None,
-        false => read_history(config)?,
+    let (history, marks) = match reader.records.is_empty() {
+        true => (None, None),
+        false => (
+            read_history(config)?,
+            crate::cut::read_marks(&crate::epochs_path(&config.dir, &config.file_name))
+                .map_err(|e| FileSinkError::Config(e.to_string()))?,
+        ),
     };
     Ok(WarmStart {
         next_seq: reader.last_seq.map_or(1, |s| s + 1),
@@ -261,6 +270,7 @@ pub fn warm_load(config: &FileConfig, capacity: usize) -> Result<WarmStart, File
         torn_bytes,
         path: current,
         history,
+        marks,
     })
 }
 

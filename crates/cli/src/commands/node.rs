@@ -472,9 +472,35 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
     let router = match warm {
         Some(warm) => {
             router_config.start_seq = router_config.start_seq.max(warm.next_seq);
-            let router = Router::start_with_archive(router_config, warm.records)
-                .await
-                .context("restoring the archive from the file log")?;
+            let first_restored = warm.records.first().and_then(|r| r.envelope.seq);
+            let in_cluster = opts.cluster.is_cluster(&node_name_for_cluster);
+            // A commit-gate log of a cluster node may hold events the cluster never
+            // committed (it crashed as a deposed master): only those up to the
+            // commit kept beside the log are restored as committed; the cluster
+            // decides the rest (and cuts them if it never committed them).
+            let committed = match &warm.marks {
+                Some(marks) if in_cluster => marks.committed,
+                _ => None,
+            };
+            let router = match committed {
+                Some(seq) => {
+                    Router::start_with_archive_committed(router_config, warm.records, seq).await
+                }
+                None => Router::start_with_archive(router_config, warm.records).await,
+            }
+            .context("restoring the archive from the file log")?;
+            // The restored events keep the epochs that sequenced them, so that the
+            // cluster can tell how much of them agrees with its master's log.
+            if let (Some(marks), Some(first)) = (&warm.marks, first_restored) {
+                let mut epochs = marks.epochs.clone();
+                epochs.truncate_after(router.last_seq());
+                router.adopt_epochs(&epochs, first);
+                tracing::info!(
+                    epochs = %epochs,
+                    committed = ?committed,
+                    "restored the cluster's epochs of the file log's events"
+                );
+            }
             // The restored archive continues its history: readers resume across
             // the restart without a reset.
             match &warm.history {
@@ -492,6 +518,13 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         }
         None => Router::start(router_config),
     };
+    // A cluster node's commit gate exists before the sinks start: the marks of a
+    // commit-gate file sink alone must not commit restored events the cluster may
+    // not have committed.
+    let cluster_gate = opts
+        .cluster
+        .is_cluster(&node_name_for_cluster)
+        .then(|| router.add_commit_gate());
     let sinks =
         start_sinks(&router, &sinks_config).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
     let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(ClusterView {
@@ -520,6 +553,7 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
                 )
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
             ),
+            commit_gate: cluster_gate,
         };
         let node = match &opts.cluster.queue_dir {
             Some(dir) => ClusterNode::start_with_queue_dir(
