@@ -78,7 +78,8 @@ enum Command {
     /// the server is unreachable it reconnects (backoff 100 ms doubling to 5 s) and
     /// resumes after the last event printed: nothing is missed or printed twice.
     /// Events the server no longer has are reported on stderr with their count.
-    /// Credentials: --user NAME:PASSWORD or MASTER_EVENTS_AUTH=NAME:PASSWORD.
+    /// Credentials: --user NAME:PASSWORD or MASTER_EVENTS_AUTH=NAME:PASSWORD, or a token
+    /// (`master-events token create`): --token TOKEN or MASTER_EVENTS_TOKEN=TOKEN.
     /// Exit code: 0 done (--once, --count or Ctrl-C), 1 credentials refused or gave
     /// up (--max-reconnects), 2 usage error.
     ///
@@ -90,6 +91,7 @@ enum Command {
     ///   master-events tail http://127.0.0.1:9898 --type vbucketMoveStart,vbucketMoveDone --bucket default
     ///   master-events tail http://127.0.0.1:9898 --since 1200 --count 10
     ///   master-events tail https://events.example:9443 --cacert ca.pem
+    ///   master-events tail https://events.example:9443 --cacert ca.pem --cert me.pem --key me-key.pem
     #[command(verbatim_doc_comment)]
     Tail(commands::tail::TailArgs),
     /// Send events to a server: the NDJSON lines of a file, or one event built here.
@@ -102,7 +104,8 @@ enum Command {
     /// --batch-bytes, and the server's reply to each is printed. A value is JSON when
     /// it parses as JSON (43, true, ["a","b"]), else a string. A `ts`, `seq` or
     /// `origin` in a line is replaced by the server's own.
-    /// Credentials: --user NAME:PASSWORD or MASTER_EVENTS_AUTH=NAME:PASSWORD.
+    /// Credentials: --user NAME:PASSWORD or MASTER_EVENTS_AUTH=NAME:PASSWORD, or a token
+    /// (`master-events token create`): --token TOKEN or MASTER_EVENTS_TOKEN=TOKEN.
     /// Exit code: 0 all sent, 1 a line refused or the server unreachable, 2 usage error,
     /// 3 sent but only queued by the node (202: its master did not sequence them yet).
     ///

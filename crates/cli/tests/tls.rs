@@ -191,6 +191,72 @@ fn emit(url: &str, pki: &Pki, bucket: &str) {
 }
 
 #[test]
+fn with_client_certificates_required_our_clients_show_theirs_and_without_one_are_told_to() {
+    let pki = Pki::new();
+    pki.server_cert("server");
+    // A client certificate signed by the same CA.
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "ops-client");
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &*pki.ca).expect("client cert");
+    std::fs::write(pki.path("client.pem"), cert.pem()).expect("write");
+    std::fs::write(pki.path("client-key.pem"), key.serialize_pem()).expect("write");
+    let (_server, url) = serve_tls(
+        &[
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--tls-cert".into(),
+            pki.arg("cert.pem"),
+            "--tls-key".into(),
+            pki.arg("key.pem"),
+            "--tls-client-ca".into(),
+            pki.arg("ca.pem"),
+        ],
+        &pki.path("serve.log"),
+    );
+    let (ca, client, client_key) = (
+        pki.arg("ca.pem"),
+        pki.arg("client.pem"),
+        pki.arg("client-key.pem"),
+    );
+    let with_cert = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--cacert", &ca, "--cert", &client, "--key", &client_key]);
+        run(&all)
+    };
+    let out = with_cert(&["emit", &url, "deleteBucket", "bucket=mtls"]);
+    assert!(
+        out.status.success(),
+        "emit with a client certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = with_cert(&["tail", &url, "--count", "1"]);
+    assert!(
+        out.status.success(),
+        "tail with a client certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"bucket\":\"mtls\""));
+
+    // Without one: refused, and told what to give.
+    let out = run(&["emit", &url, "--cacert", &ca, "deleteBucket", "bucket=no"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("requires a client certificate") && stderr.contains("--cert"),
+        "{stderr}"
+    );
+    // --cert without --key is a usage error naming --key.
+    let out = run(&["tail", &url, "--cacert", &ca, "--cert", &client]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--key"), "{stderr}");
+}
+
+#[test]
 fn tail_and_emit_with_cacert_talk_to_a_server_set_up_by_the_config_file() {
     let pki = Pki::new();
     pki.server_cert("server");

@@ -246,6 +246,102 @@ fn a_server_with_the_entries_accepts_the_tokens_narrows_them_and_never_logs_them
     }
 }
 
+/// Runs `master-events ARGS` with `env` set (and no inherited credentials), to its
+/// end or for 60 s at most (coreutils' `timeout`): (success, stdout, stderr).
+fn client(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60")
+        .arg(env!("CARGO_BIN_EXE_master-events"))
+        .args(args)
+        .env_remove("MASTER_EVENTS_AUTH")
+        .env_remove("MASTER_EVENTS_TOKEN")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tail_and_emit_carry_a_token_and_a_scoped_one_sees_its_scope_only() {
+    let (writer, writer_entry) = make_token(&["--name", "writer", "--role", "write"]);
+    let (b1, b1_entry) = make_token(&[
+        "--name",
+        "b1-reader",
+        "--role",
+        "read",
+        "--filter",
+        "bucket=b1",
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_node, addr) = serve(&dir, &format!("{writer_entry}\n{b1_entry}"));
+    let url = format!("http://{addr}");
+
+    for bucket in ["b1", "b2", "b1"] {
+        let (ok, _, stderr) = client(
+            &[
+                "emit",
+                &url,
+                "--token",
+                &writer,
+                "deleteBucket",
+                &format!("bucket={bucket}"),
+            ],
+            &[],
+        );
+        assert!(ok, "emit --token: {stderr}");
+        assert!(!stderr.contains(&writer), "the token is not echoed");
+    }
+    // The scoped token, from the environment: tail gets b1's events only.
+    let (ok, stdout, stderr) = client(
+        &["tail", &url, "--count", "2"],
+        &[("MASTER_EVENTS_TOKEN", &b1)],
+    );
+    assert!(ok, "tail with MASTER_EVENTS_TOKEN: {stderr}");
+    let got: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
+        .map(|v| v["bucket"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(got, ["b1", "b1"], "{stdout}");
+
+    // A read token does not ingest: told why, without the token.
+    let (ok, _, stderr) = client(
+        &["emit", &url, "--token", &b1, "deleteBucket", "bucket=b1"],
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("403") && stderr.contains("token"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&b1), "{stderr}");
+    // An unknown token: 401, told to check --token.
+    let (ok, _, stderr) = client(
+        &[
+            "emit",
+            &url,
+            "--token",
+            "met_unknown",
+            "deleteBucket",
+            "bucket=x",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("--token"), "{stderr}");
+    assert!(!stderr.contains("met_unknown"), "{stderr}");
+    // A user and a token at once: refused before any request.
+    let (ok, _, stderr) = client(&["tail", &url, "--token", &b1, "--user", "ops:pw"], &[]);
+    assert!(!ok);
+    assert!(stderr.contains("not both"), "{stderr}");
+}
+
 #[test]
 fn a_bad_filter_in_the_config_stops_start_up_naming_the_token_and_the_key() {
     let (token, entry) = make_token(&["--name", "ci", "--role", "read", "--filter", "bucket=b1"]);

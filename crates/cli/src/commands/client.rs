@@ -3,14 +3,16 @@
 //!
 //! Owns: the endpoint URL ([`Endpoint`]: a base URL such as `http://127.0.0.1:8091`
 //! or the full `.../diag/masterEvents` one, `https://` for a TLS server), the
-//! credentials ([`Credentials`], HTTP Basic, from `--user` or `MASTER_EVENTS_AUTH`),
-//! the CA certificates trusted for `https://` (`--cacert`, else the system's), the
-//! configured HTTP client ([`Client`]) and the errors a request can end in
-//! ([`ClientError`]).
+//! credentials ([`Credentials`]: HTTP Basic from `--user` or `MASTER_EVENTS_AUTH`, or
+//! a bearer token from `--token` or `MASTER_EVENTS_TOKEN`), the CA certificates
+//! trusted for `https://` (`--cacert`, else the system's), the client certificate
+//! shown to a server that requires one (`--cert` and `--key`), the configured HTTP
+//! client ([`Client`]) and the errors a request can end in ([`ClientError`]).
 //!
 //! Promises:
-//! - A password never reaches any output: [`Secret`] and [`Credentials`] print it as
-//!   `<hidden>` in debug output, no error message quotes the `--user` value, URLs
+//! - A password or token never reaches any output: [`Secret`] and [`Credentials`]
+//!   print it as `<hidden>` in debug output, no error message quotes the `--user` or
+//!   `--token` value (nor a key file's content), URLs
 //!   carrying `user:password@` are refused (without being echoed), and transport
 //!   errors are rendered without the request's URL (the caller names the endpoint,
 //!   which holds no credentials).
@@ -37,6 +39,9 @@ pub const EVENTS_PATH: &str = "/diag/masterEvents";
 /// The name of the environment variable read when `--user` is not given.
 pub const AUTH_ENV: &str = "MASTER_EVENTS_AUTH";
 
+/// The name of the environment variable read when `--token` is not given.
+pub const TOKEN_ENV: &str = "MASTER_EVENTS_TOKEN";
+
 /// A string from the command line or the environment that must not be shown: its
 /// `Debug` prints `<hidden>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -61,8 +66,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The connection options shared by `tail`, `emit`, `report` and `trace`:
-/// credentials, and the CA trusted for `https://`.
+/// The connection options shared by the commands that talk to a server:
+/// credentials (a user or a token), the CA trusted for `https://`, and the client
+/// certificate for a server that requires one.
 #[derive(Args, Debug, Clone)]
 pub struct AuthArgs {
     /// HTTP Basic credentials, as NAME:PASSWORD (the password may itself contain
@@ -76,37 +82,92 @@ pub struct AuthArgs {
         value_parser = Secret::from_arg
     )]
     pub user: Option<Secret>,
+    /// A bearer token (made by `master-events token create`; sent as
+    /// `Authorization: Bearer`) instead of --user. Prefer the environment variable.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = TOKEN_ENV,
+        hide_env_values = true,
+        value_parser = Secret::from_arg
+    )]
+    pub token: Option<Secret>,
     /// For an https:// server: trust only the CA certificates in this PEM file (the
     /// CA that signed the server's certificate) instead of the system's.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
+    /// For a server that requires client certificates (`--tls-client-ca`): this
+    /// PEM certificate (chain) is shown to it; give its private key with --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 impl AuthArgs {
-    /// The credentials given, if any (an empty value counts as none).
+    /// The credentials given, if any (an empty value counts as none). A user and a
+    /// token at once are refused: the server would take only one of them.
     pub fn credentials(&self) -> Result<Option<Credentials>, ClientError> {
-        match &self.user {
-            Some(secret) if !secret.expose().is_empty() => {
-                Credentials::parse(secret.expose()).map(Some)
-            }
-            _ => Ok(None),
+        let user = self.user.as_ref().filter(|s| !s.expose().is_empty());
+        let token = self.token.as_ref().filter(|s| !s.expose().is_empty());
+        match (user, token) {
+            (Some(_), Some(_)) => Err(ClientError::InvalidCredentials(format!(
+                "give either a user (--user / {AUTH_ENV}) or a token (--token / {TOKEN_ENV}), not both"
+            ))),
+            (Some(user), None) => Credentials::parse(user.expose()).map(Some),
+            (None, Some(token)) => Credentials::token(token.expose()).map(Some),
+            (None, None) => Ok(None),
         }
+    }
+
+    /// The client certificate and key to show a server, when given.
+    pub fn identity(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
     }
 }
 
-/// A user name and password for HTTP Basic auth. `Debug` hides the password.
+/// Who the client says it is: a user name and password (HTTP Basic), or a bearer
+/// token. `Debug` hides the password and the token.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    user: String,
-    password: String,
+pub enum Credentials {
+    /// HTTP Basic.
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// `Authorization: Bearer`.
+    Bearer(Secret),
 }
 
 impl Credentials {
+    /// A bearer token: printable ASCII without spaces (what `token create` makes).
+    /// The error never quotes the input.
+    pub fn token(s: &str) -> Result<Credentials, ClientError> {
+        let s = s.trim();
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ClientError::InvalidCredentials(format!(
+                "--token / {TOKEN_ENV} must be the token `master-events token create` printed (printable characters, no spaces)"
+            )));
+        }
+        Ok(Credentials::Bearer(Secret(s.to_owned())))
+    }
+
+    /// The user name, for a user's credentials.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Credentials::Basic { user, .. } => Some(user),
+            Credentials::Bearer(_) => None,
+        }
+    }
+
     /// Reads `NAME:PASSWORD` (split at the first `:`). The error never quotes the
     /// input, which may be a mistyped password.
     pub fn parse(s: &str) -> Result<Credentials, ClientError> {
         match s.split_once(':') {
-            Some((user, password)) if !user.is_empty() => Ok(Credentials {
+            Some((user, password)) if !user.is_empty() => Ok(Credentials::Basic {
                 user: user.to_owned(),
                 password: password.to_owned(),
             }),
@@ -122,10 +183,17 @@ impl Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"<hidden>")
-            .finish()
+        match self {
+            Credentials::Basic { user, .. } => f
+                .debug_struct("Credentials")
+                .field("user", user)
+                .field("password", &"<hidden>")
+                .finish(),
+            Credentials::Bearer(_) => f
+                .debug_struct("Credentials")
+                .field("token", &"<hidden>")
+                .finish(),
+        }
     }
 }
 
@@ -203,20 +271,35 @@ pub enum ClientError {
     /// The server URL is unusable.
     #[error("bad server URL: {0}")]
     InvalidUrl(String),
-    /// `--user` / `MASTER_EVENTS_AUTH` is not `NAME:PASSWORD`.
-    #[error("--user / {AUTH_ENV} must be NAME:PASSWORD: {0}")]
+    /// `--user` / `MASTER_EVENTS_AUTH` is not `NAME:PASSWORD`, or `--token` is not
+    /// a token, or both were given.
+    #[error("bad credentials: {0}")]
     InvalidCredentials(String),
     /// 401: no credentials were sent but the server wants some, or it refused them.
-    #[error("{}", unauthorized_message(.user.as_deref()))]
+    #[error("{}", unauthorized_message(.user.as_deref(), *.token))]
     Unauthorized {
         /// The user name sent, if any.
         user: Option<String>,
+        /// Whether a token was sent.
+        token: bool,
     },
     /// 403: the credentials are valid but not allowed to do this.
-    #[error("the server refused access to user {} (403 Forbidden): the user lacks the role this needs", .user.as_deref().map_or("(anonymous)".to_owned(), |u| format!("{u:?}")))]
+    #[error("{}", forbidden_message(.user.as_deref(), *.token))]
     Forbidden {
         /// The user name sent, if any.
         user: Option<String>,
+        /// Whether a token was sent.
+        token: bool,
+    },
+    /// The `--cert` / `--key` files cannot be used.
+    #[error("--cert {} / --key {}: {reason}", cert.display(), key.display())]
+    ClientCert {
+        /// The certificate file given.
+        cert: PathBuf,
+        /// The key file given.
+        key: PathBuf,
+        /// What is wrong with them (never their content).
+        reason: String,
     },
     /// The HTTP client could not be set up, or a request could not be sent or read.
     #[error("{0}")]
@@ -231,7 +314,20 @@ pub enum ClientError {
     },
 }
 
-fn unauthorized_message(user: Option<&str>) -> String {
+fn forbidden_message(user: Option<&str>, token: bool) -> String {
+    match (user, token) {
+        (_, true) => "the server refused access to the token (403 Forbidden): its role or scope does not allow this (a scoped token may read its events only; /cluster and /metrics need an unscoped one)".to_owned(),
+        (Some(user), false) => format!("the server refused access to user {user:?} (403 Forbidden): the user lacks the role this needs"),
+        (None, false) => "the server refused access to anonymous requests (403 Forbidden): give --user or --token".to_owned(),
+    }
+}
+
+fn unauthorized_message(user: Option<&str>, token: bool) -> String {
+    if token {
+        return format!(
+            "authentication failed: the server refused the token (401 Unauthorized): it is unknown, expired or revoked; check --token / {TOKEN_ENV}"
+        );
+    }
     match user {
         Some(user) => format!(
             "authentication failed: the server refused the credentials of user {user:?} \
@@ -239,7 +335,8 @@ fn unauthorized_message(user: Option<&str>) -> String {
         ),
         None => format!(
             "authentication required: the server answered 401 Unauthorized; give \
-             --user NAME:PASSWORD or set {AUTH_ENV}=NAME:PASSWORD"
+             --user NAME:PASSWORD (or set {AUTH_ENV}=NAME:PASSWORD), or --token TOKEN \
+             (or {TOKEN_ENV})"
         ),
     }
 }
@@ -256,13 +353,14 @@ pub struct Client {
 impl Client {
     /// A client for `endpoint`. `read_timeout` bounds each read of a response (a
     /// stream that may rightly be silent must pass `None` and watch idleness itself).
-    /// `cacert`: a PEM file of the CA certificates to trust for `https://` instead of
-    /// the system's.
+    /// `auth.cacert`: a PEM file of the CA certificates to trust for `https://`
+    /// instead of the system's; `auth.cert` and `auth.key`: the client certificate
+    /// shown to a server that asks for one.
     pub fn new(
         endpoint: Endpoint,
         credentials: Option<Credentials>,
         read_timeout: Option<Duration>,
-        cacert: Option<&Path>,
+        auth: &AuthArgs,
     ) -> Result<Client, ClientError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("master-events/", env!("CARGO_PKG_VERSION")))
@@ -270,11 +368,14 @@ impl Client {
         if let Some(t) = read_timeout {
             builder = builder.read_timeout(t);
         }
-        if let Some(path) = cacert {
+        if let Some(path) = auth.cacert.as_deref() {
             builder = builder.tls_built_in_root_certs(false);
             for cert in read_cacert(path)? {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some((cert, key)) = auth.identity() {
+            builder = builder.identity(read_identity(cert, key)?);
         }
         let http = builder.build().map_err(|e| {
             ClientError::Transport(format!("cannot set up the HTTP client: {}", describe(e)))
@@ -308,17 +409,22 @@ impl Client {
 
     fn authed(&self, request: RequestBuilder) -> RequestBuilder {
         match &self.credentials {
-            Some(c) => request.basic_auth(&c.user, Some(&c.password)),
+            Some(Credentials::Basic { user, password }) => request.basic_auth(user, Some(password)),
+            Some(Credentials::Bearer(token)) => request.bearer_auth(token.expose()),
             None => request,
         }
     }
 
     /// The error for a 401 or 403 answer; `None` for any other status.
     pub fn refusal(&self, status: StatusCode) -> Option<ClientError> {
-        let user = self.credentials.as_ref().map(|c| c.user.clone());
+        let user = self
+            .credentials
+            .as_ref()
+            .and_then(|c| c.user().map(str::to_owned));
+        let token = matches!(self.credentials, Some(Credentials::Bearer(_)));
         match status {
-            StatusCode::UNAUTHORIZED => Some(ClientError::Unauthorized { user }),
-            StatusCode::FORBIDDEN => Some(ClientError::Forbidden { user }),
+            StatusCode::UNAUTHORIZED => Some(ClientError::Unauthorized { user, token }),
+            StatusCode::FORBIDDEN => Some(ClientError::Forbidden { user, token }),
             _ => None,
         }
     }
@@ -341,12 +447,64 @@ fn read_cacert(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
     Ok(certs)
 }
 
+/// The client certificate of `--cert` and its key `--key` (PEM), as one identity.
+/// Errors say which file and what is wrong, never what is in them.
+fn read_identity(cert: &Path, key: &Path) -> Result<reqwest::Identity, ClientError> {
+    let error = |reason: String| ClientError::ClientCert {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| error(format!("cannot read the certificate: {e}")))?;
+    let key_pem = std::fs::read(key).map_err(|e| error(format!("cannot read the key: {e}")))?;
+    if !cert_pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(error(
+            "the certificate file holds no certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    if !key_pem
+        .windows(b"PRIVATE KEY-----".len())
+        .any(|w| w == b"PRIVATE KEY-----")
+    {
+        return Err(error(
+            "the key file holds no private key (-----BEGIN ... PRIVATE KEY-----)".into(),
+        ));
+    }
+    let mut pem = key_pem;
+    pem.push(b'\n');
+    pem.extend_from_slice(&cert_pem);
+    reqwest::Identity::from_pem(&pem)
+        .map_err(|_| error("not a usable PEM certificate and private key".into()))
+}
+
 /// When `error` is a TLS server whose certificate failed verification: what to
 /// tell the user (it is not trusted, and how to trust it). `None` for any other
 /// error.
 pub fn tls_refusal(error: &reqwest::Error) -> Option<String> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = source {
+        if let Some(rustls::Error::AlertReceived(alert)) = rustls_error_in(cause) {
+            match alert {
+                rustls::AlertDescription::CertificateRequired => {
+                    return Some(
+                        "the server requires a client certificate (TLS alert: certificate required): give --cert FILE --key FILE".to_owned(),
+                    )
+                }
+                rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::UnknownCA
+                | rustls::AlertDescription::CertificateExpired
+                | rustls::AlertDescription::CertificateUnknown => {
+                    return Some(format!(
+                        "the server refused this client's certificate (TLS alert: {alert:?}): --cert must be signed by a CA the server trusts (its --tls-client-ca) and be valid now"
+                    ))
+                }
+                _ => {}
+            }
+        }
         if let Some(e @ rustls::Error::InvalidCertificate(why)) = rustls_error_in(cause) {
             return Some(match why {
                 rustls::CertificateError::NotValidForName
@@ -495,8 +653,13 @@ mod tests {
     #[test]
     fn credentials_split_at_the_first_colon() {
         let c = Credentials::parse("alice:pa:ss").expect("valid");
-        assert_eq!(c.user, "alice");
-        assert_eq!(c.password, "pa:ss");
+        assert_eq!(
+            c,
+            Credentials::Basic {
+                user: "alice".into(),
+                password: "pa:ss".into()
+            }
+        );
         assert!(Credentials::parse("alice").is_err());
         assert!(Credentials::parse(":pw").is_err());
     }
@@ -511,13 +674,86 @@ mod tests {
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
+    fn auth(user: Option<&str>, token: Option<&str>) -> AuthArgs {
+        AuthArgs {
+            user: user.map(|u| Secret(u.into())),
+            token: token.map(|t| Secret(t.into())),
+            cacert: None,
+            cert: None,
+            key: None,
+        }
+    }
+
     #[test]
     fn an_empty_auth_value_means_no_credentials() {
-        let args = AuthArgs {
-            user: Some(Secret(String::new())),
-            cacert: None,
-        };
-        assert!(matches!(args.credentials(), Ok(None)));
+        assert!(matches!(auth(Some(""), Some("")).credentials(), Ok(None)));
+    }
+
+    #[test]
+    fn a_token_is_sent_as_bearer_and_never_shown() {
+        let c = auth(None, Some("me_tok3n.secret"))
+            .credentials()
+            .expect("valid")
+            .expect("some");
+        assert_eq!(c, Credentials::Bearer(Secret("me_tok3n.secret".into())));
+        assert!(!format!("{c:?}").contains("tok3n"), "{c:?}");
+        let e = auth(None, Some("has space"))
+            .credentials()
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("--token") && !e.contains("has space"), "{e}");
+    }
+
+    #[test]
+    fn a_user_and_a_token_at_once_are_refused() {
+        let e = auth(Some("alice:pw"), Some("tok"))
+            .credentials()
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
+        assert!(!e.contains("pw") && !e.contains("tok\""), "{e}");
+    }
+
+    #[test]
+    fn refusals_say_whether_a_token_or_a_user_was_refused() {
+        let t = ClientError::Unauthorized {
+            user: None,
+            token: true,
+        }
+        .to_string();
+        assert!(t.contains("token") && t.contains("expired"), "{t}");
+        let f = ClientError::Forbidden {
+            user: None,
+            token: true,
+        }
+        .to_string();
+        assert!(f.contains("scope"), "{f}");
+        let u = ClientError::Unauthorized {
+            user: Some("alice".into()),
+            token: false,
+        }
+        .to_string();
+        assert!(u.contains("\"alice\""), "{u}");
+    }
+
+    #[test]
+    fn a_client_certificate_that_is_not_one_is_named_without_its_content() {
+        let dir = tempfile::tempdir().expect("dir");
+        let cert = dir.path().join("c.pem");
+        let key = dir.path().join("k.pem");
+        std::fs::write(&cert, "not a certificate s3cr3t").expect("write");
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\ns3cr3t\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        let e = read_identity(&cert, &key).expect_err("refused").to_string();
+        assert!(e.contains("c.pem") && e.contains("no certificate"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = read_identity(&cert, &dir.path().join("missing.pem"))
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("cannot read the key"), "{e}");
     }
 
     #[test]

@@ -252,7 +252,7 @@ pub fn run(args: &EmitArgs) -> Result<i32> {
         endpoint,
         credentials,
         Some(Duration::from_secs(60)),
-        args.auth.cacert.as_deref(),
+        &args.auth,
     )?;
     let batch_bytes = usize::try_from(args.batch_bytes).unwrap_or(usize::MAX);
     let limits = Limits {

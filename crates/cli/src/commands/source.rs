@@ -120,12 +120,7 @@ pub fn open(args: &SourceArgs) -> Result<Opened> {
             let endpoint = Endpoint::parse(&url)?;
             let credentials = args.auth.credentials()?;
             let name = endpoint.to_string();
-            let client = Client::new(
-                endpoint,
-                credentials,
-                Some(SERVER_READ_TIMEOUT),
-                args.auth.cacert.as_deref(),
-            )?;
+            let client = Client::new(endpoint, credentials, Some(SERVER_READ_TIMEOUT), &args.auth)?;
             Ok(Opened {
                 reader: Box::new(fetch_archive(client)?),
                 len: None,

@@ -134,7 +134,7 @@ fn parse_event_type(s: &str) -> Result<EventType, String> {
 pub fn run(args: &TailArgs) -> Result<i32> {
     let endpoint = Endpoint::parse(&args.url)?;
     let credentials = args.auth.credentials()?;
-    let client = Client::new(endpoint, credentials, None, args.auth.cacert.as_deref())?;
+    let client = Client::new(endpoint, credentials, None, &args.auth)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
