@@ -2,7 +2,8 @@
 # Runs the whole test suite of master-events. Installs what the tests need when it is
 # missing (scripts/deps.sh: Python's jsonschema and pytest from PyPI; protoc and its
 # includes, etcd, nats-server and Chromium from Debian), then: formatting, lints, the Rust tests of every crate (all
-# features: the etcd election and failover tests included), the Python consumer
+# features: the etcd election and failover tests included), a short coverage-guided
+# run of every fuzz target (scripts/fuzz.sh, cargo-fuzz installed when missing), the Python consumer
 # tests of the published schemas, and a smoke run of the benchmark harness against
 # this project (both ingest modes; the peers are left to scripts/bench.sh).
 set -euo pipefail
@@ -26,6 +27,12 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "cargo test"
 cargo test --workspace --all-features
+
+step "fuzz: every target 5 s, coverage-guided from its corpus (scripts/fuzz.sh)"
+# cargo test above replayed each corpus and random mutations of it; this is the
+# short coverage-guided run (cargo-fuzz on the stable toolchain, installed if
+# missing). Long runs: scripts/fuzz.sh 600 (docs/security.md, "Fuzzing").
+bash scripts/fuzz.sh 5
 
 step "python consumer tests"
 python3 -m pytest -q tests/python

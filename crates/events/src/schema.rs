@@ -258,7 +258,39 @@ pub fn generate() -> Vec<SchemaFile> {
             ingest,
         ),
     });
+    for file in &mut files {
+        bound_integers(&mut file.schema);
+    }
     files
+}
+
+/// Gives every integer of a fixed width (`format: uint64`, `int64`, `uint32`, ...)
+/// the `minimum` and `maximum` of that width where it lacks them: `format` is only
+/// an annotation to a validator, and without the bounds a schema would take
+/// `1e42` where the parser refuses it (found by the `schemas` fuzz target).
+fn bound_integers(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let bounds: Option<(Value, Value)> = match map.get("format").and_then(Value::as_str) {
+                Some("uint64") => Some((0.into(), u64::MAX.into())),
+                Some("uint32") => Some((0.into(), u32::MAX.into())),
+                Some("uint16") => Some((0.into(), u16::MAX.into())),
+                Some("uint8") => Some((0.into(), u8::MAX.into())),
+                Some("int64") => Some((i64::MIN.into(), i64::MAX.into())),
+                Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+                _ => None,
+            };
+            if let Some((min, max)) = bounds {
+                map.entry("minimum").or_insert(min);
+                map.entry("maximum").or_insert(max);
+            }
+            for value in map.values_mut() {
+                bound_integers(value);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_integers),
+        _ => {}
+    }
 }
 
 /// Every property in `schema` (at any depth) that lacks a `description`, as

@@ -19,6 +19,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// `f64` still resolves microseconds exactly.
 pub const MAX_MICROS: i64 = 9_000_000_000_000_000;
 
+/// [`MAX_MICROS`] in seconds: the published schemas' `maximum` of a timestamp
+/// (a consumer validating against them agrees with the parser).
+pub const MAX_SECS: u64 = (MAX_MICROS / 1_000_000) as u64;
+
 /// A point in time, in microseconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp {
@@ -159,6 +163,7 @@ impl JsonSchema for Timestamp {
         json_schema!({
             "type": "number",
             "minimum": 0,
+            "maximum": MAX_SECS,
             "description": "Seconds since the Unix epoch, with microsecond precision (e.g. 1333576052.926554)."
         })
     }
