@@ -1,6 +1,7 @@
 //! The live page (`GET /ui`) in a real browser: headless Chromium opens it on a
 //! `demo` server and the test reads the page's counters while the simulated
-//! rebalance streams in, changes a filter, and takes a screenshot.
+//! rebalance streams in, changes a filter, and takes a screenshot; and on a server
+//! with tokens, a scoped token held as Basic credentials sees its bucket only.
 //!
 //! Chromium is driven over the DevTools protocol on a pipe (`--remote-debugging-pipe`:
 //! commands on fd 3, answers on fd 4, each message a JSON text ended by NUL), not
@@ -405,4 +406,108 @@ fn the_live_page_shows_events_and_rebalance_progress_in_headless_chromium() {
     });
     let error = refused["error"].as_str().unwrap_or_default();
     assert!(error.contains("400"), "{refused}");
+}
+
+/// `master-events ARGS` run to its end (60 s at most); its standard output.
+fn run_to_end(args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_master-events"))
+        .args(args)
+        .env_remove("MASTER_EVENTS_AUTH")
+        .env_remove("MASTER_EVENTS_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the master-events binary runs");
+    assert!(
+        out.status.success(),
+        "master-events {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_scoped_token_given_as_the_basic_password_sees_its_bucket_only_on_the_live_page() {
+    let binary = chromium();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let token = |args: &[&str]| -> (String, String) {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        let out = run_to_end(&all);
+        let (token, entry) = out.split_once('\n').expect("the token, then its entry");
+        (token.to_owned(), entry.to_owned())
+    };
+    let (reader, reader_entry) = token(&[
+        "--name",
+        "b1-dash",
+        "--role",
+        "read",
+        "--filter",
+        "bucket=b1",
+    ]);
+    let (writer, writer_entry) = token(&["--name", "feeder", "--role", "write"]);
+    let config = dir.path().join("me.toml");
+    std::fs::write(&config, format!("{reader_entry}\n{writer_entry}")).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env_remove("MASTER_EVENTS_USERS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the master-events binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let _server = Proc { child };
+    let url = first_line_url(stdout);
+    for bucket in ["b1", "b2", "b1", "b2", "b2"] {
+        run_to_end(&[
+            "emit",
+            &url,
+            "--token",
+            &writer,
+            "deleteBucket",
+            &format!("bucket={bucket}"),
+        ]);
+    }
+
+    // The browser holds the token as Basic credentials of the user `token` (as its
+    // prompt would, for the page and its streams alike).
+    let mut browser = Browser::launch(&binary, &dir.path().join("profile"));
+    let target = browser.call(None, "Target.createTarget", json!({"url": "about:blank"}));
+    let target_id = target["targetId"].as_str().expect("a target id").to_owned();
+    let attached = browser.call(
+        None,
+        "Target.attachToTarget",
+        json!({"targetId": target_id, "flatten": true}),
+    );
+    let session = attached["sessionId"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("token:{reader}"));
+    browser.call(Some(&session), "Network.enable", json!({}));
+    browser.call(
+        Some(&session),
+        "Network.setExtraHTTPHeaders",
+        json!({"headers": {"Authorization": format!("Basic {basic}")}}),
+    );
+    browser.call(
+        Some(&session),
+        "Page.navigate",
+        json!({"url": format!("{url}/ui")}),
+    );
+
+    let shown = wait_for(&mut browser, &session, "the token's two events", |s| {
+        s["events"] == 2 && s["rows"] == 2 && s["status"] == "live"
+    });
+    assert_eq!(shown["error"], Value::Null, "{shown}");
+    let rows = browser.eval(
+        &session,
+        "document.getElementById('event-rows').textContent",
+    );
+    let rows = rows.as_str().unwrap_or_default();
+    assert!(rows.contains("b1") && !rows.contains("b2"), "{rows}");
 }

@@ -14,6 +14,10 @@
 //!   (everything). With no users and no tokens configured, every route is open —
 //!   the server then only listens on loopback (see
 //!   [`crate::ServerConfig::check_exposure`]).
+//! - A configured token is taken as `Authorization: Bearer <token>` or as the
+//!   password of the Basic user [`TOKEN_USER`] (`token:<token>`: what a browser's
+//!   prompt, `curl -u` and the `/ui` page's streams can send); the cluster secret
+//!   only as Bearer.
 //! - A bearer token is the cluster secret or a configured token, never both: a
 //!   token is never taken for the cluster secret ([`AuthOutcome::Token`] is its own
 //!   outcome, and [`Users::token_is_cluster_secret`] lets start-up refuse a token
@@ -294,7 +298,17 @@ impl Users {
                 return AuthOutcome::Cluster;
             }
         }
-        if let Some(token) = &bearer {
+        // A token may also come as the password of the Basic user `token` (what a
+        // browser can send, the /ui page's streams included): never the cluster
+        // secret, which is Bearer only.
+        let basic = header.and_then(parse_basic);
+        let token = bearer.or_else(|| match &basic {
+            Some((name, password)) if name == TOKEN_USER && !self.tokens.is_empty() => {
+                Some(password.clone())
+            }
+            _ => None,
+        });
+        if let Some(token) = &token {
             match self.tokens.check(token, now) {
                 Some(TokenCheck::Valid {
                     name,
@@ -318,7 +332,7 @@ impl Users {
         if self.is_empty() {
             return AuthOutcome::Open;
         }
-        let Some((name, password)) = header.and_then(parse_basic) else {
+        let Some((name, password)) = basic else {
             return AuthOutcome::Unauthenticated;
         };
         let given = digest(password.as_bytes());
@@ -419,6 +433,9 @@ impl FailedAuthLimiter {
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
+
+/// The Basic user name whose password is taken as a bearer token (`token:met_...`).
+pub const TOKEN_USER: &str = "token";
 
 /// The token of `Bearer <token>`.
 fn parse_bearer(header: &[u8]) -> Option<String> {
@@ -569,6 +586,45 @@ mod tests {
         u.set_cluster_secret("met_ci");
         assert!(u.token_is_cluster_secret());
         assert!(!format!("{u:?}").contains("met_ci"));
+    }
+
+    #[test]
+    fn a_token_is_taken_as_the_password_of_the_basic_user_token_and_the_secret_is_not() {
+        use crate::tokens::{digest_of, TokenEntry};
+        let mut u = users();
+        u.set_tokens(
+            Tokens::from_entries(&[TokenEntry {
+                name: "dash".into(),
+                role: Role::Read,
+                digest: digest_of("met_dash"),
+                filter: Some("bucket=b1".into()),
+                expires: None,
+            }])
+            .expect("valid"),
+        );
+        u.set_cluster_secret("s3cret-cluster");
+        assert!(matches!(
+            u.check(Some(&basic("token", "met_dash"))),
+            AuthOutcome::Token { name, filter: Some(_), .. } if name == "dash"
+        ));
+        assert_eq!(
+            u.check(Some(&basic("token", "met_other"))),
+            AuthOutcome::Unauthenticated
+        );
+        assert_eq!(
+            u.check(Some(&basic("token", "s3cret-cluster"))),
+            AuthOutcome::Unauthenticated,
+            "the cluster secret is Bearer only"
+        );
+        assert_eq!(
+            u.check(Some(&basic("alice", "met_dash"))),
+            AuthOutcome::Unauthenticated,
+            "only the user `token` carries a token"
+        );
+        assert!(matches!(
+            u.check(Some(&basic("alice", "s3:cr:et"))),
+            AuthOutcome::User { .. }
+        ));
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //!   (Server-Sent Events): one for the events table, with the user's filters, one
 //!   for the rebalance view. An `EventSource` cannot send headers: with
 //!   authentication on, the browser's Basic-auth prompt for the page (which needs
-//!   the read role, like the stream) provides the credentials; they never go in a
-//!   URL.
+//!   the read role, like the stream) provides the credentials — a user's, or a
+//!   token as the password of the user `token` ([`crate::auth::TOKEN_USER`]), whose
+//!   filter then applies to the page's streams; they never go in a URL.
 //! - A Content-Security-Policy allows only the page's own script and style (by
 //!   their SHA-256 hashes) and connections to this origin; the script puts received
 //!   text in the page as text, never as HTML.
