@@ -15,9 +15,10 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The largest timestamp accepted: year 2255 or so, well inside the range where an
-/// `f64` still resolves microseconds exactly.
-pub const MAX_MICROS: i64 = 9_000_000_000_000_000;
+/// The largest timestamp accepted: 8,000,000,000 s (year 2223), below 2^33 s, where
+/// an `f64` of seconds still resolves microseconds (its spacing is under 1 µs there,
+/// 2^-20 s), so every timestamp survives its wire form exactly.
+pub const MAX_MICROS: i64 = 8_000_000_000_000_000;
 
 /// [`MAX_MICROS`] in seconds: the published schemas' `maximum` of a timestamp
 /// (a consumer validating against them agrees with the parser).
@@ -52,13 +53,16 @@ impl Timestamp {
         if !secs.is_finite() || secs < 0.0 {
             return None;
         }
-        let micros = (secs * 1e6).round();
-        if micros > MAX_MICROS as f64 {
+        // Whole seconds and the fraction apart: `secs - whole` is exact, so the
+        // only error left is the wire number's own (under half a microsecond below
+        // MAX_MICROS), where `secs * 1e6` would add the product's rounding and could
+        // land on the neighbouring microsecond (found by the `line` fuzz target).
+        let whole = secs.trunc();
+        if whole > (MAX_MICROS / 1_000_000) as f64 {
             return None;
         }
-        Some(Timestamp {
-            micros: micros as i64,
-        })
+        let micros = whole as i64 * 1_000_000 + ((secs - whole) * 1e6).round() as i64;
+        (micros <= MAX_MICROS).then_some(Timestamp { micros })
     }
 
     /// Microseconds since the epoch.
@@ -195,6 +199,36 @@ mod tests {
         assert!(serde_json::from_str::<Timestamp>("-0.5").is_err());
         assert!(serde_json::from_str::<Timestamp>("1e300").is_err());
         assert!(serde_json::from_str::<Timestamp>("\"1\"").is_err());
+    }
+
+    /// Every timestamp comes back from its wire form exactly, at every magnitude up
+    /// to MAX_MICROS (the `line` fuzz target found 4333576040.237 coming back one
+    /// microsecond off when seconds were multiplied by 1e6 whole).
+    #[test]
+    fn every_timestamp_survives_its_wire_form_exactly() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut micros = vec![
+            0,
+            1,
+            999_999,
+            4_333_576_040_237_000,
+            MAX_MICROS,
+            MAX_MICROS - 1,
+        ];
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            micros.push((x % (MAX_MICROS as u64 + 1)) as i64);
+        }
+        for m in micros {
+            let mut text = Vec::new();
+            Timestamp::from_micros(m).write_json(&mut text);
+            let back: Timestamp = serde_json::from_slice(&text).expect("parses");
+            assert_eq!(back.as_micros(), m, "{}", String::from_utf8_lossy(&text));
+        }
+        assert!(serde_json::from_str::<Timestamp>("8000000000.000001").is_err());
+        assert!(serde_json::from_str::<Timestamp>("8000000000").is_ok());
     }
 
     /// `write_json` against `serde_json`'s float printing, at the edges of the

@@ -153,7 +153,7 @@ const UTC_MILLIS: &[BorrowedFormatItem<'static>] =
 const UTC_MICROS: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
-/// `ts` in `format`. Every [`Timestamp`] (0 to `MAX_MICROS`, the year 2255) is in
+/// `ts` in `format`. Every [`Timestamp`] (0 to `MAX_MICROS`, the year 2223) is in
 /// the range `time` formats; were one not, its seconds are written instead.
 fn format_utc(ts: Timestamp, format: &[BorrowedFormatItem<'_>]) -> String {
     let nanos = i128::from(ts.as_micros()) * 1000;
@@ -378,7 +378,7 @@ mod tests {
         );
         assert_eq!(
             utc_micros(Timestamp::from_micros(i64::MAX)), // clamped to the latest timestamp
-            "2255-03-14T16:00:00.000000Z"
+            "2223-07-06T14:13:20.000000Z"
         );
     }
 
