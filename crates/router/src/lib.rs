@@ -76,7 +76,7 @@ pub use registry::{
     SinkRegistration,
 };
 pub use ring::{Chunk, Cursor, EventBatch, EventRef, Meta, Subscription};
-pub use sink::{run_blocking, Sink, SinkBatch, SinkFuture, SinkInput};
+pub use sink::{run_blocking, run_on_own_thread, Sink, SinkBatch, SinkFuture, SinkInput};
 
 #[doc(hidden)]
 pub use inventory;

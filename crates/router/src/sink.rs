@@ -351,15 +351,46 @@ impl fmt::Debug for SinkInput {
     }
 }
 
-/// Runs a sink's hooks on a blocking thread until its input ends: delivers every
-/// chunk, flushes whenever it has caught up, then flushes and shuts it down. A panic
-/// in a hook ends that sink only: it is passed on to whoever awaits this future (the
-/// supervisor, which logs it and restarts the sink).
+/// Runs `work` on a thread of its own, named after the sink (`sink-<name>`), and
+/// waits for it to end: a sink's loop lives as long as the sink, so it must not
+/// hold one of tokio's blocking-pool threads (meant for short blocking calls) for
+/// ever. The thread is inside the caller's tokio runtime context. Returns its
+/// panic when it panicked, for the caller to pass on (the
+/// supervisor restarts the sink). A thread that cannot be started is an ERROR.
+pub async fn run_on_own_thread<F>(name: &str, work: F) -> std::thread::Result<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // The thread runs inside the caller's runtime context (timers, `Handle`), as a
+    // blocking-pool thread would.
+    let runtime = tokio::runtime::Handle::try_current().ok();
+    let spawned = std::thread::Builder::new()
+        .name(format!("sink-{name}"))
+        .spawn(move || {
+            let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(sink = %name, error = %e, "cannot start the sink's thread: the sink does not run");
+        return Ok(());
+    }
+    // The thread always sends (the work's panic is caught); a closed channel can
+    // only mean it ended.
+    rx.await.unwrap_or(Ok(()))
+}
+
+/// Runs a sink's hooks on a thread of its own ([`run_on_own_thread`]) until its
+/// input ends: delivers every chunk, flushes whenever it has caught up, then
+/// flushes and shuts it down. A panic in a hook ends that sink only: it is passed on
+/// to whoever awaits this future (the supervisor, which logs it and restarts the
+/// sink).
 pub fn run_blocking<S: Sink + ?Sized>(sink: Box<S>, input: SinkInput) -> SinkFuture {
     Box::pin(async move {
         let handle = tokio::runtime::Handle::current();
         let name = input.name.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let result = run_on_own_thread(&name, move || {
             let mut sink = sink;
             let mut input = input;
             loop {
@@ -379,10 +410,34 @@ pub fn run_blocking<S: Sink + ?Sized>(sink: Box<S>, input: SinkInput) -> SinkFut
             sink.shutdown();
         })
         .await;
-        match result {
-            Ok(()) => {}
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => tracing::error!(sink = %name, error = %e, "sink stopped abnormally"),
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_sinks_loop_runs_on_a_thread_of_its_own_inside_the_runtime_and_its_panic_comes_back()
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ended = run_on_own_thread("probe", move || {
+            let name = std::thread::current().name().map(str::to_owned);
+            // Inside the runtime's context: a handle (and so timers) is there.
+            let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+            let _ = tx.send((name, in_runtime));
+        })
+        .await;
+        assert!(ended.is_ok());
+        let (name, in_runtime) = rx.recv().expect("the work ran");
+        assert_eq!(name.as_deref(), Some("sink-probe"));
+        assert!(in_runtime, "the thread is in the runtime's context");
+
+        let panicked = run_on_own_thread("boom", || panic!("a hook panicked")).await;
+        let payload = panicked.expect_err("the panic comes back");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"a hook panicked"));
+    }
 }

@@ -42,7 +42,7 @@ impl SinkConfig for TsvConfig {
 
 master_events_router::register_sink!(TsvConfig);
 
-/// The running sink. Its hooks run on a blocking thread: plain file I/O is fine.
+/// The running sink. Its hooks run on a thread of its own: plain file I/O is fine.
 pub struct TsvSink {
     out: BufWriter<File>,
     failed: bool,

@@ -1182,14 +1182,17 @@ impl Sink for FileSink {
         Box::pin(async move {
             let handle = tokio::runtime::Handle::current();
             let name = input.name().to_owned();
-            let result = tokio::task::spawn_blocking(move || {
+            // A thread of its own for the sink's life (writes and syncs block).
+            let result = master_events_router::run_on_own_thread(&name, move || {
                 let mut sink = self;
                 let mut input = input;
                 sink.pump(&handle, &mut input);
             })
             .await;
-            if let Err(e) = result {
-                tracing::error!(sink = %name, error = %e, "the file sink stopped abnormally");
+            if let Err(panic) = result {
+                // The supervisor logs it and restarts the sink, which resumes after
+                // what its log holds.
+                std::panic::resume_unwind(panic);
             }
         })
     }
