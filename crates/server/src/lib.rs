@@ -46,6 +46,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 mod repoll;
+pub mod routes;
 pub mod stream;
 pub mod tls;
 pub mod tokens;
@@ -452,24 +453,51 @@ impl Server {
     }
 }
 
+/// The handler of a path of the route table ([`routes::ROUTES`]); `None` for a
+/// path it does not know.
+fn handler(path: &str) -> Option<axum::routing::MethodRouter<Arc<AppState>>> {
+    use axum::routing::post;
+    Some(match path {
+        "/" => get(root),
+        "/diag/masterEvents" => get(get_stream).post(post_ingest),
+        "/schemas" | "/schemas/" => get(schema_index),
+        "/schemas/{*path}" => get(schema_file),
+        "/cluster" => get(cluster),
+        "/cluster/forward" => post(post_forward),
+        "/cluster/replicated" => post(peer_route),
+        "/cluster/vote" | "/cluster/log" => get(peer_route),
+        "/metrics" => get(metrics),
+        "/health" => get(health),
+        "/ready" => get(ready),
+        "/ui" | "/ui/" => get(ui::page),
+        _ => return None,
+    })
+}
+
+/// The routes of the table, each behind the guard that checks who may call it
+/// ([`guard`]), and the latency metrics around everything.
+///
+/// # Panics
+///
+/// If a path of the route table has no handler (a programming error, caught by
+/// every test that starts a server).
 fn app(state: Arc<AppState>) -> axum::Router {
-    axum::Router::new()
-        .route("/", get(root))
-        .route("/diag/masterEvents", get(get_stream).post(post_ingest))
-        .route("/schemas", get(schema_index))
-        .route("/schemas/", get(schema_index))
-        .route("/schemas/{*path}", get(schema_file))
-        .route("/cluster", get(cluster))
-        .route("/cluster/forward", axum::routing::post(post_forward))
-        .route("/cluster/replicated", axum::routing::post(peer_route))
-        .route("/cluster/vote", get(peer_route))
-        .route("/cluster/log", get(peer_route))
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/ui", get(ui::page))
-        .route("/ui/", get(ui::page))
+    let mut router = axum::Router::new();
+    for route in routes::ROUTES {
+        let Some(handler) = handler(route.path) else {
+            panic!(
+                "the route table lists {} but no handler serves it",
+                route.path
+            );
+        };
+        router = router.route(route.path, handler);
+    }
+    router
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             observe_latency,
@@ -477,22 +505,78 @@ fn app(state: Arc<AppState>) -> axum::Router {
         .with_state(state)
 }
 
-fn route_name(path: &str) -> &'static str {
-    match path {
-        "/diag/masterEvents" => "/diag/masterEvents",
-        "/" => "/",
-        "/cluster" => "/cluster",
-        "/cluster/forward" => "/cluster/forward",
-        "/cluster/replicated" => "/cluster/replicated",
-        "/cluster/vote" => "/cluster/vote",
-        "/cluster/log" => "/cluster/log",
-        "/metrics" => "/metrics",
-        "/health" => "/health",
-        "/ready" => "/ready",
-        "/ui" | "/ui/" => "/ui",
-        p if p.starts_with("/schemas") => "/schemas",
-        _ => "other",
-    }
+/// Checks every request against the route table before a handler sees it (deny by
+/// default, see [`routes`]): the method must be one the route takes (else `405`),
+/// and the caller must be allowed by its [`routes::Access`]; a path the table does
+/// not hold needs the `read` role before it gets its `404`. The allowed
+/// [`Caller`] goes to the handler in the request's extensions.
+async fn guard(
+    State(state): State<Arc<AppState>>,
+    mut req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    use routes::Access;
+    let access = match routes::find(req.uri().path()) {
+        Some(route) => match route.access(req.method()) {
+            Some(access) => access,
+            None => {
+                let mut resp = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{} takes {}", route.path, route.allow()),
+                );
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(route.allow()));
+                return resp;
+            }
+        },
+        None => Access::Role(Role::Read),
+    };
+    let caller = match access {
+        Access::Public => Caller {
+            name: None,
+            scope: None,
+        },
+        Access::Role(role) => match authorize(&state, req.headers(), role) {
+            Ok(caller) => caller,
+            Err(resp) => return *resp,
+        },
+        Access::Unscoped(role) => match authorize(&state, req.headers(), role) {
+            Ok(Caller {
+                name,
+                scope: Some(_),
+            }) => {
+                state.metrics.auth_failure();
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "{} has a filter: this route describes every event, so it is for \
+                         users and tokens without one",
+                        name.as_deref().unwrap_or("this token")
+                    ),
+                );
+            }
+            Ok(caller) => caller,
+            Err(resp) => return *resp,
+        },
+        Access::Node => {
+            if !is_cluster_peer(&state, req.headers()) {
+                state.metrics.auth_failure();
+                let mut resp =
+                    error_response(StatusCode::UNAUTHORIZED, "the cluster secret is required");
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"master-events cluster\""),
+                );
+                return resp;
+            }
+            Caller {
+                name: Some("(cluster)".to_owned()),
+                scope: None,
+            }
+        }
+    };
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }
 
 fn method_name(m: &Method) -> &'static str {
@@ -509,7 +593,7 @@ async fn observe_latency(
     req: Request<Body>,
     next: axum::middleware::Next,
 ) -> Response {
-    let route = route_name(req.uri().path());
+    let route = routes::label(req.uri().path());
     let method = method_name(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
@@ -542,35 +626,8 @@ fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     )
 }
 
-/// Checks credentials and role: `Some(response)` is the refusal to send.
-fn denied(state: &AppState, headers: &HeaderMap, needed: Role) -> Option<Response> {
-    authorize(state, headers, needed).err().map(|b| *b)
-}
-
-/// [`denied`] for a route that describes every event (`/cluster`, `/metrics`):
-/// a token with a filter is refused it too.
-fn denied_to_scoped(state: &AppState, headers: &HeaderMap, needed: Role) -> Option<Response> {
-    match authorize(state, headers, needed) {
-        Err(resp) => Some(*resp),
-        Ok(Caller {
-            name,
-            scope: Some(_),
-        }) => {
-            state.metrics.auth_failure();
-            Some(error_response(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{} has a filter: this route describes every event, so it is for users \
-                     and tokens without one",
-                    name.as_deref().unwrap_or("this token")
-                ),
-            ))
-        }
-        Ok(_) => None,
-    }
-}
-
-/// Who a request is allowed as.
+/// Who a request is allowed as (put in the request's extensions by [`guard`]).
+#[derive(Clone)]
 struct Caller {
     /// The user (or `token NAME`); `None` when no users are configured.
     name: Option<String>,
@@ -655,12 +712,23 @@ fn wants_sse(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
+/// The caller [`guard`] let through; a request that did not pass it (a handler
+/// mounted outside the table) is refused.
+fn guarded(req: &Request<Body>) -> Result<Caller, Box<Response>> {
+    req.extensions().get::<Caller>().cloned().ok_or_else(|| {
+        Box::new(error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this route is not in the route table",
+        ))
+    })
+}
+
 async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let headers = req.headers();
-    let caller = match authorize(&state, headers, Role::Read) {
+    let caller = match guarded(&req) {
         Ok(caller) => caller,
         Err(resp) => return *resp,
     };
+    let headers = req.headers();
     let format = if wants_sse(headers) {
         Format::Sse
     } else {
@@ -794,7 +862,7 @@ pub const SERVER_FILTER_HEADER: &str = "master-events-server-filter";
 pub const TOKEN_FILTER_HEADER: &str = "master-events-token-filter";
 
 async fn post_ingest(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let user = match authorize(&state, req.headers(), Role::Write) {
+    let user = match guarded(&req) {
         Ok(caller) => caller.name,
         Err(resp) => return *resp,
     };
@@ -1215,9 +1283,8 @@ fn ingest_reply(
 /// between the nodes of a cluster (the replication protocol, owned by the cluster
 /// layer through [`Ingest::peer`]). Need the cluster secret when one is configured.
 async fn peer_route(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    if !is_cluster_peer(&state, req.headers()) {
-        state.metrics.auth_failure();
-        return error_response(StatusCode::UNAUTHORIZED, "the cluster secret is required");
+    if let Err(resp) = guarded(&req) {
+        return *resp;
     }
     let route = req.uri().path().trim_start_matches("/cluster/").to_owned();
     let reply = state.ingest.peer(&route, req.uri().query()).await;
@@ -1251,14 +1318,8 @@ fn is_cluster_peer(state: &AppState, headers: &HeaderMap) -> bool {
 /// the cluster secret (when one is configured) and the `X-Master-Events-Epoch`
 /// the sender believes this master holds.
 async fn post_forward(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    if !is_cluster_peer(&state, req.headers()) {
-        state.metrics.auth_failure();
-        let mut resp = error_response(StatusCode::UNAUTHORIZED, "the cluster secret is required");
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"master-events cluster\""),
-        );
-        return resp;
+    if let Err(resp) = guarded(&req) {
+        return *resp;
     }
     let Some(epoch) = req
         .headers()
@@ -1295,10 +1356,7 @@ struct SchemaIndex {
     schemas: Vec<&'static str>,
 }
 
-async fn schema_index(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = denied(&state, &headers, Role::Read) {
-        return resp;
-    }
+async fn schema_index() -> Response {
     json_response(
         StatusCode::OK,
         &SchemaIndex {
@@ -1307,14 +1365,7 @@ async fn schema_index(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
     )
 }
 
-async fn schema_file(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(path): Path<String>,
-) -> Response {
-    if let Some(resp) = denied(&state, &headers, Role::Read) {
-        return resp;
-    }
+async fn schema_file(Path(path): Path<String>) -> Response {
     match published::get(&path) {
         Some(text) => {
             let mut resp = (StatusCode::OK, text).into_response();
@@ -1331,10 +1382,7 @@ async fn schema_file(
     }
 }
 
-async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = denied_to_scoped(&state, &headers, Role::Read) {
-        return resp;
-    }
+async fn cluster(State(state): State<Arc<AppState>>) -> Response {
     #[derive(Serialize)]
     struct View<'a> {
         #[serde(flatten)]
@@ -1367,10 +1415,7 @@ async fn cluster(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     )
 }
 
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = denied_to_scoped(&state, &headers, Role::Read) {
-        return resp;
-    }
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut resp = (StatusCode::OK, state.metrics.render()).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1404,13 +1449,11 @@ async fn root() -> Response {
     resp
 }
 
-async fn not_found(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = denied(&state, &headers, Role::Read) {
-        return resp;
-    }
+/// A path the route table does not hold (the guard asked for the read role first).
+async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
-        "no such route; see /diag/masterEvents, /schemas/, /cluster, /metrics, /health, /ready, /ui",
+        format!("no such route; see {}", routes::listing()),
     )
 }
 

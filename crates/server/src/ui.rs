@@ -26,16 +26,12 @@
 //!   named by `updateFastForwardMap` or `vbucketMoveStart` since `rebalanceStart`),
 //!   `#moves-inflight`, and per mover node the moves in flight and done.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-
-use crate::auth::Role;
-use crate::{denied, AppState};
 
 const INDEX_HTML: &str = include_str!("../ui/index.html");
 const STYLE_CSS: &str = include_str!("../ui/style.css");
@@ -78,11 +74,9 @@ fn sha256_source(content: &str) -> String {
     )
 }
 
-/// `GET /ui` and `GET /ui/`: the live page (read role).
-pub(crate) async fn page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = denied(&state, &headers, Role::Read) {
-        return resp;
-    }
+/// `GET /ui` and `GET /ui/`: the live page (read role, checked by the route
+/// table's guard).
+pub(crate) async fn page() -> Response {
     let page = &*PAGE;
     let mut resp = (StatusCode::OK, page.html.clone()).into_response();
     let h = resp.headers_mut();

@@ -1279,3 +1279,85 @@ async fn the_root_sends_a_browser_to_the_live_page() {
         Some("/ui")
     );
 }
+
+/// Deny by default, from the route table: with users configured, every route of
+/// the table refuses a request without credentials (401) unless the table marks it
+/// public, a method a route does not take is a 405 naming the ones it does, and a
+/// path the table does not hold needs credentials before it is a 404 listing the
+/// routes.
+#[tokio::test]
+async fn every_route_of_the_table_is_guarded_unless_marked_public() {
+    use master_events_server::routes::{Access, ROUTES};
+    // Every refusal here counts as a failed authentication: no 429 in between.
+    let s = start(100, "alice:pw:read", |c| c.limits.auth_failure_burst = 1000).await;
+    // `/` redirects to `/ui`: its own answer is what is checked.
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for route in ROUTES {
+        let path = route.path.replace("{*path}", "event.json");
+        for (method, access) in [
+            (reqwest::Method::GET, route.get),
+            (reqwest::Method::POST, route.post),
+        ] {
+            let resp = c
+                .request(method.clone(), format!("{}{path}", s.url))
+                .send()
+                .await
+                .expect("answered");
+            let status = resp.status().as_u16();
+            match access {
+                None => {
+                    assert_eq!(status, 405, "{method} {path}");
+                    assert_eq!(
+                        resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+                        Some(route.allow()),
+                        "{method} {path}"
+                    );
+                }
+                Some(Access::Public) => assert_ne!(status, 401, "{method} {path} is public"),
+                Some(_) => assert_eq!(status, 401, "{method} {path} needs credentials"),
+            }
+        }
+    }
+    let resp = c
+        .get(format!("{}/no/such/route", s.url))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(
+        resp.status().as_u16(),
+        401,
+        "an unknown path needs credentials"
+    );
+    let resp = c
+        .get(format!("{}/no/such/route", s.url))
+        .basic_auth("alice", Some("pw"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 404);
+    let body = resp.text().await.expect("body");
+    assert!(
+        body.contains("/diag/masterEvents") && body.contains("/ui"),
+        "{body}"
+    );
+    // A read user reads, and is refused what needs more.
+    let resp = c
+        .get(format!("{}/cluster", s.url))
+        .basic_auth("alice", Some("pw"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = c
+        .post(format!("{}/diag/masterEvents", s.url))
+        .basic_auth("alice", Some("pw"))
+        .header("content-type", "application/x-ndjson")
+        .body("{\"type\":\"deleteBucket\",\"bucket\":\"b\"}\n")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(resp.status().as_u16(), 403);
+}
