@@ -46,7 +46,6 @@ def test_every_schema_file_is_a_valid_2020_12_schema():
 
 
 def test_samples_cover_every_event_type():
-    assert len(event_types()) == 58
     assert sorted({line["type"] for line in sample_lines()}) == event_types()
 
 

@@ -81,3 +81,37 @@ fn only_the_configured_sink_types_have_metrics() {
         assert!(!out.contains(absent), "{absent} in\n{out}");
     }
 }
+
+/// A crate under `plugins/` that this crate does not link would register nothing and
+/// fail nothing: each must be a dependency here and named in `src/lib.rs`.
+#[test]
+fn every_plugin_crate_of_the_workspace_is_linked() {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::fs::read_to_string(here.join("Cargo.toml")).expect("our Cargo.toml");
+    let lib = std::fs::read_to_string(here.join("src/lib.rs")).expect("our lib.rs");
+    let plugins = here.join("../../plugins");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&plugins).expect("plugins/ is readable") {
+        let dir = entry.expect("an entry").path();
+        let Ok(toml) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let name = toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("name = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{} has a package name", dir.display()));
+        assert!(
+            manifest.contains(&format!("{name} = ")),
+            "plugins/{} ({name}) is not a dependency of crates/plugins",
+            dir.display()
+        );
+        let ident = name.replace('-', "_");
+        assert!(
+            lib.contains(&format!("use {ident} as _;")),
+            "crates/plugins/src/lib.rs does not link {name} (`use {ident} as _;`)"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "found the plugin crates: {checked}");
+}
