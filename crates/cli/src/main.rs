@@ -58,6 +58,7 @@ enum Command {
     /// Examples:
     ///   master-events schemas --out schemas          # (re)generate the files
     ///   master-events schemas --out schemas --check  # exit 1 if they drifted
+    ///   master-events schemas --compat schemas-released  # exit 1 on a breaking change
     #[command(verbatim_doc_comment)]
     Schemas(commands::schemas::SchemasArgs),
     /// Check every line of an NDJSON file against the published schemas.

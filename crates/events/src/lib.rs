@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod compat;
 mod event;
 mod json;
 mod line;

@@ -18,6 +18,7 @@
 //! - `stream-line.json`: any line of `GET /diag/masterEvents` (an event or a frame).
 //! - `ingest-line.json`: a line accepted by `POST /diag/masterEvents` (any event;
 //!   `ts`, `seq`, `origin` may be present and are replaced by the master's).
+//! - `version.json`: the version of the set ([`crate::compat::SCHEMA_VERSION`]).
 
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, SchemaGenerator};
@@ -261,6 +262,13 @@ pub fn generate() -> Vec<SchemaFile> {
     for file in &mut files {
         bound_integers(&mut file.schema);
     }
+    files.push(SchemaFile {
+        path: "version.json".into(),
+        schema: json!({
+            "description": "The version of this schema set (semver): its major version rises with any change that breaks a consumer of the set before (`master-events schemas --compat`).",
+            "version": crate::compat::SCHEMA_VERSION,
+        }),
+    });
     files
 }
 
@@ -338,9 +346,10 @@ mod tests {
     #[test]
     fn one_file_per_type_plus_unions_and_frames() {
         let files = generate();
-        // event/*, control/{heartbeat,gap,reset}, and the unions event, stream-line
-        // and ingest-line.
-        assert_eq!(files.len(), EventType::ALL.len() + 6);
+        // event/*, control/{heartbeat,gap,reset}, the unions event, stream-line
+        // and ingest-line, and version.json.
+        assert_eq!(files.len(), EventType::ALL.len() + 7);
+        assert!(files.iter().any(|f| f.path == "version.json"));
         for t in EventType::ALL {
             assert!(files
                 .iter()

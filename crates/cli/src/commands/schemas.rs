@@ -4,13 +4,16 @@
 //! Promises: `--check` compares bytes, so any drift between the Rust types and the
 //! committed files (a changed field, a new type, a stale file) is reported by path;
 //! a directory that does not exist (or is not a directory) is said so in one line,
-//! not as every file missing, and exits 2.
+//! not as every file missing, and exits 2. `--compat BASELINE` lists every change
+//! from a baseline set to the directory's, breaking or compatible for a consumer
+//! (`master_events_events::compat`), and exits 1 on a breaking one.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use master_events_events::compat::{compare, Impact};
 use master_events_events::schema::{generate, SchemaFile};
 
 /// Arguments of `schemas`.
@@ -21,8 +24,14 @@ pub struct SchemasArgs {
     pub out: PathBuf,
     /// Do not write: compare the directory with a fresh generation and exit 1 on any
     /// difference (missing, changed or extra files).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compat")]
     pub check: bool,
+    /// Do not write: list every change from the schema set in BASELINE (e.g. the
+    /// last released one, `schemas-released`) to the one in --out, each breaking or
+    /// compatible for a consumer; exit 1 on a breaking change (a type or property
+    /// removed, a type narrowed, a property newly required), else 0.
+    #[arg(long, value_name = "BASELINE")]
+    pub compat: Option<PathBuf>,
 }
 
 /// A difference between a directory and a fresh generation.
@@ -96,8 +105,63 @@ pub fn write(dir: &Path, files: &[SchemaFile]) -> Result<usize> {
     Ok(files.len())
 }
 
+/// The schema files of `dir` by relative path, and its set's version.
+fn read_set(
+    dir: &Path,
+    what: &str,
+) -> Result<(
+    std::collections::BTreeMap<String, serde_json::Value>,
+    String,
+)> {
+    if !dir.is_dir() {
+        bail!(
+            "no directory {} ({what}): give a directory of schema files",
+            dir.display()
+        );
+    }
+    let mut set = std::collections::BTreeMap::new();
+    for rel in existing_json_files(dir)? {
+        let path = dir.join(&rel);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        set.insert(rel, value);
+    }
+    let version = set
+        .get("version.json")
+        .and_then(|v| v.get("version"))
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("(none)")
+        .to_owned();
+    Ok((set, version))
+}
+
+fn compat(current_dir: &Path, baseline_dir: &Path) -> Result<i32> {
+    let (baseline, from) = read_set(baseline_dir, "the baseline")?;
+    let (current, to) = read_set(current_dir, "--out")?;
+    let changes = compare(&baseline, &current);
+    for c in &changes {
+        println!("{c}");
+    }
+    let breaking = changes
+        .iter()
+        .filter(|c| c.impact == Impact::Breaking)
+        .count();
+    println!(
+        "{} ({from}) -> {} ({to}): {breaking} breaking, {} compatible change(s)",
+        baseline_dir.display(),
+        current_dir.display(),
+        changes.len() - breaking
+    );
+    Ok(i32::from(breaking > 0))
+}
+
 /// Runs the command; returns the process exit code.
 pub fn run(args: &SchemasArgs) -> Result<i32> {
+    if let Some(baseline) = &args.compat {
+        return compat(&args.out, baseline);
+    }
     let files = generate();
     if args.check {
         match std::fs::metadata(&args.out) {
