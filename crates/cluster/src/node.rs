@@ -288,12 +288,21 @@ impl ClusterNode {
             tasks: Arc::new(Mutex::new(Vec::new())),
             discovery,
         };
-        let manager = tokio::spawn(role_manager(
-            Arc::clone(&node.inner),
-            node.discovery.watch(),
+        // Everything the node's tasks log carries the node and the task.
+        let node_name = node.inner.config.node.clone();
+        let span = |task: &'static str| tracing::info_span!("cluster", node = %node_name, task);
+        let manager = tokio::spawn(tracing::Instrument::instrument(
+            role_manager(Arc::clone(&node.inner), node.discovery.watch()),
+            span("roles"),
         ));
-        let delivery = tokio::spawn(delivery(Arc::clone(&node.inner)));
-        let committer = tokio::spawn(committer(Arc::clone(&node.inner)));
+        let delivery = tokio::spawn(tracing::Instrument::instrument(
+            delivery(Arc::clone(&node.inner)),
+            span("delivery"),
+        ));
+        let committer = tokio::spawn(tracing::Instrument::instrument(
+            committer(Arc::clone(&node.inner)),
+            span("commit"),
+        ));
         node.tasks.lock().extend([manager, delivery, committer]);
         node
     }
@@ -594,12 +603,17 @@ async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>)
                 );
                 if let Some(url) = url {
                     let token = inner.cancel.child_token();
-                    let task = tokio::spawn(follow(
-                        Arc::clone(&inner),
-                        m.clone(),
-                        url,
-                        view.epoch,
-                        token.clone(),
+                    // What following logs carries the master (the peer) and its epoch.
+                    let span = tracing::info_span!("peer", master = %m, epoch = view.epoch);
+                    let task = tokio::spawn(tracing::Instrument::instrument(
+                        follow(
+                            Arc::clone(&inner),
+                            m.clone(),
+                            url,
+                            view.epoch,
+                            token.clone(),
+                        ),
+                        span,
                     ));
                     follower = Some((token, task));
                 }

@@ -365,11 +365,14 @@ where
     // The thread runs inside the caller's runtime context (timers, `Handle`), as a
     // blocking-pool thread would.
     let runtime = tokio::runtime::Handle::try_current().ok();
+    // And inside the caller's span: what the sink logs says which sink it is.
+    let span = tracing::Span::current();
     let spawned = std::thread::Builder::new()
         .name(format!("sink-{name}"))
         .spawn(move || {
             let _entered = runtime.as_ref().map(tokio::runtime::Handle::enter);
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let result =
+                span.in_scope(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)));
             let _ = tx.send(result);
         });
     if let Err(e) = spawned {

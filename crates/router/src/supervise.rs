@@ -90,10 +90,13 @@ impl Supervisor {
                 self.cancel.child_token(),
             );
             let (input, progress) = input.supervised(pending.take());
-            let error = match tokio::spawn(sink.run(input)).await {
-                Ok(()) => return,
-                Err(e) => e,
-            };
+            // Everything the sink logs carries its kind.
+            let span = tracing::info_span!("sink", kind = %self.kind);
+            let error =
+                match tokio::spawn(tracing::Instrument::instrument(sink.run(input), span)).await {
+                    Ok(()) => return,
+                    Err(e) => e,
+                };
             if !error.is_panic() {
                 // Cancelled: the runtime is going away.
                 self.health.failing("its task was cancelled");

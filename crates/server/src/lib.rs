@@ -435,28 +435,40 @@ impl Server {
                 metrics: Arc::clone(&self.state.metrics),
                 client,
             };
+            // Everything logged for this connection carries its peer.
+            let span = tracing::info_span!("conn", %peer);
             if let Some(tls) = self.tls.clone() {
                 // The handshake runs on the connection's task, within its deadline.
                 let builder = Arc::clone(&builder);
-                tokio::spawn(async move {
-                    if let Some(stream) = tls.accept(stream, &driver).await {
-                        let conn = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .into_owned();
-                        repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver))
+                tokio::spawn(tracing::Instrument::instrument(
+                    async move {
+                        if let Some(stream) = tls.accept(stream, &driver).await {
+                            let conn = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned();
+                            repoll::Repoll::new(conn::drive(
+                                conn,
+                                |c| c.graceful_shutdown(),
+                                driver,
+                            ))
                             .await;
-                    }
-                    drop(slot);
-                });
+                        }
+                        drop(slot);
+                    },
+                    span,
+                ));
                 continue;
             }
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            tokio::spawn(async move {
-                repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver)).await;
-                drop(slot);
-            });
+            tokio::spawn(tracing::Instrument::instrument(
+                async move {
+                    repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver)).await;
+                    drop(slot);
+                },
+                span,
+            ));
         }
         drop(self.listener);
         // Every connection closes gracefully (HTTP/2: GOAWAY) once its request ends.

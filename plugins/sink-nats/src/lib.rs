@@ -12,11 +12,16 @@
 //! password = "s3cret"
 //! connect_timeout_ms = 5000            # default
 //! shutdown_timeout_ms = 5000           # on shutdown, how long to keep publishing what is held (default)
+//! tls_required = true                  # TLS even for nats:// URLs (default false; tls:// URLs imply it)
+//! tls_ca_file = "/etc/master-events/nats-ca.pem"  # CAs to trust instead of the system's (optional)
+//! tls_cert_file = "/etc/master-events/nats-client.pem"     # client certificate, with tls_key_file,
+//! tls_key_file = "/etc/master-events/nats-client-key.pem"  # for a server that verifies clients
 //! filter = { bucket = "default" }
 //! ```
 //!
 //! Owns: [`NatsConfig`] (registered as `nats`), the running [`NatsSink`], its
-//! counters ([`NatsStats`], per sink and process-wide with [`stats`]).
+//! counters ([`NatsStats`], per sink and process-wide with [`stats`]), and its TLS
+//! options (trusted CAs, client certificate, TLS required).
 //!
 //! Promises:
 //! - It never blocks the router: a reader task follows the stream and only
@@ -38,10 +43,20 @@
 //! - Credentials stay secret: a password or token never appears in logs, errors
 //!   or `Debug` output, and a server URL that carries credentials is refused (use
 //!   `user`/`password` or `token`).
+//! - TLS: the connection is TLS when the URL is `tls://`, `tls_required` is set, or
+//!   the server requires it; the server's certificate is verified against
+//!   `tls_ca_file` (only those CAs) or else the system's trust store, and
+//!   `tls_cert_file`/`tls_key_file` are presented to a server that verifies
+//!   clients. The files are read when the sink is built: one that is missing,
+//!   unreadable or holds no certificate (or key) is refused, the error naming the
+//!   key and the path, never what the file holds. A connection the server or the
+//!   handshake refuses is retried like a server that is down; the sink's health
+//!   says `retrying`, with why.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +93,11 @@ pub enum NatsError {
     /// A number is out of range.
     #[error("{0}")]
     Range(String),
+    /// The TLS options are unusable: a file cannot be read or does not hold what
+    /// it should, or a client certificate is without its key (the message names
+    /// the key and the path, never what the file holds).
+    #[error("{0}")]
+    Tls(String),
 }
 
 fn d_servers() -> Vec<String> {
@@ -128,6 +148,23 @@ pub struct NatsConfig {
     /// (default 5000).
     #[serde(default = "d_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// Require TLS even for `nats://` URLs (default false): the connection is
+    /// never plain text, even when the server does not ask for TLS. `tls://` URLs
+    /// imply it; otherwise TLS is used when the server requires it.
+    #[serde(default)]
+    pub tls_required: bool,
+    /// A PEM file of the CA certificates to verify the server's certificate with,
+    /// instead of the system's trust store.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// A PEM file of the client certificate (chain) presented to a server that
+    /// verifies clients; with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// A PEM file of the private key of `tls_cert_file`; with `tls_cert_file`.
+    /// Never logged.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for NatsConfig {
@@ -142,6 +179,10 @@ impl fmt::Debug for NatsConfig {
             .field("token", &hidden(&self.token))
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .field("tls_required", &self.tls_required)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }
@@ -158,10 +199,15 @@ impl NatsConfig {
             token: None,
             connect_timeout_ms: d_connect_timeout_ms(),
             shutdown_timeout_ms: d_shutdown_timeout_ms(),
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 
-    /// Checks the servers, prefix, credentials and numbers.
+    /// Checks the servers, prefix, credentials, numbers and that a client
+    /// certificate comes with its key (the TLS files are read by [`NatsSink::new`]).
     pub fn check(&self) -> Result<Vec<ServerAddr>, NatsError> {
         if self.servers.is_empty() {
             return Err(NatsError::Server("at least one server is needed".into()));
@@ -210,7 +256,65 @@ impl NatsConfig {
                 "connect_timeout_ms must be at least 1".into(),
             ));
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(NatsError::Tls(
+                "tls_cert_file and tls_key_file go together: set both (the client certificate and its private key) or neither"
+                    .into(),
+            ));
+        }
         Ok(addrs)
+    }
+
+    /// Reads the TLS files: each must be readable and hold what its key says.
+    fn check_tls_files(&self) -> Result<(), NatsError> {
+        use async_nats::rustls::pki_types::pem::{self, PemObject};
+        use async_nats::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        fn read(key: &str, path: &Path) -> Result<Vec<u8>, NatsError> {
+            std::fs::read(path)
+                .map_err(|e| NatsError::Tls(format!("{key}: cannot read {}: {e}", path.display())))
+        }
+        // The PEM parser's own errors may quote a line of the file: not shown.
+        fn certificates(key: &str, path: &Path) -> Result<(), NatsError> {
+            let pem = read(key, path)?;
+            match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+                Ok(certs) if !certs.is_empty() => Ok(()),
+                Ok(_) => Err(NatsError::Tls(format!(
+                    "{key}: {} holds no certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                ))),
+                Err(_) => Err(NatsError::Tls(format!(
+                    "{key}: {} is not a PEM file of certificates",
+                    path.display()
+                ))),
+            }
+        }
+
+        if let Some(path) = &self.tls_ca_file {
+            certificates("tls_ca_file", path)?;
+        }
+        if let Some(path) = &self.tls_cert_file {
+            certificates("tls_cert_file", path)?;
+        }
+        if let Some(path) = &self.tls_key_file {
+            let pem = read("tls_key_file", path)?;
+            match PrivateKeyDer::from_pem_slice(&pem) {
+                Ok(_) => {}
+                Err(pem::Error::NoItemsFound) => {
+                    return Err(NatsError::Tls(format!(
+                        "tls_key_file: {} holds no private key (-----BEGIN PRIVATE KEY-----)",
+                        path.display()
+                    )))
+                }
+                Err(_) => {
+                    return Err(NatsError::Tls(format!(
+                        "tls_key_file: {} is not a PEM file of a private key",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -336,9 +440,11 @@ impl fmt::Debug for NatsSink {
 }
 
 impl NatsSink {
-    /// Builds the sink (checks the configuration; connecting happens when it runs).
+    /// Builds the sink: checks the configuration and reads its TLS files
+    /// (connecting happens when it runs).
     pub fn new(config: NatsConfig) -> Result<NatsSink, NatsError> {
         let servers = config.check()?;
+        config.check_tls_files()?;
         Ok(NatsSink {
             config,
             servers,
@@ -348,9 +454,10 @@ impl NatsSink {
     }
 
     /// Reports the sink's state to `health` (shown in `/cluster` and `/metrics`):
-    /// `retrying` while disconnected from the NATS server, `failing` when its client
-    /// cannot start or an event cannot be published, `ok` when connected and
-    /// publishing.
+    /// `retrying` while disconnected from the NATS server or unable to connect (the
+    /// reason names the server and why, e.g. a refused TLS handshake), `failing`
+    /// when its client cannot start or an event cannot be published, `ok` when
+    /// connected and publishing.
     pub fn with_health(mut self, health: Arc<master_events_router::SinkHealth>) -> NatsSink {
         self.health = Some(health);
         self
@@ -397,8 +504,42 @@ impl NatsSink {
         if let Some(token) = &self.config.token {
             options = options.token(token.clone());
         }
+        if let Some(health) = &self.health {
+            // Called before each connection attempt while not connected: the last
+            // error of a server says why the previous attempt failed. Returning
+            // `None` keeps the client's own choice of server.
+            let health = Arc::clone(health);
+            options = options.reconnect_to_server_callback(move |servers, _info| {
+                if let Some(why) = connect_errors(&servers) {
+                    health.retrying(format!("cannot connect to the NATS server: {why}"));
+                }
+                std::future::ready(None)
+            });
+        }
+        if self.config.tls_required {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &self.config.tls_ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.config.tls_cert_file, &self.config.tls_key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
         options
     }
+}
+
+/// Why the servers could not be connected to, as `host:port: error; ...` (none if
+/// no attempt failed yet). A URL carries no credentials (see [`NatsConfig::check`]).
+fn connect_errors(servers: &[async_nats::Server]) -> Option<String> {
+    let errors: Vec<String> = servers
+        .iter()
+        .filter_map(|s| {
+            let error = s.last_error.as_ref()?;
+            Some(format!("{}:{}: {error}", s.addr.host(), s.addr.port()))
+        })
+        .collect();
+    (!errors.is_empty()).then(|| errors.join("; "))
 }
 
 /// The reader's side of the queue: never waits, counts and merges drops.

@@ -5,105 +5,14 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::NatsTarget;
-use master_events_events::catalog::{DeleteBucket, VbucketMoveDone};
-use master_events_events::{Event, Record};
-use master_events_router::{
-    Cursor, Filter, Router, RouterConfig, Sink, SinkHealth, SinkInput, SinkState,
-};
-use master_events_sink_nats::{Counters, NatsConfig, NatsSink};
+use common::{event, seqs, wait_until, NatsTarget, Running, WAIT};
+use master_events_events::Record;
+use master_events_router::{Cursor, Filter, Router, RouterConfig, Sink, SinkInput, SinkState};
+use master_events_sink_nats::{NatsConfig, NatsSink};
 use master_events_sinktest::Observed;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-fn event(i: u64) -> Event {
-    if i % 2 == 0 {
-        DeleteBucket {
-            bucket: format!("b{i}"),
-        }
-        .into()
-    } else {
-        VbucketMoveDone {
-            vbucket: (i % 1024) as u16,
-            bucket: "default".into(),
-        }
-        .into()
-    }
-}
-
-struct Running {
-    router: Router,
-    counters: Arc<Counters>,
-    health: Arc<SinkHealth>,
-    cancel: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    fn start(config: NatsConfig, filter: Option<Filter>) -> Running {
-        let router = Router::start(RouterConfig::default());
-        let health = Arc::new(SinkHealth::new("nats", 0));
-        let sink = NatsSink::new(config)
-            .expect("valid config")
-            .with_health(Arc::clone(&health));
-        let counters = sink.counters();
-        let cancel = CancellationToken::new();
-        let input = SinkInput::new(
-            "nats",
-            router.subscribe(Cursor::Oldest),
-            filter,
-            cancel.clone(),
-        );
-        let task = tokio::spawn(Box::new(sink).run(input));
-        Running {
-            router,
-            counters,
-            health,
-            cancel,
-            task,
-        }
-    }
-
-    async fn publish(&self, from: u64, n: u64) {
-        self.router
-            .publish_batch((from..from + n).map(|i| Record::new(event(i))).collect())
-            .await
-            .expect("published");
-    }
-
-    async fn stop(self) -> Duration {
-        let started = Instant::now();
-        self.router.shutdown().await;
-        self.cancel.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .expect("the sink stops in time")
-            .expect("the sink task ends normally");
-        started.elapsed()
-    }
-}
-
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn seqs(messages: &[(String, Observed)]) -> Vec<u64> {
-    messages
-        .iter()
-        .filter_map(|(_, o)| match o {
-            Observed::Event { seq, .. } => Some(*seq),
-            Observed::Gap { .. } => None,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_arrives_in_order_on_the_subject_of_its_type() {

@@ -1,6 +1,7 @@
 //! A real `nats-server` for tests (started on a free loopback port in a temp dir,
-//! killed on drop; a missing binary fails the test with what to install), and a
-//! subscriber that records what the sink published.
+//! optionally with a configuration file, killed on drop; a missing binary fails the
+//! test with what to install), a subscriber that records what the sink published
+//! (over TLS if asked), and a running sink fed by its own router.
 
 #![allow(dead_code)]
 
@@ -11,8 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use master_events_events::catalog::{DeleteBucket, VbucketMoveDone};
+use master_events_events::{Event, Record};
+use master_events_router::{Cursor, Filter, Router, RouterConfig, Sink, SinkHealth, SinkInput};
+use master_events_sink_nats::{Counters, NatsConfig, NatsSink};
 use master_events_sinktest::{Observed, Target};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long any wait of these tests may take.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Finds `nats-server` on `PATH` or where Debian puts it.
 fn binary() -> PathBuf {
@@ -43,16 +52,34 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// The configuration file it is started with (`-c`), if any.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// Starts a server on a free port and waits (up to 20 s) until it accepts.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(None)
+    }
+
+    /// Starts a server with the configuration file `config` (written in its temp
+    /// dir; the command line's port and address win over it).
+    pub fn start_with_config(config: &str) -> NatsServer {
+        NatsServer::start_with(Some(config))
+    }
+
+    fn start_with(config: Option<&str>) -> NatsServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        let config = config.map(|text| {
+            let path = dir.path().join("nats.conf");
+            std::fs::write(&path, text).expect("write the nats-server config");
+            path
+        });
         let mut server = NatsServer {
             child: None,
             port: free_port(),
             dir,
+            config,
         };
         server.spawn();
         server
@@ -60,7 +87,11 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let log = self.dir.path().join("nats.log");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-l"])
             .arg(&log)
             .current_dir(self.dir.path())
@@ -91,6 +122,16 @@ impl NatsServer {
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `tls://127.0.0.1:PORT`.
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("nats.log"))
     }
 
     fn signal(&self, signal: i32) {
@@ -138,10 +179,29 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// The TLS files of a client: the CAs it trusts, its certificate and key.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ClientTls {
+    fn options(&self) -> async_nats::ConnectOptions {
+        async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(self.ca_file.clone())
+            .add_client_certificate(self.cert_file.clone(), self.key_file.clone())
+    }
+}
+
 /// A server and a subscriber to `<prefix>.>` that records `(subject, observed)`.
 pub struct NatsTarget {
     pub server: NatsServer,
     pub prefix: String,
+    /// How the subscriber connects over TLS (plain text if `None`).
+    tls: Option<ClientTls>,
     got: Arc<Mutex<Vec<(String, Observed)>>>,
     task: JoinHandle<()>,
 }
@@ -159,10 +219,24 @@ impl NatsTarget {
     /// A fresh server and a subscriber to `<prefix>.>`.
     pub async fn with_prefix(prefix: &str) -> NatsTarget {
         let server = NatsServer::start();
-        let (got, task) = subscribe(&server.url(), prefix).await;
+        let (got, task) = subscribe(&server.url(), prefix, None).await;
         NatsTarget {
             server,
             prefix: prefix.to_owned(),
+            tls: None,
+            got,
+            task,
+        }
+    }
+
+    /// A subscriber to `master_events.>` on `server`, connecting with `tls`.
+    pub async fn over_tls(server: NatsServer, tls: ClientTls) -> NatsTarget {
+        let prefix = "master_events";
+        let (got, task) = subscribe(&server.url(), prefix, Some(&tls)).await;
+        NatsTarget {
+            server,
+            prefix: prefix.to_owned(),
+            tls: Some(tls),
             got,
             task,
         }
@@ -177,7 +251,7 @@ impl NatsTarget {
     /// messages are forgotten.
     pub async fn resubscribe(&mut self) {
         self.task.abort();
-        let (got, task) = subscribe(&self.server.url(), &self.prefix).await;
+        let (got, task) = subscribe(&self.server.url(), &self.prefix, self.tls.as_ref()).await;
         self.got = got;
         self.task = task;
     }
@@ -186,8 +260,11 @@ impl NatsTarget {
 async fn subscribe(
     url: &str,
     prefix: &str,
+    tls: Option<&ClientTls>,
 ) -> (Arc<Mutex<Vec<(String, Observed)>>>, JoinHandle<()>) {
-    let client = async_nats::connect(url)
+    let options = tls.map_or_else(async_nats::ConnectOptions::new, ClientTls::options);
+    let client = options
+        .connect(url)
         .await
         .expect("the test subscriber connects");
     let mut sub = client
@@ -234,4 +311,97 @@ impl Target for NatsTarget {
     fn resume(&self) {
         self.server.thaw();
     }
+}
+
+/// Event `i` of the tests: `deleteBucket` for even `i`, `vbucketMoveDone` for odd.
+pub fn event(i: u64) -> Event {
+    if i % 2 == 0 {
+        DeleteBucket {
+            bucket: format!("b{i}"),
+        }
+        .into()
+    } else {
+        VbucketMoveDone {
+            vbucket: (i % 1024) as u16,
+            bucket: "default".into(),
+        }
+        .into()
+    }
+}
+
+/// A running `nats` sink reading its own router from the oldest event.
+pub struct Running {
+    pub router: Router,
+    pub counters: Arc<Counters>,
+    pub health: Arc<SinkHealth>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts the sink of `config` (which must be valid) with `filter`.
+    pub fn start(config: NatsConfig, filter: Option<Filter>) -> Running {
+        let router = Router::start(RouterConfig::default());
+        let health = Arc::new(SinkHealth::new("nats", 0));
+        let sink = NatsSink::new(config)
+            .expect("valid config")
+            .with_health(Arc::clone(&health));
+        let counters = sink.counters();
+        let cancel = CancellationToken::new();
+        let input = SinkInput::new(
+            "nats",
+            router.subscribe(Cursor::Oldest),
+            filter,
+            cancel.clone(),
+        );
+        let task = tokio::spawn(Box::new(sink).run(input));
+        Running {
+            router,
+            counters,
+            health,
+            cancel,
+            task,
+        }
+    }
+
+    /// Publishes events `from..from + n` (seqs `from + 1..=from + n` on a fresh
+    /// router).
+    pub async fn publish(&self, from: u64, n: u64) {
+        self.router
+            .publish_batch((from..from + n).map(|i| Record::new(event(i))).collect())
+            .await
+            .expect("published");
+    }
+
+    /// Shuts the router down and stops the sink; how long stopping took.
+    pub async fn stop(self) -> Duration {
+        let started = Instant::now();
+        self.router.shutdown().await;
+        self.cancel.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the sink stops in time")
+            .expect("the sink task ends normally");
+        started.elapsed()
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; fails the test after [`WAIT`].
+pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The seqs of the events among `messages` (gaps left out).
+pub fn seqs(messages: &[(String, Observed)]) -> Vec<u64> {
+    messages
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Observed::Event { seq, .. } => Some(*seq),
+            Observed::Gap { .. } => None,
+        })
+        .collect()
 }
