@@ -39,7 +39,8 @@ deps_build() {
 
 # Everything the test suite needs: the build's packages, etcd (election tests),
 # Chromium and a font (the live page's browser test), nats-server (the nats sink's
-# tests), and Python's jsonschema and pytest (the consumer tests).
+# tests), g++ (libFuzzer, built by scripts/fuzz.sh, which installs cargo-fuzz
+# itself), and Python's jsonschema and pytest (the consumer tests).
 deps_test() {
   local need
   mapfile -t need < <(deps_build_packages)
@@ -47,6 +48,8 @@ deps_test() {
   command -v chromium >/dev/null || need+=(chromium)
   [ -d /usr/share/fonts/truetype/liberation ] || need+=(fonts-liberation)
   command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+  # libFuzzer (the fuzz targets, scripts/fuzz.sh) is C++: it needs a C++ compiler.
+  command -v c++ >/dev/null || need+=(g++)
   _deps_apt "${need[@]}"
   if ! python3 -c 'import jsonschema, pytest' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7'

@@ -12,12 +12,11 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{free_port, http, start_binary, wait_until, Proc};
+use common::{free_port, http, start_binary, start_etcd, wait_until, Proc};
 use serde_json::Value;
 
 const NODES: usize = 3;
@@ -30,42 +29,6 @@ fn now_secs() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-fn start_etcd(dir: &std::path::Path) -> (Proc, u16) {
-    let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
-    let client = free_port();
-    let peer = free_port();
-    let child = Command::new(&bin)
-        .args([
-            "--name",
-            "test",
-            "--data-dir",
-            &dir.join("etcd").display().to_string(),
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-cluster",
-            &format!("test=http://127.0.0.1:{peer}"),
-            "--heartbeat-interval=50",
-            "--election-timeout=500",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {bin} ({e}): install Debian's etcd-server (scripts/test.sh does)")
-        });
-    let etcd = Proc::new(child);
-    wait_until("etcd to answer", Duration::from_secs(20), || {
-        http(client, "GET", "/health", "").1.contains("true")
-    });
-    (etcd, client)
 }
 
 struct Cluster {

@@ -10,50 +10,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, http, run_logged, wait_until, Logged, Proc};
+use common::{free_port, http, run_logged, start_etcd, wait_until, Logged};
 
 use serde_json::Value;
 
 const NODES: usize = 3;
-
-fn start_etcd(dir: &std::path::Path) -> (Proc, u16) {
-    let bin = std::env::var("ETCD_BIN").unwrap_or_else(|_| "etcd".into());
-    let client = free_port();
-    let peer = free_port();
-    let child = Command::new(&bin)
-        .args([
-            "--name",
-            "test",
-            "--data-dir",
-            &dir.join("etcd").display().to_string(),
-            "--listen-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--advertise-client-urls",
-            &format!("http://127.0.0.1:{client}"),
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-cluster",
-            &format!("test=http://127.0.0.1:{peer}"),
-            "--heartbeat-interval=50",
-            "--election-timeout=500",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {bin} ({e}): install Debian's etcd-server (scripts/test.sh does)")
-        });
-    let etcd = Proc::new(child);
-    wait_until("etcd to answer", Duration::from_secs(20), || {
-        http(client, "GET", "/health", "").1.contains("true")
-    });
-    (etcd, client)
-}
 
 fn cluster_view(port: u16) -> Value {
     serde_json::from_str(&http(port, "GET", "/cluster", "").1).unwrap_or_default()

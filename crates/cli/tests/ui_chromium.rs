@@ -48,8 +48,15 @@ impl Drop for Proc {
 
 /// Starts `master-events demo` and returns it with its base URL.
 fn start_demo(args: &[&str]) -> (Proc, String) {
+    let mut all = vec!["demo"];
+    all.extend_from_slice(args);
+    start_master_events(&all)
+}
+
+/// Starts `master-events ARGS` (a command that serves) and returns it with its base
+/// URL.
+fn start_master_events(args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
-        .arg("demo")
         .args(args)
         .env("RUST_LOG", "warn")
         .env_remove("MASTER_EVENTS_USERS")
@@ -77,10 +84,10 @@ fn first_line_url(stdout: ChildStdout) -> String {
     });
     let line = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("demo prints its address within 30 s");
+        .expect("the server prints its address within 30 s");
     line.trim()
         .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("demo's first line is {line:?}"))
+        .unwrap_or_else(|| panic!("the first line is {line:?}"))
         .to_owned()
 }
 
@@ -449,19 +456,9 @@ fn a_scoped_token_given_as_the_basic_password_sees_its_bucket_only_on_the_live_p
     let (writer, writer_entry) = token(&["--name", "feeder", "--role", "write"]);
     let config = dir.path().join("me.toml");
     std::fs::write(&config, format!("{reader_entry}\n{writer_entry}")).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .env_remove("MASTER_EVENTS_USERS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the master-events binary starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let _server = Proc { child };
-    let url = first_line_url(stdout);
+    let config = config.display().to_string();
+    let (_server, url) =
+        start_master_events(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
     for bucket in ["b1", "b2", "b1", "b2", "b2"] {
         run_to_end(&[
             "emit",

@@ -611,6 +611,8 @@ impl FileSink {
                 self.marks_failing = false;
             }
             Err(e) => {
+                // Counted with the sink's write errors (its metrics).
+                self.status.add_error();
                 if !self.marks_failing {
                     self.marks_failing = true;
                     tracing::error!(
