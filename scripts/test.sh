@@ -34,6 +34,9 @@ step "fuzz: every target 5 s, coverage-guided from its corpus (scripts/fuzz.sh)"
 # missing). Long runs: scripts/fuzz.sh 600 (docs/security.md, "Fuzzing").
 bash scripts/fuzz.sh 5
 
+step "a sink from outside the workspace in its own binary (scripts/own-binary.sh)"
+bash scripts/own-binary.sh
+
 step "python consumer tests"
 python3 -m pytest -q tests/python
 
