@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 # Its own target directory: the example is its own workspace, and a nested build in
 # the main one would only share what happens to have the same features.
 export CARGO_TARGET_DIR="${OWN_BINARY_TARGET_DIR:-$PWD/target/own-binary}"
-cargo build --quiet --locked --manifest-path examples/own-binary/Cargo.toml
+# The workspace's lock file, so that it builds with the versions the workspace was
+# tested with (cargo drops the entries it does not need; the copy is not committed).
+cp Cargo.lock examples/own-binary/Cargo.lock
+cargo build --quiet --manifest-path examples/own-binary/Cargo.toml
 bin="$CARGO_TARGET_DIR/debug/own-master-events"
 
 work=$(mktemp -d)
