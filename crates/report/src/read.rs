@@ -10,7 +10,10 @@
 //!   that limit: the rest of it is skipped and the line counted as bad.
 //! - Both formats read the same way: this project's stream (with `seq`/`origin`, and
 //!   `heartbeat`/`gap` control frames, which are counted and skipped) and
-//!   ns_server's `master_events.log` (lines with `ts` but no `seq`).
+//!   ns_server's `master_events.log` (lines with `ts` but no `seq`), of every era: a
+//!   line that only reads once rewritten from ns_server's 2012 form (numbers as
+//!   strings, quoted node names, ...; `master_events_events::legacy`) is read so and
+//!   counted in [`ReadSummary::legacy_lines`].
 //! - A bad line never ends the read: it is counted, and the first few (line number
 //!   and reason, see [`LogReader::keep_bad_lines`]) are kept. Blank lines are counted
 //!   apart and are not bad. Only an I/O error ends the read early.
@@ -88,6 +91,8 @@ pub struct ReadSummary {
     pub gaps: u64,
     /// Empty or whitespace-only lines, skipped.
     pub blank_lines: u64,
+    /// Of the events, lines read as rewritten from ns_server's 2012 form.
+    pub legacy_lines: u64,
     /// Lines that were neither events, control frames nor blank.
     pub bad_lines: u64,
     /// The first bad lines (as many as the reader was told to keep), in input order.
@@ -108,6 +113,13 @@ impl fmt::Display for ReadSummary {
         )?;
         if self.gaps > 0 {
             write!(f, "; the stream reported {} gap(s)", self.gaps)?;
+        }
+        if self.legacy_lines > 0 {
+            write!(
+                f,
+                "; {} lines in ns_server's 2012 form, read as rewritten in the current form",
+                self.legacy_lines
+            )?;
         }
         for bad in &self.first_bad_lines {
             write!(f, "\n  {bad}")?;
@@ -214,7 +226,20 @@ impl<'a, R: BufRead> LogReader<'a, R> {
                 self.summary.blank_lines += 1;
                 continue;
             }
-            match parse_line(&self.buf) {
+            let parsed = match parse_line(&self.buf) {
+                Err(e) => match master_events_events::legacy::normalize_line(&self.buf) {
+                    Ok(Some(rewritten)) => match parse_line(&rewritten) {
+                        Ok(StreamLine::Event(rec)) => {
+                            self.summary.legacy_lines += 1;
+                            Ok(StreamLine::Event(rec))
+                        }
+                        _ => Err(e),
+                    },
+                    _ => Err(e),
+                },
+                ok => ok,
+            };
+            match parsed {
                 Ok(StreamLine::Event(rec)) => {
                     self.summary.events += 1;
                     return Ok(Some(rec));

@@ -162,7 +162,8 @@ pub fn log_reader(
 
 /// Tells on standard error, in one line, what of the input was not read as events:
 /// the bad lines (their count and the first few, with their line numbers) and the
-/// events the stream said were missed. Says nothing when everything was read.
+/// events the stream said were missed; and how many lines were read as rewritten
+/// from ns_server's 2012 form. Says nothing when everything was read as it stands.
 pub fn warn_unread(command: &str, name: &str, summary: &ReadSummary) {
     if summary.bad_lines > 0 {
         let quoted: Vec<String> = summary
@@ -182,6 +183,14 @@ pub fn warn_unread(command: &str, name: &str, summary: &ReadSummary) {
             summary.bad_lines,
             summary.lines,
             quoted.join("; ")
+        );
+    }
+    if summary.legacy_lines > 0 {
+        eprintln!(
+            "master-events {command}: {name}: read {} line(s) in ns_server's 2012 form \
+             (numbers as strings, quoted node names, ...) as rewritten in the current form \
+             (docs/legacy-logs.md)",
+            summary.legacy_lines
         );
     }
     if summary.gaps > 0 {

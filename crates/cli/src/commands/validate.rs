@@ -48,6 +48,11 @@ pub struct ValidateArgs {
     /// Print at most this many bad lines (the summary still counts all of them).
     #[arg(long, value_name = "N", value_parser = parse_count::<u64>)]
     pub max_errors: Option<u64>,
+    /// Read lines of ns_server's 2012 form too (numbers and vbuckets as strings,
+    /// quoted node atoms, ...): each is checked as rewritten in the current form, and
+    /// the summary says how many were (docs/legacy-logs.md).
+    #[arg(long)]
+    pub legacy: bool,
 }
 
 /// A count or size given on the command line: a whole number, 0 or more, said in
@@ -210,6 +215,13 @@ impl Validators {
     }
 }
 
+/// The line rewritten from ns_server's 2012 form, when it is in that form.
+fn legacy_form(line: &[u8]) -> Option<Vec<u8>> {
+    master_events_events::legacy::normalize_line(line)
+        .ok()
+        .flatten()
+}
+
 /// Why a line is invalid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
@@ -295,6 +307,12 @@ pub struct Summary {
     pub blank: u64,
     /// Invalid lines that have no `ts` but are valid ingest lines.
     pub ingest_lines: u64,
+    /// Lines in ns_server's 2012 form checked as rewritten in the current form
+    /// (`--legacy`).
+    pub legacy_read: u64,
+    /// Invalid lines in ns_server's 2012 form that are valid rewritten (without
+    /// `--legacy`).
+    pub legacy_refused: u64,
 }
 
 impl Summary {
@@ -315,6 +333,7 @@ pub fn validate_stream<R: Read, W: Write>(
     validators: &Validators,
     max_line_bytes: usize,
     max_errors: Option<u64>,
+    legacy: bool,
 ) -> std::io::Result<Summary> {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut buf = Vec::new();
@@ -339,7 +358,22 @@ pub fn validate_stream<R: Read, W: Write>(
                     summary.blank += 1;
                     continue;
                 }
-                validators.check_line(&buf)
+                let verdict = validators.check_line(&buf);
+                match (&verdict, legacy_form(&buf)) {
+                    (Err(_), Some(rewritten)) => {
+                        let again = validators.check_line(&rewritten);
+                        if again.is_err() {
+                            verdict
+                        } else if legacy {
+                            summary.legacy_read += 1;
+                            again
+                        } else {
+                            summary.legacy_refused += 1;
+                            verdict
+                        }
+                    }
+                    _ => verdict,
+                }
             }
         };
         match verdict {
@@ -389,6 +423,23 @@ pub fn print_summary<W: Write>(out: &mut W, name: &str, s: &Summary) -> std::io:
             writeln!(out, "  {t:<42} {v:>10} {i:>10}")?;
         }
     }
+    if s.legacy_read > 0 {
+        writeln!(
+            out,
+            "{} lines were in ns_server's 2012 form, checked as rewritten in the current \
+             form (docs/legacy-logs.md)",
+            s.legacy_read
+        )?;
+    }
+    if s.legacy_refused > 0 {
+        writeln!(
+            out,
+            "{} of the invalid lines are in ns_server's 2012 form (numbers as strings, \
+             quoted node names, ...) and valid once rewritten: check those with \
+             `master-events validate --legacy`",
+            s.legacy_refused
+        )?;
+    }
     if s.ingest_lines > 0 {
         writeln!(
             out,
@@ -413,6 +464,7 @@ pub fn run(args: &ValidateArgs) -> Result<i32> {
             &validators,
             args.max_line_bytes,
             args.max_errors,
+            args.legacy,
         )
         .context("reading standard input")?;
         (s, "<stdin>".to_owned())
@@ -425,6 +477,7 @@ pub fn run(args: &ValidateArgs) -> Result<i32> {
             &validators,
             args.max_line_bytes,
             args.max_errors,
+            args.legacy,
         )
         .with_context(|| format!("reading {}", args.file))?;
         (s, args.file.clone())
@@ -441,7 +494,7 @@ mod tests {
     fn run_on(input: &[u8]) -> (Summary, String) {
         let v = Validators::load(None, false).expect("built-in schemas compile");
         let mut out = Vec::new();
-        let s = validate_stream(input, &mut out, &v, 1024, None).expect("in-memory IO");
+        let s = validate_stream(input, &mut out, &v, 1024, None, false).expect("in-memory IO");
         (s, String::from_utf8_lossy(&out).into_owned())
     }
 
