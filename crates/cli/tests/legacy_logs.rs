@@ -160,3 +160,60 @@ fn a_whole_rebalance_log_in_the_2012_form_gives_the_same_reports_as_in_the_curre
     };
     assert_eq!(trace(new), trace(old), "trace differs between the two forms");
 }
+
+mod common;
+
+#[test]
+fn ingest_takes_2012_lines_with_legacy_1_and_streams_them_in_the_current_form() {
+    let mut server = common::spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    let url = common::listening_url(&mut server);
+    let addr = common::host_port(&url);
+    // The 2012 lines carry `ts`; ingest lines may (the server stamps its own).
+    let body = std::fs::read_to_string(repo(EXAMPLES)).expect("the example lines");
+
+    let (status, reply) = common::http_to(&addr, "POST", "/diag/masterEvents", &body);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("line 1:"), "{reply}");
+    assert!(reply.contains("?legacy=1"), "the refusal points to legacy=1: {reply}");
+
+    let (status, reply) = common::http_to(&addr, "POST", "/diag/masterEvents?legacy=1", &body);
+    assert_eq!(status, 200, "{reply}");
+    // A feed (stream=1) takes them too.
+    let first_two: String = body.lines().take(2).map(|l| format!("{l}\n")).collect();
+    let (status, reply) = common::http_to(
+        &addr,
+        "POST",
+        "/diag/masterEvents?stream=1&legacy=1",
+        &first_two,
+    );
+    assert_eq!(status, 200, "{reply}");
+
+    let (status, dump) = common::http_to(&addr, "GET", "/diag/masterEvents?o=1", "");
+    assert_eq!(status, 200, "{dump}");
+    let events: Vec<Value> = dump
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("seq").is_some())
+        .collect();
+    assert_eq!(events.len(), 13, "{dump}");
+    let update_map = events
+        .iter()
+        .find(|e| e["type"] == "updateMap")
+        .expect("the updateMap event");
+    assert_eq!(update_map["vbucket"], 43, "{update_map}");
+    let failover = events.iter().find(|e| e["type"] == "failover").expect("failover");
+    assert_eq!(failover["hosts"], serde_json::json!(["10.17.2.163:12004"]));
+    let bucket = events.iter().find(|e| e["type"] == "createBucket").expect("createBucket");
+    assert_eq!(bucket["params"]["ram_quota"], 104857600);
+    // What the stream wrote is the current form: it validates without --legacy.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("stream.ndjson");
+    std::fs::write(&file, &dump).expect("write the dump");
+    let out = run(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("2012"), "{}", text(&out.stdout));
+
+    let (status, reply) = common::http_to(&addr, "POST", "/diag/masterEvents?legacy=maybe", &body);
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("query parameter legacy"), "{reply}");
+}

@@ -166,9 +166,16 @@ pub(crate) async fn post_ingest(
             return error_response(StatusCode::BAD_REQUEST, why);
         }
     };
-    match stream_param(req.uri().query()) {
-        Ok(false) => {}
-        Ok(true) if client_origin.is_some() => {
+    let params = match stream_param(req.uri().query()) {
+        Ok(params) => params,
+        Err(message) => {
+            state.metrics.ingest_error("bad_query");
+            return error_response(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    match params.stream {
+        false => {}
+        true if client_origin.is_some() => {
             state.metrics.ingest_error("bad_header");
             return error_response(
                 StatusCode::BAD_REQUEST,
@@ -178,14 +185,10 @@ pub(crate) async fn post_ingest(
                 ),
             );
         }
-        Ok(true) => {
+        true => {
             let rules = limits::BodyRules::feed(&state.guards.limits);
             let body = state.guards.body(req.into_body(), rules, None);
-            return feed(&state, body, &charge).await;
-        }
-        Err(message) => {
-            state.metrics.ingest_error("bad_query");
-            return error_response(StatusCode::BAD_REQUEST, message);
+            return feed(&state, body, &charge, params.legacy).await;
         }
     }
     let limit = state.config.body_limit;
@@ -231,6 +234,11 @@ pub(crate) async fn post_ingest(
                 format!("cannot read the body: {e}"),
             );
         }
+    };
+    let body = if params.legacy {
+        ingest::rewrite_legacy(&body)
+    } else {
+        body
     };
     let parsed = match &client_origin {
         Some(origin) => ingest::parse_body_of(&body, origin),

@@ -1,7 +1,7 @@
 //! The ingest feed: `POST /diag/masterEvents?stream=1`, whole lines taken as they
 //! arrive and sequenced in batches while the body is still coming.
 //!
-//! Owns: [`stream_param`], [`feed`] and its reply ([`Fed`], [`FeedRefusal`]).
+//! Owns: [`stream_param`] (the ingest's `stream` and `legacy` parameters), [`feed`] and its reply ([`Fed`], [`FeedRefusal`]).
 //!
 //! Promises: every whole line is sequenced once, in order, in batches of at most
 //! [`FEED_BATCH_BYTES`]; a bad line ends the feed with a refusal that says how many
@@ -12,22 +12,35 @@ use super::*;
 
 /// The `stream` query parameter of an ingest: `1`/`true` for a feed, `0`/`false`
 /// (or none) for one request. Other parameters are ignored, as before.
-pub(crate) fn stream_param(query: Option<&str>) -> Result<bool, String> {
-    let mut stream = false;
+pub(crate) fn stream_param(query: Option<&str>) -> Result<IngestParams, String> {
+    let mut params = IngestParams::default();
     for (name, value) in stream::parse_pairs(query) {
-        if name == "stream" {
-            stream = match value.as_str() {
-                "1" | "true" => true,
-                "0" | "false" => false,
-                other => {
-                    return Err(format!(
-                        "query parameter stream: {other:?} is not 1, true, 0 or false"
-                    ))
-                }
-            };
-        }
+        let flag = match name.as_str() {
+            "stream" => &mut params.stream,
+            "legacy" => &mut params.legacy,
+            _ => continue,
+        };
+        *flag = match value.as_str() {
+            "1" | "true" => true,
+            "0" | "false" => false,
+            other => {
+                return Err(format!(
+                    "query parameter {name}: {other:?} is not 1, true, 0 or false"
+                ))
+            }
+        };
     }
-    Ok(stream)
+    Ok(params)
+}
+
+/// The query parameters of an ingest request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IngestParams {
+    /// `stream=1`: take lines as they arrive ([`feed`]).
+    pub stream: bool,
+    /// `legacy=1`: lines of ns_server's 2012 form are rewritten in the current form
+    /// before they are checked (`master_events_events::legacy`).
+    pub legacy: bool,
 }
 
 /// Most bytes of whole lines a feed gathers before publishing them as one batch
@@ -94,7 +107,12 @@ pub(crate) fn refusal(error: String) -> ingest::Refusal {
 /// one gathers what arrives (up to [`FEED_BATCH_BYTES`]), so a slow trickle is
 /// published line by line and a fast producer in large batches. See the `ingest`
 /// module for what it promises.
-pub(crate) async fn feed(state: &AppState, mut body: Body, charge: &limits::Charge) -> Response {
+pub(crate) async fn feed(
+    state: &AppState,
+    mut body: Body,
+    charge: &limits::Charge,
+    legacy: bool,
+) -> Response {
     use http_body_util::BodyExt as _;
 
     let limit = state.config.body_limit;
@@ -107,6 +125,11 @@ pub(crate) async fn feed(state: &AppState, mut body: Body, charge: &limits::Char
         if in_flight.is_none() {
             let run = if ended { lines.finish() } else { lines.take() };
             if let Some((first_line, run)) = run {
+                let run = if legacy {
+                    ingest::rewrite_legacy(&run)
+                } else {
+                    run
+                };
                 let (records, stop) = ingest::parse_lines_until(&run, first_line, limit);
                 let Some(stop) = stop else {
                     if !records.is_empty() {

@@ -26,7 +26,7 @@
 
 use axum::http::{header, HeaderMap};
 use bytes::{Bytes, BytesMut};
-use master_events_events::{Envelope, Record};
+use master_events_events::{legacy, Envelope, Record};
 use serde::Serialize;
 
 /// The content types accepted for ingest.
@@ -190,7 +190,7 @@ fn parse_lines_keeping_origin_seq(body: &[u8]) -> Result<Vec<(usize, Record)>, R
             Ok(rec) => records.push((n, rec)),
             Err(e) => {
                 return Err(Refusal {
-                    error: format!("line {n}: {e}"),
+                    error: format!("line {n}: {e}{}", legacy_hint(line)),
                     line: Some(n),
                     field: e.field().map(str::to_owned),
                 })
@@ -236,6 +236,46 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> + '_ {
 /// instead of being copied at each doubling.
 fn presize(body: &[u8]) -> usize {
     (memchr::memchr_iter(b'\n', body).count() + 1).min(PRESIZE_MAX)
+}
+
+/// `body` with every line of ns_server's 2012 form rewritten in the current form
+/// (`?legacy=1`; `master_events_events::legacy`). Other lines, blank ones and line
+/// ends are kept as they are, so line numbers in a refusal stay those of the
+/// request. The body itself when no line needed it.
+pub fn rewrite_legacy(body: &Bytes) -> Bytes {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
+    let mut start = 0;
+    for (_, line) in lines(body) {
+        let end = start + line.len();
+        if let Ok(Some(rewritten)) = legacy::normalize_line(line) {
+            let buf = out.get_or_insert_with(|| Vec::with_capacity(body.len() + 64));
+            buf.extend_from_slice(&body[copied..start]);
+            buf.extend_from_slice(&rewritten);
+            copied = end;
+        }
+        start = end + 1;
+    }
+    match out {
+        None => body.clone(),
+        Some(mut buf) => {
+            buf.extend_from_slice(&body[copied.min(body.len())..]);
+            Bytes::from(buf)
+        }
+    }
+}
+
+/// A refusal's hint when the refused line is in ns_server's 2012 form.
+fn legacy_hint(line: &[u8]) -> &'static str {
+    let readable = matches!(
+        legacy::normalize_line(line),
+        Ok(Some(rewritten)) if Record::parse(&rewritten).is_ok()
+    );
+    if readable {
+        " (this line is in ns_server's 2012 form: send it with ?legacy=1)"
+    } else {
+        ""
+    }
 }
 
 /// Parses every non-blank line of `body` into records with empty envelopes, or
@@ -291,7 +331,7 @@ pub fn parse_lines_until(
             }
             Err(e) => {
                 let refusal = Refusal {
-                    error: format!("line {n}: {e}"),
+                    error: format!("line {n}: {e}{}", legacy_hint(line)),
                     line: Some(n),
                     field: e.field().map(str::to_owned),
                 };
