@@ -23,6 +23,7 @@
 
 pub mod catalog;
 pub mod compat;
+pub mod docs;
 pub mod legacy;
 mod event;
 mod json;

@@ -105,7 +105,7 @@ pub fn form_of(what: &str, fields: &[String]) -> Result<Form> {
             "{what:?} is neither a file nor an event type{hint}.\n\
              Give either `emit URL FILE` (or `-` for standard input) to send NDJSON lines,\n\
              or `emit URL TYPE key=value ...` to send one event\n\
-             (the types: `master-events validate --help`, or GET /schemas/ on the server)"
+             (the types: `master-events validate --help`, GET /schemas/ on the server, or docs/events.md)"
         );
     };
     if !matches!(form, Form::Event(_)) {

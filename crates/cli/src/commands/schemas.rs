@@ -32,6 +32,11 @@ pub struct SchemasArgs {
     /// removed, a type narrowed, a property newly required), else 0.
     #[arg(long, value_name = "BASELINE")]
     pub compat: Option<PathBuf>,
+    /// Instead of the schema files, write the catalog's reference page (every type:
+    /// what it means, its fields, an example line), generated from the schemas built
+    /// into this binary, to this file (`docs/events.md`); with --check, compare it.
+    #[arg(long, value_name = "FILE", conflicts_with = "compat")]
+    pub events_doc: Option<PathBuf>,
 }
 
 /// A difference between a directory and a fresh generation.
@@ -161,6 +166,26 @@ fn compat(current_dir: &Path, baseline_dir: &Path) -> Result<i32> {
 pub fn run(args: &SchemasArgs) -> Result<i32> {
     if let Some(baseline) = &args.compat {
         return compat(&args.out, baseline);
+    }
+    if let Some(doc) = &args.events_doc {
+        let page = master_events_events::docs::events_markdown();
+        if args.check {
+            let on_disk = std::fs::read_to_string(doc)
+                .with_context(|| format!("cannot read {}", doc.display()))?;
+            if on_disk == page {
+                println!("{}: up to date", doc.display());
+                return Ok(0);
+            }
+            println!(
+                "{}: differs from the schemas; run `master-events schemas --events-doc {}`",
+                doc.display(),
+                doc.display()
+            );
+            return Ok(1);
+        }
+        std::fs::write(doc, &page).with_context(|| format!("writing {}", doc.display()))?;
+        println!("{}: written", doc.display());
+        return Ok(0);
     }
     let files = generate();
     if args.check {

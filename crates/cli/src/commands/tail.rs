@@ -125,7 +125,7 @@ fn parse_event_type(s: &str) -> Result<EventType, String> {
             .unwrap_or_default();
         format!(
             "not an event type{hint}; `master-events validate --help` lists them all, and \
-             a server serves them at GET /schemas/"
+             a server serves them at GET /schemas/; docs/events.md describes each"
         )
     })
 }
