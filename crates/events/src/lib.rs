@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod cloudevents;
 pub mod compat;
 pub mod docs;
 pub mod legacy;

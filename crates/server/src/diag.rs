@@ -18,6 +18,29 @@ pub(crate) fn wants_sse(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
+/// Where this server's schemas are, as the client reached it (`http://HOST:PORT`):
+/// the request's `Host` when it is a plain host name or address with an optional
+/// port, else the address the server listens on.
+pub(crate) fn schema_base(state: &AppState, headers: &HeaderMap) -> String {
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| state.config.listen.to_string());
+    format!("{scheme}://{host}")
+}
+
 pub(crate) async fn get_stream(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let caller = match guarded(&req) {
         Ok(caller) => caller,
@@ -123,6 +146,11 @@ pub(crate) async fn get_stream(State(state): State<Arc<AppState>>, req: Request<
         Arc::clone(&state.metrics),
     )
     .with_history(Arc::clone(&history), reset);
+    let body = if query.cloudevents {
+        body.with_cloudevents(schema_base(&state, req.headers()))
+    } else {
+        body
+    };
     let content_type = match format {
         Format::Ndjson => "application/x-ndjson",
         Format::Sse => "text/event-stream",

@@ -1,8 +1,16 @@
 //! `GET /diag/masterEvents`: the event stream, as NDJSON or Server-Sent Events.
 //!
-//! Owns: the query (`o=1`, `since=`, `start=now`, filters, `heartbeat=`), the choice
-//! of format (`Accept: text/event-stream` → SSE; `Last-Event-ID` resumes), and the
-//! body that walks the router's ring for one client.
+//! Owns: the query (`o=1`, `since=`, `start=now`, filters, `heartbeat=`,
+//! `format=cloudevents`), the choice of format (`Accept: text/event-stream` → SSE;
+//! `Last-Event-ID` resumes), and the body that walks the router's ring for one
+//! client.
+//!
+//! CloudEvents (`format=cloudevents`): each line becomes one structured-mode
+//! CloudEvent (`master_events_events::cloudevents`: `id` = `HISTORY:SEQ`, the line
+//! as `data`), in NDJSON or SSE alike; control frames become CloudEvents of their own
+//! type (`io.master-events.control.gap`, ...), so a consumer still learns of every gap
+//! and reset. The default format is untouched by this (its lines are never
+//! re-encoded); the CloudEvents one writes each line anew.
 //!
 //! How a slow consumer is read (the promise of this module):
 //! - The body is pulled by the connection: the next chunk is taken from the ring only
@@ -35,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use master_events_events::{EventType, Gap, Heartbeat, Reset, Timestamp};
+use master_events_events::{cloudevents, EventType, Gap, Heartbeat, Reset, Timestamp};
 use master_events_router::{Chunk, Cursor, EventBatch, Filter, Subscription};
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +72,8 @@ pub struct StreamQuery {
     /// The history the reader resumes in (`history=`, or the `HISTORY:` part of an
     /// SSE `Last-Event-ID`).
     pub history: Option<String>,
+    /// `format=cloudevents`: every line as a structured-mode CloudEvent.
+    pub cloudevents: bool,
 }
 
 /// Why a stream query was refused (a 400).
@@ -78,7 +88,7 @@ pub enum QueryError {
         reason: String,
     },
     /// A parameter this endpoint does not know.
-    #[error("unknown query parameter {0:?} (known: o, since, history, start, type, bucket, vbucket, node, heartbeat)")]
+    #[error("unknown query parameter {0:?} (known: o, since, history, start, type, bucket, vbucket, node, heartbeat, format)")]
     Unknown(String),
     /// Parameters that contradict each other.
     #[error("{0}")]
@@ -145,6 +155,7 @@ impl StreamQuery {
                 "vbucket" => "vbucket",
                 "node" => "node",
                 "heartbeat" => "heartbeat",
+                "format" => "format",
                 _ => return Err(QueryError::Unknown(k)),
             };
             values.entry(key).or_default().push(v);
@@ -245,12 +256,26 @@ impl StreamQuery {
                 "history= names where since= resumes: give since= with it",
             ));
         }
+        let cloudevents = match single("format") {
+            None | Some("") | Some("json") => false,
+            Some("cloudevents") => true,
+            Some(other) => {
+                return Err(QueryError::Invalid {
+                    name: "format",
+                    reason: format!(
+                        "expected json (the default) or cloudevents, found {:?}",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                })
+            }
+        };
         Ok(StreamQuery {
             cursor,
             once,
             filter: (!filter.is_all()).then_some(filter),
             heartbeat,
             history,
+            cloudevents,
         })
     }
 }
@@ -315,6 +340,8 @@ pub struct StreamBody {
     history: Arc<str>,
     /// A `reset` frame to send before anything else.
     reset: Option<Reset>,
+    /// With `format=cloudevents`: what every CloudEvent of this stream shares.
+    cloudevents: Option<cloudevents::Context>,
 }
 
 /// Keeps the open-streams gauge right however the stream ends.
@@ -349,7 +376,18 @@ impl StreamBody {
             metrics,
             counts: [0; EventType::ALL.len()],
             finished: false,
+            cloudevents: None,
         }
+    }
+
+    /// Writes every line as a structured-mode CloudEvent whose `dataschema` is under
+    /// `schema_base` (`http://HOST:PORT`); call after [`StreamBody::with_history`].
+    pub fn with_cloudevents(mut self, schema_base: String) -> StreamBody {
+        self.cloudevents = Some(cloudevents::Context {
+            history: self.history.to_string(),
+            schema_base,
+        });
+        self
     }
 
     /// Sets the history of the archive `sub` reads (sent in heartbeats and SSE ids),
@@ -378,7 +416,8 @@ impl StreamBody {
             let mut line = Vec::with_capacity(192);
             reset.encode_line(&mut line);
             self.metrics.reset_sent();
-            return Some(self.frame("reset", line));
+            let id = format!("{}-{}", reset.requested_since, reset.last_seq);
+            return Some(self.frame("reset", line, &id));
         }
         loop {
             if self.finished {
@@ -438,6 +477,36 @@ impl StreamBody {
     }
 
     fn render_batch(&mut self, batch: &EventBatch) -> Bytes {
+        if let Some(ctx) = &self.cloudevents {
+            let mut out = Vec::with_capacity(batch.bytes().len() * 2 + batch.len() * 300);
+            let mut ce = Vec::with_capacity(1024);
+            for e in batch.iter() {
+                if self.filter.as_ref().is_some_and(|f| !f.matches(&e.meta)) {
+                    continue;
+                }
+                self.counts[e.meta.event_type.index()] += 1;
+                let attrs = cloudevents::event_attributes(
+                    ctx,
+                    e.seq,
+                    e.meta.event_type.as_str(),
+                    cloudevents::line_ts(e.line),
+                    e.meta.origin,
+                );
+                ce.clear();
+                cloudevents::write_structured(&mut ce, &attrs, e.line);
+                match self.format {
+                    Format::Ndjson => out.extend_from_slice(&ce),
+                    Format::Sse => {
+                        out.extend_from_slice(b"id: ");
+                        out.extend_from_slice(attrs.id.as_bytes());
+                        out.extend_from_slice(b"\ndata: ");
+                        out.extend_from_slice(strip_newline(&ce));
+                        out.extend_from_slice(b"\n\n");
+                    }
+                }
+            }
+            return Bytes::from(out);
+        }
         match (self.format, &self.filter) {
             (Format::Ndjson, None) => {
                 for e in batch.iter() {
@@ -471,7 +540,19 @@ impl StreamBody {
         }
     }
 
-    fn frame(&self, name: &str, line: Vec<u8>) -> Bytes {
+    /// A control frame: as it is, or (CloudEvents) wrapped with an id made unique by
+    /// `id_part`.
+    fn frame(&self, name: &str, line: Vec<u8>, id_part: &str) -> Bytes {
+        let line = match &self.cloudevents {
+            Some(ctx) => {
+                let attrs =
+                    cloudevents::control_attributes(ctx, name, id_part, Some(Timestamp::now()));
+                let mut ce = Vec::with_capacity(line.len() + 300);
+                cloudevents::write_structured(&mut ce, &attrs, &line);
+                ce
+            }
+            None => line,
+        };
         match self.format {
             Format::Ndjson => Bytes::from(line),
             Format::Sse => {
@@ -489,18 +570,21 @@ impl StreamBody {
     fn render_gap(&self, gap: &Gap) -> Bytes {
         let mut line = Vec::with_capacity(128);
         gap.encode_line(&mut line);
-        self.frame("gap", line)
+        let id = format!("{}-{}", gap.from_seq, gap.to_seq);
+        self.frame("gap", line, &id)
     }
 
     fn render_heartbeat(&self) -> Bytes {
         let mut line = Vec::with_capacity(64);
+        let ts = Timestamp::now();
         Heartbeat {
             seq: self.sub.position(),
-            ts: Timestamp::now(),
+            ts,
             history: (!self.history.is_empty()).then(|| self.history.to_string()),
         }
         .encode_line(&mut line);
-        self.frame("heartbeat", line)
+        let id = format!("{}-{}", self.sub.position(), ts.as_micros());
+        self.frame("heartbeat", line, &id)
     }
 }
 
