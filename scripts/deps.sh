@@ -40,7 +40,7 @@ deps_build() {
 # Everything the test suite needs: the build's packages, etcd (election tests),
 # Chromium and a font (the live page's browser test), nats-server (the nats sink's
 # tests), g++ (libFuzzer, built by scripts/fuzz.sh, which installs cargo-fuzz
-# itself), and Python's jsonschema and pytest (the consumer tests).
+# itself), and Python's jsonschema, pytest and the CloudEvents SDK (the consumer tests).
 deps_test() {
   local need
   mapfile -t need < <(deps_build_packages)
@@ -51,7 +51,10 @@ deps_test() {
   # libFuzzer (the fuzz targets, scripts/fuzz.sh) is C++: it needs a C++ compiler.
   command -v c++ >/dev/null || need+=(g++)
   _deps_apt "${need[@]}"
-  if ! python3 -c 'import jsonschema, pytest' 2>/dev/null; then
-    python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7'
+  # cloudevents: the SDK the stream's format=cloudevents is read with (its 2.x
+  # `cloudevents.core` API).
+  if ! python3 -c 'import jsonschema, pytest, cloudevents.core.formats.json' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7' \
+      'cloudevents>=2.2,<3'
   fi
 }
