@@ -87,6 +87,9 @@ pub enum WebhookError {
     /// The `ca_file` cannot be used (the message names the file).
     #[error("ca_file: {0}")]
     CaFile(String),
+    /// The `format` cannot be used as configured.
+    #[error("format: {0}")]
+    Format(String),
 }
 
 fn d_batch_max_events() -> usize {
@@ -157,6 +160,28 @@ pub struct WebhookConfig {
     /// (default 5000).
     #[serde(default = "d_shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+    /// `ndjson` (default: the lines as streamed, `application/x-ndjson`) or
+    /// `cloudevents` (a CloudEvents 1.0 batch, `application/cloudevents-batch+json`:
+    /// a JSON array of structured-mode events, mapped as the stream's
+    /// `format=cloudevents`, docs/api.md).
+    #[serde(default)]
+    pub format: WebhookFormat,
+    /// With `format = "cloudevents"`, required: the URL receivers reach this server
+    /// at (`https://events.example:9443`); each event's `dataschema` is the type's
+    /// schema under it (`/schemas/event/TYPE.json`).
+    #[serde(default)]
+    pub schema_base_url: Option<String>,
+}
+
+/// The body of a webhook POST.
+#[derive(serde::Deserialize, schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The lines as streamed, one a line (`application/x-ndjson`).
+    #[default]
+    Ndjson,
+    /// A CloudEvents 1.0 batch (`application/cloudevents-batch+json`).
+    Cloudevents,
 }
 
 impl fmt::Debug for WebhookConfig {
@@ -173,6 +198,11 @@ impl fmt::Debug for WebhookConfig {
             .field("retry_max_ms", &self.retry_max_ms)
             .field("timeout_ms", &self.timeout_ms)
             .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .field("format", &self.format)
+            .field(
+                "schema_base_url",
+                &self.schema_base_url.as_deref().map(redacted_url),
+            )
             .finish()
     }
 }
@@ -206,7 +236,35 @@ impl WebhookConfig {
             retry_max_ms: d_retry_max_ms(),
             timeout_ms: d_timeout_ms(),
             shutdown_timeout_ms: d_shutdown_timeout_ms(),
+            format: WebhookFormat::Ndjson,
+            schema_base_url: None,
         }
+    }
+
+    /// The `schema_base_url` to write `dataschema`s under, without a trailing `/`
+    /// (`None` in the `ndjson` format).
+    pub fn schema_base(&self) -> Result<Option<String>, WebhookError> {
+        if self.format != WebhookFormat::Cloudevents {
+            return Ok(None);
+        }
+        let Some(base) = &self.schema_base_url else {
+            return Err(WebhookError::Format(
+                "format = \"cloudevents\" needs schema_base_url: the URL receivers reach this \
+                 server at (each event's dataschema is under it), e.g. \
+                 \"https://events.example:9443\""
+                    .into(),
+            ));
+        };
+        let url = Url::parse(base).map_err(|e| {
+            WebhookError::Format(format!("schema_base_url: {e} ({})", redacted_url(base)))
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(WebhookError::Format(format!(
+                "schema_base_url: an http:// or https:// URL, not {}://",
+                url.scheme()
+            )));
+        }
+        Ok(Some(base.trim_end_matches('/').to_owned()))
     }
 
     /// Checks the URL, headers and numbers.
@@ -248,6 +306,7 @@ impl WebhookConfig {
                 return Err(WebhookError::Range(format!("{key} must be at least 1")));
             }
         }
+        self.schema_base()?;
         if self.retry_max_ms < self.retry_initial_ms {
             return Err(WebhookError::Range(format!(
                 "retry_max_ms ({}) must be at least retry_initial_ms ({})",
@@ -270,7 +329,8 @@ impl SinkConfig for WebhookConfig {
     fn build(self, ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
         let sink = WebhookSink::new(self)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?
-            .with_health(Arc::clone(ctx.health()));
+            .with_health(Arc::clone(ctx.health()))
+            .with_router(ctx.router().clone());
         Ok(Box::new(sink))
     }
 }
@@ -404,6 +464,8 @@ pub struct WebhookSink {
     url: Url,
     counters: Arc<Counters>,
     health: Option<Arc<master_events_router::SinkHealth>>,
+    /// Where CloudEvents ids take their history from.
+    router: Option<master_events_router::Router>,
 }
 
 impl WebhookSink {
@@ -428,7 +490,15 @@ impl WebhookSink {
             url,
             counters: Arc::new(Counters::default()),
             health: None,
+            router: None,
         })
+    }
+
+    /// The router whose history the CloudEvents format names in ids and sources
+    /// (read for each batch: a follower takes its master's history).
+    pub fn with_router(mut self, router: master_events_router::Router) -> WebhookSink {
+        self.router = Some(router);
+        self
     }
 
     /// Reports delivery trouble to `health` (shown in `/cluster` and `/metrics`):
@@ -462,11 +532,13 @@ impl Sink for WebhookSink {
                 url,
                 counters,
                 health,
+                router,
             } = *self;
             let queue = Arc::new(Queue::new(config.queue_events));
             let sender = tokio::spawn(sender::run(
                 sender::Sender::new(client, url, &config, Arc::clone(&counters))
-                    .with_health(health),
+                    .with_health(health)
+                    .with_router(router),
                 Arc::clone(&queue),
             ));
             let mut drops = sender::RateLimited::new();

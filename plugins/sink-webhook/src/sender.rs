@@ -16,8 +16,40 @@ use rand::Rng;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{StatusCode, Url};
 
+use master_events_events::{cloudevents, Timestamp};
+
 use crate::queue::{Item, Queue};
 use crate::{redacted_url, Counter, Counters, WebhookConfig};
+
+/// The CloudEvents attributes of one queued line: an event (`seq`, `type`, `origin`,
+/// `ts` read from it) or a `gap` line (a control event).
+fn attributes(ctx: &cloudevents::Context, line: &[u8]) -> cloudevents::Attributes {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        ty: std::borrow::Cow<'a, str>,
+        seq: Option<u64>,
+        #[serde(borrow)]
+        origin: Option<std::borrow::Cow<'a, str>>,
+        from_seq: Option<u64>,
+        to_seq: Option<u64>,
+    }
+    let head: Option<Head<'_>> = serde_json::from_slice(line).ok();
+    let ts = cloudevents::line_ts(line);
+    match head {
+        Some(h) if h.ty == "gap" => {
+            let id = format!("{}-{}", h.from_seq.unwrap_or(0), h.to_seq.unwrap_or(0));
+            cloudevents::control_attributes(ctx, "gap", &id, Some(Timestamp::now()))
+        }
+        Some(h) => {
+            cloudevents::event_attributes(ctx, h.seq.unwrap_or(0), &h.ty, ts, h.origin.as_deref())
+        }
+        // Every queued line was written by this server; were one not JSON, it still
+        // goes out, as a control event of its own.
+        None => cloudevents::control_attributes(ctx, "line", "unreadable", None),
+    }
+}
 
 /// Failures are logged at most this often.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -57,6 +89,10 @@ pub(crate) struct Sender {
     failures: RateLimited,
     /// Where the sink's state is shown (`/cluster`, `/metrics`).
     health: Option<Arc<master_events_router::SinkHealth>>,
+    /// `format = "cloudevents"`: the `dataschema` base.
+    schema_base: Option<String>,
+    /// Where CloudEvents ids take their history from.
+    router: Option<master_events_router::Router>,
 }
 
 /// The outcome of one POST.
@@ -88,7 +124,47 @@ impl Sender {
             counters,
             failures: RateLimited::new(),
             health: None,
+            // Checked when the config was: an error here leaves the NDJSON format.
+            schema_base: config.schema_base().ok().flatten(),
+            router: None,
         }
+    }
+
+    /// The router whose history CloudEvents ids name.
+    pub(crate) fn with_router(mut self, router: Option<master_events_router::Router>) -> Sender {
+        self.router = router;
+        self
+    }
+
+    /// The body of one batch, and its content type.
+    fn body(&self, batch: &[Item]) -> (Bytes, &'static str) {
+        let Some(base) = &self.schema_base else {
+            let mut body = Vec::with_capacity(batch.iter().map(|i| i.line.len()).sum());
+            for item in batch {
+                body.extend_from_slice(&item.line);
+            }
+            return (Bytes::from(body), "application/x-ndjson");
+        };
+        let ctx = cloudevents::Context {
+            history: self
+                .router
+                .as_ref()
+                .map(|r| r.history().to_string())
+                .unwrap_or_default(),
+            schema_base: base.clone(),
+        };
+        let mut body = Vec::with_capacity(batch.iter().map(|i| i.line.len() + 320).sum());
+        body.push(b'[');
+        for (i, item) in batch.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            let attrs = attributes(&ctx, &item.line);
+            cloudevents::write_structured(&mut body, &attrs, &item.line);
+            body.pop(); // its newline
+        }
+        body.push(b']');
+        (Bytes::from(body), "application/cloudevents-batch+json")
     }
 
     /// Reports the sink's state to `health`.
@@ -102,11 +178,15 @@ impl Sender {
 
     /// One POST of `body` (a future that borrows nothing, so that the sender
     /// can act while it is on its way).
-    fn post(&self, body: Bytes) -> impl std::future::Future<Output = Outcome> + 'static {
+    fn post(
+        &self,
+        body: Bytes,
+        content_type: &'static str,
+    ) -> impl std::future::Future<Output = Outcome> + 'static {
         let request = self
             .client
             .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/x-ndjson")
+            .header(CONTENT_TYPE, content_type)
             .body(body);
         async move {
             match request.send().await {
@@ -148,17 +228,13 @@ impl Sender {
         deadline: &mut Option<Instant>,
     ) -> bool {
         let events = batch.iter().filter(|i| i.is_event).count() as u64;
-        let mut body = Vec::with_capacity(batch.iter().map(|i| i.line.len()).sum());
-        for item in batch {
-            body.extend_from_slice(&item.line);
-        }
-        let body = Bytes::from(body);
+        let (body, content_type) = self.body(batch);
         let mut attempt = 0;
         loop {
             if deadline.is_none() && queue.is_closed() {
                 *deadline = Some(Instant::now() + self.shutdown_timeout);
             }
-            let post = self.post(body.clone());
+            let post = self.post(body.clone(), content_type);
             tokio::pin!(post);
             if deadline.is_none() {
                 // A close while the POST is on its way starts the shutdown deadline.

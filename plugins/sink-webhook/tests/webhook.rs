@@ -45,7 +45,9 @@ struct Running {
 impl Running {
     fn start(config: WebhookConfig) -> Running {
         let router = Router::start(RouterConfig::default());
-        let sink = WebhookSink::new(config).expect("valid config");
+        let sink = WebhookSink::new(config)
+            .expect("valid config")
+            .with_router(router.clone());
         let counters = sink.counters();
         let cancel = CancellationToken::new();
         let input = SinkInput::new(
@@ -354,4 +356,67 @@ async fn the_sinks_state_follows_its_receiver_retrying_then_failing_then_ok() {
     router.shutdown().await;
     cancel.cancel();
     let _ = tokio::time::timeout(WAIT, task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloudevents_format_posts_batches_of_structured_cloudevents_in_seq_order() {
+    let receiver = Receiver::start().await;
+    let mut config = quick_retries(receiver.url());
+    config.format = master_events_sink_webhook::WebhookFormat::Cloudevents;
+    config.schema_base_url = Some("https://events.example:9443/".into());
+    config.batch_max_events = 7;
+    let running = Running::start(config);
+    running.publish(0, 20).await;
+    let history = running.router.history().to_string();
+    wait_until("every batch received", WAIT, || {
+        receiver.seen().len() >= 3 && {
+            let body = receiver.received();
+            serde_json::Deserializer::from_slice(&body)
+                .into_iter::<Vec<serde_json::Value>>()
+                .filter_map(Result::ok)
+                .map(|b| b.len())
+                .sum::<usize>()
+                == 20
+        }
+    })
+    .await;
+    running.stop().await;
+    for s in receiver.seen() {
+        assert_eq!(
+            s.content_type.as_deref(),
+            Some("application/cloudevents-batch+json")
+        );
+    }
+    let body = receiver.received();
+    let events: Vec<serde_json::Value> = serde_json::Deserializer::from_slice(&body)
+        .into_iter::<Vec<serde_json::Value>>()
+        .flat_map(|b| b.expect("each body is a JSON array"))
+        .collect();
+    assert_eq!(events.len(), 20);
+    let mut previous = String::new();
+    for e in &events {
+        let seq = e["data"]["seq"].as_u64().expect("the line is the data");
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["id"], format!("{history}:{seq}"));
+        assert_eq!(e["type"], "io.master-events.event.deleteBucket");
+        assert_eq!(
+            e["dataschema"],
+            "https://events.example:9443/schemas/event/deleteBucket.json"
+        );
+        let sequence = e["sequence"].as_str().expect("a sequence").to_owned();
+        assert!(sequence > previous, "{sequence} after {previous}");
+        previous = sequence;
+        assert!(e["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{e}");
+    }
+}
+
+#[test]
+fn the_cloudevents_format_without_a_schema_base_url_is_refused_saying_what_to_set() {
+    let mut config = WebhookConfig::to_url("http://127.0.0.1:1/x");
+    config.format = master_events_sink_webhook::WebhookFormat::Cloudevents;
+    let err = config.check().expect_err("refused").to_string();
+    assert!(err.contains("schema_base_url"), "{err}");
+    config.schema_base_url = Some("ftp://x".into());
+    let err = config.check().expect_err("refused").to_string();
+    assert!(err.contains("http:// or https://"), "{err}");
 }
