@@ -8,7 +8,9 @@ use std::process::{Command, Output};
 use serde_json::{Map, Value};
 
 fn repo(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -51,7 +53,13 @@ fn validate_refuses_the_2012_lines_pointing_to_legacy_and_reads_them_with_it() {
 #[test]
 fn report_reads_the_2012_lines_and_says_how_many_it_rewrote() {
     let file = repo(EXAMPLES);
-    let out = run(&["report", "rebalance", file.to_str().unwrap(), "--format", "json"]);
+    let out = run(&[
+        "report",
+        "rebalance",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let doc: Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(doc["input"]["events"], 11, "{doc}");
@@ -122,13 +130,24 @@ fn a_whole_rebalance_log_in_the_2012_form_gives_the_same_reports_as_in_the_curre
     let lines = old_text.lines().count() as u64;
     // The old form is really refused as it stands.
     let refused = run(&["validate", old_path.to_str().unwrap()]);
-    assert_eq!(refused.status.code(), Some(1), "the old-form log validated as is");
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "the old-form log validated as is"
+    );
 
     let (new, old) = (new_path.to_str().unwrap(), old_path.to_str().unwrap());
     for args in [
         &["report", "rebalance", "--format", "json"][..],
         &["report", "moves", "--format", "json"][..],
-        &["report", "inflight", "--format", "json", "--now", "1700000100"][..],
+        &[
+            "report",
+            "inflight",
+            "--format",
+            "json",
+            "--now",
+            "1700000100",
+        ][..],
     ] {
         let report = |file: &str| {
             let mut all = args.to_vec();
@@ -158,7 +177,11 @@ fn a_whole_rebalance_log_in_the_2012_form_gives_the_same_reports_as_in_the_curre
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         serde_json::from_slice::<Value>(&out.stdout).expect("a trace document")
     };
-    assert_eq!(trace(new), trace(old), "trace differs between the two forms");
+    assert_eq!(
+        trace(new),
+        trace(old),
+        "trace differs between the two forms"
+    );
 }
 
 mod common;
@@ -174,7 +197,10 @@ fn ingest_takes_2012_lines_with_legacy_1_and_streams_them_in_the_current_form() 
     let (status, reply) = common::http_to(&addr, "POST", "/diag/masterEvents", &body);
     assert_eq!(status, 400, "{reply}");
     assert!(reply.contains("line 1:"), "{reply}");
-    assert!(reply.contains("?legacy=1"), "the refusal points to legacy=1: {reply}");
+    assert!(
+        reply.contains("?legacy=1"),
+        "the refusal points to legacy=1: {reply}"
+    );
 
     let (status, reply) = common::http_to(&addr, "POST", "/diag/masterEvents?legacy=1", &body);
     assert_eq!(status, 200, "{reply}");
@@ -201,9 +227,15 @@ fn ingest_takes_2012_lines_with_legacy_1_and_streams_them_in_the_current_form() 
         .find(|e| e["type"] == "updateMap")
         .expect("the updateMap event");
     assert_eq!(update_map["vbucket"], 43, "{update_map}");
-    let failover = events.iter().find(|e| e["type"] == "failover").expect("failover");
+    let failover = events
+        .iter()
+        .find(|e| e["type"] == "failover")
+        .expect("failover");
     assert_eq!(failover["hosts"], serde_json::json!(["10.17.2.163:12004"]));
-    let bucket = events.iter().find(|e| e["type"] == "createBucket").expect("createBucket");
+    let bucket = events
+        .iter()
+        .find(|e| e["type"] == "createBucket")
+        .expect("createBucket");
     assert_eq!(bucket["params"]["ram_quota"], 104857600);
     // What the stream wrote is the current form: it validates without --legacy.
     let dir = tempfile::tempdir().expect("temp dir");
