@@ -51,10 +51,12 @@ deps_test() {
   # libFuzzer (the fuzz targets, scripts/fuzz.sh) is C++: it needs a C++ compiler.
   command -v c++ >/dev/null || need+=(g++)
   _deps_apt "${need[@]}"
+  # Node.js and npm: the AsyncAPI parser (tests/asyncapi, installed there by npm ci).
+  command -v npm >/dev/null || _deps_apt nodejs npm
   # cloudevents: the SDK the stream's format=cloudevents is read with (its 2.x
-  # `cloudevents.core` API).
-  if ! python3 -c 'import jsonschema, pytest, cloudevents.core.formats.json' 2>/dev/null; then
+  # `cloudevents.core` API); openapi-spec-validator checks schemas/openapi.json.
+  if ! python3 -c 'import jsonschema, pytest, cloudevents.core.formats.json, openapi_spec_validator' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7' \
-      'cloudevents>=2.2,<3'
+      'cloudevents>=2.2,<3' 'openapi-spec-validator>=0.7'
   fi
 }

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite of master-events. Installs what the tests need when it is
-# missing (scripts/deps.sh: Python's jsonschema and pytest from PyPI; protoc and its
-# includes, etcd, nats-server and Chromium from Debian), then: formatting, lints, the Rust tests of every crate (all
-# features: the etcd election and failover tests included), a short coverage-guided
-# run of every fuzz target (scripts/fuzz.sh, cargo-fuzz installed when missing), the Python consumer
-# tests of the published schemas, and a smoke run of the benchmark harness against
-# this project (both ingest modes; the peers are left to scripts/bench.sh).
+# missing (scripts/deps.sh: protoc and its includes, etcd, nats-server, Chromium and
+# Node.js from Debian; jsonschema, pytest, the CloudEvents SDK and
+# openapi-spec-validator from PyPI; the AsyncAPI parser from npm), then: formatting,
+# lints, the Rust tests of every crate (all features: the etcd election and failover
+# tests included), a short coverage-guided run of every fuzz target (scripts/fuzz.sh,
+# cargo-fuzz installed when missing), a sink kept outside the workspace built into its
+# own binary (scripts/own-binary.sh), the Python tests (published schemas,
+# CloudEvents, the OpenAPI document), the AsyncAPI document through its parser, and a
+# smoke run of the benchmark harness against this project (both ingest modes; the
+# peers are left to scripts/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +43,9 @@ bash scripts/own-binary.sh
 
 step "python consumer tests"
 python3 -m pytest -q tests/python
+
+step "the AsyncAPI document, checked by the AsyncAPI parser (tests/asyncapi)"
+(cd tests/asyncapi && npm ci --no-audit --no-fund --silent && node validate.mjs ../../schemas/asyncapi.json)
 
 step "benchmark harness: a smoke run against master-events, both ingest modes"
 # The harness's own figures are in docs/benchmarks.md (scripts/bench.sh); this only

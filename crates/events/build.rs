@@ -1,5 +1,7 @@
 //! Embeds the committed schema files (`schemas/` at the workspace root) into the
-//! crate, so the binary publishes and validates against exactly those files.
+//! crate, so the binary publishes and validates against exactly those files. The
+//! API documents kept there too (`openapi.json`, `asyncapi.json`) are not event
+//! schemas: the server generates them, so they are left out.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,12 @@ fn main() {
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut files = Vec::new();
     collect(&dir, &mut files);
+    files.retain(|p| {
+        p.parent() != Some(dir.as_path())
+            || !p
+                .file_name()
+                .is_some_and(|n| n == "openapi.json" || n == "asyncapi.json")
+    });
     files.sort();
     let mut code = String::from("/// The committed schema files: (path relative to `schemas/`, contents).\npub static FILES: &[(&str, &str)] = &[\n");
     for path in &files {

@@ -115,3 +115,12 @@ fn every_plugin_crate_of_the_workspace_is_linked() {
     }
     assert!(checked >= 4, "found the plugin crates: {checked}");
 }
+
+#[test]
+fn the_asyncapi_documents_nats_prefix_is_the_nats_sinks_default() {
+    let config = master_events_sink_nats::NatsConfig::to_server("nats://127.0.0.1:4222");
+    assert_eq!(
+        config.subject_prefix,
+        master_events_server::asyncapi::NATS_DEFAULT_PREFIX
+    );
+}

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 /// The state a sink reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkState {
     /// Delivering.
@@ -57,7 +57,7 @@ pub struct SinkHealth {
 }
 
 /// A copy of a sink's health, for `/cluster` and metrics.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SinkStatus {
     /// The sink's `type`.

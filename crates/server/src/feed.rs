@@ -48,7 +48,7 @@ pub(crate) struct IngestParams {
 pub(crate) const FEED_BATCH_BYTES: usize = 256 * 1024;
 
 /// What a feed has had taken so far: the reply at its end, and part of any refusal.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub(crate) struct Fed {
     /// Events taken.
     accepted: usize,
@@ -82,7 +82,7 @@ impl Fed {
 }
 
 /// A feed that ends early: why, and what it had taken before.
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 pub(crate) struct FeedRefusal {
     #[serde(flatten)]
     refusal: ingest::Refusal,

@@ -123,7 +123,7 @@ pub fn check_headers(headers: &HeaderMap) -> Result<(), MediaError> {
 }
 
 /// The reply to a successful ingest.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Accepted {
     /// How many events were taken.
     pub accepted: usize,
@@ -201,7 +201,7 @@ fn parse_lines_keeping_origin_seq(body: &[u8]) -> Result<Vec<(usize, Record)>, R
 }
 
 /// The body of a refused ingest.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Refusal {
     /// What is wrong.
     pub error: String,

@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod asyncapi;
 pub mod auth;
 mod conn;
 mod diag;
@@ -52,6 +53,7 @@ mod http_sink;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 mod peer_routes;
 mod repoll;
 pub mod routes;
@@ -99,7 +101,7 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// What `GET /cluster` reports, supplied by whoever runs the server (the cluster
 /// layer updates it when the master changes).
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct ClusterView {
     /// This node's name.
     pub node: String,
@@ -115,7 +117,7 @@ pub struct ClusterView {
 
 /// How this node's link to the master is doing, read live at each `GET /cluster`
 /// and `GET /ready` (the cluster layer supplies it: [`hooks::Ingest::health`]).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterHealth {
     /// Whether the master answers this node (always `true` on the master itself).
@@ -131,7 +133,7 @@ pub struct ClusterHealth {
 }
 
 /// The forwarding part of [`ClusterHealth`].
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForwardingHealth {
     /// `ok`, `retrying` (the master cannot be reached or failed) or `refused` (the
@@ -146,7 +148,7 @@ pub struct ForwardingHealth {
 }
 
 /// See [`ForwardingHealth::state`].
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ForwardingState {
     /// Events reach the master (or this node is the master).
@@ -500,6 +502,8 @@ fn handler(path: &str) -> Option<axum::routing::MethodRouter<Arc<AppState>>> {
         "/health" => get(health),
         "/ready" => get(ready),
         "/ui" | "/ui/" => get(ui::page),
+        openapi::PATH => get(schema_routes::openapi_document),
+        asyncapi::PATH => get(schema_routes::asyncapi_document),
         _ => return None,
     })
 }
@@ -643,14 +647,17 @@ fn json_response(status: StatusCode, value: &impl Serialize) -> Response {
     resp
 }
 
+/// The body of every error answer: what is wrong, in words.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct ErrorBody {
+    /// What is wrong (never a secret).
+    error: String,
+}
+
 fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
-    #[derive(Serialize)]
-    struct E {
-        error: String,
-    }
     json_response(
         status,
-        &E {
+        &ErrorBody {
             error: message.into(),
         },
     )

@@ -128,6 +128,8 @@ pub const ROUTES: &[Route] = &[
     route("/ready", "/ready", Some(Access::Public), None),
     route("/ui", "/ui", READ, None),
     route("/ui/", "/ui", READ, None),
+    route("/openapi.json", "/openapi.json", READ, None),
+    route("/asyncapi.json", "/asyncapi.json", READ, None),
 ];
 
 /// The route `path` falls under, if any.
@@ -203,7 +205,8 @@ mod tests {
     fn the_404_lists_every_user_route_once() {
         assert_eq!(
             listing(),
-            "/diag/masterEvents, /schemas/, /cluster, /metrics, /health, /ready, /ui"
+            "/diag/masterEvents, /schemas/, /cluster, /metrics, /health, /ready, /ui, \
+             /openapi.json, /asyncapi.json"
         );
     }
 

@@ -8,24 +8,32 @@
 
 use super::*;
 
+/// `GET /cluster`: this node, its master, its link to it, its archive and sinks.
+#[derive(Serialize, schemars::JsonSchema)]
+pub(crate) struct ClusterStatus<'a> {
+    #[serde(flatten)]
+    view: &'a ClusterView,
+    #[serde(flatten)]
+    health: ClusterHealth,
+    /// The last seq this node's archive holds.
+    last_seq: u64,
+    /// The oldest seq it still retains (`None` when empty).
+    oldest_seq: Option<u64>,
+    /// How many events the archive retains.
+    archive_capacity: usize,
+    /// The archive's history id (docs/api.md, "Histories").
+    history: &'a str,
+    /// The last seq committed (shown to readers, acknowledged to publishers).
+    committed_seq: u64,
+    /// Every configured sink's state.
+    sinks: Vec<master_events_router::SinkStatus>,
+}
+
 pub(crate) async fn cluster(State(state): State<Arc<AppState>>) -> Response {
-    #[derive(Serialize)]
-    struct View<'a> {
-        #[serde(flatten)]
-        view: &'a ClusterView,
-        #[serde(flatten)]
-        health: ClusterHealth,
-        last_seq: u64,
-        oldest_seq: Option<u64>,
-        archive_capacity: usize,
-        history: &'a str,
-        committed_seq: u64,
-        sinks: Vec<master_events_router::SinkStatus>,
-    }
     let view = state.cluster.borrow().clone();
     json_response(
         StatusCode::OK,
-        &View {
+        &ClusterStatus {
             view: &view,
             health: state
                 .ingest

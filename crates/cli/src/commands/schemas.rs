@@ -39,6 +39,19 @@ pub struct SchemasArgs {
     pub events_doc: Option<PathBuf>,
 }
 
+/// The API documents `schemas` writes beside the event schemas (the server
+/// generates them from its route table and channels).
+const API_DOCUMENTS: &[&str] = &["openapi.json", "asyncapi.json"];
+
+/// The API documents, generated: (file name, bytes).
+fn api_documents() -> Vec<(&'static str, Vec<u8>)> {
+    use master_events_server::{asyncapi, openapi};
+    vec![
+        ("openapi.json", openapi::to_bytes(&openapi::document())),
+        ("asyncapi.json", openapi::to_bytes(&asyncapi::document())),
+    ]
+}
+
 /// A difference between a directory and a fresh generation.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Drift {
@@ -69,6 +82,10 @@ fn existing_json_files(dir: &Path) -> Result<BTreeSet<String>> {
     }
     let mut out = BTreeSet::new();
     walk(dir, dir, &mut out)?;
+    // The API documents written beside the event schemas are compared on their own.
+    for doc in API_DOCUMENTS {
+        out.remove(*doc);
+    }
     Ok(out)
 }
 
@@ -86,6 +103,13 @@ pub fn check(dir: &Path, files: &[SchemaFile]) -> Result<Vec<Drift>> {
         existing.remove(&file.path);
     }
     drift.extend(existing.into_iter().map(Drift::Extra));
+    for (name, bytes) in api_documents() {
+        match std::fs::read(dir.join(name)) {
+            Ok(on_disk) if on_disk == bytes => {}
+            Ok(_) => drift.push(Drift::Changed(name.to_owned())),
+            Err(_) => drift.push(Drift::Missing(name.to_owned())),
+        }
+    }
     Ok(drift)
 }
 
@@ -107,7 +131,11 @@ pub fn write(dir: &Path, files: &[SchemaFile]) -> Result<usize> {
             std::fs::remove_file(&full).with_context(|| format!("removing {}", full.display()))?;
         }
     }
-    Ok(files.len())
+    for (name, bytes) in api_documents() {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(files.len() + API_DOCUMENTS.len())
 }
 
 /// The schema files of `dir` by relative path, and its set's version.
