@@ -1,0 +1,50 @@
+"""The generated models: up to date with the committed schemas, and every sample
+line of ns_server's log reads as its own typed model."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import master_events
+from master_events import EVENT_TYPES, parse_line
+
+HERE = pathlib.Path(__file__).resolve().parent
+CLIENT = HERE.parent
+ROOT = HERE.parents[2]
+
+
+def test_models_match_a_fresh_generation_from_the_committed_schemas(tmp_path):
+    out = tmp_path / "models.py"
+    subprocess.run([sys.executable, str(CLIENT / "generate.py"), "--out", str(out)], check=True)
+    committed = (CLIENT / "master_events" / "models.py").read_text()
+    assert out.read_text() == committed, "models.py drifted: run python3 clients/python/generate.py"
+
+
+def test_every_event_type_of_the_schemas_has_a_model():
+    types = {p.stem for p in (ROOT / "schemas" / "event").glob("*.json")}
+    assert set(EVENT_TYPES) == types
+    assert master_events.SCHEMA_VERSION == json.loads((ROOT / "schemas" / "version.json").read_text())["version"]
+
+
+def test_every_sample_line_reads_as_its_typed_model():
+    seen = set()
+    for line in (ROOT / "tests" / "data" / "ns_server_samples.ndjson").read_text().splitlines():
+        if not line.strip():
+            continue
+        event = parse_line(line)
+        wire = json.loads(line)
+        assert type(event) is EVENT_TYPES[wire["type"]]
+        for attr, name in type(event).WIRE.items():
+            assert getattr(event, attr) == wire.get(name)
+        seen.add(wire["type"])
+    assert seen == set(EVENT_TYPES)
+
+
+def test_a_line_of_an_unknown_type_or_not_json_is_a_protocol_error():
+    import pytest
+
+    with pytest.raises(master_events.ProtocolError, match="unknown line type"):
+        parse_line('{"type":"nope"}')
+    with pytest.raises(master_events.ProtocolError, match="not a JSON line"):
+        parse_line("{")
