@@ -287,6 +287,13 @@ impl SinkInput {
         self.try_recv()
     }
 
+    /// Resolves once the sink set is stopping (the input then ends after what was
+    /// sequenced before). A sink waiting on something else — a server that is down —
+    /// can stop waiting and finish within its shutdown deadline.
+    pub async fn stopping(&self) {
+        self.cancel.cancelled().await;
+    }
+
     /// The next chunk if one is ready, else `None`.
     pub fn try_recv(&mut self) -> Option<Chunk> {
         self.mark_handled();

@@ -52,8 +52,14 @@
 //!   key and the path, never what the file holds. A connection the server or the
 //!   handshake refuses is retried like a server that is down; the sink's health
 //!   says `retrying`, with why.
+//!
+//! With `jetstream = { stream = "NAME", ... }` the sink publishes to a JetStream
+//! stream instead, exactly once and in order, resuming from what the stream holds
+//! (the [`jetstream`] module).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod jetstream;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -165,6 +171,11 @@ pub struct NatsConfig {
     /// Never logged.
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// Publish to this JetStream stream (exactly once, in order, resumed from what
+    /// the stream holds) instead of core NATS: `{ stream = "NAME", replicas,
+    /// max_age_secs, max_bytes, duplicate_window_secs, ack_window, ack_timeout_ms }`.
+    #[serde(default)]
+    pub jetstream: Option<jetstream::JetStreamConfig>,
 }
 
 impl fmt::Debug for NatsConfig {
@@ -183,6 +194,7 @@ impl fmt::Debug for NatsConfig {
             .field("tls_ca_file", &self.tls_ca_file)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
+            .field("jetstream", &self.jetstream)
             .finish()
     }
 }
@@ -203,6 +215,7 @@ impl NatsConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            jetstream: None,
         }
     }
 
@@ -261,6 +274,9 @@ impl NatsConfig {
                 "tls_cert_file and tls_key_file go together: set both (the client certificate and its private key) or neither"
                     .into(),
             ));
+        }
+        if let Some(js) = &self.jetstream {
+            js.check().map_err(NatsError::Range)?;
         }
         Ok(addrs)
     }
@@ -330,7 +346,8 @@ impl SinkConfig for NatsConfig {
     fn build(self, ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
         let sink = NatsSink::new(self)
             .map_err(|e| ConfigError::Invalid(e.to_string()))?
-            .with_health(Arc::clone(ctx.health()));
+            .with_health(Arc::clone(ctx.health()))
+            .with_router(ctx.router().clone());
         Ok(Box::new(sink))
     }
 }
@@ -429,6 +446,8 @@ pub struct NatsSink {
     servers: Vec<ServerAddr>,
     counters: Arc<Counters>,
     health: Option<Arc<master_events_router::SinkHealth>>,
+    /// The router whose history JetStream message ids name.
+    router: Option<master_events_router::Router>,
 }
 
 impl fmt::Debug for NatsSink {
@@ -450,7 +469,15 @@ impl NatsSink {
             servers,
             counters: Arc::new(Counters::default()),
             health: None,
+            router: None,
         })
+    }
+
+    /// The router whose history the JetStream mode names in message ids (read when
+    /// it resumes: a follower takes its master's history).
+    pub fn with_router(mut self, router: master_events_router::Router) -> NatsSink {
+        self.router = Some(router);
+        self
     }
 
     /// Reports the sink's state to `health` (shown in `/cluster` and `/metrics`):
@@ -616,10 +643,46 @@ impl Feeder {
 }
 
 impl Sink for NatsSink {
+    fn start_cursor(&self) -> master_events_router::Cursor {
+        // JetStream: every retained event, restored ones included; what the stream
+        // already holds is skipped by seq.
+        if self.config.jetstream.is_some() {
+            master_events_router::Cursor::After(0)
+        } else {
+            master_events_router::Cursor::Oldest
+        }
+    }
+
     fn run(self: Box<Self>, mut input: SinkInput) -> SinkFuture {
         Box::pin(async move {
             let options = self.options();
             let shutdown_timeout = Duration::from_millis(self.config.shutdown_timeout_ms);
+            if let Some(config) = self.config.jetstream.clone() {
+                let client = match options.connect(self.servers.clone()).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the nats sink cannot start its client; it delivers nothing");
+                        if let Some(h) = &self.health {
+                            h.failing(format!("cannot start its client: {e}"));
+                        }
+                        return;
+                    }
+                };
+                jetstream::run(
+                    jetstream::JetStreamRun {
+                        client,
+                        config,
+                        prefix: self.config.subject_prefix.clone(),
+                        router: self.router.clone(),
+                        health: self.health.clone(),
+                        counters: Arc::clone(&self.counters),
+                        shutdown_timeout,
+                    },
+                    input,
+                )
+                .await;
+                return;
+            }
             let (tx, rx) = mpsc::channel(self.config.max_pending);
             let client = match options.connect(self.servers.clone()).await {
                 Ok(client) => client,

@@ -1,0 +1,469 @@
+//! The nats sink's JetStream mode: every event handed to a JetStream stream exactly
+//! once, in seq order, resumed after a restart from what the stream holds.
+//!
+//! ```toml
+//! [[sinks]]
+//! type = "nats"
+//! servers = ["nats://127.0.0.1:4222"]
+//! subject_prefix = "master_events"
+//! jetstream = { stream = "MASTER_EVENTS", replicas = 1, max_age_secs = 604800, duplicate_window_secs = 120, ack_window = 256 }
+//! ```
+//!
+//! Owns: [`JetStreamConfig`] and [`run`].
+//!
+//! Promises:
+//! - **Exactly once, in order.** Each event is published to `<prefix>.<type>` with
+//!   the headers `Nats-Msg-Id: <history>:<seq>`, `Master-Events-History` and
+//!   `Master-Events-Seq`, and counts as handed over only once JetStream acknowledged
+//!   it. At most `ack_window` publishes wait for their acks; when one fails, every
+//!   publish from it on is sent again, in order, with the same ids, so the server
+//!   drops what it already stored (its duplicate window).
+//! - **Resume from the stream, never from a guess.** On start, and after every
+//!   failure, the sink reads the stream's last message of this archive's history:
+//!   its `Master-Events-Seq` is the last event the stream holds, and the sink
+//!   publishes from the next one. It reads the router from the oldest retained event
+//!   (restored ones included: a `SIGKILL` between the durable log and JetStream loses
+//!   nothing), skipping what the stream holds. What the archive no longer has is
+//!   published as a gap message on `<prefix>.gap` with the exact range (its
+//!   `Master-Events-Seq` header is the range's end, so a resume skips it too).
+//! - **Bounded, never slowing the router.** While JetStream is unreachable the sink
+//!   stops reading its subscription: the events wait in the router's archive (which
+//!   a sink never holds back); what the archive evicts meanwhile comes back as a gap.
+//! - **Says what is wrong.** The sink's health is `retrying` with the cause while
+//!   the server is down, the stream cannot be created or used (e.g. an existing
+//!   stream whose subjects do not cover `<prefix>.>`), or acks fail; each new cause
+//!   is a WARN; `ok` again once a publish is acknowledged.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use master_events_events::Gap;
+use master_events_router::{Chunk, Router, SinkHealth, SinkInput};
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::{Counter, Counters};
+
+/// The header naming the archive's history.
+pub const HISTORY_HEADER: &str = "Master-Events-History";
+/// The header carrying the event's seq (a gap message: the last seq of its range).
+pub const SEQ_HEADER: &str = "Master-Events-Seq";
+
+/// `jetstream = { ... }` of a nats sink: publish to a JetStream stream.
+#[derive(Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct JetStreamConfig {
+    /// The stream's name (created when missing, with subjects `<prefix>.>`).
+    pub stream: String,
+    /// Replicas of a stream the sink creates (default 1).
+    #[serde(default = "d_replicas")]
+    pub replicas: usize,
+    /// Discard messages older than this many seconds (default 0: kept until
+    /// `max_bytes`).
+    #[serde(default)]
+    pub max_age_secs: u64,
+    /// Keep at most this many bytes (default -1: no limit).
+    #[serde(default = "d_max_bytes")]
+    pub max_bytes: i64,
+    /// The server's deduplication window by message id, in seconds (default 120):
+    /// a re-send within it is dropped by the server.
+    #[serde(default = "d_duplicate_window_secs")]
+    pub duplicate_window_secs: u64,
+    /// Publishes waiting for their acks at most (default 256, at least 1).
+    #[serde(default = "d_ack_window")]
+    pub ack_window: usize,
+    /// How long an ack may take, in milliseconds (default 5000).
+    #[serde(default = "d_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+}
+
+fn d_replicas() -> usize {
+    1
+}
+fn d_max_bytes() -> i64 {
+    -1
+}
+fn d_duplicate_window_secs() -> u64 {
+    120
+}
+fn d_ack_window() -> usize {
+    256
+}
+fn d_ack_timeout_ms() -> u64 {
+    5000
+}
+
+impl JetStreamConfig {
+    /// Checks the values (the stream name as JetStream takes it).
+    pub fn check(&self) -> Result<(), String> {
+        let name_ok = !self.stream.is_empty()
+            && self.stream.len() <= 255
+            && self
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b".*>/\\".contains(&b));
+        if !name_ok {
+            return Err(format!(
+                "jetstream.stream: {:?} is not a stream name (1-255 visible characters, none of . * > / \\)",
+                self.stream
+            ));
+        }
+        if self.ack_window == 0 || self.replicas == 0 || self.ack_timeout_ms == 0 {
+            return Err(
+                "jetstream: ack_window, replicas and ack_timeout_ms must be at least 1".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One message the sink publishes or has published and awaits the ack of.
+struct Outgoing {
+    seq: u64,
+    subject: String,
+    payload: Bytes,
+    id: String,
+    is_event: bool,
+}
+
+/// What the sink needs to run.
+pub(crate) struct JetStreamRun {
+    pub(crate) client: async_nats::Client,
+    pub(crate) config: JetStreamConfig,
+    pub(crate) prefix: String,
+    pub(crate) router: Option<Router>,
+    pub(crate) health: Option<Arc<SinkHealth>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// Reports a state change once; WARNs a new cause.
+struct Reporter {
+    health: Option<Arc<SinkHealth>>,
+    last: Option<String>,
+}
+
+impl Reporter {
+    fn retrying(&mut self, why: String) {
+        if self.last.as_deref() != Some(why.as_str()) {
+            tracing::warn!(cause = %why, "the nats sink cannot hand events to JetStream; retrying");
+            self.last = Some(why.clone());
+        }
+        if let Some(h) = &self.health {
+            h.retrying(why);
+        }
+    }
+
+    fn ok(&mut self) {
+        if self.last.take().is_some() {
+            tracing::info!("the nats sink hands events to JetStream again");
+        }
+        if let Some(h) = &self.health {
+            h.ok();
+        }
+    }
+}
+
+impl JetStreamRun {
+    fn history(&self) -> String {
+        self.router
+            .as_ref()
+            .map(|r| r.history().to_string())
+            .unwrap_or_default()
+    }
+
+    fn stream_config(&self) -> stream::Config {
+        stream::Config {
+            name: self.config.stream.clone(),
+            subjects: vec![format!("{}.>", self.prefix)],
+            num_replicas: self.config.replicas,
+            max_age: Duration::from_secs(self.config.max_age_secs),
+            max_bytes: self.config.max_bytes,
+            duplicate_window: Duration::from_secs(self.config.duplicate_window_secs),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        }
+    }
+
+    /// The stream, created when missing, and checked to take `<prefix>.>`.
+    async fn stream(&self, js: &jetstream::Context) -> Result<stream::Stream, String> {
+        let mut stream = js
+            .get_or_create_stream(self.stream_config())
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.config.stream))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.config.stream))?;
+        let wanted = format!("{}.>", self.prefix);
+        if !info
+            .config
+            .subjects
+            .iter()
+            .any(|s| s == &wanted || s == ">")
+        {
+            return Err(format!(
+                "stream {} exists with subjects {:?}, which do not take {wanted}: \
+                 add {wanted} to them, or name another stream",
+                self.config.stream, info.config.subjects
+            ));
+        }
+        Ok(stream)
+    }
+
+    /// The last seq of `history` the stream holds (0: none), read back from its
+    /// newest messages.
+    async fn last_held(&self, stream: &mut stream::Stream, history: &str) -> Result<u64, String> {
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| format!("stream {}: {e}", self.config.stream))?;
+        let (first, mut at) = (info.state.first_sequence, info.state.last_sequence);
+        // Walk back past messages without our headers (published by others), a few.
+        let mut looked = 0;
+        while at >= first.max(1) && at > 0 && looked < 64 {
+            looked += 1;
+            let message = match stream.get_raw_message(at).await {
+                Ok(m) => m,
+                Err(e) => {
+                    // Deleted (interior) messages can be skipped; anything else is an error.
+                    if e.to_string().contains("no message found") {
+                        at -= 1;
+                        continue;
+                    }
+                    return Err(format!(
+                        "stream {}: reading message {at}: {e}",
+                        self.config.stream
+                    ));
+                }
+            };
+            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+            match (header(HISTORY_HEADER), header(SEQ_HEADER)) {
+                (Some(h), Some(seq)) if h == history => {
+                    return Ok(seq.parse().unwrap_or(0));
+                }
+                // Another history's newest message: nothing of ours after it.
+                (Some(_), Some(_)) => return Ok(0),
+                _ => at -= 1,
+            }
+        }
+        Ok(0)
+    }
+
+    async fn publish(
+        &self,
+        js: &jetstream::Context,
+        history: &str,
+        m: &Outgoing,
+    ) -> Result<PublishAckFuture, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", m.id.as_str());
+        headers.insert(HISTORY_HEADER, history);
+        headers.insert(SEQ_HEADER, m.seq.to_string().as_str());
+        js.publish_with_headers(m.subject.clone(), headers, m.payload.clone())
+            .await
+            .map_err(|e| format!("publishing to {}: {e}", m.subject))
+    }
+}
+
+/// Runs the JetStream mode until the input ends (see the module's promises).
+pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
+    let mut js = jetstream::new(run.client.clone());
+    js.set_timeout(Duration::from_millis(run.config.ack_timeout_ms));
+    let mut report = Reporter {
+        health: run.health.clone(),
+        last: None,
+    };
+    let window = run.config.ack_window;
+    // Published, awaiting the ack, in seq order.
+    let mut pending: VecDeque<(Outgoing, PublishAckFuture)> = VecDeque::new();
+    // Read from the router, not yet published (after a failure: to send again).
+    let mut queue: VecDeque<Outgoing> = VecDeque::new();
+    // The last seq the stream is known to hold; `None`: to be read from it.
+    let mut held: Option<u64> = None;
+    let mut history = run.history();
+    // The input ended (everything to publish was read).
+    let mut input_done = false;
+    // Set once stopping: past it, a sink that cannot publish gives up.
+    let mut deadline: Option<Instant> = None;
+    let mut delay = Duration::from_millis(100);
+    'run: loop {
+        let failure = 'step: {
+            // Learn where the stream is (at start, and after any failure).
+            if held.is_none() {
+                history = run.history();
+                let learned = async {
+                    let mut stream = run.stream(&js).await?;
+                    run.last_held(&mut stream, &history).await
+                }
+                .await;
+                match learned {
+                    Ok(seq) => {
+                        tracing::info!(stream = %run.config.stream, last_held = seq, "the nats sink resumes JetStream after the last event the stream holds");
+                        held = Some(seq);
+                        // What the stream already has is not sent again.
+                        queue.retain(|m| m.seq > seq);
+                    }
+                    Err(why) => break 'step Some(why),
+                }
+            }
+            let last_held = held.unwrap_or(0);
+
+            // Publish what is queued, within the window.
+            while pending.len() < window {
+                let Some(m) = queue.pop_front() else { break };
+                match run.publish(&js, &history, &m).await {
+                    Ok(ack) => pending.push_back((m, ack)),
+                    Err(why) => {
+                        queue.push_front(m);
+                        break 'step Some(why);
+                    }
+                }
+            }
+            // Settle the oldest ack when the window is full, or when there is
+            // nothing more to read.
+            let must_settle = pending.len() >= window || (input_done && !pending.is_empty());
+            if must_settle {
+                if let Some((m, ack)) = pending.pop_front() {
+                    match ack.await {
+                        Ok(_) => {
+                            report.ok();
+                            delay = Duration::from_millis(100);
+                            held = Some(m.seq.max(last_held));
+                            if m.is_event {
+                                run.counters.add(Counter::Published, 1);
+                            }
+                        }
+                        Err(e) => {
+                            queue.push_front(m);
+                            break 'step Some(format!("no ack from JetStream: {e}"));
+                        }
+                    }
+                }
+                break 'step None;
+            }
+            if input_done {
+                if queue.is_empty() && pending.is_empty() {
+                    break 'run;
+                }
+                break 'step None;
+            }
+            // Read more from the router; acks that came meanwhile are settled as
+            // the window fills (or at the end).
+            let chunk = if pending.is_empty() {
+                input.recv().await
+            } else {
+                // Do not sit on unacknowledged publishes while the stream is idle.
+                tokio::select! {
+                    chunk = input.recv() => chunk,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {
+                        if let Some((m, ack)) = pending.pop_front() {
+                            match ack.await {
+                                Ok(_) => {
+                                    report.ok();
+                                    held = Some(m.seq.max(last_held));
+                                    if m.is_event {
+                                        run.counters.add(Counter::Published, 1);
+                                    }
+                                }
+                                Err(e) => {
+                                    queue.push_front(m);
+                                    break 'step Some(format!("no ack from JetStream: {e}"));
+                                }
+                            }
+                        }
+                        break 'step None;
+                    }
+                }
+            };
+            match chunk {
+                None => {
+                    input_done = true;
+                    deadline.get_or_insert(Instant::now() + run.shutdown_timeout);
+                }
+                Some(Chunk::Truncated { .. }) => {}
+                Some(Chunk::Gap(gap)) => {
+                    run.counters.add(Counter::Missed, gap.missed);
+                    if gap.to_seq > last_held {
+                        let from = gap.from_seq.max(last_held + 1);
+                        let gap = Gap::new(from, gap.to_seq, gap.reason.clone());
+                        let mut line = Vec::with_capacity(128);
+                        gap.encode_line(&mut line);
+                        line.pop();
+                        queue.push_back(Outgoing {
+                            seq: gap.to_seq,
+                            subject: format!("{}.gap", run.prefix),
+                            payload: Bytes::from(line),
+                            id: format!("{history}:gap:{from}-{}", gap.to_seq),
+                            is_event: false,
+                        });
+                    }
+                }
+                Some(Chunk::Events(batch)) => {
+                    if let Some(selected) = input.select(&batch) {
+                        let whole = selected.unfiltered().bytes();
+                        for event in selected.iter() {
+                            if event.seq <= last_held {
+                                continue;
+                            }
+                            let line = event.line.strip_suffix(b"\n").unwrap_or(event.line);
+                            queue.push_back(Outgoing {
+                                seq: event.seq,
+                                subject: format!(
+                                    "{}.{}",
+                                    run.prefix,
+                                    event.meta.event_type.as_str()
+                                ),
+                                payload: whole.slice_ref(line),
+                                id: format!("{history}:{}", event.seq),
+                                is_event: true,
+                            });
+                        }
+                    }
+                }
+            }
+            None
+        };
+        if let Some(why) = failure {
+            // Send everything unacknowledged again, in order, after re-learning
+            // what the stream holds.
+            report.retrying(why);
+            let mut again: VecDeque<Outgoing> =
+                VecDeque::with_capacity(queue.len() + pending.len());
+            let unacked: Vec<Outgoing> = pending.drain(..).map(|(m, _)| m).collect();
+            let mut rest: Vec<Outgoing> = queue.drain(..).collect();
+            // A failed publish or ack was put back at the queue's front; the
+            // unacknowledged ones after it are still in `pending`: keep seq order.
+            let mut all: Vec<Outgoing> = unacked;
+            all.append(&mut rest);
+            all.sort_by_key(|m| m.seq);
+            again.extend(all);
+            queue = again;
+            held = None;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            // Wait before trying again, but not past the shutdown deadline.
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = input.stopping(), if deadline.is_none() => {
+                    deadline = Some(Instant::now() + run.shutdown_timeout);
+                }
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+    let left = queue
+        .iter()
+        .chain(pending.iter().map(|(m, _)| m))
+        .filter(|m| m.is_event)
+        .count();
+    if left > 0 {
+        run.counters.add(Counter::DroppedAtShutdown, left as u64);
+        tracing::warn!(left, "the nats sink stopped with events JetStream did not acknowledge; a restart resumes from what the stream holds");
+    }
+}

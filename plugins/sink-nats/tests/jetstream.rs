@@ -1,0 +1,241 @@
+//! The nats sink's JetStream mode against a real `nats-server -js`: every event in
+//! the stream exactly once and in seq order, with its message id, across a NATS
+//! server restart mid-stream and a restart of the sink itself; a gap message for
+//! what the archive no longer had; an existing stream that cannot take the subjects
+//! reported with its cause.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use common::{event, NatsServer, WAIT};
+use master_events_events::Record;
+use master_events_router::{Router, RouterConfig, Sink, SinkHealth, SinkInput, SinkState};
+use master_events_sink_nats::jetstream::{JetStreamConfig, HISTORY_HEADER, SEQ_HEADER};
+use master_events_sink_nats::{NatsConfig, NatsSink};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const STREAM: &str = "EVENTS";
+
+fn js_server() -> NatsServer {
+    NatsServer::start_with_config("jetstream { store_dir: \"js\" }\n")
+}
+
+fn config(url: &str) -> NatsConfig {
+    let mut c = NatsConfig::to_server(url);
+    c.jetstream = Some(JetStreamConfig {
+        stream: STREAM.into(),
+        replicas: 1,
+        max_age_secs: 0,
+        max_bytes: -1,
+        duplicate_window_secs: 120,
+        ack_window: 64,
+        ack_timeout_ms: 2000,
+    });
+    c.shutdown_timeout_ms = 2000;
+    c
+}
+
+/// One run of the sink on `router`, as `serve` starts it (from its start cursor).
+struct SinkRun {
+    health: Arc<SinkHealth>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl SinkRun {
+    fn start(router: &Router, config: NatsConfig) -> SinkRun {
+        let health = Arc::new(SinkHealth::new("nats", 0));
+        let sink = NatsSink::new(config)
+            .expect("valid config")
+            .with_health(Arc::clone(&health))
+            .with_router(router.clone());
+        let cancel = CancellationToken::new();
+        let input = SinkInput::new(
+            "nats",
+            router.subscribe(sink.start_cursor()),
+            None,
+            cancel.clone(),
+        );
+        let task = tokio::spawn(Box::new(sink).run(input));
+        SinkRun {
+            health,
+            cancel,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the sink stops in time")
+            .expect("the sink ends normally");
+    }
+}
+
+async fn publish(router: &Router, from: u64, n: u64) {
+    router
+        .publish_batch((from..from + n).map(|i| Record::new(event(i))).collect())
+        .await
+        .expect("published");
+}
+
+/// Every message of the stream: (subject, seq header, msg id).
+async fn stream_messages(url: &str) -> Vec<(String, u64, String)> {
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = jetstream::new(client);
+    let Ok(mut stream) = js.get_stream(STREAM).await else {
+        return Vec::new();
+    };
+    let info = stream.info().await.expect("info").clone();
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if seq == 0 {
+            continue;
+        }
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let header = |n: &str| {
+            m.headers
+                .get(n)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        out.push((
+            m.subject.to_string(),
+            header(SEQ_HEADER).parse().unwrap_or(0),
+            header("Nats-Msg-Id"),
+        ));
+        assert!(
+            !header(HISTORY_HEADER).is_empty(),
+            "every message names its history"
+        );
+    }
+    out
+}
+
+async fn wait_for_count(url: &str, n: usize) -> Vec<(String, u64, String)> {
+    let start = Instant::now();
+    loop {
+        let messages = stream_messages(url).await;
+        if messages.len() >= n {
+            return messages;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the stream holds {} messages, not {n}",
+            messages.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_is_in_the_stream_once_in_order_across_a_server_and_a_sink_restart() {
+    let mut server = js_server();
+    let url = server.url();
+    let router = Router::start(RouterConfig::default());
+    let history = router.history().to_string();
+    let first = SinkRun::start(&router, config(&url));
+    publish(&router, 0, 300).await;
+    wait_for_count(&url, 100).await;
+    // The NATS server goes away mid-stream and comes back (its store kept).
+    server.kill();
+    publish(&router, 300, 200).await;
+    server.restart();
+    wait_for_count(&url, 500).await;
+    first.stop().await;
+    // The sink restarts: it reads the router from its oldest event and must send
+    // only what the stream does not hold.
+    publish(&router, 500, 100).await;
+    let second = SinkRun::start(&router, config(&url));
+    let messages = wait_for_count(&url, 600).await;
+    // Nothing more arrives: no duplicate comes late.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let messages_after = stream_messages(&url).await;
+    assert_eq!(messages.len(), messages_after.len(), "a late duplicate");
+    assert_eq!(second.health.state(), SinkState::Ok);
+    second.stop().await;
+    router.shutdown().await;
+    let seqs: Vec<u64> = messages.iter().map(|m| m.1).collect();
+    assert_eq!(
+        seqs,
+        (1..=600).collect::<Vec<_>>(),
+        "exactly once, in seq order"
+    );
+    for (subject, seq, id) in &messages {
+        assert_eq!(id, &format!("{history}:{seq}"));
+        let ty = if (seq - 1) % 2 == 0 {
+            "deleteBucket"
+        } else {
+            "vbucketMoveDone"
+        };
+        assert_eq!(subject, &format!("master_events.{ty}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_archive_no_longer_had_is_one_gap_message_with_the_exact_range() {
+    let server = js_server();
+    let url = server.url();
+    let router = Router::start(RouterConfig {
+        archive_capacity: 100,
+        ..RouterConfig::default()
+    });
+    // 300 events before the sink starts: the archive keeps the last 100 or so.
+    for i in 0..3 {
+        publish(&router, i * 100, 100).await;
+    }
+    let oldest = router.oldest_seq().expect("an archive");
+    assert!(oldest > 1);
+    let run = SinkRun::start(&router, config(&url));
+    let expected = (300 - oldest + 1) as usize + 1;
+    let messages = wait_for_count(&url, expected).await;
+    run.stop().await;
+    router.shutdown().await;
+    assert_eq!(messages[0].0, "master_events.gap", "{messages:?}");
+    assert_eq!(
+        messages[0].1,
+        oldest - 1,
+        "the gap's header is the end of its range"
+    );
+    let seqs: Vec<u64> = messages[1..].iter().map(|m| m.1).collect();
+    assert_eq!(seqs, (oldest..=300).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_cannot_take_the_subjects_is_reported_with_its_cause() {
+    let server = js_server();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.expect("connect");
+    jetstream::new(client)
+        .create_stream(jetstream::stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["other.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("a stream of other subjects");
+    let router = Router::start(RouterConfig::default());
+    let run = SinkRun::start(&router, config(&url));
+    publish(&router, 0, 5).await;
+    let start = Instant::now();
+    loop {
+        let status = run.health.snapshot();
+        if status.state == SinkState::Retrying
+            && status
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("do not take master_events.>"))
+        {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "not reported: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.stop().await;
+    router.shutdown().await;
+}
