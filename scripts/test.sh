@@ -7,9 +7,9 @@
 # tests included), a short coverage-guided run of every fuzz target (scripts/fuzz.sh,
 # cargo-fuzz installed when missing), a sink kept outside the workspace built into its
 # own binary (scripts/own-binary.sh), the Python tests (published schemas,
-# CloudEvents, the OpenAPI document), the AsyncAPI document through its parser, and a
-# smoke run of the benchmark harness against this project (both ingest modes; the
-# peers are left to scripts/bench.sh).
+# CloudEvents, the OpenAPI document), the Python client's own tests, the AsyncAPI
+# document through its parser, and a smoke run of the benchmark harness against this
+# project (both ingest modes; the peers are left to scripts/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +43,11 @@ bash scripts/own-binary.sh
 
 step "python consumer tests"
 python3 -m pytest -q tests/python
+
+step "the Python client (clients/python): installed with pip, its tests against a real server"
+python3 -m pip install --quiet --disable-pip-version-check ./clients/python
+rm -rf clients/python/build clients/python/*.egg-info
+python3 -m pytest -q -p no:cacheprovider clients/python/tests
 
 step "the AsyncAPI document, checked by the AsyncAPI parser (tests/asyncapi)"
 (cd tests/asyncapi && npm ci --no-audit --no-fund --silent && node validate.mjs ../../schemas/asyncapi.json)
