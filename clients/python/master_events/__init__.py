@@ -1,11 +1,21 @@
 """master_events: a Python client of master-events, typed by its published schemas.
 
     from master_events import Client, Gap, Reset
-    for item in Client("http://127.0.0.1:9898", token="...").stream(type="vbucketMoveDone"):
+    for item in Client("http://127.0.0.1:9898", token="met_...").stream(type="vbucketMoveDone"):
         ...
 """
 
-from .client import AuthError, Client, HTTPError, MasterEventsError, ProtocolError, parse_line
+from .client import (
+    AuthError,
+    Client,
+    HTTPError,
+    InvalidURLError,
+    MasterEventsError,
+    ProtocolError,
+    ServerUnreachable,
+    StreamTimeout,
+    parse_line,
+)
 from .models import CONTROL_TYPES, EVENT_TYPES, SCHEMA_VERSION, Control, Event, Gap, Heartbeat, Reset
 
 __all__ = [
@@ -18,9 +28,12 @@ __all__ = [
     "Gap",
     "HTTPError",
     "Heartbeat",
+    "InvalidURLError",
     "MasterEventsError",
     "ProtocolError",
     "Reset",
     "SCHEMA_VERSION",
+    "ServerUnreachable",
+    "StreamTimeout",
     "parse_line",
 ]

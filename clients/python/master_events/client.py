@@ -11,19 +11,36 @@ archive (a restart without persistence) answers with a `Reset`.
 import base64
 import http.client
 import json
-import socket
+import logging
 import ssl
 import time
 import urllib.parse
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 from .models import CONTROL_TYPES, EVENT_TYPES, Control, Event, Gap, Heartbeat, Reset
 
 HISTORY_HEADER = "Master-Events-History"
 
+#: Where the client reports what it does not raise: a dropped connection and each
+#: reconnect attempt, a `Gap`, a `Reset` (WARNING).
+log = logging.getLogger("master_events")
+
 
 class MasterEventsError(Exception):
     """Anything that went wrong talking to the server."""
+
+
+class InvalidURLError(MasterEventsError, ValueError):
+    """The URL given to `Client` is not `http://HOST[:PORT]` or `https://HOST[:PORT]`."""
+
+
+class ServerUnreachable(MasterEventsError, ConnectionError):
+    """The server cannot be reached (refused, reset, timed out, TLS failure), or a
+    stream gave up reconnecting to it (`max_reconnects`)."""
+
+
+class StreamTimeout(MasterEventsError, TimeoutError):
+    """`stream(timeout=...)` ran out before its `until` condition held."""
 
 
 class AuthError(MasterEventsError):
@@ -74,6 +91,11 @@ class Client:
     token from `master-events token create`), not both. `cacert`: a PEM file of the
     CA that signed an https server's certificate. `timeout`: seconds a connection or
     a read may take (the stream asks for heartbeats more often than that).
+
+    Raises `InvalidURLError` for a URL that is not an http(s) base URL, and
+    `ValueError` for credentials given both ways or an unreadable `cacert`. Calls
+    raise `ServerUnreachable`, `AuthError`, `HTTPError` or `ProtocolError`, all
+    `MasterEventsError`; no message carries the password or the token.
     """
 
     def __init__(
@@ -86,11 +108,29 @@ class Client:
     ):
         if auth is not None and token is not None:
             raise ValueError("give auth=(user, password) or token=..., not both")
-        parts = urllib.parse.urlsplit(url)
+        if auth is not None and (
+            not isinstance(auth, tuple) or len(auth) != 2 or not all(isinstance(a, str) for a in auth)
+        ):
+            raise ValueError("auth: expected a (user, password) tuple of two strings")
+        try:
+            parts = urllib.parse.urlsplit(url)
+            parts.port  # raises ValueError on a port that is not a number
+        except (ValueError, TypeError, AttributeError) as e:
+            raise InvalidURLError(f"url {_safe_url(url)!r}: not a valid host and port ({e})") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url: expected http://HOST:PORT or https://HOST:PORT, got {url!r}")
+            raise InvalidURLError(
+                f"url {_safe_url(url)!r}: expected http://HOST[:PORT] or https://HOST[:PORT]"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise InvalidURLError("url: credentials go in auth=(user, password), not in the URL")
+        if parts.query or parts.fragment:
+            raise InvalidURLError(f"url {url!r}: the server's base URL, without a query or fragment")
+        if cacert is not None and parts.scheme != "https":
+            raise InvalidURLError(f"url {url!r}: cacert is for an https:// server")
         self.url = url.rstrip("/")
         self._parts = parts
+        # A server behind a reverse proxy under a path prefix: every route goes under it.
+        self._prefix = parts.path.rstrip("/")
         self._headers = {}
         if auth is not None:
             user, password = auth
@@ -100,7 +140,10 @@ class Client:
             self._headers["Authorization"] = f"Bearer {token}"
         self._context = None
         if parts.scheme == "https":
-            self._context = ssl.create_default_context(cafile=cacert)
+            try:
+                self._context = ssl.create_default_context(cafile=cacert)
+            except (OSError, ssl.SSLError) as e:
+                raise ValueError(f"cacert {cacert!r}: not a readable PEM file of CA certificates: {e}") from None
         self.timeout = timeout
         self.history: Optional[str] = None
         self.last_seq: Optional[int] = None
@@ -120,11 +163,11 @@ class Client:
         all_headers = dict(self._headers)
         all_headers.update(headers or {})
         try:
-            conn.request(method, path, body=body, headers=all_headers)
+            conn.request(method, self._prefix + path, body=body, headers=all_headers)
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             conn.close()
-            raise MasterEventsError(f"cannot reach {self.url}: {e}") from None
+            raise ServerUnreachable(f"cannot reach {self.url}: {e}") from None
         if resp.status >= 400:
             text = resp.read().decode("utf-8", "replace")
             conn.close()
@@ -153,9 +196,12 @@ class Client:
         query = self._query({"o": 1, **filters})
         conn, resp = self._request("GET", f"/diag/masterEvents?{query}")
         try:
-            return [parse_line(line) for line in resp.read().splitlines() if line.strip()]
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise ServerUnreachable(f"{self.url}: the archive was cut short: {e}") from None
         finally:
             conn.close()
+        return [parse_line(line) for line in body.splitlines() if line.strip()]
 
     def send(self, lines: list[Union[str, dict]]) -> dict[str, Any]:
         """Sends events (JSON objects or lines); the server's reply."""
@@ -164,9 +210,15 @@ class Client:
             "POST", "/diag/masterEvents", body.encode(), {"Content-Type": "application/x-ndjson"}
         )
         try:
-            return json.loads(resp.read() or b"{}")
+            reply = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise ServerUnreachable(f"{self.url}: no reply to the events sent: {e}") from None
         finally:
             conn.close()
+        try:
+            return json.loads(reply or b"{}")
+        except ValueError:
+            raise ProtocolError(f"{self.url}: the reply to the events sent is not JSON") from None
 
     def stream(
         self,
@@ -175,23 +227,58 @@ class Client:
         heartbeat: float = 5.0,
         heartbeats: bool = False,
         max_reconnects: Optional[int] = None,
+        until: Optional[Callable[[Union[Event, Control]], bool]] = None,
+        timeout: Optional[float] = None,
         **filters,
     ) -> Iterator[Union[Event, Control]]:
         """Follows the stream: the retained events after `since` (all when `None`),
-        then live ones, for ever (stop by leaving the loop).
+        then live ones, until the caller leaves the loop.
 
         Yields typed events, `Gap` (events the server no longer had) and `Reset` (the
-        server's archive is another history: the events that follow start a new one);
-        `Heartbeat`s too when `heartbeats=True`. On a lost connection it reconnects
-        (backoff 0.1 s doubling to 5 s) and resumes after the last event yielded;
-        `max_reconnects` consecutive failures raise `MasterEventsError` (default:
-        retry for ever). An `AuthError` is raised at once. `filters`: `type`,
-        `bucket`, `vbucket`, `node` (a value or a list)."""
+        server's archive is another history: the events that follow start a new one,
+        from its oldest retained event); `Heartbeat`s too when `heartbeats=True`
+        (otherwise they only keep the cursor's history current).
+
+        On a lost connection or a server restart it reconnects (backoff 0.1 s
+        doubling to 5 s, each attempt logged at WARNING on the `master_events`
+        logger) and resumes after the last event yielded, in its history
+        (`since` + `history`). `max_reconnects` consecutive failed attempts raise
+        `ServerUnreachable` (default: retry for ever). `AuthError` and any other
+        4xx refusal (`HTTPError`, e.g. a bad filter) are raised at once.
+
+        Bounds, for tests: `until(item)` true ends the stream after yielding that
+        item; `timeout` seconds raise `StreamTimeout` if the stream has not ended
+        by then. `filters`: `type`, `bucket`, `vbucket`, `node` (a value or a
+        list). `self.last_seq` and `self.history` are the cursor."""
         self.last_seq = since
         self.history = history
+        deadline = None if timeout is None else time.monotonic() + timeout
         failures = 0
         delay = 0.1
+
+        def check_deadline():
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StreamTimeout(
+                    f"{self.url}: stream ran for {timeout} s without its end condition "
+                    f"(last seq {self.last_seq}, history {self.history})"
+                )
+
+        def back_off(why: str):
+            nonlocal failures, delay
+            failures += 1
+            if max_reconnects is not None and failures > max_reconnects:
+                raise ServerUnreachable(f"{self.url}: gave up after {max_reconnects} reconnects: {why}")
+            log.warning(
+                "master-events stream %s: %s; reconnecting in %.1f s (attempt %d), resuming after seq %s",
+                self.url, why, delay, failures, self.last_seq,
+            )
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            delay = min(delay * 2, 5.0)
+            check_deadline()
+
         while True:
+            check_deadline()
             params = {"heartbeat": heartbeat, **filters}
             if self.last_seq is not None:
                 params["since"] = self.last_seq
@@ -199,16 +286,16 @@ class Client:
                     params["history"] = self.history
             try:
                 conn, resp = self._request("GET", f"/diag/masterEvents?{self._query(params)}")
-            except AuthError:
-                raise
-            except MasterEventsError:
-                failures += 1
-                if max_reconnects is not None and failures > max_reconnects:
+            except HTTPError as e:
+                if e.status < 500:
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                back_off(f"server error {e}")
+                continue
+            except ServerUnreachable as e:
+                back_off(str(e))
                 continue
             self.history = resp.getheader(HISTORY_HEADER) or self.history
+            why = "the server ended the stream"
             try:
                 for raw_line in resp:
                     if not raw_line.strip():
@@ -217,23 +304,38 @@ class Client:
                     failures, delay = 0, 0.1
                     if isinstance(item, Event):
                         self.last_seq = item.seq
-                        yield item
                     elif isinstance(item, Heartbeat):
                         self.history = item.history or self.history
-                        if heartbeats:
-                            yield item
+                        if not heartbeats:
+                            check_deadline()
+                            continue
                     elif isinstance(item, Reset):
+                        log.warning(
+                            "master-events stream %s: reset to history %s (asked for seq %s of %s): %s",
+                            self.url, item.history, item.requested_since, item.requested_history, item.reason,
+                        )
                         self.history = item.history
                         self.last_seq = None
-                        yield item
                     elif isinstance(item, Gap):
-                        yield item
-            except (OSError, http.client.HTTPException):
-                pass  # the connection dropped: reconnect and resume
+                        log.warning(
+                            "master-events stream %s: gap, %d events missed (seq %d to %d): %s",
+                            self.url, item.missed, item.from_seq, item.to_seq, item.reason,
+                        )
+                    yield item
+                    if until is not None and until(item):
+                        return
+                    check_deadline()
+            except (OSError, http.client.HTTPException) as e:
+                why = f"connection lost: {e}"  # reconnect and resume
             finally:
                 conn.close()
-            failures += 1
-            if max_reconnects is not None and failures > max_reconnects:
-                raise MasterEventsError(f"{self.url}: gave up after {max_reconnects} reconnects")
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            back_off(why)
+
+
+def _safe_url(url: Any) -> str:
+    """A URL for an error message, with any user:password@ part removed."""
+    text = str(url)
+    scheme, sep, rest = text.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return text

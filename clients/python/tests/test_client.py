@@ -1,8 +1,12 @@
 """The client against a real server: following a live rebalance through a server
-restart (nothing missed, nothing twice), a restart without persistence surfacing as
-a `Reset`, tokens and Basic credentials, the archive as typed events."""
+restart (nothing missed, nothing twice), following `master-events demo` through a
+restart (a `Reset`, then the new run from its start), a `Gap` for what the archive
+no longer holds, tokens and Basic credentials, https with a private CA, the archive
+as typed events, and the typed errors (unreachable, refused, timed out, bad URL)."""
 
 import json
+import logging
+import re
 import subprocess
 import threading
 import time
@@ -10,7 +14,18 @@ import time
 import pytest
 
 from conftest import BIN, ROOT
-from master_events import AuthError, Client, Event, Heartbeat, Reset
+from master_events import (
+    AuthError,
+    Client,
+    Event,
+    Gap,
+    Heartbeat,
+    HTTPError,
+    InvalidURLError,
+    Reset,
+    ServerUnreachable,
+    StreamTimeout,
+)
 from master_events.models import RebalanceStart, VbucketMoveDone
 
 # A real rebalance log (becameMaster, rebalanceStart, vbucket moves, rebalanceEnd);
@@ -26,6 +41,7 @@ class Follower:
     """Runs `client.stream(...)` on a thread, collecting what it yields."""
 
     def __init__(self, client, **kwargs):
+        self.client = client
         self.items = []
         self.stop = threading.Event()
         self.error = None
@@ -44,6 +60,11 @@ class Follower:
 
     def events(self):
         return [i for i in self.items if isinstance(i, Event)]
+
+    def events_after_reset(self):
+        items = list(self.items)
+        resets = [n for n, i in enumerate(items) if isinstance(i, Reset)]
+        return [i for i in items[resets[-1] + 1 :] if isinstance(i, Event)] if resets else []
 
     def wait_for(self, what, cond, within=30):
         deadline = time.monotonic() + within
@@ -81,7 +102,8 @@ def test_the_client_follows_a_live_rebalance_through_a_server_restart(make_serve
     assert any(isinstance(e, VbucketMoveDone) and e.bucket for e in events)
 
 
-def test_a_restart_without_persistence_surfaces_as_a_reset(make_server):
+def test_a_restart_without_persistence_surfaces_as_a_reset(make_server, caplog):
+    caplog.set_level(logging.WARNING, logger="master_events")
     server = make_server(persistent=False)
     writer = Client(server.url)
     follower = Follower(Client(server.url))
@@ -98,6 +120,124 @@ def test_a_restart_without_persistence_surfaces_as_a_reset(make_server):
     reset_at = kinds.index("Reset")
     after = [i for i in follower.items[reset_at + 1 :] if isinstance(i, Event)]
     assert [e.seq for e in after] == [1, 2], "the new history's events, from its start"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("reconnecting" in m for m in warnings), warnings
+    assert any("reset to history" in m for m in warnings), warnings
+
+
+def demo_last_seq(server):
+    """The last seq of the demo's scenario once it has all been emitted (its log
+    says so; a run killed before the end never says it), polled with a deadline."""
+    deadline = time.monotonic() + 30
+    while True:
+        text = (server.workdir / "server.log").read_text()
+        done = re.findall(r"scenario done.*last_seq=(\d+)", text)
+        if done:
+            return int(done[-1])
+        assert time.monotonic() < deadline, f"the demo did not finish: {text[-2000:]}"
+        time.sleep(0.05)
+
+
+def test_the_client_follows_a_live_demo_through_a_server_restart(make_server):
+    # A simulated rebalance emitted live; the demo is killed mid-scenario and started
+    # again (same seed, same events, no persistence: a new history).
+    server = make_server(command="demo", args=["--vbuckets", "16", "--rate", "200"])
+    follower = Follower(Client(server.url))
+    try:
+        follower.wait_for("the demo's first events", lambda: len(follower.events()) >= 40)
+        first_history = follower.client.history
+        server.restart()
+        last = demo_last_seq(server)
+        follower.wait_for(
+            "the restarted demo's whole scenario",
+            lambda: len(follower.events_after_reset()) >= last,
+        )
+        archive = Client(server.url).dump()
+    finally:
+        follower.close()
+    kinds = [type(i).__name__ for i in follower.items]
+    assert kinds.count("Reset") == 1, kinds
+    reset_at = kinds.index("Reset")
+    before = [i for i in follower.items[:reset_at] if isinstance(i, Event)]
+    after = [i for i in follower.items[reset_at + 1 :] if isinstance(i, Event)]
+    reset = follower.items[reset_at]
+    assert 40 <= len(before) < last, "the first run was killed mid-scenario"
+    assert [e.seq for e in before] == list(range(1, len(before) + 1)), "nothing missed, nothing twice"
+    assert [e.seq for e in after] == list(range(1, last + 1)), "the new run from its start, in order"
+    assert reset.history != first_history and reset.requested_history == first_history
+    assert reset.requested_since == before[-1].seq
+    assert [e.TYPE for e in after] == [e.TYPE for e in archive], "the same typed events as the archive"
+    assert [e.TYPE for e in after[: len(before)]] == [e.TYPE for e in before], "same seed, same scenario"
+    assert any(isinstance(e, VbucketMoveDone) for e in after)
+
+
+def test_events_the_archive_no_longer_holds_come_out_as_a_gap(make_server):
+    server = make_server(args=["--archive-size", "5"])
+    client = Client(server.url)
+    client.send(REBALANCE[:20])
+    items = list(
+        client.stream(since=2, until=lambda i: isinstance(i, Event) and i.seq == 20, timeout=20)
+    )
+    assert isinstance(items[0], Gap), items
+    assert (items[0].from_seq, items[0].to_seq, items[0].missed) == (3, 15, 13)
+    assert [e.seq for e in items[1:]] == [16, 17, 18, 19, 20]
+
+
+def test_a_stream_that_does_not_reach_its_end_condition_times_out(make_server):
+    server = make_server()
+    client = Client(server.url)
+    client.send(REBALANCE[:2])
+    started = time.monotonic()
+    seen = []
+    with pytest.raises(StreamTimeout, match="last seq 2"):
+        for item in client.stream(heartbeat=0.1, until=lambda i: False, timeout=1):
+            seen.append(item.seq)
+    assert seen == [1, 2]
+    assert time.monotonic() - started < 10
+
+
+def test_a_server_that_is_gone_is_a_typed_error_after_the_given_reconnects(make_server):
+    server = make_server()
+    url = server.url
+    server.stop()
+    with pytest.raises(ServerUnreachable, match="cannot reach"):
+        Client(url).dump()
+    with pytest.raises(ServerUnreachable, match="gave up after 2 reconnects"):
+        next(Client(url).stream(max_reconnects=2))
+
+
+def test_a_refused_filter_is_raised_at_once_not_retried(make_server):
+    server = make_server()
+    with pytest.raises(HTTPError, match="unknown event type") as err:
+        next(Client(server.url).stream(type="nope", max_reconnects=0))
+    assert err.value.status == 400
+
+
+def make_ca_and_cert(directory):
+    """A private CA and a certificate for 127.0.0.1 signed by it (openssl)."""
+    def run(*argv):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=directory)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=test CA", "-days", "2")
+    run("req", *ec, "-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf")
+    return directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+
+
+def test_https_with_a_private_ca_is_trusted_through_cacert(make_server, tmp_path):
+    ca, cert, key = make_ca_and_cert(tmp_path)
+    server = make_server(scheme="https", args=["--tls-cert", str(cert), "--tls-key", str(key)])
+    client = Client(server.url, cacert=str(ca))
+    client.send(REBALANCE[:3])
+    assert [e.seq for e in client.dump()] == [1, 2, 3]
+    assert [e.seq for e in client.stream(until=lambda i: i.seq == 3, timeout=20)] == [1, 2, 3]
+    with pytest.raises(ServerUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+        Client(server.url).dump()
+    with pytest.raises(ValueError, match="cacert"):
+        Client(server.url, cacert=str(tmp_path / "missing.pem"))
 
 
 def make_token(role):
@@ -138,7 +278,14 @@ def test_dump_filters_and_types_the_archive(make_server):
 
 
 def test_a_bad_url_or_both_credentials_are_refused_at_once():
-    with pytest.raises(ValueError, match="url"):
+    with pytest.raises(InvalidURLError, match="url"):
         Client("ftp://x")
+    with pytest.raises(InvalidURLError, match="port"):
+        Client("http://127.0.0.1:nine")
+    with pytest.raises(InvalidURLError, match="auth=") as err:
+        Client("http://ops:pw-secret@127.0.0.1:1")
+    assert "pw-secret" not in str(err.value)
+    with pytest.raises(InvalidURLError, match="https"):
+        Client("http://127.0.0.1:1", cacert="ca.pem")
     with pytest.raises(ValueError, match="not both"):
         Client("http://127.0.0.1:1", auth=("a", "b"), token="t")

@@ -18,7 +18,7 @@ def test_models_match_a_fresh_generation_from_the_committed_schemas(tmp_path):
     out = tmp_path / "models.py"
     subprocess.run([sys.executable, str(CLIENT / "generate.py"), "--out", str(out)], check=True)
     committed = (CLIENT / "master_events" / "models.py").read_text()
-    assert out.read_text() == committed, "models.py drifted: run python3 clients/python/generate.py"
+    assert out.read_text() == committed, "master_events/models.py drifted from schemas/: run clients/python/generate.sh and commit it"
 
 
 def test_every_event_type_of_the_schemas_has_a_model():
