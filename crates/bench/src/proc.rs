@@ -14,6 +14,12 @@
 //! killing only the wrapper left it running. (If the harness itself is killed, the
 //! kernel's SIGKILL reaches only the direct child: a wrapper that does not pass it
 //! on can still leave its server behind.)
+//!
+//! A process group is signalled only while its leader is not reaped: the leader's
+//! pid (the group's id) cannot be given to another process before that, so a signal
+//! never reaches a group that a recycled id names. Stopping waits for the leader to
+//! exit *without reaping it* (a zombie still holds its pid), kills what is left of
+//! its group, and only then reaps it; once reaped, a [`Child`] sends nothing.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -39,6 +45,9 @@ pub struct Child {
     /// How long [`Child::stop`] waits after SIGTERM before SIGKILL (zero: SIGKILL
     /// at once).
     pub grace: Duration,
+    /// The child was waited for: its pid (and group id) may now belong to another
+    /// process, so nothing is signalled any more.
+    reaped: bool,
 }
 
 impl Child {
@@ -101,6 +110,7 @@ impl Child {
                 log,
                 name: name.to_owned(),
                 grace: Duration::ZERO,
+                reaped: false,
             },
             stdout,
         ))
@@ -111,12 +121,27 @@ impl Child {
         self.pid
     }
 
-    /// Fails (with the tail of its log) if the child has exited.
+    /// Fails (with the tail of its log) if the child has exited. An exited child's
+    /// group is killed before the child is reaped (see the module docs).
     pub fn check_running(&mut self) -> Result<()> {
-        match self.inner.try_wait() {
-            Ok(None) => Ok(()),
+        if self.reaped {
+            bail!("{} was already stopped", self.name);
+        }
+        if !has_exited(self.pid) {
+            return Ok(());
+        }
+        signal_group(self.pid, libc::SIGKILL);
+        let status = self.inner.try_wait();
+        self.reaped = true;
+        forget_child(self.pid);
+        match status {
             Ok(Some(status)) => bail!(
                 "{} exited ({status}); its log ends with:\n{}",
+                self.name,
+                log_tail(&self.log)
+            ),
+            Ok(None) => bail!(
+                "{} exited; its log ends with:\n{}",
                 self.name,
                 log_tail(&self.log)
             ),
@@ -135,29 +160,44 @@ impl Child {
     /// its data, and `perf stat` waits for its workload to end and prints its counts
     /// (SIGTERM kills `perf stat` before it prints anything).
     pub async fn stop(mut self) {
+        if self.reaped {
+            return;
+        }
         if !self.grace.is_zero() {
             signal_group(self.pid, libc::SIGINT);
-            if tokio::time::timeout(self.grace, self.inner.wait())
-                .await
-                .is_ok()
-            {
-                // The wrapper is gone; anything it left in the group goes too.
-                signal_group(self.pid, libc::SIGKILL);
-                forget_child(self.pid);
-                return;
+            // Wait for the leader to exit without reaping it: its pid stays its own.
+            let deadline = Instant::now() + self.grace;
+            while !has_exited(self.pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        // Whatever is left in the group (the server under a wrapper) goes too.
         signal_group(self.pid, libc::SIGKILL);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.wait()).await;
+        self.reaped = true;
         forget_child(self.pid);
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
         // The child itself is in the group; tokio reaps it (`kill_on_drop`).
         signal_group(self.pid, libc::SIGKILL);
         forget_child(self.pid);
+    }
+}
+
+/// Whether `pid` has exited: gone, or a zombie not reaped yet (`/proc/PID/stat`).
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
 }
 
@@ -431,15 +471,8 @@ pub fn other_cpu_load(window: Duration, exclude: &[u32]) -> f64 {
 mod tests {
     use super::*;
 
-    /// Whether `pid` has exited (gone, or a zombie nobody reaped yet).
     fn exited(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            // The state follows the command, which is in parentheses.
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        }
+        has_exited(pid)
     }
 
     async fn wait_for_exit(pid: u32) -> bool {
@@ -480,6 +513,25 @@ mod tests {
         let (child, grandchild) = spawn_sh("sleep 600 & echo $!; wait", dir.path()).await;
         drop(child);
         assert!(wait_for_exit(grandchild).await, "the grandchild was killed");
+    }
+
+    #[tokio::test]
+    async fn an_exited_childs_group_is_killed_before_it_is_reaped_and_never_signalled_after() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The shell exits at once and leaves a member in its group.
+        let (mut child, grandchild) = spawn_sh("sleep 600 & echo $!; exit 0", dir.path()).await;
+        let pid = child.pid();
+        assert!(wait_for_exit(pid).await, "the shell exits");
+        assert!(!exited(grandchild), "its group still has a member");
+        let err = child.check_running().expect_err("it exited").to_string();
+        assert!(err.contains("exited"), "{err}");
+        assert!(
+            wait_for_exit(grandchild).await,
+            "the group was killed with it"
+        );
+        assert!(child.reaped, "reaped once its group was killed");
+        // Stopping (and dropping) a reaped child sends nothing: its pid may be another's.
+        child.stop().await;
     }
 
     #[tokio::test]
