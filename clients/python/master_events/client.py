@@ -9,11 +9,14 @@ archive (a restart without persistence) answers with a `Reset`.
 """
 
 import base64
+import dataclasses
+import functools
 import http.client
 import json
 import logging
 import ssl
 import time
+import typing
 import urllib.parse
 from typing import Any, Callable, Iterator, Optional, Union
 
@@ -62,8 +65,9 @@ class ProtocolError(MasterEventsError):
 
 def parse_line(line: Union[str, bytes]) -> Union[Event, Control]:
     """One stream line as its typed model: an event of the catalog, a `Heartbeat`,
-    a `Gap` or a `Reset`. Fields the model does not know (a newer server) are kept
-    in `.raw` only."""
+    a `Gap` or a `Reset`, each field checked against its model's type (a missing
+    required field or a value of the wrong JSON type is a `ProtocolError` naming
+    it). Fields the model does not know (a newer server) are kept in `.raw` only."""
     try:
         raw = json.loads(line)
     except ValueError as e:
@@ -78,10 +82,69 @@ def parse_line(line: Union[str, bytes]) -> Union[Event, Control]:
     if issubclass(cls, Event):
         names.update(Event.ENVELOPE)
     kwargs = {attr: raw[wire] for attr, wire in names.items() if wire in raw}
+    for attr in _required(cls):
+        if attr not in kwargs:
+            raise ProtocolError(f"{ty} line: required field {names.get(attr, attr)!r} is missing")
+    hints = _field_types(cls)
+    for attr, value in kwargs.items():
+        if not _fits(value, hints.get(attr, Any)):
+            raise ProtocolError(
+                f"{ty} line: field {names[attr]!r} is {value!r}, expected {_type_name(hints[attr])}"
+            )
     try:
         return cls(raw=raw, **kwargs)
     except TypeError as e:
         raise ProtocolError(f"{ty} line does not fit its model: {e}") from None
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """The annotated type of every field of a model (computed once per model)."""
+    return typing.get_type_hints(cls)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a model field's annotation (the types the
+    generator writes: str, int, float, bool, list[...], dict[str, Any], Optional,
+    Any). A JSON integer fits a float field; a boolean is not an integer."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    """`int`, `list[str]`, `Optional[int]`: an annotation as written."""
+    if typing.get_origin(hint) is None and isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+@functools.cache
+def _required(cls: type) -> tuple[str, ...]:
+    """The fields a model cannot be built without."""
+    return tuple(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
 
 
 class Client:

@@ -48,3 +48,23 @@ def test_a_line_of_an_unknown_type_or_not_json_is_a_protocol_error():
         parse_line('{"type":"nope"}')
     with pytest.raises(master_events.ProtocolError, match="not a JSON line"):
         parse_line("{")
+
+
+def test_a_field_of_the_wrong_type_or_a_missing_required_one_is_refused_by_its_wire_name():
+    import pytest
+
+    with pytest.raises(master_events.ProtocolError, match="field 'vbucket' is '3', expected int"):
+        parse_line('{"type":"vbucketMoveDone","bucket":"b","vbucket":"3"}')
+    with pytest.raises(master_events.ProtocolError, match="field 'vbucket' is True, expected int"):
+        parse_line('{"type":"vbucketMoveDone","bucket":"b","vbucket":true}')
+    with pytest.raises(master_events.ProtocolError, match=r"field 'keepNodes' is \[1\], expected list\[str\]"):
+        parse_line('{"type":"rebalanceStart","pid":"<0.1.0>","keepNodes":[1],"ejectNodes":[],"failedNodes":[],"deltaNodes":[]}')
+    with pytest.raises(master_events.ProtocolError, match="required field 'vbucket' is missing"):
+        parse_line('{"type":"vbucketMoveDone","bucket":"b"}')
+    with pytest.raises(master_events.ProtocolError, match="required field 'fromSeq' is missing"):
+        parse_line('{"type":"gap","toSeq":2,"missed":2,"reason":"x"}')
+    gap = parse_line('{"type":"gap","fromSeq":1,"toSeq":2,"missed":2,"reason":"evicted"}')
+    assert isinstance(gap, master_events.Gap) and (gap.from_seq, gap.to_seq) == (1, 2)
+    # A JSON integer fits a float field (ts), null an optional one.
+    event = parse_line('{"type":"vbucketMoveDone","bucket":"b","vbucket":3,"ts":1333576052,"origin":null}')
+    assert event.ts == 1333576052 and event.origin is None
