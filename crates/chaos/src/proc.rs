@@ -140,9 +140,17 @@ impl Child {
         signal_group(self.pid, signal.number());
     }
 
-    /// Whether the child has exited.
+    /// Whether the child has exited: gone, or a zombie. It is not reaped here
+    /// (`try_wait` would): its pid, the group's id, stays its own until Drop has sent
+    /// its last signal, so a signal never reaches a group a recycled id names.
     pub fn exited(&mut self) -> bool {
-        !matches!(self.inner.try_wait(), Ok(None))
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Err(_) => true,
+            // The state follows the command, which is in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
     }
 
     /// SIGTERM, then SIGKILL if the child has not exited within `grace`; reaps it.
