@@ -128,6 +128,8 @@ struct Outgoing {
     payload: Bytes,
     id: String,
     is_event: bool,
+    /// CloudEvents binary-mode headers (`format = "cloudevents"`).
+    ce: Option<HeaderMap>,
 }
 
 /// What the sink needs to run.
@@ -136,6 +138,8 @@ pub(crate) struct JetStreamRun {
     pub(crate) config: JetStreamConfig,
     pub(crate) prefix: String,
     pub(crate) router: Option<Router>,
+    /// `format = "cloudevents"`: the `dataschema` base (binary-mode headers).
+    pub(crate) schema_base: Option<String>,
     pub(crate) health: Option<Arc<SinkHealth>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) shutdown_timeout: Duration,
@@ -174,6 +178,15 @@ impl JetStreamRun {
             .as_ref()
             .map(|r| r.history().to_string())
             .unwrap_or_default()
+    }
+
+    fn ce_context(&self, history: &str) -> Option<master_events_events::cloudevents::Context> {
+        self.schema_base
+            .as_ref()
+            .map(|base| master_events_events::cloudevents::Context {
+                history: history.to_owned(),
+                schema_base: base.clone(),
+            })
     }
 
     fn stream_config(&self) -> stream::Config {
@@ -260,7 +273,7 @@ impl JetStreamRun {
         history: &str,
         m: &Outgoing,
     ) -> Result<PublishAckFuture, String> {
-        let mut headers = HeaderMap::new();
+        let mut headers = m.ce.clone().unwrap_or_default();
         headers.insert("Nats-Msg-Id", m.id.as_str());
         headers.insert(HISTORY_HEADER, history);
         headers.insert(SEQ_HEADER, m.seq.to_string().as_str());
@@ -394,7 +407,18 @@ pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
                         let mut line = Vec::with_capacity(128);
                         gap.encode_line(&mut line);
                         line.pop();
+                        let ce = run.ce_context(&history).map(|ctx| {
+                            crate::cloudevents_headers(
+                                &ctx,
+                                0,
+                                "gap",
+                                None,
+                                &line,
+                                Some((from, gap.to_seq)),
+                            )
+                        });
                         queue.push_back(Outgoing {
+                            ce,
                             seq: gap.to_seq,
                             subject: format!("{}.gap", run.prefix),
                             payload: Bytes::from(line),
@@ -411,7 +435,18 @@ pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
                                 continue;
                             }
                             let line = event.line.strip_suffix(b"\n").unwrap_or(event.line);
+                            let ce = run.ce_context(&history).map(|ctx| {
+                                crate::cloudevents_headers(
+                                    &ctx,
+                                    event.seq,
+                                    event.meta.event_type.as_str(),
+                                    event.meta.origin,
+                                    line,
+                                    None,
+                                )
+                            });
                             queue.push_back(Outgoing {
+                                ce,
                                 seq: event.seq,
                                 subject: format!(
                                     "{}.{}",

@@ -176,6 +176,54 @@ pub struct NatsConfig {
     /// max_age_secs, max_bytes, duplicate_window_secs, ack_window, ack_timeout_ms }`.
     #[serde(default)]
     pub jetstream: Option<jetstream::JetStreamConfig>,
+    /// `json` (default: the payload is the event line) or `cloudevents` (CloudEvents
+    /// 1.0 binary mode: the payload is still the line, and `ce-id`, `ce-source`,
+    /// `ce-type`, `ce-time`, `ce-dataschema`, `ce-sequence` headers carry the
+    /// attributes, mapped as the stream's `format=cloudevents`, docs/api.md).
+    #[serde(default)]
+    pub format: NatsFormat,
+    /// With `format = "cloudevents"`, required: the URL consumers reach this server
+    /// at; each event's `dataschema` is its type's schema under it.
+    #[serde(default)]
+    pub schema_base_url: Option<String>,
+}
+
+/// What a message carries besides the event line.
+#[derive(Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsFormat {
+    /// The event line as the payload.
+    #[default]
+    Json,
+    /// The event line as the payload, with CloudEvents binary-mode headers.
+    Cloudevents,
+}
+
+/// The CloudEvents binary-mode headers of one message: an event (its line) or, with
+/// `gap`, a gap frame (its range as the id).
+pub(crate) fn cloudevents_headers(
+    ctx: &master_events_events::cloudevents::Context,
+    seq: u64,
+    event_type: &str,
+    origin: Option<&str>,
+    line: &[u8],
+    gap: Option<(u64, u64)>,
+) -> async_nats::HeaderMap {
+    use master_events_events::cloudevents as ce;
+    let attrs = match gap {
+        Some((from, to)) => ce::control_attributes(
+            ctx,
+            "gap",
+            &format!("{from}-{to}"),
+            Some(master_events_events::Timestamp::now()),
+        ),
+        None => ce::event_attributes(ctx, seq, event_type, ce::line_ts(line), origin),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in ce::binary_headers(&attrs) {
+        headers.insert(name, value.as_str());
+    }
+    headers
 }
 
 impl fmt::Debug for NatsConfig {
@@ -195,6 +243,8 @@ impl fmt::Debug for NatsConfig {
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
             .field("jetstream", &self.jetstream)
+            .field("format", &self.format)
+            .field("schema_base_url", &self.schema_base_url)
             .finish()
     }
 }
@@ -216,6 +266,8 @@ impl NatsConfig {
             tls_cert_file: None,
             tls_key_file: None,
             jetstream: None,
+            format: NatsFormat::Json,
+            schema_base_url: None,
         }
     }
 
@@ -278,7 +330,28 @@ impl NatsConfig {
         if let Some(js) = &self.jetstream {
             js.check().map_err(NatsError::Range)?;
         }
+        self.schema_base()?;
         Ok(addrs)
+    }
+
+    /// The `dataschema` base of the CloudEvents format, without a trailing `/`
+    /// (`None` in the `json` format).
+    pub fn schema_base(&self) -> Result<Option<String>, NatsError> {
+        if self.format != NatsFormat::Cloudevents {
+            return Ok(None);
+        }
+        let base = self.schema_base_url.as_deref().unwrap_or("");
+        let ok = (base.starts_with("http://") || base.starts_with("https://"))
+            && base.len() > "https://".len()
+            && !base.contains(char::is_whitespace);
+        if !ok {
+            return Err(NatsError::Range(
+                "format = \"cloudevents\" needs schema_base_url: the http:// or https:// URL \
+                 consumers reach this server at (each event's dataschema is under it)"
+                    .into(),
+            ));
+        }
+        Ok(Some(base.trim_end_matches('/').to_owned()))
     }
 
     /// Reads the TLS files: each must be readable and hold what its key says.
@@ -436,6 +509,8 @@ pub fn stats() -> NatsStats {
 struct Message {
     subject: String,
     payload: Bytes,
+    /// CloudEvents binary-mode headers (`format = "cloudevents"`).
+    headers: Option<async_nats::HeaderMap>,
     /// Whether it is an event (gaps are not counted as dropped at shutdown).
     is_event: bool,
 }
@@ -577,16 +652,42 @@ struct Feeder {
     dropped: Option<(u64, u64)>,
     counters: Arc<Counters>,
     last_log: Option<Instant>,
+    /// `format = "cloudevents"`: the mapping's base (`dataschema`) and where the
+    /// history is read.
+    cloudevents: Option<(String, Option<master_events_router::Router>)>,
 }
 
 impl Feeder {
+    fn ce_context(&self) -> Option<master_events_events::cloudevents::Context> {
+        self.cloudevents.as_ref().map(
+            |(base, router)| master_events_events::cloudevents::Context {
+                history: router
+                    .as_ref()
+                    .map(|r| r.history().to_string())
+                    .unwrap_or_default(),
+                schema_base: base.clone(),
+            },
+        )
+    }
+
     fn gap_message(&self, gap: &Gap) -> Message {
         let mut line = Vec::with_capacity(128);
         gap.encode_line(&mut line);
         line.pop();
+        let headers = self.ce_context().map(|ctx| {
+            cloudevents_headers(
+                &ctx,
+                0,
+                "gap",
+                None,
+                &line,
+                Some((gap.from_seq, gap.to_seq)),
+            )
+        });
         Message {
             subject: format!("{}.gap", self.prefix),
             payload: Bytes::from(line),
+            headers,
             is_event: false,
         }
     }
@@ -606,10 +707,14 @@ impl Feeder {
         }
     }
 
-    fn event(&mut self, seq: u64, event_type: &str, payload: Bytes) {
+    fn event(&mut self, seq: u64, event_type: &str, origin: Option<&str>, payload: Bytes) {
+        let headers = self
+            .ce_context()
+            .map(|ctx| cloudevents_headers(&ctx, seq, event_type, origin, &payload, None));
         let message = Message {
             subject: format!("{}.{event_type}", self.prefix),
             payload,
+            headers,
             is_event: true,
         };
         if self.flush_dropped() && self.tx.try_send(message).is_ok() {
@@ -674,6 +779,7 @@ impl Sink for NatsSink {
                         config,
                         prefix: self.config.subject_prefix.clone(),
                         router: self.router.clone(),
+                        schema_base: self.config.schema_base().ok().flatten(),
                         health: self.health.clone(),
                         counters: Arc::clone(&self.counters),
                         shutdown_timeout,
@@ -708,6 +814,12 @@ impl Sink for NatsSink {
                 dropped: None,
                 counters: Arc::clone(&self.counters),
                 last_log: None,
+                cloudevents: self
+                    .config
+                    .schema_base()
+                    .ok()
+                    .flatten()
+                    .map(|base| (base, self.router.clone())),
             };
             while let Some(chunk) = input.recv().await {
                 match chunk {
@@ -724,6 +836,7 @@ impl Sink for NatsSink {
                             feeder.event(
                                 event.seq,
                                 event.meta.event_type.as_str(),
+                                event.meta.origin,
                                 whole.slice_ref(line),
                             );
                         }
@@ -775,7 +888,14 @@ async fn publish(
                 return Step::Done;
             };
             holding.store(message.is_event, Ordering::Relaxed);
-            let result = client.publish(message.subject, message.payload).await;
+            let result = match message.headers {
+                Some(headers) => {
+                    client
+                        .publish_with_headers(message.subject, headers, message.payload)
+                        .await
+                }
+                None => client.publish(message.subject, message.payload).await,
+            };
             holding.store(false, Ordering::Relaxed);
             Step::Published(result)
         };
@@ -881,6 +1001,7 @@ mod tests {
             dropped: None,
             counters: Arc::new(Counters::default()),
             last_log: None,
+            cloudevents: None,
         };
         (feeder, rx)
     }
@@ -893,14 +1014,14 @@ mod tests {
     fn a_full_queue_drops_counts_and_reports_the_run_as_one_gap_when_room_comes() {
         let (mut f, mut rx) = feeder(2);
         for seq in 1..=5 {
-            f.event(seq, "deleteBucket", Bytes::from(format!("e{seq}")));
+            f.event(seq, "deleteBucket", None, Bytes::from(format!("e{seq}")));
         }
         assert_eq!(f.counters.snapshot().dropped_queue_full, 3);
         assert_eq!(
             rx.try_recv().map(|m| text(&m)).ok(),
             Some("p.deleteBucket e1".into())
         );
-        f.event(6, "deleteBucket", Bytes::from("e6"));
+        f.event(6, "deleteBucket", None, Bytes::from("e6"));
         assert_eq!(
             rx.try_recv().map(|m| text(&m)).ok(),
             Some("p.deleteBucket e2".into())

@@ -239,3 +239,99 @@ async fn a_stream_that_cannot_take_the_subjects_is_reported_with_its_cause() {
     run.stop().await;
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloudevents_format_adds_binary_mode_headers_to_every_message() {
+    let server = js_server();
+    let url = server.url();
+    let router = Router::start(RouterConfig::default());
+    let history = router.history().to_string();
+    let mut c = config(&url);
+    c.format = master_events_sink_nats::NatsFormat::Cloudevents;
+    c.schema_base_url = Some("https://events.example:9443/".into());
+    let run = SinkRun::start(&router, c);
+    publish(&router, 0, 10).await;
+    wait_for_count(&url, 10).await;
+    run.stop().await;
+    router.shutdown().await;
+
+    let client = async_nats::connect(&url).await.expect("connect");
+    let stream = jetstream::new(client)
+        .get_stream(STREAM)
+        .await
+        .expect("the stream");
+    for seq in 1..=10u64 {
+        let m = stream.get_raw_message(seq).await.expect("a message");
+        let h = |n: &str| {
+            m.headers
+                .get(n)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        let ty = if (seq - 1) % 2 == 0 {
+            "deleteBucket"
+        } else {
+            "vbucketMoveDone"
+        };
+        assert_eq!(h("ce-specversion"), "1.0");
+        assert_eq!(h("ce-id"), format!("{history}:{seq}"));
+        assert_eq!(h("ce-type"), format!("io.master-events.event.{ty}"));
+        assert_eq!(
+            h("ce-dataschema"),
+            format!("https://events.example:9443/schemas/event/{ty}.json")
+        );
+        assert_eq!(h("ce-sequence"), format!("{seq:020}"));
+        assert!(h("ce-time").ends_with('Z'));
+        assert_eq!(h("Nats-Msg-Id"), format!("{history}:{seq}"));
+        let data: serde_json::Value = serde_json::from_slice(&m.payload).expect("the line");
+        assert_eq!(data["seq"], seq, "the payload is the event line");
+    }
+}
+
+#[test]
+fn the_cloudevents_format_without_a_schema_base_url_is_refused_saying_what_to_set() {
+    let mut c = NatsConfig::to_server("nats://127.0.0.1:4222");
+    c.format = master_events_sink_nats::NatsFormat::Cloudevents;
+    let err = c.check().expect_err("refused").to_string();
+    assert!(err.contains("schema_base_url"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_messages_carry_the_cloudevents_headers_too() {
+    use futures_util::StreamExt as _;
+    let server = NatsServer::start();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.expect("connect");
+    let mut sub = client
+        .subscribe("master_events.>")
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    let router = Router::start(RouterConfig::default());
+    let history = router.history().to_string();
+    let mut c = NatsConfig::to_server(&url);
+    c.format = master_events_sink_nats::NatsFormat::Cloudevents;
+    c.schema_base_url = Some("http://127.0.0.1:9898".into());
+    let run = SinkRun::start(&router, c);
+    publish(&router, 0, 3).await;
+    for seq in 1..=3u64 {
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a message in time")
+            .expect("a message");
+        let headers = m.headers.expect("headers");
+        let h = |n: &str| {
+            headers
+                .get(n)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(h("ce-id"), format!("{history}:{seq}"));
+        assert_eq!(
+            h("ce-source").split("/nodes/").next(),
+            Some(format!("/clusters/{history}").as_str())
+        );
+    }
+    run.stop().await;
+    router.shutdown().await;
+}
