@@ -147,6 +147,14 @@ pub struct NatsConfig {
     /// Authentication token (instead of `user`/`password`); never logged.
     #[serde(default)]
     pub token: Option<String>,
+    /// A file holding the user's nkey seed (`SU...`), for a server that
+    /// authenticates nkeys; never logged (only the path is ever shown).
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A NATS credentials file (`.creds`: a user JWT and its nkey seed), for a
+    /// server in operator mode; never logged (only the path is ever shown).
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
     /// How long one connection attempt may take, in milliseconds (default 5000).
     #[serde(default = "d_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -242,6 +250,8 @@ impl fmt::Debug for NatsConfig {
             .field("tls_ca_file", &self.tls_ca_file)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("creds_file", &self.creds_file)
             .field("jetstream", &self.jetstream)
             .field("format", &self.format)
             .field("schema_base_url", &self.schema_base_url)
@@ -265,6 +275,8 @@ impl NatsConfig {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            nkey_seed_file: None,
+            creds_file: None,
             jetstream: None,
             format: NatsFormat::Json,
             schema_base_url: None,
@@ -313,6 +325,17 @@ impl NatsConfig {
             }
             _ => {}
         }
+        let kinds = [
+            self.user.is_some(),
+            self.token.is_some(),
+            self.nkey_seed_file.is_some(),
+            self.creds_file.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(NatsError::Credentials(
+                "give one of user/password, token, nkey_seed_file or creds_file".into(),
+            ));
+        }
         if self.max_pending == 0 {
             return Err(NatsError::Range("max_pending must be at least 1".into()));
         }
@@ -352,6 +375,47 @@ impl NatsConfig {
             ));
         }
         Ok(Some(base.trim_end_matches('/').to_owned()))
+    }
+
+    /// Reads the nkey seed or credentials file, if one is configured: it must be
+    /// readable and hold what its key says. The error names the key and the path,
+    /// never what the file holds.
+    fn read_auth_files(&self) -> Result<AuthFiles, NatsError> {
+        let read = |key: &str, path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| {
+                NatsError::Credentials(format!("{key}: cannot read {}: {e}", path.display()))
+            })
+        };
+        let nkey_seed = match &self.nkey_seed_file {
+            Some(path) => {
+                let seed = read("nkey_seed_file", path)?.trim().to_owned();
+                if !seed.starts_with("SU") || seed.len() < 50 {
+                    return Err(NatsError::Credentials(format!(
+                        "nkey_seed_file: {} does not hold a user nkey seed (SU...)",
+                        path.display()
+                    )));
+                }
+                Some(seed)
+            }
+            None => None,
+        };
+        let creds = match &self.creds_file {
+            Some(path) => {
+                let text = read("creds_file", path)?;
+                if async_nats::ConnectOptions::new()
+                    .credentials(&text)
+                    .is_err()
+                {
+                    return Err(NatsError::Credentials(format!(
+                        "creds_file: {} is not a NATS credentials file (a user JWT and its nkey seed)",
+                        path.display()
+                    )));
+                }
+                Some(text)
+            }
+            None => None,
+        };
+        Ok(AuthFiles { nkey_seed, creds })
     }
 
     /// Reads the TLS files: each must be readable and hold what its key says.
@@ -515,6 +579,13 @@ struct Message {
     is_event: bool,
 }
 
+/// The secrets read from `nkey_seed_file` / `creds_file` (never logged).
+#[derive(Default)]
+struct AuthFiles {
+    nkey_seed: Option<String>,
+    creds: Option<String>,
+}
+
 /// The running `nats` sink.
 pub struct NatsSink {
     config: NatsConfig,
@@ -523,6 +594,8 @@ pub struct NatsSink {
     health: Option<Arc<master_events_router::SinkHealth>>,
     /// The router whose history JetStream message ids name.
     router: Option<master_events_router::Router>,
+    /// Secrets read from the configured files.
+    auth: AuthFiles,
 }
 
 impl fmt::Debug for NatsSink {
@@ -539,12 +612,14 @@ impl NatsSink {
     pub fn new(config: NatsConfig) -> Result<NatsSink, NatsError> {
         let servers = config.check()?;
         config.check_tls_files()?;
+        let auth = config.read_auth_files()?;
         Ok(NatsSink {
             config,
             servers,
             counters: Arc::new(Counters::default()),
             health: None,
             router: None,
+            auth,
         })
     }
 
@@ -605,6 +680,17 @@ impl NatsSink {
         }
         if let Some(token) = &self.config.token {
             options = options.token(token.clone());
+        }
+        if let Some(seed) = &self.auth.nkey_seed {
+            options = options.nkey(seed.clone());
+        }
+        if let Some(creds) = &self.auth.creds {
+            // Checked when the sink was built.
+            if let Ok(with) = options.credentials(creds) {
+                options = with;
+            } else {
+                return async_nats::ConnectOptions::new();
+            }
         }
         if let Some(health) = &self.health {
             // Called before each connection attempt while not connected: the last

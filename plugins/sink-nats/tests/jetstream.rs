@@ -335,3 +335,81 @@ async fn core_nats_messages_carry_the_cloudevents_headers_too() {
     run.stop().await;
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nkey_seed_file_authenticates_and_a_wrong_seed_is_refused_without_showing_it() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::start_with_config(&format!(
+        "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+        user.public_key()
+    ));
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let seed_file = dir.path().join("user.nk");
+    std::fs::write(&seed_file, user.seed().expect("a seed")).expect("write the seed");
+
+    let router = Router::start(RouterConfig::default());
+    let mut c = NatsConfig::to_server(&url);
+    c.nkey_seed_file = Some(seed_file.clone());
+    let run = SinkRun::start(&router, c);
+    // What the sink publishes reaches a subscriber holding the same key.
+    let seed = user.seed().expect("a seed");
+    let client = async_nats::ConnectOptions::new()
+        .nkey(seed)
+        .connect(&url)
+        .await
+        .expect("the test's own nkey connection");
+    let mut sub = client
+        .subscribe("master_events.>")
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    publish(&router, 0, 3).await;
+    use futures_util::StreamExt as _;
+    for _ in 0..3 {
+        tokio::time::timeout(WAIT, sub.next())
+            .await
+            .expect("a message in time")
+            .expect("a message");
+    }
+    run.stop().await;
+
+    // Another user's seed: refused, the sink says so, the seed never shown.
+    let stranger = nkeys::KeyPair::new_user();
+    let wrong = dir.path().join("stranger.nk");
+    let wrong_seed = stranger.seed().expect("a seed");
+    std::fs::write(&wrong, &wrong_seed).expect("write");
+    let mut c = NatsConfig::to_server(&url);
+    c.nkey_seed_file = Some(wrong);
+    let run = SinkRun::start(&router, c);
+    let start = Instant::now();
+    loop {
+        let status = run.health.snapshot();
+        if status.state == SinkState::Retrying {
+            assert!(
+                !status.reason.unwrap_or_default().contains(&wrong_seed),
+                "the seed is never shown"
+            );
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "not reported: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.stop().await;
+    router.shutdown().await;
+
+    // A file that holds no seed is refused when the sink is built, naming the file.
+    let junk = dir.path().join("junk.nk");
+    std::fs::write(&junk, "not a seed").expect("write");
+    let mut c = NatsConfig::to_server(&url);
+    c.nkey_seed_file = Some(junk.clone());
+    let err = NatsSink::new(c).expect_err("refused").to_string();
+    assert!(
+        err.contains("junk.nk") && !err.contains("not a seed"),
+        "{err}"
+    );
+    let mut both = NatsConfig::to_server(&url);
+    both.nkey_seed_file = Some(seed_file);
+    both.token = Some("t".into());
+    assert!(both.check().is_err(), "one kind of credentials at a time");
+}
