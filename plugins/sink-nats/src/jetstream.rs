@@ -337,9 +337,27 @@ pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
                     }
                 }
             }
-            // Settle the oldest ack when the window is full, or when there is
-            // nothing more to read.
-            let must_settle = pending.len() >= window || (input_done && !pending.is_empty());
+            // Settle the oldest ack when the window is full, when there is nothing
+            // more to read, or when the router has been quiet for a moment (do not
+            // sit on unacknowledged publishes while the stream is idle).
+            let mut must_settle = pending.len() >= window || (input_done && !pending.is_empty());
+            let mut chunk = None;
+            if !must_settle {
+                if input_done {
+                    if queue.is_empty() && pending.is_empty() {
+                        break 'run;
+                    }
+                    break 'step None;
+                }
+                if pending.is_empty() {
+                    chunk = Some(input.recv().await);
+                } else {
+                    tokio::select! {
+                        c = input.recv() => chunk = Some(c),
+                        () = tokio::time::sleep(Duration::from_millis(50)) => must_settle = true,
+                    }
+                }
+            }
             if must_settle {
                 if let Some((m, ack)) = pending.pop_front() {
                     match ack.await {
@@ -359,39 +377,8 @@ pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
                 }
                 break 'step None;
             }
-            if input_done {
-                if queue.is_empty() && pending.is_empty() {
-                    break 'run;
-                }
+            let Some(chunk) = chunk else {
                 break 'step None;
-            }
-            // Read more from the router; acks that came meanwhile are settled as
-            // the window fills (or at the end).
-            let chunk = if pending.is_empty() {
-                input.recv().await
-            } else {
-                // Do not sit on unacknowledged publishes while the stream is idle.
-                tokio::select! {
-                    chunk = input.recv() => chunk,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {
-                        if let Some((m, ack)) = pending.pop_front() {
-                            match ack.await {
-                                Ok(_) => {
-                                    report.ok();
-                                    held = Some(m.seq.max(last_held));
-                                    if m.is_event {
-                                        run.counters.add(Counter::Published, 1);
-                                    }
-                                }
-                                Err(e) => {
-                                    queue.push_front(m);
-                                    break 'step Some(format!("no ack from JetStream: {e}"));
-                                }
-                            }
-                        }
-                        break 'step None;
-                    }
-                }
             };
             match chunk {
                 None => {
