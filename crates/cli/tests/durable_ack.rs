@@ -10,8 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -86,22 +84,7 @@ fn post(addr: &str, round: u32, writer: u64, batch: u64) -> Option<(u64, u64)> {
             )
         })
         .collect();
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let req = format!(
-        "POST /diag/masterEvents HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply);
-    let reply = String::from_utf8_lossy(&reply);
-    if !reply.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let body = reply.split("\r\n\r\n").nth(1)?;
-    let seqs = json(body)["seqs"].as_array()?.clone();
-    Some((seqs.first()?.as_u64()?, seqs.get(1)?.as_u64()?))
+    common::post_acknowledged(addr, &body)
 }
 
 #[test]

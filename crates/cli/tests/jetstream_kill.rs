@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -78,23 +77,7 @@ fn post(addr: &str, writer: u64, batch: u64) -> Option<(u64, u64)> {
     let body: String = (0..BATCH)
         .map(|i| format!("{{\"type\":\"deleteBucket\",\"bucket\":\"w{writer}-b{batch}-{i}\"}}\n"))
         .collect();
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let req = format!(
-        "POST /diag/masterEvents HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut reply = Vec::new();
-    let _ = s.read_to_end(&mut reply);
-    let reply = String::from_utf8_lossy(&reply);
-    if !reply.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let body = reply.split("\r\n\r\n").nth(1)?;
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    let seqs = v["seqs"].as_array()?;
-    Some((seqs.first()?.as_u64()?, seqs.get(1)?.as_u64()?))
+    common::post_acknowledged(addr, &body)
 }
 
 /// Every message of the stream: (seq header, msg id, history header).

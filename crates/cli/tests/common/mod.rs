@@ -310,3 +310,26 @@ pub fn start_etcd(dir: &std::path::Path) -> (Proc, u16) {
     });
     (etcd, client)
 }
+
+/// POSTs `body` (NDJSON) to `addr` as one ingest request, waiting up to 20 s for the
+/// reply; the `[first, last]` seqs of an acknowledged (`200`) request, `None` for
+/// any other outcome (a refusal, the server gone).
+pub fn post_acknowledged(addr: &str, body: &str) -> Option<(u64, u64)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let req = format!(
+        "POST /diag/masterEvents HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    if !reply.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let body = reply.split("\r\n\r\n").nth(1)?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let seqs = v["seqs"].as_array()?;
+    Some((seqs.first()?.as_u64()?, seqs.get(1)?.as_u64()?))
+}
