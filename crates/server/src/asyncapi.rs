@@ -95,7 +95,7 @@ pub fn document() -> Value {
             "natsEvents": {
                 "address": "{prefix}.{type}",
                 "title": "The nats sink's event subjects",
-                "description": "A `nats` sink publishes each event to <subject_prefix>.<type> (core NATS).",
+                "description": "A `nats` sink publishes each event to <subject_prefix>.<type>: over core NATS, or, with `jetstream = { stream = ... }`, into that JetStream stream, each message with the headers Nats-Msg-Id (HISTORY:SEQ), Master-Events-Seq and Master-Events-History, exactly once and in seq order (docs/scaling.md). With format = \"cloudevents\" every message also carries the CloudEvents 1.0 binary-mode headers (ce-id, ce-source, ce-type, ce-time, ce-dataschema, ce-sequence); the payload is always the stream line.",
                 "servers": [{"$ref": "#/servers/nats"}],
                 "parameters": {
                     "prefix": {"default": NATS_DEFAULT_PREFIX, "description": "The sink's `subject_prefix`."},
@@ -106,7 +106,7 @@ pub fn document() -> Value {
             "natsGaps": {
                 "address": "{prefix}.gap",
                 "title": "The nats sink's gap subject",
-                "description": "What the sink had to drop (or never got), as a gap line.",
+                "description": "What the sink had to drop (or never got), as a gap line (in JetStream mode, Master-Events-Seq is the last seq of its range).",
                 "servers": [{"$ref": "#/servers/nats"}],
                 "parameters": {
                     "prefix": {"default": NATS_DEFAULT_PREFIX, "description": "The sink's `subject_prefix`."},
