@@ -50,6 +50,8 @@ deps_test() {
   command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
   # libFuzzer (the fuzz targets, scripts/fuzz.sh) is C++: it needs a C++ compiler.
   command -v c++ >/dev/null || need+=(g++)
+  # openssl: the Python client's https test makes its certificates with it.
+  command -v openssl >/dev/null || need+=(openssl)
   _deps_apt "${need[@]}"
   # Node.js and npm: the AsyncAPI parser (tests/asyncapi, installed there by npm ci).
   command -v npm >/dev/null || _deps_apt nodejs npm
