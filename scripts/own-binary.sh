@@ -28,9 +28,13 @@ trap cleanup EXIT
 fail() { echo "own-binary: FAILED: $*" >&2; exit 1; }
 
 # 1. `sinks` lists it beside the built-in ones, and shows its keys.
-"$bin" sinks | grep -q '^  type-count ' || fail "sinks does not list type-count"
-"$bin" sinks | grep -q '^  file ' || fail "sinks lost the built-in file sink"
-"$bin" sinks --schema type-count | grep -q '"path"' || fail "sinks --schema type-count has no path key"
+# (Captured first: `grep -q` stops reading at its match, and with pipefail the
+# writer's exit would decide the pipeline.)
+"$bin" sinks > "$work/sinks.out" || fail "sinks failed"
+grep -q '^  type-count ' "$work/sinks.out" || fail "sinks does not list type-count: $(cat "$work/sinks.out")"
+grep -q '^  file ' "$work/sinks.out" || fail "sinks lost the built-in file sink"
+"$bin" sinks --schema type-count > "$work/schema.out" || fail "sinks --schema type-count failed"
+grep -q '"path"' "$work/schema.out" || fail "sinks --schema type-count has no path key"
 
 # 2. Config validation knows it: a misspelt key is named, an unknown type lists it.
 printf '[[sinks]]\ntype = "type-count"\npaht = "x"\n' > "$work/bad.toml"

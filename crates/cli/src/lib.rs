@@ -18,6 +18,24 @@
 //! drift), 2 usage or I/O errors.
 #![warn(missing_docs)]
 
+/// `println!` that returns the write error instead of panicking: a reader that
+/// closes the pipe early (`master-events sinks | head -1`) ends the command quietly
+/// ([`run`] treats a broken pipe as done), and any other error is reported.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
+/// `print!` with the error returned, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 mod commands;
 mod malloc;
 
@@ -201,9 +219,20 @@ pub fn run() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        // The reader of standard output went away (`| head`): what it wanted it has.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("master-events: error: {e:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Whether an error is, at bottom, a write to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

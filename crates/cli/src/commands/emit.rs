@@ -619,7 +619,8 @@ impl<'a> Sender<'a> {
         }
         if status.is_success() {
             let reply = body_preview(response, 64 * 1024).await;
-            println!("{reply}");
+            // A reader that went away (`| head`) is not an error; the events were sent.
+            let printed = writeln!(std::io::stdout(), "{reply}");
             if status == StatusCode::ACCEPTED {
                 self.queued += count as u64;
                 if self.queued_note.is_none() {
@@ -628,7 +629,7 @@ impl<'a> Sender<'a> {
                     self.queued_note = Some(note);
                 }
             }
-            if let Err(e) = std::io::stdout().flush() {
+            if let Err(e) = printed.and_then(|()| std::io::stdout().flush()) {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                     eprintln!("master-events emit: writing standard output: {e}");
                 }

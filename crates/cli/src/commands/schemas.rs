@@ -175,13 +175,13 @@ fn compat(current_dir: &Path, baseline_dir: &Path) -> Result<i32> {
     let (current, to) = read_set(current_dir, "--out")?;
     let changes = compare(&baseline, &current);
     for c in &changes {
-        println!("{c}");
+        outln!("{c}");
     }
     let breaking = changes
         .iter()
         .filter(|c| c.impact == Impact::Breaking)
         .count();
-    println!(
+    outln!(
         "{} ({from}) -> {} ({to}): {breaking} breaking, {} compatible change(s)",
         baseline_dir.display(),
         current_dir.display(),
@@ -201,10 +201,10 @@ pub fn run(args: &SchemasArgs) -> Result<i32> {
             let on_disk = std::fs::read_to_string(doc)
                 .with_context(|| format!("cannot read {}", doc.display()))?;
             if on_disk == page {
-                println!("{}: up to date", doc.display());
+                outln!("{}: up to date", doc.display());
                 return Ok(0);
             }
-            println!(
+            outln!(
                 "{}: differs from the schemas; run `master-events schemas --events-doc {}`",
                 doc.display(),
                 doc.display()
@@ -212,7 +212,7 @@ pub fn run(args: &SchemasArgs) -> Result<i32> {
             return Ok(1);
         }
         std::fs::write(doc, &page).with_context(|| format!("writing {}", doc.display()))?;
-        println!("{}: written", doc.display());
+        outln!("{}: written", doc.display());
         return Ok(0);
     }
     let files = generate();
@@ -234,7 +234,7 @@ pub fn run(args: &SchemasArgs) -> Result<i32> {
         }
         let drift = check(&args.out, &files)?;
         if drift.is_empty() {
-            println!(
+            outln!(
                 "{}: {} schema files up to date",
                 args.out.display(),
                 files.len()
@@ -243,12 +243,12 @@ pub fn run(args: &SchemasArgs) -> Result<i32> {
         }
         for d in &drift {
             match d {
-                Drift::Missing(p) => println!("missing: {p}"),
-                Drift::Changed(p) => println!("changed: {p}"),
-                Drift::Extra(p) => println!("not generated any more: {p}"),
+                Drift::Missing(p) => outln!("missing: {p}"),
+                Drift::Changed(p) => outln!("changed: {p}"),
+                Drift::Extra(p) => outln!("not generated any more: {p}"),
             }
         }
-        println!(
+        outln!(
             "{}: {} file(s) differ from the catalog; run `master-events schemas --out {}`",
             args.out.display(),
             drift.len(),
@@ -257,7 +257,7 @@ pub fn run(args: &SchemasArgs) -> Result<i32> {
         return Ok(1);
     }
     let n = write(&args.out, &files)?;
-    println!("wrote {n} schema files to {}", args.out.display());
+    outln!("wrote {n} schema files to {}", args.out.display());
     Ok(0)
 }
 

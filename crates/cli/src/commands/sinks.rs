@@ -27,23 +27,23 @@ pub fn run(args: &SinksArgs) -> Result<i32> {
                 names.join(", ")
             );
         };
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&(reg.config_schema)().to_value())?
         );
         return Ok(0);
     }
-    println!("sinks (use in [[sinks]] as type = \"NAME\"; `--schema NAME` shows the keys):");
+    outln!("sinks (use in [[sinks]] as type = \"NAME\"; `--schema NAME` shows the keys):");
     let width = sinks.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for reg in &sinks {
-        println!("  {:<width$}  {}", reg.name, reg.description);
+        outln!("  {:<width$}  {}", reg.name, reg.description);
     }
-    println!();
-    println!("filter keys (in a sink's filter = {{ ... }}; OR within a key, AND across keys):");
+    outln!();
+    outln!("filter keys (in a sink's filter = {{ ... }}; OR within a key, AND across keys):");
     let filters = registered_filters();
     let width = filters.iter().map(|r| r.name.len()).max().unwrap_or(0);
     for reg in &filters {
-        println!("  {:<width$}  {}", reg.name, reg.description);
+        outln!("  {:<width$}  {}", reg.name, reg.description);
     }
     Ok(0)
 }

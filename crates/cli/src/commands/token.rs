@@ -94,10 +94,10 @@ fn run_create(args: &CreateArgs) -> Result<i32> {
     )
     .map_err(in_flag_terms)?;
     let entry = toml::to_string(&made.entry).context("cannot write the [[tokens]] entry")?;
-    println!("{}", made.token());
-    println!();
-    println!("[[tokens]]");
-    print!("{entry}");
+    outln!("{}", made.token());
+    outln!();
+    outln!("[[tokens]]");
+    out!("{entry}");
     eprintln!(
         "The first line is the token: it is shown only now, keep it secret (a client sends \
          it as `Authorization: Bearer TOKEN`). Add the [[tokens]] entry to the configuration \
