@@ -14,8 +14,8 @@
 // Built in: `archiver` and `stdout` (the router), `http` (the server's streams).
 use master_events_router as _;
 use master_events_server as _;
-// Plugin crates (plugins/): `tsv` (the example of docs/writing-a-sink.md), `file`,
-// `nats`, `webhook`.
+// Plugin crates (plugins/): `tsv` and `counts` (the examples of
+// docs/writing-a-sink.md), `file`, `nats`, `webhook`.
 use master_events_sink_example as _;
 use master_events_sink_file as _;
 use master_events_sink_nats as _;

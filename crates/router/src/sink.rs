@@ -14,6 +14,9 @@
 //!   not delivered); gaps are always delivered.
 //! - [`Sink::flush`] is called whenever the sink has caught up with the stream, and
 //!   before [`Sink::shutdown`], which is called once, last.
+//! - A sink that asks for a tick ([`Sink::tick_every`]) gets [`Sink::on_tick`] at
+//!   that period whether events come or not (a busy stream does not starve it, a
+//!   quiet one does not silence it): where a sink that summarises reports.
 //! - A sink reads from [`Sink::start_cursor`] (by default the oldest retained
 //!   event), so a sink that persists can resume after what it already has.
 //! - A sink that panics is restarted (see [`crate::supervise`]): the panic reaches
@@ -26,6 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use master_events_events::Gap;
@@ -70,6 +74,21 @@ pub trait Sink: Send + 'static {
 
     /// Called once, last, when the sink stops.
     fn shutdown(&mut self) {}
+
+    /// How often [`Sink::on_tick`] is called while the sink runs, asked once when it
+    /// starts; `None` (the default): never. Only the default runner
+    /// ([`run_blocking`]) ticks; an async sink that overrides [`Sink::run`] keeps its
+    /// own interval.
+    fn tick_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Called every [`Sink::tick_every`] while the sink runs, between deliveries,
+    /// whether events came since or not: a sink that counts or aggregates reports
+    /// here (and once more in [`Sink::shutdown`], so the last report covers every
+    /// event). A tick that comes while a hook is still busy is taken once that hook
+    /// returns; ticks missed meanwhile are not made up.
+    fn on_tick(&mut self) {}
 
     /// Where the sink starts reading the stream, asked once after it is built: by
     /// default [`Cursor::Oldest`] (the whole archive, then live events; after a warm
@@ -265,6 +284,9 @@ impl SinkInput {
     /// waiting for one. `None` when the input has ended: the router shut down and
     /// everything was read, or the sink set is stopping and everything sequenced
     /// before that was read.
+    ///
+    /// Cancel-safe: dropped before it completes (in `tokio::select!` next to a
+    /// timer), it loses no chunk.
     pub async fn recv(&mut self) -> Option<Chunk> {
         self.mark_handled();
         if let Some(chunk) = self.pending.take() {
@@ -391,6 +413,14 @@ where
     rx.await.unwrap_or(Ok(()))
 }
 
+/// What waiting for the next chunk ended with.
+enum Waited {
+    /// A chunk, or the end of the input (`None`).
+    Chunk(Option<Chunk>),
+    /// The sink's tick came first.
+    Tick,
+}
+
 /// Runs a sink's hooks on a thread of its own ([`run_on_own_thread`]) until its
 /// input ends: delivers every chunk, flushes whenever it has caught up, then
 /// flushes and shuts it down. A panic in a hook ends that sink only: it is passed on
@@ -403,14 +433,33 @@ pub fn run_blocking<S: Sink + ?Sized>(sink: Box<S>, input: SinkInput) -> SinkFut
         let result = run_on_own_thread(&name, move || {
             let mut sink = sink;
             let mut input = input;
+            let every = sink.tick_every().filter(|d| !d.is_zero());
+            let mut next_tick = every.map(|d| Instant::now() + d);
             loop {
+                if let (Some(every), Some(at)) = (every, next_tick) {
+                    if Instant::now() >= at {
+                        sink.on_tick();
+                        next_tick = Some(Instant::now() + every);
+                    }
+                }
                 let chunk = match input.try_recv() {
                     Some(chunk) => chunk,
                     None => {
                         sink.flush();
-                        match handle.block_on(input.recv()) {
-                            Some(chunk) => chunk,
-                            None => break,
+                        let waited = match next_tick {
+                            None => Waited::Chunk(handle.block_on(input.recv())),
+                            Some(at) => handle.block_on(async {
+                                tokio::select! {
+                                    // Cancel-safe: a tick loses no chunk.
+                                    chunk = input.recv() => Waited::Chunk(chunk),
+                                    () = tokio::time::sleep_until(at.into()) => Waited::Tick,
+                                }
+                            }),
+                        };
+                        match waited {
+                            Waited::Chunk(Some(chunk)) => chunk,
+                            Waited::Chunk(None) => break,
+                            Waited::Tick => continue,
                         }
                     }
                 };
@@ -449,5 +498,110 @@ mod tests {
         let panicked = run_on_own_thread("boom", || panic!("a hook panicked")).await;
         let payload = panicked.expect_err("the panic comes back");
         assert_eq!(payload.downcast_ref::<&str>(), Some(&"a hook panicked"));
+    }
+
+    /// Counts what the runner calls: events seen, and ticks with the events seen
+    /// at each.
+    struct Ticking {
+        events: u64,
+        ticks: Arc<std::sync::Mutex<Vec<u64>>>,
+        shut: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Sink for Ticking {
+        fn on_batch(&mut self, batch: &SinkBatch<'_>) {
+            self.events += batch.len() as u64;
+        }
+        fn tick_every(&self) -> Option<Duration> {
+            Some(Duration::from_millis(10))
+        }
+        fn on_tick(&mut self) {
+            self.ticks.lock().expect("ticks").push(self.events);
+        }
+        fn shutdown(&mut self) {
+            self.shut.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Waits (up to 30 s) until `f` holds.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what}: not within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sink_that_asks_for_ticks_gets_them_on_a_quiet_stream_and_on_a_busy_one() {
+        use master_events_events::catalog::DeleteBucket;
+        use master_events_events::Record;
+
+        let router = crate::Router::start(crate::RouterConfig {
+            node: "n_0@tick".into(),
+            ..crate::RouterConfig::default()
+        });
+        let ticks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sink = Box::new(Ticking {
+            events: 0,
+            ticks: ticks.clone(),
+            shut: shut.clone(),
+        });
+        let cancel = CancellationToken::new();
+        let input = SinkInput::new(
+            "ticking".to_owned(),
+            router.subscribe(Cursor::Oldest),
+            None,
+            cancel.clone(),
+        );
+        let task = tokio::spawn(sink.run(input));
+
+        // Quiet: no event at all, and ticks come.
+        until("ticks on a quiet stream", || {
+            ticks.lock().expect("ticks").len() >= 3
+        })
+        .await;
+        assert!(ticks.lock().expect("ticks").iter().all(|&n| n == 0));
+
+        // Busy: a batch every millisecond (bounded: 30,000 batches or 30 s), ticks
+        // still come, and a tick sees the events delivered before it.
+        let before = ticks.lock().expect("ticks").len();
+        let start = Instant::now();
+        let mut published = 0u64;
+        for _ in 0..30_000 {
+            let records = (0..10)
+                .map(|_| {
+                    Record::new(master_events_events::Event::from(DeleteBucket {
+                        bucket: "b".to_owned(),
+                    }))
+                })
+                .collect();
+            router.publish_batch(records).await.expect("publish");
+            published += 10;
+            let seen = ticks.lock().expect("ticks").clone();
+            if seen.len() >= before + 3 && seen.last().is_some_and(|&n| n > 0) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no tick while busy"
+            );
+            // Pacing the load, not synchronising: the loop ends on the condition.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let seen = ticks.lock().expect("ticks").clone();
+        assert!(
+            seen.len() >= before + 3 && seen.last().is_some_and(|&n| n > 0 && n <= published),
+            "ticks while events flow, each seeing what was delivered: {seen:?}"
+        );
+
+        router.shutdown().await;
+        cancel.cancel();
+        task.await.expect("the sink ends");
+        assert!(shut.load(Ordering::SeqCst), "shutdown was called last");
     }
 }

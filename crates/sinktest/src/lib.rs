@@ -56,6 +56,9 @@ pub use tokio;
 
 #[cfg(unix)]
 pub mod fifo;
+mod summary;
+
+pub use summary::{SummaryTarget, Totals};
 
 /// Where a sink under test delivers, as the kit sees it.
 pub trait Target: Send + Sync {
@@ -180,6 +183,10 @@ pub fn kit_event(i: usize) -> Event {
     }
 }
 
+/// How a target builds its sink when not by its registration ([`Target::build`]).
+type Builder<'a> =
+    dyn Fn(toml::Value, &SinkContext) -> Option<Result<Box<dyn Sink>, ConfigError>> + 'a;
+
 /// A sink started by the kit, with its own router.
 struct Running {
     router: Router,
@@ -198,10 +205,11 @@ impl Kit {
         }
     }
 
-    /// The `[[sinks]]` entry for `target`, with an optional filter and extra keys.
-    fn toml(&self, target: &dyn Target, filter: Option<&str>, extra: &str) -> String {
+    /// The `[[sinks]]` entry with the sink's own keys `config`, an optional filter
+    /// and extra keys.
+    fn toml(&self, config: &str, filter: Option<&str>, extra: &str) -> String {
         let mut text = format!("[[sinks]]\ntype = {:?}\n", self.sink);
-        text.push_str(&target.config());
+        text.push_str(config);
         text.push('\n');
         if let Some(filter) = filter {
             text.push_str(&format!("filter = {filter}\n"));
@@ -222,7 +230,26 @@ impl Kit {
 
     /// Loads the configuration, starts a router and the sink on it.
     async fn start(&self, target: &dyn Target, filter: Option<&str>, archive: usize) -> Running {
-        let text = self.toml(target, filter, "");
+        self.start_with(
+            &target.config(),
+            &|s, c| target.build(s, c),
+            filter,
+            archive,
+        )
+        .await
+    }
+
+    /// Loads the configuration with the sink's keys `config`, starts a router and
+    /// the sink on it (built by `build` when it returns `Some`, else by its
+    /// registration).
+    async fn start_with(
+        &self,
+        config: &str,
+        build: &Builder<'_>,
+        filter: Option<&str>,
+        archive: usize,
+    ) -> Running {
+        let text = self.toml(config, filter, "");
         let config = load_config(&text).unwrap_or_else(|e| {
             panic!(
                 "[{}] the kit's configuration is refused: {e}{}\n{text}",
@@ -240,7 +267,7 @@ impl Kit {
         });
         let ctx = SinkContext::new(&router, 0);
         let settings = toml::Value::Table(entry.settings.clone());
-        let built = match target.build(settings.clone(), &ctx) {
+        let built = match build(settings.clone(), &ctx) {
             Some(result) => result,
             None => (entry.registration().build)(settings, &ctx),
         };
@@ -508,7 +535,12 @@ impl Kit {
 
     /// An unknown key is refused when the configuration is loaded, naming the key.
     pub async fn bad_config_is_a_clear_error(&self, target: &dyn Target) {
-        let text = self.toml(target, None, &format!("{UNKNOWN_KEY} = 1\n"));
+        self.unknown_key_is_refused(&target.config());
+    }
+
+    /// An unknown key next to the sink's keys `config` is refused, naming the key.
+    fn unknown_key_is_refused(&self, config: &str) {
+        let text = self.toml(config, None, &format!("{UNKNOWN_KEY} = 1\n"));
         match load_config(&text) {
             Ok(_) => panic!(
                 "[{}] a configuration with an unknown key must be refused:\n{text}",

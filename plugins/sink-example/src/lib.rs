@@ -2,8 +2,13 @@
 //! line per event (seq, type, bucket, vbucket, origin) to a file, for `awk`,
 //! `sort` and spreadsheets. Where events were missed, a `#gap` line says which.
 //! See docs/writing-a-sink.md, which shows this file in full.
+//!
+//! The crate's second example, [`counts`], is a sink that summarises (a report on a
+//! timer instead of a line per event).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod counts;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};

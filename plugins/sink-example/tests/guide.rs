@@ -33,6 +33,8 @@ fn the_guide_shows_the_example_crate_verbatim() {
             "plugins/sink-example/Cargo.toml",
             "plugins/sink-example/src/lib.rs",
             "plugins/sink-example/tests/kit.rs",
+            "plugins/sink-example/src/counts.rs",
+            "plugins/sink-example/tests/counts_kit.rs",
         ]
     );
 }
