@@ -83,3 +83,117 @@ fn no_moves_still_give_a_valid_empty_chart() {
     let svg = String::from_utf8(out).expect("utf-8");
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
 }
+
+/// The `<rect>` elements of an SVG document: (x, width, fill) of each.
+fn rects(svg: &str) -> Vec<(i64, i64, String)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        let len = tag[start..].find('"')?;
+        Some(tag[start..start + len].to_owned())
+    };
+    svg.split("<rect")
+        .skip(1)
+        .filter_map(|rest| {
+            let tag = &rest[..rest.find('>')?];
+            Some((
+                attr(tag, "x")?.parse().ok()?,
+                attr(tag, "width")?.parse().ok()?,
+                attr(tag, "fill")?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn every_move_has_a_title_naming_bucket_vbucket_node_and_times() {
+    let moves = moves_of("rebalance_normal.log");
+    let svg = String::from_utf8(
+        write_rebalance_svg(&moves, &SvgOptions::default(), Vec::new()).expect("draws"),
+    )
+    .expect("utf-8");
+    let titles: Vec<&str> = svg
+        .split("<title>")
+        .skip(1)
+        .filter_map(|t| t.split_once("</title>").map(|(t, _)| t))
+        .collect();
+    assert_eq!(titles.len(), moves.len(), "one title per move: {titles:?}");
+    for m in &moves {
+        let needle = format!("{} vbucket {} on {}", m.bucket, m.vbucket, m.node);
+        let title = titles
+            .iter()
+            .find(|t| t.starts_with(&needle))
+            .unwrap_or_else(|| panic!("no title for {needle}: {titles:?}"));
+        assert!(title.contains("started 20"), "{title}");
+        assert!(title.contains("ended 20"), "{title}");
+    }
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.contains("backfill") && t.contains("takeover")),
+        "phases named: {titles:?}"
+    );
+}
+
+#[test]
+fn the_legend_stands_outside_the_plot_and_the_axis_ends_at_the_last_move() {
+    let moves = moves_of("rebalance_normal.log");
+    let options = SvgOptions::default();
+    let svg = String::from_utf8(write_rebalance_svg(&moves, &options, Vec::new()).expect("draws"))
+        .expect("utf-8");
+    let rects = rects(&svg);
+    let done: Vec<&(i64, i64, String)> = rects.iter().filter(|r| r.2 == "#4682B4").collect();
+    // The last one drawn of a colour is its legend swatch.
+    let (swatch, bars) = done.split_last().expect("bars and a swatch");
+    let right_of_bars = bars.iter().map(|(x, w, _)| x + w).max().expect("bars");
+    assert!(
+        swatch.0 > right_of_bars,
+        "the legend swatch at x={} is right of every bar (which end at {right_of_bars})",
+        swatch.0
+    );
+    // The plot spans the picture but for the legend's column and the margin: the
+    // longest move reaches its right edge (no headroom left for a legend inside).
+    let plot_right = i64::from(options.width) - 160 - 10;
+    assert!(
+        (plot_right - right_of_bars).abs() <= 3,
+        "the last move ends at x={right_of_bars}, the plot at {plot_right}"
+    );
+}
+
+#[test]
+fn a_log_with_two_rebalances_draws_one_panel_for_each() {
+    let moves = moves_of("rebalance_stopped.log");
+    let rebalances: std::collections::BTreeSet<_> = moves.iter().map(|m| m.rebalance).collect();
+    assert_eq!(rebalances.len(), 2, "the log's moves span two rebalances");
+    let svg = String::from_utf8(
+        write_rebalance_svg(&moves, &SvgOptions::default(), Vec::new()).expect("draws"),
+    )
+    .expect("utf-8");
+    assert!(
+        svg.contains("vbucket moves: rebalance 1, from 2023-"),
+        "first panel"
+    );
+    assert!(
+        svg.contains("vbucket moves: rebalance 2, from 2023-"),
+        "second panel"
+    );
+    assert_eq!(
+        svg.matches("seconds since the first move started").count(),
+        2,
+        "an x axis per panel"
+    );
+    // One log, one rebalance: one panel, captioned as asked.
+    let one = String::from_utf8(
+        write_rebalance_svg(
+            &moves_of("rebalance_normal.log"),
+            &SvgOptions::default(),
+            Vec::new(),
+        )
+        .expect("draws"),
+    )
+    .expect("utf-8");
+    assert!(!one.contains("rebalance 1,"));
+    assert_eq!(
+        one.matches("seconds since the first move started").count(),
+        1
+    );
+}

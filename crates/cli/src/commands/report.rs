@@ -100,7 +100,8 @@ pub struct RebalanceArgs {
     /// The same as `--format json` (kept for scripts).
     #[arg(long, hide = true, conflicts_with = "format")]
     pub json: bool,
-    /// Also draw the moves as an SVG timeline (one row per lane of a node) into FILE.
+    /// Also draw the moves as an SVG timeline into FILE: a panel per rebalance, a row
+    /// per lane of a node, each move's details in its tooltip (`<title>`).
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
     /// How many of the slowest moves each rebalance lists.
@@ -295,10 +296,8 @@ fn rebalance(args: &RebalanceArgs, out: &mut impl Write) -> Result<()> {
     if let Some(path) = &args.svg {
         let title = match analysis.rebalances.len() {
             1 => format!("vbucket moves of rebalance {}", analysis.rebalances[0].pid),
-            n => format!(
-                "vbucket moves ({} moves, {n} rebalances)",
-                analysis.moves.len()
-            ),
+            // Several: each panel says which rebalance it is, and from when.
+            _ => "vbucket moves".to_owned(),
         };
         let options = SvgOptions {
             title,
