@@ -411,9 +411,9 @@ fn draw_panel(
     for (m, b) in panel.moves.iter().zip(&moves_bars) {
         let (x0, y0) = chart.backend_coord(&(b.x0, b.row as f64 + 1.0));
         let (x1, y1) = chart.backend_coord(&(b.x1, b.row as f64));
-        let _ = write!(
+        let _ = writeln!(
             hover,
-            "<rect x=\"{x0}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#000\" fill-opacity=\"0\"><title>{}</title></rect>\n",
+            "<rect x=\"{x0}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#000\" fill-opacity=\"0\"><title>{}</title></rect>",
             y0.min(y1),
             (x1 - x0).max(2),
             (y1 - y0).abs().max(2),
