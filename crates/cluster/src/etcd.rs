@@ -86,13 +86,13 @@ pub enum EtcdError {
     #[error("invalid lease TTL {0:?}: etcd leases count whole seconds, at least 1 s")]
     InvalidTtl(Duration),
     /// etcd answered an operation with an error.
-    #[error("etcd {op} failed: {source}")]
+    #[error("etcd {op} failed: {error}")]
     Etcd {
         /// The operation (`connect`, `lease grant`, ...).
         op: &'static str,
-        /// The client's error.
-        #[source]
-        source: etcd_client::Error,
+        /// The client's error. Shown in the message, and so not also a `source`:
+        /// an error chain (`{:#}`) would say it twice.
+        error: etcd_client::Error,
     },
     /// etcd did not answer an operation in time.
     #[error("etcd {op} did not answer within {after:?}")]
@@ -272,7 +272,7 @@ async fn call<T>(
 ) -> Result<T, EtcdError> {
     match timeout(after, request).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(EtcdError::Etcd { op, source }),
+        Ok(Err(error)) => Err(EtcdError::Etcd { op, error }),
         Err(_) => Err(EtcdError::Timeout { op, after }),
     }
 }

@@ -15,7 +15,8 @@
 //!    `(v + 1) % n`);
 //! 3. `rebalanceStart` (keepNodes: all hosts), `rebalanceStageStarted` (`["data"]`);
 //! 4. per bucket: `bucketRebalanceStarted`, `resetFastForwardMap`, an
-//!    `updateFastForwardMap` per moving vbucket, the moves themselves (interleaved),
+//!    `updateFastForwardMap` per moving vbucket, the moves themselves (interleaved;
+//!    each `vbucketMoveStart` noted by the vbucket's old active node, as ns_server does),
 //!    `bucketRebalanceEnded`. The new node first receives its fair share of active
 //!    vbuckets (`vbuckets / (n + 1)`, rounded up); any further moving vbucket goes to
 //!    one of the other old nodes, in turn. The replica goes to the next host after the
@@ -421,10 +422,13 @@ impl Scenario {
         let bucket = self.bucket(b);
         let (from, to) = (m.plan.from, m.plan.to);
         match m.step {
+            // As ns_server notes it: the node is the old chain's head, the vbucket's
+            // active node before the move (so the moves of a rebalance come from
+            // several nodes, and per-node views have a row each).
             0 => VbucketMoveStart {
                 vbucket,
                 pid: m.pid.clone(),
-                node: self.nodes[MASTER].clone(),
+                node: self.nodes[from].clone(),
                 bucket,
                 chain_before: self.chain_hosts(m.plan.before),
                 chain_after: self.chain_hosts(m.plan.after),

@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use master_events_events::catalog::VBucketState;
 use master_events_events::{Envelope, Event, Record, Timestamp};
-use master_events_sim::{host, scenario, vbucket_moves, ScenarioConfig, SIMULATED_PASSWORD};
+use master_events_sim::{
+    host, node_name, scenario, vbucket_moves, ScenarioConfig, SIMULATED_PASSWORD,
+};
 
 /// The events of one move, in the order they must come.
 const MOVE_STEPS: [&str; 12] = [
@@ -54,6 +56,34 @@ fn moves(events: &[Event]) -> BTreeMap<(String, u16), Vec<&Event>> {
         }
     }
     moves
+}
+
+#[test]
+fn each_move_is_noted_by_the_vbuckets_old_active_node_so_moves_come_from_several() {
+    let config = ScenarioConfig::default();
+    let events = events(&config);
+    let host_of: BTreeMap<String, String> = (0..=config.nodes)
+        .map(|i| (node_name(i), host(i)))
+        .collect();
+    let mut from = BTreeSet::new();
+    for (key, steps) in &moves(&events) {
+        let Some(Event::VbucketMoveStart(start)) = steps.first() else {
+            panic!("{key:?} does not start with vbucketMoveStart");
+        };
+        assert_eq!(
+            host_of.get(&start.node),
+            Some(&start.chain_before[0]),
+            "{key:?}: noted by {}, the old chain's head is {}",
+            start.node,
+            start.chain_before[0]
+        );
+        from.insert(start.node.clone());
+    }
+    assert_eq!(
+        from.len(),
+        config.nodes,
+        "every old node gives up vbuckets to the new one: {from:?}"
+    );
 }
 
 fn two_buckets_a_quarter_moving() -> ScenarioConfig {

@@ -49,8 +49,10 @@ pub struct DemoArgs {
     /// Exit once the scenario has been emitted (instead of serving until Ctrl-C).
     #[arg(long)]
     pub exit_when_done: bool,
-    /// Run this many master-events nodes on loopback as one cluster (static
-    /// discovery, the first is master); the simulator notes events on each in turn.
+    /// Run this many master-events nodes on loopback as one cluster, all in this one
+    /// process (static discovery, the first is master: no failover); the simulator
+    /// notes events on each in turn. To see a failover, run separate processes on
+    /// etcd: docs/cluster.md, "See a failover on one machine".
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub nodes: usize,
 }

@@ -304,7 +304,13 @@ async fn start_etcd(opts: &ClusterOptions, node: &str) -> Result<Arc<dyn MasterD
         opts.lease_ttl.unwrap_or(Duration::from_secs(3)),
     )
     .await
-    .context("cannot join the etcd election")?;
+    .with_context(|| {
+        format!(
+            "cannot join the etcd election at {} (is etcd up and reachable from here? \
+             the node does not wait for it at start)",
+            opts.etcd.join(", ")
+        )
+    })?;
     Ok(Arc::new(d))
 }
 
