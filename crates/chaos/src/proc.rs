@@ -215,3 +215,65 @@ pub fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits (up to 30 s) until `f` holds.
+    fn until(what: &str, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what}: not within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().chars().next()
+    }
+
+    #[test]
+    fn an_exited_child_stays_unreaped_until_drop_so_its_pid_cannot_be_recycled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Child::spawn(
+            Path::new("/bin/sh"),
+            &["-c".into(), "exit 0".into()],
+            &dir.path().join("log"),
+        )
+        .expect("sh starts");
+        let pid = child.pid();
+        until("the child has exited", || child.exited());
+        // Seen as exited, and still a zombie: the pid (and group id) is still ours.
+        assert_eq!(state(pid), Some('Z'), "exited() must not reap the child");
+        // A signal now reaches nobody else's group.
+        child.signal(Signal::Kill);
+        assert_eq!(state(pid), Some('Z'));
+        assert!(CHILDREN.lock().expect("registry").contains(&pid));
+        drop(child);
+        // Reaped, and out of the registry of live children.
+        assert_ne!(state(pid), Some('Z'), "drop reaps the child");
+        assert!(!CHILDREN.lock().expect("registry").contains(&pid));
+    }
+
+    #[test]
+    fn a_running_child_is_not_exited_until_its_group_is_killed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Child::spawn(
+            Path::new("/bin/sh"),
+            &["-c".into(), "sleep 30".into()],
+            &dir.path().join("log"),
+        )
+        .expect("sh starts");
+        assert!(!child.exited(), "a sleeping child is running");
+        child.signal(Signal::Stop);
+        until("the child is stopped", || state(child.pid()) == Some('T'));
+        assert!(!child.exited(), "a stopped child has not exited");
+        child.signal(Signal::Kill);
+        until("the killed child has exited", || child.exited());
+    }
+}
