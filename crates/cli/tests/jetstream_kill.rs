@@ -9,61 +9,18 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{host_port, listening_url, spawn, Proc};
+use common::{host_port, listening_url, nats_server, spawn, stream_messages, Proc};
 use rand::{Rng, SeedableRng};
 
 const STREAM: &str = "EVENTS";
 const BATCH: u64 = 50;
 const WRITERS: u64 = 2;
 const MAX_BATCHES: u64 = 200;
-
-struct NatsServer {
-    child: Child,
-    url: String,
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nats_server(dir: &Path) -> NatsServer {
-    let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .unwrap_or_else(|| PathBuf::from("nats-server"));
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let child = Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir.join("js"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server starts (scripts/deps.sh installs it)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    NatsServer {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-    }
-}
 
 fn serve(config: &Path) -> (Proc, String) {
     let config = config.display().to_string();
@@ -78,38 +35,6 @@ fn post(addr: &str, writer: u64, batch: u64) -> Option<(u64, u64)> {
         .map(|i| format!("{{\"type\":\"deleteBucket\",\"bucket\":\"w{writer}-b{batch}-{i}\"}}\n"))
         .collect();
     common::post_acknowledged(addr, &body)
-}
-
-/// Every message of the stream: (seq header, msg id, history header).
-fn stream_messages(url: &str) -> Vec<(u64, String, String)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.expect("connect to nats");
-        let js = async_nats::jetstream::new(client);
-        let Ok(mut stream) = js.get_stream(STREAM).await else {
-            return Vec::new();
-        };
-        let info = stream.info().await.expect("stream info").clone();
-        let mut out = Vec::new();
-        for seq in info.state.first_sequence.max(1)..=info.state.last_sequence {
-            let m = stream.get_raw_message(seq).await.expect("a message");
-            let h = |n: &str| {
-                m.headers
-                    .get(n)
-                    .map(|v| v.as_str().to_owned())
-                    .unwrap_or_default()
-            };
-            out.push((
-                h("Master-Events-Seq").parse().unwrap_or(0),
-                h("Nats-Msg-Id"),
-                h("Master-Events-History"),
-            ));
-        }
-        out
-    })
 }
 
 #[test]
@@ -181,7 +106,7 @@ fn every_acknowledged_event_is_in_jetstream_once_in_order_after_a_sigkill() {
     let expected_last = after.1;
     let deadline = Instant::now() + Duration::from_secs(60);
     let messages = loop {
-        let m = stream_messages(&nats.url);
+        let m = stream_messages(&nats.url, STREAM);
         if m.last().is_some_and(|l| l.0 >= expected_last) {
             break m;
         }

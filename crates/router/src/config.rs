@@ -38,14 +38,17 @@
 use std::fmt;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use serde::Deserialize;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::error::{describe_toml_error, toml_error, ConfigError, Location};
 use crate::filter::Filter;
 use crate::health::SinkHealth;
-use crate::registry::{find_sink, registered_sinks, SinkContext, SinkRegistration};
+use crate::registry::{find_sink, registered_sinks, RunOn, SinkContext, SinkRegistration};
 use crate::ring::Cursor;
 use crate::sink::Sink;
 use crate::sinks::archiver::ArchiverConfig;
@@ -61,8 +64,10 @@ pub struct SinkEntry {
     pub kind: String,
     /// Its filter, if any.
     pub filter: Option<Filter>,
-    /// Its own keys (without `type` and `filter`).
+    /// Its own keys (without `type`, `filter` and `run_on`).
     pub settings: toml::Table,
+    /// Where it runs in a cluster: its `run_on`, or its type's default.
+    pub run_on: RunOn,
     registration: &'static SinkRegistration,
 }
 
@@ -78,6 +83,7 @@ impl fmt::Debug for SinkEntry {
         f.debug_struct("SinkEntry")
             .field("at", &self.at)
             .field("filter", &self.filter)
+            .field("run_on", &self.run_on)
             .field("settings", &self.settings)
             .finish()
     }
@@ -197,6 +203,15 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
                 message: format!("filter: {}", describe_toml_error(&e)),
             })?),
         };
+        let run_on = match table.remove("run_on") {
+            None => registration.run_on,
+            Some(value) => value.try_into::<RunOn>().map_err(|_| ConfigError::Entry {
+                at: at.clone(),
+                message: "run_on must be \"master\" (one copy per cluster, from the master) \
+                          or \"every-node\" (each node from its own archive)"
+                    .into(),
+            })?,
+        };
         (registration.check)(toml::Value::Table(table.clone())).map_err(|e| entry_error(&at, e))?;
         if kind == "archiver" {
             if filter.is_some() {
@@ -213,6 +228,12 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
                     ),
                 });
             }
+            if run_on != RunOn::EveryNode {
+                return Err(ConfigError::Entry {
+                    at,
+                    message: "the archiver is every node's archive: it runs on every node".into(),
+                });
+            }
             archiver = Some(index);
         }
         sinks.push(SinkEntry {
@@ -220,6 +241,7 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
             kind,
             filter,
             settings: table,
+            run_on,
             registration,
         });
     }
@@ -307,6 +329,22 @@ impl fmt::Debug for SinkSet {
 /// through its filter. Must be called
 /// inside a tokio runtime.
 pub fn start_sinks(router: &Router, config: &Config) -> Result<SinkSet, ConfigError> {
+    // Outside a cluster the node is its own master, for good.
+    let (_, master) = watch::channel(true);
+    start_sinks_on(router, config, master)
+}
+
+/// [`start_sinks`] on a node of a cluster: `master` says whether this node is the
+/// master now. A sink that runs on the master only ([`RunOn::Master`]) waits, in
+/// state `standby`, until it is; it is stopped (delivering what was committed up to
+/// then) when the node stops being master, and built again and started from where
+/// it says it resumes ([`Sink::start_cursor`]) when it is master again. Every other
+/// sink runs from the start, as [`start_sinks`] runs it.
+pub fn start_sinks_on(
+    router: &Router,
+    config: &Config,
+    master: watch::Receiver<bool>,
+) -> Result<SinkSet, ConfigError> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(ConfigError::Invalid(
             "start_sinks must be called inside a tokio runtime".into(),
@@ -325,12 +363,6 @@ pub fn start_sinks(router: &Router, config: &Config) -> Result<SinkSet, ConfigEr
     let tasks = built
         .into_iter()
         .map(|(entry, ctx, sink)| {
-            // After a warm start, "the oldest" is the oldest of this run: the
-            // restored events were delivered by the previous one.
-            let from = match (sink.start_cursor(), router.restored_through()) {
-                (Cursor::Oldest, Some(restored)) => Cursor::After(restored),
-                (from, _) => from,
-            };
             health.push(Arc::clone(ctx.health()));
             let supervisor = Supervisor {
                 kind: entry.kind.clone(),
@@ -342,7 +374,14 @@ pub fn start_sinks(router: &Router, config: &Config) -> Result<SinkSet, ConfigEr
                 router: router.clone(),
                 cancel: cancel.child_token(),
             };
-            (entry.kind.clone(), tokio::spawn(supervisor.run(sink, from)))
+            let task = match entry.run_on {
+                RunOn::EveryNode => {
+                    let from = start_cursor(&*sink, router);
+                    tokio::spawn(supervisor.run(sink, from))
+                }
+                RunOn::Master => tokio::spawn(run_on_master(supervisor, sink, master.clone())),
+            };
+            (entry.kind.clone(), task)
         })
         .collect();
     Ok(SinkSet {
@@ -350,6 +389,94 @@ pub fn start_sinks(router: &Router, config: &Config) -> Result<SinkSet, ConfigEr
         tasks,
         health,
     })
+}
+
+/// Where `sink` starts reading: where it asks, except that after a warm start "the
+/// oldest" is the oldest of this run (the restored events were delivered by the
+/// previous one).
+fn start_cursor(sink: &dyn Sink, router: &Router) -> Cursor {
+    match (sink.start_cursor(), router.restored_through()) {
+        (Cursor::Oldest, Some(restored)) => Cursor::After(restored),
+        (from, _) => from,
+    }
+}
+
+/// Runs a master-only sink: waits (in state `standby`) while this node is not the
+/// master, runs it under `supervisor` while it is, stops it when it is not any
+/// more, and builds it again for the next time. Ends when the sink set stops or
+/// the router shuts down.
+async fn run_on_master(
+    supervisor: Supervisor,
+    first: Box<dyn Sink>,
+    mut master: watch::Receiver<bool>,
+) {
+    let mut built = Some(first);
+    let stop = supervisor.cancel.clone();
+    loop {
+        // Wait to be master.
+        loop {
+            if *master.borrow_and_update() {
+                break;
+            }
+            supervisor.health.standby(
+                "runs on the master only (run_on = \"master\"); this node is not the master",
+            );
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = master.changed() => if changed.is_err() { return },
+            }
+        }
+        let sink = match built.take() {
+            Some(sink) => sink,
+            None => match supervisor
+                .rebuild(Duration::ZERO, "this node became master")
+                .await
+            {
+                Some(sink) => sink,
+                None => return,
+            },
+        };
+        supervisor.health.ok();
+        tracing::info!(sink = %supervisor.kind, "this node is the master: the sink starts");
+        let from = start_cursor(&*sink, &supervisor.router);
+        let term = stop.child_token();
+        let mut run = supervisor.clone();
+        run.cancel = term.clone();
+        let mut task = tokio::spawn(run.run(sink, from));
+        // Nobody left to say otherwise (a node outside a cluster): master for good.
+        let deposed = async {
+            loop {
+                if !*master.borrow_and_update() {
+                    return;
+                }
+                if master.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            ended = &mut task => {
+                // The input ended: the router shut down, or the set stopped.
+                if let Err(e) = ended {
+                    tracing::error!(sink = %supervisor.kind, error = %e, "sink task failed");
+                }
+                return;
+            }
+            () = deposed => {
+                term.cancel();
+                if let Err(e) = task.await {
+                    tracing::error!(sink = %supervisor.kind, error = %e, "sink task failed");
+                }
+                if stop.is_cancelled() {
+                    return;
+                }
+                tracing::info!(
+                    sink = %supervisor.kind,
+                    "this node is not the master any more: the sink stopped after what was committed"
+                );
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -457,6 +584,95 @@ mod tests {
             Router::start(RouterConfig::default()).restored_through(),
             None
         );
+    }
+
+    /// Waits (up to 30 s) until `f` holds.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{what}: not within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_master_only_sink_runs_while_the_node_is_master_and_resumes_where_it_says() {
+        let router = Router::start(RouterConfig::default());
+        let config = load_config(
+            "[[sinks]]\ntype = \"probe\"\nid = 4\nrun_on = \"master\"\n\n\
+             [[sinks]]\ntype = \"probe\"\nid = 5\n",
+        )
+        .expect("loads");
+        assert_eq!(config.sinks[0].run_on, RunOn::Master);
+        assert_eq!(
+            config.sinks[1].run_on,
+            RunOn::EveryNode,
+            "the type's default"
+        );
+        let (master, is_master) = watch::channel(false);
+        let sinks = start_sinks_on(&router, &config, is_master).expect("starts");
+        let health = sinks.health();
+        router
+            .publish_batch(records(0, 3, false))
+            .await
+            .expect("published");
+
+        // A follower: the every-node sink reads, the master-only one waits.
+        until("the every-node sink reads", || seen_by(5).len() == 3).await;
+        until("standby", || health[0].state() == crate::SinkState::Standby).await;
+        assert_eq!(seen_by(4), Vec::<u64>::new());
+
+        // Master: it starts from where it asks (the oldest), and follows.
+        master.send_replace(true);
+        until("the master-only sink reads", || seen_by(4) == vec![1, 2, 3]).await;
+        assert_eq!(health[0].state(), crate::SinkState::Ok);
+        router
+            .publish_batch(records(3, 1, false))
+            .await
+            .expect("published");
+        until("it follows", || seen_by(4) == vec![1, 2, 3, 4]).await;
+
+        // Deposed: it stops; what comes next is not its to deliver.
+        master.send_replace(false);
+        until("standby again", || {
+            health[0].state() == crate::SinkState::Standby
+        })
+        .await;
+        router
+            .publish_batch(records(4, 2, false))
+            .await
+            .expect("published");
+        until("the every-node sink reads on", || seen_by(5).len() == 6).await;
+        assert_eq!(seen_by(4), vec![1, 2, 3, 4]);
+
+        // Master again: built anew, from where it asks (the probe keeps nothing, so
+        // the oldest again; a sink that persists says After(what it holds)).
+        master.send_replace(true);
+        until("built again and started", || seen_by(4).len() == 10).await;
+        assert_eq!(seen_by(4), vec![1, 2, 3, 4, 1, 2, 3, 4, 5, 6]);
+
+        router.shutdown().await;
+        sinks.shutdown().await;
+    }
+
+    #[test]
+    fn run_on_takes_master_or_every_node_and_the_archiver_runs_on_every_node() {
+        let e = load_config("[[sinks]]\ntype = \"probe\"\nid = 1\nrun_on = \"leader\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("run_on must be \"master\""), "{e}");
+        let e = load_config("[[sinks]]\ntype = \"archiver\"\nrun_on = \"master\"\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("runs on every node"), "{e}");
+        let config = load_config("[[sinks]]\ntype = \"probe\"\nid = 1\nrun_on = \"every-node\"\n")
+            .expect("loads");
+        assert_eq!(config.sinks[0].run_on, RunOn::EveryNode);
     }
 }
 

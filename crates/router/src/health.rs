@@ -29,6 +29,9 @@ pub enum SinkState {
     Retrying,
     /// Delivery fails and events are being (or were) dropped, or the sink stopped.
     Failing,
+    /// Not running here, by configuration: a sink that runs on the master only, on a
+    /// node that is not the master. Nothing is lost: the master's copy delivers.
+    Standby,
 }
 
 impl SinkState {
@@ -38,6 +41,7 @@ impl SinkState {
             SinkState::Ok => "ok",
             SinkState::Retrying => "retrying",
             SinkState::Failing => "failing",
+            SinkState::Standby => "standby",
         }
     }
 }
@@ -111,6 +115,11 @@ impl SinkHealth {
         self.set(SinkState::Failing, Some(reason.into()));
     }
 
+    /// Not running on this node by configuration (logs at INFO on the change).
+    pub fn standby(&self, reason: impl Into<String>) {
+        self.set(SinkState::Standby, Some(reason.into()));
+    }
+
     /// The current state.
     pub fn state(&self) -> SinkState {
         self.current.lock().state
@@ -156,6 +165,7 @@ impl SinkHealth {
             SinkState::Ok => tracing::info!(sink, index, was = before.as_str(), "sink recovered"),
             SinkState::Retrying => tracing::warn!(sink, index, %reason, "sink retrying"),
             SinkState::Failing => tracing::error!(sink, index, %reason, "sink failing"),
+            SinkState::Standby => tracing::info!(sink, index, %reason, "sink on standby"),
         }
     }
 }

@@ -65,15 +65,15 @@ pub mod sinks;
 pub mod supervise;
 
 pub use commit::CommitGate;
-pub use config::{load_config, start_sinks, Config, SinkEntry, SinkSet};
+pub use config::{load_config, start_sinks, start_sinks_on, Config, SinkEntry, SinkSet};
 pub use emitter::{Emitter, Refused};
 pub use epochs::{agreed_through, EpochTable, InvalidEpochs};
 pub use error::ConfigError;
 pub use filter::{Filter, FilterError, TypeSet};
 pub use health::{SinkHealth, SinkState, SinkStatus};
 pub use registry::{
-    registered_filters, registered_sinks, FilterRegistration, SinkBuildFn, SinkConfig, SinkContext,
-    SinkRegistration,
+    registered_filters, registered_sinks, FilterRegistration, RunOn, SinkBuildFn, SinkConfig,
+    SinkContext, SinkRegistration,
 };
 pub use ring::{Chunk, Cursor, EventBatch, EventRef, Meta, Subscription};
 pub use sink::{run_blocking, run_on_own_thread, Sink, SinkBatch, SinkFuture, SinkInput};

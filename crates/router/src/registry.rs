@@ -81,6 +81,33 @@ pub struct SinkRegistration {
     /// Builds it from its own configuration keys (the entry's table without `type`
     /// and `filter`).
     pub build: SinkBuildFn,
+    /// Where it runs in a cluster when its entry does not say (`run_on`).
+    pub run_on: RunOn,
+}
+
+/// Where a sink runs in a cluster: the `run_on` key of a `[[sinks]]` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunOn {
+    /// On every node, each reading its own archive (a file log per node, a stream
+    /// per node). What a node does alone.
+    EveryNode,
+    /// On the master only: one copy of each event per cluster, for sinks that hand
+    /// events to a system outside the cluster. A node that becomes master starts
+    /// the sink (which resumes from what it says it holds, [`crate::Sink::start_cursor`]);
+    /// a node that stops being master stops it. A node outside a cluster is its own
+    /// master.
+    Master,
+}
+
+impl RunOn {
+    /// The value as written in a configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOn::EveryNode => "every-node",
+            RunOn::Master => "master",
+        }
+    }
 }
 
 /// The build function of a [`SinkRegistration`].
@@ -95,6 +122,12 @@ pub trait SinkConfig: DeserializeOwned + JsonSchema + 'static {
     const NAME: &'static str;
     /// One line for listings.
     const DESCRIPTION: &'static str;
+
+    /// Where the sink runs in a cluster when its entry has no `run_on`: on every
+    /// node by default; a sink that hands events to a system outside the cluster
+    /// (a broker, a webhook) says [`RunOn::Master`], so that a cluster hands each
+    /// event over once.
+    const RUN_ON: RunOn = RunOn::EveryNode;
 
     /// Checks values beyond what their types say (called at load and at build).
     fn validate(&self) -> Result<(), String> {
@@ -137,6 +170,7 @@ impl SinkRegistration {
             config_schema: schema_of::<C>,
             check: check_of::<C>,
             build: build_of::<C>,
+            run_on: C::RUN_ON,
         }
     }
 }

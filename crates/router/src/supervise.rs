@@ -42,6 +42,7 @@ pub const PANICS_BEFORE_SKIP: u32 = 3;
 pub const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Everything needed to run, and build again, one configured sink.
+#[derive(Clone)]
 pub(crate) struct Supervisor {
     pub(crate) kind: String,
     pub(crate) build: SinkBuildFn,
@@ -138,7 +139,7 @@ impl Supervisor {
             );
             self.health
                 .failing(format!("panicked ({message}); restarting"));
-            sink = match self.rebuild(delay).await {
+            sink = match self.rebuild(delay, "its panic").await {
                 Some(sink) => sink,
                 None => return,
             };
@@ -156,7 +157,10 @@ impl Supervisor {
 
     /// Waits `delay`, then builds the sink again (retrying, with backoff, while its
     /// build fails). `None` when asked to stop meanwhile.
-    async fn rebuild(&self, mut delay: Duration) -> Option<Box<dyn Sink>> {
+    /// Builds the sink again from its configuration after `delay` (and, while that
+    /// fails, again with a doubling delay); `after` says why, for the log: `"its
+    /// panic"`, `"this node became master"`. `None` once the sink set stops.
+    pub(crate) async fn rebuild(&self, mut delay: Duration, after: &str) -> Option<Box<dyn Sink>> {
         loop {
             tokio::select! {
                 biased;
@@ -166,10 +170,10 @@ impl Supervisor {
             match (self.build)(toml::Value::Table(self.settings.clone()), &self.ctx) {
                 Ok(sink) => return Some(sink),
                 Err(e) => {
-                    tracing::error!(sink = %self.kind, error = %e, "cannot build the sink again after its panic; retrying");
+                    tracing::error!(sink = %self.kind, error = %e, "cannot build the sink again after {after}; retrying");
                     self.health
-                        .failing(format!("cannot be built again after a panic: {e}"));
-                    delay = (delay * 2).min(RESTART_BACKOFF_MAX);
+                        .failing(format!("cannot be built again after {after}: {e}"));
+                    delay = (delay.max(Duration::from_millis(100)) * 2).min(RESTART_BACKOFF_MAX);
                 }
             }
         }

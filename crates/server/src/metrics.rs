@@ -103,12 +103,17 @@ impl Collector for Sinks {
         }
         let mut family = encoder.encode_descriptor(
             "master_events_sink_state",
-            "1 for the state each configured sink is in (ok, retrying, failing), 0 for the others.",
+            "1 for the state each configured sink is in (ok, retrying, failing, standby: a master-only sink on a node that is not the master), 0 for the others.",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
         for st in &statuses {
-            for state in [SinkState::Ok, SinkState::Retrying, SinkState::Failing] {
+            for state in [
+                SinkState::Ok,
+                SinkState::Retrying,
+                SinkState::Failing,
+                SinkState::Standby,
+            ] {
                 let labels = SinkStateLabels {
                     sink: st.name.clone(),
                     index: st.index.to_string(),

@@ -742,6 +742,7 @@ impl FileSink {
                 SinkState::Ok => health.ok(),
                 SinkState::Retrying => health.retrying(reason),
                 SinkState::Failing => health.failing(reason),
+                SinkState::Standby => health.standby(reason),
             }
             return;
         }
@@ -767,6 +768,8 @@ impl FileSink {
                 held_events = held,
                 "the file sink cannot write its log and its backlog is full: dropping the oldest held events (a gap line will record them)"
             ),
+            // The file sink never stands by: it runs on every node.
+            SinkState::Standby => tracing::info!(%path, %reason, "the file sink stands by"),
         }
     }
 

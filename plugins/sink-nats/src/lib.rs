@@ -71,7 +71,7 @@ use async_nats::ServerAddr;
 use bytes::Bytes;
 use master_events_events::Gap;
 use master_events_router::{
-    Chunk, ConfigError, Sink, SinkConfig, SinkContext, SinkFuture, SinkInput,
+    Chunk, ConfigError, RunOn, Sink, SinkConfig, SinkContext, SinkFuture, SinkInput,
 };
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -475,6 +475,9 @@ impl SinkConfig for NatsConfig {
     const NAME: &'static str = NAME;
     const DESCRIPTION: &'static str =
         "publishes each event to <prefix>.<type> on a NATS server (bounded queue, reconnects)";
+    /// One copy per cluster: the master publishes (and a new master resumes from what
+    /// the JetStream stream holds).
+    const RUN_ON: RunOn = RunOn::Master;
 
     fn validate(&self) -> Result<(), String> {
         self.check().map(drop).map_err(|e| e.to_string())

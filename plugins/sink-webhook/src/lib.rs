@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use master_events_router::{
-    Chunk, ConfigError, Sink, SinkConfig, SinkContext, SinkFuture, SinkInput,
+    Chunk, ConfigError, RunOn, Sink, SinkConfig, SinkContext, SinkFuture, SinkInput,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
@@ -321,6 +321,8 @@ impl SinkConfig for WebhookConfig {
     const NAME: &'static str = NAME;
     const DESCRIPTION: &'static str =
         "POSTs batches of events as NDJSON to a URL (bounded queue, retries with backoff)";
+    /// One copy per cluster: the master posts.
+    const RUN_ON: RunOn = RunOn::Master;
 
     fn validate(&self) -> Result<(), String> {
         self.check().map(drop).map_err(|e| e.to_string())

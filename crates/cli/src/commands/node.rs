@@ -47,9 +47,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use master_events_cluster::{ClusterConfig, ClusterNode, MasterDiscovery, StaticDiscovery};
+use master_events_cluster::{ClusterConfig, ClusterNode, MasterDiscovery, Role, StaticDiscovery};
 use master_events_router::config::{describe_toml_error, toml_error};
-use master_events_router::{load_config, start_sinks, ConfigError, Router, RouterConfig, SinkSet};
+use master_events_router::{
+    load_config, start_sinks_on, ConfigError, Router, RouterConfig, SinkSet,
+};
 use master_events_server::auth::{AuthConfigError, UserEntry, Users};
 use master_events_server::limits::{LimitsSettings, SettingSource};
 use master_events_server::tls::{TlsFiles, TlsReloader};
@@ -531,8 +533,11 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
         .cluster
         .is_cluster(&node_name_for_cluster)
         .then(|| router.add_commit_gate());
-    let sinks =
-        start_sinks(&router, &sinks_config).map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
+    // Whether this node is the master, for the sinks that run on the master only: a
+    // node outside a cluster is; a cluster node is once its role says so.
+    let (is_master_tx, is_master) = tokio::sync::watch::channel(cluster_gate.is_none());
+    let sinks = start_sinks_on(&router, &sinks_config, is_master)
+        .map_err(|e| anyhow::anyhow!("{where_}: {e}"))?;
     let (cluster_tx, cluster_rx) = tokio::sync::watch::channel(ClusterView {
         node: node_name.clone(),
         master: Some(node_name),
@@ -572,6 +577,16 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
             .map_err(|e| anyhow::anyhow!("--queue-dir: {e}"))?,
             None => ClusterNode::start(config, router.clone(), discovery, cluster_tx.clone()),
         };
+        let mut roles = node.watch_role();
+        tokio::spawn(async move {
+            loop {
+                let master = matches!(*roles.borrow_and_update(), Role::Master { .. });
+                is_master_tx.send_if_modified(|was| std::mem::replace(was, master) != master);
+                if roles.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
         (bound.with_ingest(Arc::new(node.clone())), Some(node))
     } else {
         (bound, None)

@@ -1,10 +1,12 @@
 //! Helpers shared by the process-level tests: child processes killed on drop (with
-//! their first `listening on` line read), free ports, a minimal HTTP/1.1 client, and
-//! waiting for a condition with a deadline.
+//! their first `listening on` line read), free ports, a minimal HTTP/1.1 client,
+//! waiting for a condition with a deadline, and a JetStream `nats-server` with a
+//! reader of its stream.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -332,4 +334,83 @@ pub fn post_acknowledged(addr: &str, body: &str) -> Option<(u64, u64)> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let seqs = v["seqs"].as_array()?;
     Some((seqs.first()?.as_u64()?, seqs.get(1)?.as_u64()?))
+}
+
+/// A `nats-server` with JetStream (file storage in a temp dir), killed on drop.
+pub struct NatsServer {
+    child: Child,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `nats-server -js` on a free loopback port, storing under `dir/js`; waits
+/// (up to 20 s) until it listens. Needs `nats-server` (scripts/deps.sh installs it).
+pub fn nats_server(dir: &Path) -> NatsServer {
+    let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("nats-server"));
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.join("js"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts (scripts/deps.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    NatsServer {
+        child,
+        url: format!("nats://127.0.0.1:{port}"),
+    }
+}
+
+/// Every message of the JetStream stream `stream` at `url`: (its `Master-Events-Seq`,
+/// `Nats-Msg-Id` and `Master-Events-History` headers); empty while there is no
+/// such stream.
+pub fn stream_messages(url: &str, stream: &str) -> Vec<(u64, String, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect to nats");
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut stream) = js.get_stream(stream).await else {
+            return Vec::new();
+        };
+        let info = stream.info().await.expect("stream info").clone();
+        let mut out = Vec::new();
+        for seq in info.state.first_sequence.max(1)..=info.state.last_sequence {
+            let m = stream.get_raw_message(seq).await.expect("a message");
+            let h = |n: &str| {
+                m.headers
+                    .get(n)
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default()
+            };
+            out.push((
+                h("Master-Events-Seq").parse().unwrap_or(0),
+                h("Nats-Msg-Id"),
+                h("Master-Events-History"),
+            ));
+        }
+        out
+    })
 }
