@@ -227,3 +227,57 @@ fn a_client_that_retries_with_its_origin_and_origin_seqs_on_any_node_creates_no_
         );
     }
 }
+
+#[test]
+fn a_takeover_without_a_quorum_says_in_cluster_and_ready_who_answered_and_who_is_trusted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-cluster-secret\n").expect("write secret");
+    let names = ["n_0@127.0.0.1", "n_1@127.0.0.1", "n_2@127.0.0.1"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let peers: Vec<(String, String)> = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| ((*n).to_owned(), format!("http://127.0.0.1:{p}")))
+        .collect();
+    // Two of three, freshly started: nobody's archive is trusted yet, so the master
+    // named by the configuration cannot take over until every node answers.
+    let _first: Vec<Proc> = (0..2)
+        .map(|i| start_node(names[i], ports[i], names[0], &peers, &secret))
+        .collect();
+    let waiting = |port: u16| -> Option<String> {
+        let (status, body) = http(port, "GET", "/cluster", "");
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["waiting"].as_str().map(str::to_owned)
+    };
+    wait_until(
+        "the takeover to say what it waits for",
+        Duration::from_secs(20),
+        || waiting(ports[0]).is_some_and(|w| w.contains("2 of 3 nodes answered")),
+    );
+    let said = waiting(ports[0]).unwrap_or_default();
+    assert!(said.contains("0 with a trusted archive"), "{said}");
+    assert!(
+        said.contains("not trusted") && said.contains(names[1]),
+        "{said}"
+    );
+    let (status, body) = http(ports[0], "GET", "/ready", "");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("2 of 3 nodes answered"),
+        "/ready says why: {body}"
+    );
+
+    // The third node comes: every node answers, the takeover completes, and the
+    // note is gone.
+    let _third = start_node(names[2], ports[2], names[0], &peers, &secret);
+    wait_until("the master to take over", Duration::from_secs(20), || {
+        let (status, body) = http(ports[0], "GET", "/cluster", "");
+        status == 200
+            && serde_json::from_str::<serde_json::Value>(&body)
+                .is_ok_and(|v| v["is_master"] == true && v["waiting"].is_null())
+    });
+}

@@ -154,6 +154,8 @@ struct Inner {
     appended: Notify,
     /// How many nodes the cluster has (this one and its peers).
     size: usize,
+    /// While a takeover waits for its quorum: what it has and what it lacks.
+    takeover: Mutex<Option<String>>,
 }
 
 /// What the metrics collector reads.
@@ -284,6 +286,7 @@ impl ClusterNode {
                 seen: Mutex::new(VecDeque::new()),
                 appended: Notify::new(),
                 size,
+                takeover: Mutex::new(None),
             }),
             tasks: Arc::new(Mutex::new(Vec::new())),
             discovery,
@@ -414,13 +417,15 @@ impl Inner {
         let role = self.role.borrow().clone();
         let st = self.health.snapshot();
         let last_contact = st.last_contact.map(|t| t.elapsed().as_secs_f64());
+        let waiting = match &role {
+            Role::Waiting { .. } => Some(self.takeover.lock().clone().unwrap_or_else(|| {
+                "no master to follow: an election or a takeover is in progress".to_owned()
+            })),
+            _ => None,
+        };
         let (reachable, last_contact, not_ready) = match &role {
             Role::Master { .. } => (true, None, None),
-            Role::Waiting { .. } => (
-                false,
-                last_contact,
-                Some("no master to follow: an election or a takeover is in progress".to_owned()),
-            ),
+            Role::Waiting { .. } => (false, last_contact, waiting.clone()),
             Role::Follower {
                 master, url: None, ..
             } => (
@@ -466,6 +471,7 @@ impl Inner {
                 queued: self.queue.len() as u64,
                 oldest_queued_secs: self.queue.oldest_age().map(|d| d.as_secs_f64()),
             },
+            waiting,
             not_ready,
         }
     }
@@ -557,7 +563,9 @@ async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>)
         match &view.master {
             Some(m) if *m == inner.config.node => {
                 inner.set_role(Role::Waiting { epoch: view.epoch }, &view);
-                if !take_over(&inner, &view, &views).await {
+                let took_over = take_over(&inner, &view, &views).await;
+                *inner.takeover.lock() = None;
+                if !took_over {
                     if *views.borrow() != view {
                         continue; // the view changed while taking over
                     }
@@ -671,6 +679,29 @@ async fn take_over(
             }
         }
         if !is_quorum(&votes, inner.size) {
+            let trusted = votes.iter().filter(|v| v.trusted).count();
+            let untrusted: Vec<&str> = votes
+                .iter()
+                .filter(|v| !v.trusted)
+                .map(|v| v.node.as_str())
+                .collect();
+            *inner.takeover.lock() = Some(format!(
+                "taking over as master of epoch {epoch}: {} of {} nodes answered, {trusted} \
+                 with a trusted archive; a majority ({}) of trusted nodes, or every node, \
+                 must answer{}",
+                votes.len(),
+                inner.size,
+                crate::replication::majority(inner.size),
+                if untrusted.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (not trusted, as they have not caught up with a master since they \
+                         started: {})",
+                        untrusted.join(", ")
+                    )
+                }
+            ));
             if !warned {
                 tracing::warn!(
                     epoch,

@@ -127,6 +127,10 @@ pub struct ClusterHealth {
     pub last_contact_secs_ago: Option<f64>,
     /// How this node's events reach the master.
     pub forwarding: ForwardingHealth,
+    /// What this node waits for while it has no master to follow and is not master
+    /// yet (an election, or a takeover that has no quorum yet: who answered, who
+    /// is trusted); `None` otherwise.
+    pub waiting: Option<String>,
     /// Why this node is not ready (`None` = ready): `GET /ready` answers 503 with it.
     #[serde(skip)]
     pub not_ready: Option<String>,
@@ -171,6 +175,7 @@ impl ClusterHealth {
                 queued: 0,
                 oldest_queued_secs: None,
             },
+            waiting: None,
             not_ready: None,
         }
     }
