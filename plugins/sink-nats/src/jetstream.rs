@@ -33,6 +33,12 @@
 //!   the server is down, the stream cannot be created or used (e.g. an existing
 //!   stream whose subjects do not cover `<prefix>.>`), or acks fail; each new cause
 //!   is a WARN; `ok` again once a publish is acknowledged.
+//! - **One stream for a fleet.** Clusters that share a stream each publish under a
+//!   prefix of their own (`subject_prefix = "master_events.<cluster>"`), and the
+//!   stream takes them all (`jetstream.subjects = ["master_events.>"]`, wildcards as
+//!   NATS has them). A cluster's resume reads the newest message under its own
+//!   prefix (`<prefix>.>`), so the others' messages, however many and however
+//!   recent, change nothing.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -57,8 +63,15 @@ pub const SEQ_HEADER: &str = "Master-Events-Seq";
 #[derive(Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct JetStreamConfig {
-    /// The stream's name (created when missing, with subjects `<prefix>.>`).
+    /// The stream's name (created when missing, with subjects `<prefix>.>`, or
+    /// `subjects`).
     pub stream: String,
+    /// The subjects of a stream the sink creates (default `["<prefix>.>"]`): for a
+    /// stream several clusters share, a filter that takes every cluster's prefix
+    /// (`["master_events.>"]`). Whatever they are, an existing stream must take
+    /// `<prefix>.>`.
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
     /// Replicas of a stream the sink creates (default 1).
     #[serde(default = "d_replicas")]
     pub replicas: usize,
@@ -112,6 +125,14 @@ impl JetStreamConfig {
                 self.stream
             ));
         }
+        if let Some(subjects) = &self.subjects {
+            if subjects.is_empty() || subjects.iter().any(|s| !valid_filter(s)) {
+                return Err(format!(
+                    "jetstream.subjects: {subjects:?} must be NATS subjects or filters \
+                     (dot-separated tokens, `*` for one token, `>` last for the rest)"
+                ));
+            }
+        }
         if self.ack_window == 0 || self.replicas == 0 || self.ack_timeout_ms == 0 {
             return Err(
                 "jetstream: ack_window, replicas and ack_timeout_ms must be at least 1".into(),
@@ -119,6 +140,42 @@ impl JetStreamConfig {
         }
         Ok(())
     }
+}
+
+/// Whether `filter` is a NATS subject or filter: non-empty tokens without spaces,
+/// `*` a whole token, `>` only as the last one.
+fn valid_filter(filter: &str) -> bool {
+    let tokens: Vec<&str> = filter.split('.').collect();
+    tokens.iter().enumerate().all(|(i, t)| {
+        !t.is_empty()
+            && !t.bytes().any(|b| b.is_ascii_whitespace())
+            && match *t {
+                ">" => i == tokens.len() - 1,
+                "*" => true,
+                t => !t.contains(['*', '>']),
+            }
+    })
+}
+
+/// Whether every subject `pattern` matches is also matched by the filter `filter`
+/// (NATS wildcards: `*` one token, `>` one or more at the end).
+pub fn covers(filter: &str, pattern: &str) -> bool {
+    let f: Vec<&str> = filter.split('.').collect();
+    let p: Vec<&str> = pattern.split('.').collect();
+    for (i, ft) in f.iter().enumerate() {
+        let Some(pt) = p.get(i) else {
+            return false; // the pattern is shorter: it matches subjects the filter does not
+        };
+        match (*ft, *pt) {
+            (">", _) => return true, // the rest, one token or more: the pattern has one
+            ("*", ">") => return false,
+            ("*", _) => {}
+            (_, "*" | ">") => return false,
+            (a, b) if a != b => return false,
+            _ => {}
+        }
+    }
+    f.len() == p.len()
 }
 
 /// One message the sink publishes or has published and awaits the ack of.
@@ -192,7 +249,11 @@ impl JetStreamRun {
     fn stream_config(&self) -> stream::Config {
         stream::Config {
             name: self.config.stream.clone(),
-            subjects: vec![format!("{}.>", self.prefix)],
+            subjects: self
+                .config
+                .subjects
+                .clone()
+                .unwrap_or_else(|| vec![format!("{}.>", self.prefix)]),
             num_replicas: self.config.replicas,
             max_age: Duration::from_secs(self.config.max_age_secs),
             max_bytes: self.config.max_bytes,
@@ -213,12 +274,7 @@ impl JetStreamRun {
             .await
             .map_err(|e| format!("stream {}: {e}", self.config.stream))?;
         let wanted = format!("{}.>", self.prefix);
-        if !info
-            .config
-            .subjects
-            .iter()
-            .any(|s| s == &wanted || s == ">")
-        {
+        if !info.config.subjects.iter().any(|s| covers(s, &wanted)) {
             return Err(format!(
                 "stream {} exists with subjects {:?}, which do not take {wanted}: \
                  add {wanted} to them, or name another stream",
@@ -228,41 +284,50 @@ impl JetStreamRun {
         Ok(stream)
     }
 
-    /// The last seq of `history` the stream holds (0: none), read back from its
-    /// newest messages.
+    /// The last seq of `history` the stream holds (0: none), read back from the
+    /// newest message under this sink's prefix (others may share the stream).
     async fn last_held(&self, stream: &mut stream::Stream, history: &str) -> Result<u64, String> {
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| format!("stream {}: {e}", self.config.stream))?;
-        let (first, mut at) = (info.state.first_sequence, info.state.last_sequence);
-        // Walk back past messages without our headers (published by others), a few.
-        let mut looked = 0;
-        while at >= first.max(1) && at > 0 && looked < 64 {
-            looked += 1;
-            let message = match stream.get_raw_message(at).await {
-                Ok(m) => m,
-                Err(e) => {
-                    // Deleted (interior) messages can be skipped; anything else is an error.
-                    if e.to_string().contains("no message found") {
-                        at -= 1;
-                        continue;
+        let ours = format!("{}.>", self.prefix);
+        let newest = match stream.get_last_raw_message_by_subject(&ours).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(0),
+            Err(e) => {
+                return Err(format!(
+                    "stream {}: reading its last message on {ours}: {e}",
+                    self.config.stream
+                ))
+            }
+        };
+        // Walk back past messages without our headers (published by someone else
+        // on our subjects), a few.
+        let mut message = newest;
+        for _ in 0..64 {
+            let under_ours = covers(&ours, message.subject.as_str());
+            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+            match (under_ours, header(HISTORY_HEADER), header(SEQ_HEADER)) {
+                (true, Some(h), Some(seq)) if h == history => return Ok(seq.parse().unwrap_or(0)),
+                // An earlier history's newest message: nothing of ours after it.
+                (true, Some(_), Some(_)) => return Ok(0),
+                _ => {}
+            }
+            let mut at = message.sequence;
+            message = loop {
+                if at <= 1 {
+                    return Ok(0);
+                }
+                at -= 1;
+                match stream.get_raw_message(at).await {
+                    Ok(m) => break m,
+                    // Deleted (interior) messages are skipped.
+                    Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
+                    Err(e) => {
+                        return Err(format!(
+                            "stream {}: reading message {at}: {e}",
+                            self.config.stream
+                        ))
                     }
-                    return Err(format!(
-                        "stream {}: reading message {at}: {e}",
-                        self.config.stream
-                    ));
                 }
             };
-            let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
-            match (header(HISTORY_HEADER), header(SEQ_HEADER)) {
-                (Some(h), Some(seq)) if h == history => {
-                    return Ok(seq.parse().unwrap_or(0));
-                }
-                // Another history's newest message: nothing of ours after it.
-                (Some(_), Some(_)) => return Ok(0),
-                _ => at -= 1,
-            }
         }
         Ok(0)
     }

@@ -28,6 +28,7 @@ fn config(url: &str) -> NatsConfig {
     let mut c = NatsConfig::to_server(url);
     c.jetstream = Some(JetStreamConfig {
         stream: STREAM.into(),
+        subjects: None,
         replicas: 1,
         max_age_secs: 0,
         max_bytes: -1,
@@ -412,4 +413,113 @@ async fn an_nkey_seed_file_authenticates_and_a_wrong_seed_is_refused_without_sho
     both.nkey_seed_file = Some(seed_file);
     both.token = Some("t".into());
     assert!(both.check().is_err(), "one kind of credentials at a time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_sharing_a_stream_each_resume_after_their_own_newest_message() {
+    let server = js_server();
+    let url = server.url();
+    let fleet = |prefix: &str| {
+        let mut c = config(&url);
+        c.subject_prefix = prefix.into();
+        if let Some(js) = c.jetstream.as_mut() {
+            js.subjects = Some(vec!["fleet.>".into()]);
+        }
+        c
+    };
+    let (a, b) = (
+        Router::start(RouterConfig::default()),
+        Router::start(RouterConfig::default()),
+    );
+    let run_a = SinkRun::start(&a, fleet("fleet.a"));
+    let run_b = SinkRun::start(&b, fleet("fleet.b"));
+    publish(&a, 0, 200).await;
+    publish(&b, 0, 150).await;
+    wait_for_count(&url, 350).await;
+    run_a.stop().await;
+    // B goes on: its messages are the stream's newest when A comes back.
+    publish(&b, 150, 150).await;
+    wait_for_count(&url, 500).await;
+    // Everything A publishes from now on, even what JetStream would drop as a
+    // duplicate, reaches a plain subscriber.
+    let client = async_nats::connect(&url).await.expect("connect");
+    let mut seen_a = client.subscribe("fleet.a.>").await.expect("subscribe");
+    client.flush().await.expect("flush");
+    publish(&a, 200, 100).await;
+    let run_a = SinkRun::start(&a, fleet("fleet.a"));
+    let messages = wait_for_count(&url, 600).await;
+    let mut republished = Vec::new();
+    while republished.len() < 100 {
+        let m = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut seen_a))
+            .await
+            .expect("A publishes its new events")
+            .expect("the subscription lives");
+        let seq = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(SEQ_HEADER))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        republished.push(seq.parse::<u64>().unwrap_or(0));
+    }
+    assert_eq!(
+        republished,
+        (201..=300).collect::<Vec<_>>(),
+        "A resumed after its own newest message, not from another cluster's"
+    );
+    run_a.stop().await;
+    run_b.stop().await;
+    let of = |prefix: &str| -> Vec<u64> {
+        messages
+            .iter()
+            .filter(|m| m.0.starts_with(prefix))
+            .map(|m| m.1)
+            .collect()
+    };
+    assert_eq!(
+        of("fleet.a."),
+        (1..=300).collect::<Vec<_>>(),
+        "A once, in order"
+    );
+    assert_eq!(
+        of("fleet.b."),
+        (1..=300).collect::<Vec<_>>(),
+        "B once, in order"
+    );
+    let (ha, hb) = (a.history().to_string(), b.history().to_string());
+    assert!(messages.iter().all(|(s, seq, id)| *id
+        == format!(
+            "{}:{seq}",
+            if s.starts_with("fleet.a.") { &ha } else { &hb }
+        )));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn subject_filters_cover_as_nats_wildcards_do() {
+    use master_events_sink_nats::jetstream::covers;
+    assert!(covers("fleet.>", "fleet.a.>"));
+    assert!(covers(">", "fleet.a.>"));
+    assert!(covers("fleet.*.>", "fleet.a.>"));
+    assert!(covers("fleet.a.>", "fleet.a.>"));
+    assert!(covers("fleet.a.>", "fleet.a.vbucketMoveDone"));
+    assert!(!covers("fleet.a.>", "fleet.>"), "narrower than the pattern");
+    assert!(!covers("fleet.b.>", "fleet.a.>"));
+    assert!(!covers("fleet.*", "fleet.a.>"), "one token, not the rest");
+    assert!(!covers("fleet.a", "fleet.a.>"));
+    assert!(!covers("fleet.a.>", "fleet.a"), "`>` needs a token after");
+}
+
+#[test]
+fn stream_subjects_that_are_not_filters_are_refused_naming_the_key() {
+    let mut c = config("nats://127.0.0.1:4222");
+    if let Some(js) = c.jetstream.as_mut() {
+        js.subjects = Some(vec!["fleet.>.x".into()]);
+    }
+    let e = NatsSink::new(c)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("jetstream.subjects"), "{e}");
 }
