@@ -673,6 +673,10 @@ impl NatsSink {
                                     tracing::warn!("the nats sink is disconnected; reconnecting")
                                 }
                             },
+                            // The sink closes its client when it stops: not a fault.
+                            async_nats::Event::Closed => {
+                                tracing::info!("the nats sink's connection is closed")
+                            }
                             other => tracing::warn!(event = %other, "nats sink"),
                         }
                     }

@@ -55,6 +55,11 @@ pub struct DemoArgs {
     /// etcd: docs/cluster.md, "See a failover on one machine".
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub nodes: usize,
+    /// A configuration file for every node of the demo, as `serve --config` reads
+    /// it: its `[[sinks]]` run too (e.g. a nats sink handing the demo's events to
+    /// JetStream; scripts/fleet.py runs several demo clusters into one stream).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Runs the command; returns the process exit code.
@@ -162,6 +167,7 @@ pub fn run(args: &DemoArgs) -> Result<i32> {
 async fn start_nodes(args: &DemoArgs) -> Result<Vec<node::RunningNode>> {
     if args.nodes == 1 {
         let one = node::start(NodeOptions {
+            config: args.config.clone(),
             listen: Some(args.listen),
             archive_size: Some(args.archive_size),
             node: Some(master_events_sim::node_name(0)),
@@ -191,6 +197,7 @@ async fn start_nodes(args: &DemoArgs) -> Result<Vec<node::RunningNode>> {
     for (name, addr) in names.iter().zip(&addrs) {
         running.push(
             node::start(NodeOptions {
+                config: args.config.clone(),
                 listen: Some(*addr),
                 archive_size: Some(args.archive_size),
                 node: Some(name.clone()),
