@@ -56,9 +56,10 @@ deps_test() {
   # Node.js and npm: the AsyncAPI parser (tests/asyncapi, installed there by npm ci).
   command -v npm >/dev/null || _deps_apt nodejs npm
   # cloudevents: the SDK the stream's format=cloudevents is read with (its 2.x
-  # `cloudevents.core` API); openapi-spec-validator checks schemas/openapi.json.
-  if ! python3 -c 'import jsonschema, pytest, cloudevents.core.formats.json, openapi_spec_validator' 2>/dev/null; then
+  # `cloudevents.core` API); openapi-spec-validator checks schemas/openapi.json;
+  # nats-py: the fleet's JetStream reader (scripts/fleet.py).
+  if ! python3 -c 'import jsonschema, pytest, cloudevents.core.formats.json, openapi_spec_validator, nats.js' 2>/dev/null; then
     python3 -m pip install --quiet --disable-pip-version-check 'jsonschema>=4.18' 'pytest>=7' \
-      'cloudevents>=2.2,<3' 'openapi-spec-validator>=0.7'
+      'cloudevents>=2.2,<3' 'openapi-spec-validator>=0.7' 'nats-py>=2.6,<3'
   fi
 }

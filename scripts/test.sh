@@ -51,6 +51,11 @@ python3 -m pytest -q -p no:cacheprovider clients/python/tests
 step "the AsyncAPI document, checked by the AsyncAPI parser (tests/asyncapi)"
 (cd tests/asyncapi && npm ci --no-audit --no-fund --silent && node validate.mjs ../../schemas/asyncapi.json)
 
+step "a fleet of two demo clusters into one JetStream stream (scripts/fleet.py)"
+# Each cluster's events exactly once, in order, read by a durable consumer.
+MASTER_EVENTS="${CARGO_TARGET_DIR:-target}/debug/master-events" \
+  python3 scripts/fleet.py --clusters 2 --rate 0 --vbuckets 64 --timeout 120
+
 step "benchmark harness: a smoke run against master-events, both ingest modes"
 # The harness's own figures are in docs/benchmarks.md (scripts/bench.sh); this only
 # checks that it still drives this project end to end: every row ran, nothing lost.
