@@ -14,6 +14,7 @@ from .client import (
     ProtocolError,
     ServerUnreachable,
     StreamTimeout,
+    UnknownEvent,
     parse_line,
 )
 from .models import CONTROL_TYPES, EVENT_TYPES, SCHEMA_VERSION, Control, Event, Gap, Heartbeat, Reset
@@ -35,5 +36,6 @@ __all__ = [
     "SCHEMA_VERSION",
     "ServerUnreachable",
     "StreamTimeout",
+    "UnknownEvent",
     "parse_line",
 ]

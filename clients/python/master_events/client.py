@@ -17,10 +17,30 @@ import logging
 import ssl
 import time
 import typing
+import dataclasses
 import urllib.parse
 from typing import Any, Callable, Iterator, Optional, Union
 
-from .models import CONTROL_TYPES, EVENT_TYPES, Control, Event, Gap, Heartbeat, Reset
+from .models import (
+    CONTROL_TYPES,
+    EVENT_TYPES,
+    SCHEMA_VERSION,
+    Control,
+    Event,
+    Gap,
+    Heartbeat,
+    Reset,
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UnknownEvent(Event):
+    """An event of a type these models do not have: a newer server, whose schema
+    set added a type (a compatible change for the schema gate, so a reader must
+    go on). `type` names it, the envelope (`seq`, `ts`, `origin`, ...) is read as for
+    any event, and every field is in `.raw`. Regenerate the models to type it."""
+
+    type: str = ""
 
 HISTORY_HEADER = "Master-Events-History"
 
@@ -67,7 +87,8 @@ def parse_line(line: Union[str, bytes]) -> Union[Event, Control]:
     """One stream line as its typed model: an event of the catalog, a `Heartbeat`,
     a `Gap` or a `Reset`, each field checked against its model's type (a missing
     required field or a value of the wrong JSON type is a `ProtocolError` naming
-    it). Fields the model does not know (a newer server) are kept in `.raw` only."""
+    it). Fields the model does not know (a newer server) are kept in `.raw` only; an
+    event of a type the models do not know is an `UnknownEvent`."""
     try:
         raw = json.loads(line)
     except ValueError as e:
@@ -77,7 +98,7 @@ def parse_line(line: Union[str, bytes]) -> Union[Event, Control]:
     ty = raw["type"]
     cls = EVENT_TYPES.get(ty) or CONTROL_TYPES.get(ty)
     if cls is None:
-        raise ProtocolError(f"unknown line type {ty!r} (a newer server? regenerate the models)")
+        cls = UnknownEvent
     names = dict(cls.WIRE)
     if issubclass(cls, Event):
         names.update(Event.ENVELOPE)
@@ -91,6 +112,8 @@ def parse_line(line: Union[str, bytes]) -> Union[Event, Control]:
             raise ProtocolError(
                 f"{ty} line: field {names[attr]!r} is {value!r}, expected {_type_name(hints[attr])}"
             )
+    if cls is UnknownEvent:
+        kwargs["type"] = ty
     try:
         return cls(raw=raw, **kwargs)
     except TypeError as e:
@@ -318,6 +341,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         failures = 0
         delay = 0.1
+        unknown_types: set[str] = set()
 
         def check_deadline():
             if deadline is not None and time.monotonic() >= deadline:
@@ -365,6 +389,13 @@ class Client:
                         continue
                     item = parse_line(raw_line)
                     failures, delay = 0, 0.1
+                    if isinstance(item, UnknownEvent) and item.type not in unknown_types:
+                        unknown_types.add(item.type)
+                        log.warning(
+                            "master-events stream %s: events of type %r are not in this client's "
+                            "models (schema set %s; a newer server?): yielded as UnknownEvent",
+                            self.url, item.type, SCHEMA_VERSION,
+                        )
                     if isinstance(item, Event):
                         self.last_seq = item.seq
                     elif isinstance(item, Heartbeat):

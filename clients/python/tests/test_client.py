@@ -289,3 +289,44 @@ def test_a_bad_url_or_both_credentials_are_refused_at_once():
         Client("http://127.0.0.1:1", cacert="ca.pem")
     with pytest.raises(ValueError, match="not both"):
         Client("http://127.0.0.1:1", auth=("a", "b"), token="t")
+
+
+def test_a_stream_goes_on_past_an_event_type_the_models_lack(caplog):
+    """A newer server's new event type (a compatible change) does not end the
+    stream: it comes out as an `UnknownEvent`, said once at WARNING, and the cursor
+    moves past it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from master_events import UnknownEvent
+
+    body = (
+        '{"type":"bucketRenamed","seq":1,"ts":1.0,"from":"a","to":"b"}\n'
+        '{"type":"bucketRenamed","seq":2,"ts":1.1,"from":"b","to":"c"}\n'
+        '{"type":"vbucketMoveDone","seq":3,"ts":1.2,"bucket":"c","vbucket":3}\n'
+    ).encode()
+
+    class Newer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Master-Events-History", "h1")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Newer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = Client(f"http://127.0.0.1:{server.server_address[1]}")
+        with caplog.at_level(logging.WARNING, logger="master_events"):
+            items = list(client.stream(until=lambda i: isinstance(i, VbucketMoveDone), timeout=10))
+    finally:
+        server.shutdown()
+    assert [type(i).__name__ for i in items] == ["UnknownEvent", "UnknownEvent", "VbucketMoveDone"]
+    assert isinstance(items[0], UnknownEvent) and items[0].type == "bucketRenamed"
+    assert items[1].raw["to"] == "c"
+    assert client.last_seq == 3
+    said = [r.getMessage() for r in caplog.records if "bucketRenamed" in r.getMessage()]
+    assert len(said) == 1, said

@@ -41,13 +41,26 @@ def test_every_sample_line_reads_as_its_typed_model():
     assert seen == set(EVENT_TYPES)
 
 
-def test_a_line_of_an_unknown_type_or_not_json_is_a_protocol_error():
+def test_an_event_of_a_type_the_models_lack_is_an_unknown_event_with_its_envelope():
     import pytest
 
-    with pytest.raises(master_events.ProtocolError, match="unknown line type"):
-        parse_line('{"type":"nope"}')
+    item = parse_line('{"type":"bucketRenamed","seq":7,"ts":1.5,"origin":"n_1@h","from":"a"}')
+    assert isinstance(item, master_events.UnknownEvent)
+    assert isinstance(item, master_events.Event)
+    assert (item.type, item.seq, item.ts, item.origin) == ("bucketRenamed", 7, 1.5, "n_1@h")
+    assert item.raw["from"] == "a"
+    # Its envelope is checked as any event's.
+    with pytest.raises(master_events.ProtocolError, match=r"field 'seq' is 'x', expected Optional\[int\]"):
+        parse_line('{"type":"bucketRenamed","seq":"x"}')
+
+
+def test_a_line_that_is_not_json_or_has_no_type_is_a_protocol_error():
+    import pytest
+
     with pytest.raises(master_events.ProtocolError, match="not a JSON line"):
         parse_line("{")
+    with pytest.raises(master_events.ProtocolError, match="string \"type\""):
+        parse_line('{"seq":1}')
 
 
 def test_a_field_of_the_wrong_type_or_a_missing_required_one_is_refused_by_its_wire_name():
