@@ -55,7 +55,13 @@ pub fn events_markdown() -> String {
          A stream also carries these lines, which are not events (no `seq` of their own).\n"
     );
     for name in ["heartbeat", "gap", "reset"] {
-        type_section(&mut out, name, &format!("control/{name}.json"), None);
+        let example = control_example(name);
+        type_section(
+            &mut out,
+            name,
+            &format!("control/{name}.json"),
+            Some(&example),
+        );
     }
     while out.ends_with("\n\n") {
         out.pop();
@@ -133,6 +139,32 @@ fn type_section(out: &mut String, name: &str, path: &str, example: Option<&str>)
         let _ = writeln!(out, "```json\n{line}\n```\n");
     }
     let _ = writeln!(out, "Schema: `schemas/{path}`.\n");
+}
+
+/// An example line of a control frame, written by its own encoder.
+fn control_example(name: &str) -> String {
+    use crate::line::{Gap, Heartbeat, Reset};
+    let history = "4e2ff39def9df61a";
+    let mut line = Vec::new();
+    match name {
+        "heartbeat" => Heartbeat {
+            seq: 1042,
+            ts: crate::Timestamp::from_micros(1_333_576_052_926_554),
+            history: Some(history.to_owned()),
+        }
+        .encode_line(&mut line),
+        "gap" => Gap::new(5, 104, "evicted from the archive").encode_line(&mut line),
+        _ => Reset {
+            history: history.to_owned(),
+            oldest_seq: 1,
+            last_seq: 1042,
+            requested_history: Some("d5c44e62882c17ee".to_owned()),
+            requested_since: 980,
+            reason: "history changed".to_owned(),
+        }
+        .encode_line(&mut line),
+    }
+    String::from_utf8_lossy(&line).trim_end().to_owned()
 }
 
 /// The first sample line of a type.

@@ -33,9 +33,36 @@ fn every_type_has_a_section_with_an_example_line() {
         );
     }
     for frame in ["heartbeat", "gap", "reset"] {
+        let section = page
+            .split(&format!("\n### {frame}\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no section for {frame}"));
         assert!(
-            page.contains(&format!("\n### {frame}\n")),
-            "no section for {frame}"
+            section.contains(&format!("{{\"type\":\"{frame}\"")),
+            "no example line for {frame}"
         );
     }
+}
+
+#[test]
+fn every_example_line_reads_as_what_its_section_names() {
+    let page = docs::events_markdown();
+    let mut read = 0;
+    for section in page.split("\n### ").skip(1) {
+        let name = section.lines().next().unwrap_or_default().trim();
+        for block in section.split("```json\n").skip(1) {
+            let line = block.split("\n```").next().unwrap_or_default();
+            let parsed = master_events_events::parse_line(line.as_bytes())
+                .unwrap_or_else(|e| panic!("the example of {name} does not read: {e}\n{line}"));
+            let read_as = match parsed {
+                master_events_events::StreamLine::Event(r) => r.event.type_name().to_owned(),
+                master_events_events::StreamLine::Heartbeat(_) => "heartbeat".into(),
+                master_events_events::StreamLine::Gap(_) => "gap".into(),
+                master_events_events::StreamLine::Reset(_) => "reset".into(),
+            };
+            assert_eq!(read_as, name, "the example in the section of {name}");
+            read += 1;
+        }
+    }
+    assert!(read > EventType::ALL.len(), "{read} examples read");
 }
