@@ -205,6 +205,62 @@ async fn a_too_old_since_gets_a_gap_frame_first() {
 }
 
 #[tokio::test]
+async fn format_cloudevents_wraps_every_line_gap_included_as_a_structured_cloudevent() {
+    let s = start(8, "", |_| {}).await;
+    publish(&s.router, 20).await;
+    let history = s.router.history().to_string();
+    let mut lines = get_stream(&s.url, "?since=2&o=1&format=cloudevents").await;
+    // The gap the reader must learn of comes first, as a control CloudEvent.
+    let gap = lines.json().await.expect("the gap");
+    assert_eq!(gap["specversion"], "1.0");
+    assert_eq!(gap["type"], "io.master-events.control.gap");
+    assert_eq!(
+        gap["dataschema"],
+        format!("{}/schemas/control/gap.json", s.url)
+    );
+    assert_eq!(
+        (
+            gap["data"]["fromSeq"].as_u64(),
+            gap["data"]["toSeq"].as_u64()
+        ),
+        (Some(3), Some(12))
+    );
+    assert!(
+        gap.get("sequence").is_none(),
+        "a control frame has no seq: {gap}"
+    );
+    // Then each retained event, its line unchanged as `data`.
+    let mut seqs = Vec::new();
+    while let Some(ce) = lines.json().await {
+        let seq = ce["data"]["seq"].as_u64().expect("the line's seq");
+        assert_eq!(ce["id"], format!("{history}:{seq}"));
+        assert_eq!(ce["type"], "io.master-events.event.vbucketMoveDone");
+        assert_eq!(
+            ce["source"],
+            format!("/clusters/{history}/nodes/n_0@127.0.0.1")
+        );
+        assert_eq!(ce["sequence"], format!("{seq:020}"));
+        assert_eq!(ce["datacontenttype"], "application/json");
+        assert_eq!(
+            ce["dataschema"],
+            format!("{}/schemas/event/vbucketMoveDone.json", s.url)
+        );
+        assert_eq!(ce["data"]["type"], "vbucketMoveDone");
+        seqs.push(seq);
+    }
+    assert_eq!(seqs, (13..=20).collect::<Vec<_>>());
+    // An unknown format is refused, naming the two.
+    let resp = client()
+        .get(format!("{}/diag/masterEvents?format=xml", s.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 400);
+    let text = resp.text().await.unwrap_or_default();
+    assert!(text.contains("cloudevents"), "{text}");
+}
+
+#[tokio::test]
 async fn start_now_sees_only_live_events() {
     let s = start(4096, "", |_| {}).await;
     publish(&s.router, 5).await;
