@@ -260,27 +260,17 @@ impl fmt::Debug for NatsConfig {
 }
 
 impl NatsConfig {
-    /// The config publishing to `server` with every other key at its default.
+    /// The config publishing to `server` with every other key at its default: the
+    /// defaults are the ones a configuration file gets (serde's), not a second list.
     pub fn to_server(server: impl Into<String>) -> NatsConfig {
-        NatsConfig {
-            servers: vec![server.into()],
-            subject_prefix: d_prefix(),
-            max_pending: d_max_pending(),
-            user: None,
-            password: None,
-            token: None,
-            connect_timeout_ms: d_connect_timeout_ms(),
-            shutdown_timeout_ms: d_shutdown_timeout_ms(),
-            tls_required: false,
-            tls_ca_file: None,
-            tls_cert_file: None,
-            tls_key_file: None,
-            nkey_seed_file: None,
-            creds_file: None,
-            jetstream: None,
-            format: NatsFormat::Json,
-            schema_base_url: None,
-        }
+        let mut keys = toml::Table::new();
+        keys.insert(
+            "servers".into(),
+            toml::Value::Array(vec![toml::Value::String(server.into())]),
+        );
+        toml::Value::Table(keys)
+            .try_into()
+            .expect("`servers` alone is a whole nats config: every other key has a default")
     }
 
     /// Checks the servers, prefix, credentials, numbers and that a client
