@@ -10,55 +10,26 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{free_port, run_logged, Logged};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use master_events_testpki::TestPki;
 
 const MASTER: &str = "n_0@127.0.0.1";
 const FOLLOWER: &str = "n_1@127.0.0.1";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A test CA, a server certificate for 127.0.0.1 and a client certificate.
-struct Pki {
-    dir: tempfile::TempDir,
-}
+struct Pki(TestPki);
 
 impl Pki {
     fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key"))
-            .expect("CA certificate");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write the CA");
-        for (name, sans) in [
-            (
-                "server",
-                vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            ),
-            ("client", vec!["node".to_owned()]),
-        ] {
-            let mut params = CertificateParams::new(sans).expect("params");
-            params.distinguished_name.push(DnType::CommonName, name);
-            let key = KeyPair::generate().expect("key");
-            let cert = params.signed_by(&key, &*ca).expect("cert");
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).expect("cert");
-            std::fs::write(
-                dir.path().join(format!("{name}-key.pem")),
-                key.serialize_pem(),
-            )
-            .expect("key");
-        }
-        Pki { dir }
+        Pki(TestPki::with_server_and_client("node"))
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
 
     fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
+        self.0.arg(name)
     }
 
     /// A client trusting the test CA and presenting the client certificate.

@@ -1,7 +1,7 @@
 //! `serve` over TLS, end to end with the binary: the `[server]` TLS keys and the
 //! `--tls-*` flags, `tail` and `emit` with `--cacert` (and without: not trusted),
 //! and SIGHUP reloading the certificate while an open stream keeps going.
-//! Certificates are made here (rcgen); each test has its own temporary directory
+//! Certificates come from master-events-testpki; each test has its own temporary directory
 //! and a free port; every process is killed on drop.
 
 mod common;
@@ -14,54 +14,34 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use common::{wait_until, Proc};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use master_events_testpki::TestPki;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A test CA and the files of a server certificate it signed.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
+struct Pki(TestPki);
 
 impl Pki {
     fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key"))
-            .expect("CA certificate");
-        let pki = Pki {
-            dir: tempfile::tempdir().expect("temp dir"),
-            ca,
-        };
-        std::fs::write(pki.path("ca.pem"), pki.ca.pem()).expect("write the CA");
-        pki
+        Pki(TestPki::new())
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
 
     fn arg(&self, name: &str) -> String {
-        self.path(name).display().to_string()
+        self.0.arg(name)
     }
 
     /// Writes a new server certificate (`cert.pem`, `key.pem`) named `cn`; returns
     /// its DER.
     fn server_cert(&self, cn: &str) -> CertificateDer<'static> {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &*self.ca).expect("cert");
-        std::fs::write(self.path("cert.pem"), cert.pem()).expect("write cert");
-        std::fs::write(self.path("key.pem"), key.serialize_pem()).expect("write key");
-        cert.der().clone()
+        CertificateDer::from(
+            self.0
+                .issue("cert.pem", "key.pem", cn, &["localhost", "127.0.0.1"]),
+        )
     }
 }
 
@@ -131,7 +111,9 @@ fn run(args: &[&str]) -> Output {
 /// A TLS client connection of the test's own, trusting the test CA.
 fn tls_connect(addr: &str, pki: &Pki) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca.der().clone()).expect("root");
+    roots
+        .add(CertificateDer::from(pki.0.ca_der()))
+        .expect("root");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -195,14 +177,8 @@ fn with_client_certificates_required_our_clients_show_theirs_and_without_one_are
     let pki = Pki::new();
     pki.server_cert("server");
     // A client certificate signed by the same CA.
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "ops-client");
-    let key = KeyPair::generate().expect("key");
-    let cert = params.signed_by(&key, &*pki.ca).expect("client cert");
-    std::fs::write(pki.path("client.pem"), cert.pem()).expect("write");
-    std::fs::write(pki.path("client-key.pem"), key.serialize_pem()).expect("write");
+    pki.0
+        .issue("client.pem", "client-key.pem", "ops-client", &[]);
     let (_server, url) = serve_tls(
         &[
             "serve".into(),

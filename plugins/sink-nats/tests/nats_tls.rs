@@ -1,5 +1,5 @@
 //! The `nats` sink over TLS, against a real `nats-server` that verifies clients
-//! (certificates made here with rcgen): with `tls_ca_file` and a client certificate
+//! (certificates from master-events-testpki): with `tls_ca_file` and a client certificate
 //! every event arrives, in order; without the certificate, or with `tls_required`
 //! against a server without TLS, nothing is delivered and the sink says it cannot
 //! connect (health and a WARN line); TLS options that cannot be used are refused,
@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use common::{seqs, wait_until, ClientTls, NatsServer, NatsTarget, Running};
 use master_events_router::SinkState;
 use master_events_sink_nats::{NatsConfig, NatsError, NatsSink};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use master_events_testpki::TestPki;
 
 /// Everything logged by this test binary (tests pick their lines by server port).
 fn logs() -> &'static Mutex<Vec<u8>> {
@@ -54,44 +54,15 @@ fn logged(needle: &str) -> Vec<String> {
 
 /// A test CA, a server certificate for 127.0.0.1 and localhost, and a client
 /// certificate, as PEM files in a temp dir.
-struct Pki {
-    dir: tempfile::TempDir,
-}
+struct Pki(TestPki);
 
 impl Pki {
     fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key"))
-            .expect("CA certificate");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write the CA");
-        for (name, sans) in [
-            (
-                "server",
-                vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            ),
-            ("client", vec!["master-events".to_owned()]),
-        ] {
-            let mut params = CertificateParams::new(sans).expect("params");
-            params.distinguished_name.push(DnType::CommonName, name);
-            let key = KeyPair::generate().expect("key");
-            let cert = params.signed_by(&key, &*ca).expect("cert");
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).expect("cert");
-            std::fs::write(
-                dir.path().join(format!("{name}-key.pem")),
-                key.serialize_pem(),
-            )
-            .expect("key");
-        }
-        Pki { dir }
+        Pki(TestPki::with_server_and_client("master-events"))
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
 
     /// A nats-server that requires TLS and a client certificate signed by the CA.
