@@ -11,6 +11,7 @@ pub mod serve;
 pub mod sinks;
 pub mod source;
 pub mod tail;
+pub mod tail_nats;
 pub mod token;
 pub mod trace;
 pub mod validate;

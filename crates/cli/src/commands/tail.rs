@@ -66,8 +66,21 @@ pub const ONCE_MAX_RECONNECTS: u32 = 5;
 #[derive(Args, Debug)]
 pub struct TailArgs {
     /// The server: its base URL (http://127.0.0.1:9898) or the full stream URL
-    /// (http://127.0.0.1:9898/diag/masterEvents).
+    /// (http://127.0.0.1:9898/diag/masterEvents); or a NATS server
+    /// (nats://127.0.0.1:4222) to read the JetStream stream a nats sink fills.
     pub url: String,
+    /// With a nats:// URL: the JetStream stream to read (default MASTER_EVENTS).
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+    /// With a nats:// URL: only the messages of these subjects, e.g. one cluster's of
+    /// a fleet (`master_events.east-1.>`); default: the whole stream.
+    #[arg(long, value_name = "FILTER")]
+    pub subject: Option<String>,
+    /// With a nats:// URL: read as the durable consumer NAME, acknowledging each
+    /// line once printed, so that a tail started again with the same name resumes
+    /// after the last line it printed. Without it, the stream is read from its start.
+    #[arg(long, value_name = "NAME")]
+    pub durable: Option<String>,
     /// Print the events the server retains (its archive), then exit.
     #[arg(long, conflicts_with = "start_now")]
     pub once: bool,
@@ -132,6 +145,14 @@ fn parse_event_type(s: &str) -> Result<EventType, String> {
 
 /// Runs the command; returns the process exit code.
 pub fn run(args: &TailArgs) -> Result<i32> {
+    if super::tail_nats::is_nats_url(&args.url) {
+        return super::tail_nats::run(args);
+    }
+    if args.stream.is_some() || args.subject.is_some() || args.durable.is_some() {
+        anyhow::bail!(
+            "--stream, --subject and --durable read a JetStream stream: give a nats:// URL"
+        );
+    }
     let endpoint = Endpoint::parse(&args.url)?;
     let credentials = args.auth.credentials()?;
     let client = Client::new(endpoint, credentials, None, &args.auth)?;
@@ -637,7 +658,7 @@ fn preview(line: &[u8]) -> String {
 /// the time in UTC with microseconds (`-` for an absent seq or time). No control
 /// character (C0, DEL, C1: what a terminal may act on) is written raw: each is
 /// written `\u00XX`, wherever it is (type, key or value).
-fn pretty_line(event: &Map<String, Value>) -> String {
+pub(crate) fn pretty_line(event: &Map<String, Value>) -> String {
     escape_controls(&pretty_fields(event))
 }
 

@@ -1,0 +1,133 @@
+//! `tail nats://`: reads the JetStream stream a server's nats sink fills. Every
+//! message once in order; with `--durable NAME`, a tail started again resumes after
+//! the last line it printed; `--once` stops at the stream's end; flags that mean
+//! something only for a master-events server are refused by name.
+//!
+//! Needs `nats-server` (scripts/deps.sh installs it).
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{host_port, listening_url, nats_server, spawn, stream_messages};
+
+const STREAM: &str = "TAIL";
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `master-events ARGS`; kills it and fails after [`COMMAND_TIMEOUT`].
+fn run(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the master-events binary runs");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(COMMAND_TIMEOUT) {
+        Ok(out) => out.expect("the binary finishes"),
+        Err(_) => {
+            // Still unreaped (its waiter blocks on it), so the pid is still ours.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{args:?} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+    }
+}
+
+/// The `seq` of every line of `out`'s stdout.
+fn seqs(out: &Output) -> Vec<u64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["seq"].as_u64())
+        .collect()
+}
+
+#[test]
+fn a_durable_tail_resumes_after_what_it_printed_and_once_stops_at_the_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = nats_server(dir.path());
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\njetstream = {{ stream = \"{STREAM}\" }}\n",
+            nats.url
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let mut server = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
+    let addr = host_port(&listening_url(&mut server));
+    let body: String = (0..30)
+        .map(|i| {
+            if i % 3 == 0 {
+                format!("{{\"type\":\"deleteBucket\",\"bucket\":\"b{i}\"}}\n")
+            } else {
+                format!("{{\"type\":\"vbucketMoveDone\",\"bucket\":\"b\",\"vbucket\":{i}}}\n")
+            }
+        })
+        .collect();
+    common::post_acknowledged(&addr, &body).expect("30 events acknowledged");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stream_messages(&nats.url, STREAM).len() < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the stream did not get the 30 events"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let tail = |extra: &[&str]| {
+        let mut args = vec!["tail", nats.url.as_str(), "--stream", STREAM];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let first = tail(&["--durable", "me", "--count", "10"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(seqs(&first), (1..=10).collect::<Vec<_>>());
+    let rest = tail(&["--durable", "me", "--once"]);
+    assert!(
+        rest.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rest.stderr)
+    );
+    assert_eq!(
+        seqs(&rest),
+        (11..=30).collect::<Vec<_>>(),
+        "resumed after line 10"
+    );
+    let again = tail(&["--durable", "me", "--once"]);
+    assert_eq!(
+        seqs(&again),
+        Vec::<u64>::new(),
+        "nothing new: nothing printed"
+    );
+
+    // Without a name: the whole stream; --type by subject.
+    let deletes = tail(&["--once", "--type", "deleteBucket"]);
+    assert_eq!(seqs(&deletes), (1..=30).step_by(3).collect::<Vec<_>>());
+    let pretty = tail(&["--once", "--count", "1", "--pretty"]);
+    let text = String::from_utf8_lossy(&pretty.stdout);
+    assert!(text.starts_with("#1 "), "{text}");
+
+    // What means something only for a master-events server is refused by name.
+    let refused = tail(&["--since", "3"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("--since"), "{said}");
+    let no_stream = run(&["tail", nats.url.as_str(), "--stream", "NOPE", "--once"]);
+    assert_eq!(no_stream.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_stream.stderr).contains("NOPE"));
+    server.kill9();
+}
