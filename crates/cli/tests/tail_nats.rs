@@ -131,3 +131,66 @@ fn a_durable_tail_resumes_after_what_it_printed_and_once_stops_at_the_end() {
     assert!(String::from_utf8_lossy(&no_stream.stderr).contains("NOPE"));
     server.kill9();
 }
+
+#[test]
+fn a_token_protected_server_is_read_with_the_nats_token_and_a_wrong_one_is_refused_unshown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nats = common::nats_server_with(dir.path(), &["--auth", "s3cret-nats-token"]);
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\ntoken = \"s3cret-nats-token\"\n\
+             jetstream = {{ stream = \"{STREAM}\" }}\n",
+            nats.url
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let mut server = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
+    let addr = host_port(&listening_url(&mut server));
+    common::post_acknowledged(&addr, "{\"type\":\"deleteBucket\",\"bucket\":\"x\"}\n")
+        .expect("acknowledged");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let read = loop {
+        let out = run(&[
+            "tail",
+            &nats.url,
+            "--stream",
+            STREAM,
+            "--once",
+            "--nats-token",
+            "s3cret-nats-token",
+        ]);
+        if seqs(&out) == vec![1] {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event did not reach the stream: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(read.status.success());
+
+    let refused = run(&[
+        "tail",
+        &nats.url,
+        "--stream",
+        STREAM,
+        "--once",
+        "--nats-token",
+        "not-the-token-42",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("cannot connect to the NATS server"), "{said}");
+    assert!(
+        !said.contains("not-the-token-42"),
+        "the token is not shown: {said}"
+    );
+    let none = run(&["tail", &nats.url, "--stream", STREAM, "--once"]);
+    assert_eq!(none.status.code(), Some(2), "no credentials: refused");
+    server.kill9();
+}

@@ -81,6 +81,28 @@ pub struct TailArgs {
     /// after the last line it printed. Without it, the stream is read from its start.
     #[arg(long, value_name = "NAME")]
     pub durable: Option<String>,
+    /// With a nats:// URL: the NATS user, as NAME:PASSWORD. Prefer the environment
+    /// variable. (--user and --token are a master-events server's credentials.)
+    #[arg(
+        long,
+        value_name = "NAME:PASSWORD",
+        env = "MASTER_EVENTS_NATS_AUTH",
+        hide_env_values = true,
+        value_parser = super::client::Secret::from_arg
+    )]
+    pub nats_user: Option<super::client::Secret>,
+    /// With a nats:// URL: the NATS token. Prefer the environment variable.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MASTER_EVENTS_NATS_TOKEN",
+        hide_env_values = true,
+        value_parser = super::client::Secret::from_arg
+    )]
+    pub nats_token: Option<super::client::Secret>,
+    /// With a nats:// URL: a NATS credentials file (a user JWT and its nkey seed).
+    #[arg(long, value_name = "FILE")]
+    pub nats_creds: Option<std::path::PathBuf>,
     /// Print the events the server retains (its archive), then exit.
     #[arg(long, conflicts_with = "start_now")]
     pub once: bool,
@@ -148,9 +170,13 @@ pub fn run(args: &TailArgs) -> Result<i32> {
     if super::tail_nats::is_nats_url(&args.url) {
         return super::tail_nats::run(args);
     }
-    if args.stream.is_some() || args.subject.is_some() || args.durable.is_some() {
+    if args.stream.is_some()
+        || args.subject.is_some()
+        || args.durable.is_some()
+        || args.nats_creds.is_some()
+    {
         anyhow::bail!(
-            "--stream, --subject and --durable read a JetStream stream: give a nats:// URL"
+            "--stream, --subject, --durable and --nats-creds read a JetStream stream: give a nats:// URL"
         );
     }
     let endpoint = Endpoint::parse(&args.url)?;

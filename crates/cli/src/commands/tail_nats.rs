@@ -14,7 +14,7 @@
 //!   `<prefix>.<type>`); `--pretty` prints events as `tail` does.
 //! - A flag that has no meaning here (`--since`, `--start-now`, `--bucket`, ...) is
 //!   refused naming it, not ignored. Errors name the server and the stream; they
-//!   never quote credentials (there are none to give yet: see the `--help`).
+//!   never quote credentials (`--nats-user`, `--nats-token`, `--nats-creds`).
 
 use std::io::Write;
 use std::time::Duration;
@@ -83,9 +83,9 @@ pub fn run(args: &TailArgs) -> Result<i32> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let url = args.url.as_str();
-        let client = async_nats::connect(url)
+        let client = connect(args)
             .await
-            .with_context(|| format!("cannot reach the NATS server {url}"))?;
+            .with_context(|| format!("cannot connect to the NATS server {url}"))?;
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         let code = tokio::select! {
@@ -112,6 +112,46 @@ pub fn run(args: &TailArgs) -> Result<i32> {
             _ => code,
         }
     })
+}
+
+/// Connects with the credentials and TLS files given: `--nats-user`, `--nats-token`
+/// or `--nats-creds` (one of them), `--cacert` (trust these CAs, and require TLS),
+/// `--cert`/`--key` (a client certificate). Errors never quote a secret.
+async fn connect(args: &TailArgs) -> Result<async_nats::Client> {
+    let user = args.nats_user.as_ref().filter(|s| !s.expose().is_empty());
+    let token = args.nats_token.as_ref().filter(|s| !s.expose().is_empty());
+    let given = [user.is_some(), token.is_some(), args.nats_creds.is_some()];
+    if given.iter().filter(|g| **g).count() > 1 {
+        bail!("give one of --nats-user, --nats-token and --nats-creds, not several");
+    }
+    let mut options = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(5);
+    if let Some(user) = user {
+        let Some((name, password)) = user.expose().split_once(':').filter(|(n, _)| !n.is_empty())
+        else {
+            bail!("--nats-user / MASTER_EVENTS_NATS_AUTH must be NAME:PASSWORD");
+        };
+        options = options.user_and_password(name.to_owned(), password.to_owned());
+    }
+    if let Some(token) = token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(creds) = &args.nats_creds {
+        options = options.credentials_file(creds).await.with_context(|| {
+            format!(
+                "--nats-creds {}: not a NATS credentials file",
+                creds.display()
+            )
+        })?;
+    }
+    if let Some(ca) = &args.auth.cacert {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let Some((cert, key)) = args.auth.identity() {
+        options = options.add_client_certificate(cert.to_owned(), key.to_owned());
+    }
+    Ok(options.connect(args.url.as_str()).await?)
 }
 
 /// Resolves on Ctrl-C; never, when the signal cannot be watched.

@@ -353,6 +353,11 @@ impl Drop for NatsServer {
 /// Starts `nats-server -js` on a free loopback port, storing under `dir/js`; waits
 /// (up to 20 s) until it listens. Needs `nats-server` (scripts/deps.sh installs it).
 pub fn nats_server(dir: &Path) -> NatsServer {
+    nats_server_with(dir, &[])
+}
+
+/// [`nats_server`] with more of nats-server's flags (e.g. `--auth TOKEN`).
+pub fn nats_server_with(dir: &Path, extra: &[&str]) -> NatsServer {
     let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
         .iter()
         .map(PathBuf::from)
@@ -365,6 +370,7 @@ pub fn nats_server(dir: &Path) -> NatsServer {
     let child = Command::new(binary)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir.join("js"))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
