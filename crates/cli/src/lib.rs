@@ -128,7 +128,7 @@ enum Command {
     ///   master-events tail https://events.example:9443 --cacert ca.pem --cert me.pem --key me-key.pem
     ///   master-events tail nats://127.0.0.1:4222 --stream FLEET --durable me    # JetStream
     #[command(verbatim_doc_comment)]
-    Tail(commands::tail::TailArgs),
+    Tail(Box<commands::tail::TailArgs>),
     /// Send events to a server: the NDJSON lines of a file, or one event built here.
     ///
     /// Two forms:
