@@ -523,3 +523,54 @@ fn stream_subjects_that_are_not_filters_are_refused_naming_the_key() {
         .unwrap_or_default();
     assert!(e.contains("jetstream.subjects"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_at_start_is_reported_the_router_goes_on_and_what_it_evicted_is_a_gap() {
+    let mut server = js_server();
+    let url = server.url();
+    server.kill();
+    let router = Router::start(RouterConfig {
+        archive_capacity: 100,
+        ..RouterConfig::default()
+    });
+    let run = SinkRun::start(&router, config(&url));
+    // Down at start: the sink says so.
+    let start = Instant::now();
+    while run.health.state() != SinkState::Retrying {
+        assert!(
+            start.elapsed() < WAIT,
+            "the sink does not report the server down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The router is not slowed: 300 events through an archive of 100 complete.
+    tokio::time::timeout(WAIT, async {
+        for i in 0..3 {
+            publish(&router, i * 100, 100).await;
+        }
+    })
+    .await
+    .expect("publishing is never held by the sink");
+    let oldest = router.oldest_seq().expect("an archive");
+    assert!(oldest > 1, "the archive evicted the first events");
+    // Back: it recovers by itself, announces what the archive no longer had, then
+    // delivers every retained event.
+    server.restart();
+    let expected = (300 - oldest + 1) as usize + 1;
+    let messages = wait_for_count(&url, expected).await;
+    let start = Instant::now();
+    while run.health.state() != SinkState::Ok {
+        assert!(start.elapsed() < WAIT, "the sink does not recover");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.stop().await;
+    router.shutdown().await;
+    assert_eq!(messages[0].0, "master_events.gap", "{messages:?}");
+    assert_eq!(
+        messages[0].1,
+        oldest - 1,
+        "the gap ends where the archive begins"
+    );
+    let seqs: Vec<u64> = messages[1..].iter().map(|m| m.1).collect();
+    assert_eq!(seqs, (oldest..=300).collect::<Vec<_>>());
+}
