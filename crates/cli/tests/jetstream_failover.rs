@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    free_port, http, nats_server, post_acknowledged, start_binary, start_etcd, stream_messages,
+    free_port, http, nats_server, post_acknowledged, start_binary, start_etcd, wait_for_stream_seq,
     wait_until, Proc,
 };
 use rand::{Rng, SeedableRng};
@@ -230,19 +230,7 @@ fn the_stream_holds_every_committed_event_once_in_order_across_a_master_kill() {
     )
     .expect("the last batch is acknowledged")
     .1;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let messages = loop {
-        let m = stream_messages(&nats.url, STREAM);
-        if m.last().is_some_and(|l| l.0 >= last) {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream holds up to seq {:?}, not {last} (seed {seed})",
-            m.last().map(|l| l.0)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let messages = wait_for_stream_seq(&nats.url, STREAM, last, &format!("seed {seed}"));
 
     // Every committed event once, in seq order: the cluster's seqs have no hole
     // (an event is published only once committed), so that is 1..=last.

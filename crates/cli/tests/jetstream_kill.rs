@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{host_port, listening_url, nats_server, spawn, stream_messages, Proc};
+use common::{host_port, listening_url, nats_server, spawn, wait_for_stream_seq, Proc};
 use rand::{Rng, SeedableRng};
 
 const STREAM: &str = "EVENTS";
@@ -104,19 +104,7 @@ fn every_acknowledged_event_is_in_jetstream_once_in_order_after_a_sigkill() {
     // Something after the restart, so the new run has its own events too.
     let after = post(&addr, 9, 0).expect("posted after the restart");
     let expected_last = after.1;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let messages = loop {
-        let m = stream_messages(&nats.url, STREAM);
-        if m.last().is_some_and(|l| l.0 >= expected_last) {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream holds up to seq {:?}, not {expected_last}",
-            m.last().map(|l| l.0)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let messages = wait_for_stream_seq(&nats.url, STREAM, expected_last, &format!("seed {seed}"));
     server.kill9();
 
     let seqs: Vec<u64> = messages.iter().map(|m| m.0).collect();

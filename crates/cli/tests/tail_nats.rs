@@ -7,38 +7,12 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{host_port, listening_url, nats_server, spawn, stream_messages};
+use common::{host_port, listening_url, nats_server, run_bounded as run, spawn, stream_messages};
 
 const STREAM: &str = "TAIL";
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs `master-events ARGS`; kills it and fails after [`COMMAND_TIMEOUT`].
-fn run(args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_master-events"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the master-events binary runs");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(COMMAND_TIMEOUT) {
-        Ok(out) => out.expect("the binary finishes"),
-        Err(_) => {
-            // Still unreaped (its waiter blocks on it), so the pid is still ours.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{args:?} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-    }
-}
 
 /// The `seq` of every line of `out`'s stdout.
 fn seqs(out: &Output) -> Vec<u64> {

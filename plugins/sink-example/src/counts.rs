@@ -16,10 +16,11 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use master_events_events::Gap;
-use master_events_router::{ConfigError, Sink, SinkBatch, SinkConfig, SinkContext};
+use master_events_router::{ConfigError, Sink, SinkBatch, SinkConfig, SinkContext, SinkHealth};
 
 /// Appends the counts of events by type to a file, one JSON line per report.
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -41,7 +42,7 @@ impl SinkConfig for CountsConfig {
     const DESCRIPTION: &'static str =
         "appends the count of events by type (and of events missed) to a file, one JSON line every every_ms";
 
-    fn build(self, _ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
+    fn build(self, ctx: &SinkContext) -> Result<Box<dyn Sink>, ConfigError> {
         if self.every_ms == 0 {
             return Err(ConfigError::Invalid(
                 "every_ms must be at least 1 (milliseconds between reports)".into(),
@@ -61,7 +62,7 @@ impl SinkConfig for CountsConfig {
             missed: 0,
             last_seq: 0,
             changed: false,
-            failed: false,
+            health: Arc::clone(ctx.health()),
         }))
     }
 }
@@ -76,7 +77,9 @@ pub struct CountsSink {
     missed: u64,
     last_seq: u64,
     changed: bool,
-    failed: bool,
+    /// What `/cluster` and `/metrics` show of this sink (a state change is logged
+    /// once: `retrying` at WARN, back to `ok` at INFO).
+    health: Arc<SinkHealth>,
 }
 
 impl CountsSink {
@@ -90,18 +93,15 @@ impl CountsSink {
             "missed": self.missed,
             "counts": self.counts,
         });
-        let result = writeln!(self.out, "{line}").and_then(|()| self.out.flush());
-        match (result, self.failed) {
-            (Ok(()), _) => {
+        match writeln!(self.out, "{line}").and_then(|()| self.out.flush()) {
+            Ok(()) => {
                 self.changed = false;
-                self.failed = false;
+                self.health.ok();
             }
-            // Logged once until it works again: a sink must not flood the log.
-            (Err(e), false) => {
-                self.failed = true;
-                tracing::warn!(error = %e, "the counts sink cannot write its report");
-            }
-            (Err(_), true) => {}
+            // Kept `changed`: the next tick writes the totals again.
+            Err(e) => self
+                .health
+                .retrying(format!("cannot write its report: {e}")),
         }
     }
 }

@@ -118,6 +118,19 @@ async fn stream_messages(url: &str) -> Vec<(String, u64, String)> {
     out
 }
 
+/// The stream is one gap message ending just before `oldest` (its seq header is the
+/// end of its range), then every event `oldest..=last` once, in order.
+fn assert_one_gap_then_every_event(messages: &[(String, u64, String)], oldest: u64, last: u64) {
+    assert_eq!(messages[0].0, "master_events.gap", "{messages:?}");
+    assert_eq!(
+        messages[0].1,
+        oldest - 1,
+        "the gap ends where the archive begins"
+    );
+    let seqs: Vec<u64> = messages[1..].iter().map(|m| m.1).collect();
+    assert_eq!(seqs, (oldest..=last).collect::<Vec<_>>());
+}
+
 async fn wait_for_count(url: &str, n: usize) -> Vec<(String, u64, String)> {
     let start = Instant::now();
     loop {
@@ -197,14 +210,7 @@ async fn what_the_archive_no_longer_had_is_one_gap_message_with_the_exact_range(
     let messages = wait_for_count(&url, expected).await;
     run.stop().await;
     router.shutdown().await;
-    assert_eq!(messages[0].0, "master_events.gap", "{messages:?}");
-    assert_eq!(
-        messages[0].1,
-        oldest - 1,
-        "the gap's header is the end of its range"
-    );
-    let seqs: Vec<u64> = messages[1..].iter().map(|m| m.1).collect();
-    assert_eq!(seqs, (oldest..=300).collect::<Vec<_>>());
+    assert_one_gap_then_every_event(&messages, oldest, 300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,12 +571,5 @@ async fn a_server_down_at_start_is_reported_the_router_goes_on_and_what_it_evict
     }
     run.stop().await;
     router.shutdown().await;
-    assert_eq!(messages[0].0, "master_events.gap", "{messages:?}");
-    assert_eq!(
-        messages[0].1,
-        oldest - 1,
-        "the gap ends where the archive begins"
-    );
-    let seqs: Vec<u64> = messages[1..].iter().map(|m| m.1).collect();
-    assert_eq!(seqs, (oldest..=300).collect::<Vec<_>>());
+    assert_one_gap_then_every_event(&messages, oldest, 300);
 }

@@ -194,17 +194,23 @@ pub fn run(args: &TailArgs) -> Result<i32> {
             () = ctrl_c() => Ok(0),
             code = follow(&client, args, &mut out) => code,
         };
-        match out.flush() {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                Err(e).context("writing standard output")
-            }
-            _ => code,
-        }
+        finish_output(&mut out, code)
     })
 }
 
+/// Flushes what is left of standard output and returns `code`; a reader that went
+/// away (a closed pipe) is not an error.
+pub(crate) fn finish_output(out: &mut impl Write, code: Result<i32>) -> Result<i32> {
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("writing standard output")
+        }
+        _ => code,
+    }
+}
+
 /// Resolves on Ctrl-C; never, when the signal cannot be watched.
-async fn ctrl_c() {
+pub(crate) async fn ctrl_c() {
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }

@@ -23,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use futures_util::StreamExt;
 
+use super::client::Credentials;
 use super::tail::TailArgs;
 
 /// The stream `tail nats://` reads when `--stream` is not given: the nats sink's
@@ -90,7 +91,7 @@ pub fn run(args: &TailArgs) -> Result<i32> {
         let mut out = std::io::BufWriter::new(stdout.lock());
         let code = tokio::select! {
             biased;
-            () = ctrl_c() => Ok(0),
+            () = super::tail::ctrl_c() => Ok(0),
             code = follow(&client, args, &mut out) => code,
         };
         // Acknowledgements are sent asynchronously: make sure the server has the
@@ -105,12 +106,7 @@ pub fn run(args: &TailArgs) -> Result<i32> {
                  a tail resumed with the same --durable may print those lines again"
             );
         }
-        match out.flush() {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                Err(e).context("writing standard output")
-            }
-            _ => code,
-        }
+        super::tail::finish_output(&mut out, code)
     })
 }
 
@@ -128,11 +124,13 @@ async fn connect(args: &TailArgs) -> Result<async_nats::Client> {
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(5);
     if let Some(user) = user {
-        let Some((name, password)) = user.expose().split_once(':').filter(|(n, _)| !n.is_empty())
+        // The same NAME:PASSWORD form (and error, never quoting it) as --user.
+        let Credentials::Basic { user, password } =
+            Credentials::parse(user.expose()).context("--nats-user / MASTER_EVENTS_NATS_AUTH")?
         else {
             bail!("--nats-user / MASTER_EVENTS_NATS_AUTH must be NAME:PASSWORD");
         };
-        options = options.user_and_password(name.to_owned(), password.to_owned());
+        options = options.user_and_password(user, password);
     }
     if let Some(token) = token {
         options = options.token(token.expose().to_owned());
@@ -152,13 +150,6 @@ async fn connect(args: &TailArgs) -> Result<async_nats::Client> {
         options = options.add_client_certificate(cert.to_owned(), key.to_owned());
     }
     Ok(options.connect(args.url.as_str()).await?)
-}
-
-/// Resolves on Ctrl-C; never, when the signal cannot be watched.
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 async fn follow(client: &async_nats::Client, args: &TailArgs, out: &mut impl Write) -> Result<i32> {

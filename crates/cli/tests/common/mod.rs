@@ -420,3 +420,52 @@ pub fn stream_messages(url: &str, stream: &str) -> Vec<(u64, String, String)> {
         out
     })
 }
+
+/// Waits (up to 60 s) until the stream `stream` at `url` holds seq `last`; its
+/// messages then ([`stream_messages`]). `what` names the run in the failure.
+pub fn wait_for_stream_seq(
+    url: &str,
+    stream: &str,
+    last: u64,
+    what: &str,
+) -> Vec<(u64, String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let m = stream_messages(url, stream);
+        if m.last().is_some_and(|l| l.0 >= last) {
+            return m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream holds up to seq {:?}, not {last} ({what})",
+            m.last().map(|l| l.0)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `master-events ARGS` to its end, with its output captured; kills it and
+/// fails the test after 60 s.
+pub fn run_bounded(args: &[&str]) -> std::process::Output {
+    const LIMIT: Duration = Duration::from_secs(60);
+    let child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the master-events binary runs");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(out) => out.expect("the binary finishes"),
+        Err(_) => {
+            // Still unreaped (its waiter blocks on it), so the pid is still ours.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("{args:?} did not finish within {LIMIT:?}");
+        }
+    }
+}
