@@ -9,12 +9,11 @@ cd "$(dirname "$0")/.."
 
 # Its own target directory: the example is its own workspace, and a nested build in
 # the main one would only share what happens to have the same features.
+# It is removed afterwards unless given (OWN_BINARY_TARGET_DIR): a second copy of
+# every dependency is ~2 GB, and CI's disk is not large.
 export CARGO_TARGET_DIR="${OWN_BINARY_TARGET_DIR:-$PWD/target/own-binary}"
-# The workspace's lock file, so that it builds with the versions the workspace was
-# tested with (cargo drops the entries it does not need; the copy is not committed).
-cp Cargo.lock examples/own-binary/Cargo.lock
-cargo build --quiet --manifest-path examples/own-binary/Cargo.toml
-bin="$CARGO_TARGET_DIR/debug/own-master-events"
+remove_target=
+[ -z "${OWN_BINARY_TARGET_DIR:-}" ] && remove_target=$CARGO_TARGET_DIR
 
 work=$(mktemp -d)
 server_pid=
@@ -23,9 +22,16 @@ cleanup() {
     { kill -9 "$server_pid"; wait "$server_pid"; } 2>/dev/null || true
   fi
   rm -rf "$work"
+  if [ -n "$remove_target" ]; then rm -rf "$remove_target"; fi
 }
 trap cleanup EXIT
 fail() { echo "own-binary: FAILED: $*" >&2; exit 1; }
+
+# The workspace's lock file, so that it builds with the versions the workspace was
+# tested with (cargo drops the entries it does not need; the copy is not committed).
+cp Cargo.lock examples/own-binary/Cargo.lock
+cargo build --quiet --manifest-path examples/own-binary/Cargo.toml
+bin="$CARGO_TARGET_DIR/debug/own-master-events"
 
 # 1. `sinks` lists it beside the built-in ones, and shows its keys.
 # (Captured first: `grep -q` stops reading at its match, and with pipefail the

@@ -19,6 +19,14 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n== %s\n' "$*"; }
 
+# The build and the tests take about 6 GiB of disk at their peak; say so up front
+# when there is less, rather than failing in the linker with "No space left".
+avail_mib=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1024 ))
+echo "free disk here: ${avail_mib} MiB"
+if [ "$avail_mib" -lt 8192 ]; then
+  echo "WARNING: less than 8 GiB free; the build and the tests need about 6 GiB" >&2
+fi
+
 step "installing test dependencies (when missing)"
 . scripts/deps.sh
 deps_test
