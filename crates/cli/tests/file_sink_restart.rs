@@ -58,7 +58,7 @@ fn sinks_lists_every_plugin_and_shows_its_config_schema() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for name in [
-        "archiver", "counts", "file", "http", "nats", "stdout", "tsv", "webhook",
+        "archiver", "counts", "file", "http", "kafka", "nats", "stdout", "tsv", "webhook",
     ] {
         assert!(
             text.lines().any(|l| l.trim_start().starts_with(name)),

@@ -15,9 +15,10 @@
 use master_events_router as _;
 use master_events_server as _;
 // Plugin crates (plugins/): `tsv` and `counts` (the examples of
-// docs/writing-a-sink.md), `file`, `nats`, `webhook`.
+// docs/writing-a-sink.md), `file`, `kafka`, `nats`, `webhook`.
 use master_events_sink_example as _;
 use master_events_sink_file as _;
+use master_events_sink_kafka as _;
 use master_events_sink_nats as _;
 use master_events_sink_webhook as _;
 
@@ -29,7 +30,7 @@ pub fn sink_names() -> Vec<&'static str> {
 }
 
 /// The plugin sinks' counters, for `/metrics`: delivered, dropped (per reason) and
-/// missed events of the `webhook`, `nats` and `file` sinks, summed over their
+/// missed events of the `webhook`, `nats`, `kafka` and `file` sinks, summed over their
 /// instances; and each running `file` sink's state and held events, by log path.
 /// Only the sink types that are configured have series: a scrape shows no `nats`
 /// counters on a server without a `nats` sink.
@@ -71,9 +72,11 @@ impl prometheus_client::collector::Collector for SinkMetrics {
         let web = master_events_sink_webhook::stats();
         let nats = master_events_sink_nats::stats();
         let file = master_events_sink_file::totals();
+        let kafka = master_events_sink_kafka::stats();
         let delivered = [
             ("webhook", web.delivered),
             ("nats", nats.published),
+            ("kafka", kafka.published),
             ("file", file.events_written),
         ];
         let dropped = [
@@ -83,9 +86,14 @@ impl prometheus_client::collector::Collector for SinkMetrics {
             ("nats", "queue_full", nats.dropped_queue_full),
             ("nats", "shutdown", nats.dropped_at_shutdown),
             ("nats", "publish_error", nats.publish_errors),
+            ("kafka", "shutdown", kafka.dropped_at_shutdown),
             ("file", "write_error", file.events_dropped),
         ];
-        let missed = [("webhook", web.missed), ("nats", nats.missed)];
+        let missed = [
+            ("webhook", web.missed),
+            ("nats", nats.missed),
+            ("kafka", kafka.missed),
+        ];
         let counter = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "master_events_sink_delivered",

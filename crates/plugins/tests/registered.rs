@@ -5,7 +5,7 @@
 fn the_exact_list_of_registered_sinks() {
     assert_eq!(
         master_events_plugins::sink_names(),
-        vec!["archiver", "counts", "file", "http", "nats", "stdout", "tsv", "webhook"]
+        vec!["archiver", "counts", "file", "http", "kafka", "nats", "stdout", "tsv", "webhook"]
     );
 }
 
