@@ -23,11 +23,18 @@ _deps_apt() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@"
 }
 
-# What `cargo build --features etcd` needs: protoc and the well-known .proto includes.
+# What `cargo build --features etcd` needs: protoc and the well-known .proto includes
+# (etcd-client); make, a C compiler, pkg-config, OpenSSL's and zlib's headers
+# (librdkafka, built from source by rdkafka-sys for the kafka sink).
 deps_build_packages() {
   local need=()
   command -v protoc >/dev/null || need+=(protobuf-compiler)
   [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+  command -v make >/dev/null || need+=(make)
+  command -v cc >/dev/null || need+=(gcc)
+  command -v pkg-config >/dev/null || need+=(pkg-config)
+  [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+  [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
   [ ${#need[@]} -eq 0 ] || printf '%s\n' "${need[@]}"
 }
 

@@ -4,6 +4,8 @@
 //! reader of its stream.
 #![allow(dead_code)]
 
+pub mod handoff;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
