@@ -439,20 +439,32 @@ impl KafkaConfig {
 
     /// Reads the password file and checks the TLS files are readable.
     fn read_files(&self) -> Result<Option<String>, KafkaError> {
-        let readable = |key: &str, path: &Path| {
-            std::fs::read(path).map(drop).map_err(|e| {
+        // Each TLS file must be readable and hold what its key says (the error
+        // names the key and the path, never what the file holds).
+        let pem = |key: &str, path: &Path, marker: &str, what: &str| {
+            let text = std::fs::read(path).map_err(|e| {
                 KafkaError::File(format!("{key}: cannot read {}: {e}", path.display()))
-            })
+            })?;
+            let holds = text.windows(marker.len()).any(|w| w == marker.as_bytes());
+            if holds {
+                Ok(())
+            } else {
+                Err(KafkaError::File(format!(
+                    "{key}: {} holds no {what} (PEM, {marker})",
+                    path.display()
+                )))
+            }
         };
         if let Some(t) = &self.tls {
-            for (key, path) in [
-                ("tls.ca_file", &t.ca_file),
-                ("tls.cert_file", &t.cert_file),
-                ("tls.key_file", &t.key_file),
-            ] {
-                if let Some(path) = path {
-                    readable(key, path)?;
-                }
+            let cert = "-----BEGIN CERTIFICATE-----";
+            if let Some(path) = &t.ca_file {
+                pem("tls.ca_file", path, cert, "certificate")?;
+            }
+            if let Some(path) = &t.cert_file {
+                pem("tls.cert_file", path, cert, "certificate")?;
+            }
+            if let Some(path) = &t.key_file {
+                pem("tls.key_file", path, "PRIVATE KEY-----", "private key")?;
             }
         }
         let Some(sasl) = &self.sasl else {
@@ -735,6 +747,27 @@ mod tests {
         assert!(
             err.contains("sasl.password_file") && err.contains("/nonexistent/pw"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_tls_file_that_holds_no_certificate_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").expect("write");
+        let c = parse(&format!(
+            "tls = {{ ca_file = {:?} }}",
+            path.display().to_string()
+        ))
+        .expect("valid");
+        let err = KafkaSink::new(c).expect_err("no certificate").to_string();
+        assert!(
+            err.contains("tls.ca_file") && err.contains("no certificate"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("not a certificate"),
+            "the file's text is not shown: {err}"
         );
     }
 

@@ -112,9 +112,16 @@ struct Reporter {
 
 impl Reporter {
     fn retrying(&mut self, why: String) {
-        if self.last.as_deref() != Some(why.as_str()) {
+        // A new cause is one that failed at another step: librdkafka's own words on
+        // it (which broker count is down now) vary from one try to the next.
+        let step = why
+            .split("; librdkafka says")
+            .next()
+            .unwrap_or(&why)
+            .to_owned();
+        if self.last.as_deref() != Some(step.as_str()) {
             tracing::warn!(cause = %why, "the kafka sink cannot hand events to Kafka; retrying");
-            self.last = Some(why.clone());
+            self.last = Some(step);
         }
         if let Some(h) = &self.health {
             h.retrying(why);
