@@ -14,8 +14,8 @@
 
 mod common;
 
-use common::handoff::{self, Handed};
-use common::{nats_server, start_etcd, wait_for_stream_seq};
+use common::handoff;
+use common::{nats_server, start_etcd};
 
 const STREAM: &str = "FAILOVER";
 
@@ -35,15 +35,6 @@ fn the_stream_holds_every_committed_event_once_in_order_across_a_master_kill() {
         etcd_port,
         &sink,
         "nats",
-        &|last, what| {
-            wait_for_stream_seq(&nats.url, STREAM, last, what)
-                .into_iter()
-                .map(|(seq, id, history)| Handed {
-                    seq,
-                    history,
-                    id: Some(id),
-                })
-                .collect()
-        },
+        &|last, what| handoff::jetstream_records(&nats.url, STREAM, last, what),
     );
 }

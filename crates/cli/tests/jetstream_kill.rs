@@ -10,22 +10,10 @@
 
 mod common;
 
-use common::handoff::{self, Handed};
-use common::{nats_server, wait_for_stream_seq};
+use common::handoff;
+use common::nats_server;
 
 const STREAM: &str = "EVENTS";
-
-/// What the stream holds, once it reaches `last`.
-fn stream_records(url: &str, last: u64, what: &str) -> Vec<Handed> {
-    wait_for_stream_seq(url, STREAM, last, what)
-        .into_iter()
-        .map(|(seq, id, history)| Handed {
-            seq,
-            history,
-            id: Some(id),
-        })
-        .collect()
-}
 
 #[test]
 fn every_acknowledged_event_is_in_jetstream_once_in_order_after_a_sigkill() {
@@ -36,6 +24,6 @@ fn every_acknowledged_event_is_in_jetstream_once_in_order_after_a_sigkill() {
         nats.url
     );
     handoff::sigkill("JETSTREAM_KILL_SEED", dir.path(), &sink, &|last, what| {
-        stream_records(&nats.url, last, what)
+        handoff::jetstream_records(&nats.url, STREAM, last, what)
     });
 }

@@ -5,12 +5,13 @@
 //! order, of one history.
 //!
 //! The brokers are librdkafka's mock cluster, hosted by this test process on
-//! loopback (no real Kafka broker can be installed from the registries this project
-//! builds from), so they outlive the killed server. The mock gives each producer of
-//! a `transactional.id` a new producer id instead of fencing the old one, and does
-//! not hide aborted transactions: these runs show the resume (from what the topic
-//! holds, after a SIGKILL and after a failover) and `run_on = "master"`, not the
-//! broker's fencing. Seeds: `KAFKA_KILL_SEED`, `KAFKA_FAILOVER_SEED`.
+//! loopback, so they outlive the killed server; or, with `KAFKA_BROKERS` set, a real
+//! broker (scripts/kafka-broker.sh runs these against one, on fresh topics the sink
+//! creates). The mock gives each producer of a `transactional.id` a new producer id
+//! instead of fencing the old one, and does not hide aborted transactions: against
+//! it these runs show the resume (from what the topic holds, after a SIGKILL and
+//! after a failover) and `run_on = "master"`, not the broker's fencing. Seeds:
+//! `KAFKA_KILL_SEED`, `KAFKA_FAILOVER_SEED`.
 
 mod common;
 
@@ -25,24 +26,34 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-const TOPIC: &str = "events";
-
-fn mock() -> (MockCluster<'static, DefaultProducerContext>, String) {
+/// The brokers (`KAFKA_BROKERS`, else a mock cluster kept alive by the first
+/// element) and a topic of this run's own.
+fn brokers(
+    name: &str,
+) -> (
+    Option<MockCluster<'static, DefaultProducerContext>>,
+    String,
+    String,
+) {
+    if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
+        let topic = format!("{name}-{}", std::process::id());
+        return (None, brokers, topic);
+    }
     let cluster = MockCluster::new(1).expect("mock cluster");
-    cluster.create_topic(TOPIC, 1, 1).expect("topic");
+    cluster.create_topic(name, 1, 1).expect("topic");
     let brokers = cluster.bootstrap_servers();
-    (cluster, brokers)
+    (Some(cluster), brokers, name.to_owned())
 }
 
-fn sink(brokers: &str) -> String {
+fn sink(brokers: &str, topic: &str) -> String {
     format!(
-        "[[sinks]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{TOPIC}\"\ncluster = \"test\"\n\
+        "[[sinks]]\ntype = \"kafka\"\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ncluster = \"test\"\n\
          transaction_timeout_ms = 5000\n"
     )
 }
 
 /// Every record of the topic's one partition.
-fn records(brokers: &str) -> Vec<Handed> {
+fn records(brokers: &str, topic: &str) -> Vec<Handed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "reader")
@@ -51,7 +62,7 @@ fn records(brokers: &str) -> Vec<Handed> {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .expect("tpl");
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
@@ -80,10 +91,10 @@ fn records(brokers: &str) -> Vec<Handed> {
 }
 
 /// What the topic holds, once it reaches seq `last`.
-fn wait_for_topic_seq(brokers: &str, last: u64, what: &str) -> Vec<Handed> {
+fn wait_for_topic_seq(brokers: &str, topic: &str, last: u64, what: &str) -> Vec<Handed> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = records(brokers);
+        let r = records(brokers, topic);
         if r.last().is_some_and(|l| l.seq >= last) {
             return r;
         }
@@ -99,12 +110,12 @@ fn wait_for_topic_seq(brokers: &str, last: u64, what: &str) -> Vec<Handed> {
 #[test]
 fn every_acknowledged_event_is_in_the_topic_once_in_order_after_a_sigkill() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (_cluster, brokers) = mock();
+    let (_cluster, brokers, topic) = brokers("killed");
     handoff::sigkill(
         "KAFKA_KILL_SEED",
         dir.path(),
-        &sink(&brokers),
-        &|last, what| wait_for_topic_seq(&brokers, last, what),
+        &sink(&brokers, &topic),
+        &|last, what| wait_for_topic_seq(&brokers, &topic, last, what),
     );
 }
 
@@ -113,13 +124,13 @@ fn every_acknowledged_event_is_in_the_topic_once_in_order_after_a_sigkill() {
 fn the_topic_holds_every_committed_event_once_in_order_across_a_master_kill() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_etcd, etcd_port) = common::start_etcd(dir.path());
-    let (_cluster, brokers) = mock();
+    let (_cluster, brokers, topic) = brokers("failover");
     handoff::failover(
         "KAFKA_FAILOVER_SEED",
         dir.path(),
         etcd_port,
-        &sink(&brokers),
+        &sink(&brokers, &topic),
         "kafka",
-        &|last, what| wait_for_topic_seq(&brokers, last, what),
+        &|last, what| wait_for_topic_seq(&brokers, &topic, last, what),
     );
 }

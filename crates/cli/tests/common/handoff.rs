@@ -34,6 +34,18 @@ pub struct Handed {
     pub id: Option<String>,
 }
 
+/// What the JetStream stream `stream` holds, once it reaches seq `last`.
+pub fn jetstream_records(url: &str, stream: &str, last: u64, what: &str) -> Vec<Handed> {
+    super::wait_for_stream_seq(url, stream, last, what)
+        .into_iter()
+        .map(|(seq, id, history)| Handed {
+            seq,
+            history,
+            id: Some(id),
+        })
+        .collect()
+}
+
 /// The scenario's seed: `$VAR` when set, else random; printed.
 pub fn seed(var: &str) -> (u64, rand::rngs::StdRng) {
     let seed: u64 = std::env::var(var)
