@@ -168,3 +168,85 @@ fn a_token_protected_server_is_read_with_the_nats_token_and_a_wrong_one_is_refus
     assert_eq!(none.status.code(), Some(2), "no credentials: refused");
     server.kill9();
 }
+
+#[test]
+fn over_mutual_tls_the_ca_and_a_client_certificate_read_and_without_either_it_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = master_events_testpki::TestPki::with_server_and_client("tail");
+    let (cert, key, ca) = (
+        pki.arg("server.pem"),
+        pki.arg("server-key.pem"),
+        pki.arg("ca.pem"),
+    );
+    let nats = common::nats_server_with(
+        dir.path(),
+        &[
+            "--tlsverify",
+            "--tlscert",
+            &cert,
+            "--tlskey",
+            &key,
+            "--tlscacert",
+            &ca,
+        ],
+    );
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\ntls_ca_file = {:?}\n\
+             tls_cert_file = {:?}\ntls_key_file = {:?}\njetstream = {{ stream = \"{STREAM}\" }}\n",
+            nats.url,
+            ca,
+            pki.arg("client.pem"),
+            pki.arg("client-key.pem"),
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let mut server = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
+    let addr = host_port(&listening_url(&mut server));
+    common::post_acknowledged(&addr, "{\"type\":\"deleteBucket\",\"bucket\":\"x\"}\n")
+        .expect("acknowledged");
+    let (client, client_key) = (pki.arg("client.pem"), pki.arg("client-key.pem"));
+    let with_tls = |extra: &[&str]| {
+        let mut args = vec!["tail", nats.url.as_str(), "--stream", STREAM, "--once"];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let full = [
+        "--cacert",
+        ca.as_str(),
+        "--cert",
+        client.as_str(),
+        "--key",
+        client_key.as_str(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = with_tls(&full);
+        if seqs(&out) == vec![1] {
+            assert!(out.status.success());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event was not read over TLS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Without the client certificate the server refuses the handshake; without the
+    // CA, the server's certificate is not trusted: either way, exit 2 and why.
+    for (what, args) in [("no client certificate", &full[..2]), ("no CA", &full[2..])] {
+        let out = with_tls(args);
+        assert_eq!(out.status.code(), Some(2), "{what}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("cannot connect to the NATS server"),
+            "{what}: {said}"
+        );
+        assert!(seqs(&out).is_empty(), "{what}: nothing read");
+    }
+    server.kill9();
+}
