@@ -250,3 +250,62 @@ fn over_mutual_tls_the_ca_and_a_client_certificate_read_and_without_either_it_is
     }
     server.kill9();
 }
+
+#[test]
+fn an_operator_mode_server_is_fed_and_read_with_a_creds_file_and_a_stranger_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let operator = master_events_testpki::nats::NatsOperator::new(dir.path());
+    let server_config = dir.path().join("nats.conf");
+    std::fs::write(&server_config, &operator.server_config).expect("nats config");
+    let nats = common::nats_server_with(dir.path(), &["-c", &server_config.display().to_string()]);
+    let creds = operator.creds.display().to_string();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\ncreds_file = {creds:?}\n\
+             jetstream = {{ stream = \"{STREAM}\" }}\n",
+            nats.url
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let mut server = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
+    let addr = host_port(&listening_url(&mut server));
+    common::post_acknowledged(&addr, "{\"type\":\"deleteBucket\",\"bucket\":\"x\"}\n")
+        .expect("acknowledged");
+    let tail = |creds: &str| {
+        run(&[
+            "tail",
+            &nats.url,
+            "--stream",
+            STREAM,
+            "--once",
+            "--nats-creds",
+            creds,
+        ])
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = tail(&creds);
+        if seqs(&out) == vec![1] {
+            assert!(out.status.success());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the event was not read with the creds file: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stranger = operator.stranger_creds.display().to_string();
+    let refused = tail(&stranger);
+    assert_eq!(refused.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("cannot connect to the NATS server"), "{said}");
+    let seed = std::fs::read_to_string(&operator.stranger_creds).expect("creds");
+    let seed_line = seed.lines().find(|l| l.starts_with("SU")).expect("a seed");
+    assert!(!said.contains(seed_line), "the seed is not shown: {said}");
+    server.kill9();
+}

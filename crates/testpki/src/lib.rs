@@ -1,11 +1,16 @@
 //! Test certificates for the TLS tests of master-events: a CA of its own in a fresh
 //! temp dir, and the certificates it signs, written as PEM files there.
 //!
+//! Also a NATS operator, account and user for tests of credentials files
+//! ([`nats::NatsOperator`]).
+//!
 //! Owns: [`TestPki`]. Promises: every file lives in the PKI's temp dir, removed when
 //! it is dropped; the CA's certificate is `ca.pem`; nothing here is for production
 //! (keys are generated per run and written unencrypted).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod nats;
 
 use std::path::{Path, PathBuf};
 

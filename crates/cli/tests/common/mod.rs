@@ -375,12 +375,16 @@ pub fn nats_server_with(dir: &Path, extra: &[&str]) -> NatsServer {
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("nats-server.log")).expect("a log file"))
         .spawn()
         .expect("nats-server starts (scripts/deps.sh installs it)");
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen");
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not listen; it said: {}",
+            std::fs::read_to_string(dir.join("nats-server.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     NatsServer {
