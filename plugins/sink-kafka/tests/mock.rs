@@ -115,3 +115,49 @@ async fn what_the_archive_no_longer_had_is_one_gap_record_with_the_exact_range()
     assert_eq!(events, (oldest..=400).collect::<Vec<_>>());
     assert_eq!(records.iter().filter(|r| r.event_type == "gap").count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_sharing_a_topic_each_resume_from_their_own_records() {
+    let (_cluster, brokers) = mock();
+    let routers = [
+        Router::start(RouterConfig::default()),
+        Router::start(RouterConfig::default()),
+    ];
+    let named = |name: &str| {
+        let mut c = config(&brokers, TOPIC);
+        c.cluster = name.into();
+        c
+    };
+    let east = SinkRun::start(&routers[0], named("east"));
+    let west = SinkRun::start(&routers[1], named("west"));
+    publish(&routers[0], 0, 300).await;
+    publish(&routers[1], 0, 100).await;
+    common::wait_for_count(&brokers, TOPIC, 400).await;
+    // West stops; east goes on, so the topic's newest records are east's; west
+    // restarts with more events and must find its own last record behind them.
+    west.stop().await;
+    publish(&routers[0], 300, 600).await;
+    common::wait_for_count(&brokers, TOPIC, 1000).await;
+    publish(&routers[1], 100, 50).await;
+    let west = SinkRun::start(&routers[1], named("west"));
+    let records = common::wait_for_count(&brokers, TOPIC, 1050).await;
+    east.stop().await;
+    west.stop().await;
+    for r in &routers {
+        r.shutdown().await;
+    }
+    let of = |name: &str| -> Vec<u64> {
+        records
+            .iter()
+            .filter(|r| r.cluster == name)
+            .map(|r| r.seq)
+            .collect()
+    };
+    assert_eq!(of("east"), (1..=900).collect::<Vec<_>>());
+    assert_eq!(
+        of("west"),
+        (1..=150).collect::<Vec<_>>(),
+        "west resumed after its own 100th"
+    );
+    assert_eq!(records.len(), 1050);
+}
