@@ -161,6 +161,27 @@ impl prometheus_client::collector::Collector for SinkMetrics {
             ConstCounter::new(file.bytes_written)
                 .encode(family.encode_family(&[("sink", "file")])?)?;
         }
+        if self.shows("kafka") {
+            let mut family = encoder.encode_descriptor(
+                "master_events_kafka_sink_transactions",
+                "Transactions of the kafka sinks, by outcome (committed; abandoned: a failure, sent again after a resume).",
+                None,
+                counter.metric_type(),
+            )?;
+            for (outcome, v) in [
+                ("committed", kafka.transactions),
+                ("abandoned", kafka.aborted),
+            ] {
+                ConstCounter::new(v).encode(family.encode_family(&[("outcome", outcome)])?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "master_events_kafka_sink_fenced",
+                "Times a kafka sink's producer was fenced by another of the same transactional.id (a new master).",
+                None,
+                counter.metric_type(),
+            )?;
+            ConstCounter::new(kafka.fenced).encode(family.encode_family(&[("sink", "kafka")])?)?;
+        }
         Ok(())
     }
 }

@@ -40,6 +40,8 @@ fn sink_metrics_encode_as_prometheus_text() {
         "master_events_sink_dropped_total{sink=\"nats\",reason=\"queue_full\"} 0",
         "master_events_sink_missed_total{sink=\"webhook\"} 0",
         "master_events_sink_dropped_total{sink=\"file\",reason=\"write_error\"} 0",
+        "master_events_kafka_sink_transactions_total{outcome=\"committed\"} 0",
+        "master_events_kafka_sink_fenced_total{sink=\"kafka\"} 0",
     ] {
         assert!(out.contains(line), "{line} missing from\n{out}");
     }
