@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{free_port, http, start_binary, start_etcd, wait_until, Proc};
+use common::{free_port, http, start_binary, start_etcd, wait_until, Paused, Proc};
 use serde_json::Value;
 
 const NODES: usize = 3;
@@ -23,27 +23,6 @@ fn now_secs() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
-}
-
-/// Sends SIGCONT to a paused process when dropped (before its `Proc` kills it), so
-/// a failing test never leaves a frozen server behind.
-struct Paused(i32);
-
-impl Paused {
-    fn pause(p: &Proc) -> Paused {
-        let pid = p.child.id() as i32;
-        // SAFETY: kill(2) on our own child's pid.
-        let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
-        assert_eq!(rc, 0, "SIGSTOP");
-        Paused(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid (not yet reaped: its Proc lives on).
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
 }
 
 fn cluster_view(port: u16) -> Value {

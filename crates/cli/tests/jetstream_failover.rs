@@ -30,7 +30,29 @@ fn the_stream_holds_every_committed_event_once_in_order_across_a_master_kill() {
         nats.url
     );
     handoff::failover(
+        handoff::Fault::Kill,
         "JETSTREAM_FAILOVER_SEED",
+        dir.path(),
+        etcd_port,
+        &sink,
+        "nats",
+        &|last, what| handoff::jetstream_records(&nats.url, STREAM, last, what),
+    );
+}
+
+#[test]
+fn the_stream_holds_every_committed_event_once_in_order_across_a_master_paused_past_its_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_etcd, etcd_port) = start_etcd(dir.path());
+    let nats = nats_server(dir.path());
+    let sink = format!(
+        "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\n\
+         jetstream = {{ stream = \"{STREAM}\", ack_window = 128 }}\n",
+        nats.url
+    );
+    handoff::failover(
+        handoff::Fault::Pause,
+        "JETSTREAM_PAUSE_SEED",
         dir.path(),
         etcd_port,
         &sink,

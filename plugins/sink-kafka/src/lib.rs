@@ -33,7 +33,9 @@
 //! - **Resume from the topic, never from a guess.** On start and after every
 //!   failure, the sink reads the newest record of its cluster in each partition
 //!   (`read_committed`, after fencing: what any earlier producer committed is
-//!   visible, what it left open is aborted); the highest seq of this archive's
+//!   visible, what it left open is aborted; a transaction another producer left
+//!   open is waited out, up to the transaction timeout, since what was committed
+//!   after it is out of sight until it ends); the highest seq of this archive's
 //!   history among them is the last event the topic holds, and the sink publishes
 //!   from the next one. Transactions commit in seq order, so every seq below it is
 //!   held too. What the archive no longer has is published as a `gap` record with

@@ -417,10 +417,21 @@ fn partitions(
 /// A consumer that reads committed records only, assigned by hand, never
 /// committing offsets.
 fn reader(client: &ClientConfig, ctx: &Ctx, what: &str) -> Result<BaseConsumer<Ctx>, String> {
+    reader_at(client, ctx, what, "read_committed")
+}
+
+/// A consumer at `isolation` (`read_committed` or `read_uncommitted`), assigned by
+/// hand, never committing offsets.
+fn reader_at(
+    client: &ClientConfig,
+    ctx: &Ctx,
+    what: &str,
+    isolation: &str,
+) -> Result<BaseConsumer<Ctx>, String> {
     let mut c = client.clone();
     c.set("group.id", "master-events-resume")
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .set("enable.partition.eof", "true")
         .set("allow.auto.create.topics", "false");
     c.create_with_context(ctx.clone())
@@ -441,9 +452,11 @@ fn last_held(
         return Err(format!("topic {topic} does not exist"));
     };
     let consumer = reader(client, ctx, "resume")?;
+    let uncommitted = reader_at(client, ctx, "resume", "read_uncommitted")?;
     let mut held = 0;
     for p in partitions {
-        if let Some((h, seq)) = newest_of(&consumer, ctx, topic, p, cluster, timeout)? {
+        let end = stable_end(&consumer, &uncommitted, ctx, topic, p, timeout)?;
+        if let Some((h, seq)) = newest_of(&consumer, ctx, topic, p, end, cluster, timeout)? {
             if h == history {
                 held = held.max(seq);
             }
@@ -452,19 +465,54 @@ fn last_held(
     Ok(held)
 }
 
-/// The newest record of `cluster` in partition `p`, as (history, seq): read back in
-/// windows that double from the end, up to the partition's start.
+/// The partition's low watermark and its last stable offset, once every record
+/// written to it before the call is decided: a transaction another producer left
+/// open holds the stable offset back, and records of ours committed after it would
+/// be out of sight, so this waits (at most `timeout`: the broker aborts a
+/// transaction after its timeout) until the stable offset reaches the high
+/// watermark the partition had.
+fn stable_end(
+    committed: &BaseConsumer<Ctx>,
+    uncommitted: &BaseConsumer<Ctx>,
+    ctx: &Ctx,
+    topic: &str,
+    p: i32,
+    timeout: Duration,
+) -> Result<(i64, i64), String> {
+    let offsets = |c: &BaseConsumer<Ctx>, what: &str| {
+        c.fetch_watermarks(topic, p, timeout).map_err(|e| {
+            ctx.cause(format!(
+                "topic {topic} partition {p}: its {what} offsets: {e}"
+            ))
+        })
+    };
+    let (_, high) = offsets(uncommitted, "high")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (low, stable) = offsets(committed, "stable")?;
+        if stable >= high {
+            return Ok((low, stable));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "topic {topic} partition {p}: a transaction left open (offsets {stable}..{high}) holds back what is committed after it; it ends within its producer's transaction timeout"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The newest record of `cluster` in partition `p` below `end` (its stable offset),
+/// as (history, seq): read back in windows that double from the end, down to `low`.
 fn newest_of(
     consumer: &BaseConsumer<Ctx>,
     ctx: &Ctx,
     topic: &str,
     p: i32,
+    (low, high): (i64, i64),
     cluster: &str,
     timeout: Duration,
 ) -> Result<Option<(String, u64)>, String> {
-    let (low, high) = consumer
-        .fetch_watermarks(topic, p, timeout)
-        .map_err(|e| ctx.cause(format!("topic {topic} partition {p}: its offsets: {e}")))?;
     let mut end = high;
     let mut window = FIRST_WINDOW;
     while end > low {
@@ -480,24 +528,14 @@ fn newest_of(
         loop {
             if Instant::now() >= deadline {
                 return Err(ctx.cause(format!(
-                    "topic {topic} partition {p}: reading back offsets {start}..{end} took over {timeout:?} (a transaction another producer left open holds back committed reads until it ends)"
+                    "topic {topic} partition {p}: reading back offsets {start}..{end} took over {timeout:?}"
                 )));
             }
             match consumer.poll(Duration::from_millis(100)) {
                 None => {}
-                Some(Err(Rd::PartitionEOF(_))) => {
-                    // The end of what is committed. Past it are only records of
-                    // transactions still open: wait for them unless they lie past the
-                    // window.
-                    let at = consumer
-                        .position()
-                        .ok()
-                        .and_then(|tpl| tpl.find_partition(topic, p)?.offset().to_raw())
-                        .unwrap_or(end);
-                    if at >= end {
-                        break;
-                    }
-                }
+                // The end of what is committed (everything below `end` was decided
+                // before this read began).
+                Some(Err(Rd::PartitionEOF(_))) => break,
                 Some(Err(e)) => {
                     return Err(ctx.cause(format!("topic {topic} partition {p}: reading: {e}")))
                 }

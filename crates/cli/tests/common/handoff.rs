@@ -6,7 +6,9 @@
 //!   post, and restarted.
 //! - [`failover`]: three `serve` nodes on a real etcd (lease 1 s), the sink on the
 //!   master only; the master is killed with SIGKILL and later restarted as a
-//!   follower.
+//!   follower ([`Fault::Kill`]), or frozen with SIGSTOP past its lease while a new
+//!   master takes over, then thawed with SIGCONT ([`Fault::Pause`]): whatever its
+//!   sink had in flight must not reach the log twice.
 //!
 //! Either way the external log must then hold every event the server (cluster)
 //! committed exactly once, in seq order, all of one history; the moment of the
@@ -21,7 +23,16 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use super::{host_port, http, listening_url, post_acknowledged, spawn, wait_until, Proc};
+use super::{host_port, http, listening_url, post_acknowledged, spawn, wait_until, Paused, Proc};
+
+/// What happens to the master in [`failover`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL, later restarted.
+    Kill,
+    /// SIGSTOP past its lease, later SIGCONT.
+    Pause,
+}
 
 /// One record as the external log holds it.
 #[derive(Debug, Clone)]
@@ -206,6 +217,7 @@ pub fn sink_state(port: u16, name: &str) -> Option<String> {
 /// The failover scenario: `sink` is the `[[sinks]]` entry every node gets, `name`
 /// its type; `etcd_port` a running etcd; `read_back` as for [`sigkill`].
 pub fn failover(
+    fault: Fault,
     seed_var: &str,
     dir: &Path,
     etcd_port: u16,
@@ -324,13 +336,19 @@ pub fn failover(
             })
         },
     );
-    if let Some(p) = procs[first].as_mut() {
-        p.kill9();
+    let mut paused = None;
+    match fault {
+        Fault::Kill => {
+            if let Some(p) = procs[first].as_mut() {
+                p.kill9();
+            }
+            procs[first] = None;
+        }
+        Fault::Pause => paused = procs[first].as_ref().map(Paused::pause),
     }
-    procs[first] = None;
     live[first] = false;
     println!(
-        "killed the master {} after {kill_after} batches",
+        "{fault:?}: the master {} after {kill_after} batches",
         names[first]
     );
     wait_until("another master", Duration::from_secs(20), || {
@@ -351,7 +369,12 @@ pub fn failover(
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    procs[first] = Some(super::start_binary(&args[first]));
+    match fault {
+        Fault::Kill => procs[first] = Some(super::start_binary(&args[first])),
+        // Thawed: it finds itself deposed, and whatever its sink had in flight
+        // must not reach the log.
+        Fault::Pause => drop(paused.take()),
+    }
     live[first] = true;
     stop.store(true, Ordering::Relaxed);
     for w in writers {

@@ -13,6 +13,28 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Sends SIGCONT to a paused process when dropped (before its `Proc` kills it), so
+/// a failing test never leaves a frozen server behind.
+pub struct Paused(i32);
+
+impl Paused {
+    /// Sends SIGSTOP to `p`.
+    pub fn pause(p: &Proc) -> Paused {
+        let pid = p.child.id() as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert_eq!(rc, 0, "SIGSTOP");
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid (not yet reaped: its Proc lives on).
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
 /// A child process killed on drop, whatever happens in the test.
 pub struct Proc {
     pub child: Child,
