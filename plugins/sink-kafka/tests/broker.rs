@@ -1,8 +1,7 @@
-//! The kafka sink against a real Kafka-protocol broker, at `KAFKA_BROKERS`: what
+//! The kafka sink against a real Kafka broker, at `KAFKA_BROKERS`: what
 //! librdkafka's mock cluster cannot show (see mock.rs). `scripts/kafka-broker.sh`
-//! builds one (tansu, from crates.io), starts it on a free loopback port with
-//! in-memory storage, and runs these with `--ignored`; they are ignored otherwise,
-//! so that `cargo test` without a broker lists them as skipped, not passed.
+//! runs these with `--ignored`; they are ignored otherwise, so that `cargo test`
+//! without a broker lists them as skipped, not passed.
 //!
 //! - the topic is created when missing;
 //! - a second producer of the same `transactional.id` (a new master while the old
@@ -17,13 +16,15 @@ use std::time::Duration;
 
 use common::{config, publish, seqs, wait_for, wait_for_count, SinkRun};
 use master_events_router::{Router, RouterConfig};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
 /// The broker list; a clear failure when the tests are run without one.
 fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| {
-        panic!("KAFKA_BROKERS is not set: run scripts/kafka-broker.sh, which starts a broker")
+        panic!("KAFKA_BROKERS is not set: scripts/kafka-broker.sh says how to run these")
     })
 }
 
@@ -104,6 +105,21 @@ async fn a_transaction_left_open_is_aborted_and_never_read() {
     let brokers = brokers();
     let topic = fresh_topic("open");
     let base = config(&brokers, &topic);
+    // The topic first (a broker need not create topics a producer names).
+    {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("admin");
+        let made = admin
+            .create_topics(
+                [&NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("create topic");
+        assert!(made.iter().all(Result::is_ok), "{made:?}");
+    }
     // A producer of the sink's transactional.id (a master that died mid-transaction)
     // leaves records of seqs 1..=100 in an open transaction.
     {
