@@ -56,6 +56,10 @@ impl MasterEvents {
             "0",
             "--node",
             ORIGIN,
+            // Every reader and idle stream of the harness comes from 127.0.0.1: the
+            // per-address limit (256 by default) would cap the idle row.
+            "--max-connections-per-ip",
+            "1000000",
         ]
         .iter()
         .map(|s| s.to_string())
