@@ -87,6 +87,7 @@ impl prometheus_client::collector::Collector for SinkMetrics {
             ("nats", "shutdown", nats.dropped_at_shutdown),
             ("nats", "publish_error", nats.publish_errors),
             ("kafka", "shutdown", kafka.dropped_at_shutdown),
+            ("kafka", "too_large", kafka.dropped_too_large),
             ("file", "write_error", file.events_dropped),
         ];
         let missed = [

@@ -206,6 +206,9 @@ fn d_timeout_ms() -> u64 {
 fn d_shutdown_timeout_ms() -> u64 {
     5_000
 }
+fn d_max_event_bytes() -> usize {
+    999_000
+}
 
 /// Hands every event to a Kafka topic, exactly once, with a transactional producer.
 #[derive(Deserialize, JsonSchema, Clone, PartialEq, Eq)]
@@ -252,6 +255,14 @@ pub struct KafkaConfig {
     /// SASL authentication.
     #[serde(default)]
     pub sasl: Option<KafkaSasl>,
+    /// The largest event line handed over, in bytes (default 1000000: librdkafka's
+    /// and the brokers' default limits, less room for the headers). A longer event
+    /// is not sent: a gap record names its seq, it is counted (dropped, `too_large`)
+    /// and a WARN says so — a record the broker refuses would otherwise stop the
+    /// sink for good. Raise it with the brokers' `max.message.bytes` and
+    /// `properties = { "message.max.bytes" = "..." }`.
+    #[serde(default = "d_max_event_bytes")]
+    pub max_event_bytes: usize,
     /// Further librdkafka properties (e.g. `"message.max.bytes" = "2000000"`); the
     /// ones this sink sets itself are refused. Values are never logged.
     #[serde(default)]
@@ -277,6 +288,7 @@ impl fmt::Debug for KafkaConfig {
             .field("create_topic", &self.create_topic)
             .field("tls", &self.tls)
             .field("sasl", &self.sasl)
+            .field("max_event_bytes", &self.max_event_bytes)
             .field("properties", &hidden)
             .finish()
     }
@@ -318,6 +330,7 @@ impl KafkaConfig {
             create_topic: None,
             tls: None,
             sasl: None,
+            max_event_bytes: d_max_event_bytes(),
             properties: BTreeMap::new(),
         }
     }
@@ -366,8 +379,10 @@ impl KafkaConfig {
         if self.transactional_id.as_deref() == Some("") {
             return invalid("transactional_id: must not be empty".into());
         }
-        if self.batch_max == 0 || self.transaction_timeout_ms == 0 {
-            return invalid("batch_max and transaction_timeout_ms must be at least 1".into());
+        if self.batch_max == 0 || self.transaction_timeout_ms == 0 || self.max_event_bytes == 0 {
+            return invalid(
+                "batch_max, transaction_timeout_ms and max_event_bytes must be at least 1".into(),
+            );
         }
         if let Some(c) = &self.create_topic {
             if c.partitions < 1 || c.replication < 1 {
@@ -526,6 +541,7 @@ pub struct Counters {
     fenced: AtomicU64,
     missed: AtomicU64,
     dropped_at_shutdown: AtomicU64,
+    dropped_too_large: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -545,6 +561,8 @@ pub struct KafkaStats {
     /// Events read but not committed when the shutdown deadline passed (a restart
     /// resumes from what the topic holds).
     pub dropped_at_shutdown: u64,
+    /// Events longer than `max_event_bytes`, not sent (a gap record names each).
+    pub dropped_too_large: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -555,6 +573,7 @@ pub(crate) enum Counter {
     Fenced,
     Missed,
     DroppedAtShutdown,
+    DroppedTooLarge,
 }
 
 impl Counters {
@@ -566,6 +585,7 @@ impl Counters {
             Counter::Fenced => &self.fenced,
             Counter::Missed => &self.missed,
             Counter::DroppedAtShutdown => &self.dropped_at_shutdown,
+            Counter::DroppedTooLarge => &self.dropped_too_large,
         }
     }
 
@@ -584,6 +604,7 @@ impl Counters {
             fenced: get(Counter::Fenced),
             missed: get(Counter::Missed),
             dropped_at_shutdown: get(Counter::DroppedAtShutdown),
+            dropped_too_large: get(Counter::DroppedTooLarge),
         }
     }
 }
@@ -595,6 +616,7 @@ static TOTALS: Counters = Counters {
     fenced: AtomicU64::new(0),
     missed: AtomicU64::new(0),
     dropped_at_shutdown: AtomicU64::new(0),
+    dropped_too_large: AtomicU64::new(0),
 };
 
 /// The counters of every Kafka sink of this process, added up (for metrics).

@@ -338,6 +338,20 @@ impl Run {
         Ok(())
     }
 
+    /// The record of a gap frame (its seq: the range's end).
+    fn gap_record(&self, gap: Gap) -> Out {
+        let mut line = Vec::with_capacity(128);
+        gap.encode_line(&mut line);
+        line.pop();
+        Out {
+            seq: gap.to_seq,
+            key: None,
+            value: bytes::Bytes::from(line),
+            event_type: "gap",
+            is_event: false,
+        }
+    }
+
     /// The records of `chunk` after `held`, appended to `queue`.
     fn take(&self, chunk: Chunk, input: &mut SinkInput, queue: &mut VecDeque<Out>, held: u64) {
         match chunk {
@@ -346,16 +360,7 @@ impl Run {
                 self.counters.add(Counter::Missed, gap.missed);
                 if gap.to_seq > held {
                     let gap = Gap::new(gap.from_seq.max(held + 1), gap.to_seq, gap.reason.clone());
-                    let mut line = Vec::with_capacity(128);
-                    gap.encode_line(&mut line);
-                    line.pop();
-                    queue.push_back(Out {
-                        seq: gap.to_seq,
-                        key: None,
-                        value: bytes::Bytes::from(line),
-                        event_type: "gap",
-                        is_event: false,
-                    });
+                    queue.push_back(self.gap_record(gap));
                 }
             }
             Chunk::Events(batch) => {
@@ -368,6 +373,25 @@ impl Run {
                         continue;
                     }
                     let line = event.line.strip_suffix(b"\n").unwrap_or(event.line);
+                    if line.len() > self.config.max_event_bytes {
+                        self.counters.add(Counter::DroppedTooLarge, 1);
+                        tracing::warn!(
+                            seq = event.seq,
+                            bytes = line.len(),
+                            max_event_bytes = self.config.max_event_bytes,
+                            "the kafka sink does not send an event longer than max_event_bytes; a gap record names it"
+                        );
+                        queue.push_back(self.gap_record(Gap::new(
+                            event.seq,
+                            event.seq,
+                            format!(
+                                "not sent by the kafka sink: {} bytes, over its max_event_bytes ({})",
+                                line.len(),
+                                self.config.max_event_bytes
+                            ),
+                        )));
+                        continue;
+                    }
                     let event_type = event.meta.event_type.as_str();
                     let key = match self.config.key {
                         KeyBy::Bucket => event.meta.bucket.map(str::to_owned),

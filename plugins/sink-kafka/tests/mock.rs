@@ -161,3 +161,32 @@ async fn clusters_sharing_a_topic_each_resume_from_their_own_records() {
     );
     assert_eq!(records.len(), 1050);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_max_event_bytes_becomes_a_gap_record_and_the_rest_flows() {
+    let (_cluster, brokers) = mock();
+    let router = Router::start(RouterConfig::default());
+    let mut c = config(&brokers, TOPIC);
+    // deleteBucket lines (~95 bytes) pass, vbucketMoveDone lines (~115) do not.
+    c.max_event_bytes = 105;
+    let sink = SinkRun::start(&router, c);
+    publish(&router, 0, 100).await;
+    let records = common::wait_for_count(&brokers, TOPIC, 100).await;
+    let counters = sink.counters.snapshot();
+    sink.stop().await;
+    router.shutdown().await;
+    assert_eq!(
+        seqs(&records),
+        (1..=100).collect::<Vec<_>>(),
+        "one record a seq"
+    );
+    for r in &records {
+        if r.seq % 2 == 1 {
+            assert_eq!(r.event_type, "deleteBucket");
+        } else {
+            assert_eq!(r.event_type, "gap", "seq {} was too large", r.seq);
+            assert!(r.value.contains("max_event_bytes"), "{}", r.value);
+        }
+    }
+    assert_eq!(counters.dropped_too_large, 50);
+}
