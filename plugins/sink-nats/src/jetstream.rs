@@ -26,6 +26,10 @@
 //!   nothing), skipping what the stream holds. What the archive no longer has is
 //!   published as a gap message on `<prefix>.gap` with the exact range (its
 //!   `Master-Events-Seq` header is the range's end, so a resume skips it too).
+//! - **No poison message.** An event longer than the server's `max_payload` (less
+//!   room for the headers) would fail every retry and stop the sink for good: it
+//!   is not published; a gap message names its seq, it is counted (a publish error)
+//!   and a WARN says so.
 //! - **Bounded, never slowing the router.** While JetStream is unreachable the sink
 //!   stops reading its subscription: the events wait in the router's archive (which
 //!   a sink never holds back); what the archive evicts meanwhile comes back as a gap.
@@ -58,6 +62,10 @@ use crate::{Counter, Counters};
 pub const HISTORY_HEADER: &str = "Master-Events-History";
 /// The header carrying the event's seq (a gap message: the last seq of its range).
 pub const SEQ_HEADER: &str = "Master-Events-Seq";
+
+/// Bytes kept for a message's headers (message id, history, seq, CloudEvents
+/// attributes) when checking an event against the server's `max_payload`.
+const HEADER_ROOM: usize = 1024;
 
 /// `jetstream = { ... }` of a nats sink: publish to a JetStream stream.
 #[derive(Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
@@ -332,6 +340,31 @@ impl JetStreamRun {
         Ok(0)
     }
 
+    /// The message of a gap frame (its seq header: the range's end).
+    fn gap_message(&self, history: &str, gap: Gap) -> Outgoing {
+        let mut line = Vec::with_capacity(128);
+        gap.encode_line(&mut line);
+        line.pop();
+        let ce = self.ce_context(history).map(|ctx| {
+            crate::cloudevents_headers(
+                &ctx,
+                0,
+                "gap",
+                None,
+                &line,
+                Some((gap.from_seq, gap.to_seq)),
+            )
+        });
+        Outgoing {
+            ce,
+            seq: gap.to_seq,
+            subject: format!("{}.gap", self.prefix),
+            payload: Bytes::from(line),
+            id: format!("{history}:gap:{}-{}", gap.from_seq, gap.to_seq),
+            is_event: false,
+        }
+    }
+
     async fn publish(
         &self,
         js: &jetstream::Context,
@@ -455,28 +488,12 @@ pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
                     run.counters.add(Counter::Missed, gap.missed);
                     if gap.to_seq > last_held {
                         let from = gap.from_seq.max(last_held + 1);
-                        let gap = Gap::new(from, gap.to_seq, gap.reason.clone());
-                        let mut line = Vec::with_capacity(128);
-                        gap.encode_line(&mut line);
-                        line.pop();
-                        let ce = run.ce_context(&history).map(|ctx| {
-                            crate::cloudevents_headers(
-                                &ctx,
-                                0,
-                                "gap",
-                                None,
-                                &line,
-                                Some((from, gap.to_seq)),
-                            )
-                        });
-                        queue.push_back(Outgoing {
-                            ce,
-                            seq: gap.to_seq,
-                            subject: format!("{}.gap", run.prefix),
-                            payload: Bytes::from(line),
-                            id: format!("{history}:gap:{from}-{}", gap.to_seq),
-                            is_event: false,
-                        });
+                        queue.push_back(
+                            run.gap_message(
+                                &history,
+                                Gap::new(from, gap.to_seq, gap.reason.clone()),
+                            ),
+                        );
                     }
                 }
                 Some(Chunk::Events(batch)) => {
@@ -487,6 +504,31 @@ pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
                                 continue;
                             }
                             let line = event.line.strip_suffix(b"\n").unwrap_or(event.line);
+                            // Over the server's max_payload the publish would fail
+                            // at every retry and stop the sink for good: a gap
+                            // message names the event instead (0: not known yet).
+                            let max = run.client.server_info().max_payload;
+                            if max > 0 && line.len() + HEADER_ROOM > max {
+                                run.counters.add(Counter::PublishErrors, 1);
+                                tracing::warn!(
+                                    seq = event.seq,
+                                    bytes = line.len(),
+                                    max_payload = max,
+                                    "the nats sink cannot publish an event over the server's max_payload to JetStream; a gap message names it"
+                                );
+                                queue.push_back(run.gap_message(
+                                    &history,
+                                    Gap::new(
+                                        event.seq,
+                                        event.seq,
+                                        format!(
+                                            "not published by the nats sink: {} bytes, over the NATS server's max_payload ({max})",
+                                            line.len()
+                                        ),
+                                    ),
+                                ));
+                                continue;
+                            }
                             let ce = run.ce_context(&history).map(|ctx| {
                                 crate::cloudevents_headers(
                                     &ctx,

@@ -573,3 +573,41 @@ async fn a_server_down_at_start_is_reported_the_router_goes_on_and_what_it_evict
     router.shutdown().await;
     assert_one_gap_then_every_event(&messages, oldest, 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_the_servers_max_payload_is_a_gap_message_and_the_rest_flows() {
+    let server =
+        NatsServer::start_with_config("jetstream { store_dir: \"js\" }\nmax_payload: 4096\n");
+    let url = server.url();
+    let router = Router::start(RouterConfig::default());
+    let sink = SinkRun::start(&router, config(&url));
+    // Every third event is ~6 KB: over the server's 4 KiB max_payload.
+    let records: Vec<Record> = (0..30u64)
+        .map(|i| {
+            if i % 3 == 2 {
+                Record::new(master_events_events::catalog::DeleteBucket {
+                    bucket: format!("big{i}-{}", "x".repeat(6000)),
+                })
+            } else {
+                Record::new(event(i))
+            }
+        })
+        .collect();
+    router.publish_batch(records).await.expect("published");
+    let messages = wait_for_count(&url, 30).await;
+    sink.stop().await;
+    router.shutdown().await;
+    let seqs: Vec<u64> = messages.iter().map(|m| m.1).collect();
+    assert_eq!(
+        seqs,
+        (1..=30).collect::<Vec<_>>(),
+        "one message a seq, in order"
+    );
+    for (subject, seq, _) in &messages {
+        if seq % 3 == 0 {
+            assert_eq!(subject, "master_events.gap", "seq {seq} was too large");
+        } else {
+            assert_ne!(subject, "master_events.gap", "seq {seq}");
+        }
+    }
+}
