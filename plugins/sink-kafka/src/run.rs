@@ -147,6 +147,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| format!("a blocking Kafka call did not finish: {e}"))?
 }
 
+/// Drops a producer off the async threads: dropping one purges and flushes (up to
+/// 500 ms) and then waits for librdkafka's threads to end.
+fn dispose(producer: FutureProducer<Ctx>) {
+    drop(tokio::task::spawn_blocking(move || drop(producer)));
+}
+
 fn is_fenced(e: &Rd) -> bool {
     matches!(
         e.rdkafka_error_code(),
@@ -689,8 +695,9 @@ pub(crate) async fn run(run: Run, mut input: SinkInput) {
             continue;
         };
         // Start again from a new producer and what the topic holds.
-        if producer.take().is_some() {
+        if let Some(p) = producer.take() {
             run.counters.add(Counter::Aborted, 1);
+            dispose(p);
         }
         held = None;
         let wait = if failure.fenced {
@@ -710,6 +717,9 @@ pub(crate) async fn run(run: Run, mut input: SinkInput) {
             }
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    if let Some(p) = producer.take() {
+        dispose(p);
     }
     let left = queue.iter().filter(|m| m.is_event).count();
     if left > 0 {
