@@ -190,3 +190,37 @@ async fn an_event_over_max_event_bytes_becomes_a_gap_record_and_the_rest_flows()
     }
     assert_eq!(counters.dropped_too_large, 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_to_a_broker_that_does_not_speak_it_is_reported_without_the_password() {
+    let (_cluster, brokers) = mock();
+    let router = Router::start(RouterConfig::default());
+    let mut c = config(&brokers, TOPIC);
+    c.transaction_timeout_ms = 2000;
+    c.sasl = Some(
+        toml::from_str(
+            "mechanism = \"SCRAM-SHA-512\"\nusername = \"events\"\npassword = \"hunter2-kafka-secret\"",
+        )
+        .expect("sasl"),
+    );
+    let sink = SinkRun::start(&router, c);
+    publish(&router, 0, 10).await;
+    wait_for("the sink to say it cannot hand over", || {
+        sink.health.state() == SinkState::Retrying
+    })
+    .await;
+    let status = sink.health.snapshot();
+    sink.stop().await;
+    router.shutdown().await;
+    let reason = status.reason.unwrap_or_default();
+    assert!(!reason.is_empty());
+    assert!(
+        !reason.contains("hunter2"),
+        "the password is not shown: {reason}"
+    );
+    assert_eq!(
+        common::records(&brokers, TOPIC).len(),
+        0,
+        "nothing was handed over"
+    );
+}
