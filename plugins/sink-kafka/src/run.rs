@@ -215,7 +215,19 @@ impl Run {
         let history = history.to_owned();
         let timeout = self.timeout;
         let ctx = ctx.clone();
-        blocking(move || last_held(&client, &ctx, &topic, &cluster, &history, timeout)).await
+        let held =
+            blocking(move || last_held(&client, &ctx, &topic, &cluster, &history, timeout)).await?;
+        match held {
+            Some(seq) => Ok(seq),
+            None => {
+                // Deleted while the sink ran: made again at the next try.
+                *checked = false;
+                Err(format!(
+                    "topic {} does not exist (deleted?); the sink creates it again and publishes what the archive holds",
+                    self.config.topic
+                ))
+            }
+        }
     }
 
     async fn ensure_topic(&self, ctx: &Ctx) -> Result<(), String> {
@@ -469,7 +481,8 @@ fn reader_at(
 }
 
 /// The last seq of `history` the topic holds for `cluster` (0: none): the highest
-/// among the newest record of `cluster` in each partition.
+/// among the newest record of `cluster` in each partition. `None`: the topic does
+/// not exist.
 fn last_held(
     client: &ClientConfig,
     ctx: &Ctx,
@@ -477,9 +490,9 @@ fn last_held(
     cluster: &str,
     history: &str,
     timeout: Duration,
-) -> Result<u64, String> {
+) -> Result<Option<u64>, String> {
     let Some(partitions) = partitions(client, ctx, topic, timeout)? else {
-        return Err(format!("topic {topic} does not exist"));
+        return Ok(None);
     };
     let consumer = reader(client, ctx, "resume")?;
     let uncommitted = reader_at(client, ctx, "resume", "read_uncommitted")?;
@@ -492,7 +505,7 @@ fn last_held(
             }
         }
     }
-    Ok(held)
+    Ok(Some(held))
 }
 
 /// The partition's low watermark and its last stable offset, once every record
