@@ -19,8 +19,8 @@ use common::{nats_server, start_etcd};
 
 const STREAM: &str = "FAILOVER";
 
-#[test]
-fn the_stream_holds_every_committed_event_once_in_order_across_a_master_kill() {
+/// The failover scenario with `fault`, on a fresh etcd and nats-server.
+fn run(fault: handoff::Fault, seed_var: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_etcd, etcd_port) = start_etcd(dir.path());
     let nats = nats_server(dir.path());
@@ -30,8 +30,8 @@ fn the_stream_holds_every_committed_event_once_in_order_across_a_master_kill() {
         nats.url
     );
     handoff::failover(
-        handoff::Fault::Kill,
-        "JETSTREAM_FAILOVER_SEED",
+        fault,
+        seed_var,
         dir.path(),
         etcd_port,
         &sink,
@@ -41,22 +41,11 @@ fn the_stream_holds_every_committed_event_once_in_order_across_a_master_kill() {
 }
 
 #[test]
+fn the_stream_holds_every_committed_event_once_in_order_across_a_master_kill() {
+    run(handoff::Fault::Kill, "JETSTREAM_FAILOVER_SEED");
+}
+
+#[test]
 fn the_stream_holds_every_committed_event_once_in_order_across_a_master_paused_past_its_lease() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (_etcd, etcd_port) = start_etcd(dir.path());
-    let nats = nats_server(dir.path());
-    let sink = format!(
-        "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\n\
-         jetstream = {{ stream = \"{STREAM}\", ack_window = 128 }}\n",
-        nats.url
-    );
-    handoff::failover(
-        handoff::Fault::Pause,
-        "JETSTREAM_PAUSE_SEED",
-        dir.path(),
-        etcd_port,
-        &sink,
-        "nats",
-        &|last, what| handoff::jetstream_records(&nats.url, STREAM, last, what),
-    );
+    run(handoff::Fault::Pause, "JETSTREAM_PAUSE_SEED");
 }

@@ -107,6 +107,23 @@ fn wait_for_topic_seq(brokers: &str, topic: &str, last: u64, what: &str) -> Vec<
     }
 }
 
+/// The failover scenario with `fault` on a fresh etcd, into the topic `name`.
+#[cfg(feature = "etcd")]
+fn failover(fault: handoff::Fault, seed_var: &str, name: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_etcd, etcd_port) = common::start_etcd(dir.path());
+    let (_cluster, brokers, topic) = brokers(name);
+    handoff::failover(
+        fault,
+        seed_var,
+        dir.path(),
+        etcd_port,
+        &sink(&brokers, &topic),
+        "kafka",
+        &|last, what| wait_for_topic_seq(&brokers, &topic, last, what),
+    );
+}
+
 #[test]
 fn every_acknowledged_event_is_in_the_topic_once_in_order_after_a_sigkill() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -122,18 +139,7 @@ fn every_acknowledged_event_is_in_the_topic_once_in_order_after_a_sigkill() {
 #[cfg(feature = "etcd")]
 #[test]
 fn the_topic_holds_every_committed_event_once_in_order_across_a_master_kill() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_etcd, etcd_port) = common::start_etcd(dir.path());
-    let (_cluster, brokers, topic) = brokers("failover");
-    handoff::failover(
-        handoff::Fault::Kill,
-        "KAFKA_FAILOVER_SEED",
-        dir.path(),
-        etcd_port,
-        &sink(&brokers, &topic),
-        "kafka",
-        &|last, what| wait_for_topic_seq(&brokers, &topic, last, what),
-    );
+    failover(handoff::Fault::Kill, "KAFKA_FAILOVER_SEED", "failover");
 }
 
 /// On librdkafka's mock cluster a thawed master's producer is not fenced (the mock
@@ -143,16 +149,5 @@ fn the_topic_holds_every_committed_event_once_in_order_across_a_master_kill() {
 #[test]
 #[ignore = "needs a broker that fences producers: KAFKA_BROKERS (scripts/kafka-broker.sh)"]
 fn the_topic_holds_every_committed_event_once_in_order_across_a_master_paused_past_its_lease() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_etcd, etcd_port) = common::start_etcd(dir.path());
-    let (_cluster, brokers, topic) = brokers("paused");
-    handoff::failover(
-        handoff::Fault::Pause,
-        "KAFKA_PAUSE_SEED",
-        dir.path(),
-        etcd_port,
-        &sink(&brokers, &topic),
-        "kafka",
-        &|last, what| wait_for_topic_seq(&brokers, &topic, last, what),
-    );
+    failover(handoff::Fault::Pause, "KAFKA_PAUSE_SEED", "paused");
 }

@@ -23,6 +23,45 @@ fn seqs(out: &Output) -> Vec<u64> {
         .collect()
 }
 
+/// `serve` with a nats sink (JetStream, stream [`STREAM`]) to `url` with the extra
+/// `keys` (credentials, TLS), and one event posted and acknowledged.
+fn serve_one_event(dir: &std::path::Path, url: &str, keys: &str) -> common::Proc {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sinks]]\ntype = \"nats\"\nservers = [\"{url}\"]\n{keys}\n\
+             jetstream = {{ stream = \"{STREAM}\" }}\n"
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let mut server = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
+    let addr = host_port(&listening_url(&mut server));
+    common::post_acknowledged(&addr, "{\"type\":\"deleteBucket\",\"bucket\":\"x\"}\n")
+        .expect("acknowledged");
+    server
+}
+
+/// Runs `tail` until it prints the one event (seq 1) and exits 0; fails after 30 s
+/// with `what` and what the last run said.
+fn read_the_event(what: &str, tail: impl Fn() -> Output) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = tail();
+        if seqs(&out) == vec![1] {
+            assert!(out.status.success(), "{what}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the event was not read: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_durable_tail_resumes_after_what_it_printed_and_once_stops_at_the_end() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -110,24 +149,9 @@ fn a_durable_tail_resumes_after_what_it_printed_and_once_stops_at_the_end() {
 fn a_token_protected_server_is_read_with_the_nats_token_and_a_wrong_one_is_refused_unshown() {
     let dir = tempfile::tempdir().expect("tempdir");
     let nats = common::nats_server_with(dir.path(), &["--auth", "s3cret-nats-token"]);
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\ntoken = \"s3cret-nats-token\"\n\
-             jetstream = {{ stream = \"{STREAM}\" }}\n",
-            nats.url
-        ),
-    )
-    .expect("config");
-    let config = config.display().to_string();
-    let mut server = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
-    let addr = host_port(&listening_url(&mut server));
-    common::post_acknowledged(&addr, "{\"type\":\"deleteBucket\",\"bucket\":\"x\"}\n")
-        .expect("acknowledged");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let read = loop {
-        let out = run(&[
+    let mut server = serve_one_event(dir.path(), &nats.url, "token = \"s3cret-nats-token\"");
+    read_the_event("with the token", || {
+        run(&[
             "tail",
             &nats.url,
             "--stream",
@@ -135,18 +159,8 @@ fn a_token_protected_server_is_read_with_the_nats_token_and_a_wrong_one_is_refus
             "--once",
             "--nats-token",
             "s3cret-nats-token",
-        ]);
-        if seqs(&out) == vec![1] {
-            break out;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the event did not reach the stream: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(read.status.success());
+        ])
+    });
 
     let refused = run(&[
         "tail",
@@ -190,24 +204,15 @@ fn over_mutual_tls_the_ca_and_a_client_certificate_read_and_without_either_it_is
             &ca,
         ],
     );
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\ntls_ca_file = {:?}\n\
-             tls_cert_file = {:?}\ntls_key_file = {:?}\njetstream = {{ stream = \"{STREAM}\" }}\n",
-            nats.url,
-            ca,
+    let mut server = serve_one_event(
+        dir.path(),
+        &nats.url,
+        &format!(
+            "tls_ca_file = {ca:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}",
             pki.arg("client.pem"),
             pki.arg("client-key.pem"),
         ),
-    )
-    .expect("config");
-    let config = config.display().to_string();
-    let mut server = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
-    let addr = host_port(&listening_url(&mut server));
-    common::post_acknowledged(&addr, "{\"type\":\"deleteBucket\",\"bucket\":\"x\"}\n")
-        .expect("acknowledged");
+    );
     let (client, client_key) = (pki.arg("client.pem"), pki.arg("client-key.pem"));
     let with_tls = |extra: &[&str]| {
         let mut args = vec!["tail", nats.url.as_str(), "--stream", STREAM, "--once"];
@@ -222,20 +227,7 @@ fn over_mutual_tls_the_ca_and_a_client_certificate_read_and_without_either_it_is
         "--key",
         client_key.as_str(),
     ];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = with_tls(&full);
-        if seqs(&out) == vec![1] {
-            assert!(out.status.success());
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the event was not read over TLS: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    read_the_event("over TLS", || with_tls(&full));
     // Without the client certificate the server refuses the handshake; without the
     // CA, the server's certificate is not trusted: either way, exit 2 and why.
     for (what, args) in [("no client certificate", &full[..2]), ("no CA", &full[2..])] {
@@ -259,21 +251,7 @@ fn an_operator_mode_server_is_fed_and_read_with_a_creds_file_and_a_stranger_is_r
     std::fs::write(&server_config, &operator.server_config).expect("nats config");
     let nats = common::nats_server_with(dir.path(), &["-c", &server_config.display().to_string()]);
     let creds = operator.creds.display().to_string();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[sinks]]\ntype = \"nats\"\nservers = [\"{}\"]\ncreds_file = {creds:?}\n\
-             jetstream = {{ stream = \"{STREAM}\" }}\n",
-            nats.url
-        ),
-    )
-    .expect("config");
-    let config = config.display().to_string();
-    let mut server = spawn(&["serve", "--listen", "127.0.0.1:0", "--config", &config]);
-    let addr = host_port(&listening_url(&mut server));
-    common::post_acknowledged(&addr, "{\"type\":\"deleteBucket\",\"bucket\":\"x\"}\n")
-        .expect("acknowledged");
+    let mut server = serve_one_event(dir.path(), &nats.url, &format!("creds_file = {creds:?}"));
     let tail = |creds: &str| {
         run(&[
             "tail",
@@ -285,20 +263,7 @@ fn an_operator_mode_server_is_fed_and_read_with_a_creds_file_and_a_stranger_is_r
             creds,
         ])
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = tail(&creds);
-        if seqs(&out) == vec![1] {
-            assert!(out.status.success());
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the event was not read with the creds file: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    read_the_event("with the creds file", || tail(&creds));
     let stranger = operator.stranger_creds.display().to_string();
     let refused = tail(&stranger);
     assert_eq!(refused.status.code(), Some(2));

@@ -86,6 +86,16 @@ pub fn assert_exactly_once(records: &[Handed], last: u64, what: &str) {
     }
 }
 
+/// Waits (at most 60 s) until the writers have `n` acknowledged batches; fails with
+/// `why()` otherwise.
+fn wait_for_acked(acked: &Mutex<Vec<(u64, u64)>>, n: usize, why: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().expect("lock").len() < n {
+        assert!(Instant::now() < deadline, "{}", why());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 const KILL_BATCH: u64 = 50;
 const KILL_WRITERS: u64 = 2;
 const KILL_MAX_BATCHES: u64 = 200;
@@ -146,14 +156,9 @@ pub fn sigkill(
         .collect();
     // Kill it at a moment between 10 and 60 acknowledged batches.
     let kill_after = rng.random_range(10..60usize);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().expect("lock").len() < kill_after {
-        assert!(
-            Instant::now() < deadline,
-            "the writers are not acknowledged"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_acked(&acked, kill_after, || {
+        "the writers are not acknowledged".into()
+    });
     server.kill9();
     stop.store(true, Ordering::Relaxed);
     for w in writers {
@@ -305,14 +310,9 @@ pub fn failover(
 
     // Kill the master after 10 to 40 acknowledged batches.
     let kill_after = rng.random_range(10..40usize);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().expect("lock").len() < kill_after {
-        assert!(
-            Instant::now() < deadline,
-            "the writers are not acknowledged"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_acked(&acked, kill_after, || {
+        "the writers are not acknowledged".into()
+    });
     // Every follower caught up with the master's commit since it started: its
     // archive is trusted, so the two survivors make a quorum. (A follower that has
     // not caught up is not trusted — it may have lost what a previous run
@@ -357,18 +357,15 @@ pub fn failover(
     let second = master(&names, &ports, &live).expect("a new master");
     // Some load under the new master, then the old one back, as a follower.
     let under_new = acked.lock().expect("lock").len() + 20;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.lock().expect("lock").len() < under_new {
-        assert!(
-            Instant::now() < deadline,
+    wait_for_acked(&acked, under_new, || {
+        format!(
             "no acknowledgement under the new master (seed {seed}); the nodes say: {:?}",
             (0..NODES)
                 .filter(|i| live[*i])
                 .map(|i| cluster_status(ports[i]))
                 .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        )
+    });
     match fault {
         Fault::Kill => procs[first] = Some(super::start_binary(&args[first])),
         // Thawed: it finds itself deposed, and whatever its sink had in flight
