@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 fn data(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/data/report")
@@ -23,37 +25,15 @@ fn run(args: &[&str]) -> Output {
     run_as(None, args)
 }
 
-/// How long one command may take before the test kills it and fails.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Runs the command with `MASTER_EVENTS_AUTH` set to `auth` (or unset); kills it and
-/// fails after [`COMMAND_TIMEOUT`].
+/// Runs `master-events ARGS` with `auth` as `MASTER_EVENTS_AUTH` (none: unset);
+/// kills it and fails after 60 s.
 fn run_as(auth: Option<&str>, args: &[&str]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_master-events"));
-    command.env_remove("MASTER_EVENTS_AUTH");
+    command.env_remove("MASTER_EVENTS_AUTH").args(args);
     if let Some(auth) = auth {
         command.env("MASTER_EVENTS_AUTH", auth);
     }
-    let child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the master-events binary runs");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(COMMAND_TIMEOUT) {
-        Ok(out) => out.expect("the master-events binary finishes"),
-        Err(_) => {
-            // Still unreaped (its waiter blocks on it), so the pid is still ours.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{args:?} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-    }
+    common::output_bounded(command, &format!("{args:?}"))
 }
 
 fn stdout(out: &Output) -> String {

@@ -7,33 +7,19 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod common;
+
 /// How long one command may take before the test kills it and fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs `master-events ARGS` in `dir`; kills it and fails after [`COMMAND_TIMEOUT`].
+/// Runs `master-events ARGS` in `dir`; kills it and fails after 60 s.
 fn run_in(dir: &Path, args: &[&str]) -> Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_master-events"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_master-events"));
+    command
         .args(args)
         .current_dir(dir)
-        .env_remove("MASTER_EVENTS_AUTH")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the master-events binary runs");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(COMMAND_TIMEOUT) {
-        Ok(out) => out.expect("the master-events binary finishes"),
-        Err(_) => {
-            // Still unreaped (its waiter blocks on it), so the pid is still ours.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{args:?} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-    }
+        .env_remove("MASTER_EVENTS_AUTH");
+    common::output_bounded(command, &format!("{args:?}"))
 }
 
 fn text(bytes: &[u8]) -> String {

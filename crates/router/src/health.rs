@@ -9,7 +9,9 @@
 //! Promises:
 //! - A change of state is logged once, at the level an operator sees: `retrying` at
 //!   WARN, `failing` at ERROR, back to `ok` at INFO ("recovered") — never once per
-//!   retry. Reporting the same state again (even with a new reason) logs nothing.
+//!   retry. Reporting the same state again (even with a new reason) logs nothing,
+//!   except that a sink retrying for a new cause ([`SinkHealth::retrying_because`]:
+//!   another failing step, not other words for the same one) is a WARN again.
 //! - Reading a snapshot never blocks a sink for longer than a copy of its reason.
 //! - The reason is the sink's own words; a sink must not put a secret in it.
 
@@ -50,6 +52,8 @@ struct Current {
     state: SinkState,
     reason: Option<String>,
     since: Instant,
+    /// The cause named by the last [`SinkHealth::retrying_because`] while retrying.
+    cause: Option<String>,
 }
 
 /// One sink's health: its state, the reason, and its panics (cheap to share).
@@ -89,6 +93,7 @@ impl SinkHealth {
                 state: SinkState::Ok,
                 reason: None,
                 since: Instant::now(),
+                cause: None,
             }),
             panics: AtomicU64::new(0),
         }
@@ -107,6 +112,26 @@ impl SinkHealth {
     /// Delivery fails for now and is retried (logs at WARN on the change).
     pub fn retrying(&self, reason: impl Into<String>) {
         self.set(SinkState::Retrying, Some(reason.into()));
+    }
+
+    /// [`SinkHealth::retrying`], and a WARN also when `cause` (a short, stable name of
+    /// what fails, e.g. the failing step) is not the one named last: a sink that
+    /// keeps failing for a new reason says so, one WARN per cause, however often it
+    /// retries. `reason` is the whole story, which may vary from try to try.
+    pub fn retrying_because(&self, cause: &str, reason: impl Into<String>) {
+        let reason = reason.into();
+        {
+            let mut current = self.current.lock();
+            if current.state == SinkState::Retrying && current.cause.as_deref() != Some(cause) {
+                current.cause = Some(cause.to_owned());
+                current.reason = Some(reason.clone());
+                drop(current);
+                tracing::warn!(sink = %self.name, index = self.index, %reason, "sink retrying, for another cause");
+                return;
+            }
+            current.cause = Some(cause.to_owned());
+        }
+        self.retrying(reason);
     }
 
     /// Delivery fails and events are lost, or the sink stopped (logs at ERROR on the
@@ -152,6 +177,9 @@ impl SinkHealth {
         let mut current = self.current.lock();
         let changed = current.state != state;
         current.reason = reason;
+        if state != SinkState::Retrying {
+            current.cause = None;
+        }
         if !changed {
             return;
         }
@@ -209,5 +237,51 @@ mod tests {
         let json = serde_json::to_value(h.snapshot()).expect("serialises");
         assert_eq!(json["state"], "ok");
         assert_eq!(json["name"], "file");
+    }
+
+    /// Every log line written while `f` runs, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buffer(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buffer.0.lock()).into_owned();
+        text
+    }
+
+    #[test]
+    fn a_new_cause_is_one_warn_and_other_words_for_the_same_cause_are_none() {
+        let h = SinkHealth::new("kafka", 0);
+        let text = logged(|| {
+            h.retrying_because("initialising transactions", "brokers down (1/1)");
+            h.retrying_because("initialising transactions", "brokers down (0/1)");
+            h.retrying_because("committing", "fenced");
+            h.retrying_because("committing", "fenced again");
+            h.ok();
+            h.retrying_because("committing", "fenced after recovering");
+        });
+        let warns = text.lines().filter(|l| l.contains("WARN")).count();
+        assert_eq!(
+            warns, 3,
+            "one per new cause, and one after recovering:\n{text}"
+        );
+        assert_eq!(
+            h.snapshot().reason.as_deref(),
+            Some("fenced after recovering")
+        );
     }
 }

@@ -104,38 +104,11 @@ impl From<String> for Failure {
     }
 }
 
-/// Reports a state change once; WARNs a new cause.
-struct Reporter {
-    health: Option<Arc<SinkHealth>>,
-    last: Option<String>,
-}
-
-impl Reporter {
-    fn retrying(&mut self, why: String) {
-        // A new cause is one that failed at another step: librdkafka's own words on
-        // it (which broker count is down now) vary from one try to the next.
-        let step = why
-            .split("; librdkafka says")
-            .next()
-            .unwrap_or(&why)
-            .to_owned();
-        if self.last.as_deref() != Some(step.as_str()) {
-            tracing::warn!(cause = %why, "the kafka sink cannot hand events to Kafka; retrying");
-            self.last = Some(step);
-        }
-        if let Some(h) = &self.health {
-            h.retrying(why);
-        }
-    }
-
-    fn ok(&mut self) {
-        if self.last.take().is_some() {
-            tracing::info!("the kafka sink hands events to Kafka again");
-        }
-        if let Some(h) = &self.health {
-            h.ok();
-        }
-    }
+/// The cause of a failure, for the health's one WARN per cause: the failing step,
+/// without librdkafka's own words on it (which vary from one try to the next, e.g.
+/// how many brokers are down now).
+fn cause_of(why: &str) -> &str {
+    why.split("; librdkafka says").next().unwrap_or(why)
 }
 
 /// Runs `f` on the blocking pool (librdkafka's transactional calls block).
@@ -277,17 +250,26 @@ impl Run {
             admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options),
         )
         .await;
-        if let Ok(Ok(results)) = described {
-            for resource in results.into_iter().flatten() {
-                let policy = resource
-                    .get("cleanup.policy")
-                    .and_then(|e| e.value.clone())
-                    .unwrap_or_default();
-                if policy.contains("compact") {
-                    return Err(format!(
-                        "topic {topic} has cleanup.policy={policy}: compaction keeps only the newest record of each key and would drop events; use a topic with cleanup.policy=delete"
-                    ));
-                }
+        let results = match described {
+            Ok(Ok(results)) => results,
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %topic, error = %e, "the kafka sink cannot read its topic's configuration: a compacted topic (which would drop events) goes unnoticed");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(topic = %topic, "the kafka sink could not read its topic's configuration in time: a compacted topic (which would drop events) goes unnoticed");
+                Vec::new()
+            }
+        };
+        for resource in results.into_iter().flatten() {
+            let policy = resource
+                .get("cleanup.policy")
+                .and_then(|e| e.value.clone())
+                .unwrap_or_default();
+            if policy.contains("compact") {
+                return Err(format!(
+                    "topic {topic} has cleanup.policy={policy}: compaction keeps only the newest record of each key and would drop events; use a topic with cleanup.policy=delete"
+                ));
             }
         }
         Ok(())
@@ -616,10 +598,12 @@ fn newest_of(
 /// Runs the sink until its input ends (see the crate's promises).
 pub(crate) async fn run(run: Run, mut input: SinkInput) {
     let ctx = Ctx::default();
-    let mut report = Reporter {
-        health: run.health.clone(),
-        last: None,
-    };
+    // The sink's health (a sink built outside `serve` gets one of its own, so that
+    // its causes are logged all the same).
+    let health = run
+        .health
+        .clone()
+        .unwrap_or_else(|| Arc::new(SinkHealth::new(crate::NAME, 0)));
     let batch_max = run.config.batch_max;
     let mut producer: Option<FutureProducer<Ctx>> = None;
     // The last seq the topic is known to hold; `None`: to be read from it.
@@ -655,7 +639,7 @@ pub(crate) async fn run(run: Run, mut input: SinkInput) {
             let last_held = held.unwrap_or(0);
             if queue.is_empty() {
                 if input_done {
-                    report.ok();
+                    health.ok();
                     break 'step None;
                 }
                 match input.recv().await {
@@ -687,7 +671,7 @@ pub(crate) async fn run(run: Run, mut input: SinkInput) {
                     if let Some(last) = batch.last() {
                         held = Some(last.seq.max(last_held));
                     }
-                    report.ok();
+                    health.ok();
                     delay = Duration::from_millis(100);
                     None
                 }
@@ -719,7 +703,7 @@ pub(crate) async fn run(run: Run, mut input: SinkInput) {
         } else {
             delay
         };
-        report.retrying(failure.why);
+        health.retrying_because(cause_of(&failure.why), failure.why.clone());
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }

@@ -210,33 +210,6 @@ pub(crate) struct JetStreamRun {
     pub(crate) shutdown_timeout: Duration,
 }
 
-/// Reports a state change once; WARNs a new cause.
-struct Reporter {
-    health: Option<Arc<SinkHealth>>,
-    last: Option<String>,
-}
-
-impl Reporter {
-    fn retrying(&mut self, why: String) {
-        if self.last.as_deref() != Some(why.as_str()) {
-            tracing::warn!(cause = %why, "the nats sink cannot hand events to JetStream; retrying");
-            self.last = Some(why.clone());
-        }
-        if let Some(h) = &self.health {
-            h.retrying(why);
-        }
-    }
-
-    fn ok(&mut self) {
-        if self.last.take().is_some() {
-            tracing::info!("the nats sink hands events to JetStream again");
-        }
-        if let Some(h) = &self.health {
-            h.ok();
-        }
-    }
-}
-
 impl JetStreamRun {
     fn history(&self) -> String {
         self.router
@@ -385,10 +358,12 @@ impl JetStreamRun {
 pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
     let mut js = jetstream::new(run.client.clone());
     js.set_timeout(Duration::from_millis(run.config.ack_timeout_ms));
-    let mut report = Reporter {
-        health: run.health.clone(),
-        last: None,
-    };
+    // The sink's health (one of its own when built outside `serve`, so that its
+    // causes are logged all the same).
+    let health = run
+        .health
+        .clone()
+        .unwrap_or_else(|| Arc::new(SinkHealth::new(crate::NAME, 0)));
     let window = run.config.ack_window;
     // Published, awaiting the ack, in seq order.
     let mut pending: VecDeque<(Outgoing, PublishAckFuture)> = VecDeque::new();
@@ -460,7 +435,7 @@ pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
                 if let Some((m, ack)) = pending.pop_front() {
                     match ack.await {
                         Ok(_) => {
-                            report.ok();
+                            health.ok();
                             delay = Duration::from_millis(100);
                             held = Some(m.seq.max(last_held));
                             if m.is_event {
@@ -560,7 +535,7 @@ pub(crate) async fn run(run: JetStreamRun, mut input: SinkInput) {
         if let Some(why) = failure {
             // Send everything unacknowledged again, in order, after re-learning
             // what the stream holds.
-            report.retrying(why);
+            health.retrying_because(&why, why.clone());
             let mut again: VecDeque<Outgoing> =
                 VecDeque::with_capacity(queue.len() + pending.len());
             let unacked: Vec<Outgoing> = pending.drain(..).map(|(m, _)| m).collect();

@@ -475,9 +475,16 @@ pub fn wait_for_stream_seq(
 /// Runs `master-events ARGS` to its end, with its output captured; kills it and
 /// fails the test after 60 s.
 pub fn run_bounded(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_master-events"));
+    command.args(args);
+    output_bounded(command, &format!("{args:?}"))
+}
+
+/// Runs `command` to its end with its output captured (stdin closed); kills it and
+/// fails the test, naming it `what`, after 60 s.
+pub fn output_bounded(mut command: Command, what: &str) -> std::process::Output {
     const LIMIT: Duration = Duration::from_secs(60);
-    let child = Command::new(env!("CARGO_BIN_EXE_master-events"))
-        .args(args)
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -493,7 +500,7 @@ pub fn run_bounded(args: &[&str]) -> std::process::Output {
         Err(_) => {
             // Still unreaped (its waiter blocks on it), so the pid is still ours.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("{args:?} did not finish within {LIMIT:?}");
+            panic!("{what} did not finish within {LIMIT:?}");
         }
     }
 }
