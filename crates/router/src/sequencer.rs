@@ -240,7 +240,6 @@ impl Sequencer {
                     }
                     let filled_a_block = self.blocks_appended != drain_start;
                     self.flush();
-                    items.clear();
                     // A small drain (a quiet moment, the case where latency shows):
                     // readers were just woken; let them run before the publishers
                     // are answered and the tail is merged. Woken together, the
@@ -259,6 +258,9 @@ impl Sequencer {
                         // The publisher may have given up waiting: nothing to do.
                         let _ = reply.send(range);
                     }
+                    // The records are dropped once their publishers are answered:
+                    // freeing a batch's strings is not on its publisher's path.
+                    items.clear();
                     // Last, once the readers have written (after a small drain) or
                     // were at least woken: merging copies the small blocks at the
                     // tail, and while the archive grows that copy touches new pages.

@@ -270,7 +270,7 @@ pub(crate) async fn post_ingest(
     };
     let parsed = match &client_origin {
         Some(origin) => ingest::parse_body_of(&body, origin),
-        None => ingest::parse_body(&body),
+        None => ingest::parse_body_in_parts(&body).await,
     };
     let records = match parsed {
         Ok(r) => r,

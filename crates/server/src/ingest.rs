@@ -287,6 +287,89 @@ pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
     }
 }
 
+/// Bodies at least this long are parsed in parts on several threads
+/// ([`parse_body_in_parts`]): a part of about this size takes a few hundred
+/// microseconds to parse, far more than handing it to another thread costs.
+pub const PART_BYTES: usize = 64 * 1024;
+
+/// As [`parse_body`], the same records or the same refusal, with a long body cut at
+/// line ends into up to [`std::thread::available_parallelism`] parts of at least
+/// [`PART_BYTES`], every part but the last parsed on tokio's blocking pool while
+/// this task parses the last.
+///
+/// Why: a producer that sends one request at a time waits for each reply, so the
+/// request's parse is on its critical path while the other core idles (see
+/// docs/benchmarks.md). The refusal named is that of the first bad line of the
+/// body, whichever part found it.
+pub async fn parse_body_in_parts(body: &Bytes) -> Result<Vec<Record>, Refusal> {
+    parse_body_in(body, parts_wanted(body.len())).await
+}
+
+/// [`parse_body_in_parts`] with at most `parts` parts.
+async fn parse_body_in(body: &Bytes, parts: usize) -> Result<Vec<Record>, Refusal> {
+    if parts < 2 {
+        return parse_body(body);
+    }
+    // Cut at the first line end after each of the `parts - 1` even points.
+    let mut cuts = Vec::with_capacity(parts + 1);
+    cuts.push(0);
+    for k in 1..parts {
+        let from = (body.len() * k / parts).max(cuts[cuts.len() - 1]);
+        if let Some(i) = memchr::memchr(b'\n', &body[from..]) {
+            let cut = from + i + 1;
+            if cut < body.len() && cut > cuts[cuts.len() - 1] {
+                cuts.push(cut);
+            }
+        }
+    }
+    cuts.push(body.len());
+    let mut spawned = Vec::with_capacity(cuts.len() - 2);
+    let mut first_line = 1;
+    for w in cuts.windows(2).take(cuts.len() - 2) {
+        let part = body.slice(w[0]..w[1]);
+        let line = first_line;
+        // Every part but the last ends with `\n`: its lines are its line ends.
+        first_line += memchr::memchr_iter(b'\n', &part).count();
+        spawned.push(tokio::task::spawn_blocking(move || {
+            parse_lines_until(&part, line, usize::MAX)
+        }));
+    }
+    let last = &body[cuts[cuts.len() - 2]..];
+    let (last_records, last_stop) = parse_lines_until(last, first_line, usize::MAX);
+    let mut records = Vec::with_capacity(presize(body));
+    let mut stop = None;
+    for handle in spawned {
+        let (part, part_stop) = match handle.await {
+            Ok(parsed) => parsed,
+            // The pool is gone (the runtime is shutting down) or the parse
+            // panicked: parse the whole body here, which says the same.
+            Err(_) => return parse_body(body),
+        };
+        if stop.is_none() {
+            records.extend(part);
+            stop = part_stop;
+        }
+    }
+    match stop.or(last_stop) {
+        None => {
+            records.extend(last_records);
+            Ok(records)
+        }
+        Some(Stop::BadLine(refusal) | Stop::TooLong(refusal)) => Err(refusal),
+    }
+}
+
+/// How many parts [`parse_body_in_parts`] cuts a body of `len` bytes into.
+fn parts_wanted(len: usize) -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(std::num::NonZeroUsize::get)
+            .unwrap_or(1)
+    });
+    (len / PART_BYTES).clamp(1, threads)
+}
+
 /// Why [`parse_lines_until`] stopped before the end of its input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -573,6 +656,69 @@ mod tests {
             "{}",
             r.error
         );
+    }
+
+    /// A body of `n` numbered `deleteBucket` lines (blank lines between some), with
+    /// the lines `bad` (1-based) not events.
+    fn long_body(n: usize, bad: &[usize]) -> Bytes {
+        let mut body = Vec::new();
+        for i in 1..=n {
+            if bad.contains(&i) {
+                body.extend_from_slice(b"{\"type\":\"deleteBucket\",\"bucket\":7}\n");
+            } else if i % 97 == 0 {
+                body.extend_from_slice(b"  \n");
+            } else {
+                body.extend_from_slice(
+                    format!("{{\"type\":\"deleteBucket\",\"bucket\":\"b{i}\"}}\n").as_bytes(),
+                );
+            }
+        }
+        Bytes::from(body)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_parsed_in_parts_gives_the_records_and_refusals_of_one_parse() {
+        let n = 20_000; // about 700 KB: ten parts of PART_BYTES
+        assert!(long_body(n, &[]).len() > 10 * PART_BYTES);
+        for parts in [2, 3, 7] {
+            let body = long_body(n, &[]);
+            let whole = parse_body(&body).expect("valid");
+            let in_parts = parse_body_in(&body, parts).await.expect("valid");
+            assert_eq!(in_parts, whole, "{parts} parts");
+            assert_eq!(whole.len(), n - n / 97);
+            // A bad line in the first part, in a middle one, in the last, and two
+            // bad lines in different parts: the first is named, with its number in
+            // the whole body.
+            for bad in [
+                vec![1],
+                vec![2_500],
+                vec![n / 2],
+                vec![n - 1],
+                vec![n],
+                vec![n / 2, n],
+            ] {
+                let body = long_body(n, &bad);
+                let one = parse_body(&body).expect_err("a bad line");
+                let split = parse_body_in(&body, parts).await.expect_err("a bad line");
+                assert_eq!(split, one, "{parts} parts, lines {bad:?} bad");
+                assert_eq!(split.line, Some(bad[0]));
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_short_body_or_one_without_line_ends_is_parsed_whole() {
+        let body = long_body(3, &[]);
+        assert!(body.len() < PART_BYTES);
+        assert_eq!(parts_wanted(body.len()), 1);
+        assert_eq!(parse_body_in_parts(&body).await, parse_body(&body));
+        // One long line with no line end to cut at: one part, its own refusal.
+        let line = Bytes::from(format!(
+            "{{\"type\":\"x\",\"pad\":\"{}\"}}",
+            "p".repeat(3 * PART_BYTES)
+        ));
+        let r = parse_body_in(&line, 4).await.expect_err("not an event");
+        assert_eq!(r.line, Some(1));
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
