@@ -20,6 +20,7 @@ mod report;
 mod scenarios;
 mod systems;
 mod tally;
+mod watchers;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,10 @@ enum Scenario {
     Latency,
     /// Server RSS with the store full, and per idle stream connection.
     Memory,
+    /// Very many streams open at once (`--watchers`, default 100,000) and a slow
+    /// producer: every stream must get every event (this project only; not run
+    /// unless asked for).
+    Watchers,
 }
 
 /// Benchmarks master-events side by side with Redis Streams and NATS, on loopback.
@@ -85,6 +90,18 @@ struct Args {
     /// quick: 1000).
     #[arg(long)]
     idle_connections: Option<usize>,
+    /// Streams of the watchers scenario, from 127.0.0.2, 127.0.0.3, ... (10,000 per
+    /// address); the open-file limit is raised for them, which needs root past the
+    /// hard limit (default 100000; quick: 2000).
+    #[arg(long)]
+    watchers: Option<usize>,
+    /// Events/s the watchers scenario's producer offers: every one goes to every
+    /// stream, so 100,000 streams at 10 events/s is a million deliveries a second.
+    #[arg(long, default_value_t = 10.0)]
+    watchers_rate: f64,
+    /// Producer seconds of the watchers scenario (default 10; quick: 2).
+    #[arg(long)]
+    watchers_duration: Option<f64>,
     /// Events per ingest request (this project) and per XADD pipeline batch (Redis).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
@@ -195,11 +212,29 @@ async fn run(args: Args) -> Result<()> {
     let idle_connections = args
         .idle_connections
         .unwrap_or(if quick { 1_000 } else { 10_000 });
-    if args.batch == 0 || retain == 0 || args.latency_rate <= 0.0 {
-        bail!("--batch, --retain and --latency-rate must be positive");
+    let watchers = args.watchers.unwrap_or(if quick { 2_000 } else { 100_000 });
+    let watchers_secs = args
+        .watchers_duration
+        .unwrap_or(if quick { 2.0 } else { 10.0 });
+    if args.batch == 0 || retain == 0 || args.latency_rate <= 0.0 || args.watchers_rate <= 0.0 {
+        bail!("--batch, --retain, --latency-rate and --watchers-rate must be positive");
     }
 
-    let nofile = proc::raise_nofile().unwrap_or(0);
+    let want_watchers = args.scenarios.contains(&Scenario::Watchers);
+    // Every stream is a descriptor in the harness and one in the server, which
+    // inherits the limit; room is left for everything else.
+    let nofile_wanted = if want_watchers {
+        watchers as u64 + 500
+    } else {
+        0
+    };
+    let nofile = proc::raise_nofile(nofile_wanted).unwrap_or(0);
+    if want_watchers && nofile < nofile_wanted {
+        bail!(
+            "--watchers {watchers} needs an open-file limit of {nofile_wanted}, and it could \
+             only be raised to {nofile} (run as root, or raise the hard limit with ulimit -Hn)"
+        );
+    }
     let master_events_bin = match &args.master_events_bin {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -277,6 +312,7 @@ async fn run(args: Args) -> Result<()> {
         latency: Vec::new(),
         retained: Vec::new(),
         idle: Vec::new(),
+        watchers: Vec::new(),
         errors: Vec::new(),
     };
     eprintln!(
@@ -413,6 +449,49 @@ async fn run(args: Args) -> Result<()> {
             }
             out(&mut results)?;
             tokio::time::sleep(pause).await;
+        }
+    }
+    if want_watchers {
+        for &kind in args.systems.iter().filter(|k| **k == Kind::MasterEvents) {
+            eprintln!(
+                "watchers: {} with {watchers} streams at {} ev/s",
+                kind.name(),
+                args.watchers_rate
+            );
+            match watchers::watchers(
+                kind,
+                &setup,
+                watchers,
+                args.watchers_rate,
+                Duration::from_secs_f64(watchers_secs),
+            )
+            .await
+            {
+                Ok(row) => {
+                    eprintln!(
+                        "  {} of {} streams got every one of {} events; p99 {:.1} ms, max {:.1} ms; \
+                         {:.0} bytes per idle stream{}",
+                        row.complete,
+                        row.streams,
+                        row.produced,
+                        row.p99_us / 1e3,
+                        row.max_us / 1e3,
+                        row.bytes_per_stream,
+                        row.first_error
+                            .as_deref()
+                            .map(|e| format!("; first fault: {e}"))
+                            .unwrap_or_default()
+                    );
+                    let complete = row.complete == row.streams;
+                    results.watchers.push(row);
+                    if !complete {
+                        let e = anyhow::anyhow!("not every stream got every event");
+                        fail(&mut results, "watchers", kind, None, e);
+                    }
+                }
+                Err(e) => fail(&mut results, "watchers", kind, None, e),
+            }
+            out(&mut results)?;
         }
     }
     out(&mut results)?;

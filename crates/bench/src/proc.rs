@@ -291,9 +291,10 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     bail!("no VmRSS in {path}")
 }
 
-/// Raises the soft open-file limit to the hard one; returns the new soft limit.
-/// Children inherit it.
-pub fn raise_nofile() -> Result<u64> {
+/// Raises the soft open-file limit to the hard one, and both to `at_least` when
+/// the hard one is lower (which needs root: CAP_SYS_RESOURCE); returns the new soft
+/// limit. Children inherit it.
+pub fn raise_nofile(at_least: u64) -> Result<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -302,6 +303,15 @@ pub fn raise_nofile() -> Result<u64> {
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return Err(std::io::Error::last_os_error()).context("getrlimit(NOFILE)");
+        }
+        if lim.rlim_max < at_least {
+            let raised = libc::rlimit {
+                rlim_cur: at_least,
+                rlim_max: at_least,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return Ok(at_least);
+            }
         }
         lim.rlim_cur = lim.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {

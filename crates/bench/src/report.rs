@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::proc::Machine;
 use crate::scenarios::{IdleRow, LatencyRow, RetainedRow, ThroughputRow};
 use crate::systems::Kind;
+use crate::watchers::WatchersRow;
 use crate::workload::MixSummary;
 
 /// The settings a run used.
@@ -91,6 +92,8 @@ pub struct Results {
     pub retained: Vec<RetainedRow>,
     /// Memory per idle connection.
     pub idle: Vec<IdleRow>,
+    /// Very many streams at once.
+    pub watchers: Vec<WatchersRow>,
     /// Rows that failed.
     pub errors: Vec<RowError>,
 }
@@ -580,6 +583,47 @@ impl Results {
             s.push('\n');
         }
 
+        if !self.watchers.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Watchers: very many streams at once\n\nThat many \
+                 `GET /diag/masterEvents?start=now&heartbeat=0` streams open at once (from \
+                 127.0.0.2, 127.0.0.3, ...), then one producer at a slow rate; every stream \
+                 must get every event, in order, each once. Latency is produce → receipt of the \
+                 stamped events over all streams.\n"
+            );
+            let _ = writeln!(
+                s,
+                "| streams open / asked | opened in | ev/s offered | events | streams with every event | p50 | p99 | max | RSS before → idle → after | per idle stream | CPU s: server / harness |"
+            );
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+            for r in &self.watchers {
+                let _ = writeln!(
+                    s,
+                    "| {} / {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} → {} → {} | {} | {:.1} / {:.1} |",
+                    r.opened,
+                    r.streams,
+                    r.open_secs,
+                    r.rate_eps,
+                    r.produced,
+                    r.complete,
+                    us(r.p50_us),
+                    us(r.p99_us),
+                    us(r.max_us),
+                    bytes(r.rss_before as f64),
+                    bytes(r.rss_idle as f64),
+                    bytes(r.rss_after as f64),
+                    bytes(r.bytes_per_stream),
+                    r.server_cpu_secs,
+                    r.harness_cpu_secs
+                );
+                if let Some(e) = &r.first_error {
+                    let _ = writeln!(s, "\nFirst fault: {}", e.replace('\n', " "));
+                }
+            }
+            s.push('\n');
+        }
+
         if !self.errors.is_empty() {
             let _ = writeln!(s, "## Rows that failed\n");
             for e in &self.errors {
@@ -670,6 +714,7 @@ mod tests {
             latency: Vec::new(),
             retained: Vec::new(),
             idle: Vec::new(),
+            watchers: Vec::new(),
             errors: Vec::new(),
         }
     }

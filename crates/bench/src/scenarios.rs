@@ -150,10 +150,10 @@ pub struct IdleRow {
 }
 
 /// What the producer thread reports.
-struct Produced {
-    events: u64,
-    first: u64,
-    last: u64,
+pub(crate) struct Produced {
+    pub(crate) events: u64,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
     started_ns: u64,
     ended_ns: u64,
 }
@@ -167,11 +167,12 @@ struct RowState {
 
 /// How the producer paces itself.
 #[derive(Clone, Copy)]
-enum Pace {
+pub(crate) enum Pace {
     /// As fast as it can, in batches.
     Flood { batch: usize },
-    /// This many events/s, sent every millisecond, stamped.
-    Rate { eps: f64 },
+    /// This many events/s, sent every millisecond, stamped, the mix's events taken
+    /// from its `from`th on.
+    Rate { eps: f64, from: u64 },
 }
 
 /// Opens `k` readers, `CONNECT_CONCURRENCY` at a time.
@@ -230,7 +231,7 @@ async fn run_reader(
 }
 
 /// Runs the producer on its own thread with its own runtime.
-fn spawn_producer(
+pub(crate) fn spawn_producer(
     make: BoxFuture<'static, Result<Box<dyn Producer>>>,
     pace: Pace,
     duration: Duration,
@@ -253,7 +254,7 @@ fn spawn_producer(
                         sent += batch as u64;
                     }
                 }
-                Pace::Rate { eps } => {
+                Pace::Rate { eps, from } => {
                     let mut tick = tokio::time::interval(Duration::from_millis(1));
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                     while started.elapsed() < duration {
@@ -261,7 +262,7 @@ fn spawn_producer(
                         let due = (eps * started.elapsed().as_secs_f64()) as u64;
                         if due > sent {
                             let n = (due - sent).min(100_000) as usize;
-                            p.send(sent, n, Some(clock.now_ns())).await?;
+                            p.send(from + sent, n, Some(clock.now_ns())).await?;
                             sent += n as u64;
                         }
                     }
@@ -417,7 +418,7 @@ pub async fn latency(
         server.as_mut(),
         setup,
         k,
-        Pace::Rate { eps },
+        Pace::Rate { eps, from: 0 },
         duration,
         warmup,
     )

@@ -450,9 +450,11 @@ impl Server {
                 tokio::spawn(tracing::Instrument::instrument(
                     async move {
                         if let Some(stream) = tls.accept(stream, &driver).await {
-                            let conn = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .into_owned();
+                            let conn = Box::pin(
+                                builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .into_owned(),
+                            );
                             repoll::Repoll::new(conn::drive(
                                 conn,
                                 |c| c.graceful_shutdown(),
@@ -466,16 +468,19 @@ impl Server {
                 ));
                 continue;
             }
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            tokio::spawn(tracing::Instrument::instrument(
+            let conn = Box::pin(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            let fut = tracing::Instrument::instrument(
                 async move {
                     repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver)).await;
                     drop(slot);
                 },
                 span,
-            ));
+            );
+            tokio::spawn(fut);
         }
         drop(self.listener);
         // Every connection closes gracefully (HTTP/2: GOAWAY) once its request ends.

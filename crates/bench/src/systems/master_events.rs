@@ -261,6 +261,10 @@ impl Server for MasterEvents {
         .boxed()
     }
 
+    fn addr(&self) -> Option<SocketAddr> {
+        Some(self.addr)
+    }
+
     fn idle_connection(&self) -> BoxFuture<'static, Result<TcpStream>> {
         let addr = self.addr;
         async move {
