@@ -27,7 +27,7 @@ use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use memchr::memmem;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::proc;
@@ -136,36 +136,11 @@ async fn open_stream(addr: SocketAddr, from: Ipv4Addr) -> Result<TcpStream> {
     socket
         .bind(SocketAddr::new(IpAddr::V4(from), 0))
         .with_context(|| format!("bind {from}"))?;
-    let mut s = tokio::time::timeout(Duration::from_secs(30), socket.connect(addr))
+    let s = tokio::time::timeout(Duration::from_secs(30), socket.connect(addr))
         .await
         .context("connect timed out")?
         .with_context(|| format!("connect from {from}"))?;
-    let req =
-        format!("GET /diag/masterEvents?start=now&heartbeat=0 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    s.write_all(req.as_bytes()).await.context("write")?;
-    let mut head = Vec::with_capacity(256);
-    let mut buf = [0u8; 512];
-    while memmem::find(&head, b"\r\n\r\n").is_none() {
-        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
-            .await
-            .context("response head timed out")?
-            .context("read")?;
-        if n == 0 {
-            bail!("closed before the response head");
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > 8192 {
-            bail!("response head too long");
-        }
-    }
-    if !head.starts_with(b"HTTP/1.1 200") {
-        let first = head.split(|b| *b == b'\r').next().unwrap_or_default();
-        bail!("stream refused: {}", String::from_utf8_lossy(first));
-    }
-    if memmem::find(&head, b"\r\n\r\n").map(|i| i + 4) != Some(head.len()) {
-        bail!("body bytes arrived with the head of an idle stream");
-    }
-    Ok(s)
+    crate::systems::master_events::start_stream(s, addr).await
 }
 
 /// Decodes a chunked HTTP/1.1 body (RFC 9112 §7.1) into its bytes.

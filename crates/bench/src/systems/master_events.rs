@@ -268,28 +268,8 @@ impl Server for MasterEvents {
     fn idle_connection(&self) -> BoxFuture<'static, Result<TcpStream>> {
         let addr = self.addr;
         async move {
-            let mut s = TcpStream::connect(addr).await.context("connect")?;
-            let req = format!(
-                "GET /diag/masterEvents?start=now&heartbeat=0 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
-            );
-            s.write_all(req.as_bytes()).await.context("write")?;
-            let mut head = Vec::with_capacity(256);
-            let mut buf = [0u8; 512];
-            while memmem::find(&head, b"\r\n\r\n").is_none() {
-                let n = s.read(&mut buf).await.context("read")?;
-                if n == 0 {
-                    bail!("closed before the response head");
-                }
-                head.extend_from_slice(&buf[..n]);
-                if head.len() > 8192 {
-                    bail!("response head too long");
-                }
-            }
-            if !head.starts_with(b"HTTP/1.1 200") {
-                let first = head.split(|b| *b == b'\r').next().unwrap_or_default();
-                bail!("stream refused: {}", String::from_utf8_lossy(first));
-            }
-            Ok(s)
+            let s = TcpStream::connect(addr).await.context("connect")?;
+            start_stream(s, addr).await
         }
         .boxed()
     }
@@ -312,6 +292,38 @@ impl Server for MasterEvents {
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
         async move { self.child.stop().await }.boxed()
     }
+}
+
+/// Asks for a stream of events from now on over the raw connection `s` to `addr`
+/// and reads the response head; the connection is then at the start of the body,
+/// nothing of which has come yet.
+pub(crate) async fn start_stream(mut s: TcpStream, addr: SocketAddr) -> Result<TcpStream> {
+    let req =
+        format!("GET /diag/masterEvents?start=now&heartbeat=0 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.context("write")?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 512];
+    while memmem::find(&head, b"\r\n\r\n").is_none() {
+        let n = tokio::time::timeout(REQUEST_TIMEOUT, s.read(&mut buf))
+            .await
+            .context("response head timed out")?
+            .context("read")?;
+        if n == 0 {
+            bail!("closed before the response head");
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 8192 {
+            bail!("response head too long");
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 200") {
+        let first = head.split(|b| *b == b'\r').next().unwrap_or_default();
+        bail!("stream refused: {}", String::from_utf8_lossy(first));
+    }
+    if memmem::find(&head, b"\r\n\r\n").map(|i| i + 4) != Some(head.len()) {
+        bail!("body bytes arrived with the head of a stream that starts now");
+    }
+    Ok(s)
 }
 
 /// Reads an NDJSON stream.
