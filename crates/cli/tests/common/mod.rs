@@ -40,6 +40,24 @@ pub struct Proc {
     pub child: Child,
     /// Its standard output, when piped and not handed to a draining thread.
     pub stdout: Option<BufReader<ChildStdout>>,
+    /// The last [`STDERR_KEPT`] bytes of its standard error, when [`spawn`] started
+    /// it: what a test that fails on it shows.
+    pub stderr: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+/// How much of a child's standard error [`spawn`] keeps (the end of it).
+pub const STDERR_KEPT: usize = 16 * 1024;
+
+impl Proc {
+    /// The end of its standard error, as text (empty when it is not kept).
+    pub fn stderr_tail(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(|buf| {
+                String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for Proc {
@@ -55,6 +73,7 @@ impl Proc {
         Proc {
             child,
             stdout: None,
+            stderr: None,
         }
     }
 
@@ -92,11 +111,33 @@ pub fn spawn(args: &[&str]) -> Proc {
         .env_remove("MASTER_EVENTS_USERS")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("binary starts");
     let stdout = child.stdout.take().map(BufReader::new);
-    Proc { child, stdout }
+    // Drained for good (a full pipe would stall the child), its end kept.
+    let stderr = child.stderr.take().map(|mut err| {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&kept);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut kept = into.lock().unwrap_or_else(|e| e.into_inner());
+                kept.extend_from_slice(&buf[..n]);
+                let over = kept.len().saturating_sub(STDERR_KEPT);
+                kept.drain(..over);
+            }
+        });
+        kept
+    });
+    Proc {
+        child,
+        stdout,
+        stderr,
+    }
 }
 
 /// Reads the first stdout line (with a deadline), `listening on http://ADDR`, and
@@ -111,12 +152,17 @@ pub fn listening_url(p: &mut Proc) -> String {
     });
     let (line, stdout) = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("the first line in time");
+        .unwrap_or_else(|_| panic!("no first line in 30 s; stderr:\n{}", p.stderr_tail()));
     p.stdout = Some(stdout);
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line is {line:?}"));
+    let Some(url) = line.trim().strip_prefix("listening on ") else {
+        // It exited, most likely: give its last words a moment to arrive.
+        let _ = p.wait_exit(Duration::from_secs(2));
+        panic!(
+            "first line is {line:?}; exit status {:?}; stderr:\n{}",
+            p.child.try_wait().ok().flatten(),
+            p.stderr_tail()
+        );
+    };
     assert!(
         url.starts_with("http://") || url.starts_with("https://"),
         "{line}"
@@ -144,12 +190,32 @@ pub fn start_binary(args: &[String]) -> Proc {
     p
 }
 
-/// A loopback port free now.
+/// The ports [`free_port`] picks from: below Linux's ephemeral range (32768 and
+/// up), which every outgoing connection takes its port from. A port the kernel
+/// handed out for a bind to port 0 is from that range, and any connection opened
+/// before the test's server binds it may take it (seen: a cluster node that could
+/// not listen, among three nodes, a nats-server and their writers).
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port free now, never handed out before by this test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let span = u64::from(PORTS.end - PORTS.start);
+    let start = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % span;
+    for i in 0..span {
+        let port = PORTS.start + ((start + i) % span) as u16;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORTS:?}");
 }
 
 /// [`http_to`] a loopback port.
@@ -288,7 +354,11 @@ pub fn run_logged(args: &[String], serving: bool) -> Logged {
     let stderr = child.stderr.take().expect("stderr");
     let log = collect(stderr);
     let stdout = child.stdout.take().map(BufReader::new);
-    let mut proc = Proc { child, stdout };
+    let mut proc = Proc {
+        child,
+        stdout,
+        stderr: None,
+    };
     if serving {
         listening_url(&mut proc);
         if let Some(out) = proc.stdout.take() {
