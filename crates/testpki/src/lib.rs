@@ -2,7 +2,8 @@
 //! temp dir, and the certificates it signs, written as PEM files there.
 //!
 //! Also a NATS operator, account and user for tests of credentials files
-//! ([`nats::NatsOperator`]).
+//! ([`nats::NatsOperator`]), and loopback ports for the servers tests start
+//! ([`ports::free_port`]).
 //!
 //! Owns: [`TestPki`]. Promises: every file lives in the PKI's temp dir, removed when
 //! it is dropped; the CA's certificate is `ca.pem`; nothing here is for production
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod nats;
+pub mod ports;
 
 use std::path::{Path, PathBuf};
 

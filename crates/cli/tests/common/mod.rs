@@ -190,32 +190,10 @@ pub fn start_binary(args: &[String]) -> Proc {
     p
 }
 
-/// The ports [`free_port`] picks from: below Linux's ephemeral range (32768 and
-/// up), which every outgoing connection takes its port from. A port the kernel
-/// handed out for a bind to port 0 is from that range, and any connection opened
-/// before the test's server binds it may take it (seen: a cluster node that could
-/// not listen, among three nodes, a nats-server and their writers).
-const PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A loopback port free now, never handed out before by this test process.
+/// A loopback port free now, below the ephemeral range, never handed out before by
+/// this test process (see `master_events_testpki::ports`).
 pub fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    static GIVEN: Mutex<std::collections::BTreeSet<u16>> =
-        Mutex::new(std::collections::BTreeSet::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    let span = u64::from(PORTS.end - PORTS.start);
-    let start = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-        % span;
-    for i in 0..span {
-        let port = PORTS.start + ((start + i) % span) as u16;
-        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
-            return port;
-        }
-    }
-    panic!("no free loopback port in {PORTS:?}");
+    master_events_testpki::ports::free_port()
 }
 
 /// [`http_to`] a loopback port.

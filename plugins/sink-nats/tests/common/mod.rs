@@ -40,11 +40,11 @@ fn binary() -> PathBuf {
         })
 }
 
+/// A port below the ephemeral range: the server is restarted on it, and while it
+/// is down a reconnecting client could otherwise take it as its own local port
+/// (see `master_events_testpki::ports`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    master_events_testpki::ports::free_port()
 }
 
 /// A `nats-server` process.
