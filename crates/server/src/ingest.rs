@@ -335,28 +335,28 @@ async fn parse_body_in(body: &Bytes, parts: usize) -> Result<Vec<Record>, Refusa
         }));
     }
     let last = &body[cuts[cuts.len() - 2]..];
-    let (last_records, last_stop) = parse_lines_until(last, first_line, usize::MAX);
-    let mut records = Vec::with_capacity(presize(body));
-    let mut stop = None;
+    let mut parts = Vec::with_capacity(spawned.len() + 1);
+    let last = parse_lines_until(last, first_line, usize::MAX);
     for handle in spawned {
-        let (part, part_stop) = match handle.await {
-            Ok(parsed) => parsed,
+        match handle.await {
+            Ok(parsed) => parts.push(parsed),
             // The pool is gone (the runtime is shutting down) or the parse
             // panicked: parse the whole body here, which says the same.
             Err(_) => return parse_body(body),
-        };
-        if stop.is_none() {
-            records.extend(part);
-            stop = part_stop;
         }
     }
-    match stop.or(last_stop) {
-        None => {
-            records.extend(last_records);
-            Ok(records)
+    parts.push(last);
+    // The first part that stopped names the first bad line of the body.
+    if let Some(i) = parts.iter().position(|(_, stop)| stop.is_some()) {
+        if let Some(Stop::BadLine(refusal) | Stop::TooLong(refusal)) = parts.swap_remove(i).1 {
+            return Err(refusal);
         }
-        Some(Stop::BadLine(refusal) | Stop::TooLong(refusal)) => Err(refusal),
     }
+    let mut records = Vec::with_capacity(parts.iter().map(|(part, _)| part.len()).sum());
+    for (part, _) in parts {
+        records.extend(part);
+    }
+    Ok(records)
 }
 
 /// How many parts [`parse_body_in_parts`] cuts a body of `len` bytes into.

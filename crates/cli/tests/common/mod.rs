@@ -40,9 +40,9 @@ pub struct Proc {
     pub child: Child,
     /// Its standard output, when piped and not handed to a draining thread.
     pub stdout: Option<BufReader<ChildStdout>>,
-    /// The last [`STDERR_KEPT`] bytes of its standard error, when [`spawn`] started
-    /// it: what a test that fails on it shows.
-    pub stderr: Option<Arc<Mutex<Vec<u8>>>>,
+    /// Its standard error (the last [`STDERR_KEPT`] bytes, when [`spawn`] started
+    /// it; all of it from [`run_logged`]): what a test that fails on it shows.
+    pub stderr: Option<Arc<Mutex<String>>>,
 }
 
 /// How much of a child's standard error [`spawn`] keeps (the end of it).
@@ -53,9 +53,7 @@ impl Proc {
     pub fn stderr_tail(&self) -> String {
         self.stderr
             .as_ref()
-            .map(|buf| {
-                String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-            })
+            .map(|log| log.lock().unwrap_or_else(|e| e.into_inner()).clone())
             .unwrap_or_default()
     }
 }
@@ -116,23 +114,7 @@ pub fn spawn(args: &[&str]) -> Proc {
         .expect("binary starts");
     let stdout = child.stdout.take().map(BufReader::new);
     // Drained for good (a full pipe would stall the child), its end kept.
-    let stderr = child.stderr.take().map(|mut err| {
-        let kept = Arc::new(Mutex::new(Vec::new()));
-        let into = Arc::clone(&kept);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let mut kept = into.lock().unwrap_or_else(|e| e.into_inner());
-                kept.extend_from_slice(&buf[..n]);
-                let over = kept.len().saturating_sub(STDERR_KEPT);
-                kept.drain(..over);
-            }
-        });
-        kept
-    });
+    let stderr = child.stderr.take().map(|err| collect(err, STDERR_KEPT));
     Proc {
         child,
         stdout,
@@ -299,7 +281,9 @@ impl Logged {
     }
 }
 
-fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// Reads `from` to its end on a thread of its own, keeping the last `keep` bytes
+/// of what it read (cut at a character boundary) in the string returned.
+fn collect(mut from: impl Read + Send + 'static, keep: usize) -> Arc<Mutex<String>> {
     let log = Arc::new(Mutex::new(String::new()));
     let into = Arc::clone(&log);
     std::thread::spawn(move || {
@@ -308,8 +292,14 @@ fn collect(mut from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
             if n == 0 {
                 break;
             }
-            if let Ok(mut l) = into.lock() {
-                l.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let mut l = into.lock().unwrap_or_else(|e| e.into_inner());
+            l.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if l.len() > keep {
+                let mut cut = l.len() - keep;
+                while !l.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                l.drain(..cut);
             }
         }
     });
@@ -330,17 +320,17 @@ pub fn run_logged(args: &[String], serving: bool) -> Logged {
         .spawn()
         .expect("the binary starts");
     let stderr = child.stderr.take().expect("stderr");
-    let log = collect(stderr);
+    let log = collect(stderr, usize::MAX);
     let stdout = child.stdout.take().map(BufReader::new);
     let mut proc = Proc {
         child,
         stdout,
-        stderr: None,
+        stderr: Some(Arc::clone(&log)),
     };
     if serving {
         listening_url(&mut proc);
         if let Some(out) = proc.stdout.take() {
-            collect(out);
+            collect(out, 0);
         }
     }
     Logged { proc, log }
