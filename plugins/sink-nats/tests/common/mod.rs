@@ -91,6 +91,9 @@ impl NatsServer {
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
         }
+        if std::env::var_os("NATS_TEST_TRACE").is_some() {
+            command.arg("-DV");
+        }
         let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-l"])
             .arg(&log)
@@ -172,6 +175,14 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let from = (log.len().saturating_sub(16 * 1024)..log.len())
+                .find(|&i| log.is_char_boundary(i))
+                .unwrap_or(0);
+            let tail = &log[from..];
+            eprintln!("--- the end of nats-server's log ---\n{tail}");
+        }
     }
 }
 
@@ -257,6 +268,9 @@ impl NatsTarget {
     }
 }
 
+/// The last token of the subject the test subscriber probes itself on.
+const PROBE: &str = "_test_subscriber_probe";
+
 async fn subscribe(
     url: &str,
     prefix: &str,
@@ -271,8 +285,28 @@ async fn subscribe(
         .subscribe(format!("{prefix}.>"))
         .await
         .expect("subscribes");
-    client.flush().await.expect("the subscription is in place");
+    // A flush only puts the SUB on the wire; the server may not have taken it
+    // yet, and what is published meanwhile would pass this subscriber by. The
+    // server handles a connection's messages in order, so once our own probe
+    // comes back, the subscription is in place.
     let got = Arc::new(Mutex::new(Vec::new()));
+    client
+        .publish(format!("{prefix}.{PROBE}"), "probe".into())
+        .await
+        .expect("publishes the probe");
+    tokio::time::timeout(WAIT, async {
+        while let Some(message) = sub.next().await {
+            if message.subject.as_str().ends_with(PROBE) {
+                return;
+            }
+            if let Some(observed) = Observed::from_line(&message.payload) {
+                lock(&got).push((message.subject.to_string(), observed));
+            }
+        }
+        panic!("the test subscription ended before its probe came back");
+    })
+    .await
+    .expect("the test subscriber's probe comes back: the subscription is in place");
     let sink = Arc::clone(&got);
     let task = tokio::spawn(async move {
         let _client = client;
@@ -341,6 +375,12 @@ pub struct Running {
 impl Running {
     /// Starts the sink of `config` (which must be valid) with `filter`.
     pub fn start(config: NatsConfig, filter: Option<Filter>) -> Running {
+        if std::env::var_os("NATS_TEST_TRACE").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_test_writer()
+                .with_env_filter("async_nats=debug,master_events_sink_nats=debug")
+                .try_init();
+        }
         let router = Router::start(RouterConfig::default());
         let health = Arc::new(SinkHealth::new("nats", 0));
         let sink = NatsSink::new(config)
