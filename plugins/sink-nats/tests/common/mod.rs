@@ -2,6 +2,9 @@
 //! optionally with a configuration file, killed on drop; a missing binary fails the
 //! test with what to install), a subscriber that records what the sink published
 //! (over TLS if asked), and a running sink fed by its own router.
+//!
+//! A failing test prints the end of the server's log; with `NATS_TEST_TRACE=1` the
+//! server logs every protocol message (`-DV`) and the client's debug log is shown.
 
 #![allow(dead_code)]
 
