@@ -76,8 +76,8 @@ impl Mix {
         let ts = Timestamp::now();
         let mut templates = Vec::new();
         for event in scenario(&config) {
-            let record = Record {
-                envelope: Envelope {
+            let record = Record::from_parts(
+                Envelope {
                     seq: Some(TEMPLATE_SEQ),
                     ts: Some(ts),
                     origin: Some(ORIGIN.to_owned()),
@@ -85,7 +85,7 @@ impl Mix {
                     origin_seq: None,
                 },
                 event,
-            };
+            );
             templates.push(template_of(&record)?);
         }
         let multiple_of = multiple_of.max(1);

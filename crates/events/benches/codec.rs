@@ -3,24 +3,23 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use master_events_events::{catalog::*, Envelope, Record, Timestamp};
 
 fn sample() -> Record {
-    Record {
-        envelope: Envelope {
+    Record::from_parts(
+        Envelope {
             seq: Some(123_456),
             ts: Some(Timestamp::from_micros(1_333_576_052_926_554)),
             origin: Some("n_0@10.17.2.163".into()),
             origin_ts: None,
             origin_seq: Some(4242),
         },
-        event: VbucketMoveStart {
+        VbucketMoveStart {
             vbucket: 43,
             pid: "<0.533.0>".into(),
             node: "n_0@10.17.2.163".into(),
             bucket: "default".into(),
             chain_before: vec!["10.17.2.163:12002".into(), "10.17.2.163:12004".into()],
             chain_after: vec!["10.17.2.163:12000".into(), "10.17.2.163:12004".into()],
-        }
-        .into(),
-    }
+        },
+    )
 }
 
 fn codec(c: &mut Criterion) {

@@ -28,6 +28,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use bytes::Bytes;
 use schemars::JsonSchema;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -69,12 +70,36 @@ pub struct Envelope {
 }
 
 /// One event line: the envelope and the event.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// A record may also hold its event's fields already encoded
+/// ([`Record::encode_fields_ahead`]), which [`Record::encode_line`] then copies
+/// instead of encoding them again; it is not part of what the record is (equality,
+/// `Debug`). Whoever changes `event` after encoding ahead must call
+/// [`Record::forget_encoded_fields`] (debug builds check every use of the copy).
+#[derive(Clone)]
 pub struct Record {
     /// Sequence, timestamp and origin.
     pub envelope: Envelope,
     /// The event itself.
     pub event: Event,
+    /// `event`'s fields as `encode_line` writes them after the envelope (from the
+    /// first field's `,` to the closing `}`), if encoded ahead.
+    fields: Option<Bytes>,
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Record) -> bool {
+        self.envelope == other.envelope && self.event == other.event
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("envelope", &self.envelope)
+            .field("event", &self.event)
+            .finish()
+    }
 }
 
 /// Sent on an idle stream so a client can tell a quiet cluster from a dead connection.
@@ -237,10 +262,42 @@ pub const MAX_FIELDS: usize = 64;
 impl Record {
     /// A record with an empty envelope.
     pub fn new(event: impl Into<Event>) -> Self {
+        Record::from_parts(Envelope::default(), event)
+    }
+
+    /// A record of this envelope and event.
+    pub fn from_parts(envelope: Envelope, event: impl Into<Event>) -> Self {
         Record {
-            envelope: Envelope::default(),
+            envelope,
             event: event.into(),
+            fields: None,
         }
+    }
+
+    /// Encodes the events' fields of all `records` now, into one shared buffer, so
+    /// that [`Record::encode_line`] only copies them: a request's records are
+    /// encoded ahead on the threads that parse it, which takes that work off the
+    /// sequencer (the one thread every event goes through).
+    pub fn encode_fields_ahead(records: &mut [Record]) {
+        let mut buf = Vec::with_capacity(records.len() * 160);
+        let mut ends = Vec::with_capacity(records.len());
+        for record in records.iter() {
+            let start = buf.len();
+            record.event.write_fields(&mut buf);
+            splice_fields(&mut buf, start);
+            ends.push(buf.len());
+        }
+        let buf = Bytes::from(buf);
+        let mut start = 0;
+        for (record, end) in records.iter_mut().zip(ends) {
+            record.fields = Some(buf.slice(start..end));
+            start = end;
+        }
+    }
+
+    /// Drops the fields encoded ahead (after a change to `event`).
+    pub fn forget_encoded_fields(&mut self) {
+        self.fields = None;
     }
 
     /// Parses one line (without or with its trailing newline) as an event.
@@ -283,9 +340,27 @@ impl Record {
             buf.extend_from_slice(b",\"originSeq\":");
             buf.extend_from_slice(itoa::Buffer::new().format(origin_seq).as_bytes());
         }
-        let start = buf.len();
-        self.event.write_fields(buf);
-        splice_fields(buf, start);
+        match &self.fields {
+            Some(fields) => {
+                debug_assert_eq!(
+                    fields.as_ref(),
+                    {
+                        let mut fresh = Vec::new();
+                        self.event.write_fields(&mut fresh);
+                        splice_fields(&mut fresh, 0);
+                        fresh
+                    }
+                    .as_slice(),
+                    "the fields encoded ahead are those of the event"
+                );
+                buf.extend_from_slice(fields);
+            }
+            None => {
+                let start = buf.len();
+                self.event.write_fields(buf);
+                splice_fields(buf, start);
+            }
+        }
         buf.push(b'\n');
     }
 
@@ -596,10 +671,10 @@ fn read_typed<'de, A: MapAccess<'de>>(
             let event_type = EventType::from_str(ty).map_err(declined)?;
             fields.envelope = Some(Envelope::default());
             let event = Event::from_fields(event_type, &mut fields)?;
-            StreamLine::Event(Record {
-                envelope: fields.envelope.take().unwrap_or_default(),
+            StreamLine::Event(Record::from_parts(
+                fields.envelope.take().unwrap_or_default(),
                 event,
-            })
+            ))
         }
     });
     // A struct's `Deserialize` reads the whole map; make sure it did.
@@ -1046,7 +1121,7 @@ fn interpret(mut fields: RawFields<'_>) -> Result<StreamLine, ParseError> {
         FieldsDeserializer::new(event_type.as_str(), &fields),
     )
     .map_err(FieldError::into_parse_error)?;
-    Ok(StreamLine::Event(Record { envelope, event }))
+    Ok(StreamLine::Event(Record::from_parts(envelope, event)))
 }
 
 /// The error of reading a struct from raw fields; turned into a [`ParseError`].
@@ -1251,20 +1326,19 @@ mod tests {
 
     #[test]
     fn encoding_puts_type_and_envelope_first() {
-        let rec = Record {
-            envelope: Envelope {
+        let rec = Record::from_parts(
+            Envelope {
                 seq: Some(7),
                 ts: Some(Timestamp::from_micros(1_333_576_052_926_554)),
                 origin: Some("n_1@h".into()),
                 origin_ts: Some(Timestamp::from_micros(1_333_576_050_000_001)),
                 origin_seq: Some(3),
             },
-            event: VbucketMoveDone {
+            VbucketMoveDone {
                 vbucket: 43,
                 bucket: "default".into(),
-            }
-            .into(),
-        };
+            },
+        );
         assert_eq!(
             String::from_utf8(rec.to_line()).ok().as_deref(),
             Some("{\"type\":\"vbucketMoveDone\",\"seq\":7,\"ts\":1333576052.926554,\"origin\":\"n_1@h\",\"originTs\":1333576050.000001,\"originSeq\":3,\"vbucket\":43,\"bucket\":\"default\"}\n")
@@ -1539,23 +1613,22 @@ mod tests {
     }
 
     fn sample_record() -> Record {
-        Record {
-            envelope: Envelope {
+        Record::from_parts(
+            Envelope {
                 seq: Some(7),
                 ts: Some(Timestamp::from_micros(1_333_576_052_926_554)),
                 origin: Some("n_0@h".into()),
                 origin_ts: None,
                 origin_seq: Some(3),
             },
-            event: VbucketStateChange {
+            VbucketStateChange {
                 vbucket: 43,
                 state: VBucketState::Active,
                 host: "h:1".into(),
                 bucket: "default".into(),
                 meta: None,
-            }
-            .into(),
-        }
+            },
+        )
     }
 
     #[test]
@@ -1893,8 +1966,8 @@ mod tests {
             origin_seq in proptest::option::of(1u64..u64::MAX),
             mutation in mutation(),
         ) {
-            let rec = Record {
-                envelope: Envelope {
+            let rec = Record::from_parts(
+                Envelope {
                     seq,
                     ts: micros.map(Timestamp::from_micros),
                     origin,
@@ -1902,7 +1975,7 @@ mod tests {
                     origin_seq,
                 },
                 event,
-            };
+            );
             let line = mutate(&rec.to_line(), &mutation);
             let reference = std::str::from_utf8(&line)
                 .map_err(|e| ParseError::Utf8 { offset: e.valid_up_to() })
@@ -1935,8 +2008,8 @@ mod tests {
             origin_micros in proptest::option::of(0i64..4_000_000_000_000_000),
             origin_seq in proptest::option::of(1u64..u64::MAX),
         ) {
-            let rec = Record {
-                envelope: Envelope {
+            let rec = Record::from_parts(
+                Envelope {
                     seq,
                     ts: micros.map(Timestamp::from_micros),
                     origin,
@@ -1944,12 +2017,79 @@ mod tests {
                     origin_seq,
                 },
                 event,
-            };
+            );
             let line = rec.to_line();
             let parsed = Record::parse(&line);
             proptest::prop_assert_eq!(parsed.as_ref(), Ok(&rec), "line: {}", String::from_utf8_lossy(&line));
             let again = parsed.map(|r| r.to_line());
             proptest::prop_assert_eq!(again, Ok(line));
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Fields encoded ahead are copied into exactly the line encoding them
+        /// afresh would write, whatever the envelope is given afterwards (the
+        /// sequencer stamps it later); they change neither equality nor `Debug`.
+        #[test]
+        fn fields_encoded_ahead_give_the_line_encoded_afresh(
+            events in proptest::collection::vec(proptest::prelude::any::<Event>(), 0..8),
+            seq in 1u64..u64::MAX,
+            micros in 0i64..4_000_000_000_000_000,
+            origin in ".{0,16}",
+            origin_seq in proptest::option::of(1u64..u64::MAX),
+        ) {
+            let fresh: Vec<Record> = events.into_iter().map(Record::new).collect();
+            let mut ahead = fresh.clone();
+            Record::encode_fields_ahead(&mut ahead);
+            for (mut a, mut f) in ahead.into_iter().zip(fresh) {
+                proptest::prop_assert!(a.fields.is_some());
+                proptest::prop_assert_eq!(&a, &f);
+                proptest::prop_assert_eq!(format!("{a:?}"), format!("{f:?}"));
+                for rec in [&mut a, &mut f] {
+                    rec.envelope = Envelope {
+                        seq: Some(seq),
+                        ts: Some(Timestamp::from_micros(micros)),
+                        origin: Some(origin.clone()),
+                        origin_ts: None,
+                        origin_seq,
+                    };
+                }
+                proptest::prop_assert_eq!(a.to_line(), f.to_line());
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "the fields encoded ahead are those of the event")]
+    fn a_change_to_the_event_after_encoding_ahead_is_caught_in_debug_builds() {
+        let mut records = vec![Record::new(crate::catalog::VbucketMoveDone {
+            vbucket: 1,
+            bucket: "a".into(),
+        })];
+        Record::encode_fields_ahead(&mut records);
+        records[0].event = crate::catalog::VbucketMoveDone {
+            vbucket: 2,
+            bucket: "a".into(),
+        }
+        .into();
+        let _ = records[0].to_line();
+    }
+
+    #[test]
+    fn forgetting_the_fields_encoded_ahead_encodes_the_changed_event() {
+        let mut records = vec![Record::new(crate::catalog::VbucketMoveDone {
+            vbucket: 1,
+            bucket: "a".into(),
+        })];
+        Record::encode_fields_ahead(&mut records);
+        let changed = crate::catalog::VbucketMoveDone {
+            vbucket: 2,
+            bucket: "a".into(),
+        };
+        records[0].event = changed.clone().into();
+        records[0].forget_encoded_fields();
+        assert_eq!(records[0].to_line(), Record::new(changed).to_line());
     }
 }

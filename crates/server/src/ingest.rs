@@ -24,6 +24,9 @@
 //! feed: every line before it is taken, it and the rest are not, and the refusal
 //! says so (`accepted`); one line longer than the size limit ends it with 413.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use axum::http::{header, HeaderMap};
 use bytes::{Bytes, BytesMut};
 use master_events_events::{legacy, Envelope, Record};
@@ -287,73 +290,140 @@ pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
     }
 }
 
-/// Bodies at least this long are parsed in parts on several threads
-/// ([`parse_body_in_parts`]): a part of about this size takes a few hundred
-/// microseconds to parse, far more than handing it to another thread costs.
+/// Bodies at least this long are parsed on several threads
+/// ([`parse_body_in_parts`]): such a body takes a few hundred microseconds to
+/// parse, far more than handing part of it to another thread costs.
 pub const PART_BYTES: usize = 64 * 1024;
 
-/// As [`parse_body`], the same records or the same refusal, with a long body cut at
-/// line ends into up to [`std::thread::available_parallelism`] parts of at least
-/// [`PART_BYTES`], every part but the last parsed on tokio's blocking pool while
-/// this task parses the last.
+/// The pieces a long body is cut into (at line ends), which the threads parsing
+/// it take one at a time: small enough that they finish together, large enough
+/// that taking one costs nothing next to parsing it.
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// As [`parse_body`], the same records or the same refusal, with a long body (at
+/// least [`PART_BYTES`]) parsed by this task and up to
+/// [`std::thread::available_parallelism`]` - 1` helpers on tokio's blocking pool:
+/// the body is cut at line ends into chunks of about [`CHUNK_BYTES`], which each
+/// thread takes in turn until none is left, so that a helper that starts late, or
+/// shares its core, takes fewer. This task never waits for a helper to start,
+/// only for a chunk a helper has taken to be done. Each chunk's records get their
+/// fields encoded on the thread that parsed them ([`Record::encode_fields_ahead`]),
+/// so the sequencer only copies them.
 ///
 /// Why: a producer that sends one request at a time waits for each reply, so the
 /// request's parse is on its critical path while the other core idles (see
 /// docs/benchmarks.md). The refusal named is that of the first bad line of the
-/// body, whichever part found it.
+/// body, whichever thread found it.
 pub async fn parse_body_in_parts(body: &Bytes) -> Result<Vec<Record>, Refusal> {
     parse_body_in(body, parts_wanted(body.len())).await
 }
 
-/// [`parse_body_in_parts`] with at most `parts` parts.
-async fn parse_body_in(body: &Bytes, parts: usize) -> Result<Vec<Record>, Refusal> {
-    if parts < 2 {
-        return parse_body(body);
+/// What one chunk came to: its records, or why it stopped.
+type Parsed = (Vec<Record>, Option<Stop>);
+
+/// A body being parsed by several threads, chunk by chunk.
+struct Chunks {
+    body: Bytes,
+    /// Chunk `i` is `body[cuts[i]..cuts[i + 1]]`.
+    cuts: Vec<usize>,
+    /// The next chunk not yet taken.
+    next: AtomicUsize,
+    /// Each chunk's result, once parsed (`Err` if its parse panicked).
+    done: Mutex<Vec<Option<Result<Parsed, ()>>>>,
+    /// Chunks parsed so far.
+    finished: AtomicUsize,
+    /// Told when the last chunk is parsed.
+    all_done: tokio::sync::Notify,
+}
+
+impl Chunks {
+    fn count(&self) -> usize {
+        self.cuts.len() - 1
     }
-    // Cut at the first line end after each of the `parts - 1` even points.
-    let mut cuts = Vec::with_capacity(parts + 1);
-    cuts.push(0);
-    for k in 1..parts {
-        let from = (body.len() * k / parts).max(cuts[cuts.len() - 1]);
-        if let Some(i) = memchr::memchr(b'\n', &body[from..]) {
-            let cut = from + i + 1;
-            if cut < body.len() && cut > cuts[cuts.len() - 1] {
-                cuts.push(cut);
+
+    /// Takes and parses chunks until none is left. A chunk's lines are numbered
+    /// from 1 here; a refusal is numbered again at the end (see `parse_body_in`).
+    fn work(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.count() {
+                return;
+            }
+            let chunk = &self.body[self.cuts[i]..self.cuts[i + 1]];
+            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (mut records, stop) = parse_lines_until(chunk, 1, usize::MAX);
+                if stop.is_none() {
+                    Record::encode_fields_ahead(&mut records);
+                }
+                (records, stop)
+            }))
+            .map_err(|_| ());
+            self.done.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(parsed);
+            if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.count() {
+                self.all_done.notify_one();
             }
         }
     }
-    cuts.push(body.len());
-    let mut spawned = Vec::with_capacity(cuts.len() - 2);
-    let mut first_line = 1;
-    for w in cuts.windows(2).take(cuts.len() - 2) {
-        let part = body.slice(w[0]..w[1]);
-        let line = first_line;
-        // Every part but the last ends with `\n`: its lines are its line ends.
-        first_line += memchr::memchr_iter(b'\n', &part).count();
-        spawned.push(tokio::task::spawn_blocking(move || {
-            parse_lines_until(&part, line, usize::MAX)
-        }));
+}
+
+/// [`parse_body_in_parts`] with at most `threads` threads.
+async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Record>, Refusal> {
+    if threads < 2 {
+        return parse_body(body);
     }
-    let last = &body[cuts[cuts.len() - 2]..];
-    let mut parts = Vec::with_capacity(spawned.len() + 1);
-    let last = parse_lines_until(last, first_line, usize::MAX);
-    for handle in spawned {
-        match handle.await {
-            Ok(parsed) => parts.push(parsed),
-            // The pool is gone (the runtime is shutting down) or the parse
-            // panicked: parse the whole body here, which says the same.
-            Err(_) => return parse_body(body),
+    let mut cuts = vec![0];
+    let mut from = CHUNK_BYTES;
+    while from < body.len() {
+        match memchr::memchr(b'\n', &body[from..]) {
+            Some(i) if from + i + 1 < body.len() => {
+                cuts.push(from + i + 1);
+                from += i + 1 + CHUNK_BYTES;
+            }
+            _ => break,
         }
     }
-    parts.push(last);
-    // The first part that stopped names the first bad line of the body.
-    if let Some(i) = parts.iter().position(|(_, stop)| stop.is_some()) {
-        if let Some(Stop::BadLine(refusal) | Stop::TooLong(refusal)) = parts.swap_remove(i).1 {
+    cuts.push(body.len());
+    let chunks = Arc::new(Chunks {
+        body: body.clone(),
+        done: Mutex::new((1..cuts.len()).map(|_| None).collect()),
+        cuts,
+        next: AtomicUsize::new(0),
+        finished: AtomicUsize::new(0),
+        all_done: tokio::sync::Notify::new(),
+    });
+    for _ in 1..threads.min(chunks.count()) {
+        let helper = Arc::clone(&chunks);
+        // Not awaited: a helper that starts after the chunks are gone just returns.
+        drop(tokio::task::spawn_blocking(move || helper.work()));
+    }
+    chunks.work();
+    if chunks.finished.load(Ordering::Acquire) < chunks.count() {
+        chunks.all_done.notified().await;
+    }
+    let done = std::mem::take(&mut *chunks.done.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut parsed = Vec::with_capacity(done.len());
+    for result in done {
+        match result {
+            Some(Ok(chunk)) => parsed.push(chunk),
+            // A parse panicked: parse the whole body here, which says the same
+            // (and reports the panic where it belongs).
+            Some(Err(())) | None => return parse_body(body),
+        }
+    }
+    // The first chunk that stopped holds the first bad line of the body; parse it
+    // again with its lines numbered as in the whole body.
+    if let Some(i) = parsed.iter().position(|(_, stop)| stop.is_some()) {
+        let before = &body[..chunks.cuts[i]];
+        let first_line = 1 + memchr::memchr_iter(b'\n', before).count();
+        let chunk = &body[chunks.cuts[i]..chunks.cuts[i + 1]];
+        if let (_, Some(Stop::BadLine(refusal) | Stop::TooLong(refusal))) =
+            parse_lines_until(chunk, first_line, usize::MAX)
+        {
             return Err(refusal);
         }
     }
-    let mut records = Vec::with_capacity(parts.iter().map(|(part, _)| part.len()).sum());
-    for (part, _) in parts {
+    let mut records = Vec::with_capacity(parsed.iter().map(|(part, _)| part.len()).sum());
+    for (part, _) in parsed {
         records.extend(part);
     }
     Ok(records)
@@ -678,13 +748,17 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_parsed_in_parts_gives_the_records_and_refusals_of_one_parse() {
-        let n = 20_000; // about 700 KB: ten parts of PART_BYTES
-        assert!(long_body(n, &[]).len() > 10 * PART_BYTES);
+        let n = 20_000; // about 700 KB: forty chunks
+        assert!(long_body(n, &[]).len() > 40 * CHUNK_BYTES);
         for parts in [2, 3, 7] {
             let body = long_body(n, &[]);
             let whole = parse_body(&body).expect("valid");
             let in_parts = parse_body_in(&body, parts).await.expect("valid");
             assert_eq!(in_parts, whole, "{parts} parts");
+            // The fields were encoded ahead, and the lines are the same.
+            let lines =
+                |records: &[Record]| records.iter().map(Record::to_line).collect::<Vec<_>>();
+            assert_eq!(lines(&in_parts), lines(&whole), "{parts} parts");
             assert_eq!(whole.len(), n - n / 97);
             // A bad line in the first part, in a middle one, in the last, and two
             // bad lines in different parts: the first is named, with its number in

@@ -99,8 +99,8 @@ fn two_buckets_a_quarter_moving() -> ScenarioConfig {
 fn every_event_round_trips_through_a_record_line() {
     for (i, event) in scenario(&ScenarioConfig::default()).enumerate() {
         let n = i as u64 + 1;
-        let record = Record {
-            envelope: Envelope {
+        let record = Record::from_parts(
+            Envelope {
                 seq: Some(n),
                 ts: Some(Timestamp::from_micros(
                     1_333_576_032_539_910 + 1_234 * n as i64,
@@ -110,7 +110,7 @@ fn every_event_round_trips_through_a_record_line() {
                 origin_seq: Some(n),
             },
             event,
-        };
+        );
         let line = record.to_line();
         assert_eq!(
             Record::parse(&line),

@@ -15,15 +15,15 @@ fn router(node: &str, archive: usize) -> Router {
 }
 
 fn from_origin(origin: &str, n: u64) -> Record {
-    Record {
-        envelope: Envelope {
+    Record::from_parts(
+        Envelope {
             origin: Some(origin.into()),
             origin_ts: None,
             origin_seq: Some(n),
             ..Envelope::default()
         },
-        event: event(n).into(),
-    }
+        event(n),
+    )
 }
 
 /// Everything the router retains, as parsed records.

@@ -269,16 +269,16 @@ async fn sequencer_stamps_seq_ts_and_origin() {
     });
     assert_eq!(router.last_seq(), 0);
     assert_eq!(router.oldest_seq(), None);
-    let foreign = Record {
-        envelope: Envelope {
+    let foreign = Record::from_parts(
+        Envelope {
             seq: Some(3),
             ts: Some(master_events_events::Timestamp::from_micros(1)),
             origin: Some("n_1@10.0.0.2".into()),
             origin_ts: None,
             origin_seq: Some(77),
         },
-        event: move_done("default", 3).event,
-    };
+        move_done("default", 3).event,
+    );
     let range = router
         .publish_batch(vec![
             move_done("default", 1),
