@@ -165,6 +165,14 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     type Future = ConnFuture;
 
     fn call(&self, req: Request<Incoming>) -> ConnFuture {
+        self.call_axum(req.map(AxumBody::new))
+    }
+}
+
+impl ConnService {
+    /// Answers `req` as [`hyper::service::Service::call`] does, for a request not
+    /// read by hyper (see [`crate::h1stream`]).
+    pub fn call_axum(&self, req: Request<AxumBody>) -> ConnFuture {
         let guard = self.activity.start();
         let http1 = req.version() < Version::HTTP_2;
         // Another node presents the cluster secret (a long random machine secret,
@@ -203,7 +211,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
             }
         }
         ConnFuture {
-            inner: Some(self.app.clone().oneshot(req.map(AxumBody::new))),
+            inner: Some(self.app.clone().oneshot(req)),
             ready: None,
             guard: Some(guard),
             http1,

@@ -48,6 +48,7 @@ pub mod auth;
 mod conn;
 mod diag;
 mod feed;
+mod h1stream;
 pub mod hooks;
 mod http_sink;
 pub mod ingest;
@@ -75,7 +76,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use master_events_events::{published, EventType};
 use master_events_router::{Filter, Router};
@@ -450,17 +451,8 @@ impl Server {
                 tokio::spawn(tracing::Instrument::instrument(
                     async move {
                         if let Some(stream) = tls.accept(stream, &driver).await {
-                            let conn = Box::pin(
-                                builder
-                                    .serve_connection(TokioIo::new(stream), service)
-                                    .into_owned(),
-                            );
-                            repoll::Repoll::new(conn::drive(
-                                conn,
-                                |c| c.graceful_shutdown(),
-                                driver,
-                            ))
-                            .await;
+                            let conn = Box::pin(h1stream::serve(stream, service, builder));
+                            repoll::Repoll::new(conn::drive(conn, |c| c.close(), driver)).await;
                         }
                         drop(slot);
                     },
@@ -468,14 +460,10 @@ impl Server {
                 ));
                 continue;
             }
-            let conn = Box::pin(
-                builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned(),
-            );
+            let conn = Box::pin(h1stream::serve(stream, service, Arc::clone(&builder)));
             let fut = tracing::Instrument::instrument(
                 async move {
-                    repoll::Repoll::new(conn::drive(conn, |c| c.graceful_shutdown(), driver)).await;
+                    repoll::Repoll::new(conn::drive(conn, |c| c.close(), driver)).await;
                     drop(slot);
                 },
                 span,

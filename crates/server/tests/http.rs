@@ -1417,3 +1417,138 @@ async fn every_route_of_the_table_is_guarded_unless_marked_public() {
         .expect("answered");
     assert_eq!(resp.status().as_u16(), 403);
 }
+
+/// Reads from `sock` until `done` holds for what arrived (or the wait ends).
+async fn read_until(sock: &mut TcpStream, done: impl Fn(&str) -> bool) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = timeout(T, async {
+        while !done(&String::from_utf8_lossy(&got)) {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+async fn wait_for_open_streams(s: &TestServer, n: i64) {
+    let waited = std::time::Instant::now();
+    while s.metrics.open_streams().get() != n {
+        assert!(
+            waited.elapsed() < T,
+            "open streams stayed {} (waited for {n})",
+            s.metrics.open_streams().get()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stream_head_sent_a_byte_at_a_time_is_answered_with_a_chunked_stream() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 2).await;
+    let mut sock = TcpStream::connect(s.addr).await.expect("connect");
+    for b in b"GET /diag/masterEvents?heartbeat=0 HTTP/1.1\r\nhost: x\r\n\r\n" {
+        sock.write_all(&[*b]).await.expect("write");
+        sock.flush().await.expect("flush");
+    }
+    let got = read_until(&mut sock, |t| t.matches("\"seq\":").count() >= 2).await;
+    let (head, body) = got.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(
+        head.contains("content-type: application/x-ndjson"),
+        "{head}"
+    );
+    assert!(head.contains("\r\ndate: "), "{head}");
+    // Each chunk: its size in hex, CRLF, that many bytes, CRLF.
+    let mut rest = body.as_bytes();
+    let mut lines = String::new();
+    while let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..at]).expect("hex"), 16)
+            .expect("a chunk size");
+        let Some(chunk) = rest.get(at + 2..at + 2 + size) else {
+            break; // the last chunk is still arriving
+        };
+        lines.push_str(std::str::from_utf8(chunk).expect("UTF-8"));
+        rest = &rest[(at + 4 + size).min(rest.len())..];
+    }
+    let seqs: Vec<u64> = lines
+        .lines()
+        .map(|l| seq(&serde_json::from_str(l).expect("JSON")))
+        .collect();
+    assert_eq!(seqs, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn a_stream_client_that_goes_away_takes_its_stream_with_it() {
+    let s = start(4096, "", |_| {}).await;
+    let mut socks = Vec::new();
+    for _ in 0..3 {
+        let mut sock = TcpStream::connect(s.addr).await.expect("connect");
+        sock.write_all(b"GET /diag/masterEvents?heartbeat=0 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        read_until(&mut sock, |t| t.contains("\r\n\r\n")).await;
+        socks.push(sock);
+    }
+    wait_for_open_streams(&s, 3).await;
+    // Idle streams (nothing to send): only reading the connection sees them go.
+    socks.pop();
+    wait_for_open_streams(&s, 2).await;
+    socks.clear();
+    wait_for_open_streams(&s, 0).await;
+}
+
+#[tokio::test]
+async fn a_stream_request_pipelined_with_another_is_answered_in_order_on_one_connection() {
+    let s = start(4096, "", |_| {}).await;
+    publish(&s.router, 1).await;
+    let mut sock = TcpStream::connect(s.addr).await.expect("connect");
+    sock.write_all(
+        b"GET /diag/masterEvents?o=1 HTTP/1.1\r\nhost: x\r\n\r\nGET /health HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let got = read_until(&mut sock, |t| t.contains("\"status\"")).await;
+    let first = got.find("HTTP/1.1 200").expect("the stream's answer");
+    let second = got.rfind("HTTP/1.1 200").expect("the health answer");
+    assert!(first < second, "{got}");
+    assert!(got[first..second].contains("\"seq\":1"), "{got}");
+    assert!(got[second..].contains("\"status\""), "{got}");
+}
+
+#[tokio::test]
+async fn a_refused_stream_request_is_answered_and_its_connection_closed() {
+    let s = start(4096, "ops:pw:read", |_| {}).await;
+    let mut sock = TcpStream::connect(s.addr).await.expect("connect");
+    sock.write_all(b"GET /diag/masterEvents HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = String::new();
+    timeout(T, sock.read_to_string(&mut got))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert!(got.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{got}");
+    let (head, body) = got.split_once("\r\n\r\n").expect("a head");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .expect("a content-length")
+        .parse()
+        .expect("a number");
+    assert_eq!(body.len(), length, "{got}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+}
