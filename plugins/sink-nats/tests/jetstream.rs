@@ -87,7 +87,7 @@ async fn publish(router: &Router, from: u64, n: u64) {
 
 /// Every message of the stream: (subject, seq header, msg id).
 async fn stream_messages(url: &str) -> Vec<(String, u64, String)> {
-    let client = async_nats::connect(url).await.expect("connect");
+    let client = common::connect(url).await;
     let js = jetstream::new(client);
     let Ok(mut stream) = js.get_stream(STREAM).await else {
         return Vec::new();
@@ -217,7 +217,7 @@ async fn what_the_archive_no_longer_had_is_one_gap_message_with_the_exact_range(
 async fn a_stream_that_cannot_take_the_subjects_is_reported_with_its_cause() {
     let server = js_server();
     let url = server.url();
-    let client = async_nats::connect(&url).await.expect("connect");
+    let client = common::connect(&url).await;
     jetstream::new(client)
         .create_stream(jetstream::stream::Config {
             name: STREAM.into(),
@@ -262,7 +262,7 @@ async fn the_cloudevents_format_adds_binary_mode_headers_to_every_message() {
     run.stop().await;
     router.shutdown().await;
 
-    let client = async_nats::connect(&url).await.expect("connect");
+    let client = common::connect(&url).await;
     let stream = jetstream::new(client)
         .get_stream(STREAM)
         .await
@@ -308,7 +308,7 @@ async fn core_nats_messages_carry_the_cloudevents_headers_too() {
     use futures_util::StreamExt as _;
     let server = NatsServer::start();
     let url = server.url();
-    let client = async_nats::connect(&url).await.expect("connect");
+    let client = common::connect(&url).await;
     let mut sub = client
         .subscribe("master_events.>")
         .await
@@ -448,7 +448,7 @@ async fn clusters_sharing_a_stream_each_resume_after_their_own_newest_message() 
     wait_for_count(&url, 500).await;
     // Everything A publishes from now on, even what JetStream would drop as a
     // duplicate, reaches a plain subscriber.
-    let client = async_nats::connect(&url).await.expect("connect");
+    let client = common::connect(&url).await;
     let mut seen_a = client.subscribe("fleet.a.>").await.expect("subscribe");
     client.flush().await.expect("flush");
     publish(&a, 200, 100).await;

@@ -429,6 +429,26 @@ impl Running {
     }
 }
 
+/// A client of the test's own (not the sink's), connected to `url`. A connection
+/// refused or reset while the server comes up is tried again, a few times within
+/// [`WAIT`]: once in a full suite run a fresh JetStream server reset the first
+/// connection after its readiness probe had connected.
+pub async fn connect(url: &str) -> async_nats::Client {
+    let start = Instant::now();
+    let mut errors = Vec::new();
+    for _ in 0..5 {
+        match async_nats::connect(url).await {
+            Ok(client) => return client,
+            Err(e) => errors.push(e.to_string()),
+        }
+        if start.elapsed() > WAIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the test's client cannot connect to {url}: {errors:?}");
+}
+
 /// Polls `cond` every 10 ms until it holds; fails the test after [`WAIT`].
 pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
