@@ -119,14 +119,26 @@ where
             Head::Other => return with_hyper(io, head, service, builder, closing).await,
             Head::Partial => {}
         }
-        head.reserve(if head.is_empty() { 512 } else { head.len() });
-        let read = tokio::select! {
-            read = io.read_buf(&mut head) => read?,
-            () = closing.cancelled() => return Ok(()),
-        };
-        if read == 0 {
-            // Closed before a whole head: hyper would close it silently too.
-            return Ok(());
+        // The head is looked at again only once a read brings a line end (or
+        // the start of the request line, or more than a head may hold), so a head
+        // that trickles in a byte at a time is parsed once a line, not once a byte.
+        loop {
+            head.reserve(if head.is_empty() { 512 } else { head.len() });
+            let before = head.len();
+            let read = tokio::select! {
+                read = io.read_buf(&mut head) => read?,
+                () = closing.cancelled() => return Ok(()),
+            };
+            if read == 0 {
+                // Closed before a whole head: hyper would close it silently too.
+                return Ok(());
+            }
+            if before < 4
+                || head.len() > MAX_HEAD
+                || memchr::memchr(b'\n', &head[before..]).is_some()
+            {
+                break;
+            }
         }
     };
     drop(head);

@@ -416,11 +416,12 @@ async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Record>, Refu
         let before = &body[..chunks.cuts[i]];
         let first_line = 1 + memchr::memchr_iter(b'\n', before).count();
         let chunk = &body[chunks.cuts[i]..chunks.cuts[i + 1]];
-        if let (_, Some(Stop::BadLine(refusal) | Stop::TooLong(refusal))) =
-            parse_lines_until(chunk, first_line, usize::MAX)
-        {
-            return Err(refusal);
-        }
+        return match parse_lines_until(chunk, first_line, usize::MAX) {
+            (_, Some(Stop::BadLine(refusal) | Stop::TooLong(refusal))) => Err(refusal),
+            // The same chunk parsed twice cannot differ; were it to, the whole
+            // body's parse decides, rather than a batch missing that chunk's tail.
+            (_, None) => parse_body(body),
+        };
     }
     let mut records = Vec::with_capacity(parsed.iter().map(|(part, _)| part.len()).sum());
     for (part, _) in parsed {
@@ -429,7 +430,7 @@ async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Record>, Refu
     Ok(records)
 }
 
-/// How many parts [`parse_body_in_parts`] cuts a body of `len` bytes into.
+/// How many threads [`parse_body_in_parts`] parses a body of `len` bytes on.
 fn parts_wanted(len: usize) -> usize {
     static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let threads = *THREADS.get_or_init(|| {
