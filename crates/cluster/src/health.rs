@@ -262,6 +262,8 @@ pub(crate) trait MetricsSource: Send + Sync + std::fmt::Debug + 'static {
     fn counters(&self) -> &Counters;
     /// Events refused by a full queue.
     fn queue_refused(&self) -> u64;
+    /// Writes of the queue journal that failed.
+    fn journal_failures(&self) -> u64;
 }
 
 /// The node's cluster metrics, read at each scrape, then those of `next` (the
@@ -323,7 +325,7 @@ impl Collector for ClusterMetrics {
             }
         }
         let c = self.source.counters();
-        let counters: [(&str, &str, u64); 7] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "master_events_cluster_forward_failures",
                 "Attempts to send events or replication reports to the master that failed (each is retried).",
@@ -358,6 +360,11 @@ impl Collector for ClusterMetrics {
                 "master_events_cluster_queue_refused",
                 "Events refused because the node queue was full.",
                 self.source.queue_refused(),
+            ),
+            (
+                "master_events_cluster_queue_journal_failures",
+                "Writes of the queue journal (serve --queue-dir) that failed; its events were kept in memory only until a write worked again.",
+                self.source.journal_failures(),
             ),
         ];
         for (name, help, value) in counters {

@@ -12,17 +12,25 @@
 //!   are written and synced (`fdatasync`) before the node replies, even `202`; an
 //!   event the node notes itself is written (not synced: a process crash keeps it,
 //!   an OS crash may not).
+//! - Lines are appended in `originSeq` order (the queue holds the journal while it
+//!   gives `originSeq`s), so a crash leaves every answered request's lines behind.
 //! - [`Journal::open`] gives back exactly the events after the committed mark, in
-//!   order; a torn last line (a crash mid-write) is dropped with a WARN; any other
-//!   line that does not parse stops start-up naming the file and line.
+//!   order (gaps included: none is dropped for a missing neighbour); a torn last
+//!   line (a crash mid-write) is dropped with a WARN; any other line that does not
+//!   parse stops start-up naming the file and line.
 //! - Bounded: once the file passes [`COMPACT_BYTES`] it is rewritten with only the
 //!   pending events.
-//! - A write that fails is an ERROR (once per failure streak) and the queue goes on
-//!   in memory: events are never refused for a journal that cannot write.
+//! - A write that fails is an ERROR (once per failure streak), a count and a state
+//!   ([`JournalStatus`], shown in `/cluster` and `/metrics`), and the queue goes on
+//!   in memory: events are never refused for a journal that cannot write. The next
+//!   write after a failed one rewrites the file whole ([`Journal::needs_rewrite`]),
+//!   so a partial line left by the failure (a full disk) never stays mid-file.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use master_events_events::Record;
 
@@ -70,7 +78,30 @@ pub struct Journal {
     file: File,
     bytes: u64,
     failing: bool,
+    /// A write of the queue file failed: it may end in a partial line and lacks
+    /// what was queued since, so the next write rewrites it whole.
+    torn: bool,
+    status: Arc<JournalStatus>,
     _lock: File,
+}
+
+/// Whether a journal writes, readable without waiting for a write in progress.
+#[derive(Debug, Default)]
+pub struct JournalStatus {
+    failures: AtomicU64,
+    error: parking_lot::Mutex<Option<String>>,
+}
+
+impl JournalStatus {
+    /// Writes (appends, commit marks, rewrites) that failed since start-up.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Why the journal cannot write, while it cannot (`None` once it works).
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().clone()
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JournalError + '_ {
@@ -175,21 +206,30 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(JournalError::Io { path, source }),
         }
-        // Keep one run of consecutive originSeqs (the queue's order): a journal
-        // whose events were all committed may hold older runs before the last.
+        // Every event after the mark goes out again, in originSeq order. A gap (an
+        // append that failed, its events kept in memory only) drops nothing around
+        // it: the master tells a re-sent duplicate by its originSeq.
         pending.sort_by_key(|r| r.envelope.origin_seq);
         pending.dedup_by_key(|r| r.envelope.origin_seq);
-        if let Some(cut) = pending
+        let missing: u64 = pending
             .windows(2)
-            .rposition(|w| w[1].envelope.origin_seq != w[0].envelope.origin_seq.map(|n| n + 1))
-        {
-            pending.drain(..=cut);
+            .filter_map(|w| Some(w[1].envelope.origin_seq? - w[0].envelope.origin_seq? - 1))
+            .sum();
+        if missing > 0 {
+            tracing::warn!(
+                file = %path.display(),
+                missing,
+                kept = pending.len(),
+                "the queue journal lacks events between those it keeps (a write failed before the crash); those it keeps are sent again"
+            );
         }
         let mut journal = Journal {
             dir: dir.to_owned(),
             file: File::create(dir.join("queue.tmp")).map_err(io(dir))?,
             bytes: 0,
             failing: false,
+            torn: false,
+            status: Arc::default(),
             _lock: lock,
         };
         journal.rewrite(&pending).map_err(io(&path))?;
@@ -214,6 +254,8 @@ impl Journal {
     }
 
     fn failed(&mut self, what: &str, e: &std::io::Error) {
+        self.status.failures.fetch_add(1, Ordering::Relaxed);
+        *self.status.error.lock() = Some(format!("cannot {what} in {}: {e}", self.dir.display()));
         if !self.failing {
             tracing::error!(
                 dir = %self.dir.display(),
@@ -228,7 +270,19 @@ impl Journal {
         if self.failing {
             tracing::info!(dir = %self.dir.display(), "the queue journal works again");
             self.failing = false;
+            *self.status.error.lock() = None;
         }
+    }
+
+    /// Whether the journal writes, shared with whoever reports it.
+    pub fn status(&self) -> Arc<JournalStatus> {
+        Arc::clone(&self.status)
+    }
+
+    /// Whether the next write must be a [`Journal::compact`] with every pending
+    /// event (an earlier write of the queue file failed), not an append.
+    pub fn needs_rewrite(&self) -> bool {
+        self.torn
     }
 
     /// Appends queued events, encoded as lines; with `sync`, waits until they are
@@ -243,7 +297,10 @@ impl Journal {
                 self.bytes += lines.len() as u64;
                 self.ok();
             }
-            Err(e) => self.failed("write", &e),
+            Err(e) => {
+                self.torn = true;
+                self.failed("write", &e);
+            }
         }
     }
 
@@ -260,10 +317,17 @@ impl Journal {
         self.bytes > COMPACT_BYTES
     }
 
-    /// Rewrites the journal with only the `pending` events.
+    /// Rewrites the journal with only the `pending` events (synced).
     pub fn compact(&mut self, pending: &[Record]) {
-        if let Err(e) = self.rewrite(pending) {
-            self.failed("compact", &e);
+        match self.rewrite(pending) {
+            Ok(()) => {
+                self.torn = false;
+                self.ok();
+            }
+            Err(e) => {
+                self.torn = true;
+                self.failed("rewrite", &e);
+            }
         }
     }
 }
@@ -324,6 +388,53 @@ mod tests {
         std::fs::write(dir.path().join("queue.ndjson"), b"garbage\n{}\n").expect("write");
         let err = Journal::open(dir.path(), "n1", 0).err().expect("refused");
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_gap_in_the_journal_drops_none_of_the_events_around_it() {
+        // 6..=10 missing: their write failed, the node crashed before it could
+        // write them again. 1..=5 were answered as much as 11..=15 were.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut text = Vec::new();
+        for n in (11..=15).chain(1..=5) {
+            queued("n1", n).encode_line(&mut text);
+        }
+        std::fs::write(dir.path().join("queue.ndjson"), &text).expect("write");
+        let (_j, pending) = Journal::open(dir.path(), "n1", 0).expect("open");
+        let want: Vec<u64> = (1..=5).chain(11..=15).collect();
+        assert_eq!(seqs(&pending), want);
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_and_the_next_write_rewrites_the_file_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = Journal::open(dir.path(), "n1", 0).expect("open");
+        let status = j.status();
+        let mut lines = Vec::new();
+        queued("n1", 1).encode_line(&mut lines);
+        j.append(&lines, true);
+        // /dev/full: every write fails with ENOSPC, as on a full disk.
+        let file = std::mem::replace(
+            &mut j.file,
+            OpenOptions::new()
+                .append(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        let mut more = Vec::new();
+        queued("n1", 2).encode_line(&mut more);
+        j.append(&more, true);
+        assert!(j.needs_rewrite());
+        assert_eq!(status.failures(), 1);
+        let why = status.error().expect("failing");
+        assert!(why.contains("No space left"), "{why}");
+        j.file = file;
+        j.compact(&[queued("n1", 1), queued("n1", 2)]);
+        assert!(!j.needs_rewrite());
+        assert_eq!(status.error(), None);
+        drop(j);
+        let (_j, pending) = Journal::open(dir.path(), "n1", 0).expect("reopen");
+        assert_eq!(seqs(&pending), vec![1, 2]);
     }
 
     #[test]

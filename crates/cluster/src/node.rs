@@ -179,6 +179,10 @@ impl MetricsSource for Source {
     fn queue_refused(&self) -> u64 {
         self.0.queue.refused()
     }
+
+    fn journal_failures(&self) -> u64 {
+        self.0.queue.journal_failures()
+    }
 }
 
 /// A running cluster node (cheap to clone).
@@ -470,6 +474,7 @@ impl Inner {
                 last_error: st.forward_error,
                 queued: self.queue.len() as u64,
                 oldest_queued_secs: self.queue.oldest_age().map(|d| d.as_secs_f64()),
+                journal_error: self.queue.journal_error(),
             },
             waiting,
             not_ready,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use master_events_events::Record;
 use parking_lot::Mutex;
 
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalStatus};
 use tokio::sync::{oneshot, Notify};
 
 struct Waiter {
@@ -58,6 +58,8 @@ pub struct NodeQueue {
     state: Mutex<State>,
     /// Where queued events are kept across a crash (`--queue-dir`), if anywhere.
     journal: Option<Mutex<Journal>>,
+    /// Whether that journal writes (read without waiting for a write).
+    journal_status: Option<std::sync::Arc<JournalStatus>>,
     /// Wakes the delivery task when there is something to send.
     pub(crate) wake: Notify,
 }
@@ -88,12 +90,13 @@ impl NodeQueue {
                 queued_at: VecDeque::new(),
             }),
             journal: None,
+            journal_status: None,
             wake: Notify::new(),
         }
     }
 
     /// A queue kept in `journal` (`--queue-dir`), holding again the events it gave
-    /// back (`restored`: consecutive `originSeq`s, not yet committed); new events
+    /// back (`restored`: ascending `originSeq`s, not yet committed); new events
     /// continue after them (or from `start_origin_seq` when there are none).
     pub fn with_journal(
         origin: &str,
@@ -113,6 +116,7 @@ impl NodeQueue {
             st.queued_at.push_back((last, Instant::now()));
             st.pending = restored.into();
         }
+        queue.journal_status = Some(journal.status());
         queue.journal = Some(Mutex::new(journal));
         queue
     }
@@ -128,6 +132,12 @@ impl NodeQueue {
             return Ok(None);
         }
         let mut lines = Vec::new();
+        // The journal is held from the moment originSeqs are given until the lines
+        // are written, so concurrent requests append in originSeq order: a crash
+        // then leaves a journal whose every line was answered before any later one.
+        // (Lock order: the journal, then the state, as in `commit`.)
+        let mut journal = self.journal.as_ref().map(|j| j.lock());
+        let mut rewrite = None;
         let rx = {
             let mut st = self.state.lock();
             if st.pending.len() + records.len() > self.capacity && !st.pending.is_empty() {
@@ -151,12 +161,20 @@ impl NodeQueue {
             }
             let last = st.next_origin_seq - 1;
             st.queued_at.push_back((last, Instant::now()));
-            if self.journal.is_some() {
-                let n = (last + 1 - first) as usize;
-                let from = st.pending.len() - n;
-                for rec in st.pending.range(from..) {
-                    rec.encode_line(&mut lines);
+            match &journal {
+                // A write failed before: the file may end in a partial line and
+                // lacks what was queued meanwhile, so it is rewritten whole.
+                Some(j) if j.needs_rewrite() => {
+                    rewrite = Some(st.pending.iter().cloned().collect::<Vec<_>>());
                 }
+                Some(_) => {
+                    let n = (last + 1 - first) as usize;
+                    let from = st.pending.len() - n;
+                    for rec in st.pending.range(from..) {
+                        rec.encode_line(&mut lines);
+                    }
+                }
+                None => {}
             }
             if wait {
                 let (tx, rx) = oneshot::channel();
@@ -172,9 +190,13 @@ impl NodeQueue {
             }
         };
         // On disk before the request is answered (a noted event: written, not synced).
-        if let Some(journal) = &self.journal {
-            journal.lock().append(&lines, wait);
+        if let Some(journal) = &mut journal {
+            match rewrite {
+                Some(pending) => journal.compact(&pending),
+                None => journal.append(&lines, wait),
+            }
         }
+        drop(journal);
         self.wake.notify_one();
         Ok(rx)
     }
@@ -182,8 +204,12 @@ impl NodeQueue {
     /// Up to `max` events not yet sent to the current master, in order.
     pub fn unsent(&self, max: usize) -> Vec<Record> {
         let st = self.state.lock();
-        let skip = (st.sent - st.committed) as usize;
-        st.pending.iter().skip(skip).take(max).cloned().collect()
+        st.pending
+            .iter()
+            .skip_while(|r| r.envelope.origin_seq.is_some_and(|os| os <= st.sent))
+            .take(max)
+            .cloned()
+            .collect()
     }
 
     /// Marks events up to `origin_seq` as sent.
@@ -211,8 +237,15 @@ impl NodeQueue {
         if origin_seq <= st.committed {
             return false;
         }
-        let n = (origin_seq - st.committed).min(st.pending.len() as u64);
-        st.pending.drain(..n as usize);
+        // By originSeq, not by count: a journal restored after a failed write may
+        // have gaps in its originSeqs.
+        while st
+            .pending
+            .front()
+            .is_some_and(|r| r.envelope.origin_seq.is_some_and(|os| os <= origin_seq))
+        {
+            st.pending.pop_front();
+        }
         st.committed = origin_seq;
         st.sent = st.sent.max(origin_seq);
         while st
@@ -264,6 +297,16 @@ impl NodeQueue {
             return None;
         }
         st.queued_at.front().map(|(_, at)| at.elapsed())
+    }
+
+    /// Why the journal (`--queue-dir`) cannot write, while it cannot.
+    pub fn journal_error(&self) -> Option<String> {
+        self.journal_status.as_ref().and_then(|s| s.error())
+    }
+
+    /// Journal writes that failed since start-up (0 without a journal).
+    pub fn journal_failures(&self) -> u64 {
+        self.journal_status.as_ref().map_or(0, |s| s.failures())
     }
 
     /// Events refused because the queue was full.
@@ -362,6 +405,63 @@ mod tests {
         assert!(second < first, "{second:?} vs {first:?}");
         q.commit(3, 12);
         assert_eq!(q.oldest_age(), None);
+    }
+
+    fn journaled(dir: &std::path::Path, restored_seqs: &[u64]) -> NodeQueue {
+        let (journal, _) = Journal::open(dir, "n", 0).expect("journal");
+        let restored = restored_seqs
+            .iter()
+            .map(|&n| {
+                let mut r = recs(1).remove(0);
+                r.envelope.origin = Some("n".into());
+                r.envelope.origin_seq = Some(n);
+                r
+            })
+            .collect();
+        NodeQueue::with_journal("n", 1000, 1, journal, restored)
+    }
+
+    #[test]
+    fn a_restored_queue_with_a_gap_sends_and_commits_by_origin_seq() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = journaled(dir.path(), &[1, 2, 3, 7, 8]);
+        let seqs = |v: Vec<Record>| -> Vec<u64> {
+            v.iter().filter_map(|r| r.envelope.origin_seq).collect()
+        };
+        assert_eq!(seqs(q.unsent(10)), vec![1, 2, 3, 7, 8]);
+        q.mark_sent(3);
+        assert_eq!(seqs(q.unsent(10)), vec![7, 8]);
+        q.commit(3, 30);
+        assert_eq!(q.len(), 2);
+        q.commit(7, 31);
+        assert_eq!(q.len(), 1);
+        q.push(recs(1), false).expect("room");
+        assert_eq!(seqs(q.unsent(10)), vec![8, 9]);
+    }
+
+    #[test]
+    fn requests_queued_at_once_reach_the_journal_in_origin_seq_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = std::sync::Arc::new(journaled(dir.path(), &[]));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let q = std::sync::Arc::clone(&q);
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        q.push(recs(3), true).expect("room");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("pusher");
+        }
+        let text = std::fs::read_to_string(dir.path().join("queue.ndjson")).expect("journal");
+        let order: Vec<u64> = text
+            .lines()
+            .filter_map(|l| Record::parse(l.as_bytes()).ok()?.envelope.origin_seq)
+            .collect();
+        assert_eq!(order, (1..=600).collect::<Vec<u64>>());
     }
 
     #[test]

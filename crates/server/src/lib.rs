@@ -150,6 +150,10 @@ pub struct ForwardingHealth {
     pub queued: u64,
     /// How long the oldest of them has waited, in seconds (`None` when none waits).
     pub oldest_queued_secs: Option<f64>,
+    /// Why the queue journal (`serve --queue-dir`) cannot write, while it cannot:
+    /// queued events are then kept in memory only (`None` when it writes, or there
+    /// is no journal).
+    pub journal_error: Option<String>,
 }
 
 /// See [`ForwardingHealth::state`].
@@ -175,6 +179,7 @@ impl ClusterHealth {
                 last_error: None,
                 queued: 0,
                 oldest_queued_secs: None,
+                journal_error: None,
             },
             waiting: None,
             not_ready: None,
