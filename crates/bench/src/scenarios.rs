@@ -477,9 +477,22 @@ async fn retained_on(server: &mut dyn Server, setup: &Setup) -> Result<RetainedR
         .fill_retained(produced)
         .await
         .context("producing into the store")?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The RSS once it settles: at least three seconds after the last write, then
+    // until two looks a quarter second apart differ by less than 0.5% (at most 9 s
+    // more), so that a server's deferred work (freeing memory, compacting,
+    // compressing what it retains) counts the same for every system.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     server.check_running()?;
-    let rss_full = server.rss_bytes()?;
+    let mut rss_full = server.rss_bytes()?;
+    for _ in 0..36 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = server.rss_bytes()?;
+        let settled = now.abs_diff(rss_full) * 200 < rss_full;
+        rss_full = now;
+        if settled {
+            break;
+        }
+    }
     let retained = server
         .retained()
         .await

@@ -49,6 +49,7 @@ use tokio::sync::watch;
 
 pub mod block;
 mod buffers;
+mod cold;
 pub mod commit;
 pub mod config;
 mod emitter;
@@ -189,6 +190,11 @@ pub struct RouterStats {
     pub archive_capacity: usize,
     /// Bytes of the blocks that hold the retained events.
     pub archived_bytes: usize,
+    /// What those lines take in memory: less than `archived_bytes` once older
+    /// blocks are kept compressed.
+    pub archived_stored_bytes: usize,
+    /// Blocks kept compressed.
+    pub archived_cold_blocks: usize,
     /// Blocks in the ring.
     pub archived_blocks: usize,
     /// The `seq` of the oldest retained event, 0 if none.
@@ -197,6 +203,33 @@ pub struct RouterStats {
     pub last_seq: u64,
     /// Live subscriptions (sinks and streams).
     pub subscribers: usize,
+}
+
+/// The freezer: every [`cold::FREEZE_TICK`], compresses the archive's blocks older
+/// than [`cold::COLD_AFTER`] (but the newest [`cold::HOT_BLOCKS`]) on the blocking
+/// pool, until the ring closes or is dropped.
+async fn freeze_cold_blocks(ring: std::sync::Weak<Ring>) {
+    let mut tick = tokio::time::interval(cold::FREEZE_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(ring) = ring.upgrade() else { return };
+        if ring.is_closed() {
+            return;
+        }
+        let froze = tokio::task::spawn_blocking(move || {
+            let older_than = std::time::Instant::now()
+                .checked_sub(cold::COLD_AFTER)
+                .unwrap_or_else(std::time::Instant::now);
+            ring.freeze_cold(older_than, cold::HOT_BLOCKS, cold::FREEZE_AT_MOST)
+        })
+        .await;
+        if froze.is_err() {
+            // The runtime is shutting down (or the freeze panicked: the blocks
+            // stay hot, which is only memory).
+            return;
+        }
+    }
 }
 
 /// What every handle of a router shares; when the last handle goes, the ingress
@@ -274,6 +307,7 @@ impl Router {
             watched_ring.close();
             let _ = failure_tx.send(Some(why));
         });
+        tokio::spawn(freeze_cold_blocks(Arc::downgrade(&ring)));
         Router {
             shared: Arc::new(Shared {
                 ingress,
@@ -617,6 +651,8 @@ impl Router {
             archived: ring.retained,
             archive_capacity: self.shared.ring.capacity(),
             archived_bytes: ring.retained_bytes,
+            archived_stored_bytes: ring.stored_bytes,
+            archived_cold_blocks: ring.cold_blocks,
             archived_blocks: ring.blocks,
             oldest_seq: ring.oldest_seq.unwrap_or(0),
             last_seq: self.last_seq(),

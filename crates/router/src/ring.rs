@@ -84,6 +84,7 @@ use std::fmt;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use master_events_events::Gap;
@@ -92,6 +93,7 @@ use tokio::sync::Notify;
 
 pub use crate::block::Meta;
 use crate::block::{Block, MAX_BLOCK_BYTES, MAX_BLOCK_EVENTS};
+use crate::cold::ColdBlock;
 
 /// The reason carried by a [`Gap`] for events evicted from the ring.
 pub const GAP_EVICTED: &str = "evicted from the archive";
@@ -221,18 +223,85 @@ pub(crate) struct RingStats {
     pub(crate) retained: usize,
     pub(crate) blocks: usize,
     pub(crate) retained_bytes: usize,
+    /// What the retained lines take in memory (compressed for cold blocks).
+    pub(crate) stored_bytes: usize,
+    pub(crate) cold_blocks: usize,
     pub(crate) oldest_seq: Option<u64>,
     pub(crate) next_seq: u64,
 }
 
+/// A block of the ring: as the sequencer wrote it, or frozen ([`crate::cold`]).
+#[derive(Clone)]
+enum Slot {
+    /// Lines uncompressed, and since when it is in the ring (`None`: it was
+    /// tried and does not compress; it stays hot).
+    Hot(Arc<Block>, Option<Instant>),
+    /// Lines compressed.
+    Cold(Arc<ColdBlock>),
+}
+
+impl Slot {
+    fn hot(block: Block) -> Slot {
+        Slot::Hot(Arc::new(block), Some(Instant::now()))
+    }
+
+    /// The block's seqs, metas, strings and `originSeq`s (its lines only if hot).
+    fn index(&self) -> &Block {
+        match self {
+            Slot::Hot(b, _) => b,
+            Slot::Cold(c) => &c.index,
+        }
+    }
+
+    fn end_seq(&self) -> u64 {
+        self.index().end_seq()
+    }
+
+    /// The length of its lines, uncompressed.
+    fn line_bytes(&self) -> usize {
+        match self {
+            Slot::Hot(b, _) => b.bytes.len(),
+            Slot::Cold(c) => c.raw_len(),
+        }
+    }
+
+    /// The block with its lines (thawed if cold); `None` if a cold block cannot
+    /// be thawed (never expected: see [`ColdBlock::freeze`]).
+    fn block(&self) -> Option<Arc<Block>> {
+        match self {
+            Slot::Hot(b, _) => Some(Arc::clone(b)),
+            Slot::Cold(c) => c.thaw(),
+        }
+    }
+}
+
+/// The reason of a gap over a cold block that could not be thawed.
+const GAP_UNREADABLE: &str = "an archived block could not be decompressed";
+
 struct State {
-    blocks: VecDeque<Arc<Block>>,
+    blocks: VecDeque<Slot>,
     /// The first retained seq; `== next_seq` when nothing is retained.
     oldest_seq: u64,
     /// The seq the next appended event will have.
     next_seq: u64,
     /// Sum of the byte lengths of `blocks` (including evicted lines of the front one).
     retained_bytes: usize,
+    /// Of those, the bytes of the frozen blocks' lines, and what they take compressed.
+    cold_bytes: usize,
+    cold_packed_bytes: usize,
+    cold_blocks: usize,
+}
+
+impl State {
+    /// Takes `slot`'s bytes out of the counts (it leaves the ring).
+    fn forget(&mut self, slot: &Slot) {
+        self.retained_bytes -= slot.line_bytes();
+        if let Slot::Cold(c) = slot {
+            self.cold_bytes -= c.raw_len();
+            self.cold_packed_bytes -= c.packed_len();
+            self.cold_blocks -= 1;
+        }
+    }
 }
 
 /// The ring itself: one writer ([`Ring::append`]), any number of readers.
@@ -283,6 +352,9 @@ impl Ring {
                 oldest_seq: start_seq,
                 next_seq: start_seq,
                 retained_bytes: 0,
+                cold_bytes: 0,
+                cold_packed_bytes: 0,
+                cold_blocks: 0,
             }),
             notify: Notify::new(),
             last_seq: AtomicU64::new(start_seq - 1),
@@ -310,12 +382,13 @@ impl Ring {
             if seq < self.committed() || seq + 1 >= st.next_seq || seq + 1 < st.oldest_seq {
                 return removed;
             }
-            while let Some(last) = st.blocks.back().cloned() {
-                if last.end_seq() <= seq + 1 {
+            while let Some(slot) = st.blocks.back().cloned() {
+                if slot.end_seq() <= seq + 1 {
                     break;
                 }
                 st.blocks.pop_back();
-                st.retained_bytes -= last.bytes.len();
+                st.forget(&slot);
+                let last = slot.index();
                 let keep = (seq + 1).saturating_sub(last.first_seq) as usize;
                 let from = keep.max((st.oldest_seq.saturating_sub(last.first_seq)) as usize);
                 for i in from..last.len() {
@@ -324,9 +397,18 @@ impl Ring {
                     }
                 }
                 if keep > 0 {
-                    let kept = last.prefix(keep);
+                    // A cut reaches a cold block only past HOT_BLOCKS blocks of
+                    // uncommitted events: thawed here, under the lock (rare).
+                    let Some(whole) = slot.block() else {
+                        tracing::error!(
+                            first_seq = last.first_seq,
+                            "{GAP_UNREADABLE}: its events before the cut are forgotten too"
+                        );
+                        continue;
+                    };
+                    let kept = whole.prefix(keep);
                     st.retained_bytes += kept.bytes.len();
-                    st.blocks.push_back(Arc::new(kept));
+                    st.blocks.push_back(Slot::hot(kept));
                 }
             }
             st.next_seq = seq + 1;
@@ -349,7 +431,8 @@ impl Ring {
     /// The highest `originSeq` of `origin` among the retained events, if any.
     pub(crate) fn highest_origin_seq(&self, origin: &str) -> Option<u64> {
         let st = self.state.read();
-        for block in st.blocks.iter().rev() {
+        for slot in st.blocks.iter().rev() {
+            let block = slot.index();
             for i in (0..block.len()).rev() {
                 if block.first_seq + (i as u64) < st.oldest_seq {
                     break;
@@ -453,7 +536,7 @@ impl Ring {
             debug_assert_eq!(block.first_seq, st.next_seq, "blocks must be contiguous");
             st.next_seq += n;
             st.retained_bytes += block.bytes.len();
-            st.blocks.push_back(Arc::new(block));
+            st.blocks.push_back(Slot::hot(block));
             if st.next_seq - st.oldest_seq > self.capacity {
                 st.oldest_seq = st.next_seq - self.capacity;
                 while st
@@ -462,7 +545,7 @@ impl Ring {
                     .is_some_and(|b| b.end_seq() <= st.oldest_seq)
                 {
                     if let Some(b) = st.blocks.pop_front() {
-                        st.retained_bytes -= b.bytes.len();
+                        st.forget(&b);
                     }
                 }
             }
@@ -493,7 +576,10 @@ impl Ring {
         // lock; the copying happens under the read lock, while readers read.
         let (merged, replaced) = {
             let st = self.state.read();
-            let mut tail = st.blocks.iter().rev();
+            let mut tail = st.blocks.iter().rev().map_while(|slot| match slot {
+                Slot::Hot(b, _) => Some(b),
+                Slot::Cold(_) => None,
+            });
             let Some(last) = tail.next() else {
                 return;
             };
@@ -517,11 +603,64 @@ impl Ring {
         let mut st = self.state.write();
         for _ in 0..replaced {
             if let Some(b) = st.blocks.pop_back() {
-                st.retained_bytes -= b.bytes.len();
+                st.forget(&b);
             }
         }
         st.retained_bytes += merged.bytes.len();
-        st.blocks.push_back(Arc::new(merged));
+        st.blocks.push_back(Slot::hot(merged));
+    }
+
+    /// Freezes ([`crate::cold`]) up to `at_most` blocks in the ring since before
+    /// `older_than`, wholly retained and not among the newest `keep_hot`; returns
+    /// how many. Compresses outside the lock; a block evicted, merged or cut
+    /// meanwhile is left as it is. Readers are unaffected: a batch they hold keeps
+    /// its hot block alive, and the next read of a cold block thaws it.
+    pub(crate) fn freeze_cold(
+        &self,
+        older_than: Instant,
+        keep_hot: usize,
+        at_most: usize,
+    ) -> usize {
+        let candidates: Vec<Arc<Block>> = {
+            let st = self.state.read();
+            let n = st.blocks.len().saturating_sub(keep_hot);
+            st.blocks
+                .iter()
+                .take(n)
+                .filter_map(|slot| match slot {
+                    Slot::Hot(b, Some(since))
+                        if *since <= older_than && b.first_seq >= st.oldest_seq =>
+                    {
+                        Some(Arc::clone(b))
+                    }
+                    _ => None,
+                })
+                .take(at_most)
+                .collect()
+        };
+        let mut frozen = 0;
+        for block in candidates {
+            let cold = ColdBlock::freeze(&block);
+            let mut st = self.state.write();
+            let i = st
+                .blocks
+                .partition_point(|s| s.end_seq() <= block.first_seq);
+            let same = matches!(st.blocks.get(i), Some(Slot::Hot(b, _)) if Arc::ptr_eq(b, &block));
+            if !same {
+                continue;
+            }
+            match cold {
+                Some(cold) => {
+                    st.cold_bytes += cold.raw_len();
+                    st.cold_packed_bytes += cold.packed_len();
+                    st.cold_blocks += 1;
+                    st.blocks[i] = Slot::Cold(Arc::new(cold));
+                    frozen += 1;
+                }
+                None => st.blocks[i] = Slot::Hot(block, None),
+            }
+        }
+        frozen
     }
 
     /// Forgets every retained event and continues at `seq` (greater than the next
@@ -535,6 +674,9 @@ impl Ring {
             }
             st.blocks.clear();
             st.retained_bytes = 0;
+            st.cold_bytes = 0;
+            st.cold_packed_bytes = 0;
+            st.cold_blocks = 0;
             st.oldest_seq = seq;
             st.next_seq = seq;
             self.last_seq.store(seq - 1, Ordering::Release);
@@ -561,6 +703,8 @@ impl Ring {
             retained,
             blocks: st.blocks.len(),
             retained_bytes: st.retained_bytes,
+            stored_bytes: st.retained_bytes - st.cold_bytes + st.cold_packed_bytes,
+            cold_blocks: st.cold_blocks,
             oldest_seq: (retained > 0).then_some(st.oldest_seq),
             next_seq: st.next_seq,
         }
@@ -623,12 +767,19 @@ impl Ring {
         }
         let want = *next;
         let idx = st.blocks.partition_point(|b| b.end_seq() <= want);
-        let Some(block) = st.blocks.get(idx).cloned() else {
+        let Some(slot) = st.blocks.get(idx).cloned() else {
             // Unreachable by the invariants (oldest <= want < next_seq is covered by
             // the retained blocks); treat as "nothing yet" rather than panic.
             return Step::Empty;
         };
         drop(st);
+        // A cold block is thawed outside the lock (the writer does not wait).
+        let Some(block) = slot.block() else {
+            let to = slot.end_seq().min(horizon + 1) - 1;
+            tracing::error!(from_seq = want, to_seq = to, "{GAP_UNREADABLE}");
+            *next = to + 1;
+            return Step::Chunk(Chunk::Gap(Gap::new(want, to, GAP_UNREADABLE)));
+        };
         let start = (want - block.first_seq) as usize;
         // Never past the horizon (a block may hold events not committed yet).
         let end = block.len().min((horizon + 1 - block.first_seq) as usize);
@@ -770,6 +921,103 @@ mod tests {
         assert_eq!(drain(&mut sub), ["gap 1..=2 (2)", "3", "4", "5", "6", "7"]);
         let st = ring.stats();
         assert_eq!((st.retained, st.blocks, st.oldest_seq), (5, 2, Some(3)));
+    }
+
+    fn lines(sub: &mut Subscription) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(chunk) = sub.try_recv() {
+            match chunk {
+                Chunk::Events(b) => out.extend_from_slice(&b.bytes()),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        out
+    }
+
+    fn plain_lines(from: u64, to: u64) -> Vec<u8> {
+        (from..=to)
+            .flat_map(|n| format!("{{\"seq\":{n}}}\n").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn readers_get_the_same_lines_from_frozen_blocks_and_the_newest_stay_hot() {
+        let ring = Arc::new(Ring::new(10_000, 1));
+        for k in 0..10 {
+            ring.append(block(1 + k * 300, 300));
+        }
+        let before = ring.stats();
+        assert_eq!(ring.freeze_cold(Instant::now(), 2, 100), 8);
+        let st = ring.stats();
+        assert_eq!((st.cold_blocks, st.blocks, st.retained), (8, 10, 3000));
+        assert_eq!(st.retained_bytes, before.retained_bytes);
+        assert!(
+            st.stored_bytes * 2 < st.retained_bytes,
+            "{} of {}",
+            st.stored_bytes,
+            st.retained_bytes
+        );
+        assert_eq!(ring.freeze_cold(Instant::now(), 2, 100), 0, "nothing left");
+        let mut sub = ring.subscribe(Cursor::Oldest, true);
+        assert_eq!(lines(&mut sub), plain_lines(1, 3000));
+        let mut from_middle = ring.subscribe(Cursor::After(1234), true);
+        assert_eq!(lines(&mut from_middle), plain_lines(1235, 3000));
+    }
+
+    #[test]
+    fn blocks_newer_than_the_cutoff_stay_hot() {
+        let ring = Arc::new(Ring::new(10_000, 1));
+        let cutoff = Instant::now();
+        ring.append(block(1, 300));
+        ring.append(block(301, 300));
+        assert_eq!(ring.freeze_cold(cutoff, 0, 100), 0);
+        assert_eq!(ring.stats().cold_blocks, 0);
+    }
+
+    #[test]
+    fn evicting_frozen_blocks_takes_them_out_of_the_counts() {
+        let ring = Arc::new(Ring::new(600, 1));
+        ring.append(block(1, 300));
+        ring.append(block(301, 300));
+        assert_eq!(ring.freeze_cold(Instant::now(), 0, 100), 2);
+        ring.append(block(601, 300));
+        ring.append(block(901, 300));
+        let st = ring.stats();
+        assert_eq!(
+            (st.cold_blocks, st.blocks, st.oldest_seq),
+            (0, 2, Some(601))
+        );
+        assert_eq!(st.stored_bytes, st.retained_bytes);
+        let mut sub = ring.subscribe(Cursor::Oldest, true);
+        assert_eq!(lines(&mut sub), plain_lines(601, 1200));
+    }
+
+    #[test]
+    fn a_cut_into_a_frozen_block_keeps_its_events_before_the_cut() {
+        let ring = Arc::new(Ring::new(10_000, 1));
+        ring.set_gated();
+        let mut gate = ring.subscribe(Cursor::Oldest, false);
+        ring.append(block(1, 300));
+        ring.append(block(301, 300));
+        assert_eq!(ring.freeze_cold(Instant::now(), 0, 100), 2);
+        ring.truncate_after(150);
+        let st = ring.stats();
+        assert_eq!((st.retained, st.blocks, st.cold_blocks), (150, 1, 0));
+        assert_eq!(lines(&mut gate), plain_lines(1, 150));
+        ring.append(block(151, 10));
+        assert_eq!(lines(&mut gate), plain_lines(151, 160));
+    }
+
+    #[test]
+    fn the_tail_merge_stops_at_a_frozen_block() {
+        let ring = Arc::new(Ring::new(10_000, 1));
+        ring.append(block(1, 300));
+        assert_eq!(ring.freeze_cold(Instant::now(), 0, 100), 1);
+        ring.append(block(301, 2));
+        ring.merge_tail();
+        assert_eq!(ring.stats().blocks, 2);
+        let mut sub = ring.subscribe(Cursor::Oldest, true);
+        assert_eq!(lines(&mut sub), plain_lines(1, 302));
     }
 
     #[test]

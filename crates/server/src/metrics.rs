@@ -186,7 +186,7 @@ impl Collector for RouterCollector {
             let c = ConstCounter::new(value);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let gauges: [(&str, &str, i64); 6] = [
+        let gauges: [(&str, &str, i64); 8] = [
             (
                 "master_events_last_seq",
                 "The seq of the last sequenced event.",
@@ -211,6 +211,16 @@ impl Collector for RouterCollector {
                 "master_events_archived_bytes",
                 "Bytes of the retained events' lines and blocks.",
                 s.archived_bytes as i64,
+            ),
+            (
+                "master_events_archive_stored_bytes",
+                "What the retained events' lines take in memory: older blocks are kept LZ4-compressed.",
+                s.archived_stored_bytes as i64,
+            ),
+            (
+                "master_events_archive_cold_blocks",
+                "Blocks of the archive kept compressed.",
+                s.archived_cold_blocks as i64,
             ),
             (
                 "master_events_ingress_queued",

@@ -181,6 +181,61 @@ async fn once_ends_after_the_archive() {
     assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
 }
 
+/// A gauge of `/metrics`, 0 when absent.
+async fn gauge(url: &str, name: &str) -> f64 {
+    metrics(url)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_kept_compressed_streams_the_same_lines_filters_included() {
+    let s = start(60_000, "", |_| {}).await;
+    for _ in 0..6 {
+        publish(&s.router, 5_000).await;
+    }
+    let whole = |query: &'static str| {
+        let url = s.url.clone();
+        async move {
+            client()
+                .get(format!("{url}/diag/masterEvents{query}"))
+                .send()
+                .await
+                .expect("GET")
+                .text()
+                .await
+                .expect("body")
+        }
+    };
+    let before = whole("?o=1").await;
+    let filtered_before = whole("?o=1&vbucket=7").await;
+    // Blocks in the archive for more than a second, but the newest, get compressed.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let stored = gauge(&s.url, "master_events_archive_stored_bytes").await;
+        let lines = gauge(&s.url, "master_events_archived_bytes").await;
+        let cold = gauge(&s.url, "master_events_archive_cold_blocks").await;
+        if cold >= 1.0 && stored < lines / 2.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{cold} blocks compressed, lines stored in {stored} of {lines} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(before.lines().count(), 30_000);
+    assert_eq!(whole("?o=1").await, before);
+    assert_eq!(whole("?o=1&vbucket=7").await, filtered_before);
+    let mut resumed = get_stream(&s.url, "?since=12345&o=1").await;
+    assert_eq!(
+        resumed.seqs_to_end().await,
+        (12_346..=30_000).collect::<Vec<u64>>()
+    );
+}
+
 #[tokio::test]
 async fn since_resumes_exactly() {
     let s = start(4096, "", |_| {}).await;

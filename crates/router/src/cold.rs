@@ -1,0 +1,143 @@
+//! Cold blocks: the archive's older blocks, their lines kept LZ4-compressed.
+//!
+//! Owns: [`ColdBlock`] (a block whose lines are compressed, with its metas,
+//! strings and `originSeq`s as they were), freezing a block into one and thawing
+//! it back, and the policy constants the ring's freezer uses ([`COLD_AFTER`],
+//! [`HOT_BLOCKS`], [`FREEZE_TICK`], [`FREEZE_AT_MOST`]).
+//!
+//! Promises:
+//! - A thawed block is byte for byte the block that was frozen: [`ColdBlock::freeze`]
+//!   decompresses what it compressed and compares before it gives a cold block, and
+//!   gives none when the lines do not shrink (or do not come back equal).
+//! - Readers that read one cold block at once share one thawed copy (the cold block
+//!   keeps a weak reference to it); the copy is freed when the last reader lets go.
+//! - What filters and the ring look at (`first_seq`, metas, strings, `originSeq`s)
+//!   stays uncompressed: only a reader that wants the lines thaws.
+//!
+//! Why: an archive of JSON lines of a few event types compresses several times
+//! over, and the events most readers want (the live tail) stay uncompressed, so
+//! retention costs less memory with no cost to the live fan-out. Followers and
+//! readers that replay the archive pay the decompression (LZ4, a few GB/s).
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::block::Block;
+
+/// A block is frozen once it has stayed this long in the ring (so a fast producer,
+/// whose blocks leave the archive sooner, pays no compression).
+pub(crate) const COLD_AFTER: Duration = Duration::from_secs(1);
+/// The newest blocks are never frozen, however old: the tail that live readers and
+/// a catching-up follower read is there.
+pub(crate) const HOT_BLOCKS: usize = 16;
+/// How often the freezer looks for blocks to freeze.
+pub(crate) const FREEZE_TICK: Duration = Duration::from_millis(250);
+/// The most blocks the freezer compresses in one look (about 16 MiB of lines).
+pub(crate) const FREEZE_AT_MOST: usize = 256;
+
+/// A block whose lines are compressed (see the module documentation).
+pub(crate) struct ColdBlock {
+    /// The block with its lines taken out (`bytes` empty): what the ring and
+    /// filters need without thawing.
+    pub(crate) index: Block,
+    /// The lines, LZ4 block format.
+    packed: Box<[u8]>,
+    /// The lines' length once thawed.
+    raw_len: usize,
+    /// The copy readers hold, if any still does.
+    thawed: Mutex<Weak<Block>>,
+}
+
+impl ColdBlock {
+    /// `block` with its lines compressed; `None` when that saves nothing.
+    pub(crate) fn freeze(block: &Block) -> Option<ColdBlock> {
+        let packed = lz4_flex::block::compress(&block.bytes);
+        if packed.len() >= block.bytes.len() {
+            return None;
+        }
+        let back = lz4_flex::block::decompress(&packed, block.bytes.len()).ok()?;
+        if back[..] != block.bytes[..] {
+            return None;
+        }
+        Some(ColdBlock {
+            index: Block {
+                first_seq: block.first_seq,
+                bytes: Bytes::new(),
+                metas: block.metas.clone(),
+                strings: block.strings.clone(),
+                origin_seqs: block.origin_seqs.clone(),
+            },
+            packed: packed.into_boxed_slice(),
+            raw_len: block.bytes.len(),
+            thawed: Mutex::new(Weak::new()),
+        })
+    }
+
+    /// The block with its lines, shared with any reader that holds it already.
+    /// `None` only if the compressed lines no longer decompress (never expected:
+    /// they were checked when frozen).
+    pub(crate) fn thaw(&self) -> Option<Arc<Block>> {
+        let mut thawed = self.thawed.lock();
+        if let Some(block) = thawed.upgrade() {
+            return Some(block);
+        }
+        let bytes = lz4_flex::block::decompress(&self.packed, self.raw_len).ok()?;
+        let block = Arc::new(Block {
+            first_seq: self.index.first_seq,
+            bytes: Bytes::from(bytes),
+            metas: self.index.metas.clone(),
+            strings: self.index.strings.clone(),
+            origin_seqs: self.index.origin_seqs.clone(),
+        });
+        *thawed = Arc::downgrade(&block);
+        Some(block)
+    }
+
+    /// The lines' length uncompressed.
+    pub(crate) fn raw_len(&self) -> usize {
+        self.raw_len
+    }
+
+    /// The lines' length compressed.
+    pub(crate) fn packed_len(&self) -> usize {
+        self.packed.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thawed_block_is_the_block_that_was_frozen_and_readers_share_it() {
+        let block = Block::plain(7, 300);
+        let cold = ColdBlock::freeze(&block).expect("JSON lines shrink");
+        assert!(
+            cold.packed_len() * 2 < cold.raw_len(),
+            "{} of {}",
+            cold.packed_len(),
+            cold.raw_len()
+        );
+        assert_eq!((cold.index.first_seq, cold.index.len()), (7, 300));
+        let a = cold.thaw().expect("thaws");
+        let b = cold.thaw().expect("thaws");
+        assert!(Arc::ptr_eq(&a, &b), "one copy while a reader holds it");
+        assert_eq!(a.bytes, block.bytes);
+        assert_eq!((a.first_seq, a.len()), (7, 300));
+        assert!((0..300).all(|i| a.line_end(i) == block.line_end(i)));
+        drop((a, b));
+        assert!(
+            cold.thawed.lock().upgrade().is_none(),
+            "freed with its last reader"
+        );
+        assert_eq!(cold.thaw().expect("thaws again").bytes, block.bytes);
+    }
+
+    #[test]
+    fn lines_that_do_not_shrink_stay_hot() {
+        assert!(ColdBlock::freeze(&Block::plain(1, 1)).is_none());
+    }
+}
