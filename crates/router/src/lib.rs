@@ -217,13 +217,14 @@ async fn freeze_cold_blocks(ring: std::sync::Weak<Ring>) {
         if ring.is_closed() {
             return;
         }
-        let froze = tokio::task::spawn_blocking(move || {
-            let older_than = std::time::Instant::now()
-                .checked_sub(cold::COLD_AFTER)
-                .unwrap_or_else(std::time::Instant::now);
-            ring.freeze_cold(older_than, cold::HOT_BLOCKS, cold::FREEZE_AT_MOST)
-        })
-        .await;
+        let Some(older_than) = std::time::Instant::now().checked_sub(cold::COLD_AFTER) else {
+            continue;
+        };
+        let candidates = ring.cold_candidates(older_than, cold::HOT_BLOCKS, cold::FREEZE_AT_MOST);
+        if candidates.is_empty() {
+            continue;
+        }
+        let froze = tokio::task::spawn_blocking(move || ring.freeze(candidates)).await;
         if froze.is_err() {
             // The runtime is shutting down (or the freeze panicked: the blocks
             // stay hot, which is only memory).

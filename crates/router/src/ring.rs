@@ -610,34 +610,49 @@ impl Ring {
         st.blocks.push_back(Slot::hot(merged));
     }
 
-    /// Freezes ([`crate::cold`]) up to `at_most` blocks in the ring since before
-    /// `older_than`, wholly retained and not among the newest `keep_hot`; returns
-    /// how many. Compresses outside the lock; a block evicted, merged or cut
-    /// meanwhile is left as it is. Readers are unaffected: a batch they hold keeps
-    /// its hot block alive, and the next read of a cold block thaws it.
+    /// [`Ring::cold_candidates`], then [`Ring::freeze`] (for tests).
+    #[cfg(test)]
     pub(crate) fn freeze_cold(
         &self,
         older_than: Instant,
         keep_hot: usize,
         at_most: usize,
     ) -> usize {
-        let candidates: Vec<Arc<Block>> = {
-            let st = self.state.read();
-            let n = st.blocks.len().saturating_sub(keep_hot);
-            st.blocks
-                .iter()
-                .take(n)
-                .filter_map(|slot| match slot {
-                    Slot::Hot(b, Some(since))
-                        if *since <= older_than && b.first_seq >= st.oldest_seq =>
-                    {
-                        Some(Arc::clone(b))
-                    }
-                    _ => None,
-                })
-                .take(at_most)
-                .collect()
-        };
+        self.freeze(self.cold_candidates(older_than, keep_hot, at_most))
+    }
+
+    /// Up to `at_most` blocks to freeze: in the ring since before `older_than`,
+    /// wholly retained and not among the newest `keep_hot` (a look under the read
+    /// lock; [`Ring::freeze`] does the work).
+    pub(crate) fn cold_candidates(
+        &self,
+        older_than: Instant,
+        keep_hot: usize,
+        at_most: usize,
+    ) -> Vec<Arc<Block>> {
+        let st = self.state.read();
+        let n = st.blocks.len().saturating_sub(keep_hot);
+        st.blocks
+            .iter()
+            .take(n)
+            .filter_map(|slot| match slot {
+                Slot::Hot(b, Some(since))
+                    if *since <= older_than && b.first_seq >= st.oldest_seq =>
+                {
+                    Some(Arc::clone(b))
+                }
+                _ => None,
+            })
+            .take(at_most)
+            .collect()
+    }
+
+    /// Freezes ([`crate::cold`]) those of `candidates` still in the ring as they
+    /// were; returns how many. Compresses outside the lock; a block evicted,
+    /// merged or cut meanwhile is left as it is. Readers are unaffected: a batch
+    /// they hold keeps its hot block alive, and the next read of a cold block
+    /// thaws it.
+    pub(crate) fn freeze(&self, candidates: Vec<Arc<Block>>) -> usize {
         let mut frozen = 0;
         for block in candidates {
             let cold = ColdBlock::freeze(&block);
