@@ -980,6 +980,108 @@ mod tests {
     }
 
     #[test]
+    fn readers_see_every_line_while_blocks_are_frozen_merged_and_evicted() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = std::env::var("RING_STRESS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        println!("RING_STRESS_SEED={seed}");
+        let ring = Arc::new(Ring::new(3_000, 1));
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut sub = ring.subscribe(Cursor::Oldest, true);
+                let ring = Arc::clone(&ring);
+                std::thread::spawn(move || {
+                    let (mut want, mut events) = (1u64, 0u64);
+                    loop {
+                        match sub.try_recv() {
+                            Some(Chunk::Events(batch)) => {
+                                for e in batch.iter() {
+                                    assert_eq!(e.seq, want, "seed {seed}");
+                                    assert_eq!(
+                                        e.line,
+                                        format!("{{\"seq\":{}}}\n", e.seq).as_bytes(),
+                                        "seed {seed}"
+                                    );
+                                    want += 1;
+                                    events += 1;
+                                }
+                            }
+                            Some(Chunk::Gap(g)) => {
+                                assert_eq!(g.from_seq, want, "seed {seed}");
+                                want = g.to_seq + 1;
+                            }
+                            Some(other) => panic!("seed {seed}: {other:?}"),
+                            None if sub.is_finished() => return (want, events),
+                            None => {
+                                assert!(
+                                    Instant::now() < deadline,
+                                    "seed {seed}: stalled at {want}"
+                                );
+                                std::thread::yield_now();
+                            }
+                        }
+                        let _ = &ring;
+                    }
+                })
+            })
+            .collect();
+        let freezing = Arc::new(AtomicBool::new(true));
+        let freezer = {
+            let (ring, freezing) = (Arc::clone(&ring), Arc::clone(&freezing));
+            std::thread::spawn(move || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 1);
+                let mut frozen = 0;
+                while freezing.load(Ordering::Acquire) {
+                    frozen += ring.freeze_cold(Instant::now(), rng.random_range(0..3), 4);
+                }
+                frozen
+            })
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut seq = 1;
+        for _ in 0..3_000 {
+            let n = rng.random_range(1..=60);
+            ring.append(block(seq, n));
+            seq += n as u64;
+            if rng.random_bool(0.5) {
+                ring.merge_tail();
+            }
+            if rng.random_bool(0.1) {
+                std::thread::yield_now();
+            }
+        }
+        ring.close();
+        for r in readers {
+            let (next, events) = r.join().expect("reader");
+            assert_eq!(next, seq, "seed {seed}: every seq delivered or announced");
+            assert!(events > 0, "seed {seed}");
+        }
+        freezing.store(false, Ordering::Release);
+        let concurrently = freezer.join().expect("freezer");
+        println!("{concurrently} blocks frozen while the readers read");
+        let frozen = concurrently + ring.freeze_cold(Instant::now(), 0, 10_000);
+        assert!(frozen > 0, "seed {seed}: nothing was frozen");
+        let mut after = ring.subscribe(Cursor::Oldest, true);
+        let mut want = ring.stats().oldest_seq.expect("retained");
+        while let Some(chunk) = after.try_recv() {
+            let Chunk::Events(batch) = chunk else {
+                panic!("seed {seed}: {chunk:?}")
+            };
+            for e in batch.iter() {
+                assert_eq!(
+                    (e.seq, e.line),
+                    (want, format!("{{\"seq\":{want}}}\n").as_bytes())
+                );
+                want += 1;
+            }
+        }
+        assert_eq!(want, seq, "seed {seed}");
+    }
+
+    #[test]
     fn blocks_newer_than_the_cutoff_stay_hot() {
         let ring = Arc::new(Ring::new(10_000, 1));
         let cutoff = Instant::now();
