@@ -34,6 +34,15 @@ fn start_node(
     start_binary(&args)
 }
 
+/// A gauge of the node's `/metrics`, 0 when absent.
+fn gauge(port: u16, name: &str) -> f64 {
+    http(port, "GET", "/metrics", "")
+        .1
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn archive(port: u16) -> String {
     let (status, body) = http(port, "GET", "/diag/masterEvents?o=1", "");
     assert_eq!(status, 200);
@@ -280,4 +289,79 @@ fn a_takeover_without_a_quorum_says_in_cluster_and_ready_who_answered_and_who_is
             && serde_json::from_str::<serde_json::Value>(&body)
                 .is_ok_and(|v| v["is_master"] == true && v["waiting"].is_null())
     });
+}
+
+#[test]
+fn a_follower_restarted_empty_catches_up_byte_for_byte_from_a_master_whose_archive_is_compressed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a-cluster-secret\n").expect("write secret");
+    let names = ["n_0@127.0.0.1", "n_1@127.0.0.1", "n_2@127.0.0.1"];
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let peers: Vec<(String, String)> = names
+        .iter()
+        .zip(&ports)
+        .map(|(n, p)| ((*n).to_owned(), format!("http://127.0.0.1:{p}")))
+        .collect();
+    let start = |i: usize| {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", ports[i]),
+            "--node".into(),
+            names[i].into(),
+            "--master".into(),
+            names[0].into(),
+            "--cluster-secret-file".into(),
+            secret.display().to_string(),
+            "--archive-size".into(),
+            "100000".into(),
+        ];
+        for (n, url) in &peers {
+            args.push("--peer".into());
+            args.push(format!("{n}={url}"));
+        }
+        start_binary(&args)
+    };
+    let mut nodes: Vec<Proc> = (0..3).map(start).collect();
+    for round in 0..8 {
+        let body: String = (0..5_000)
+            .map(|k| {
+                format!(
+                    "{{\"type\":\"vbucketMoveDone\",\"vbucket\":{},\"bucket\":\"b{round}\"}}\n",
+                    k % 1024
+                )
+            })
+            .collect();
+        let (status, reply) = http(ports[0], "POST", "/diag/masterEvents", &body);
+        assert_eq!(status, 200, "{reply}");
+    }
+    // The master keeps its older blocks compressed once they are a second old.
+    wait_until(
+        "the master to compress older blocks",
+        Duration::from_secs(30),
+        || gauge(ports[0], "master_events_archive_cold_blocks") >= 4.0,
+    );
+    let master = archive(ports[0]);
+    assert_eq!(
+        master.lines().count(),
+        40_001,
+        "becameMaster and 40,000 events"
+    );
+    // A follower restarted without persistence copies the master's log again, the
+    // compressed blocks included, and serves it byte for byte (its own older
+    // blocks compressed in turn).
+    nodes[2].kill9();
+    nodes[2] = start(2);
+    wait_until(
+        "the restarted follower to copy the master's archive",
+        Duration::from_secs(60),
+        || archive(ports[2]) == master,
+    );
+    wait_until(
+        "the follower to compress older blocks",
+        Duration::from_secs(30),
+        || gauge(ports[2], "master_events_archive_cold_blocks") >= 4.0,
+    );
+    assert_eq!(archive(ports[2]), master);
 }
