@@ -512,9 +512,11 @@ impl Results {
             let _ = writeln!(
                 s,
                 "## Memory: {} events retained\n\nThe server's RSS (VmRSS) before and after \
-                 producing twice that many events (so the store is full and evicting); line \
-                 bytes = retained × mean line length. Own account: this project's archive \
-                 bytes, Redis's `MEMORY USAGE` of the stream, the JetStream stream's bytes \
+                 producing twice that many events (so the store is full and evicting), read \
+                 once it settles (at least 3 s, then two looks within 0.5%); line bytes = \
+                 retained × mean line length. Own account: what this project's archive says \
+                 its lines take in memory (older blocks compressed), Redis's `MEMORY USAGE` \
+                 of the stream, the JetStream stream's bytes \
                  (NATS retains in a JetStream memory stream; core NATS retains nothing).\n",
                 self.settings.retain
             );
