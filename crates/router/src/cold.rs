@@ -11,6 +11,8 @@
 //!   gives none when the lines do not shrink (or do not come back equal).
 //! - Readers that read one cold block at once share one thawed copy (the cold block
 //!   keeps a weak reference to it); the copy is freed when the last reader lets go.
+//!   So a reader that replays old events and holds a batch (a slow HTTP client)
+//!   holds up to one block's lines (~64 KiB) that the ring does not share.
 //! - What filters and the ring look at (`first_seq`, metas, strings, `originSeq`s)
 //!   stays uncompressed: only a reader that wants the lines thaws.
 //!
