@@ -204,12 +204,11 @@ impl NodeQueue {
     /// Up to `max` events not yet sent to the current master, in order.
     pub fn unsent(&self, max: usize) -> Vec<Record> {
         let st = self.state.lock();
-        st.pending
-            .iter()
-            .skip_while(|r| r.envelope.origin_seq.is_some_and(|os| os <= st.sent))
-            .take(max)
-            .cloned()
-            .collect()
+        // `pending` is in originSeq order: the sent ones are a prefix.
+        let from = st
+            .pending
+            .partition_point(|r| r.envelope.origin_seq.is_some_and(|os| os <= st.sent));
+        st.pending.range(from..).take(max).cloned().collect()
     }
 
     /// Marks events up to `origin_seq` as sent.
