@@ -150,72 +150,16 @@ impl Drop for Resume {
     }
 }
 
-/// A small tmpfs mounted on a temp dir, unmounted on drop (even on failure).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { dir })
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            // Still busy (a test failed with a node running): detach it.
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
-
-/// Fills the file system holding `dir` with one file until it is full.
-fn fill(dir: &std::path::Path) -> std::path::PathBuf {
-    use std::io::Write;
-    let filler = dir.join("filler");
-    let mut f = std::fs::File::create(&filler).expect("filler");
-    let block = vec![b'x'; 4096];
-    loop {
-        match f.write(&block) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling the tmpfs: {e}"),
-        }
-    }
-    filler
-}
-
 #[test]
 fn events_queued_while_the_journal_disk_is_full_survive_a_sigkill_once_space_is_back() {
-    let fs = match Tmpfs::mount("64k") {
+    let fs = match master_events_testpki::tmpfs::Tmpfs::mount("64k") {
         Ok(fs) => fs,
         Err(why) => {
             println!("SKIPPED events_queued_while_the_journal_disk_is_full_survive_a_sigkill_once_space_is_back: {why} (needs root)");
             return;
         }
     };
-    let queue_dir = fs.dir.path().join("queue");
+    let queue_dir = fs.path().join("queue");
     let (pm, pf) = (free_port(), free_port());
     let peers = [(MASTER, pm), (FOLLOWER, pf)];
     let master = serve(MASTER, pm, &peers, None);
@@ -233,7 +177,7 @@ fn events_queued_while_the_journal_disk_is_full_survive_a_sigkill_once_space_is_
     wait_until("5 lines in the journal", Duration::from_secs(20), || {
         std::fs::read(&journal).is_ok_and(|b| b.iter().filter(|&&c| c == b'\n').count() == 5)
     });
-    let filler = fill(fs.dir.path());
+    let filler = fs.fill();
     // 60 events (more than a page) cannot all be written: the journal fails, maybe
     // with part of a line written. The node says so and keeps them in memory.
     let second = post_in_background(pf, events(5, 60));

@@ -2,8 +2,8 @@
 //! temp dir, and the certificates it signs, written as PEM files there.
 //!
 //! Also a NATS operator, account and user for tests of credentials files
-//! ([`nats::NatsOperator`]), and loopback ports for the servers tests start
-//! ([`ports::free_port`]).
+//! ([`nats::NatsOperator`]), loopback ports for the servers tests start
+//! ([`ports::free_port`]), and a small tmpfs to fill up ([`tmpfs::Tmpfs`]).
 //!
 //! Owns: [`TestPki`]. Promises: every file lives in the PKI's temp dir, removed when
 //! it is dropped; the CA's certificate is `ca.pem`; nothing here is for production
@@ -13,6 +13,7 @@
 
 pub mod nats;
 pub mod ports;
+pub mod tmpfs;
 
 use std::path::{Path, PathBuf};
 

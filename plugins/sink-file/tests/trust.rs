@@ -538,51 +538,9 @@ async fn events_that_outgrow_the_backlog_become_one_exact_gap_line_logged_at_err
     );
 }
 
-/// A small tmpfs mounted on a temp dir, unmounted on drop (even on failure).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let status = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-        if !status.is_ok_and(|s| s.success()) {
-            // Still busy (a test failed with the sink running): detach it.
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_really_full_tmpfs_is_held_and_caught_up_with_once_space_is_freed() {
-    let fs = match Tmpfs::mount("64k") {
+    let fs = match master_events_testpki::tmpfs::Tmpfs::mount("64k") {
         Ok(fs) => fs,
         Err(why) => {
             println!("SKIPPED a_really_full_tmpfs_is_held_and_caught_up_with_once_space_is_freed: {why} (needs root)");
@@ -599,20 +557,7 @@ async fn a_really_full_tmpfs_is_held_and_caught_up_with_once_space_is_freed() {
         running.status.snapshot().events_written == 3
     })
     .await;
-    // Fill the file system.
-    let filler = fs.path().join("filler");
-    {
-        let mut f = fs::File::create(&filler).expect("filler");
-        let block = vec![b'x'; 4096];
-        loop {
-            match f.write(&block) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-    }
+    let filler = fs.fill();
     // Publish until the sink finds the disk full (the file's last page may take
     // a few more lines first).
     let mut last = 3;
