@@ -87,6 +87,24 @@ fn archived_buckets(master_port: u16) -> Vec<String> {
         .collect()
 }
 
+/// A master and a follower journaling in `queue_dir`, the follower ready, then the
+/// master frozen (SIGSTOP; SIGCONT when the `Resume` is dropped): what the follower
+/// takes stays in its queue. Returns (master, follower, their ports, the resume).
+fn frozen_master_and_follower(
+    queue_dir: &std::path::Path,
+) -> (Logged, Logged, [(&'static str, u16); 2], Resume) {
+    let (pm, pf) = (free_port(), free_port());
+    let peers = [(MASTER, pm), (FOLLOWER, pf)];
+    let master = serve(MASTER, pm, &peers, None);
+    let follower = serve(FOLLOWER, pf, &peers, Some(queue_dir));
+    wait_until("the follower to be ready", Duration::from_secs(20), || {
+        http(pf, "GET", "/ready", "").0 == 200
+    });
+    let master_pid = master.proc.child.id();
+    signal(master_pid, "-STOP");
+    (master, follower, peers, Resume(master_pid))
+}
+
 fn json(port: u16, path: &str) -> Value {
     serde_json::from_str(&http(port, "GET", path, "").1).unwrap_or_default()
 }
@@ -95,18 +113,8 @@ fn json(port: u16, path: &str) -> Value {
 fn events_queued_on_a_follower_survive_its_sigkill_and_are_sequenced_once_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue_dir = dir.path().join("queue");
-    let (pm, pf) = (free_port(), free_port());
-    let peers = [(MASTER, pm), (FOLLOWER, pf)];
-    let master = serve(MASTER, pm, &peers, None);
-    let mut follower = serve(FOLLOWER, pf, &peers, Some(&queue_dir));
-    wait_until("the follower to be ready", Duration::from_secs(20), || {
-        http(pf, "GET", "/ready", "").0 == 200
-    });
-
-    // The master freezes: what the follower takes stays in its queue.
-    let master_pid = master.proc.child.id();
-    signal(master_pid, "-STOP");
-    let resume = Resume(master_pid);
+    let (master, mut follower, peers, resume) = frozen_master_and_follower(&queue_dir);
+    let [(_, pm), (_, pf)] = peers;
     // Three requests at once: each is answered (202, queued) only once its lines
     // are in the journal, whatever order their writes happen in.
     let posts: Vec<_> = (0..3)
@@ -160,16 +168,8 @@ fn events_queued_while_the_journal_disk_is_full_survive_a_sigkill_once_space_is_
         }
     };
     let queue_dir = fs.path().join("queue");
-    let (pm, pf) = (free_port(), free_port());
-    let peers = [(MASTER, pm), (FOLLOWER, pf)];
-    let master = serve(MASTER, pm, &peers, None);
-    let mut follower = serve(FOLLOWER, pf, &peers, Some(&queue_dir));
-    wait_until("the follower to be ready", Duration::from_secs(20), || {
-        http(pf, "GET", "/ready", "").0 == 200
-    });
-    let master_pid = master.proc.child.id();
-    signal(master_pid, "-STOP");
-    let resume = Resume(master_pid);
+    let (master, mut follower, peers, resume) = frozen_master_and_follower(&queue_dir);
+    let [(_, pm), (_, pf)] = peers;
 
     // Five events reach the journal; then the disk fills up.
     let first = post_in_background(pf, events(0, 5));

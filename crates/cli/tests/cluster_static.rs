@@ -9,29 +9,53 @@ use std::time::Duration;
 
 use common::{free_port, http, http_with, start_binary, wait_until, Proc};
 
-fn start_node(
-    name: &str,
-    port: u16,
-    master: &str,
-    peers: &[(String, String)],
-    secret: &std::path::Path,
-) -> Proc {
-    let mut args: Vec<String> = vec![
-        "serve".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-        "--node".into(),
-        name.into(),
-        "--master".into(),
-        master.into(),
-        "--cluster-secret-file".into(),
-        secret.display().to_string(),
-    ];
-    for (n, url) in peers {
-        args.push("--peer".into());
-        args.push(format!("{n}={url}"));
+const NAMES: [&str; 3] = ["n_0@127.0.0.1", "n_1@127.0.0.1", "n_2@127.0.0.1"];
+
+/// Three nodes on loopback (`NAMES`, `n_0` the master): their ports, and a cluster
+/// secret's file in a temp dir of their own.
+struct Layout {
+    ports: Vec<u16>,
+    secret: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "a-cluster-secret\n").expect("write secret");
+        Layout {
+            ports: NAMES.iter().map(|_| free_port()).collect(),
+            secret,
+            _dir: dir,
+        }
     }
-    start_binary(&args)
+
+    /// Starts node `i` with the other nodes as peers, and `extra` arguments.
+    fn start(&self, i: usize, extra: &[&str]) -> Proc {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.ports[i]),
+            "--node".into(),
+            NAMES[i].into(),
+            "--master".into(),
+            NAMES[0].into(),
+            "--cluster-secret-file".into(),
+            self.secret.display().to_string(),
+        ];
+        for (n, p) in NAMES.iter().zip(&self.ports) {
+            args.push("--peer".into());
+            args.push(format!("{n}=http://127.0.0.1:{p}"));
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        start_binary(&args)
+    }
+
+    /// Starts all three.
+    fn start_all(&self, extra: &[&str]) -> Vec<Proc> {
+        (0..NAMES.len()).map(|i| self.start(i, extra)).collect()
+    }
 }
 
 /// A gauge of the node's `/metrics`, 0 when absent.
@@ -51,21 +75,9 @@ fn archive(port: u16) -> String {
 
 #[test]
 fn three_static_nodes_sequence_every_event_once_and_replicate_the_archive() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a-cluster-secret\n").expect("write secret");
-    let names = ["n_0@127.0.0.1", "n_1@127.0.0.1", "n_2@127.0.0.1"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let peers: Vec<(String, String)> = names
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| ((*n).to_owned(), format!("http://127.0.0.1:{p}")))
-        .collect();
-    let _nodes: Vec<Proc> = names
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| start_node(n, *p, names[0], &peers, &secret))
-        .collect();
+    let layout = Layout::new();
+    let (names, ports) = (NAMES, layout.ports.clone());
+    let _nodes = layout.start_all(&[]);
 
     // Every node ingests its own events; a follower answers once they are sequenced.
     for round in 0..5 {
@@ -159,21 +171,9 @@ fn keyed(
 
 #[test]
 fn a_client_that_retries_with_its_origin_and_origin_seqs_on_any_node_creates_no_duplicate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a-cluster-secret\n").expect("write secret");
-    let names = ["n_0@127.0.0.1", "n_1@127.0.0.1", "n_2@127.0.0.1"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let peers: Vec<(String, String)> = names
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| ((*n).to_owned(), format!("http://127.0.0.1:{p}")))
-        .collect();
-    let _nodes: Vec<Proc> = names
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| start_node(n, *p, names[0], &peers, &secret))
-        .collect();
+    let layout = Layout::new();
+    let (names, ports) = (NAMES, layout.ports.clone());
+    let _nodes = layout.start_all(&[]);
 
     // Through a follower, retried as a client does while the master takes over
     // (503: nothing queued, retry): sequenced and committed once, with its seqs.
@@ -239,21 +239,11 @@ fn a_client_that_retries_with_its_origin_and_origin_seqs_on_any_node_creates_no_
 
 #[test]
 fn a_takeover_without_a_quorum_says_in_cluster_and_ready_who_answered_and_who_is_trusted() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a-cluster-secret\n").expect("write secret");
-    let names = ["n_0@127.0.0.1", "n_1@127.0.0.1", "n_2@127.0.0.1"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let peers: Vec<(String, String)> = names
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| ((*n).to_owned(), format!("http://127.0.0.1:{p}")))
-        .collect();
+    let layout = Layout::new();
+    let (names, ports) = (NAMES, layout.ports.clone());
     // Two of three, freshly started: nobody's archive is trusted yet, so the master
     // named by the configuration cannot take over until every node answers.
-    let _first: Vec<Proc> = (0..2)
-        .map(|i| start_node(names[i], ports[i], names[0], &peers, &secret))
-        .collect();
+    let _first: Vec<Proc> = (0..2).map(|i| layout.start(i, &[])).collect();
     let waiting = |port: u16| -> Option<String> {
         let (status, body) = http(port, "GET", "/cluster", "");
         if status != 200 {
@@ -282,7 +272,7 @@ fn a_takeover_without_a_quorum_says_in_cluster_and_ready_who_answered_and_who_is
 
     // The third node comes: every node answers, the takeover completes, and the
     // note is gone.
-    let _third = start_node(names[2], ports[2], names[0], &peers, &secret);
+    let _third = layout.start(2, &[]);
     wait_until("the master to take over", Duration::from_secs(20), || {
         let (status, body) = http(ports[0], "GET", "/cluster", "");
         status == 200
@@ -293,37 +283,10 @@ fn a_takeover_without_a_quorum_says_in_cluster_and_ready_who_answered_and_who_is
 
 #[test]
 fn a_follower_restarted_empty_catches_up_byte_for_byte_from_a_master_whose_archive_is_compressed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "a-cluster-secret\n").expect("write secret");
-    let names = ["n_0@127.0.0.1", "n_1@127.0.0.1", "n_2@127.0.0.1"];
-    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
-    let peers: Vec<(String, String)> = names
-        .iter()
-        .zip(&ports)
-        .map(|(n, p)| ((*n).to_owned(), format!("http://127.0.0.1:{p}")))
-        .collect();
-    let start = |i: usize| {
-        let mut args: Vec<String> = vec![
-            "serve".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{}", ports[i]),
-            "--node".into(),
-            names[i].into(),
-            "--master".into(),
-            names[0].into(),
-            "--cluster-secret-file".into(),
-            secret.display().to_string(),
-            "--archive-size".into(),
-            "100000".into(),
-        ];
-        for (n, url) in &peers {
-            args.push("--peer".into());
-            args.push(format!("{n}={url}"));
-        }
-        start_binary(&args)
-    };
-    let mut nodes: Vec<Proc> = (0..3).map(start).collect();
+    let layout = Layout::new();
+    let ports = layout.ports.clone();
+    let big = ["--archive-size", "100000"];
+    let mut nodes = layout.start_all(&big);
     for round in 0..8 {
         let body: String = (0..5_000)
             .map(|k| {
@@ -352,7 +315,7 @@ fn a_follower_restarted_empty_catches_up_byte_for_byte_from_a_master_whose_archi
     // compressed blocks included, and serves it byte for byte (its own older
     // blocks compressed in turn).
     nodes[2].kill9();
-    nodes[2] = start(2);
+    nodes[2] = layout.start(2, &big);
     wait_until(
         "the restarted follower to copy the master's archive",
         Duration::from_secs(60),
