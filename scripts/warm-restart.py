@@ -8,8 +8,10 @@ In a temp dir: times ROUNDS (default 5) cold starts of `serve` (no config) to it
 ~110-byte events (posted in requests of 1,000 lines, with the archive as large as
 the log, so that every event is restored), stops the server, and times ROUNDS warm
 restarts: from spawning the process to its `listening on` line, the whole log
-verified and restored into the archive. Prints the medians and every round. Every
-process is killed at the end; every wait is bounded.
+verified and restored into the archive. Prints the medians and every round, and the
+server's RSS once listening after the last restart and again once the archive's
+older blocks are compressed (its cold blocks stop growing). Every process is killed
+at the end; every wait is bounded.
 """
 
 import os
@@ -61,6 +63,22 @@ def stop(p):
         p.wait()
 
 
+def rss(p):
+    """The process's resident set, bytes."""
+    for line in pathlib.Path(f"/proc/{p.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no VmRSS")
+
+
+def gauge(addr, name):
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=LIMIT) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
 def post(addr, body):
     req = urllib.request.Request(
         f"http://{addr}/diag/masterEvents", data=body, method="POST",
@@ -91,15 +109,35 @@ def main():
         stop(p)
         size = sum(f.stat().st_size for f in (pathlib.Path(d) / "log").iterdir())
         warm = []
-        for _ in range(ROUNDS):
-            p, took, _ = serve(args)
+        for i in range(ROUNDS):
+            p, took, addr = serve(args)
             warm.append(took)
+            if i == ROUNDS - 1:
+                listening_rss = rss(p)
+                # The freezer compresses blocks a second old, a batch every 250 ms.
+                deadline = time.perf_counter() + LIMIT
+                last, still_since = -1.0, time.perf_counter()
+                while time.perf_counter() < deadline:
+                    frozen = gauge(addr, "master_events_archive_cold_blocks")
+                    if frozen != last:
+                        last, still_since = frozen, time.perf_counter()
+                    elif frozen > 0 and time.perf_counter() - still_since > 2.0:
+                        break
+                    time.sleep(0.25)
+                settled_rss = rss(p)
+                stored = gauge(addr, "master_events_archive_stored_bytes")
+                lines = gauge(addr, "master_events_archived_bytes")
             stop(p)
         ms = lambda xs: ", ".join(f"{x * 1000:.1f}" for x in xs)
         print(f"cold start to listening: median {statistics.median(cold) * 1000:.1f} ms ({ms(cold)})")
         print(
             f"warm restart of {N:,} events ({size / 1e6:.0f} MB log) to listening: "
             f"median {statistics.median(warm) * 1000:.0f} ms ({ms(warm)})"
+        )
+        print(
+            f"RSS after the last warm restart: {listening_rss / 1e6:.0f} MB listening, "
+            f"{settled_rss / 1e6:.0f} MB once {last:.0f} blocks are compressed "
+            f"(lines {lines / 1e6:.0f} MB, held in {stored / 1e6:.0f} MB)"
         )
 
 
