@@ -23,19 +23,39 @@
 //! - A write that fails is an ERROR (once per failure streak), a count and a state
 //!   ([`JournalStatus`], shown in `/cluster` and `/metrics`), and the queue goes on
 //!   in memory: events are never refused for a journal that cannot write. The next
-//!   write after a failed one rewrites the file whole ([`Journal::needs_rewrite`]),
-//!   so a partial line left by the failure (a full disk) never stays mid-file.
+//!   write after a failed one rewrites the file whole ([`Journal::next_write`]), so a
+//!   partial line left by the failure (a full disk) never stays mid-file. While the
+//!   disk stays full, such a rewrite (which copies every pending event) is tried at
+//!   most once every [`REWRITE_EVERY`]: by the next request after that, or by the
+//!   queue's delivery task when none comes ([`crate::queue::NodeQueue::retry_journal`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use master_events_events::Record;
 
 /// The journal is rewritten once it is larger than this.
 pub const COMPACT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// While the journal cannot write, a whole rewrite is tried at most this often.
+pub const REWRITE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the next write of queued events must be ([`Journal::next_write`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextWrite {
+    /// Append the new events' lines.
+    Append,
+    /// A write failed before: rewrite the file with every pending event
+    /// ([`Journal::compact`]).
+    Rewrite,
+    /// A rewrite failed less than [`REWRITE_EVERY`] ago: write nothing now (the
+    /// events are in memory, and in the next rewrite).
+    Skip,
+}
 
 /// Why a queue directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +101,8 @@ pub struct Journal {
     /// A write of the queue file failed: it may end in a partial line and lacks
     /// what was queued since, so the next write rewrites it whole.
     torn: bool,
+    /// When a rewrite last failed.
+    rewrite_failed_at: Option<Instant>,
     status: Arc<JournalStatus>,
     _lock: File,
 }
@@ -229,6 +251,7 @@ impl Journal {
             bytes: 0,
             failing: false,
             torn: false,
+            rewrite_failed_at: None,
             status: Arc::default(),
             _lock: lock,
         };
@@ -279,10 +302,27 @@ impl Journal {
         Arc::clone(&self.status)
     }
 
-    /// Whether the next write must be a [`Journal::compact`] with every pending
-    /// event (an earlier write of the queue file failed), not an append.
-    pub fn needs_rewrite(&self) -> bool {
-        self.torn
+    /// What the next write of queued events must be, at `now`.
+    pub fn next_write(&self, now: Instant) -> NextWrite {
+        if !self.torn {
+            NextWrite::Append
+        } else if self
+            .rewrite_failed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < REWRITE_EVERY)
+        {
+            NextWrite::Skip
+        } else {
+            NextWrite::Rewrite
+        }
+    }
+
+    /// Every write of the queue file fails from now on, as on a full disk (for
+    /// tests of the queue).
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&mut self) {
+        if let Ok(full) = OpenOptions::new().append(true).open("/dev/full") {
+            self.file = full;
+        }
     }
 
     /// Appends queued events, encoded as lines; with `sync`, waits until they are
@@ -322,10 +362,12 @@ impl Journal {
         match self.rewrite(pending) {
             Ok(()) => {
                 self.torn = false;
+                self.rewrite_failed_at = None;
                 self.ok();
             }
             Err(e) => {
                 self.torn = true;
+                self.rewrite_failed_at = Some(Instant::now());
                 self.failed("rewrite", &e);
             }
         }
@@ -424,17 +466,31 @@ mod tests {
         let mut more = Vec::new();
         queued("n1", 2).encode_line(&mut more);
         j.append(&more, true);
-        assert!(j.needs_rewrite());
+        assert_eq!(j.next_write(Instant::now()), NextWrite::Rewrite);
         assert_eq!(status.failures(), 1);
         let why = status.error().expect("failing");
         assert!(why.contains("No space left"), "{why}");
         j.file = file;
         j.compact(&[queued("n1", 1), queued("n1", 2)]);
-        assert!(!j.needs_rewrite());
+        assert_eq!(j.next_write(Instant::now()), NextWrite::Append);
         assert_eq!(status.error(), None);
         drop(j);
         let (_j, pending) = Journal::open(dir.path(), "n1", 0).expect("reopen");
         assert_eq!(seqs(&pending), vec![1, 2]);
+    }
+
+    #[test]
+    fn while_rewrites_fail_one_is_tried_at_most_every_rewrite_every() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut j, _) = Journal::open(dir.path(), "n1", 0).expect("open");
+        let t0 = Instant::now();
+        j.torn = true;
+        assert_eq!(j.next_write(t0), NextWrite::Rewrite);
+        j.rewrite_failed_at = Some(t0);
+        assert_eq!(j.next_write(t0 + REWRITE_EVERY / 2), NextWrite::Skip);
+        assert_eq!(j.next_write(t0 + REWRITE_EVERY), NextWrite::Rewrite);
+        j.compact(&[queued("n1", 1)]);
+        assert_eq!(j.next_write(t0 + REWRITE_EVERY / 2), NextWrite::Append);
     }
 
     #[test]

@@ -1198,13 +1198,17 @@ async fn delivery(inner: Arc<Inner>) {
             if !wait_for_more {
                 continue;
             }
+            // A journal that cannot write is retried even when no request comes.
+            let journal_failing = inner.queue.retry_journal();
             tokio::select! {
                 _ = inner.cancel.cancelled() => return,
                 _ = inner.queue.wake.notified() => {}
                 _ = roles.changed() => {}
+                () = tokio::time::sleep(crate::journal::REWRITE_EVERY), if journal_failing => {}
             }
         } else {
             attempt += 1;
+            inner.queue.retry_journal();
             tokio::select! {
                 _ = inner.cancel.cancelled() => return,
                 _ = roles.changed() => {}

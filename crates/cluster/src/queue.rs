@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use master_events_events::Record;
 use parking_lot::Mutex;
 
-use crate::journal::{Journal, JournalStatus};
+use crate::journal::{Journal, JournalStatus, NextWrite};
 use tokio::sync::{oneshot, Notify};
 
 struct Waiter {
@@ -138,6 +138,7 @@ impl NodeQueue {
         // (Lock order: the journal, then the state, as in `commit`.)
         let mut journal = self.journal.as_ref().map(|j| j.lock());
         let mut rewrite = None;
+        let mut skip = false;
         let rx = {
             let mut st = self.state.lock();
             if st.pending.len() + records.len() > self.capacity && !st.pending.is_empty() {
@@ -161,19 +162,22 @@ impl NodeQueue {
             }
             let last = st.next_origin_seq - 1;
             st.queued_at.push_back((last, Instant::now()));
-            match &journal {
+            match journal.as_ref().map(|j| j.next_write(Instant::now())) {
                 // A write failed before: the file may end in a partial line and
                 // lacks what was queued meanwhile, so it is rewritten whole.
-                Some(j) if j.needs_rewrite() => {
+                Some(NextWrite::Rewrite) => {
                     rewrite = Some(st.pending.iter().cloned().collect::<Vec<_>>());
                 }
-                Some(_) => {
+                Some(NextWrite::Append) => {
                     let n = (last + 1 - first) as usize;
                     let from = st.pending.len() - n;
                     for rec in st.pending.range(from..) {
                         rec.encode_line(&mut lines);
                     }
                 }
+                // A rewrite failed just now (the disk is still full): these events
+                // are in memory, and in the next rewrite ([`NodeQueue::retry_journal`]).
+                Some(NextWrite::Skip) => skip = true,
                 None => {}
             }
             if wait {
@@ -193,6 +197,7 @@ impl NodeQueue {
         if let Some(journal) = &mut journal {
             match rewrite {
                 Some(pending) => journal.compact(&pending),
+                None if skip => {}
                 None => journal.append(&lines, wait),
             }
         }
@@ -296,6 +301,26 @@ impl NodeQueue {
             return None;
         }
         st.queued_at.front().map(|(_, at)| at.elapsed())
+    }
+
+    /// While the journal cannot write: tries the rewrite it is due (see
+    /// [`crate::journal`]), so that what was queued reaches the disk once there is
+    /// room again even if no request comes. Does nothing when the journal writes,
+    /// when a rewrite failed less than [`crate::journal::REWRITE_EVERY`] ago, or
+    /// when a request holds the journal. Returns whether the journal still fails.
+    pub fn retry_journal(&self) -> bool {
+        let Some(journal) = &self.journal else {
+            return false;
+        };
+        let Some(mut journal) = journal.try_lock() else {
+            return self.journal_error().is_some();
+        };
+        if journal.next_write(Instant::now()) == NextWrite::Rewrite {
+            // Lock order: the journal, then the state.
+            let pending: Vec<Record> = self.state.lock().pending.iter().cloned().collect();
+            journal.compact(&pending);
+        }
+        journal.next_write(Instant::now()) != NextWrite::Append
     }
 
     /// Why the journal (`--queue-dir`) cannot write, while it cannot.
@@ -461,6 +486,28 @@ mod tests {
             .filter_map(|l| Record::parse(l.as_bytes()).ok()?.envelope.origin_seq)
             .collect();
         assert_eq!(order, (1..=600).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_journal_that_failed_is_rewritten_whole_by_the_retry_without_a_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = journaled(dir.path(), &[]);
+        q.push(recs(2), true).expect("room");
+        q.journal.as_ref().expect("journal").lock().fail_writes();
+        q.push(recs(3), true).expect("room");
+        assert!(q
+            .journal_error()
+            .is_some_and(|e| e.contains("No space left")));
+        // The next write is a rewrite, through a new file: it works again.
+        assert!(!q.retry_journal(), "the rewrite worked");
+        assert_eq!(q.journal_error(), None);
+        let text = std::fs::read_to_string(dir.path().join("queue.ndjson")).expect("journal");
+        let order: Vec<u64> = text
+            .lines()
+            .filter_map(|l| Record::parse(l.as_bytes()).ok()?.envelope.origin_seq)
+            .collect();
+        assert_eq!(order, vec![1, 2, 3, 4, 5]);
+        assert!(!q.retry_journal(), "nothing to do");
     }
 
     #[test]
