@@ -121,7 +121,10 @@ def main():
                     frozen = gauge(addr, "master_events_archive_cold_blocks")
                     if frozen != last:
                         last, still_since = frozen, time.perf_counter()
-                    elif frozen > 0 and time.perf_counter() - still_since > 2.0:
+                    elif time.perf_counter() - still_since > 2.0 and (
+                        frozen > 0 or time.perf_counter() - deadline + LIMIT > 5.0
+                    ):
+                        # Settled (or a binary that compresses nothing, after 5 s).
                         break
                     time.sleep(0.25)
                 settled_rss = rss(p)

@@ -400,11 +400,20 @@ impl Ring {
                     // A cut reaches a cold block only past HOT_BLOCKS blocks of
                     // uncommitted events: thawed here, under the lock (rare).
                     let Some(whole) = slot.block() else {
+                        // Never expected (checked when frozen). The ring keeps no
+                        // hole: everything up to the cut is forgotten, and readers
+                        // that wanted it get an exact gap.
                         tracing::error!(
                             first_seq = last.first_seq,
-                            "{GAP_UNREADABLE}: its events before the cut are forgotten too"
+                            "{GAP_UNREADABLE}: every event up to the cut is forgotten"
                         );
-                        continue;
+                        st.blocks.clear();
+                        st.retained_bytes = 0;
+                        st.cold_bytes = 0;
+                        st.cold_packed_bytes = 0;
+                        st.cold_blocks = 0;
+                        st.oldest_seq = seq + 1;
+                        break;
                     };
                     let kept = whole.prefix(keep);
                     st.retained_bytes += kept.bytes.len();
