@@ -12,8 +12,10 @@
 //!   number the producer writes (see [`framed_payload_len`]), since neither stamps
 //!   one of its own that a reader could check for holes.
 //! - Every event that has a `pid` field (an opaque string in the catalog) carries the
-//!   latency stamp slot `<0.DDDDDDDDDDDDDDDDDDDD.0>` there: 20 decimal digits, zero
-//!   when unstamped. A producer writes the send time (nanoseconds since the
+//!   latency stamp slot `<0.DDDDDDDDDDDDDDDDDD.0>` there: 18 decimal digits (31
+//!   years of nanoseconds), zero when unstamped; 24 bytes, longer than the pids
+//!   ns_server writes (`<0.533.0>`) and as long as a string the catalog keeps
+//!   inline. A producer writes the send time (nanoseconds since the
 //!   harness's clock base, never 0) into the digits in place ([`stamp`]); a reader
 //!   finds it with [`read_stamp`]. The line stays a valid catalog line either way.
 //! - Lines are encoded once, when the mix is built; producing is copying bytes.
@@ -25,7 +27,7 @@ use master_events_sim::{scenario, ScenarioConfig};
 use memchr::memmem;
 
 /// The digits of a latency stamp slot.
-pub const STAMP_DIGITS: usize = 20;
+pub const STAMP_DIGITS: usize = 18;
 /// What precedes the stamp digits in a line.
 const STAMP_PREFIX: &[u8] = b"\"pid\":\"<0.";
 /// The node name the templates carry as `origin` (and this project's server is
@@ -80,7 +82,7 @@ impl Mix {
                 Envelope {
                     seq: Some(TEMPLATE_SEQ),
                     ts: Some(ts),
-                    origin: Some(ORIGIN.to_owned()),
+                    origin: Some(ORIGIN.into()),
                     origin_ts: None,
                     origin_seq: None,
                 },

@@ -381,7 +381,7 @@ mod tests {
 
     fn queued(origin: &str, n: u64) -> Record {
         let mut r = Record::new(DeleteBucket {
-            bucket: format!("b{n}"),
+            bucket: format!("b{n}").into(),
         });
         r.envelope.origin = Some(origin.into());
         r.envelope.origin_seq = Some(n);

@@ -589,10 +589,10 @@ async fn role_manager(inner: Arc<Inner>, mut views: watch::Receiver<MasterView>)
                 );
                 // becameMaster opens the epoch, before any event queued meanwhile.
                 let mut became = Record::new(BecameMaster {
-                    node: inner.config.node.clone(),
-                    host: inner.config.host.clone(),
+                    node: inner.config.node.as_str().into(),
+                    host: inner.config.host.as_str().into(),
                 });
-                became.envelope.origin = Some(inner.config.node.clone());
+                became.envelope.origin = Some(inner.config.node.as_str().into());
                 became.envelope.origin_ts = Some(master_events_events::Timestamp::now());
                 if let Err(e) = inner.router.sequence_batch(vec![became]).await {
                     tracing::warn!(error = %e, "cannot note becameMaster");

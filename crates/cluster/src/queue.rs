@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use master_events_events::Record;
+use master_events_events::{CompactString, Record};
 use parking_lot::Mutex;
 
 use crate::journal::{Journal, JournalStatus, NextWrite};
@@ -53,7 +53,7 @@ struct State {
 
 /// The queue (see the module documentation).
 pub struct NodeQueue {
-    origin: String,
+    origin: CompactString,
     capacity: usize,
     state: Mutex<State>,
     /// Where queued events are kept across a crash (`--queue-dir`), if anywhere.
@@ -78,7 +78,7 @@ impl NodeQueue {
     pub fn new(origin: &str, capacity: usize, start_origin_seq: u64) -> NodeQueue {
         let start = start_origin_seq.max(1);
         NodeQueue {
-            origin: origin.to_owned(),
+            origin: origin.into(),
             capacity: capacity.max(1),
             state: Mutex::new(State {
                 next_origin_seq: start,
@@ -353,7 +353,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 Record::new(DeleteBucket {
-                    bucket: format!("b{i}"),
+                    bucket: format!("b{i}").into(),
                 })
             })
             .collect()

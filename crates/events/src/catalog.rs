@@ -12,6 +12,8 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -88,9 +90,9 @@ pub(crate) mod strategies {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BecameMaster {
     /// Name of the node that became master, e.g. `n_0@10.17.2.163`.
-    pub node: String,
+    pub node: CompactString,
     /// Host (`ip:port`, IPv6 in brackets) of the node that became master.
-    pub host: String,
+    pub host: CompactString,
 }
 
 /// An ebucketmigrator (TAP-era vbucket mover) process started.
@@ -104,21 +106,21 @@ pub struct EbucketmigratorStart {
     #[serde(deserialize_with = "crate::strict::checkpoints")]
     pub checkpoints: BTreeMap<VBucket, u64>,
     /// The user the migrator authenticates as.
-    pub username: String,
+    pub username: CompactString,
     /// Whether this migration is a takeover (the source gives up the vbuckets).
     pub takeover: bool,
     /// Source host (`ip:port`).
-    pub src: String,
+    pub src: CompactString,
     /// Destination host (`ip:port`).
-    pub dst: String,
+    pub dst: CompactString,
     /// Erlang pid of the migrator process, an opaque string such as `<0.533.0>`.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running the migrator.
-    pub node: String,
+    pub node: CompactString,
     /// Name of the TAP stream.
-    pub name: String,
+    pub name: CompactString,
     /// The bucket being migrated.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// Some vbuckets were not ready when a migrator started.
@@ -129,7 +131,7 @@ pub struct NotReadyVBuckets {
     /// The vbuckets that were not ready.
     pub vbuckets: Vec<VBucket>,
     /// Erlang pid of the migrator process.
-    pub pid: String,
+    pub pid: CompactString,
 }
 
 /// An ebucketmigrator process terminated.
@@ -138,9 +140,9 @@ pub struct NotReadyVBuckets {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EbucketmigratorTerminate {
     /// Why the process ended (an Erlang exit reason, as text).
-    pub reason: String,
+    pub reason: CompactString,
     /// Erlang pid of the migrator process.
-    pub pid: String,
+    pub pid: CompactString,
 }
 
 /// A vbucket changed state on a node.
@@ -153,9 +155,9 @@ pub struct VbucketStateChange {
     /// The vbucket's new state on the host.
     pub state: VBucketState,
     /// Host (`ip:port`) where the state changed.
-    pub host: String,
+    pub host: CompactString,
     /// The bucket the vbucket belongs to.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// Extra state metadata (e.g. the replication topology), when the node sent some.
     #[serde(
         default,
@@ -172,9 +174,9 @@ pub struct VbucketStateChange {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateBucket {
     /// The bucket type, e.g. `membase`, `memcached`, `couchbase`, `ephemeral`.
-    pub bucket_type: String,
+    pub bucket_type: CompactString,
     /// The new bucket's name.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// The bucket's parameters; any parameter whose key names a password or secret is
     /// replaced by `"*****"` when the event is built or parsed.
     pub params: BucketParams,
@@ -186,7 +188,7 @@ pub struct CreateBucket {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeleteBucket {
     /// The deleted bucket's name.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// A rebalance started.
@@ -195,15 +197,15 @@ pub struct DeleteBucket {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RebalanceStart {
     /// Erlang pid of the rebalancer; `rebalanceEnd` carries the same pid.
-    pub pid: String,
+    pub pid: CompactString,
     /// Hosts (`ip:port`) that stay in the cluster.
-    pub keep_nodes: Vec<String>,
+    pub keep_nodes: Vec<CompactString>,
     /// Hosts (`ip:port`) being removed from the cluster.
-    pub eject_nodes: Vec<String>,
+    pub eject_nodes: Vec<CompactString>,
     /// Hosts (`ip:port`) that had failed over and are being removed.
-    pub failed_nodes: Vec<String>,
+    pub failed_nodes: Vec<CompactString>,
     /// Hosts (`ip:port`) being recovered by delta recovery.
-    pub delta_nodes: Vec<String>,
+    pub delta_nodes: Vec<CompactString>,
 }
 
 /// A rebalance ended.
@@ -212,9 +214,9 @@ pub struct RebalanceStart {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RebalanceEnd {
     /// How it ended: `normal`, `stopped`, or an error reason as text.
-    pub reason: String,
+    pub reason: CompactString,
     /// Erlang pid of the rebalancer, as in its `rebalanceStart`.
-    pub pid: String,
+    pub pid: CompactString,
 }
 
 /// A bucket's fast-forward map was reset.
@@ -223,7 +225,7 @@ pub struct RebalanceEnd {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResetFastForwardMap {
     /// The bucket whose fast-forward map was reset.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// One vbucket's replication chain changed in a bucket's vbucket map.
@@ -234,11 +236,11 @@ pub struct UpdateMap {
     /// The vbucket number (0–65535).
     pub vbucket: VBucket,
     /// The bucket whose map changed.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// The chain (hosts, active first; `""` for an empty slot) before the change.
-    pub chain_before: Vec<String>,
+    pub chain_before: Vec<CompactString>,
     /// The chain (hosts, active first; `""` for an empty slot) after the change.
-    pub chain_after: Vec<String>,
+    pub chain_after: Vec<CompactString>,
 }
 
 /// One vbucket's chain changed in a bucket's fast-forward map (the target of a rebalance).
@@ -249,11 +251,11 @@ pub struct UpdateFastForwardMap {
     /// The vbucket number (0–65535).
     pub vbucket: VBucket,
     /// The bucket whose fast-forward map changed.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// The chain (hosts, active first; `""` for an empty slot) before the change.
-    pub chain_before: Vec<String>,
+    pub chain_before: Vec<CompactString>,
     /// The chain (hosts, active first; `""` for an empty slot) after the change.
-    pub chain_after: Vec<String>,
+    pub chain_after: Vec<CompactString>,
 }
 
 /// A vbucket move started.
@@ -264,15 +266,15 @@ pub struct VbucketMoveStart {
     /// The vbucket number (0–65535).
     pub vbucket: VBucket,
     /// Erlang pid of the mover process.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running the mover.
-    pub node: String,
+    pub node: CompactString,
     /// The bucket the vbucket belongs to.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// The chain (hosts, active first; `""` for an empty slot) before the move.
-    pub chain_before: Vec<String>,
+    pub chain_before: Vec<CompactString>,
     /// The chain (hosts, active first; `""` for an empty slot) after the move.
-    pub chain_after: Vec<String>,
+    pub chain_after: Vec<CompactString>,
 }
 
 /// A vbucket move finished.
@@ -283,7 +285,7 @@ pub struct VbucketMoveDone {
     /// The vbucket number (0–65535).
     pub vbucket: VBucket,
     /// The bucket the vbucket belongs to.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// Nodes were failed over (ns_server also uses this type for the end of a failover;
@@ -293,7 +295,7 @@ pub struct VbucketMoveDone {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Failover {
     /// Hosts (`ip:port`) being failed over.
-    pub hosts: Vec<String>,
+    pub hosts: Vec<CompactString>,
 }
 
 /// A failover ended.
@@ -308,15 +310,15 @@ pub struct FailoverEnded {}
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeregisterTapName {
     /// Name of the node where the deregistering process runs.
-    pub pid_node: String,
+    pub pid_node: CompactString,
     /// Erlang pid of the deregistering process.
-    pub pid: String,
+    pub pid: CompactString,
     /// The TAP name.
-    pub name: String,
+    pub name: CompactString,
     /// Host (`ip:port`) the TAP name was registered on.
-    pub host: String,
+    pub host: CompactString,
     /// The bucket of the TAP stream.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// A replicator's vbucket filter change started.
@@ -325,9 +327,9 @@ pub struct DeregisterTapName {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VbucketFilterChangeStarted {
     /// Erlang pid of the replicator.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running the replicator.
-    pub node: String,
+    pub node: CompactString,
 }
 
 /// Failover of one bucket started.
@@ -336,13 +338,13 @@ pub struct VbucketFilterChangeStarted {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BucketFailoverStarted {
     /// Erlang pid of the process failing the bucket over.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running that process.
-    pub node: String,
+    pub node: CompactString,
     /// Hosts (`ip:port`) being failed over.
-    pub hosts: Vec<String>,
+    pub hosts: Vec<CompactString>,
     /// The bucket being failed over.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// Failover of one bucket ended.
@@ -351,13 +353,13 @@ pub struct BucketFailoverStarted {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BucketFailoverEnded {
     /// Erlang pid of the process failing the bucket over.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running that process.
-    pub node: String,
+    pub node: CompactString,
     /// Hosts (`ip:port`) that were failed over.
-    pub hosts: Vec<String>,
+    pub hosts: Vec<CompactString>,
     /// The bucket that was failed over.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// Rebalance of one bucket started.
@@ -366,11 +368,11 @@ pub struct BucketFailoverEnded {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BucketRebalanceStarted {
     /// Erlang pid of the bucket rebalancer.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running the bucket rebalancer.
-    pub node: String,
+    pub node: CompactString,
     /// The bucket being rebalanced.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// Rebalance of one bucket ended.
@@ -379,11 +381,11 @@ pub struct BucketRebalanceStarted {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BucketRebalanceEnded {
     /// Erlang pid of the bucket rebalancer.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running the bucket rebalancer.
-    pub node: String,
+    pub node: CompactString,
     /// The bucket that was rebalanced.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// A node was renamed.
@@ -392,9 +394,9 @@ pub struct BucketRebalanceEnded {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NameChanged {
     /// The node's new name.
-    pub node: String,
+    pub node: CompactString,
     /// The node's host (`ip:port`).
-    pub host: String,
+    pub host: CompactString,
 }
 
 /// A rebalance stage started.
@@ -403,9 +405,9 @@ pub struct NameChanged {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RebalanceStageStarted {
     /// The stage path, outermost first (e.g. `["data", "default"]`).
-    pub stage: Vec<String>,
+    pub stage: Vec<CompactString>,
     /// Nodes taking part in the stage.
-    pub nodes: Vec<String>,
+    pub nodes: Vec<CompactString>,
 }
 
 /// A rebalance stage completed.
@@ -414,7 +416,7 @@ pub struct RebalanceStageStarted {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RebalanceStageCompleted {
     /// The stage path, outermost first.
-    pub stage: Vec<String>,
+    pub stage: Vec<CompactString>,
 }
 
 /// Something notable happened within a rebalance stage.
@@ -423,9 +425,9 @@ pub struct RebalanceStageCompleted {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RebalanceStageEvent {
     /// The stage path, outermost first.
-    pub stage: Vec<String>,
+    pub stage: Vec<CompactString>,
     /// What happened, as text.
-    pub event: String,
+    pub event: CompactString,
 }
 
 /// The auto-failover state machine changed its view of a node.
@@ -434,11 +436,11 @@ pub struct RebalanceStageEvent {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutofailoverNodeStateChange {
     /// The node's previous state (e.g. `up`, `half_down`, `nearly_down`, `failover`).
-    pub prev_state: String,
+    pub prev_state: CompactString,
     /// Name of the node.
-    pub node: String,
+    pub node: CompactString,
     /// The node's new state.
-    pub new_state: String,
+    pub new_state: CompactString,
     /// The state machine's counter for the node after the change.
     pub new_counter: i64,
 }
@@ -449,9 +451,9 @@ pub struct AutofailoverNodeStateChange {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AutofailoverDone {
     /// The outcome, as text.
-    pub reason: String,
+    pub reason: CompactString,
     /// Name of the node that was failed over.
-    pub node: String,
+    pub node: CompactString,
 }
 
 /// A vbucket mover process terminated.
@@ -462,13 +464,13 @@ pub struct VbucketMoverTerminate {
     /// The vbucket number (0–65535).
     pub vbucket: VBucket,
     /// Why the mover ended (an Erlang exit reason, as text).
-    pub reason: String,
+    pub reason: CompactString,
     /// Erlang pid of the mover process.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running the mover.
-    pub node: String,
+    pub node: CompactString,
     /// The bucket the vbucket belongs to.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 macro_rules! vbucket_phase {
@@ -481,7 +483,7 @@ macro_rules! vbucket_phase {
             /// The vbucket number (0–65535).
             pub vbucket: VBucket,
             /// The bucket the vbucket belongs to.
-            pub bucket: String,
+            pub bucket: CompactString,
         }
     )*};
 }
@@ -517,9 +519,9 @@ macro_rules! seqno_waiting {
             /// The sequence number waited for.
             pub seqno: u64,
             /// Host (`ip:port`) of the node that is waited on.
-            pub node: String,
+            pub node: CompactString,
             /// The bucket the vbucket belongs to.
-            pub bucket: String,
+            pub bucket: CompactString,
         }
     )*};
 }
@@ -541,11 +543,11 @@ macro_rules! takeover {
             /// The vbucket number (0–65535).
             pub vbucket: VBucket,
             /// Host (`ip:port`) of the vbucket's active copy before the takeover.
-            pub old_master: String,
+            pub old_master: CompactString,
             /// Host (`ip:port`) of the node taking the vbucket over.
-            pub node: String,
+            pub node: CompactString,
             /// The bucket the vbucket belongs to.
-            pub bucket: String,
+            pub bucket: CompactString,
         }
     )*};
 }
@@ -567,9 +569,9 @@ macro_rules! index_wait {
             /// The vbucket number (0–65535).
             pub vbucket: VBucket,
             /// Host (`ip:port`) of the node doing the indexing.
-            pub node: String,
+            pub node: CompactString,
             /// The bucket the vbucket belongs to.
-            pub bucket: String,
+            pub bucket: CompactString,
         }
     )*};
 }
@@ -591,9 +593,9 @@ macro_rules! compaction {
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $name {
             /// Host (`ip:port`) of the node whose compaction is concerned.
-            pub node: String,
+            pub node: CompactString,
             /// The bucket whose compaction is concerned.
-            pub bucket: String,
+            pub bucket: CompactString,
         }
     )*};
 }
@@ -615,19 +617,19 @@ compaction! {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DcpReplicatorStart {
     /// Name of the producing node.
-    pub producer_node: String,
+    pub producer_node: CompactString,
     /// The producer-side connection (an Erlang pid, as text).
-    pub producer_conn: String,
+    pub producer_conn: CompactString,
     /// Erlang pid of the replicator.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the consuming node.
-    pub consumer_node: String,
+    pub consumer_node: CompactString,
     /// The consumer-side connection (an Erlang pid, as text).
-    pub consumer_conn: String,
+    pub consumer_conn: CompactString,
     /// The DCP connection name.
-    pub connection_name: String,
+    pub connection_name: CompactString,
     /// The bucket being replicated.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// A DCP replicator terminated.
@@ -636,21 +638,21 @@ pub struct DcpReplicatorStart {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DcpReplicatorTerminate {
     /// Name of the producing node.
-    pub producer_node: String,
+    pub producer_node: CompactString,
     /// The producer-side connection (an Erlang pid, as text).
-    pub producer_conn: String,
+    pub producer_conn: CompactString,
     /// Erlang pid of the replicator.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the consuming node.
-    pub consumer_node: String,
+    pub consumer_node: CompactString,
     /// The consumer-side connection (an Erlang pid, as text).
-    pub consumer_conn: String,
+    pub consumer_conn: CompactString,
     /// The DCP connection name.
-    pub connection_name: String,
+    pub connection_name: CompactString,
     /// The bucket being replicated.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// Why the replicator ended (an Erlang exit reason, as text).
-    pub reason: String,
+    pub reason: CompactString,
 }
 
 /// A DCP stream was requested.
@@ -661,19 +663,19 @@ pub struct DcpAddStream {
     /// The vbucket number (0–65535).
     pub vbucket: VBucket,
     /// The kind of stream requested (e.g. `add`, `takeover`).
-    pub stream_type: String,
+    pub stream_type: CompactString,
     /// Which end of the connection observed it.
     pub side: DcpSide,
     /// Erlang pid of the connection process.
-    pub pid: String,
+    pub pid: CompactString,
     /// The DCP opaque that pairs the request with its response.
     pub opaque: u64,
     /// Name of the node that observed it.
-    pub node: String,
+    pub node: CompactString,
     /// The DCP connection name.
-    pub connection_name: String,
+    pub connection_name: CompactString,
     /// The bucket of the stream.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// A DCP stream close was requested.
@@ -686,15 +688,15 @@ pub struct DcpCloseStream {
     /// Which end of the connection observed it.
     pub side: DcpSide,
     /// Erlang pid of the connection process.
-    pub pid: String,
+    pub pid: CompactString,
     /// The DCP opaque that pairs the request with its response.
     pub opaque: u64,
     /// Name of the node that observed it.
-    pub node: String,
+    pub node: CompactString,
     /// The DCP connection name.
-    pub connection_name: String,
+    pub connection_name: CompactString,
     /// The bucket of the stream.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 macro_rules! dcp_response {
@@ -709,21 +711,21 @@ macro_rules! dcp_response {
             /// Whether the request succeeded.
             pub success: bool,
             /// The response status, as text (e.g. `success`, `not_my_vbucket`).
-            pub status: String,
+            pub status: CompactString,
             /// Which end of the connection observed it.
             pub side: DcpSide,
             /// The raw DCP status code.
             pub raw_status: u64,
             /// Erlang pid of the connection process.
-            pub pid: String,
+            pub pid: CompactString,
             /// The DCP opaque of the request this answers.
             pub opaque: u64,
             /// Name of the node that observed it.
-            pub node: String,
+            pub node: CompactString,
             /// The DCP connection name.
-            pub connection_name: String,
+            pub connection_name: CompactString,
             /// The bucket of the stream.
-            pub bucket: String,
+            pub bucket: CompactString,
         }
     )*};
 }
@@ -745,13 +747,13 @@ pub struct DcpSetVbucketState {
     /// The vbucket state being set.
     pub state: VBucketState,
     /// Erlang pid of the connection process.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node that observed it.
-    pub node: String,
+    pub node: CompactString,
     /// The DCP connection name.
-    pub connection_name: String,
+    pub connection_name: CompactString,
     /// The bucket of the vbucket.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// The set of nodes running a service changed.
@@ -760,9 +762,9 @@ pub struct DcpSetVbucketState {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetServiceMap {
     /// Names of the nodes that now run the service.
-    pub nodes: Vec<String>,
+    pub nodes: Vec<CompactString>,
     /// The service (e.g. `index`, `n1ql`, `fts`).
-    pub service: String,
+    pub service: CompactString,
 }
 
 /// Mounting a bucket's volumes on nodes started.
@@ -774,11 +776,11 @@ pub struct MountingVolumesStarted {
     #[serde(deserialize_with = "crate::strict::volumes")]
     pub volumes: BTreeMap<String, Vec<String>>,
     /// Erlang pid of the process mounting them.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running that process.
-    pub node: String,
+    pub node: CompactString,
     /// The bucket whose volumes are mounted.
-    pub bucket: String,
+    pub bucket: CompactString,
 }
 
 /// Mounting a bucket's volumes on nodes ended.
@@ -787,9 +789,9 @@ pub struct MountingVolumesStarted {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MountingVolumesEnded {
     /// Erlang pid of the process that mounted them.
-    pub pid: String,
+    pub pid: CompactString,
     /// Name of the node running that process.
-    pub node: String,
+    pub node: CompactString,
     /// The bucket whose volumes were mounted.
-    pub bucket: String,
+    pub bucket: CompactString,
 }

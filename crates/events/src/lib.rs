@@ -40,6 +40,13 @@ pub use line::{
 };
 pub use time::Timestamp;
 
+/// The catalog's text fields and an envelope's `origin`: a string kept inline, with
+/// no allocation, up to 24 bytes (a node name, a bucket, a host, a pid), and on the
+/// heap beyond. Build one with `"text".into()`, `String::into()` or
+/// [`compact_str::format_compact!`]; it derefs to `&str`. Re-exported so that a
+/// sink crate needs no dependency of its own to build or read events.
+pub use compact_str::{self, CompactString};
+
 /// The schema files committed under `schemas/`, embedded at build time.
 pub mod published {
     include!(concat!(env!("OUT_DIR"), "/published.rs"));

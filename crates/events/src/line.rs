@@ -29,6 +29,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use schemars::JsonSchema;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -53,7 +54,7 @@ pub struct Envelope {
     pub ts: Option<Timestamp>,
     /// Name of the node that noted the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<String>,
+    pub origin: Option<CompactString>,
     /// When the event was noted at its origin (seconds since the Unix epoch,
     /// microsecond precision), when that is not when the master sequenced it: a
     /// follower's events wait in its queue (seconds, during a change of master)
@@ -556,7 +557,7 @@ impl EnvelopeField {
                 envelope.origin_ts = Some(Timestamp::deserialize(d).map_err(EnvelopeError::Value)?)
             }
             EnvelopeField::Origin => {
-                envelope.origin = Some(String::deserialize(d).map_err(EnvelopeError::Value)?)
+                envelope.origin = Some(CompactString::deserialize(d).map_err(EnvelopeError::Value)?)
             }
         }
         Ok(())
@@ -1970,7 +1971,7 @@ mod tests {
                 Envelope {
                     seq,
                     ts: micros.map(Timestamp::from_micros),
-                    origin,
+                    origin: origin.map(Into::into),
                     origin_ts: origin_micros.map(Timestamp::from_micros),
                     origin_seq,
                 },
@@ -2012,7 +2013,7 @@ mod tests {
                 Envelope {
                     seq,
                     ts: micros.map(Timestamp::from_micros),
-                    origin,
+                    origin: origin.map(Into::into),
                     origin_ts: origin_micros.map(Timestamp::from_micros),
                     origin_seq,
                 },
@@ -2050,7 +2051,7 @@ mod tests {
                     rec.envelope = Envelope {
                         seq: Some(seq),
                         ts: Some(Timestamp::from_micros(micros)),
-                        origin: Some(origin.clone()),
+                        origin: Some(origin.as_str().into()),
                         origin_ts: None,
                         origin_seq,
                     };

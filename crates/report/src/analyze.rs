@@ -37,7 +37,7 @@ use std::io::{self, BufRead};
 use std::time::Duration;
 
 use master_events_events::catalog::{RebalanceStart, VbucketMoveStart};
-use master_events_events::{Event, EventType, Record, Timestamp};
+use master_events_events::{CompactString, Event, EventType, Record, Timestamp};
 
 use crate::model::{
     Analysis, Anomalies, BucketReport, Inflight, InflightBucket, InflightMove, MoveKind, MoveRow,
@@ -98,9 +98,9 @@ pub struct Analyzer {
     last_master_ts: Option<Timestamp>,
     rebalances: Vec<RebalanceState>,
     /// Open rebalances, `(pid, index into rebalances)`, in start order.
-    open: Vec<(String, usize)>,
+    open: Vec<(CompactString, usize)>,
     /// Moves in flight: bucket → vbucket → move.
-    inflight: HashMap<String, HashMap<u16, MoveState>>,
+    inflight: HashMap<CompactString, HashMap<u16, MoveState>>,
     waits: HashMap<WaitKey, OpenWait>,
     finished: Vec<MoveRow>,
     anomalies: Anomalies,
@@ -108,15 +108,15 @@ pub struct Analyzer {
 
 #[derive(Debug, Clone)]
 struct RebalanceState {
-    pid: String,
+    pid: CompactString,
     start: Timestamp,
     end: Option<Timestamp>,
     reason: Option<String>,
-    keep_nodes: Vec<String>,
-    eject_nodes: Vec<String>,
-    failed_nodes: Vec<String>,
-    delta_nodes: Vec<String>,
-    buckets: BTreeMap<String, BucketAcc>,
+    keep_nodes: Vec<CompactString>,
+    eject_nodes: Vec<CompactString>,
+    failed_nodes: Vec<CompactString>,
+    delta_nodes: Vec<CompactString>,
+    buckets: BTreeMap<CompactString, BucketAcc>,
     slowest: BinaryHeap<Reverse<SlowMove>>,
 }
 
@@ -137,11 +137,11 @@ struct BucketAcc {
 #[derive(Debug, Clone)]
 struct MoveState {
     rebalance: Option<usize>,
-    pid: String,
-    node: String,
+    pid: CompactString,
+    node: CompactString,
     start: Timestamp,
-    chain_before: Vec<String>,
-    chain_after: Vec<String>,
+    chain_before: Vec<CompactString>,
+    chain_after: Vec<CompactString>,
     kind: MoveKind,
     backfill_end: Option<Timestamp>,
     takeover_start: Option<Timestamp>,
@@ -159,9 +159,9 @@ enum WaitKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct WaitKey {
     kind: WaitKind,
-    bucket: String,
+    bucket: CompactString,
     vbucket: u16,
-    node: String,
+    node: CompactString,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -363,7 +363,7 @@ impl Analyzer {
     fn bucket_acc(&mut self, rebalance: Option<usize>, bucket: &str) -> Option<&mut BucketAcc> {
         let r = self.rebalances.get_mut(rebalance?)?;
         if !r.buckets.contains_key(bucket) {
-            r.buckets.insert(bucket.to_owned(), BucketAcc::default());
+            r.buckets.insert(bucket.into(), BucketAcc::default());
         }
         r.buckets.get_mut(bucket)
     }
@@ -442,7 +442,7 @@ impl Analyzer {
                 if qualifies {
                     r.slowest.push(Reverse(SlowMove {
                         duration,
-                        bucket: bucket.to_owned(),
+                        bucket: bucket.into(),
                         vbucket,
                         node: m.node.clone(),
                         start: m.start,
@@ -456,7 +456,7 @@ impl Analyzer {
         }
         if self.options.keep_moves {
             self.finished.push(MoveRow {
-                bucket: bucket.to_owned(),
+                bucket: bucket.into(),
                 vbucket,
                 node: m.node,
                 rebalance: m.rebalance,
@@ -491,9 +491,9 @@ impl Analyzer {
         };
         let key = WaitKey {
             kind,
-            bucket: bucket.to_owned(),
+            bucket: bucket.into(),
             vbucket,
-            node: node.to_owned(),
+            node: node.into(),
         };
         self.waits.insert(
             key,
@@ -507,9 +507,9 @@ impl Analyzer {
     fn wait_end(&mut self, kind: WaitKind, bucket: &str, vbucket: u16, node: &str, ts: Timestamp) {
         let key = WaitKey {
             kind,
-            bucket: bucket.to_owned(),
+            bucket: bucket.into(),
             vbucket,
-            node: node.to_owned(),
+            node: node.into(),
         };
         let Some(wait) = self.waits.remove(&key) else {
             return;

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use master_events_events::Timestamp;
+use master_events_events::{CompactString, Timestamp};
 use serde::Serialize;
 
 use crate::read::ReadSummary;
@@ -31,9 +31,9 @@ pub enum MoveKind {
 impl MoveKind {
     /// The kind of a move from `before` to `after`: active when their first entries
     /// differ (an empty chain counts as an empty first entry).
-    pub fn of(before: &[String], after: &[String]) -> MoveKind {
-        if before.first().map(String::as_str).unwrap_or("")
-            != after.first().map(String::as_str).unwrap_or("")
+    pub fn of(before: &[CompactString], after: &[CompactString]) -> MoveKind {
+        if before.first().map(CompactString::as_str).unwrap_or("")
+            != after.first().map(CompactString::as_str).unwrap_or("")
         {
             MoveKind::Active
         } else {
@@ -80,11 +80,11 @@ impl MoveStatus {
 #[serde(rename_all = "camelCase")]
 pub struct MoveRow {
     /// The bucket.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// The vbucket.
     pub vbucket: u16,
     /// The node running the mover, from `vbucketMoveStart`.
-    pub node: String,
+    pub node: CompactString,
     /// The rebalance it belongs to: an index into the reports of
     /// [`crate::Analyzer::rebalances`] (and [`Analysis::rebalances`]); `None` for a
     /// move started outside any rebalance. Lets a caller draw one rebalance's moves.
@@ -97,9 +97,9 @@ pub struct MoveRow {
     #[serde(serialize_with = "secs::serialize")]
     pub duration: Duration,
     /// The chain before the move (hosts, active first; `""` for an empty slot).
-    pub chain_before: Vec<String>,
+    pub chain_before: Vec<CompactString>,
     /// The chain after the move.
-    pub chain_after: Vec<String>,
+    pub chain_after: Vec<CompactString>,
     /// Active or replica move.
     pub kind: MoveKind,
     /// Done, in flight or aborted.
@@ -129,11 +129,11 @@ pub struct SlowMove {
     #[serde(serialize_with = "secs::serialize")]
     pub duration: Duration,
     /// The bucket.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// The vbucket.
     pub vbucket: u16,
     /// The node running the mover.
-    pub node: String,
+    pub node: CompactString,
     /// When it started.
     pub start: Timestamp,
     /// Active or replica move.
@@ -145,7 +145,7 @@ pub struct SlowMove {
 #[serde(rename_all = "camelCase")]
 pub struct BucketReport {
     /// The bucket.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// Moves started.
     pub moves: u64,
     /// Of those, active moves.
@@ -179,7 +179,7 @@ pub struct BucketReport {
 #[serde(rename_all = "camelCase")]
 pub struct RebalanceReport {
     /// The rebalancer's pid.
-    pub pid: String,
+    pub pid: CompactString,
     /// When it started.
     pub start: Timestamp,
     /// When it ended; `None` if no `rebalanceEnd` was seen.
@@ -190,13 +190,13 @@ pub struct RebalanceReport {
     /// The end's reason (`normal`, `stopped`, an error), or `unfinished`.
     pub outcome: String,
     /// Hosts that stay in the cluster.
-    pub keep_nodes: Vec<String>,
+    pub keep_nodes: Vec<CompactString>,
     /// Hosts being removed.
-    pub eject_nodes: Vec<String>,
+    pub eject_nodes: Vec<CompactString>,
     /// Failed-over hosts being removed.
-    pub failed_nodes: Vec<String>,
+    pub failed_nodes: Vec<CompactString>,
     /// Hosts being delta-recovered.
-    pub delta_nodes: Vec<String>,
+    pub delta_nodes: Vec<CompactString>,
     /// Per bucket, in name order.
     pub buckets: Vec<BucketReport>,
     /// The slowest moves done, slowest first.
@@ -215,7 +215,7 @@ pub struct InflightMove {
     /// The vbucket.
     pub vbucket: u16,
     /// The node running the mover.
-    pub node: String,
+    pub node: CompactString,
     /// When it started.
     pub start: Timestamp,
     /// How long ago it started, relative to [`Inflight::now`].
@@ -234,7 +234,7 @@ pub struct InflightMove {
 #[serde(rename_all = "camelCase")]
 pub struct InflightBucket {
     /// The bucket.
-    pub bucket: String,
+    pub bucket: CompactString,
     /// Its moves in flight, by vbucket.
     pub moves: Vec<InflightMove>,
 }

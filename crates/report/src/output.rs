@@ -189,9 +189,9 @@ fn table_row(r: &MoveRow) -> Vec<String> {
         None => r.status.as_str().to_owned(),
     };
     vec![
-        r.bucket.clone(),
+        r.bucket.to_string(),
         r.vbucket.to_string(),
-        r.node.clone(),
+        r.node.to_string(),
         utc(r.start),
         opt_utc(r.end),
         secs(r.duration),
@@ -211,9 +211,9 @@ fn csv_row(r: &MoveRow) -> [String; 15] {
     let ts = |t: Option<Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
     let dur = |d: Option<Duration>| d.map(micros_secs).unwrap_or_default();
     [
-        r.bucket.clone(),
+        r.bucket.to_string(),
         r.vbucket.to_string(),
-        r.node.clone(),
+        r.node.to_string(),
         r.start.to_string(),
         ts(r.end),
         micros_secs(r.duration),

@@ -31,7 +31,7 @@
 //! [`PAIRS`], with the key its row names; what each reader does with a pair (a
 //! restart, an end without a start, which spans it measures) is the reader's.
 
-use master_events_events::{Event, EventType};
+use master_events_events::{CompactString, Event, EventType};
 
 /// A kind of span: something that starts with one event and ends with another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -243,7 +243,7 @@ impl Span {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Key<'a> {
     Pid(&'a str),
-    StagePath(&'a [String]),
+    StagePath(&'a [CompactString]),
     PidBucket(&'a str, &'a str),
     NodeBucket(&'a str, &'a str),
     Vbucket(&'a str, u16),
@@ -468,7 +468,7 @@ mod tests {
         Record::parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"))
     }
 
-    const STAGE: &[String] = &[];
+    const STAGE: &[CompactString] = &[];
 
     /// The key `sample` gives for `by` (the stage path is checked on its own).
     fn expected_key(by: KeyBy) -> Key<'static> {

@@ -12,7 +12,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use master_events_events::Timestamp;
+use master_events_events::{CompactString, Timestamp};
 use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -163,7 +163,7 @@ fn format_utc(ts: Timestamp, format: &[BorrowedFormatItem<'_>]) -> String {
         .unwrap_or_else(|| ts.to_string())
 }
 
-fn list(items: &[String]) -> String {
+fn list(items: &[CompactString]) -> String {
     if items.is_empty() {
         "-".to_owned()
     } else {
@@ -172,13 +172,16 @@ fn list(items: &[String]) -> String {
 }
 
 /// A chain as text: hosts separated by spaces, `-` for an empty slot.
-pub fn chain(hosts: &[String]) -> String {
+pub fn chain(hosts: &[CompactString]) -> String {
     if hosts.is_empty() {
         return "-".to_owned();
     }
     let slots: Vec<&str> = hosts
         .iter()
-        .map(|h| if h.is_empty() { "-" } else { h.as_str() })
+        .map(|h| match h.as_str() {
+            "" => "-",
+            h => h,
+        })
         .collect();
     slots.join(" ")
 }
@@ -225,7 +228,7 @@ impl fmt::Display for RebalanceReport {
         ]);
         for b in &self.buckets {
             t.row(vec![
-                b.bucket.clone(),
+                b.bucket.to_string(),
                 b.moves.to_string(),
                 b.active_moves.to_string(),
                 b.replica_moves.to_string(),
@@ -252,11 +255,11 @@ impl fmt::Display for RebalanceReport {
             ]);
             for m in &self.slowest_moves {
                 t.row(vec![
-                    m.bucket.clone(),
+                    m.bucket.to_string(),
                     m.vbucket.to_string(),
                     secs(m.duration),
                     m.kind.as_str().to_owned(),
-                    m.node.clone(),
+                    m.node.to_string(),
                     utc(m.start),
                 ]);
             }
@@ -292,11 +295,11 @@ impl fmt::Display for Inflight {
                     Duration::from_micros(us.max(0) as u64)
                 });
                 t.row(vec![
-                    b.bucket.clone(),
+                    b.bucket.to_string(),
                     m.vbucket.to_string(),
                     secs(m.age),
                     m.kind.as_str().to_owned(),
-                    m.node.clone(),
+                    m.node.to_string(),
                     m.last_event.to_owned(),
                     secs(since),
                 ]);

@@ -42,7 +42,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
-use master_events_events::{Event, Record};
+use master_events_events::{CompactString, Event, Record};
 use serde::Serialize;
 
 use crate::error::Error;
@@ -132,7 +132,7 @@ struct OpenSpan {
     /// For moves: active or replica.
     move_kind: Option<MoveKind>,
     /// For moves: the mover's pid.
-    mover_pid: Option<String>,
+    mover_pid: Option<CompactString>,
 }
 
 /// Writes a Chrome trace of the records it is given; see the module documentation.

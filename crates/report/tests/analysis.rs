@@ -117,7 +117,7 @@ fn slowest_moves_are_listed_slowest_first_and_capped() {
     let slowest: Vec<(String, u16, Duration)> = a.rebalances[0]
         .slowest_moves
         .iter()
-        .map(|m| (m.bucket.clone(), m.vbucket, m.duration))
+        .map(|m| (m.bucket.to_string(), m.vbucket, m.duration))
         .collect();
     assert_eq!(
         slowest,

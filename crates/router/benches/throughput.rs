@@ -50,7 +50,7 @@ async fn publish(router: &Router, total: u64) {
     for i in 0..total {
         let mut record = Record::new(VbucketMoveDone {
             vbucket: (i % 1024) as u16,
-            bucket: "default".to_owned(),
+            bucket: "default".into(),
         });
         while let Err(refused) = emitter.try_note_record(record) {
             record = *refused.record;
@@ -79,7 +79,7 @@ async fn publish_batches(router: &Router, total: u64, size: usize) {
                     .map(|i| {
                         Record::new(VbucketMoveDone {
                             vbucket: (i % 1024) as u16,
-                            bucket: "default".to_owned(),
+                            bucket: "default".into(),
                         })
                     })
                     .collect();

@@ -191,7 +191,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 Record::new(DeleteBucket {
-                    bucket: format!("b{i}"),
+                    bucket: format!("b{i}").into(),
                 })
             })
             .collect()

@@ -526,7 +526,7 @@ mod tests {
         (from..from + n)
             .map(|i| {
                 let mut r = Record::new(DeleteBucket {
-                    bucket: format!("b{i}"),
+                    bucket: format!("b{i}").into(),
                 });
                 r.envelope.seq = with_seq.then_some(i);
                 r

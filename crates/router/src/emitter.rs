@@ -15,7 +15,7 @@ use master_events_events::catalog::{
     VbucketStateChange,
 };
 use master_events_events::redact::BucketParams;
-use master_events_events::{Event, Record};
+use master_events_events::{CompactString, Event, Record};
 
 use crate::{RouterError, Shared};
 
@@ -67,7 +67,11 @@ impl Emitter {
     }
 
     /// `becameMaster`: `node` became the cluster's master.
-    pub fn note_became_master(&self, node: impl Into<String>, host: impl Into<String>) {
+    pub fn note_became_master(
+        &self,
+        node: impl Into<CompactString>,
+        host: impl Into<CompactString>,
+    ) {
         self.note(BecameMaster {
             node: node.into(),
             host: host.into(),
@@ -77,8 +81,8 @@ impl Emitter {
     /// `createBucket` (secrets in `params` are redacted by [`BucketParams`]).
     pub fn note_create_bucket(
         &self,
-        bucket: impl Into<String>,
-        bucket_type: impl Into<String>,
+        bucket: impl Into<CompactString>,
+        bucket_type: impl Into<CompactString>,
         params: BucketParams,
     ) {
         self.note(CreateBucket {
@@ -89,7 +93,7 @@ impl Emitter {
     }
 
     /// `deleteBucket`.
-    pub fn note_delete_bucket(&self, bucket: impl Into<String>) {
+    pub fn note_delete_bucket(&self, bucket: impl Into<CompactString>) {
         self.note(DeleteBucket {
             bucket: bucket.into(),
         });
@@ -98,11 +102,11 @@ impl Emitter {
     /// `rebalanceStart`, with the hosts kept, ejected, failed over and delta-recovered.
     pub fn note_rebalance_start(
         &self,
-        pid: impl Into<String>,
-        keep_nodes: Vec<String>,
-        eject_nodes: Vec<String>,
-        failed_nodes: Vec<String>,
-        delta_nodes: Vec<String>,
+        pid: impl Into<CompactString>,
+        keep_nodes: Vec<CompactString>,
+        eject_nodes: Vec<CompactString>,
+        failed_nodes: Vec<CompactString>,
+        delta_nodes: Vec<CompactString>,
     ) {
         self.note(RebalanceStart {
             pid: pid.into(),
@@ -114,7 +118,11 @@ impl Emitter {
     }
 
     /// `rebalanceEnd`.
-    pub fn note_rebalance_end(&self, pid: impl Into<String>, reason: impl Into<String>) {
+    pub fn note_rebalance_end(
+        &self,
+        pid: impl Into<CompactString>,
+        reason: impl Into<CompactString>,
+    ) {
         self.note(RebalanceEnd {
             reason: reason.into(),
             pid: pid.into(),
@@ -124,10 +132,10 @@ impl Emitter {
     /// `vbucketStateChange`.
     pub fn note_vbucket_state_change(
         &self,
-        bucket: impl Into<String>,
+        bucket: impl Into<CompactString>,
         vbucket: VBucket,
         state: VBucketState,
-        host: impl Into<String>,
+        host: impl Into<CompactString>,
     ) {
         self.note(VbucketStateChange {
             vbucket,
@@ -141,10 +149,10 @@ impl Emitter {
     /// `updateMap`: one vbucket's chain changed.
     pub fn note_update_map(
         &self,
-        bucket: impl Into<String>,
+        bucket: impl Into<CompactString>,
         vbucket: VBucket,
-        chain_before: Vec<String>,
-        chain_after: Vec<String>,
+        chain_before: Vec<CompactString>,
+        chain_after: Vec<CompactString>,
     ) {
         self.note(UpdateMap {
             vbucket,
@@ -157,12 +165,12 @@ impl Emitter {
     /// `vbucketMoveStart`.
     pub fn note_vbucket_move_start(
         &self,
-        bucket: impl Into<String>,
+        bucket: impl Into<CompactString>,
         vbucket: VBucket,
-        node: impl Into<String>,
-        pid: impl Into<String>,
-        chain_before: Vec<String>,
-        chain_after: Vec<String>,
+        node: impl Into<CompactString>,
+        pid: impl Into<CompactString>,
+        chain_before: Vec<CompactString>,
+        chain_after: Vec<CompactString>,
     ) {
         self.note(VbucketMoveStart {
             vbucket,
@@ -175,7 +183,7 @@ impl Emitter {
     }
 
     /// `vbucketMoveDone`.
-    pub fn note_vbucket_move_done(&self, bucket: impl Into<String>, vbucket: VBucket) {
+    pub fn note_vbucket_move_done(&self, bucket: impl Into<CompactString>, vbucket: VBucket) {
         self.note(VbucketMoveDone {
             vbucket,
             bucket: bucket.into(),
@@ -183,7 +191,7 @@ impl Emitter {
     }
 
     /// `failover` of these hosts.
-    pub fn note_failover(&self, hosts: Vec<String>) {
+    pub fn note_failover(&self, hosts: Vec<CompactString>) {
         self.note(Failover { hosts });
     }
 

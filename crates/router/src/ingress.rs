@@ -328,7 +328,7 @@ mod tests {
 
     fn record(i: usize) -> Record {
         Record::new(DeleteBucket {
-            bucket: format!("b{i}"),
+            bucket: format!("b{i}").into(),
         })
     }
 

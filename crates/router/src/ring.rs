@@ -59,7 +59,7 @@
 //! let mut early = router.subscribe(Cursor::Oldest); // wants seq 1, then reads nothing
 //! let emitter = router.emitter();
 //! for i in 0..10 {
-//!     emitter.note(DeleteBucket { bucket: format!("b{i}") });
+//!     emitter.note(DeleteBucket { bucket: format!("b{i}").into() });
 //! }
 //! router.shutdown().await; // everything noted is now in the ring
 //!

@@ -43,7 +43,7 @@ use std::mem;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use master_events_events::{Record, Timestamp};
+use master_events_events::{CompactString, Record, Timestamp};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -75,7 +75,7 @@ pub(crate) struct Sequencer {
     clock_age: u32,
     /// The router's node name, lent to records that have no origin while they are
     /// encoded (so that stamping it costs no allocation).
-    node_name: String,
+    node_name: CompactString,
     strings: BlockStrings,
     high_water: HighWater,
     /// Which epoch sequenced which seqs (shared with the router's handles).
@@ -117,7 +117,7 @@ impl Sequencer {
             next_seq: start,
             last_ts: Timestamp::from_micros(0),
             clock_age: 0,
-            node_name: node.to_owned(),
+            node_name: node.into(),
             strings: BlockStrings::default(),
             high_water,
             epochs,

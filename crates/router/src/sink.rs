@@ -576,7 +576,7 @@ mod tests {
             let records = (0..10)
                 .map(|_| {
                     Record::new(master_events_events::Event::from(DeleteBucket {
-                        bucket: "b".to_owned(),
+                        bucket: "b".into(),
                     }))
                 })
                 .collect();

@@ -13,9 +13,9 @@ fn from(origin: &str, origin_seqs: std::ops::RangeInclusive<u64>) -> Vec<Record>
     origin_seqs
         .map(|n| {
             let mut r = Record::new(DeleteBucket {
-                bucket: format!("{origin}-{n}"),
+                bucket: format!("{origin}-{n}").into(),
             });
-            r.envelope.origin = Some(origin.to_owned());
+            r.envelope.origin = Some(origin.into());
             r.envelope.origin_seq = Some(n);
             r
         })

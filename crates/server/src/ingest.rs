@@ -174,7 +174,7 @@ pub fn parse_body_of(body: &Bytes, origin: &str) -> Result<Vec<Record>, Refusal>
         }
         previous = n;
         rec.envelope = Envelope {
-            origin: Some(origin.to_owned()),
+            origin: Some(origin.into()),
             origin_seq: Some(n),
             ..Envelope::default()
         };

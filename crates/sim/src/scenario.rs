@@ -33,7 +33,7 @@ use std::iter::FusedIterator;
 
 use master_events_events::catalog::*;
 use master_events_events::redact::BucketParams;
-use master_events_events::Event;
+use master_events_events::{CompactString, Event};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value};
@@ -95,9 +95,9 @@ struct PlannedMove {
 struct Move {
     plan: PlannedMove,
     step: u8,
-    pid: String,
-    dcp_pid: String,
-    connection_name: String,
+    pid: CompactString,
+    dcp_pid: CompactString,
+    connection_name: CompactString,
     opaque: u64,
     seqno: u64,
 }
@@ -110,21 +110,21 @@ struct Move {
 pub struct Scenario {
     config: ScenarioConfig,
     rng: StdRng,
-    nodes: Vec<String>,
-    hosts: Vec<String>,
+    nodes: Vec<CompactString>,
+    hosts: Vec<CompactString>,
     /// Per bucket, per vbucket: the current chain.
     maps: Vec<Vec<Chain>>,
     phase: Phase,
     queue: VecDeque<Event>,
     next_pid: u64,
     next_opaque: u64,
-    rebalance_pid: String,
-    bucket_pid: String,
+    rebalance_pid: CompactString,
+    bucket_pid: CompactString,
     pending: VecDeque<PlannedMove>,
     in_flight: Vec<Move>,
     /// Consumer-side DCP connection pid per (producer, consumer) of the bucket being
     /// rebalanced.
-    dcp_conns: BTreeMap<(usize, usize), String>,
+    dcp_conns: BTreeMap<(usize, usize), CompactString>,
     failed: usize,
 }
 
@@ -140,15 +140,15 @@ pub fn scenario(config: &ScenarioConfig) -> Scenario {
         .collect();
     Scenario {
         rng: StdRng::seed_from_u64(config.seed),
-        nodes: (0..total).map(node_name).collect(),
-        hosts: (0..total).map(host).collect(),
+        nodes: (0..total).map(|i| node_name(i).into()).collect(),
+        hosts: (0..total).map(|i| host(i).into()).collect(),
         maps: vec![initial; config.buckets.len()],
         phase: Phase::Setup,
         queue: VecDeque::new(),
         next_pid: FIRST_PID,
         next_opaque: 1,
-        rebalance_pid: String::new(),
-        bucket_pid: String::new(),
+        rebalance_pid: CompactString::default(),
+        bucket_pid: CompactString::default(),
         pending: VecDeque::new(),
         in_flight: Vec::new(),
         dcp_conns: BTreeMap::new(),
@@ -164,22 +164,22 @@ impl Scenario {
     }
 
     /// The names of every node, the one the rebalance adds last.
-    pub fn nodes(&self) -> &[String] {
+    pub fn nodes(&self) -> &[CompactString] {
         &self.nodes
     }
 
     /// The hosts (`ip:port`) of every node, in the order of [`Scenario::nodes`].
-    pub fn hosts(&self) -> &[String] {
+    pub fn hosts(&self) -> &[CompactString] {
         &self.hosts
     }
 
-    fn new_pid(&mut self) -> String {
+    fn new_pid(&mut self) -> CompactString {
         let pid = format!("<0.{}.0>", self.next_pid);
         self.next_pid += self.rng.random_range(1..=24);
-        pid
+        pid.into()
     }
 
-    fn chain_hosts(&self, chain: Chain) -> Vec<String> {
+    fn chain_hosts(&self, chain: Chain) -> Vec<CompactString> {
         chain
             .0
             .iter()
@@ -187,8 +187,8 @@ impl Scenario {
             .collect()
     }
 
-    fn bucket(&self, b: usize) -> String {
-        self.config.buckets[b].clone()
+    fn bucket(&self, b: usize) -> CompactString {
+        self.config.buckets[b].as_str().into()
     }
 
     fn push(&mut self, event: impl Into<Event>) {
@@ -237,7 +237,7 @@ impl Scenario {
         });
         self.push(SetServiceMap {
             nodes: vec![self.nodes[MASTER].clone()],
-            service: "index".to_owned(),
+            service: "index".into(),
         });
         self.first_bucket(Phase::CreateBucket, Phase::RebalanceStart)
     }
@@ -254,7 +254,7 @@ impl Scenario {
         params.insert("flush_enabled".into(), Value::from(false));
         params.insert("eviction_policy".into(), Value::from("value_only"));
         self.push(CreateBucket {
-            bucket_type: "membase".to_owned(),
+            bucket_type: "membase".into(),
             bucket: bucket.clone(),
             params: BucketParams::new(params),
         });
@@ -282,7 +282,7 @@ impl Scenario {
             delta_nodes: Vec::new(),
         });
         self.push(RebalanceStageStarted {
-            stage: vec!["data".to_owned()],
+            stage: vec!["data".into()],
             nodes: self.nodes.clone(),
         });
         self.first_bucket(Phase::BucketRebalanceStart, Phase::RebalanceEnd)
@@ -398,7 +398,7 @@ impl Scenario {
             step: 0,
             pid,
             dcp_pid,
-            connection_name,
+            connection_name: connection_name.into(),
             opaque,
             seqno,
         }
@@ -436,7 +436,7 @@ impl Scenario {
             .into(),
             1 => DcpAddStream {
                 vbucket,
-                stream_type: "add".to_owned(),
+                stream_type: "add".into(),
                 side: DcpSide::Consumer,
                 pid: m.dcp_pid.clone(),
                 opaque: m.opaque,
@@ -448,7 +448,7 @@ impl Scenario {
             2 => DcpAddStreamResponse {
                 vbucket,
                 success: true,
-                status: "success".to_owned(),
+                status: "success".into(),
                 side: DcpSide::Consumer,
                 raw_status: 0,
                 pid: m.dcp_pid.clone(),
@@ -509,10 +509,10 @@ impl Scenario {
 
     fn rebalance_end(&mut self) -> Phase {
         self.push(RebalanceStageCompleted {
-            stage: vec!["data".to_owned()],
+            stage: vec!["data".into()],
         });
         self.push(RebalanceEnd {
-            reason: "normal".to_owned(),
+            reason: "normal".into(),
             pid: self.rebalance_pid.clone(),
         });
         if self.config.with_failover {
@@ -532,9 +532,9 @@ impl Scenario {
             ("nearly_down", "failover"),
         ] {
             self.push(AutofailoverNodeStateChange {
-                prev_state: prev.to_owned(),
+                prev_state: prev.into(),
                 node: node.clone(),
-                new_state: new.to_owned(),
+                new_state: new.into(),
                 new_counter: 0,
             });
         }
@@ -597,7 +597,7 @@ impl Scenario {
     fn failover_end(&mut self) -> Phase {
         self.push(FailoverEnded {});
         self.push(AutofailoverDone {
-            reason: "ok".to_owned(),
+            reason: "ok".into(),
             node: self.nodes[self.failed].clone(),
         });
         Phase::Done

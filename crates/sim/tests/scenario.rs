@@ -71,8 +71,8 @@ fn each_move_is_noted_by_the_vbuckets_old_active_node_so_moves_come_from_several
             panic!("{key:?} does not start with vbucketMoveStart");
         };
         assert_eq!(
-            host_of.get(&start.node),
-            Some(&start.chain_before[0]),
+            host_of.get(start.node.as_str()).map(String::as_str),
+            Some(start.chain_before[0].as_str()),
             "{key:?}: noted by {}, the old chain's head is {}",
             start.node,
             start.chain_before[0]
@@ -145,10 +145,11 @@ fn every_vbucket_moves_by_default() {
 #[test]
 fn a_move_tells_one_consistent_story_of_chains_and_hosts() {
     let events = events(&two_buckets_a_quarter_moving());
-    let mut ff_after: BTreeMap<(String, u16), Vec<String>> = BTreeMap::new();
+    let mut ff_after: BTreeMap<(String, u16), Vec<master_events_events::CompactString>> =
+        BTreeMap::new();
     for e in rebalance(&events) {
         if let Event::UpdateFastForwardMap(u) = e {
-            ff_after.insert((u.bucket.clone(), u.vbucket), u.chain_after.clone());
+            ff_after.insert((u.bucket.to_string(), u.vbucket), u.chain_after.clone());
         }
     }
     let moves = moves(&events);

@@ -170,13 +170,16 @@ pub fn kit_event(i: usize) -> Event {
     match i % 4 {
         0 => VbucketMoveDone {
             vbucket: (i % 1024) as u16,
-            bucket,
+            bucket: bucket.into(),
         }
         .into(),
-        1 => DeleteBucket { bucket }.into(),
+        1 => DeleteBucket {
+            bucket: bucket.into(),
+        }
+        .into(),
         2 => FailoverEnded {}.into(),
         _ => BecameMaster {
-            node: format!("n_{}@kit", i % 5),
+            node: format!("n_{}@kit", i % 5).into(),
             host: "127.0.0.1:9000".into(),
         }
         .into(),

@@ -268,7 +268,7 @@ mod tests {
 
     fn event(seq: u64) -> Vec<u8> {
         let mut r = Record::new(DeleteBucket {
-            bucket: format!("b{seq}"),
+            bucket: format!("b{seq}").into(),
         });
         r.envelope.seq = Some(seq);
         let mut line = Vec::new();

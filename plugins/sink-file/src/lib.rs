@@ -1308,7 +1308,7 @@ mod tests {
         let mut bytes = Vec::new();
         for seq in seqs.clone() {
             let mut r = Record::new(DeleteBucket {
-                bucket: format!("b{seq}"),
+                bucket: format!("b{seq}").into(),
             });
             r.envelope.seq = Some(seq);
             r.encode_line(&mut bytes);

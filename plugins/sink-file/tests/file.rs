@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 fn event(i: u64) -> Record {
     Record::new(DeleteBucket {
-        bucket: format!("b{i}"),
+        bucket: format!("b{i}").into(),
     })
 }
 

@@ -61,7 +61,7 @@ fn logged(needle: &Path) -> Vec<String> {
 
 fn event(i: u64) -> Record {
     Record::new(DeleteBucket {
-        bucket: format!("b{i}"),
+        bucket: format!("b{i}").into(),
     })
 }
 

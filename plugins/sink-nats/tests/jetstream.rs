@@ -586,7 +586,7 @@ async fn an_event_over_the_servers_max_payload_is_a_gap_message_and_the_rest_flo
         .map(|i| {
             if i % 3 == 2 {
                 Record::new(master_events_events::catalog::DeleteBucket {
-                    bucket: format!("big{i}-{}", "x".repeat(6000)),
+                    bucket: format!("big{i}-{}", "x".repeat(6000)).into(),
                 })
             } else {
                 Record::new(event(i))

@@ -68,7 +68,7 @@ async fn logs_say_what_happened_without_the_authorization_or_the_url_password() 
             (0..10)
                 .map(|i| {
                     Record::new(DeleteBucket {
-                        bucket: format!("b{i}"),
+                        bucket: format!("b{i}").into(),
                     })
                 })
                 .collect(),

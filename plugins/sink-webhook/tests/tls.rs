@@ -124,7 +124,7 @@ async fn run(
             (0..n)
                 .map(|i| {
                     Record::new(DeleteBucket {
-                        bucket: format!("b{i}"),
+                        bucket: format!("b{i}").into(),
                     })
                 })
                 .collect(),

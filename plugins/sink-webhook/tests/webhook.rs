@@ -31,7 +31,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn event(i: u64) -> Record {
     Record::new(DeleteBucket {
-        bucket: format!("b{i}"),
+        bucket: format!("b{i}").into(),
     })
 }
 

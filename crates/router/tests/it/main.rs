@@ -17,7 +17,7 @@ use master_events_router::{Chunk, Subscription};
 /// A distinct event per `i` (its bucket names it).
 pub fn event(i: u64) -> DeleteBucket {
     DeleteBucket {
-        bucket: format!("b{i}"),
+        bucket: format!("b{i}").into(),
     }
 }
 
@@ -25,7 +25,7 @@ pub fn event(i: u64) -> DeleteBucket {
 pub fn move_done(bucket: &str, vbucket: u16) -> Record {
     Record::new(VbucketMoveDone {
         vbucket,
-        bucket: bucket.to_owned(),
+        bucket: bucket.into(),
     })
 }
 

@@ -134,7 +134,7 @@ async fn a_re_sent_event_is_sequenced_once() {
         .iter()
         .map(|r| {
             (
-                r.envelope.origin.clone().unwrap_or_default(),
+                r.envelope.origin.clone().unwrap_or_default().to_string(),
                 r.envelope.origin_seq.unwrap_or(0),
             )
         })

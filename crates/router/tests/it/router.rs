@@ -223,7 +223,7 @@ async fn publish_batch_is_contiguous() {
                     .iter()
                     .map(|name| {
                         Record::new(master_events_events::catalog::DeleteBucket {
-                            bucket: name.clone(),
+                            bucket: name.as_str().into(),
                         })
                     })
                     .collect();

@@ -23,7 +23,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub fn event(i: u64) -> Event {
     if i % 2 == 0 {
         DeleteBucket {
-            bucket: format!("b{i}"),
+            bucket: format!("b{i}").into(),
         }
         .into()
     } else {

@@ -354,7 +354,7 @@ impl Target for NatsTarget {
 pub fn event(i: u64) -> Event {
     if i % 2 == 0 {
         DeleteBucket {
-            bucket: format!("b{i}"),
+            bucket: format!("b{i}").into(),
         }
         .into()
     } else {
