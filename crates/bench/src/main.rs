@@ -45,8 +45,8 @@ enum Scenario {
     /// Server RSS with the store full, and per idle stream connection.
     Memory,
     /// Very many streams open at once (`--watchers`, default 100,000) and a slow
-    /// producer: every stream must get every event (this project only; not run
-    /// unless asked for).
+    /// producer: every stream must get every event (each system in `--systems`;
+    /// not run unless asked for).
     Watchers,
 }
 
@@ -284,6 +284,7 @@ async fn run(args: Args) -> Result<()> {
         mix: Arc::clone(&mix),
         clock: Clock::new(),
         retention: false,
+        max_connections: if want_watchers { watchers + 100 } else { 0 },
     };
     let mut results = Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -452,7 +453,7 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     if want_watchers {
-        for &kind in args.systems.iter().filter(|k| **k == Kind::MasterEvents) {
+        for &kind in &args.systems {
             eprintln!(
                 "watchers: {} with {watchers} streams at {} ev/s",
                 kind.name(),

@@ -1,22 +1,26 @@
 //! The watchers scenario: very many streams open on one server at once, a slow
 //! producer, and whether every stream gets every event, how late, and at what memory.
 //!
-//! Owns: opening `n` streams of this project (`GET
-//! /diag/masterEvents?start=now&heartbeat=0`) from several loopback source
-//! addresses (one address has only about 28,000 ephemeral ports towards one
-//! server), raising the harness's open-file limit for them (the server it starts
-//! inherits it), reading each stream with a small chunked-body and line decoder
-//! of its own (a full HTTP client per stream would cost the harness more memory
-//! than the server), and [`WatchersRow`].
+//! Owns: opening `n` streams of a system from several loopback source addresses
+//! (one address has only about 28,000 ephemeral ports towards one server), raising
+//! the harness's open-file limit for them (the server it starts inherits it),
+//! reading each stream with a small decoder of its own protocol (a full client per
+//! stream would cost the harness more memory than the server), and
+//! [`WatchersRow`]. A stream is, for this project, `GET
+//! /diag/masterEvents?start=now&heartbeat=0` (a chunked body of NDJSON lines); for
+//! Redis, a connection looping on `XREAD BLOCK 0 STREAMS bench <last id>`; for
+//! NATS, a connection with one `SUB` on the producer's subject.
 //!
 //! Promises:
-//! - Every stream is checked: the events it got must be the producer's, seq 1 to
-//!   the last, each once, in order; a stream that got fewer, a hole, a `gap` frame
-//!   or an error is counted and reported, never dropped from the figures.
+//! - Every stream is checked: the events it got must be the producer's, from its
+//!   first to its last, each once, in order; a stream that got fewer, a hole, a
+//!   `gap` frame or an error is counted and reported, never dropped from the
+//!   figures.
 //! - Latency is produce → receipt of the stamped events (about one in five) over
 //!   all streams; every wait is bounded by the row's deadline.
-//! - Only this project is measured here (Redis and NATS rows would need readers of
-//!   their own protocols at this scale; not built).
+//! - Every system's streams are opened, registered (this project's `/cluster`
+//!   count, Redis's `blocked_clients`, a NATS `PING` answered after the `SUB`) and
+//!   read the same way, on the same harness.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,12 +31,12 @@ use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use memchr::memmem;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::proc;
 use crate::scenarios::{spawn_producer, Pace};
-use crate::systems::{self, Kind, Server, Setup};
+use crate::systems::{self, resp, Kind, Server, Setup};
 use crate::tally::new_histogram;
 use crate::workload;
 
@@ -49,7 +53,7 @@ const DRAIN_MAX: Duration = Duration::from_secs(30);
 /// One watchers row.
 #[derive(Debug, Clone, Serialize)]
 pub struct WatchersRow {
-    /// The system (this project).
+    /// The system.
     pub system: Kind,
     /// Streams asked for.
     pub streams: usize,
@@ -129,18 +133,87 @@ fn no_port_at_bind(socket: &TcpSocket) -> Result<()> {
     Ok(())
 }
 
-/// Opens one stream from `from`, its response head read.
-async fn open_stream(addr: SocketAddr, from: Ipv4Addr) -> Result<TcpStream> {
+/// Opens one stream of `kind` from `from`: subscribed, or at least asked to be,
+/// when it returns (see [`Server::check_idle`]).
+async fn open_stream(kind: Kind, addr: SocketAddr, from: Ipv4Addr) -> Result<TcpStream> {
     let socket = TcpSocket::new_v4().context("socket")?;
     no_port_at_bind(&socket)?;
     socket
         .bind(SocketAddr::new(IpAddr::V4(from), 0))
         .with_context(|| format!("bind {from}"))?;
-    let s = tokio::time::timeout(Duration::from_secs(30), socket.connect(addr))
+    let mut s = tokio::time::timeout(Duration::from_secs(30), socket.connect(addr))
         .await
         .context("connect timed out")?
         .with_context(|| format!("connect from {from}"))?;
-    crate::systems::master_events::start_stream(s, addr).await
+    match kind {
+        Kind::MasterEvents => crate::systems::master_events::start_stream(s, addr).await,
+        Kind::Redis => {
+            s.write_all(&xread(b"$")).await.context("writing XREAD")?;
+            Ok(s)
+        }
+        Kind::Nats => {
+            nats_subscribe(&mut s).await?;
+            Ok(s)
+        }
+    }
+}
+
+/// `XREAD BLOCK 0 STREAMS <key> <after>`: the entries after `after` (`$`: after
+/// the last one there is), waiting for as long as it takes.
+fn xread(after: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    resp::command(
+        &mut out,
+        &[
+            b"XREAD",
+            b"BLOCK",
+            b"0",
+            b"STREAMS",
+            crate::systems::redis::KEY,
+            after,
+        ],
+    );
+    out
+}
+
+/// Subscribes a fresh NATS connection to the producer's subject: reads the
+/// server's `INFO`, sends `CONNECT`, `SUB` and `PING`, and waits for the `PONG`
+/// (the server handles a connection's operations in order, so the `SUB` is then
+/// in place).
+async fn nats_subscribe(s: &mut TcpStream) -> Result<()> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut greeted = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .context("NATS did not answer the subscription in 30 s")?
+            .context("reading from NATS")?;
+        if n == 0 {
+            bail!("NATS closed the connection while subscribing");
+        }
+        seen.extend_from_slice(&buf[..n]);
+        while let Some(i) = memmem::find(&seen, b"\r\n") {
+            let line = seen[..i].to_vec();
+            seen.drain(..i + 2);
+            if line.starts_with(b"INFO ") && !greeted {
+                greeted = true;
+                let hello = format!(
+                    "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB {} 1\r\nPING\r\n",
+                    crate::systems::nats::SUBJECT
+                );
+                s.write_all(hello.as_bytes()).await.context("writing SUB")?;
+            } else if line == b"PONG" {
+                return Ok(());
+            } else if line.starts_with(b"-ERR") {
+                bail!("NATS: {}", String::from_utf8_lossy(&line));
+            }
+        }
+        if seen.len() > 64 * 1024 {
+            bail!("NATS sent a line over 64 KiB while subscribing");
+        }
+    }
 }
 
 /// Decodes a chunked HTTP/1.1 body (RFC 9112 §7.1) into its bytes.
@@ -206,6 +279,8 @@ impl Chunked {
 #[derive(Debug, Default)]
 struct StreamTally {
     events: u64,
+    /// The first seq received (0: none yet).
+    first: u64,
     /// The last seq received (0: none yet).
     last: u64,
     /// Seqs skipped or repeated, and gap frames.
@@ -213,6 +288,23 @@ struct StreamTally {
     /// Produce → receipt of stamped events, ns.
     latencies: Vec<u32>,
     error: Option<String>,
+}
+
+impl StreamTally {
+    /// Counts the event `seq`, whose line is `line`, received at `now`.
+    fn event(&mut self, seq: u64, line: &[u8], now: u64, stamp: &memmem::Finder<'_>) {
+        if self.events == 0 {
+            self.first = seq;
+        } else if seq != self.last + 1 {
+            self.faults += 1;
+        }
+        self.last = seq;
+        self.events += 1;
+        if let Some(sent) = workload::read_stamp(stamp, line) {
+            let ns = now.saturating_sub(sent).min(u64::from(u32::MAX));
+            self.latencies.push(ns as u32);
+        }
+    }
 }
 
 /// Shared by the streams and the producer.
@@ -223,68 +315,190 @@ struct Row {
     stop: AtomicBool,
 }
 
-/// Reads one stream until it has seq `row.last`, or is told to stop.
-async fn watch(mut s: TcpStream, row: Arc<Row>, clock: crate::tally::Clock) -> StreamTally {
+/// Reads one stream of `kind` until it has seq `row.last`, or is told to stop.
+async fn watch(kind: Kind, s: TcpStream, row: Arc<Row>, clock: crate::tally::Clock) -> StreamTally {
     let mut t = StreamTally::default();
+    let mut decoder = match kind {
+        Kind::MasterEvents => Decoder::Http(Chunked::default()),
+        Kind::Redis => Decoder::Redis,
+        Kind::Nats => Decoder::Nats,
+    };
+    if let Err(e) = read_stream(&mut decoder, s, &row, clock, &mut t).await {
+        t.error = Some(format!("{e:#}"));
+    }
+    t
+}
+
+/// How a stream's bytes are read.
+enum Decoder {
+    /// This project's chunked NDJSON body.
+    Http(Chunked),
+    /// Redis XREAD replies, each answered by the next XREAD.
+    Redis,
+    /// NATS `MSG`s (and the server's `PING`s, answered).
+    Nats,
+}
+
+async fn read_stream(
+    decoder: &mut Decoder,
+    mut s: TcpStream,
+    row: &Row,
+    clock: crate::tally::Clock,
+    t: &mut StreamTally,
+) -> Result<()> {
     let mut buf = vec![0u8; READ_BUF];
-    let mut body = Vec::new();
-    let mut chunked = Chunked::default();
+    // Bytes received and not yet taken (for HTTP: the decoded body).
+    let mut pending = Vec::new();
     let seq_finder = memmem::Finder::new(b"\"seq\":");
     let stamp = workload::stamp_finder();
+    let mut reply = Vec::new();
     loop {
         if t.last >= row.last.load(Ordering::Acquire) || row.stop.load(Ordering::Acquire) {
-            break;
+            return Ok(());
         }
         let n = match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
             Err(_) => continue,
-            Ok(Ok(0)) => {
-                t.error = Some("the server closed the stream".to_owned());
-                break;
-            }
+            Ok(Ok(0)) => bail!("the server closed the stream"),
             Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                t.error = Some(format!("read: {e}"));
-                break;
-            }
+            Ok(Err(e)) => bail!("read: {e}"),
         };
-        if let Err(e) = chunked.feed(&buf[..n], &mut body) {
-            t.error = Some(format!("{e:#}"));
-            break;
+        match decoder {
+            Decoder::Http(chunked) => chunked.feed(&buf[..n], &mut pending)?,
+            Decoder::Redis | Decoder::Nats => pending.extend_from_slice(&buf[..n]),
         }
         let now = clock.now_ns();
-        let mut start = 0;
-        while let Some(i) = memchr::memchr(b'\n', &body[start..]) {
-            let line = &body[start..start + i];
-            start += i + 1;
-            if line.starts_with(b"{\"type\":\"gap\"") {
-                t.faults += 1;
-                continue;
-            }
-            let Some(at) = seq_finder.find(line) else {
-                continue;
-            };
-            let digits = &line[at + 6..];
-            let end = digits
-                .iter()
-                .position(|b| !b.is_ascii_digit())
-                .unwrap_or(digits.len());
-            let seq: u64 = std::str::from_utf8(&digits[..end])
-                .ok()
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0);
-            if seq != t.last + 1 {
-                t.faults += 1;
-            }
-            t.last = seq;
-            t.events += 1;
-            if let Some(sent) = workload::read_stamp(&stamp, line) {
-                let ns = now.saturating_sub(sent).min(u64::from(u32::MAX));
-                t.latencies.push(ns as u32);
+        let taken = match decoder {
+            Decoder::Http(_) => take_lines(&pending, now, &seq_finder, &stamp, t),
+            Decoder::Redis => take_xread_replies(&pending, now, &stamp, t, &mut reply)?,
+            Decoder::Nats => take_nats_messages(&pending, now, &stamp, t, &mut reply)?,
+        };
+        pending.drain(..taken);
+        if !reply.is_empty() {
+            s.write_all(&reply).await.context("writing to the server")?;
+            reply.clear();
+        }
+    }
+}
+
+/// Takes the whole NDJSON lines of `body`; returns how many bytes it took.
+fn take_lines(
+    body: &[u8],
+    now: u64,
+    seq_finder: &memmem::Finder<'_>,
+    stamp: &memmem::Finder<'_>,
+    t: &mut StreamTally,
+) -> usize {
+    let mut start = 0;
+    while let Some(i) = memchr::memchr(b'\n', &body[start..]) {
+        let line = &body[start..start + i];
+        start += i + 1;
+        if line.starts_with(b"{\"type\":\"gap\"") {
+            t.faults += 1;
+            continue;
+        }
+        let Some(at) = seq_finder.find(line) else {
+            continue;
+        };
+        let digits = &line[at + 6..];
+        let end = digits
+            .iter()
+            .position(|b| !b.is_ascii_digit())
+            .unwrap_or(digits.len());
+        let seq: u64 = std::str::from_utf8(&digits[..end])
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        t.event(seq, line, now, stamp);
+    }
+    start
+}
+
+/// Takes the complete XREAD replies at the start of `input` (`[[key, [[id,
+/// [field, value, ...]], ...]]]`); after each, the next XREAD (after the last id)
+/// goes into `out`. Returns how many bytes it took.
+fn take_xread_replies(
+    input: &[u8],
+    now: u64,
+    stamp: &memmem::Finder<'_>,
+    t: &mut StreamTally,
+    out: &mut Vec<u8>,
+) -> Result<usize> {
+    let mut at = 0;
+    while let Some(end) = resp::value_end(input, at)? {
+        let mut c = resp::Cursor::new(&input[at..end]);
+        let mut last_id = None;
+        let streams = c.array()?.unwrap_or(0);
+        for _ in 0..streams {
+            c.array()?;
+            c.bulk()?;
+            let entries = c.array()?.unwrap_or(0);
+            for _ in 0..entries {
+                c.array()?;
+                last_id = c.bulk()?;
+                let fields = c.array()?.unwrap_or(0);
+                let mut payload = None;
+                for _ in 0..fields / 2 {
+                    if c.bulk()? == Some(b"e") {
+                        payload = c.bulk()?;
+                    } else {
+                        c.skip()?;
+                    }
+                }
+                let Some((seq, line)) = payload.and_then(workload::split_framed) else {
+                    bail!("an XREAD entry without a payload");
+                };
+                t.event(seq, line, now, stamp);
             }
         }
-        body.drain(..start);
+        match last_id {
+            Some(id) => out.extend_from_slice(&xread(id)),
+            None => bail!("an XREAD reply without entries"),
+        }
+        at = end;
     }
-    t
+    Ok(at)
+}
+
+/// Takes the complete NATS operations at the start of `input`: each `MSG`'s
+/// payload is an event; a `PING` is answered with a `PONG` in `out`; `-ERR` is an
+/// error. Returns how many bytes it took.
+fn take_nats_messages(
+    input: &[u8],
+    now: u64,
+    stamp: &memmem::Finder<'_>,
+    t: &mut StreamTally,
+    out: &mut Vec<u8>,
+) -> Result<usize> {
+    let mut at = 0;
+    while let Some(i) = memmem::find(&input[at..], b"\r\n") {
+        let line = &input[at..at + i];
+        let body = at + i + 2;
+        if let Some(args) = line.strip_prefix(b"MSG ") {
+            // MSG <subject> <sid> [reply-to] <#bytes>
+            let len: usize = args
+                .rsplit(|&b| b == b' ')
+                .next()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("bad MSG line {:?}", String::from_utf8_lossy(line)))?;
+            if input.len() < body + len + 2 {
+                break;
+            }
+            let Some((seq, event)) = workload::split_framed(&input[body..body + len]) else {
+                bail!("a NATS message without a sequence number");
+            };
+            t.event(seq, event, now, stamp);
+            at = body + len + 2;
+            continue;
+        }
+        if line == b"PING" {
+            out.extend_from_slice(b"PONG\r\n");
+        } else if line.starts_with(b"-ERR") {
+            bail!("NATS: {}", String::from_utf8_lossy(line));
+        }
+        at = body;
+    }
+    Ok(at)
 }
 
 /// Opens `n` streams on a fresh server, produces at `rate` events/s for
@@ -296,9 +510,6 @@ pub async fn watchers(
     rate: f64,
     duration: Duration,
 ) -> Result<WatchersRow> {
-    if kind != Kind::MasterEvents {
-        bail!("the watchers scenario reads this project's streams only");
-    }
     let mut server = systems::start(kind, setup).await?;
     let row = watchers_on(server.as_mut(), setup, n, rate, duration).await;
     server.stop().await;
@@ -317,7 +528,7 @@ async fn watchers_on(
     let rss_before = server.rss_bytes()?;
     let opening = std::time::Instant::now();
     let opened: Vec<Result<TcpStream>> = futures_util::stream::iter(0..n)
-        .map(|i| open_stream(addr, source_of(i)))
+        .map(|i| open_stream(server.kind(), addr, source_of(i)))
         .buffer_unordered(OPEN_CONCURRENCY)
         .collect()
         .await;
@@ -352,7 +563,7 @@ async fn watchers_on(
     let harness_cpu0 = proc::cpu_secs(std::process::id());
     let tasks: Vec<_> = streams
         .into_iter()
-        .map(|s| tokio::spawn(watch(s, Arc::clone(&row), clock)))
+        .map(|s| tokio::spawn(watch(server.kind(), s, Arc::clone(&row), clock)))
         .collect();
     // The mix opens with events that carry no stamp (bucket creation); the
     // producer starts at the first that does, so that a slow row has samples.
@@ -383,16 +594,24 @@ async fn watchers_on(
     for task in tasks {
         let t = task.await.context("a stream task")?;
         delivered += t.events;
-        let expected = produced.last.saturating_sub(produced.first) + 1;
+        // The producer's events are one run of seqs ending at its last.
+        let expected = produced.events;
+        let first = (produced.last + 1).saturating_sub(expected);
         missing += expected.saturating_sub(t.events);
-        if t.faults == 0 && t.error.is_none() && t.events == expected && t.last == produced.last {
+        if t.faults == 0
+            && t.error.is_none()
+            && t.events == expected
+            && t.first == first
+            && t.last == produced.last
+        {
             complete += 1;
         } else if first_error.is_none() {
             first_error = Some(match &t.error {
                 Some(e) => e.clone(),
                 None => format!(
-                    "a stream got {} of {expected} events (last seq {}, {} holes or gaps)",
-                    t.events, t.last, t.faults
+                    "a stream got {} of {expected} events (seqs {} to {}, {} holes or gaps; \
+                     the producer's: {first} to {})",
+                    t.events, t.first, t.last, t.faults, produced.last
                 ),
             });
         }
@@ -454,6 +673,100 @@ mod tests {
         let mut c = Chunked::default();
         let e = c.feed(b"zz\r\n", &mut Vec::new()).expect_err("not hex");
         assert!(format!("{e:#}").contains("\"zz\\r\""), "{e:#}");
+    }
+
+    /// Two framed events (seqs 7 and 8), the second's seq bytes holding `\r\n`.
+    fn two_events() -> Vec<(u64, Vec<u8>)> {
+        let seq2 = u64::from_be_bytes([0, 0, 0, 0, 0, 0, 0x0d, 0x0a]);
+        [
+            (7, b"{\"type\":\"failoverEnded\"}".to_vec()),
+            (seq2, b"{\"x\":1}".to_vec()),
+        ]
+        .into_iter()
+        .map(|(seq, line)| {
+            let mut framed = seq.to_be_bytes().to_vec();
+            framed.extend_from_slice(&line);
+            (seq, framed)
+        })
+        .collect()
+    }
+
+    /// A decoder's `take_*` function.
+    type Take =
+        fn(&[u8], u64, &memmem::Finder<'_>, &mut StreamTally, &mut Vec<u8>) -> Result<usize>;
+
+    /// Feeds `wire` cut at `cut` to `take` as a stream reader would (keeping what
+    /// was not taken), and returns the tally and what it wrote back.
+    fn feed_cut(wire: &[u8], cut: usize, take: Take) -> (StreamTally, Vec<u8>) {
+        let stamp = workload::stamp_finder();
+        let mut t = StreamTally::default();
+        let mut out = Vec::new();
+        let mut pending = wire[..cut].to_vec();
+        let taken = take(&pending, 1, &stamp, &mut t, &mut out).expect("valid");
+        pending.drain(..taken);
+        pending.extend_from_slice(&wire[cut..]);
+        let taken = take(&pending, 1, &stamp, &mut t, &mut out).expect("valid");
+        assert_eq!(taken, pending.len(), "cut at {cut}: everything taken");
+        (t, out)
+    }
+
+    #[test]
+    fn xread_replies_split_anywhere_give_their_events_and_ask_after_the_last_id() {
+        let events = two_events();
+        let mut wire = Vec::new();
+        for (i, (_, framed)) in events.iter().enumerate() {
+            let id = format!("{}-0", 100 + i);
+            wire.extend_from_slice(b"*1\r\n*2\r\n$5\r\nbench\r\n*1\r\n*2\r\n");
+            wire.extend_from_slice(format!("${}\r\n{id}\r\n", id.len()).as_bytes());
+            wire.extend_from_slice(format!("*2\r\n$1\r\ne\r\n${}\r\n", framed.len()).as_bytes());
+            wire.extend_from_slice(framed);
+            wire.extend_from_slice(b"\r\n");
+        }
+        for cut in 0..=wire.len() {
+            let (t, out) = feed_cut(&wire, cut, take_xread_replies);
+            assert_eq!(t.events, 2, "cut at {cut}");
+            assert_eq!(
+                (t.first, t.last),
+                (events[0].0, events[1].0),
+                "cut at {cut}"
+            );
+            let mut asked = xread(b"100-0");
+            asked.extend_from_slice(&xread(b"101-0"));
+            assert_eq!(out, asked, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn nats_messages_split_anywhere_give_their_events_and_pings_are_answered() {
+        let events = two_events();
+        let mut wire = b"PING\r\n".to_vec();
+        for (_, framed) in &events {
+            wire.extend_from_slice(format!("MSG bench.events 1 {}\r\n", framed.len()).as_bytes());
+            wire.extend_from_slice(framed);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"+OK\r\n");
+        for cut in 0..=wire.len() {
+            let (t, out) = feed_cut(&wire, cut, take_nats_messages);
+            assert_eq!(t.events, 2, "cut at {cut}");
+            assert_eq!(t.faults, 1, "cut at {cut}: 7 then 3338 is a hole");
+            assert_eq!(
+                (t.first, t.last),
+                (events[0].0, events[1].0),
+                "cut at {cut}"
+            );
+            assert_eq!(out, b"PONG\r\n", "cut at {cut}");
+        }
+        let stamp = workload::stamp_finder();
+        let e = take_nats_messages(
+            b"-ERR 'Slow Consumer'\r\n",
+            1,
+            &stamp,
+            &mut StreamTally::default(),
+            &mut Vec::new(),
+        )
+        .expect_err("an error");
+        assert!(format!("{e:#}").contains("Slow Consumer"), "{e:#}");
     }
 
     #[test]

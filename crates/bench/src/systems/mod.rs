@@ -81,6 +81,9 @@ pub struct Setup {
     /// Whether the server should be set up for retention measurements (NATS:
     /// JetStream on).
     pub retention: bool,
+    /// The most client connections a scenario of the run opens at once (Redis's
+    /// `--maxclients`; the watchers scenario's streams and a margin).
+    pub max_connections: usize,
 }
 
 /// How this project's producer sends its events.
@@ -127,8 +130,8 @@ pub trait Server: Send + Sync {
     /// the archive's bytes; Redis: `MEMORY USAGE` of the stream; NATS: the JetStream
     /// stream's bytes), when it says.
     fn store_bytes(&self) -> BoxFuture<'_, Result<Option<u64>>>;
-    /// The address it serves on, where a scenario connects by itself (this
-    /// project's watchers); `None` for systems no such scenario reads.
+    /// The address it serves on, where a scenario connects by itself (the
+    /// watchers scenario, with readers of its own).
     fn addr(&self) -> Option<std::net::SocketAddr> {
         None
     }

@@ -29,7 +29,7 @@ use crate::tally::{Clock, Tally};
 use crate::workload::{self, Mix};
 
 /// The subject events are published on.
-const SUBJECT: &str = "bench.events";
+pub(crate) const SUBJECT: &str = "bench.events";
 /// The subject the JetStream retention stream captures.
 const RETAINED_SUBJECT: &str = "bench.retained";
 /// The JetStream stream's name.
@@ -109,6 +109,10 @@ impl Server for Nats {
 
     fn rss_bytes(&self) -> Result<u64> {
         self.child.rss_bytes()
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        Some(self.addr)
     }
 
     fn reader(&self, latency: bool) -> BoxFuture<'static, Result<Box<dyn Reader>>> {

@@ -29,7 +29,7 @@ use crate::tally::{Clock, Tally};
 use crate::workload::{self, Mix};
 
 /// The stream key.
-const KEY: &[u8] = b"bench";
+pub(crate) const KEY: &[u8] = b"bench";
 /// Entries per XREAD reply at most (this project's blocks hold up to 1024 events).
 const READ_COUNT: &[u8] = b"1024";
 /// How long an XREAD blocks before returning empty (ms).
@@ -111,6 +111,11 @@ impl Redis {
             &port.to_string(),
             "--bind",
             "127.0.0.1",
+            // Protected mode answers `-DENIED` to a client from any address but
+            // 127.0.0.1, and the watchers scenario connects from 127.0.0.2 and up;
+            // the server still listens on 127.0.0.1 only.
+            "--protected-mode",
+            "no",
             "--save",
             "",
             "--appendonly",
@@ -118,7 +123,7 @@ impl Redis {
             "--dir",
             &setup.dir.display().to_string(),
             "--maxclients",
-            "10100",
+            &setup.max_connections.max(10_100).to_string(),
             "--daemonize",
             "no",
         ]
@@ -170,6 +175,10 @@ impl Server for Redis {
 
     fn rss_bytes(&self) -> Result<u64> {
         self.child.rss_bytes()
+    }
+
+    fn addr(&self) -> Option<SocketAddr> {
+        Some(self.addr)
     }
 
     fn reader(&self, latency: bool) -> BoxFuture<'static, Result<Box<dyn Reader>>> {
