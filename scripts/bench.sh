@@ -12,8 +12,9 @@
 #   scripts/bench.sh --systems master-events,redis --scenarios throughput --readers 10
 #   scripts/bench.sh --repeat 3 --window 1   # one producer connection, a request at a
 #                                 # time (docs/benchmarks.md's lead table)
-#   scripts/bench.sh --scenarios watchers --systems master-events --watchers 19400
-#                                 # that many streams at once from 127.0.0.2, .3, ...
+#   scripts/bench.sh --scenarios watchers --watchers 19400
+#                                 # that many streams at once on each system, from
+#                                 # 127.0.0.2, .3, ...
 #                                 # (each needs a descriptor in the harness and in the
 #                                 # server: past the hard open-file limit, root)
 #
