@@ -36,7 +36,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::proc;
 use crate::scenarios::{spawn_producer, Pace};
-use crate::systems::{self, resp, Kind, Server, Setup};
+use crate::systems::{self, redis, resp, Kind, Server, Setup};
 use crate::tally::new_histogram;
 use crate::workload;
 
@@ -164,14 +164,7 @@ fn xread(after: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     resp::command(
         &mut out,
-        &[
-            b"XREAD",
-            b"BLOCK",
-            b"0",
-            b"STREAMS",
-            crate::systems::redis::KEY,
-            after,
-        ],
+        &[b"XREAD", b"BLOCK", b"0", b"STREAMS", redis::KEY, after],
     );
     out
 }
@@ -425,31 +418,11 @@ fn take_xread_replies(
 ) -> Result<usize> {
     let mut at = 0;
     while let Some(end) = resp::value_end(input, at)? {
-        let mut c = resp::Cursor::new(&input[at..end]);
         let mut last_id = None;
-        let streams = c.array()?.unwrap_or(0);
-        for _ in 0..streams {
-            c.array()?;
-            c.bulk()?;
-            let entries = c.array()?.unwrap_or(0);
-            for _ in 0..entries {
-                c.array()?;
-                last_id = c.bulk()?;
-                let fields = c.array()?.unwrap_or(0);
-                let mut payload = None;
-                for _ in 0..fields / 2 {
-                    if c.bulk()? == Some(b"e") {
-                        payload = c.bulk()?;
-                    } else {
-                        c.skip()?;
-                    }
-                }
-                let Some((seq, line)) = payload.and_then(workload::split_framed) else {
-                    bail!("an XREAD entry without a payload");
-                };
-                t.event(seq, line, now, stamp);
-            }
-        }
+        redis::for_each_entry(&input[at..end], |id, seq, line| {
+            last_id = Some(id);
+            t.event(seq, line, now, stamp);
+        })?;
         match last_id {
             Some(id) => out.extend_from_slice(&xread(id)),
             None => bail!("an XREAD reply without entries"),

@@ -295,43 +295,53 @@ struct StreamReader {
 impl StreamReader {
     fn reply(&mut self, len: usize, tally: &mut Tally, now: u64) -> Result<()> {
         let reply = self.conn.buf.split_to(len);
-        let mut c = Cursor::new(&reply);
-        // Null (timed out) or [[key, [[id, [field, value, ...]], ...]]].
-        let Some(streams) = c.array()? else {
-            return Ok(());
-        };
-        for _ in 0..streams {
-            c.array()?;
-            c.bulk()?;
-            let entries = c.array()?.unwrap_or(0);
-            for _ in 0..entries {
-                c.array()?;
-                let id = c.bulk()?.unwrap_or_default();
-                let fields = c.array()?.unwrap_or(0);
-                let mut payload = None;
-                for _ in 0..fields / 2 {
-                    let name = c.bulk()?;
-                    if name == Some(b"e") {
-                        payload = c.bulk()?;
-                    } else {
-                        c.skip()?;
-                    }
-                }
-                self.last_id.clear();
-                self.last_id.extend_from_slice(id);
-                let Some((seq, line)) = payload.and_then(workload::split_framed) else {
-                    bail!("an entry without a payload");
-                };
-                let stamp = if self.latency {
-                    workload::read_stamp(&self.stamp, line)
-                } else {
-                    None
-                };
-                tally.event(seq, stamp, now);
-            }
-        }
-        Ok(())
+        for_each_entry(&reply, |id, seq, line| {
+            self.last_id.clear();
+            self.last_id.extend_from_slice(id);
+            let stamp = if self.latency {
+                workload::read_stamp(&self.stamp, line)
+            } else {
+                None
+            };
+            tally.event(seq, stamp, now);
+        })
     }
+}
+
+/// Walks one complete XREAD reply (null when it timed out, or `[[key, [[id,
+/// [field, value, ...]], ...]]]`), calling `each` with every entry's id and its
+/// framed payload's sequence number and line, in order.
+pub(crate) fn for_each_entry<'r>(
+    reply: &'r [u8],
+    mut each: impl FnMut(&'r [u8], u64, &'r [u8]),
+) -> Result<()> {
+    let mut c = Cursor::new(reply);
+    let Some(streams) = c.array()? else {
+        return Ok(());
+    };
+    for _ in 0..streams {
+        c.array()?;
+        c.bulk()?;
+        let entries = c.array()?.unwrap_or(0);
+        for _ in 0..entries {
+            c.array()?;
+            let id = c.bulk()?.unwrap_or_default();
+            let fields = c.array()?.unwrap_or(0);
+            let mut payload = None;
+            for _ in 0..fields / 2 {
+                if c.bulk()? == Some(b"e") {
+                    payload = c.bulk()?;
+                } else {
+                    c.skip()?;
+                }
+            }
+            let Some((seq, line)) = payload.and_then(workload::split_framed) else {
+                bail!("an XREAD entry without a payload");
+            };
+            each(id, seq, line);
+        }
+    }
+    Ok(())
 }
 
 impl Reader for StreamReader {
