@@ -9,8 +9,8 @@
 //! runs only the case with N readers (for profiling); `THROUGHPUT_VERBOSE=1` also
 //! prints the ring's final block count.
 //!
-//! The publisher notes `VbucketMoveDone` events (building each one, with its bucket
-//! `String`) through `Emitter::try_note_record`, yielding when the ingress is full so
+//! The publisher notes `VbucketMoveDone` events (building each one, with its bucket,
+//! an inline string) through `Emitter::try_note_record`, yielding when the ingress is full so
 //! that nothing is dropped, and every 256 events so that it does not monopolise a
 //! worker; the runtime has 2 worker threads. A case ends when the
 //! sequencer has archived every event and every reader has counted them all.
