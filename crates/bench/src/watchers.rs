@@ -496,7 +496,7 @@ async fn watchers_on(
     rate: f64,
     duration: Duration,
 ) -> Result<WatchersRow> {
-    let addr = server.addr().context("the server's address")?;
+    let addr = server.addr();
     let clock = setup.clock;
     let rss_before = server.rss_bytes()?;
     let opening = std::time::Instant::now();

@@ -266,8 +266,8 @@ impl Server for MasterEvents {
         .boxed()
     }
 
-    fn addr(&self) -> Option<SocketAddr> {
-        Some(self.addr)
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     fn idle_connection(&self) -> BoxFuture<'static, Result<TcpStream>> {

@@ -130,11 +130,9 @@ pub trait Server: Send + Sync {
     /// the archive's bytes; Redis: `MEMORY USAGE` of the stream; NATS: the JetStream
     /// stream's bytes), when it says.
     fn store_bytes(&self) -> BoxFuture<'_, Result<Option<u64>>>;
-    /// The address it serves on, where a scenario connects by itself (the
-    /// watchers scenario, with readers of its own).
-    fn addr(&self) -> Option<std::net::SocketAddr> {
-        None
-    }
+    /// The address it serves on (127.0.0.1), where a scenario connects by itself
+    /// (the watchers scenario, with readers of its own).
+    fn addr(&self) -> std::net::SocketAddr;
     /// One idle stream connection (subscribed, nothing flowing), over a raw socket.
     fn idle_connection(&self) -> BoxFuture<'static, Result<TcpStream>>;
     /// Checks that `n` idle connections are registered as readers, where the system

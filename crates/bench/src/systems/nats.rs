@@ -111,8 +111,8 @@ impl Server for Nats {
         self.child.rss_bytes()
     }
 
-    fn addr(&self) -> Option<SocketAddr> {
-        Some(self.addr)
+    fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     fn reader(&self, latency: bool) -> BoxFuture<'static, Result<Box<dyn Reader>>> {
