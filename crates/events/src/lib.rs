@@ -36,7 +36,8 @@ mod time;
 
 pub use event::{Event, EventFields, EventType, UnknownEventType};
 pub use line::{
-    parse_line, Envelope, Gap, Heartbeat, ParseError, Record, Reset, StreamLine, MAX_FIELDS,
+    parse_line, Envelope, Gap, Heartbeat, ParseError, Record, Reset, StampCache, StreamLine,
+    MAX_FIELDS,
 };
 pub use time::Timestamp;
 

@@ -13,7 +13,9 @@
 //!   for the first event of each block and then once every 32 events, so under load
 //!   consecutive events share a `ts` for a few microseconds.
 //! - `origin` is the record's own if it has one, else the router's node name.
-//! - Each event is encoded once, into the block it is appended with. A block holds
+//! - Each event is encoded once, into the block it is appended with; the `ts`
+//!   and `origin` of a run of events stamped alike are encoded once for the run
+//!   and copied (`StampCache`). A block holds
 //!   what was queued, up to [`MAX_BLOCK_EVENTS`](crate::block::MAX_BLOCK_EVENTS) events and no more than an eighth
 //!   of the ring's capacity (so a partly evicted block keeps at most capacity / 8
 //!   dead lines alive, and a reader has several blocks of slack before it lags), and
@@ -43,7 +45,7 @@ use std::mem;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use master_events_events::{CompactString, Record, Timestamp};
+use master_events_events::{CompactString, Record, StampCache, Timestamp};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
@@ -76,6 +78,9 @@ pub(crate) struct Sequencer {
     /// The router's node name, lent to records that have no origin while they are
     /// encoded (so that stamping it costs no allocation).
     node_name: CompactString,
+    /// The `ts` and `origin` of the last line encoded, as written: the next line
+    /// stamped alike copies them.
+    stamps: StampCache,
     strings: BlockStrings,
     high_water: HighWater,
     /// Which epoch sequenced which seqs (shared with the router's handles).
@@ -118,6 +123,7 @@ impl Sequencer {
             last_ts: Timestamp::from_micros(0),
             clock_age: 0,
             node_name: node.into(),
+            stamps: StampCache::default(),
             strings: BlockStrings::default(),
             high_water,
             epochs,
@@ -394,7 +400,7 @@ impl Sequencer {
             }
         }
         let start = self.scratch.len();
-        record.encode_line(&mut self.scratch);
+        record.encode_line_stamped(&mut self.scratch, &mut self.stamps);
         if lent {
             self.node_name = record.envelope.origin.take().unwrap_or_default();
         }
