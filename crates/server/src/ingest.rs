@@ -302,7 +302,8 @@ const CHUNK_BYTES: usize = 16 * 1024;
 
 /// As [`parse_body`], the same records or the same refusal, with a long body (at
 /// least [`PART_BYTES`]) parsed by this task and up to
-/// [`std::thread::available_parallelism`]` - 1` helpers on tokio's blocking pool:
+/// [`std::thread::available_parallelism`]` - 1` helper threads (kept off this
+/// task's core while they help: see `parse_helpers`):
 /// the body is cut at line ends into chunks of about [`CHUNK_BYTES`], which each
 /// thread takes in turn until none is left, so that a helper that starts late, or
 /// shares its core, takes fewer. This task never waits for a helper to start,
@@ -391,11 +392,16 @@ async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Record>, Refu
         finished: AtomicUsize::new(0),
         all_done: tokio::sync::Notify::new(),
     });
-    for _ in 1..threads.min(chunks.count()) {
+    // Not awaited: a helper that starts after the chunks are gone just returns.
+    let wanted = threads.min(chunks.count()).saturating_sub(1);
+    let helper = Arc::clone(&chunks);
+    let job: crate::parse_helpers::Job = Arc::new(move || helper.work());
+    for _ in crate::parse_helpers::ask(wanted, &job)..wanted {
+        // No helper thread of our own could be started: tokio's blocking pool.
         let helper = Arc::clone(&chunks);
-        // Not awaited: a helper that starts after the chunks are gone just returns.
         drop(tokio::task::spawn_blocking(move || helper.work()));
     }
+    drop(job);
     chunks.work();
     if chunks.finished.load(Ordering::Acquire) < chunks.count() {
         chunks.all_done.notified().await;

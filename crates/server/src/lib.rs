@@ -55,6 +55,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+mod parse_helpers;
 mod peer_routes;
 mod repoll;
 pub mod routes;
