@@ -13,7 +13,7 @@
 //!   process may use except the one the asking thread is running on (when that
 //!   leaves any), so that the helper starts on another core instead of preempting
 //!   the task that asked, which holds the request's critical path. Why: with
-//!   tokio's blocking pool, in about one request in eight the woken helper took the
+//!   tokio's blocking pool, in about one request in ten the woken helper took the
 //!   asking task's own core, stalling it for hundreds of microseconds; waking a
 //!   helper cost the task 34–94 µs on average and the helper started 71–152 µs
 //!   later; kept off that core, 8–10 µs and 14–19 µs, and K=1 ingest went from
