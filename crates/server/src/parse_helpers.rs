@@ -18,9 +18,9 @@
 //!   helper cost the task 34–94 µs on average and the helper started 71–152 µs
 //!   later; kept off that core, 8–10 µs and 14–19 µs, and K=1 ingest went from
 //!   1.07–1.28 M to 1.28–1.41 M events/s (docs/benchmarks.md). If the affinity
-//!   cannot be set (one CPU, a refused system call), the helper runs wherever the
-//!   scheduler puts it, as before; that is said once, at debug level: it costs
-//!   speed, never an event.
+//!   cannot be set (a refused system call), the helper runs wherever the
+//!   scheduler puts it, as before, and that is said once as a WARN: it costs
+//!   speed, never an event. With one CPU there are no helpers.
 //! - When helper threads cannot be started at all, [`ask`] says so (it asks none),
 //!   and the caller uses tokio's blocking pool instead.
 
@@ -153,10 +153,12 @@ mod affinity {
         tid: AtomicI32,
     }
 
-    /// The CPUs the process may use, read once (`None` if they cannot be).
+    /// The CPUs the process may use (its main thread's affinity, which is what
+    /// `taskset` or a cpuset sets; not whichever thread asks first), read once
+    /// (`None` if they cannot be).
     fn allowed() -> Option<CpuSet> {
         static ALLOWED: OnceLock<Option<CpuSet>> = OnceLock::new();
-        *ALLOWED.get_or_init(|| sched_getaffinity(None).ok())
+        *ALLOWED.get_or_init(|| sched_getaffinity(Some(rustix::process::getpid())).ok())
     }
 
     /// Set once affinity could not be set: placing is given up.
@@ -207,9 +209,10 @@ mod affinity {
 
     fn give_up(why: &str) {
         if !GIVEN_UP.swap(true, Ordering::Relaxed) {
-            tracing::debug!(
+            tracing::warn!(
                 why,
-                "ingest parse helpers are not kept off the asking task's CPU"
+                "ingest parse helpers cannot be kept off the asking task's CPU: \
+                 long bodies may be parsed more slowly (no event is affected)"
             );
         }
     }
