@@ -15,6 +15,7 @@
 //!                     [--systems master-events,redis,nats] [--readers 1,10,100]
 //! ```
 
+mod h2raw;
 mod proc;
 mod report;
 mod scenarios;
@@ -99,6 +100,14 @@ struct Args {
     /// stream, so 100,000 streams at 10 events/s is a million deliveries a second.
     #[arg(long, default_value_t = 10.0)]
     watchers_rate: f64,
+    /// Streams of the watchers scenario on each connection: 1 (default) gives each
+    /// stream a connection of its own; more share them, as HTTP/2 streams (h2c) for
+    /// master-events (at most 200, the server's limit a connection) and as that
+    /// many `SUB`s a connection for NATS; Redis cannot (one blocked `XREAD` a
+    /// connection) and is skipped. This is how 100,000 streams fit a process
+    /// limited to 20,000 descriptors.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=200))]
+    watchers_per_connection: u16,
     /// Producer seconds of the watchers scenario (default 10; quick: 2).
     #[arg(long)]
     watchers_duration: Option<f64>,
@@ -223,8 +232,9 @@ async fn run(args: Args) -> Result<()> {
     let want_watchers = args.scenarios.contains(&Scenario::Watchers);
     // Every stream is a descriptor in the harness and one in the server, which
     // inherits the limit; room is left for everything else.
+    let per_connection = usize::from(args.watchers_per_connection);
     let nofile_wanted = if want_watchers {
-        watchers as u64 + 500
+        watchers.div_ceil(per_connection) as u64 + 500
     } else {
         0
     };
@@ -284,7 +294,12 @@ async fn run(args: Args) -> Result<()> {
         mix: Arc::clone(&mix),
         clock: Clock::new(),
         retention: false,
-        max_connections: if want_watchers { watchers + 100 } else { 0 },
+        max_connections: if want_watchers {
+            watchers.div_ceil(per_connection) + 100
+        } else {
+            0
+        },
+        max_streams: if want_watchers { watchers + 100 } else { 0 },
     };
     let mut results = Results {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -454,8 +469,15 @@ async fn run(args: Args) -> Result<()> {
     }
     if want_watchers {
         for &kind in &args.systems {
+            if kind == Kind::Redis && per_connection > 1 {
+                eprintln!(
+                    "watchers: redis skipped: a Redis connection carries one blocked XREAD, \
+                     so its streams cannot share connections (--watchers-per-connection {per_connection})"
+                );
+                continue;
+            }
             eprintln!(
-                "watchers: {} with {watchers} streams at {} ev/s",
+                "watchers: {} with {watchers} streams ({per_connection} a connection) at {} ev/s",
                 kind.name(),
                 args.watchers_rate
             );
@@ -463,6 +485,7 @@ async fn run(args: Args) -> Result<()> {
                 kind,
                 &setup,
                 watchers,
+                per_connection,
                 args.watchers_rate,
                 Duration::from_secs_f64(watchers_secs),
             )

@@ -591,25 +591,28 @@ impl Results {
                 "## Watchers: very many streams at once\n\nThat many streams open at once \
                  (from 127.0.0.2, 127.0.0.3, ...; master-events: \
                  `GET /diag/masterEvents?start=now&heartbeat=0`, Redis: a connection looping \
-                 on `XREAD BLOCK 0`, NATS: a connection with one `SUB`), then one producer at \
-                 a slow rate; every stream must get every event, in order, each once. Latency \
+                 on `XREAD BLOCK 0`, NATS: a connection with one `SUB`; with several streams a \
+                 connection, master-events' are HTTP/2 streams and NATS's are `SUB`s on one \
+                 connection, and Redis is not run), then one producer at a slow rate; every stream must get every event, in order, each once. Latency \
                  is produce → receipt of the stamped events over all streams.\n"
             );
             let _ = writeln!(
                 s,
-                "| system | streams open / asked | opened in | ev/s offered | events | streams with every event | p50 | p99 | max | RSS before → idle → after | per idle stream | CPU s: server / harness |"
+                "| system | streams open / asked | connections (streams each) | opened in | ev/s offered | events | streams with every event | p50 | p99 | max | RSS before → idle → after | per idle stream | CPU s: server / harness |"
             );
             let _ = writeln!(
                 s,
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
             );
             for r in &self.watchers {
                 let _ = writeln!(
                     s,
-                    "| {} | {} / {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} → {} → {} | {} | {:.1} / {:.1} |",
+                    "| {} | {} / {} | {} ({}) | {:.1} s | {} | {} | {} | {} | {} | {} | {} → {} → {} | {} | {:.1} / {:.1} |",
                     r.system.name(),
                     r.opened,
                     r.streams,
+                    r.connections,
+                    r.per_connection,
                     r.open_secs,
                     r.rate_eps,
                     r.produced,

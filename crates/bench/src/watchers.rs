@@ -11,6 +11,13 @@
 //! Redis, a connection looping on `XREAD BLOCK 0 STREAMS bench <last id>`; for
 //! NATS, a connection with one `SUB` on the producer's subject.
 //!
+//! With `per_connection` above 1, streams share connections: this project's are
+//! HTTP/2 streams (h2c, `per_connection` of them on each connection, up to the
+//! server's 200 a connection), NATS's are `per_connection` `SUB`s on each
+//! connection (each message comes once per subscription), and Redis is not run
+//! (a connection carries one blocked `XREAD`). That is how a process limited to
+//! 20,000 descriptors holds 100,000 streams.
+//!
 //! Promises:
 //! - Every stream is checked: the events it got must be the producer's, from its
 //!   first to its last, each once, in order; a stream that got fewer, a hole, a
@@ -34,6 +41,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::h2raw;
 use crate::proc;
 use crate::scenarios::{spawn_producer, Pace};
 use crate::systems::{self, redis, resp, Kind, Server, Setup};
@@ -47,6 +55,8 @@ pub const STREAMS_PER_SOURCE: usize = 10_000;
 const OPEN_CONCURRENCY: usize = 256;
 /// A stream's read buffer.
 const READ_BUF: usize = 2048;
+/// An HTTP/2 connection's read buffer (its streams' events come together).
+const H2_READ_BUF: usize = 64 * 1024;
 /// How long after the producer's last event the streams may take to get it.
 const DRAIN_MAX: Duration = Duration::from_secs(30);
 
@@ -59,6 +69,10 @@ pub struct WatchersRow {
     pub streams: usize,
     /// Streams open once opening was over.
     pub opened: usize,
+    /// Connections they shared (as many as streams over HTTP/1.1).
+    pub connections: usize,
+    /// Streams on each connection (1: one connection a stream).
+    pub per_connection: usize,
     /// Source addresses they came from.
     pub sources: usize,
     /// Seconds it took to open them.
@@ -99,7 +113,7 @@ pub struct WatchersRow {
     pub harness_cpu_secs: f64,
 }
 
-/// The source address of stream `i`: 127.0.0.2, 127.0.0.3, ... a new one every
+/// The source address of connection `i`: 127.0.0.2, 127.0.0.3, ... a new one every
 /// [`STREAMS_PER_SOURCE`].
 fn source_of(i: usize) -> Ipv4Addr {
     let k = (i / STREAMS_PER_SOURCE) as u32 + 2;
@@ -133,9 +147,39 @@ fn no_port_at_bind(socket: &TcpSocket) -> Result<()> {
     Ok(())
 }
 
-/// Opens one stream of `kind` from `from`: subscribed, or at least asked to be,
-/// when it returns (see [`Server::check_idle`]).
-async fn open_stream(kind: Kind, addr: SocketAddr, from: Ipv4Addr) -> Result<TcpStream> {
+/// One connection's streams, opened and waiting for events.
+enum Opened {
+    /// One stream on its own connection (this project's HTTP/1.1 stream, a Redis
+    /// `XREAD` loop, a NATS connection with one `SUB`).
+    Alone(TcpStream),
+    /// HTTP/2 streams of this project sharing a connection (stream ids 1, 3, 5,
+    /// ...), each answered `200`, and the bytes read past the answers.
+    H2(TcpStream, Vec<u8>, usize),
+    /// A NATS connection with this many `SUB`s (sids 1, 2, ...).
+    NatsSubs(TcpStream, usize),
+}
+
+impl Opened {
+    /// How many streams it holds.
+    fn streams(&self) -> usize {
+        match self {
+            Opened::Alone(_) => 1,
+            Opened::H2(_, _, streams) => *streams,
+            Opened::NatsSubs(_, subs) => *subs,
+        }
+    }
+}
+
+/// Opens one connection of `kind` from `from` with `streams` streams on it:
+/// each subscribed, or at least asked to be, when it returns (see
+/// [`Server::check_idle`]).
+async fn open_connection(
+    kind: Kind,
+    addr: SocketAddr,
+    from: Ipv4Addr,
+    streams: usize,
+    shared: bool,
+) -> Result<Opened> {
     let socket = TcpSocket::new_v4().context("socket")?;
     no_port_at_bind(&socket)?;
     socket
@@ -145,17 +189,120 @@ async fn open_stream(kind: Kind, addr: SocketAddr, from: Ipv4Addr) -> Result<Tcp
         .await
         .context("connect timed out")?
         .with_context(|| format!("connect from {from}"))?;
-    match kind {
-        Kind::MasterEvents => crate::systems::master_events::start_stream(s, addr).await,
-        Kind::Redis => {
+    match (kind, shared) {
+        (Kind::MasterEvents, false) => Ok(Opened::Alone(
+            crate::systems::master_events::start_stream(s, addr).await?,
+        )),
+        (Kind::MasterEvents, true) => open_h2_streams(s, addr, streams).await,
+        (Kind::Redis, false) => {
             s.write_all(&xread(b"$")).await.context("writing XREAD")?;
-            Ok(s)
+            Ok(Opened::Alone(s))
         }
-        Kind::Nats => {
-            nats_subscribe(&mut s).await?;
-            Ok(s)
+        (Kind::Redis, true) => {
+            bail!("a Redis connection carries one blocked XREAD: streams cannot share connections")
+        }
+        (Kind::Nats, _) => {
+            nats_subscribe(&mut s, streams).await?;
+            Ok(if shared {
+                Opened::NatsSubs(s, streams)
+            } else {
+                Opened::Alone(s)
+            })
         }
     }
+}
+
+/// The stream each HTTP/2 stream asks for.
+const H2_PATH: &str = "/diag/masterEvents?start=now&heartbeat=0";
+
+/// Which of a connection's `streams` the HTTP/2 stream id `id` is (ids 1, 3, 5,
+/// ... in the order asked).
+fn h2_index(id: u32, streams: usize) -> Result<usize> {
+    let k = (id as usize).wrapping_sub(1) / 2;
+    if id % 2 == 1 && k < streams {
+        Ok(k)
+    } else {
+        bail!("a frame for stream {id}, which was not asked for")
+    }
+}
+
+/// Opens `streams` HTTP/2 streams of events from now on over the fresh
+/// connection `s` (h2c, prior knowledge): asked all at once, and each answered
+/// `200` when it returns.
+async fn open_h2_streams(mut s: TcpStream, addr: SocketAddr, streams: usize) -> Result<Opened> {
+    let mut out = Vec::new();
+    h2raw::client_preface(&mut out);
+    let authority = addr.to_string();
+    for k in 0..streams {
+        h2raw::get(&mut out, 1 + 2 * k as u32, &authority, H2_PATH);
+    }
+    s.write_all(&out)
+        .await
+        .context("writing the HTTP/2 requests")?;
+    let mut answered = vec![false; streams];
+    let mut left = streams;
+    let mut pending = Vec::new();
+    let mut reply = Vec::new();
+    let mut buf = vec![0u8; H2_READ_BUF];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while left > 0 {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .with_context(|| format!("{left} of {streams} HTTP/2 streams not answered in 30 s"))?
+            .context("reading the HTTP/2 answers")?;
+        if n == 0 {
+            bail!("the server closed the connection before answering every stream");
+        }
+        pending.extend_from_slice(&buf[..n]);
+        let taken = h2raw::take_frames(&pending, |frame| {
+            match frame {
+                h2raw::Frame::Headers { stream, block, .. } => {
+                    let k = h2_index(stream, streams)?;
+                    if !h2raw::is_status_200(block) {
+                        bail!(
+                            "stream refused (its answer is not 200; header block {:02x?})",
+                            &block[..block.len().min(16)]
+                        );
+                    }
+                    if !std::mem::replace(&mut answered[k], true) {
+                        left -= 1;
+                    }
+                }
+                h2raw::Frame::Data { stream, .. } => {
+                    bail!("events on stream {stream} before every stream was answered")
+                }
+                frame => h2_control(frame, &mut reply)?,
+            }
+            Ok(())
+        })?;
+        pending.drain(..taken);
+        if !reply.is_empty() {
+            s.write_all(&reply).await.context("writing to the server")?;
+            reply.clear();
+        }
+    }
+    Ok(Opened::H2(s, pending, streams))
+}
+
+/// Answers what the protocol asks of the client: `SETTINGS` and `PING`; a
+/// `GOAWAY` or a reset stream is an error.
+fn h2_control(frame: h2raw::Frame<'_>, reply: &mut Vec<u8>) -> Result<()> {
+    match frame {
+        h2raw::Frame::Settings { ack: false } => h2raw::settings_ack(reply),
+        h2raw::Frame::Ping {
+            ack: false,
+            payload,
+        } => h2raw::ping_ack(reply, payload),
+        h2raw::Frame::GoAway { code, debug } => bail!(
+            "the server closed the connection (GOAWAY, error code {code}: {})",
+            String::from_utf8_lossy(debug)
+        ),
+        h2raw::Frame::Reset { stream, code } => {
+            bail!("the server reset stream {stream} (error code {code})")
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// `XREAD BLOCK 0 STREAMS <key> <after>`: the entries after `after` (`$`: after
@@ -169,11 +316,11 @@ fn xread(after: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Subscribes a fresh NATS connection to the producer's subject: reads the
-/// server's `INFO`, sends `CONNECT`, `SUB` and `PING`, and waits for the `PONG`
-/// (the server handles a connection's operations in order, so the `SUB` is then
-/// in place).
-async fn nats_subscribe(s: &mut TcpStream) -> Result<()> {
+/// Subscribes a fresh NATS connection `subs` times to the producer's subject
+/// (sids 1 to `subs`): reads the server's `INFO`, sends `CONNECT`, the `SUB`s and
+/// `PING`, and waits for the `PONG` (the server handles a connection's operations
+/// in order, so the `SUB`s are then in place).
+async fn nats_subscribe(s: &mut TcpStream, subs: usize) -> Result<()> {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let mut greeted = false;
@@ -192,10 +339,11 @@ async fn nats_subscribe(s: &mut TcpStream) -> Result<()> {
             seen.drain(..i + 2);
             if line.starts_with(b"INFO ") && !greeted {
                 greeted = true;
-                let hello = format!(
-                    "CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB {} 1\r\nPING\r\n",
-                    crate::systems::nats::SUBJECT
-                );
+                let mut hello = String::from("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n");
+                for sid in 1..=subs.max(1) {
+                    hello.push_str(&format!("SUB {} {sid}\r\n", crate::systems::nats::SUBJECT));
+                }
+                hello.push_str("PING\r\n");
                 s.write_all(hello.as_bytes()).await.context("writing SUB")?;
             } else if line == b"PONG" {
                 return Ok(());
@@ -308,18 +456,126 @@ struct Row {
     stop: AtomicBool,
 }
 
-/// Reads one stream of `kind` until it has seq `row.last`, or is told to stop.
-async fn watch(kind: Kind, s: TcpStream, row: Arc<Row>, clock: crate::tally::Clock) -> StreamTally {
-    let mut t = StreamTally::default();
+/// Reads the streams of one connection until each has seq `row.last`, or is told
+/// to stop: what each stream got, in the order of its subscriptions (sids).
+async fn watch(
+    kind: Kind,
+    s: TcpStream,
+    streams: usize,
+    row: Arc<Row>,
+    clock: crate::tally::Clock,
+) -> Vec<StreamTally> {
+    let mut tallies: Vec<StreamTally> = (0..streams.max(1))
+        .map(|_| StreamTally::default())
+        .collect();
     let mut decoder = match kind {
         Kind::MasterEvents => Decoder::Http(Chunked::default()),
         Kind::Redis => Decoder::Redis,
         Kind::Nats => Decoder::Nats,
     };
-    if let Err(e) = read_stream(&mut decoder, s, &row, clock, &mut t).await {
-        t.error = Some(format!("{e:#}"));
+    if let Err(e) = read_stream(&mut decoder, s, &row, clock, &mut tallies).await {
+        for t in &mut tallies {
+            t.error = Some(format!("{e:#}"));
+        }
     }
-    t
+    tallies
+}
+
+/// Reads the HTTP/2 streams of one connection (`pending`: bytes read past their
+/// answers) until each has seq `row.last`, or is told to stop: what each got.
+async fn watch_h2(
+    s: TcpStream,
+    pending: Vec<u8>,
+    streams: usize,
+    row: Arc<Row>,
+    clock: crate::tally::Clock,
+) -> Vec<StreamTally> {
+    let mut tallies: Vec<StreamTally> = (0..streams).map(|_| StreamTally::default()).collect();
+    if let Err(e) = read_h2(s, pending, &row, clock, &mut tallies).await {
+        for t in &mut tallies {
+            t.error.get_or_insert_with(|| format!("{e:#}"));
+        }
+    }
+    tallies
+}
+
+/// Flow-control credit given back once this much of a window is used.
+const H2_CREDIT_AT: usize = 1 << 30;
+
+async fn read_h2(
+    mut s: TcpStream,
+    mut pending: Vec<u8>,
+    row: &Row,
+    clock: crate::tally::Clock,
+    tallies: &mut [StreamTally],
+) -> Result<()> {
+    let streams = tallies.len();
+    let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); streams];
+    let mut used = vec![0usize; streams];
+    let mut conn_used = 0usize;
+    let seq_finder = memmem::Finder::new(b"\"seq\":");
+    let stamp = workload::stamp_finder();
+    let mut reply = Vec::new();
+    let mut buf = vec![0u8; H2_READ_BUF];
+    loop {
+        let now = clock.now_ns();
+        let taken = h2raw::take_frames(&pending, |frame| {
+            match frame {
+                h2raw::Frame::Data {
+                    stream,
+                    data,
+                    end,
+                    flow,
+                } => {
+                    let k = h2_index(stream, streams)?;
+                    let body = &mut bodies[k];
+                    body.extend_from_slice(data);
+                    let took = take_lines(body, now, &seq_finder, &stamp, &mut tallies[k]);
+                    body.drain(..took);
+                    if end {
+                        tallies[k].error = Some("the server ended the stream".into());
+                    }
+                    used[k] += flow;
+                    conn_used += flow;
+                    if used[k] >= H2_CREDIT_AT {
+                        h2raw::window_update(
+                            &mut reply,
+                            stream,
+                            std::mem::take(&mut used[k]) as u32,
+                        );
+                    }
+                    if conn_used >= H2_CREDIT_AT {
+                        h2raw::window_update(&mut reply, 0, std::mem::take(&mut conn_used) as u32);
+                    }
+                }
+                h2raw::Frame::Reset { stream, code } => {
+                    let k = h2_index(stream, streams)?;
+                    tallies[k].error =
+                        Some(format!("the server reset the stream (error code {code})"));
+                }
+                frame => h2_control(frame, &mut reply)?,
+            }
+            Ok(())
+        })?;
+        pending.drain(..taken);
+        if !reply.is_empty() {
+            s.write_all(&reply).await.context("writing to the server")?;
+            reply.clear();
+        }
+        let last = row.last.load(Ordering::Acquire);
+        if tallies.iter().all(|t| t.last >= last || t.error.is_some())
+            || row.stop.load(Ordering::Acquire)
+        {
+            return Ok(());
+        }
+        let n = match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0)) => bail!("the server closed the connection"),
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => bail!("read: {e}"),
+        };
+        pending.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// How a stream's bytes are read.
@@ -332,12 +588,14 @@ enum Decoder {
     Nats,
 }
 
+/// Reads a connection's streams into `tallies` (one, but for NATS's several
+/// subscriptions, `tallies[sid - 1]`).
 async fn read_stream(
     decoder: &mut Decoder,
     mut s: TcpStream,
     row: &Row,
     clock: crate::tally::Clock,
-    t: &mut StreamTally,
+    tallies: &mut [StreamTally],
 ) -> Result<()> {
     let mut buf = vec![0u8; READ_BUF];
     // Bytes received and not yet taken (for HTTP: the decoded body).
@@ -346,7 +604,8 @@ async fn read_stream(
     let stamp = workload::stamp_finder();
     let mut reply = Vec::new();
     loop {
-        if t.last >= row.last.load(Ordering::Acquire) || row.stop.load(Ordering::Acquire) {
+        let last = row.last.load(Ordering::Acquire);
+        if tallies.iter().all(|t| t.last >= last) || row.stop.load(Ordering::Acquire) {
             return Ok(());
         }
         let n = match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
@@ -361,9 +620,11 @@ async fn read_stream(
         }
         let now = clock.now_ns();
         let taken = match decoder {
-            Decoder::Http(_) => take_lines(&pending, now, &seq_finder, &stamp, t),
-            Decoder::Redis => take_xread_replies(&pending, now, &stamp, t, &mut reply)?,
-            Decoder::Nats => take_nats_messages(&pending, now, &stamp, t, &mut reply)?,
+            Decoder::Http(_) => take_lines(&pending, now, &seq_finder, &stamp, &mut tallies[0]),
+            Decoder::Redis => {
+                take_xread_replies(&pending, now, &stamp, &mut tallies[0], &mut reply)?
+            }
+            Decoder::Nats => take_nats_messages(&pending, now, &stamp, tallies, &mut reply)?,
         };
         pending.drain(..taken);
         if !reply.is_empty() {
@@ -433,13 +694,14 @@ fn take_xread_replies(
 }
 
 /// Takes the complete NATS operations at the start of `input`: each `MSG`'s
-/// payload is an event; a `PING` is answered with a `PONG` in `out`; `-ERR` is an
-/// error. Returns how many bytes it took.
+/// payload is an event of the subscription its sid names (`tallies[sid - 1]`); a
+/// `PING` is answered with a `PONG` in `out`; `-ERR` is an error. Returns how many
+/// bytes it took.
 fn take_nats_messages(
     input: &[u8],
     now: u64,
     stamp: &memmem::Finder<'_>,
-    t: &mut StreamTally,
+    tallies: &mut [StreamTally],
     out: &mut Vec<u8>,
 ) -> Result<usize> {
     let mut at = 0;
@@ -448,12 +710,16 @@ fn take_nats_messages(
         let body = at + i + 2;
         if let Some(args) = line.strip_prefix(b"MSG ") {
             // MSG <subject> <sid> [reply-to] <#bytes>
-            let len: usize = args
-                .rsplit(|&b| b == b' ')
-                .next()
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .and_then(|n| n.parse().ok())
-                .with_context(|| format!("bad MSG line {:?}", String::from_utf8_lossy(line)))?;
+            let bad = || format!("bad MSG line {:?}", String::from_utf8_lossy(line));
+            let number = |field: Option<&[u8]>| -> Option<usize> {
+                std::str::from_utf8(field?).ok()?.parse().ok()
+            };
+            let len = number(args.rsplit(|&b| b == b' ').next()).with_context(bad)?;
+            let sid = number(args.split(|&b| b == b' ').nth(1)).with_context(bad)?;
+            let t = sid
+                .checked_sub(1)
+                .and_then(|k| tallies.get_mut(k))
+                .with_context(|| format!("a MSG for sid {sid}, which was not subscribed"))?;
             if input.len() < body + len + 2 {
                 break;
             }
@@ -474,17 +740,32 @@ fn take_nats_messages(
     Ok(at)
 }
 
-/// Opens `n` streams on a fresh server, produces at `rate` events/s for
-/// `duration`, and checks what every stream got.
+/// Opens `n` streams on a fresh server, `per_connection` on each connection,
+/// produces at `rate` events/s for `duration`, and checks what every stream got.
 pub async fn watchers(
     kind: Kind,
     setup: &Setup,
     n: usize,
+    per_connection: usize,
     rate: f64,
     duration: Duration,
 ) -> Result<WatchersRow> {
+    if per_connection > 1 && kind == Kind::Redis {
+        bail!(
+            "a Redis connection carries one blocked XREAD: streams cannot share \
+             connections (--watchers-per-connection 1 for Redis)"
+        );
+    }
     let mut server = systems::start(kind, setup).await?;
-    let row = watchers_on(server.as_mut(), setup, n, rate, duration).await;
+    let row = watchers_on(
+        server.as_mut(),
+        setup,
+        n,
+        per_connection.max(1),
+        rate,
+        duration,
+    )
+    .await;
     server.stop().await;
     row
 }
@@ -493,39 +774,47 @@ async fn watchers_on(
     server: &mut dyn Server,
     setup: &Setup,
     n: usize,
+    per_connection: usize,
     rate: f64,
     duration: Duration,
 ) -> Result<WatchersRow> {
     let addr = server.addr();
     let clock = setup.clock;
+    let kind = server.kind();
+    let shared = per_connection > 1;
+    let connections = n.div_ceil(per_connection);
     let rss_before = server.rss_bytes()?;
     let opening = std::time::Instant::now();
-    let opened: Vec<Result<TcpStream>> = futures_util::stream::iter(0..n)
-        .map(|i| open_stream(server.kind(), addr, source_of(i)))
-        .buffer_unordered(OPEN_CONCURRENCY)
+    let opened: Vec<Result<Opened>> = futures_util::stream::iter(0..connections)
+        .map(|c| {
+            let streams = per_connection.min(n - c * per_connection);
+            open_connection(kind, addr, source_of(c), streams, shared)
+        })
+        .buffer_unordered(if shared { 16 } else { OPEN_CONCURRENCY })
         .collect()
         .await;
     let open_secs = opening.elapsed().as_secs_f64();
-    let mut streams = Vec::with_capacity(n);
+    let mut conns = Vec::with_capacity(connections);
     let mut first_error = None;
-    for s in opened {
-        match s {
-            Ok(s) => streams.push(s),
+    for c in opened {
+        match c {
+            Ok(c) => conns.push(c),
             Err(e) => {
                 first_error.get_or_insert_with(|| format!("opening a stream: {e:#}"));
             }
         }
     }
-    let opened = streams.len();
+    let opened: usize = conns.iter().map(Opened::streams).sum();
     server
         .check_idle(opened)
         .await
         .context("the server's count of open streams")?;
     let rss_idle = server.rss_bytes()?;
+    let sources = (connections.max(1) - 1) / STREAMS_PER_SOURCE + 1;
     eprintln!(
-        "  {opened} of {n} streams open in {open_secs:.1} s from {} source addresses, \
-         RSS {rss_before} → {rss_idle} bytes",
-        (n.max(1) - 1) / STREAMS_PER_SOURCE + 1
+        "  {opened} of {n} streams open on {} connections in {open_secs:.1} s from {sources} \
+         source addresses, RSS {rss_before} → {rss_idle} bytes",
+        conns.len()
     );
 
     let row = Arc::new(Row {
@@ -534,10 +823,26 @@ async fn watchers_on(
     });
     let server_cpu0 = proc::cpu_secs(server.pid());
     let harness_cpu0 = proc::cpu_secs(std::process::id());
-    let tasks: Vec<_> = streams
-        .into_iter()
-        .map(|s| tokio::spawn(watch(server.kind(), s, Arc::clone(&row), clock)))
-        .collect();
+    let mut tasks = Vec::with_capacity(opened);
+    for c in conns {
+        match c {
+            Opened::Alone(s) => {
+                tasks.push(tokio::spawn(watch(kind, s, 1, Arc::clone(&row), clock)));
+            }
+            Opened::NatsSubs(s, subs) => {
+                tasks.push(tokio::spawn(watch(kind, s, subs, Arc::clone(&row), clock)));
+            }
+            Opened::H2(s, pending, streams) => {
+                tasks.push(tokio::spawn(watch_h2(
+                    s,
+                    pending,
+                    streams,
+                    Arc::clone(&row),
+                    clock,
+                )));
+            }
+        }
+    }
     // The mix opens with events that carry no stamp (bucket creation); the
     // producer starts at the first that does, so that a slow row has samples.
     let from = setup
@@ -565,31 +870,32 @@ async fn watchers_on(
     let mut missing = 0;
     let mut hist = new_histogram();
     for task in tasks {
-        let t = task.await.context("a stream task")?;
-        delivered += t.events;
-        // The producer's events are one run of seqs ending at its last.
-        let expected = produced.events;
-        let first = (produced.last + 1).saturating_sub(expected);
-        missing += expected.saturating_sub(t.events);
-        if t.faults == 0
-            && t.error.is_none()
-            && t.events == expected
-            && t.first == first
-            && t.last == produced.last
-        {
-            complete += 1;
-        } else if first_error.is_none() {
-            first_error = Some(match &t.error {
-                Some(e) => e.clone(),
-                None => format!(
-                    "a stream got {} of {expected} events (seqs {} to {}, {} holes or gaps; \
+        for t in task.await.context("a stream task")? {
+            delivered += t.events;
+            // The producer's events are one run of seqs ending at its last.
+            let expected = produced.events;
+            let first = (produced.last + 1).saturating_sub(expected);
+            missing += expected.saturating_sub(t.events);
+            if t.faults == 0
+                && t.error.is_none()
+                && t.events == expected
+                && t.first == first
+                && t.last == produced.last
+            {
+                complete += 1;
+            } else if first_error.is_none() {
+                first_error = Some(match &t.error {
+                    Some(e) => e.clone(),
+                    None => format!(
+                        "a stream got {} of {expected} events (seqs {} to {}, {} holes or gaps; \
                      the producer's: {first} to {})",
-                    t.events, t.first, t.last, t.faults, produced.last
-                ),
-            });
-        }
-        for ns in t.latencies {
-            let _ = hist.record(u64::from(ns).max(1));
+                        t.events, t.first, t.last, t.faults, produced.last
+                    ),
+                });
+            }
+            for ns in t.latencies {
+                let _ = hist.record(u64::from(ns).max(1));
+            }
         }
     }
     stopper.abort();
@@ -602,12 +908,14 @@ async fn watchers_on(
         system: server.kind(),
         streams: n,
         opened,
-        sources: (n.max(1) - 1) / STREAMS_PER_SOURCE + 1,
+        connections,
+        per_connection,
+        sources,
         open_secs,
         rate_eps: rate,
         produced: produced.events,
         complete,
-        incomplete: n - complete,
+        incomplete: n.saturating_sub(complete),
         delivered,
         missing,
         first_error,
@@ -720,7 +1028,9 @@ mod tests {
         }
         wire.extend_from_slice(b"+OK\r\n");
         for cut in 0..=wire.len() {
-            let (t, out) = feed_cut(&wire, cut, take_nats_messages);
+            let (t, out) = feed_cut(&wire, cut, |input, now, stamp, t, out| {
+                take_nats_messages(input, now, stamp, std::slice::from_mut(t), out)
+            });
             assert_eq!(t.events, 2, "cut at {cut}");
             assert_eq!(t.faults, 1, "cut at {cut}: 7 then 3338 is a hole");
             assert_eq!(
@@ -735,11 +1045,41 @@ mod tests {
             b"-ERR 'Slow Consumer'\r\n",
             1,
             &stamp,
-            &mut StreamTally::default(),
+            &mut [StreamTally::default()],
             &mut Vec::new(),
         )
         .expect_err("an error");
         assert!(format!("{e:#}").contains("Slow Consumer"), "{e:#}");
+    }
+
+    #[test]
+    fn nats_messages_go_to_the_subscription_their_sid_names() {
+        let events = two_events();
+        let mut wire = Vec::new();
+        // sid 2 gets both events, sid 1 only the second.
+        for (sid, (_, framed)) in [(2, &events[0]), (2, &events[1]), (1, &events[1])] {
+            wire.extend_from_slice(
+                format!("MSG bench.events {sid} {}\r\n", framed.len()).as_bytes(),
+            );
+            wire.extend_from_slice(framed);
+            wire.extend_from_slice(b"\r\n");
+        }
+        let stamp = workload::stamp_finder();
+        let mut tallies = [StreamTally::default(), StreamTally::default()];
+        let taken =
+            take_nats_messages(&wire, 1, &stamp, &mut tallies, &mut Vec::new()).expect("valid");
+        assert_eq!(taken, wire.len());
+        assert_eq!(tallies[0].events, 1);
+        assert_eq!(tallies[0].first, events[1].0);
+        assert_eq!(tallies[1].events, 2);
+        assert_eq!(
+            (tallies[1].first, tallies[1].last),
+            (events[0].0, events[1].0)
+        );
+        // A sid never subscribed is an error, not an event counted elsewhere.
+        let e = take_nats_messages(&wire, 1, &stamp, &mut tallies[..1], &mut Vec::new())
+            .expect_err("sid 2 is not subscribed");
+        assert!(format!("{e:#}").contains("sid 2"), "{e:#}");
     }
 
     #[test]

@@ -242,3 +242,46 @@ fn demo_with_three_nodes_serves_the_same_stream_from_a_follower() {
         .collect();
     assert_eq!(origins.len(), 3, "events noted on every node: {origins:?}");
 }
+
+/// Opens `GET /diag/masterEvents?start=now` on a connection of its own and reads
+/// the response head: the connection (kept open while the stream lasts) and the
+/// head.
+fn open_stream(url: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(host_port(url)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /diag/masterEvents?start=now&heartbeat=0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!("reading the head: {other:?} after {head:?}"),
+        }
+    }
+    (s, String::from_utf8_lossy(&head).into_owned())
+}
+
+#[test]
+fn max_streams_caps_the_streams_open_at_once_and_zero_is_refused() {
+    let mut p = spawn(&["serve", "--listen", "127.0.0.1:0", "--max-streams", "2"]);
+    let url = listening_url(&mut p);
+    let (_a, head) = open_stream(&url);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_b, head) = open_stream(&url);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, reply) = http(&url, "GET", "/diag/masterEvents?start=now", "");
+    assert_eq!(status, 503, "{reply}");
+    assert!(reply.contains("too many open streams (limit 2)"), "{reply}");
+    p.sigterm();
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_master-events"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--max-streams", "0"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-streams must be at least 1"), "{err}");
+}

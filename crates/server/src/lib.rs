@@ -100,6 +100,9 @@ use status_routes::{cluster, health, metrics, not_found, ready, root};
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 /// The default idle heartbeat interval of streams.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// Streams (requests) an HTTP/2 connection may have open at once, told to the
+/// client in its settings; a stream past them is reset with `REFUSED_STREAM`.
+pub const H2_MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 /// What `GET /cluster` reports, supplied by whoever runs the server (the cluster
 /// layer updates it when the master changes).
@@ -398,6 +401,12 @@ impl Server {
             // made an idle stream cost 22.5 KiB instead of 10. It also caps a
             // request head (hyper answers 431 above it).
             .max_buf_size(64 * 1024);
+        // Streams an HTTP/2 connection may have open at once (hyper's default,
+        // said here because docs/configuration.md promises it): 100,000 streams
+        // then take 500 connections, not 100,000 descriptors.
+        builder
+            .http2()
+            .max_concurrent_streams(H2_MAX_STREAMS_PER_CONNECTION);
         let builder = Arc::new(builder);
         let shutdown = self.state.shutdown.clone();
         let guards = Arc::clone(&self.state.guards);

@@ -63,6 +63,13 @@ impl MasterEvents {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(
+            // The watchers scenario may open more streams than the default limit.
+            (setup.max_streams > 0)
+                .then(|| ["--max-streams".to_owned(), setup.max_streams.to_string()])
+                .into_iter()
+                .flatten(),
+        )
         .chain(setup.master_events_args.iter().cloned())
         .collect();
         let (program, args) = match setup.master_events_wrap.split_first() {

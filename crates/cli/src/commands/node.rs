@@ -109,6 +109,8 @@ pub struct NodeOptions {
     pub archive_size: Option<usize>,
     /// Default stream heartbeat, seconds (0 = off).
     pub heartbeat: Option<f64>,
+    /// Most streams open at once (the http sink's `max_streams`).
+    pub max_streams: Option<usize>,
     /// This node's name.
     pub node: Option<String>,
     /// Ingest body limit, bytes.
@@ -449,6 +451,12 @@ pub async fn start(opts: NodeOptions) -> Result<RunningNode> {
             bail!("--heartbeat must be 0 to 86400 seconds, not {secs}");
         }
         server.heartbeat = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    if let Some(n) = opts.max_streams {
+        if n == 0 {
+            bail!("--max-streams must be at least 1");
+        }
+        server.max_streams = n;
     }
     server.check_exposure(&users)?;
 

@@ -40,6 +40,11 @@ pub struct ServeArgs {
     /// Idle heartbeat of streams in seconds, 0 = off (default 30; ?heartbeat= overrides).
     #[arg(long, value_name = "SECS")]
     pub heartbeat: Option<f64>,
+    /// Most streams open at once (default 20000; the http sink's `max_streams`); one
+    /// more gets 503. Each HTTP/1.1 stream holds a file descriptor; HTTP/2 streams
+    /// share their connection's (up to 200 a connection).
+    #[arg(long, value_name = "N")]
+    pub max_streams: Option<usize>,
     /// This node's name, the `origin` of events it notes (default n_0@<hostname>).
     #[arg(long, value_name = "NAME")]
     pub node: Option<String>,
@@ -206,6 +211,7 @@ pub fn run(args: &ServeArgs) -> Result<i32> {
             listen: args.listen,
             archive_size: args.archive_size,
             heartbeat: args.heartbeat,
+            max_streams: args.max_streams,
             node: args.node.clone(),
             body_limit: args.body_limit,
             insecure_no_auth: args.insecure_no_auth,
