@@ -17,6 +17,10 @@
 #                                 # 127.0.0.2, .3, ...
 #                                 # (each needs a descriptor in the harness and in the
 #                                 # server: past the hard open-file limit, root)
+#   scripts/bench.sh --scenarios watchers --systems master-events,nats \
+#       --watchers 100000 --watchers-per-connection 200 --watchers-rate 1
+#                                 # 100,000 streams, 200 on each connection (HTTP/2
+#                                 # streams; NATS SUBs): 500 descriptors, not 100,000
 #
 # Any argument is passed to master-events-bench (`--help` lists them).
 # CARGO_TARGET_DIR is honoured (default: target/).
