@@ -1,5 +1,6 @@
 //! The server's limits over real sockets on 127.0.0.1: connections that send no
-//! request, idle HTTP/2 connections, stalled and trickling bodies, the buffering
+//! request, idle HTTP/2 connections and their streams a connection, stalled and
+//! trickling bodies, the buffering
 //! budget, failed authentication, and the per-address connection cap. Each test
 //! starts its own server on a free port; every loop is bounded in count and time.
 
@@ -475,4 +476,82 @@ async fn connections_over_the_per_address_cap_are_closed_at_once() {
         text.contains("master_events_connections_closed_total{reason=\"per_ip_limit\"}"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn an_h2_connection_carries_200_streams_that_each_get_every_event_and_no_more_at_once() {
+    use http_body_util::BodyExt as _;
+    let server = start("", |c| c.max_streams = 1000).await;
+    let tcp = connect_from(server.addr, None).await;
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let addr = server.addr;
+    let stream_request = move || {
+        hyper::Request::get(format!(
+            "http://{addr}/diag/masterEvents?start=now&heartbeat=0"
+        ))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request")
+    };
+    let per_connection = master_events_server::H2_MAX_STREAMS_PER_CONNECTION as usize;
+    let mut bodies = Vec::new();
+    for _ in 0..per_connection {
+        let resp = timeout(T, sender.clone().send_request(stream_request()))
+            .await
+            .expect("answered in time")
+            .expect("answered");
+        assert_eq!(resp.status(), 200);
+        bodies.push(resp.into_body());
+    }
+    assert_eq!(server.metrics.open_streams().get(), per_connection as i64);
+    // One more is held by the client, which the server told its limit.
+    let mut extra = sender.clone();
+    let mut pending = tokio::spawn(async move { extra.send_request(stream_request()).await });
+    assert!(
+        timeout(Duration::from_millis(300), &mut pending)
+            .await
+            .is_err(),
+        "a stream past the connection's limit was answered"
+    );
+    // One event reaches every stream of the connection.
+    let post = format!(
+        "POST /diag/masterEvents HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{LINE}",
+        LINE.len()
+    );
+    let reply = exchange(server.addr, None, post.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    for (i, body) in bodies.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while !got.ends_with(b"\n") {
+            let frame = timeout(T, body.frame())
+                .await
+                .unwrap_or_else(|_| panic!("stream {i}: no event in time"))
+                .unwrap_or_else(|| panic!("stream {i} ended"))
+                .expect("a frame");
+            if let Ok(data) = frame.into_data() {
+                got.extend_from_slice(&data);
+            }
+        }
+        let line = String::from_utf8_lossy(&got);
+        assert!(
+            line.starts_with("{\"type\":\"deleteBucket\",\"seq\":1,"),
+            "stream {i}: {line}"
+        );
+    }
+    // A stream closed makes room for the one held.
+    drop(bodies.pop());
+    let resp = timeout(T, pending)
+        .await
+        .expect("answered once there was room")
+        .expect("the task ran")
+        .expect("answered");
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    drop(bodies);
+    conn.abort();
 }
