@@ -1,7 +1,7 @@
 //! The server's limits over real sockets on 127.0.0.1: connections that send no
 //! request, idle HTTP/2 connections and their streams a connection, stalled and
-//! trickling bodies, the buffering
-//! budget, failed authentication, and the per-address connection cap. Each test
+//! trickling bodies, the buffering budget, failed authentication, and the
+//! per-address connection cap. Each test
 //! starts its own server on a free port; every loop is bounded in count and time.
 
 use std::net::SocketAddr;
