@@ -49,6 +49,7 @@ mod conn;
 mod diag;
 mod feed;
 mod h1stream;
+mod h2batch;
 pub mod hooks;
 mod http_sink;
 pub mod ingest;
