@@ -276,12 +276,18 @@ async fn open_h2_streams(mut s: TcpStream, addr: SocketAddr, streams: usize) -> 
             Ok(())
         })?;
         pending.drain(..taken);
-        if !reply.is_empty() {
-            s.write_all(&reply).await.context("writing to the server")?;
-            reply.clear();
-        }
+        flush_reply(&mut s, &mut reply).await?;
     }
     Ok(Opened::H2(s, pending, streams))
+}
+
+/// Writes what the protocol asked of the client since the last time, if anything.
+async fn flush_reply(s: &mut TcpStream, reply: &mut Vec<u8>) -> Result<()> {
+    if !reply.is_empty() {
+        s.write_all(reply).await.context("writing to the server")?;
+        reply.clear();
+    }
+    Ok(())
 }
 
 /// Answers what the protocol asks of the client: `SETTINGS` and `PING`; a
@@ -558,10 +564,7 @@ async fn read_h2(
             Ok(())
         })?;
         pending.drain(..taken);
-        if !reply.is_empty() {
-            s.write_all(&reply).await.context("writing to the server")?;
-            reply.clear();
-        }
+        flush_reply(&mut s, &mut reply).await?;
         let last = row.last.load(Ordering::Acquire);
         if tallies.iter().all(|t| t.last >= last || t.error.is_some())
             || row.stop.load(Ordering::Acquire)
@@ -627,10 +630,7 @@ async fn read_stream(
             Decoder::Nats => take_nats_messages(&pending, now, &stamp, tallies, &mut reply)?,
         };
         pending.drain(..taken);
-        if !reply.is_empty() {
-            s.write_all(&reply).await.context("writing to the server")?;
-            reply.clear();
-        }
+        flush_reply(&mut s, &mut reply).await?;
     }
 }
 
