@@ -281,6 +281,18 @@ async fn open_h2_streams(mut s: TcpStream, addr: SocketAddr, streams: usize) -> 
     Ok(Opened::H2(s, pending, streams))
 }
 
+/// Reads what the server sent within half a second (`None`: nothing came, and
+/// the caller looks at the row again); the server closing the connection is an
+/// error.
+async fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> Result<Option<usize>> {
+    match tokio::time::timeout(Duration::from_millis(500), s.read(buf)).await {
+        Err(_) => Ok(None),
+        Ok(Ok(0)) => bail!("the server closed the connection"),
+        Ok(Ok(n)) => Ok(Some(n)),
+        Ok(Err(e)) => bail!("read: {e}"),
+    }
+}
+
 /// Writes what the protocol asked of the client since the last time, if anything.
 async fn flush_reply(s: &mut TcpStream, reply: &mut Vec<u8>) -> Result<()> {
     if !reply.is_empty() {
@@ -571,11 +583,8 @@ async fn read_h2(
         {
             return Ok(());
         }
-        let n = match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
-            Err(_) => continue,
-            Ok(Ok(0)) => bail!("the server closed the connection"),
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => bail!("read: {e}"),
+        let Some(n) = read_some(&mut s, &mut buf).await? else {
+            continue;
         };
         pending.extend_from_slice(&buf[..n]);
     }
@@ -611,11 +620,8 @@ async fn read_stream(
         if tallies.iter().all(|t| t.last >= last) || row.stop.load(Ordering::Acquire) {
             return Ok(());
         }
-        let n = match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
-            Err(_) => continue,
-            Ok(Ok(0)) => bail!("the server closed the stream"),
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => bail!("read: {e}"),
+        let Some(n) = read_some(&mut s, &mut buf).await? else {
+            continue;
         };
         match decoder {
             Decoder::Http(chunked) => chunked.feed(&buf[..n], &mut pending)?,

@@ -274,6 +274,11 @@ fn max_streams_caps_the_streams_open_at_once_and_zero_is_refused() {
     let (status, reply) = http(&url, "GET", "/diag/masterEvents?start=now", "");
     assert_eq!(status, 503, "{reply}");
     assert!(reply.contains("too many open streams (limit 2)"), "{reply}");
+    let (_, metrics) = http(&url, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("master_events_requests_limited_total{reason=\"max_streams\"} 1"),
+        "{metrics}"
+    );
     p.sigterm();
     assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(0));
 

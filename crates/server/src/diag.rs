@@ -104,6 +104,14 @@ pub(crate) async fn get_stream(State(state): State<Arc<AppState>>, req: Request<
         });
     }
     if state.metrics.open_streams().get() >= state.config.max_streams as i64 {
+        state.metrics.request_limited("max_streams");
+        if let Some(n) = state.guards.warn_streams.note() {
+            tracing::warn!(
+                refused = n,
+                max = state.config.max_streams,
+                "refused streams over the limit of open streams (max_streams, --max-streams): answered 503"
+            );
+        }
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("too many open streams (limit {})", state.config.max_streams),

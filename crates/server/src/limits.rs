@@ -256,6 +256,8 @@ pub struct Guards {
     pub warn_auth: Throttle,
     /// WARN lines of request bodies cut.
     pub warn_body: Throttle,
+    /// WARN lines of streams refused over `max_streams`.
+    pub warn_streams: Throttle,
 }
 
 impl Guards {
@@ -273,6 +275,7 @@ impl Guards {
             warn_first_request: Throttle::default(),
             warn_auth: Throttle::default(),
             warn_body: Throttle::default(),
+            warn_streams: Throttle::default(),
         })
     }
 

@@ -84,8 +84,8 @@ pub struct Setup {
     /// The most client connections a scenario of the run opens at once (Redis's
     /// `--maxclients`; the watchers scenario's streams and a margin).
     pub max_connections: usize,
-    /// The most streams a scenario of the run opens at once (this project's
-    /// `--max-streams` when above its default; 0: the default).
+    /// The most streams a scenario of the run opens at once, passed as this
+    /// project's `--max-streams` (0: not passed, the server's default).
     pub max_streams: usize,
 }
 
