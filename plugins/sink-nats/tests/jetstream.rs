@@ -309,11 +309,7 @@ async fn core_nats_messages_carry_the_cloudevents_headers_too() {
     let server = NatsServer::start();
     let url = server.url();
     let client = common::connect(&url).await;
-    let mut sub = client
-        .subscribe("master_events.>")
-        .await
-        .expect("subscribe");
-    client.flush().await.expect("flush");
+    let mut sub = common::subscribe_in_place(&client, "master_events").await;
     let router = Router::start(RouterConfig::default());
     let history = router.history().to_string();
     let mut c = NatsConfig::to_server(&url);
@@ -366,11 +362,7 @@ async fn an_nkey_seed_file_authenticates_and_a_wrong_seed_is_refused_without_sho
         .connect(&url)
         .await
         .expect("the test's own nkey connection");
-    let mut sub = client
-        .subscribe("master_events.>")
-        .await
-        .expect("subscribe");
-    client.flush().await.expect("flush");
+    let mut sub = common::subscribe_in_place(&client, "master_events").await;
     publish(&router, 0, 3).await;
     use futures_util::StreamExt as _;
     for _ in 0..3 {
@@ -449,8 +441,7 @@ async fn clusters_sharing_a_stream_each_resume_after_their_own_newest_message() 
     // Everything A publishes from now on, even what JetStream would drop as a
     // duplicate, reaches a plain subscriber.
     let client = common::connect(&url).await;
-    let mut seen_a = client.subscribe("fleet.a.>").await.expect("subscribe");
-    client.flush().await.expect("flush");
+    let mut seen_a = common::subscribe_in_place(&client, "fleet.a").await;
     publish(&a, 200, 100).await;
     let run_a = SinkRun::start(&a, fleet("fleet.a"));
     let messages = wait_for_count(&url, 600).await;

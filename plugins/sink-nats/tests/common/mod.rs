@@ -449,6 +449,37 @@ pub async fn connect(url: &str) -> async_nats::Client {
     panic!("the test's client cannot connect to {url}: {errors:?}");
 }
 
+/// `client`'s subscription to `<prefix>.>`, once the server has taken it: a flush
+/// only puts the SUB on the wire, and what another connection publishes before the
+/// server reads it would pass the subscription by. The server handles a
+/// connection's messages in order, so once a probe on a second, private
+/// subscription of the same connection comes back, the first is in place. (The
+/// probe's subject is outside `<prefix>.>`: a JetStream stream on those subjects
+/// would take it in.)
+pub async fn subscribe_in_place(
+    client: &async_nats::Client,
+    prefix: &str,
+) -> async_nats::Subscriber {
+    let sub = client
+        .subscribe(format!("{prefix}.>"))
+        .await
+        .expect("subscribes");
+    let probe_subject = format!("_test_probe.{PROBE}");
+    let mut probe = client
+        .subscribe(probe_subject.clone())
+        .await
+        .expect("subscribes to the probe");
+    client
+        .publish(probe_subject, "probe".into())
+        .await
+        .expect("publishes the probe");
+    tokio::time::timeout(WAIT, probe.next())
+        .await
+        .expect("the probe comes back: the subscription is in place")
+        .expect("the probe's subscription lives");
+    sub
+}
+
 /// Polls `cond` every 10 ms until it holds; fails the test after [`WAIT`].
 pub async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
