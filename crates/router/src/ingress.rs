@@ -56,8 +56,13 @@ const DROP_WARN_INTERVAL_MS: u64 = 1_000;
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Item {
     One(Record),
-    /// The reply is taken (`None`) once sent.
-    Batch(Vec<Record>, Option<oneshot::Sender<RangeInclusive<u64>>>),
+    /// One batch, in parts taken in order (a request parsed in parts keeps its
+    /// parts: joining them would copy every record once more). The reply is taken
+    /// (`None`) once sent.
+    Batch(
+        Vec<Vec<Record>>,
+        Option<oneshot::Sender<RangeInclusive<u64>>>,
+    ),
     /// Records sequenced elsewhere (they carry their seq), appended as they are.
     Replicated(
         Vec<Record>,
@@ -150,15 +155,16 @@ impl Ingress {
         }
     }
 
-    /// Queues all the records at once, waiting for room (a batch larger than the
-    /// whole queue is let in when the queue is empty), then waits for their seqs.
+    /// Queues all the records of `parts` at once, as one batch in their order,
+    /// waiting for room (a batch larger than the whole queue is let in when the
+    /// queue is empty), then waits for their seqs.
     pub(crate) async fn push_batch(
         &self,
-        records: Vec<Record>,
+        parts: Vec<Vec<Record>>,
     ) -> Result<RangeInclusive<u64>, RouterError> {
         let (tx, rx) = oneshot::channel();
-        let n = records.len();
-        self.push_item(Item::Batch(records, Some(tx)), n).await?;
+        let n = parts.iter().map(Vec::len).sum();
+        self.push_item(Item::Batch(parts, Some(tx)), n).await?;
         rx.await.map_err(|_| RouterError::Closed)
     }
 
@@ -345,7 +351,7 @@ mod tests {
             .iter()
             .map(|item| match item {
                 Item::One(_) => "1".to_owned(),
-                Item::Batch(records, _) => format!("b{}", records.len()),
+                Item::Batch(parts, _) => format!("b{}", parts.iter().map(Vec::len).sum::<usize>()),
                 _ => "other".to_owned(),
             })
             .collect()
@@ -371,7 +377,11 @@ mod tests {
         n: usize,
     ) -> tokio::task::JoinHandle<Result<(), RouterError>> {
         let ingress = Arc::clone(ingress);
-        tokio::spawn(async move { ingress.push_item(Item::Batch(records(n), None), n).await })
+        tokio::spawn(async move {
+            ingress
+                .push_item(Item::Batch(vec![records(n)], None), n)
+                .await
+        })
     }
 
     async fn settle() {
@@ -445,7 +455,7 @@ mod tests {
         }
         {
             // Waits for 8 with 4 free: the 4 are set aside for it.
-            let mut waiting = pin!(ingress.push_item(Item::Batch(records(8), None), 8));
+            let mut waiting = pin!(ingress.push_item(Item::Batch(vec![records(8)], None), 8));
             assert!(!poll_once(waiting.as_mut()));
             assert!(ingress.try_push(record(6)).is_err());
             // Dropped here (as a `select!` that took another branch would).
@@ -461,7 +471,7 @@ mod tests {
         drain(&ingress);
         {
             // Cancelled after several rounds of partial room.
-            let mut waiting = pin!(ingress.push_item(Item::Batch(records(8), None), 8));
+            let mut waiting = pin!(ingress.push_item(Item::Batch(vec![records(8)], None), 8));
             for i in 0..9 {
                 ingress.try_push(record(i)).expect("room");
             }

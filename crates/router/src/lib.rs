@@ -522,12 +522,23 @@ impl Router {
         &self,
         records: Vec<Record>,
     ) -> Result<RangeInclusive<u64>, RouterError> {
-        if records.is_empty() {
+        self.publish_parts(vec![records]).await
+    }
+
+    /// [`Router::publish_batch`] of a batch held in parts: the records of every
+    /// part, in order, are one batch, sequenced as one contiguous run of seqs, all
+    /// or none. For a caller that has its records in parts (an ingest parsed on
+    /// several threads), so that they are not copied into one vector first.
+    pub async fn publish_parts(
+        &self,
+        parts: Vec<Vec<Record>>,
+    ) -> Result<RangeInclusive<u64>, RouterError> {
+        if parts.iter().all(Vec::is_empty) {
             let next = self.shared.ring.last_seq() + 1;
             #[allow(clippy::reversed_empty_ranges)]
             return Ok(next..=next - 1);
         }
-        let range = self.shared.ingress.push_batch(records).await?;
+        let range = self.shared.ingress.push_batch(parts).await?;
         self.shared.gates.wait(*range.end()).await;
         Ok(range)
     }
@@ -544,7 +555,7 @@ impl Router {
             #[allow(clippy::reversed_empty_ranges)]
             return Ok(next..=next - 1);
         }
-        self.shared.ingress.push_batch(records).await
+        self.shared.ingress.push_batch(vec![records]).await
     }
 
     /// Waits until the commit is beyond `seq`, and returns it.

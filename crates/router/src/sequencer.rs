@@ -176,9 +176,9 @@ impl Sequencer {
                                     tokio::task::yield_now().await;
                                 }
                             }
-                            Item::Batch(records, reply) => {
+                            Item::Batch(parts, reply) => {
                                 let first = self.next_seq;
-                                for record in records.iter_mut() {
+                                for record in parts.iter_mut().flatten() {
                                     if self.is_duplicate(record) {
                                         continue;
                                     }

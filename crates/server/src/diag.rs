@@ -284,18 +284,18 @@ pub(crate) async fn post_ingest(
         body
     };
     let parsed = match &client_origin {
-        Some(origin) => ingest::parse_body_of(&body, origin),
+        Some(origin) => ingest::parse_body_of(&body, origin).map(|records| vec![records]),
         None => ingest::parse_body_in_parts(&body).await,
     };
-    let records = match parsed {
+    let parts = match parsed {
         Ok(r) => r,
         Err(refusal) => {
             state.metrics.ingest_error("bad_line");
             return json_response(StatusCode::BAD_REQUEST, &refusal);
         }
     };
-    let n = records.len();
-    let outcome = publish(&state, records).await;
+    let n = parts.iter().map(Vec::len).sum();
+    let outcome = publish_parts(&state, parts).await;
     ingest_reply(&state, outcome, n, client_origin.is_some())
 }
 
@@ -320,11 +320,19 @@ pub(crate) async fn publish(
     state: &AppState,
     records: Vec<master_events_events::Record>,
 ) -> Result<IngestOutcome, IngestError> {
+    publish_parts(state, vec![records]).await
+}
+
+/// [`publish`] of a batch held in parts (in order), handed to the hook as they are.
+pub(crate) async fn publish_parts(
+    state: &AppState,
+    parts: Vec<Vec<master_events_events::Record>>,
+) -> Result<IngestOutcome, IngestError> {
     let mut types = [0u64; EventType::ALL.len()];
-    for r in &records {
+    for r in parts.iter().flatten() {
         types[r.event.event_type().index()] += 1;
     }
-    let outcome = state.ingest.ingest(records).await;
+    let outcome = state.ingest.ingest_parts(parts).await;
     if outcome.is_ok() {
         for (ty, count) in EventType::ALL.iter().zip(types) {
             if count > 0 {

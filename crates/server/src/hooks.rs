@@ -58,6 +58,23 @@ pub trait Ingest: Send + Sync + 'static {
     /// Events a client sent to this node (their envelopes are cleared).
     fn ingest(&self, records: Vec<Record>) -> IngestFuture<'_>;
 
+    /// [`Ingest::ingest`] of events held in parts (a request parsed on several
+    /// threads): the records of every part, in order, are one batch. The default
+    /// joins the parts and calls [`Ingest::ingest`]; a hook that can take the
+    /// parts as they are spares that copy of every record.
+    fn ingest_parts(&self, parts: Vec<Vec<Record>>) -> IngestFuture<'_> {
+        let records = if parts.len() <= 1 {
+            parts.into_iter().next().unwrap_or_default()
+        } else {
+            let mut records = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+            for part in parts {
+                records.extend(part);
+            }
+            records
+        };
+        self.ingest(records)
+    }
+
     /// Events another node forwards to this one as master of `epoch` (each keeps
     /// its `origin` and `originSeq`). The default refuses: only cluster nodes
     /// take forwarded events.
@@ -149,9 +166,13 @@ fn router_error(e: RouterError) -> IngestError {
 
 impl Ingest for RouterIngest {
     fn ingest(&self, records: Vec<Record>) -> IngestFuture<'_> {
+        self.ingest_parts(vec![records])
+    }
+
+    fn ingest_parts(&self, parts: Vec<Vec<Record>>) -> IngestFuture<'_> {
         Box::pin(async move {
             self.0
-                .publish_batch(records)
+                .publish_parts(parts)
                 .await
                 .map(IngestOutcome::Sequenced)
                 .map_err(router_error)

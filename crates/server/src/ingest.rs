@@ -315,7 +315,13 @@ const CHUNK_BYTES: usize = 16 * 1024;
 /// request's parse is on its critical path while the other core idles (see
 /// docs/benchmarks.md). The refusal named is that of the first bad line of the
 /// body, whichever thread found it.
-pub async fn parse_body_in_parts(body: &Bytes) -> Result<Vec<Record>, Refusal> {
+///
+/// The records come in the parts they were parsed in, in order (joined, they are
+/// [`parse_body`]'s): the router takes them so ([`Router::publish_parts`]), which
+/// spares a copy of every record.
+///
+/// [`Router::publish_parts`]: master_events_router::Router::publish_parts
+pub async fn parse_body_in_parts(body: &Bytes) -> Result<Vec<Vec<Record>>, Refusal> {
     parse_body_in(body, parts_wanted(body.len())).await
 }
 
@@ -368,9 +374,9 @@ impl Chunks {
 }
 
 /// [`parse_body_in_parts`] with at most `threads` threads.
-async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Record>, Refusal> {
+async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Vec<Record>>, Refusal> {
     if threads < 2 {
-        return parse_body(body);
+        return parse_body(body).map(|records| vec![records]);
     }
     let mut cuts = vec![0];
     let mut from = CHUNK_BYTES;
@@ -413,7 +419,7 @@ async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Record>, Refu
             Some(Ok(chunk)) => parsed.push(chunk),
             // A parse panicked: parse the whole body here, which says the same
             // (and reports the panic where it belongs).
-            Some(Err(())) | None => return parse_body(body),
+            Some(Err(())) | None => return parse_body(body).map(|records| vec![records]),
         }
     }
     // The first chunk that stopped holds the first bad line of the body; parse it
@@ -426,14 +432,10 @@ async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Record>, Refu
             (_, Some(Stop::BadLine(refusal) | Stop::TooLong(refusal))) => Err(refusal),
             // The same chunk parsed twice cannot differ; were it to, the whole
             // body's parse decides, rather than a batch missing that chunk's tail.
-            (_, None) => parse_body(body),
+            (_, None) => parse_body(body).map(|records| vec![records]),
         };
     }
-    let mut records = Vec::with_capacity(parsed.iter().map(|(part, _)| part.len()).sum());
-    for (part, _) in parsed {
-        records.extend(part);
-    }
-    Ok(records)
+    Ok(parsed.into_iter().map(|(part, _)| part).collect())
 }
 
 /// How many threads [`parse_body_in_parts`] parses a body of `len` bytes on.
@@ -760,7 +762,9 @@ mod tests {
         for parts in [2, 3, 7] {
             let body = long_body(n, &[]);
             let whole = parse_body(&body).expect("valid");
-            let in_parts = parse_body_in(&body, parts).await.expect("valid");
+            let split = parse_body_in(&body, parts).await.expect("valid");
+            assert!(split.len() > 1, "{parts} threads: the body stays in parts");
+            let in_parts: Vec<Record> = split.into_iter().flatten().collect();
             assert_eq!(in_parts, whole, "{parts} parts");
             // The fields were encoded ahead, and the lines are the same.
             let lines =
@@ -792,7 +796,10 @@ mod tests {
         let body = long_body(3, &[]);
         assert!(body.len() < PART_BYTES);
         assert_eq!(parts_wanted(body.len()), 1);
-        assert_eq!(parse_body_in_parts(&body).await, parse_body(&body));
+        assert_eq!(
+            parse_body_in_parts(&body).await,
+            parse_body(&body).map(|records| vec![records])
+        );
         // One long line with no line end to cut at: one part, its own refusal.
         let line = Bytes::from(format!(
             "{{\"type\":\"x\",\"pad\":\"{}\"}}",

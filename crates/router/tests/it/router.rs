@@ -205,11 +205,15 @@ fn publish_batch_waits_for_room_instead_of_dropping() {
         let empty = router.publish_batch(Vec::new()).await.expect("empty");
         assert!(empty.is_empty());
         assert_eq!(*empty.start(), 39);
+        let parts = router.publish_parts(vec![Vec::new(), Vec::new()]).await;
+        let empty = parts.expect("empty parts");
+        assert!(empty.is_empty());
+        assert_eq!(*empty.start(), 39);
     });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn publish_batch_is_contiguous() {
+async fn a_batch_whole_or_in_parts_gets_consecutive_seqs_in_order() {
     let router = router(100_000);
     let mut tasks = Vec::new();
     for t in 0..4u64 {
@@ -219,7 +223,7 @@ async fn publish_batch_is_contiguous() {
             for b in 0..50u64 {
                 let n = 1 + (t * 7 + b * 13) % 40;
                 let names: Vec<String> = (0..n).map(|k| format!("t{t}-b{b}-{k}")).collect();
-                let records = names
+                let mut records: Vec<Record> = names
                     .iter()
                     .map(|name| {
                         Record::new(master_events_events::catalog::DeleteBucket {
@@ -229,7 +233,20 @@ async fn publish_batch_is_contiguous() {
                     .collect();
                 // Notes from the same task interleave with batches elsewhere.
                 router.emitter().note(event(t));
-                let range = router.publish_batch(records).await.expect("published");
+                let range = if b % 2 == 0 {
+                    router.publish_batch(records).await
+                } else {
+                    // Every other batch in parts, an empty one among them: one
+                    // batch all the same.
+                    let tail = records.split_off(records.len() / 2);
+                    let cut = tail.len() / 3;
+                    let mut tail = tail;
+                    let last = tail.split_off(cut);
+                    router
+                        .publish_parts(vec![records, Vec::new(), tail, last])
+                        .await
+                }
+                .expect("published");
                 ranges.push((range, names));
             }
             ranges
