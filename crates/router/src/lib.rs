@@ -64,6 +64,7 @@ mod sequencer;
 pub mod sink;
 pub mod sinks;
 pub mod supervise;
+mod wakeup;
 
 pub use commit::CommitGate;
 pub use config::{load_config, start_sinks, start_sinks_on, Config, SinkEntry, SinkSet};

@@ -81,19 +81,19 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
 use master_events_events::Gap;
 use parking_lot::RwLock;
-use tokio::sync::Notify;
 
 pub use crate::block::Meta;
 use crate::block::{Block, MAX_BLOCK_BYTES, MAX_BLOCK_EVENTS};
 use crate::cold::ColdBlock;
+use crate::wakeup::{Waiter, Wakeup};
 
 /// The reason carried by a [`Gap`] for events evicted from the ring.
 pub const GAP_EVICTED: &str = "evicted from the archive";
@@ -307,8 +307,9 @@ impl State {
 /// The ring itself: one writer ([`Ring::append`]), any number of readers.
 pub(crate) struct Ring {
     state: RwLock<State>,
-    /// Woken (all waiters) after every append and on close.
-    notify: Notify,
+    /// The readers waiting, woken (all of them) after every append, commit, cut
+    /// or skip, and on close.
+    wakeup: Wakeup,
     /// `next_seq - 1`, readable without the lock.
     last_seq: AtomicU64,
     /// The last committed seq (see "Commit" above): `last_seq` while no gate holds
@@ -356,7 +357,7 @@ impl Ring {
                 cold_packed_bytes: 0,
                 cold_blocks: 0,
             }),
-            notify: Notify::new(),
+            wakeup: Wakeup::new(),
             last_seq: AtomicU64::new(start_seq - 1),
             committed: AtomicU64::new(start_seq - 1),
             gated: AtomicBool::new(false),
@@ -433,7 +434,7 @@ impl Ring {
             }
             self.cut_count.store(count, Ordering::Release);
         }
-        self.notify.notify_waiters();
+        self.wakeup.wake_all();
         removed
     }
 
@@ -513,7 +514,7 @@ impl Ring {
         let seq = seq.min(self.last_seq());
         let before = self.committed.fetch_max(seq, Ordering::AcqRel);
         if seq > before {
-            self.notify.notify_waiters();
+            self.wakeup.wake_all();
         }
         before.max(seq)
     }
@@ -563,7 +564,7 @@ impl Ring {
                 self.committed.store(st.next_seq - 1, Ordering::Release);
             }
         }
-        self.notify.notify_waiters();
+        self.wakeup.wake_all();
     }
 
     /// Merges small blocks at the tail like the digits of a binary counter: while
@@ -707,13 +708,13 @@ impl Ring {
             // Nothing before `seq` can be read any more: the skip itself is committed.
             self.committed.fetch_max(seq - 1, Ordering::AcqRel);
         }
-        self.notify.notify_waiters();
+        self.wakeup.wake_all();
     }
 
     /// Marks the ring as complete (no append follows) and wakes every reader.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.notify.notify_waiters();
+        self.wakeup.wake_all();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -748,6 +749,7 @@ impl Ring {
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         Subscription {
             ring: Arc::clone(self),
+            waiter: self.wakeup.waiter(),
             next,
             committed_only,
             cuts_seen: self.cut_count.load(Ordering::Acquire),
@@ -818,6 +820,8 @@ impl Ring {
 /// unsubscribe; a subscription that is never read costs nothing but itself.
 pub struct Subscription {
     ring: Arc<Ring>,
+    /// Its registration for the ring's wake-ups.
+    waiter: Arc<Waiter>,
     /// The next seq this reader wants.
     next: u64,
     /// Whether it reads committed events only (every reader but a commit gate).
@@ -833,28 +837,28 @@ impl Subscription {
     /// Cancel-safe: if the future is dropped before it completes, nothing is lost
     /// (use it in `tokio::select!` freely).
     pub async fn recv(&mut self) -> Option<Chunk> {
-        loop {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Subscription::recv`] as a poll: `Ready(Some(chunk))` when one is ready,
+    /// `Ready(None)` once the router has shut down and everything was delivered,
+    /// else `Pending`, and the task of `cx` is woken when the ring changes (for a
+    /// hand-written future or stream that reads a subscription).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        for look in 0..2 {
             match self
                 .ring
                 .step(&mut self.next, self.committed_only, &mut self.cuts_seen)
             {
-                Step::Chunk(c) => return Some(c),
-                Step::Closed => return None,
+                Step::Chunk(c) => return Poll::Ready(Some(c)),
+                Step::Closed => return Poll::Ready(None),
+                // Register for a wake-up before looking again, so that a change
+                // between the look and the wait is not missed.
+                Step::Empty if look == 0 => self.ring.wakeup.register(&self.waiter, cx.waker()),
                 Step::Empty => {}
             }
-            // Register for a wake-up before looking again, so an append between the
-            // look and the wait is not missed.
-            let mut notified = pin!(self.ring.notify.notified());
-            notified.as_mut().enable();
-            match self
-                .ring
-                .step(&mut self.next, self.committed_only, &mut self.cuts_seen)
-            {
-                Step::Chunk(c) => return Some(c),
-                Step::Closed => return None,
-                Step::Empty => notified.await,
-            }
         }
+        Poll::Pending
     }
 
     /// The next chunk if one is ready now; `None` if this reader has caught up (or

@@ -267,3 +267,97 @@ async fn stalled_reader_does_not_slow_the_publisher_and_holds_bounded_memory() {
     expected.extend(seqs(oldest..=total));
     assert_eq!(got, expected);
 }
+
+/// Readers waiting at the tail are woken for every event: a lost wake-up leaves a
+/// reader behind for good. Publishing in small runs of events, each run waited for
+/// by every reader, puts them all back at the tail thousands of times, and the
+/// run's events come while they wake and go back to waiting. Every tenth run, a
+/// quarter of the readers, waiting, stop waiting and move to a new task: the
+/// wake-up must reach the task that waits now, not the one that waited first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_waiting_at_the_tail_are_woken_for_every_event() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use master_events_router::Subscription;
+    use tokio::sync::{mpsc, watch};
+
+    const WAITING: usize = 64;
+    const RUNS: u64 = 4_000;
+    let router = Router::start(RouterConfig::default());
+    let positions: Arc<Vec<AtomicU64>> =
+        Arc::new((0..WAITING).map(|_| AtomicU64::new(0)).collect());
+    let (move_tx, move_rx) = watch::channel(0u64);
+    let (moved_tx, mut moved_rx) = mpsc::unbounded_channel::<(usize, Subscription)>();
+    // Reads until the router shuts down or, for a mover, until told to move
+    // (then hands its subscription over, in the middle of its wait).
+    let read = |index: usize, mut sub: Subscription| {
+        let positions = Arc::clone(&positions);
+        let mut moving = move_rx.clone();
+        moving.borrow_and_update();
+        let moved = moved_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let chunk = tokio::select! {
+                    chunk = sub.recv() => chunk,
+                    _ = moving.changed(), if index % 4 == 0 => {
+                        let _ = moved.send((index, sub));
+                        return;
+                    }
+                };
+                let Some(chunk) = chunk else { return };
+                let Chunk::Events(batch) = chunk else {
+                    panic!("reader {index}: a gap in a ring that keeps everything");
+                };
+                let last = batch.first_seq() + batch.len() as u64 - 1;
+                positions[index].store(last, Ordering::Release);
+            }
+        })
+    };
+    let mut tasks: Vec<_> = (0..WAITING)
+        .map(|index| read(index, router.subscribe(Cursor::Now)))
+        .collect();
+    let mut seq = 0u64;
+    for run in 0..RUNS {
+        // A few events one by one, while the readers wake and go back to
+        // waiting: the last one of each run finds them anywhere in between.
+        for _ in 0..1 + run % 5 {
+            let range = router
+                .publish_batch(vec![Record::new(event(seq))])
+                .await
+                .expect("published");
+            seq = *range.end();
+        }
+        let start = Instant::now();
+        loop {
+            let behind: Vec<(usize, u64)> = positions
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (i, p.load(Ordering::Acquire)))
+                .filter(|(_, p)| *p < seq)
+                .collect();
+            if behind.is_empty() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "run {run}: readers {behind:?} never got seq {seq} (a lost wake-up)"
+            );
+            tokio::task::yield_now().await;
+        }
+        if run % 10 == 9 {
+            // Everyone has caught up and waits again (or is about to): move.
+            move_tx.send_modify(|g| *g += 1);
+            for _ in 0..WAITING / 4 {
+                let (index, sub) = within(moved_rx.recv()).await.expect("a reader moves");
+                tasks.push(read(index, sub));
+            }
+        }
+    }
+    router.shutdown().await;
+    for task in tasks {
+        within(task)
+            .await
+            .expect("a reader ends when the router shuts down");
+    }
+}
