@@ -470,6 +470,17 @@ impl Router {
         Emitter::new(Arc::clone(&self.shared))
     }
 
+    /// Wakes every reader waiting in [`Subscription::recv`] or
+    /// [`Subscription::poll_recv`], although nothing changed: for a reader that
+    /// also waits for a condition of its own, set before this call (a server
+    /// ending its streams at shutdown). [`Subscription::recv`] finds nothing new
+    /// and waits again; a hand-written poll registers with
+    /// [`Subscription::poll_recv`] and then looks at its condition, so that it is
+    /// either woken by this call or sees the condition set.
+    pub fn wake_readers(&self) {
+        self.shared.ring.wake_readers();
+    }
+
     /// A reader of the ring from `from`: it sees committed events only (see
     /// [`Router::add_commit_gate`]).
     pub fn subscribe(&self, from: Cursor) -> Subscription {

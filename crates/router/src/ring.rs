@@ -711,6 +711,12 @@ impl Ring {
         self.wakeup.wake_all();
     }
 
+    /// Wakes every waiting reader although nothing changed (see
+    /// [`crate::Router::wake_readers`]).
+    pub(crate) fn wake_readers(&self) {
+        self.wakeup.wake_all();
+    }
+
     /// Marks the ring as complete (no append follows) and wakes every reader.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);

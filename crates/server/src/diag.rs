@@ -150,10 +150,7 @@ pub(crate) async fn get_stream(State(state): State<Arc<AppState>>, req: Request<
         &query,
         format,
         once_until,
-        // A token of its own, cancelled with the server's: a stream checks it on
-        // every poll, and 100,000 streams checking the one shared token contend
-        // for its lock (docs/benchmarks.md, "100,000 streams over HTTP/2").
-        state.shutdown.child_token(),
+        state.streams_stop.clone(),
         Arc::clone(&state.metrics),
     )
     .with_history(Arc::clone(&history), reset);

@@ -285,6 +285,8 @@ struct AppState {
     config: ServerConfig,
     cluster: tokio::sync::watch::Receiver<ClusterView>,
     shutdown: CancellationToken,
+    /// Ends every stream once the server stops accepting (see [`Server::run`]).
+    streams_stop: stream::StreamsStop,
     ingest: Arc<dyn Ingest>,
     guards: Arc<limits::Guards>,
 }
@@ -340,6 +342,7 @@ impl Server {
         let metrics = Metrics::new(router.clone());
         let guards = limits::Guards::new(&config.limits, metrics.body_bytes_buffered().clone());
         let router_for_ingest = router.clone();
+        let streams_stop = stream::StreamsStop::new(router.clone());
         Ok(Server {
             listener,
             addr,
@@ -351,6 +354,7 @@ impl Server {
                 config,
                 cluster,
                 shutdown: CancellationToken::new(),
+                streams_stop,
                 ingest: Arc::new(RouterIngest(router_for_ingest)),
                 guards,
             }),
@@ -488,6 +492,8 @@ impl Server {
             tokio::spawn(fut);
         }
         drop(self.listener);
+        // Every stream ends (so that its connection can close).
+        self.state.streams_stop.stop();
         // Every connection closes gracefully (HTTP/2: GOAWAY) once its request ends.
         let _ = open_conns.send(());
         let grace = self.state.config.shutdown_grace;
