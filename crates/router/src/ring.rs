@@ -911,6 +911,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.ring.wakeup.forget(&self.waiter);
         self.ring.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }

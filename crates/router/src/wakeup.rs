@@ -13,7 +13,9 @@
 //!   wake-ups (a stream polled by its heartbeat timer registers each time).
 //! - Bounded: a dropped reader's entry is forgotten at the next wake-up, or
 //!   before the list grows, so the list holds at most about twice the live
-//!   readers, however many come and go while the ring is quiet.
+//!   readers, however many come and go while the ring is quiet; and a dropped
+//!   reader lets go of its task at once ([`Wakeup::forget`]), so an entry left
+//!   in the list holds a few bytes, not the task.
 //! - Readers are woken in the order they registered, so that readers that wait
 //!   together (the streams of one HTTP/2 connection) are woken together, and
 //!   their connection writes for them at once.
@@ -77,6 +79,14 @@ impl Wakeup {
             list.retain(|w| Arc::strong_count(w) > 1);
         }
         list.push(Arc::clone(waiter));
+    }
+
+    /// A reader is gone: its entry, if listed, stays until the next wake-up (or
+    /// until the list grows), but no longer holds the task it last registered
+    /// (a waker keeps its task's memory alive, and a finished connection's task
+    /// can be large).
+    pub(crate) fn forget(&self, waiter: &Waiter) {
+        drop(waiter.waker.take());
     }
 
     /// Wakes every registered reader (after the ring changed), in the order they
@@ -182,6 +192,24 @@ mod tests {
         wakeup.wake_all();
         assert_eq!(first.0.load(Ordering::Relaxed), 0);
         assert_eq!(second.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_forgotten_reader_no_longer_holds_its_task() {
+        let wakeup = Wakeup::new();
+        let waiter = wakeup.waiter();
+        let (count, waker) = counted();
+        wakeup.register(&waiter, &waker);
+        drop(waker);
+        assert_eq!(
+            Arc::strong_count(&count),
+            2,
+            "the registration holds the task"
+        );
+        wakeup.forget(&waiter);
+        assert_eq!(Arc::strong_count(&count), 1, "forgotten, it does not");
+        wakeup.wake_all();
+        assert_eq!(count.0.load(Ordering::Relaxed), 0, "and it is not woken");
     }
 
     #[test]
