@@ -63,6 +63,8 @@ pub mod routes;
 mod schema_routes;
 mod status_routes;
 pub mod stream;
+#[cfg(test)]
+mod testwake;
 pub mod tls;
 pub mod tokens;
 mod ui;

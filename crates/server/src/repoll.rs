@@ -150,21 +150,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::sync::Mutex;
 
-    /// A waker that counts its wake-ups.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    fn counting() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(Arc::clone(&count));
-        (count, waker)
-    }
+    use crate::testwake::counting;
 
     /// Wakes itself on each of its first `self_wakes` polls, then is ready; counts
     /// its polls.
@@ -213,11 +199,7 @@ mod tests {
             Poll::Ready(2),
             "ready on the inner future's second poll"
         );
-        assert_eq!(
-            count.0.load(Ordering::SeqCst),
-            0,
-            "the task was not rescheduled"
-        );
+        assert_eq!(count.get(), 0, "the task was not rescheduled");
     }
 
     #[test]
@@ -232,7 +214,7 @@ mod tests {
         assert_eq!(out, Poll::Pending);
         assert_eq!(polls.load(Ordering::SeqCst), REPOLLS_PER_WAKE + 1);
         assert_eq!(
-            count.0.load(Ordering::SeqCst),
+            count.get(),
             1,
             "the last wake-up goes to the runtime, so the task runs again"
         );
@@ -240,7 +222,7 @@ mod tests {
         let out = Pin::new(&mut f).poll(&mut Context::from_waker(&waker));
         assert_eq!(out, Poll::Pending);
         assert_eq!(polls.load(Ordering::SeqCst), REPOLLS_PER_WAKE + 2);
-        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(count.get(), 2);
     }
 
     #[test]
@@ -289,8 +271,8 @@ mod tests {
         std::thread::spawn(move || inner.wake())
             .join()
             .expect("the waking thread ran");
-        assert_eq!(first.0.load(Ordering::SeqCst), 0);
-        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert_eq!(first.get(), 0);
+        assert_eq!(second.get(), 1);
     }
 
     #[test]
@@ -303,7 +285,7 @@ mod tests {
             .is_pending());
         let inner = slot.lock().ok().and_then(|s| s.clone());
         inner.expect("the inner future kept its waker").wake();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
     }
 
     #[test]
@@ -320,7 +302,7 @@ mod tests {
         let (count, waker) = counting();
         let out = Pin::new(&mut outer).poll(&mut Context::from_waker(&waker));
         assert_eq!(out, Poll::Ready(3));
-        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(count.get(), 0);
     }
 
     /// Wakes itself once, then polls `inner` to completion.

@@ -674,16 +674,6 @@ fn itoa_u64(n: u64) -> String {
 mod tests {
     use super::*;
 
-    /// A waker that counts its wake-ups.
-    #[derive(Default)]
-    struct Count(std::sync::atomic::AtomicU64);
-
-    impl std::task::Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     fn live_body(router: &Router, query: &str, stop: &StreamsStop) -> StreamBody {
         let query = StreamQuery::parse(Some(query), None, None).expect("a valid query");
         StreamBody::new(
@@ -701,12 +691,11 @@ mod tests {
         let router = Router::start(master_events_router::RouterConfig::default());
         let stop = StreamsStop::new(router.clone());
         let mut body = live_body(&router, "start=now&heartbeat=0", &stop);
-        let count = Arc::new(Count::default());
-        let waker = std::task::Waker::from(Arc::clone(&count));
+        let (count, waker) = crate::testwake::counting();
         let mut cx = Context::from_waker(&waker);
         assert!(body.poll_chunk(&mut cx).is_pending(), "nothing to send yet");
         stop.stop();
-        assert_eq!(count.0.load(Ordering::Relaxed), 1, "woken by the stop");
+        assert_eq!(count.get(), 1, "woken by the stop");
         assert_eq!(body.poll_chunk(&mut cx), Poll::Ready(None), "and ends");
         // A stream that starts after the stop ends at once.
         let mut late = live_body(&router, "", &stop);
