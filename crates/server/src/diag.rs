@@ -251,38 +251,37 @@ pub(crate) async fn post_ingest(
     let body = state
         .guards
         .body(req.into_body(), rules, Some(Arc::clone(&charge)));
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(e) => {
-            if let Some(cut) = limits::BodyLimitError::find(&e) {
-                state.metrics.ingest_error(cut.reason());
-                let resp = error_response(cut.status(), format!("cannot read the body: {cut}"));
-                return state.guards.body_cut(&state.metrics, cut, resp);
+    // A long body of plain lines is parsed as it is read (see `body_parse`).
+    let threads = declared.map_or(1, ingest::parts_while_read);
+    let parsed = if client_origin.is_none() && !params.legacy && threads > 1 {
+        let mut parse = crate::body_parse::BodyParse::new(threads);
+        use http_body_util::BodyExt;
+        let mut body = http_body_util::Limited::new(body, limit);
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Some(data) = frame.data_ref() {
+                        parse.push(data);
+                    }
+                }
+                Err(e) => return body_error(&state, axum::Error::new(e), limit),
             }
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                state.metrics.ingest_error("too_large");
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("body is over the limit of {limit} bytes"),
-                );
-            }
-            state.metrics.ingest_error("body_read");
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the body: {e}"),
-            );
         }
-    };
-    let body = if params.legacy {
-        ingest::rewrite_legacy(&body)
+        parse.finish().await
     } else {
-        body
-    };
-    let parsed = match &client_origin {
-        Some(origin) => ingest::parse_body_of(&body, origin).map(|records| vec![records]),
-        None => ingest::parse_body_in_parts(&body).await,
+        let body = match axum::body::to_bytes(body, limit).await {
+            Ok(b) => b,
+            Err(e) => return body_error(&state, e, limit),
+        };
+        let body = if params.legacy {
+            ingest::rewrite_legacy(&body)
+        } else {
+            body
+        };
+        match &client_origin {
+            Some(origin) => ingest::parse_body_of(&body, origin).map(|records| vec![records]),
+            None => ingest::parse_body_in_parts(&body).await,
+        }
     };
     let parts = match parsed {
         Ok(r) => r,
@@ -294,6 +293,30 @@ pub(crate) async fn post_ingest(
     let n = parts.iter().map(Vec::len).sum();
     let outcome = publish_parts(&state, parts).await;
     ingest_reply(&state, outcome, n, client_origin.is_some())
+}
+
+/// The reply to an ingest whose body could not be read: cut by a limit of the
+/// guards (their status), over `limit` bytes (413), or broken off (400).
+fn body_error(state: &AppState, e: axum::Error, limit: usize) -> Response {
+    if let Some(cut) = limits::BodyLimitError::find(&e) {
+        state.metrics.ingest_error(cut.reason());
+        let resp = error_response(cut.status(), format!("cannot read the body: {cut}"));
+        return state.guards.body_cut(&state.metrics, cut, resp);
+    }
+    let too_large =
+        std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+    if too_large {
+        state.metrics.ingest_error("too_large");
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body is over the limit of {limit} bytes"),
+        );
+    }
+    state.metrics.ingest_error("body_read");
+    error_response(
+        StatusCode::BAD_REQUEST,
+        format!("cannot read the body: {e}"),
+    )
 }
 
 /// The client origin a request names ([`ingest::ORIGIN_HEADER`]), if any; an

@@ -24,9 +24,6 @@
 //! feed: every line before it is taken, it and the rest are not, and the refusal
 //! says so (`accepted`); one line longer than the size limit ends it with 413.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-
 use axum::http::{header, HeaderMap};
 use bytes::{Bytes, BytesMut};
 use master_events_events::{legacy, Envelope, Record};
@@ -295,82 +292,30 @@ pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
 /// parse, far more than handing part of it to another thread costs.
 pub const PART_BYTES: usize = 64 * 1024;
 
-/// The pieces a long body is cut into (at line ends), which the threads parsing
-/// it take one at a time: small enough that they finish together, large enough
-/// that taking one costs nothing next to parsing it.
-const CHUNK_BYTES: usize = 16 * 1024;
-
 /// As [`parse_body`], the same records or the same refusal, with a long body (at
 /// least [`PART_BYTES`]) parsed by this task and up to
 /// [`std::thread::available_parallelism`]` - 1` helper threads (kept off this
-/// task's core while they help: see `parse_helpers`):
-/// the body is cut at line ends into chunks of about [`CHUNK_BYTES`], which each
-/// thread takes in turn until none is left, so that a helper that starts late, or
-/// shares its core, takes fewer. This task never waits for a helper to start,
-/// only for a chunk a helper has taken to be done. Each chunk's records get their
-/// fields encoded on the thread that parsed them ([`Record::encode_fields_ahead`]),
-/// so the sequencer only copies them.
+/// task's core while they help: see `parse_helpers`): the body is cut at line ends
+/// into chunks, which each thread takes in turn until none is left, so that a
+/// helper that starts late, or shares its core, takes fewer ([`BodyParse`]). Each
+/// chunk's records get their fields encoded on the thread that parsed them
+/// ([`Record::encode_fields_ahead`]), so the sequencer only copies them.
 ///
 /// Why: a producer that sends one request at a time waits for each reply, so the
 /// request's parse is on its critical path while the other core idles (see
 /// docs/benchmarks.md). The refusal named is that of the first bad line of the
-/// body, whichever thread found it.
+/// body, whichever thread found it. A body still being read is parsed so too, as
+/// it comes ([`BodyParse::push`]).
 ///
 /// The records come in the parts they were parsed in, in order (joined, they are
 /// [`parse_body`]'s): the router takes them so ([`Router::publish_parts`]), which
 /// spares a copy of every record.
 ///
 /// [`Router::publish_parts`]: master_events_router::Router::publish_parts
+/// [`BodyParse`]: crate::body_parse::BodyParse
+/// [`BodyParse::push`]: crate::body_parse::BodyParse::push
 pub async fn parse_body_in_parts(body: &Bytes) -> Result<Vec<Vec<Record>>, Refusal> {
     parse_body_in(body, parts_wanted(body.len())).await
-}
-
-/// What one chunk came to: its records, or why it stopped.
-type Parsed = (Vec<Record>, Option<Stop>);
-
-/// A body being parsed by several threads, chunk by chunk.
-struct Chunks {
-    body: Bytes,
-    /// Chunk `i` is `body[cuts[i]..cuts[i + 1]]`.
-    cuts: Vec<usize>,
-    /// The next chunk not yet taken.
-    next: AtomicUsize,
-    /// Each chunk's result, once parsed (`Err` if its parse panicked).
-    done: Mutex<Vec<Option<Result<Parsed, ()>>>>,
-    /// Chunks parsed so far.
-    finished: AtomicUsize,
-    /// Told when the last chunk is parsed.
-    all_done: tokio::sync::Notify,
-}
-
-impl Chunks {
-    fn count(&self) -> usize {
-        self.cuts.len() - 1
-    }
-
-    /// Takes and parses chunks until none is left. A chunk's lines are numbered
-    /// from 1 here; a refusal is numbered again at the end (see `parse_body_in`).
-    fn work(&self) {
-        loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= self.count() {
-                return;
-            }
-            let chunk = &self.body[self.cuts[i]..self.cuts[i + 1]];
-            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let (mut records, stop) = parse_lines_until(chunk, 1, usize::MAX);
-                if stop.is_none() {
-                    Record::encode_fields_ahead(&mut records);
-                }
-                (records, stop)
-            }))
-            .map_err(|_| ());
-            self.done.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(parsed);
-            if self.finished.fetch_add(1, Ordering::AcqRel) + 1 == self.count() {
-                self.all_done.notify_one();
-            }
-        }
-    }
 }
 
 /// [`parse_body_in_parts`] with at most `threads` threads.
@@ -378,64 +323,15 @@ async fn parse_body_in(body: &Bytes, threads: usize) -> Result<Vec<Vec<Record>>,
     if threads < 2 {
         return parse_body(body).map(|records| vec![records]);
     }
-    let mut cuts = vec![0];
-    let mut from = CHUNK_BYTES;
-    while from < body.len() {
-        match memchr::memchr(b'\n', &body[from..]) {
-            Some(i) if from + i + 1 < body.len() => {
-                cuts.push(from + i + 1);
-                from += i + 1 + CHUNK_BYTES;
-            }
-            _ => break,
-        }
-    }
-    cuts.push(body.len());
-    let chunks = Arc::new(Chunks {
-        body: body.clone(),
-        done: Mutex::new((1..cuts.len()).map(|_| None).collect()),
-        cuts,
-        next: AtomicUsize::new(0),
-        finished: AtomicUsize::new(0),
-        all_done: tokio::sync::Notify::new(),
-    });
-    // Not awaited: a helper that starts after the chunks are gone just returns.
-    let wanted = threads.min(chunks.count()).saturating_sub(1);
-    let helper = Arc::clone(&chunks);
-    let job: crate::parse_helpers::Job = Arc::new(move || helper.work());
-    for _ in crate::parse_helpers::ask(wanted, &job)..wanted {
-        // No helper thread of our own could be started: tokio's blocking pool.
-        let helper = Arc::clone(&chunks);
-        drop(tokio::task::spawn_blocking(move || helper.work()));
-    }
-    drop(job);
-    chunks.work();
-    if chunks.finished.load(Ordering::Acquire) < chunks.count() {
-        chunks.all_done.notified().await;
-    }
-    let done = std::mem::take(&mut *chunks.done.lock().unwrap_or_else(PoisonError::into_inner));
-    let mut parsed = Vec::with_capacity(done.len());
-    for result in done {
-        match result {
-            Some(Ok(chunk)) => parsed.push(chunk),
-            // A parse panicked: parse the whole body here, which says the same
-            // (and reports the panic where it belongs).
-            Some(Err(())) | None => return parse_body(body).map(|records| vec![records]),
-        }
-    }
-    // The first chunk that stopped holds the first bad line of the body; parse it
-    // again with its lines numbered as in the whole body.
-    if let Some(i) = parsed.iter().position(|(_, stop)| stop.is_some()) {
-        let before = &body[..chunks.cuts[i]];
-        let first_line = 1 + memchr::memchr_iter(b'\n', before).count();
-        let chunk = &body[chunks.cuts[i]..chunks.cuts[i + 1]];
-        return match parse_lines_until(chunk, first_line, usize::MAX) {
-            (_, Some(Stop::BadLine(refusal) | Stop::TooLong(refusal))) => Err(refusal),
-            // The same chunk parsed twice cannot differ; were it to, the whole
-            // body's parse decides, rather than a batch missing that chunk's tail.
-            (_, None) => parse_body(body).map(|records| vec![records]),
-        };
-    }
-    Ok(parsed.into_iter().map(|(part, _)| part).collect())
+    let mut parse = crate::body_parse::BodyParse::new(threads);
+    parse.push_whole(body);
+    parse.finish().await
+}
+
+/// How many threads a body of a declared length `len` is parsed on as it is read
+/// (see [`crate::body_parse`]); 1: read it whole first, then parse it.
+pub(crate) fn parts_while_read(len: u64) -> usize {
+    parts_wanted(usize::try_from(len).unwrap_or(usize::MAX))
 }
 
 /// How many threads [`parse_body_in_parts`] parses a body of `len` bytes on.
@@ -486,10 +382,11 @@ pub fn parse_lines_until(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match Record::parse(line) {
-            Ok(mut rec) => {
-                rec.envelope = Envelope::default();
-                records.push(rec);
+        match Record::parse_push(line, &mut records) {
+            Ok(()) => {
+                if let Some(rec) = records.last_mut() {
+                    rec.envelope = Envelope::default();
+                }
             }
             Err(e) => {
                 let refusal = Refusal {
@@ -758,7 +655,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_parsed_in_parts_gives_the_records_and_refusals_of_one_parse() {
         let n = 20_000; // about 700 KB: forty chunks
-        assert!(long_body(n, &[]).len() > 40 * CHUNK_BYTES);
+        assert!(long_body(n, &[]).len() > 40 * crate::body_parse::CHUNK_BYTES);
         for parts in [2, 3, 7] {
             let body = long_body(n, &[]);
             let whole = parse_body(&body).expect("valid");

@@ -45,6 +45,7 @@
 
 pub mod asyncapi;
 pub mod auth;
+mod body_parse;
 mod conn;
 mod diag;
 mod feed;

@@ -1124,6 +1124,125 @@ async fn a_body_that_lies_about_its_length_changes_nothing() {
     assert_eq!(status, 200, "the server still serves");
 }
 
+/// `n` numbered `deleteBucket` lines, line `bad` (1-based, 0: none) not an event.
+fn numbered_lines(n: usize, bad: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 1..=n {
+        if i == bad {
+            body.extend_from_slice(b"{\"type\":\"deleteBucket\",\"bucket\":7}\n");
+        } else {
+            body.extend_from_slice(
+                format!("{{\"type\":\"deleteBucket\",\"bucket\":\"bucket-{i:06}\"}}\n").as_bytes(),
+            );
+        }
+    }
+    body
+}
+
+/// Sends a POST of `body` (its whole length declared) in `pieces` pieces, each
+/// once the server has read the one before (its buffered-bytes gauge), and, with
+/// `cut_after`, stops sending after that many pieces and half-closes. Returns
+/// what the server answers before it closes.
+async fn post_in_pieces(
+    s: &TestServer,
+    body: &[u8],
+    pieces: usize,
+    cut_after: Option<usize>,
+) -> String {
+    let mut conn = TcpStream::connect(s.addr).await.expect("connect");
+    conn.write_all(
+        format!(
+            "POST /diag/masterEvents HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write the head");
+    let size = body.len().div_ceil(pieces);
+    let mut sent = 0;
+    for (k, piece) in body.chunks(size).enumerate() {
+        if cut_after == Some(k) {
+            conn.shutdown().await.expect("half-close");
+            break;
+        }
+        conn.write_all(piece).await.expect("write a piece");
+        sent += piece.len();
+        if sent == body.len() {
+            break;
+        }
+        let want = format!("master_events_body_bytes_buffered {sent}\n");
+        let deadline = tokio::time::Instant::now() + T;
+        while !s.metrics.render().contains(&want) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server never read {sent} bytes"
+            );
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let mut reply = Vec::new();
+    let _ = timeout(T, conn.read_to_end(&mut reply))
+        .await
+        .expect("the server answers or closes in time");
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_body_parsed_while_it_arrives_is_taken_whole_or_not_at_all() {
+    let s = start(8192, "", |_| {}).await;
+    publish(&s.router, 2).await;
+    let n = 3_000; // about 160 KB: parsed in chunks as its pieces come
+    let body = numbered_lines(n, 0);
+    assert!(body.len() > 2 * master_events_server::ingest::PART_BYTES);
+    let reply = post_in_pieces(&s, &body, 5, None).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.contains(&format!("{{\"accepted\":{n},\"seqs\":[3,{}]}}", n + 2)),
+        "{reply}"
+    );
+    let lines = all_lines(
+        client()
+            .get(format!("{}/diag/masterEvents?since=2&o=1", s.url))
+            .send()
+            .await
+            .expect("stream"),
+    )
+    .await;
+    let buckets: Vec<String> = lines
+        .iter()
+        .map(|l| l["bucket"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: Vec<String> = (1..=n).map(|i| format!("bucket-{i:06}")).collect();
+    assert_eq!(buckets, expected, "every line, once, in order");
+    // A bad line in the fourth piece: nothing is taken, and the refusal names it
+    // by its number in the whole body.
+    for bad in [1, n / 2 + 17, n] {
+        let reply = post_in_pieces(&s, &numbered_lines(n, bad), 5, None).await;
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+        assert!(
+            reply.contains(&format!("\"line\":{bad}")),
+            "line {bad}: {reply}"
+        );
+        assert_eq!(s.router.last_seq(), n as u64 + 2, "nothing taken");
+    }
+    // A body that ends before its declared length, its first pieces parsed.
+    let reply = post_in_pieces(&s, &body, 5, Some(3)).await;
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 400"),
+        "{reply}"
+    );
+    assert_eq!(s.router.last_seq(), n as u64 + 2, "nothing taken");
+    let (status, _) = post(
+        &s.url,
+        "{\"type\":\"failoverEnded\"}\n",
+        "application/x-ndjson",
+    )
+    .await;
+    assert_eq!(status, 200, "the server still serves");
+}
+
 #[tokio::test]
 async fn shutdown_ends_open_streams_within_a_second() {
     let s = start(4096, "", |_| {}).await;
