@@ -258,13 +258,13 @@ impl BodyParse {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A body of `n` numbered lines of several kinds (blank lines, `\r\n` ends,
     /// lines long enough to span a chunk's end), with the lines `bad` (1-based) not
     /// events, and no line end after the last line.
-    fn body(n: usize, bad: &[usize]) -> Bytes {
+    pub(crate) fn body(n: usize, bad: &[usize]) -> Bytes {
         let mut body = Vec::new();
         for i in 1..=n {
             if bad.contains(&i) {

@@ -634,23 +634,7 @@ mod tests {
         );
     }
 
-    /// A body of `n` numbered `deleteBucket` lines (blank lines between some), with
-    /// the lines `bad` (1-based) not events.
-    fn long_body(n: usize, bad: &[usize]) -> Bytes {
-        let mut body = Vec::new();
-        for i in 1..=n {
-            if bad.contains(&i) {
-                body.extend_from_slice(b"{\"type\":\"deleteBucket\",\"bucket\":7}\n");
-            } else if i % 97 == 0 {
-                body.extend_from_slice(b"  \n");
-            } else {
-                body.extend_from_slice(
-                    format!("{{\"type\":\"deleteBucket\",\"bucket\":\"b{i}\"}}\n").as_bytes(),
-                );
-            }
-        }
-        Bytes::from(body)
-    }
+    use crate::body_parse::tests::body as long_body;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_parsed_in_parts_gives_the_records_and_refusals_of_one_parse() {

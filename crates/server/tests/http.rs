@@ -1099,6 +1099,17 @@ async fn a_slow_request_head_is_cut_off_and_others_are_served() {
     }
 }
 
+/// Asserts that the server still takes an event.
+async fn assert_still_serves(s: &TestServer) {
+    let (status, reply) = post(
+        &s.url,
+        "{\"type\":\"failoverEnded\"}\n",
+        "application/x-ndjson",
+    )
+    .await;
+    assert_eq!(status, 200, "the server still serves: {reply}");
+}
+
 #[tokio::test]
 async fn a_body_that_lies_about_its_length_changes_nothing() {
     let s = start(4096, "", |_| {}).await;
@@ -1115,13 +1126,7 @@ async fn a_body_that_lies_about_its_length_changes_nothing() {
     let text = String::from_utf8_lossy(&buf);
     assert!(buf.is_empty() || text.starts_with("HTTP/1.1 400"), "{text}");
     assert_eq!(s.router.last_seq(), 3, "nothing taken");
-    let (status, _) = post(
-        &s.url,
-        "{\"type\":\"failoverEnded\"}\n",
-        "application/x-ndjson",
-    )
-    .await;
-    assert_eq!(status, 200, "the server still serves");
+    assert_still_serves(&s).await;
 }
 
 /// `n` numbered `deleteBucket` lines, line `bad` (1-based, 0: none) not an event.
@@ -1234,13 +1239,7 @@ async fn a_long_body_parsed_while_it_arrives_is_taken_whole_or_not_at_all() {
         "{reply}"
     );
     assert_eq!(s.router.last_seq(), n as u64 + 2, "nothing taken");
-    let (status, _) = post(
-        &s.url,
-        "{\"type\":\"failoverEnded\"}\n",
-        "application/x-ndjson",
-    )
-    .await;
-    assert_eq!(status, 200, "the server still serves");
+    assert_still_serves(&s).await;
 }
 
 #[tokio::test]
