@@ -374,15 +374,26 @@ pub fn parse_lines_until(
     max_line: usize,
 ) -> (Vec<Record>, Option<Stop>) {
     let mut records = Vec::with_capacity(presize(body));
+    // A body that is UTF-8 as a whole is checked once, SIMD-fast; its lines, cut
+    // at the ASCII `\n`, are then UTF-8 too. One that is not is checked line by
+    // line, which names the bad line and the offset in it.
+    let text = simdutf8::basic::from_utf8(body).ok();
+    let mut at = 0;
     for (i, line) in lines(body) {
         let n = first_line + i;
+        let start = at;
+        at += line.len() + 1;
         if line.len() > max_line {
             return (records, Some(Stop::TooLong(too_long(n, max_line))));
         }
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match Record::parse_push(line, &mut records) {
+        let parsed = match text.and_then(|text| text.get(start..start + line.len())) {
+            Some(line) => Record::parse_push_str(line, &mut records),
+            None => Record::parse_push(line, &mut records),
+        };
+        match parsed {
             Ok(()) => {
                 if let Some(rec) = records.last_mut() {
                     rec.envelope = Envelope::default();
@@ -549,6 +560,51 @@ mod tests {
         assert_eq!(stop, Some(Stop::TooLong(too_long(2, ok.len()))));
         let (records, stop) = parse_lines_until(body.as_bytes(), 1, long.len());
         assert_eq!((records.len(), stop), (3, None));
+    }
+
+    #[test]
+    fn a_body_checked_as_utf8_whole_parses_as_its_lines_checked_one_by_one() {
+        let lines: [&[u8]; 5] = [
+            "{\"type\":\"deleteBucket\",\"bucket\":\"caf\u{e9}-\u{1f600}\"}".as_bytes(),
+            b"{\"type\":\"failoverEnded\"}\r",
+            b"   ",
+            "{\"type\":\"deleteBucket\",\"bucket\":\"\u{4e2d}\"}".as_bytes(),
+            b"{\"type\":\"deleteBucket\",\"bucket\":\"z\"}",
+        ];
+        // Each line parsed alone (its bytes checked alone) is what the body gives.
+        let one_by_one = |lines: &[&[u8]]| -> (Vec<Record>, Option<String>) {
+            let mut records = Vec::new();
+            for (i, line) in lines.iter().enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                if let Err(e) = Record::parse_push(line, &mut records) {
+                    return (records, Some(format!("line {}: {e}", i + 1)));
+                }
+            }
+            (records, None)
+        };
+        for bad in [None, Some(0), Some(3), Some(4)] {
+            let mut owned: Vec<Vec<u8>> = lines.iter().map(|l| l.to_vec()).collect();
+            if let Some(k) = bad {
+                // A byte that is never UTF-8, inside the bucket's string.
+                let at = owned[k].len() - 3;
+                owned[k][at] = 0xff;
+            }
+            let refs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+            let body = refs.join(&b'\n');
+            let (records, stop) = parse_lines_until(&body, 1, usize::MAX);
+            let (expected, refusal) = one_by_one(&refs);
+            assert_eq!(records, expected, "bad line {bad:?}");
+            match (stop, refusal) {
+                (None, None) => assert_eq!(records.len(), 3 + usize::from(bad.is_none())),
+                (Some(Stop::BadLine(r)), Some(error)) => {
+                    assert_eq!(r.error, error);
+                    assert!(r.error.contains("UTF-8"), "{}", r.error);
+                }
+                (stop, refusal) => panic!("bad line {bad:?}: {stop:?} against {refusal:?}"),
+            }
+        }
     }
 
     #[test]
