@@ -254,8 +254,8 @@ pub(crate) async fn post_ingest(
     // A long body of plain lines is parsed as it is read (see `body_parse`).
     let threads = declared.map_or(1, ingest::parts_while_read);
     let parsed = if client_origin.is_none() && !params.legacy && threads > 1 {
-        let mut parse = crate::body_parse::BodyParse::new(threads);
         use http_body_util::BodyExt;
+        let mut parse = crate::body_parse::BodyParse::new(threads);
         let mut body = http_body_util::Limited::new(body, limit);
         while let Some(frame) = body.frame().await {
             match frame {
