@@ -26,7 +26,7 @@ struct TestServer {
     shutdown: ShutdownHandle,
     task: tokio::task::JoinHandle<()>,
     _cluster: tokio::sync::watch::Sender<ClusterView>,
-    _router: Router,
+    router: Router,
 }
 
 impl Drop for TestServer {
@@ -65,7 +65,7 @@ async fn start(users: &str, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer
         shutdown,
         task,
         _cluster: tx,
-        _router: router,
+        router,
     }
 }
 
@@ -261,6 +261,46 @@ async fn a_body_that_stalls_is_cut_with_408_and_the_connection_closed() {
         text.contains("master_events_requests_limited_total{reason=\"body_stalled\"} 1"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_body_that_stalls_after_chunks_were_parsed_is_cut_and_takes_nothing() {
+    let server = start("", |c| {
+        c.limits.body_stall_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // 6,000 lines declared (about 240 KB: parsed as it is read), half of them sent.
+    let lines = LINE.repeat(6_000);
+    let half = lines.len() / 2;
+    let mut s = connect_from(server.addr, None).await;
+    s.write_all(&post_head("/diag/masterEvents", None, lines.len()))
+        .await
+        .expect("write");
+    s.write_all(&lines.as_bytes()[..half]).await.expect("write");
+    let reply = read_to_close(&mut s).await;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert_eq!(server.router.last_seq(), 0, "nothing taken");
+    let text = server.metrics.render();
+    assert!(
+        text.contains("master_events_requests_limited_total{reason=\"body_stalled\"} 1"),
+        "{text}"
+    );
+    // What the cut request held is given back.
+    let deadline = Instant::now() + T;
+    while !server
+        .metrics
+        .render()
+        .contains("master_events_body_bytes_buffered 0\n")
+    {
+        assert!(Instant::now() < deadline, "the budget was not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The whole body, sent again, is taken.
+    let head = String::from_utf8_lossy(&post_head("/diag/masterEvents", None, lines.len()))
+        .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    let reply = exchange(server.addr, None, format!("{head}{lines}").as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert_eq!(server.router.last_seq(), 6_000);
 }
 
 #[tokio::test]
