@@ -41,8 +41,10 @@ type Parsed = (Vec<Record>, Option<Stop>);
 /// The chunks handed out and what became of them, shared with the helpers.
 #[derive(Default)]
 struct Queue {
-    /// Chunk `i`, until a thread takes it.
-    todo: Vec<Option<Bytes>>,
+    /// Every chunk handed out, in order (kept after it is parsed: to number a
+    /// refusal's line in the whole body, and to parse the whole body again should
+    /// a chunk's parse panic).
+    chunks: Vec<Bytes>,
     /// The next chunk not yet taken.
     next: usize,
     /// Chunk `i`'s result once parsed (`Err` if its parse panicked).
@@ -74,7 +76,7 @@ impl Shared {
         loop {
             let (i, chunk) = {
                 let mut q = self.lock();
-                if q.next >= q.todo.len() {
+                if q.next >= q.chunks.len() {
                     if helper {
                         q.helping -= 1;
                     }
@@ -82,7 +84,7 @@ impl Shared {
                 }
                 let i = q.next;
                 q.next += 1;
-                (i, q.todo[i].take().unwrap_or_default())
+                (i, q.chunks[i].clone())
             };
             let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let (mut records, stop) = parse_lines_until(&chunk, 1, usize::MAX);
@@ -95,7 +97,7 @@ impl Shared {
             let mut q = self.lock();
             q.done[i] = Some(parsed);
             q.finished += 1;
-            if q.sealed && q.finished == q.todo.len() {
+            if q.sealed && q.finished == q.chunks.len() {
                 self.all_done.notify_one();
             }
         }
@@ -105,9 +107,6 @@ impl Shared {
 /// A body being parsed chunk by chunk (see the module docs).
 pub(crate) struct BodyParse {
     shared: Arc<Shared>,
-    /// Every chunk handed out, in order: to number a refusal's line in the whole
-    /// body, and to parse the whole body again should a chunk's parse panic.
-    chunks: Vec<Bytes>,
     /// Bytes pushed and not yet cut into a chunk.
     pending: BytesMut,
     /// How far `pending` is known to hold no line end past [`CHUNK_BYTES`].
@@ -121,7 +120,6 @@ impl BodyParse {
     pub(crate) fn new(threads: usize) -> BodyParse {
         BodyParse {
             shared: Arc::default(),
-            chunks: Vec::new(),
             pending: BytesMut::new(),
             scanned: 0,
             threads: threads.max(2),
@@ -173,12 +171,11 @@ impl BodyParse {
     }
 
     /// Queues `cut` after the chunks before it.
-    fn hand_out(&mut self, cut: Vec<Bytes>) {
+    fn hand_out(&self, cut: Vec<Bytes>) {
         let mut q = self.shared.lock();
         for chunk in cut {
-            q.todo.push(Some(chunk.clone()));
+            q.chunks.push(chunk);
             q.done.push(None);
-            self.chunks.push(chunk);
         }
     }
 
@@ -187,7 +184,7 @@ impl BodyParse {
     fn ask_helpers(&self) {
         let wanted = {
             let mut q = self.shared.lock();
-            let waiting = q.todo.len() - q.next;
+            let waiting = q.chunks.len() - q.next;
             let wanted = (self.threads - 1).min(waiting).saturating_sub(q.helping);
             q.helping += wanted;
             wanted
@@ -208,7 +205,7 @@ impl BodyParse {
     /// helpers took, and gives the records in their parts (or the first bad line's
     /// refusal), as [`parse_body`] would for the whole body.
     pub(crate) async fn finish(mut self) -> Result<Vec<Vec<Record>>, Refusal> {
-        if !self.pending.is_empty() || self.chunks.is_empty() {
+        if !self.pending.is_empty() || self.shared.lock().chunks.is_empty() {
             let rest = std::mem::take(&mut self.pending).freeze();
             self.hand_out(vec![rest]);
         }
@@ -217,44 +214,46 @@ impl BodyParse {
         self.shared.work(false);
         let all_done = {
             let q = self.shared.lock();
-            q.finished == q.todo.len()
+            q.finished == q.chunks.len()
         };
         if !all_done {
             self.shared.all_done.notified().await;
         }
-        let done = std::mem::take(&mut self.shared.lock().done);
+        let (done, chunks) = {
+            let mut q = self.shared.lock();
+            (std::mem::take(&mut q.done), std::mem::take(&mut q.chunks))
+        };
         let mut parsed = Vec::with_capacity(done.len());
         for result in done {
             match result {
                 Some(Ok(chunk)) => parsed.push(chunk),
                 // A parse panicked: parse the whole body here, which says the same
                 // (and reports the panic where it belongs).
-                Some(Err(())) | None => return self.parse_whole(),
+                Some(Err(())) | None => return parse_whole(&chunks),
             }
         }
         // The first chunk that stopped holds the first bad line of the body; parse
         // it again with its lines numbered as in the whole body.
         if let Some(i) = parsed.iter().position(|(_, stop)| stop.is_some()) {
-            let first_line = 1 + self.chunks[..i]
+            let first_line = 1 + chunks[..i]
                 .iter()
                 .map(|c| memchr::memchr_iter(b'\n', c).count())
                 .sum::<usize>();
-            return match parse_lines_until(&self.chunks[i], first_line, usize::MAX) {
+            return match parse_lines_until(&chunks[i], first_line, usize::MAX) {
                 (_, Some(Stop::BadLine(refusal) | Stop::TooLong(refusal))) => Err(refusal),
                 // The same chunk parsed twice cannot differ; were it to, the whole
                 // body's parse decides, rather than a batch missing that chunk's
                 // tail.
-                (_, None) => self.parse_whole(),
+                (_, None) => parse_whole(&chunks),
             };
         }
         Ok(parsed.into_iter().map(|(part, _)| part).collect())
     }
+}
 
-    /// The whole body parsed on this task alone.
-    fn parse_whole(&self) -> Result<Vec<Vec<Record>>, Refusal> {
-        let whole: Vec<u8> = self.chunks.concat();
-        parse_body(&Bytes::from(whole)).map(|records| vec![records])
-    }
+/// The whole body, `chunks` put back together, parsed on this task alone.
+fn parse_whole(chunks: &[Bytes]) -> Result<Vec<Vec<Record>>, Refusal> {
+    parse_body(&Bytes::from(chunks.concat())).map(|records| vec![records])
 }
 
 #[cfg(test)]
@@ -376,7 +375,7 @@ pub(crate) mod tests {
         let mut parse = BodyParse::new(2);
         let half = whole.len() / 2;
         parse.push(&whole[..half]);
-        let handed = parse.chunks.len();
+        let handed = parse.shared.lock().chunks.len();
         assert!(handed >= 2, "{handed} chunks handed out from {half} bytes");
         // The helper (or the blocking pool) takes them without this task's help.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

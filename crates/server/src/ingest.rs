@@ -287,13 +287,14 @@ pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
     }
 }
 
-/// Bodies at least this long are parsed on several threads
-/// ([`parse_body_in_parts`]): such a body takes a few hundred microseconds to
-/// parse, far more than handing part of it to another thread costs.
+/// The bytes of body a thread parses: a body is parsed on one thread for each
+/// (up to the CPUs), so on several from twice this ([`parse_body_in_parts`]):
+/// such a body takes a few hundred microseconds to parse, far more than handing
+/// part of it to another thread costs.
 pub const PART_BYTES: usize = 64 * 1024;
 
-/// As [`parse_body`], the same records or the same refusal, with a long body (at
-/// least [`PART_BYTES`]) parsed by this task and up to
+/// As [`parse_body`], the same records or the same refusal, with a long body (of
+/// [`PART_BYTES`] a thread: from twice that) parsed by this task and up to
 /// [`std::thread::available_parallelism`]` - 1` helper threads (kept off this
 /// task's core while they help: see `parse_helpers`): the body is cut at line ends
 /// into chunks, which each thread takes in turn until none is left, so that a

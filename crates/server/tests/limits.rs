@@ -230,6 +230,21 @@ async fn an_h2_connection_with_no_open_stream_is_closed_after_the_idle_timeout()
     );
 }
 
+/// Waits (at most `T`) until the server's metrics hold the line `line`; `what`
+/// names the condition when it never comes.
+async fn wait_for_metric(server: &TestServer, line: &str, what: &str) {
+    let line = format!("{line}\n");
+    let deadline = Instant::now() + T;
+    loop {
+        let text = server.metrics.render();
+        if text.contains(&line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn post_head(path: &str, auth: Option<&str>, length: usize) -> Vec<u8> {
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
@@ -286,15 +301,12 @@ async fn a_long_body_that_stalls_after_chunks_were_parsed_is_cut_and_takes_nothi
         "{text}"
     );
     // What the cut request held is given back.
-    let deadline = Instant::now() + T;
-    while !server
-        .metrics
-        .render()
-        .contains("master_events_body_bytes_buffered 0\n")
-    {
-        assert!(Instant::now() < deadline, "the budget was not given back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_metric(
+        &server,
+        "master_events_body_bytes_buffered 0",
+        "the budget given back",
+    )
+    .await;
     // The whole body, sent again, is taken.
     let head = String::from_utf8_lossy(&post_head("/diag/masterEvents", None, lines.len()))
         .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
@@ -386,18 +398,12 @@ async fn body_bytes_over_the_per_user_budget_get_503_with_retry_after() {
         .await
         .expect("write");
     first.write_all(&[b' '; 20 * 1024]).await.expect("write");
-    let deadline = Instant::now() + T;
-    loop {
-        let text = server.metrics.render();
-        if text.contains("master_events_body_bytes_buffered 20480") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server never read 20 KiB: {text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_metric(
+        &server,
+        "master_events_body_bytes_buffered 20480",
+        "20 KiB read",
+    )
+    .await;
     // The same user's second body passes 32 KiB buffered at once.
     let mut second = connect_from(server.addr, None).await;
     second
@@ -413,15 +419,12 @@ async fn body_bytes_over_the_per_user_budget_get_503_with_retry_after() {
     );
     drop(first);
     // Everything is given back once the first request is gone.
-    let deadline = Instant::now() + T;
-    while !server
-        .metrics
-        .render()
-        .contains("master_events_body_bytes_buffered 0")
-    {
-        assert!(Instant::now() < deadline, "the budget was not given back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_metric(
+        &server,
+        "master_events_body_bytes_buffered 0",
+        "the budget given back",
+    )
+    .await;
 }
 
 #[tokio::test]
