@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod canonical;
 pub mod catalog;
 pub mod cloudevents;
 pub mod compat;

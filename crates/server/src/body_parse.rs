@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::{Bytes, BytesMut};
 use master_events_events::Record;
 
-use crate::ingest::{parse_body, parse_lines_until, Refusal, Stop};
+use crate::ingest::{parse_body, parse_chunk, parse_lines_until, Refusal, Stop};
 
 /// The pieces a long body is cut into (at line ends), which the threads parsing it
 /// take one at a time: small enough that they finish together, large enough that
@@ -86,14 +86,9 @@ impl Shared {
                 q.next += 1;
                 (i, q.chunks[i].clone())
             };
-            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let (mut records, stop) = parse_lines_until(&chunk, 1, usize::MAX);
-                if stop.is_none() {
-                    Record::encode_fields_ahead(&mut records);
-                }
-                (records, stop)
-            }))
-            .map_err(|_| ());
+            let parsed =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse_chunk(&chunk)))
+                    .map_err(|_| ());
             let mut q = self.lock();
             q.done[i] = Some(parsed);
             q.finished += 1;

@@ -280,11 +280,28 @@ fn legacy_hint(line: &[u8]) -> &'static str {
 
 /// Parses every non-blank line of `body` into records with empty envelopes, or
 /// says which line is wrong.
+///
+/// A record whose line writes its fields as the encoder would (a line written by
+/// this project's encoder, or any compact one in the catalog's order) holds them,
+/// shared with `body` ([`Record::parse_push_shared`]), so the sequencer copies them
+/// instead of encoding them.
 pub fn parse_body(body: &Bytes) -> Result<Vec<Record>, Refusal> {
-    match parse_lines_until(body, 1, usize::MAX) {
+    match parse_lines_in(body, 1, usize::MAX, Some(body)) {
         (records, None) => Ok(records),
         (_, Some(Stop::BadLine(refusal) | Stop::TooLong(refusal))) => Err(refusal),
     }
+}
+
+/// Parses a chunk of a body ([`parse_lines_until`] from its line 1) and, when all
+/// of it is valid, gives every record its fields encoded ahead
+/// ([`Record::encode_fields_ahead`]): kept from its line when the line already
+/// writes them so ([`Record::parse_push_shared`]), encoded otherwise.
+pub fn parse_chunk(chunk: &Bytes) -> (Vec<Record>, Option<Stop>) {
+    let (mut records, stop) = parse_lines_in(chunk, 1, usize::MAX, Some(chunk));
+    if stop.is_none() {
+        Record::encode_fields_ahead(&mut records);
+    }
+    (records, stop)
 }
 
 /// The bytes of body a thread parses: a body is parsed on one thread for each
@@ -374,6 +391,17 @@ pub fn parse_lines_until(
     first_line: usize,
     max_line: usize,
 ) -> (Vec<Record>, Option<Stop>) {
+    parse_lines_in(body, first_line, max_line, None)
+}
+
+/// [`parse_lines_until`]; when `body` is `source`'s bytes, a record of a canonical
+/// line holds its fields shared with `source` ([`Record::parse_push_shared`]).
+fn parse_lines_in(
+    body: &[u8],
+    first_line: usize,
+    max_line: usize,
+    source: Option<&Bytes>,
+) -> (Vec<Record>, Option<Stop>) {
     let mut records = Vec::with_capacity(presize(body));
     // A body that is UTF-8 as a whole is checked once, SIMD-fast; its lines, cut
     // at the ASCII `\n`, are then UTF-8 too. One that is not is checked line by
@@ -390,9 +418,13 @@ pub fn parse_lines_until(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let parsed = match text.and_then(|text| text.get(start..start + line.len())) {
-            Some(line) => Record::parse_push_str(line, &mut records),
-            None => Record::parse_push(line, &mut records),
+        let parsed = match (
+            text.and_then(|text| text.get(start..start + line.len())),
+            source,
+        ) {
+            (Some(line), Some(source)) => Record::parse_push_shared(line, source, &mut records),
+            (Some(line), None) => Record::parse_push_str(line, &mut records),
+            (None, _) => Record::parse_push(line, &mut records),
         };
         match parsed {
             Ok(()) => {
@@ -540,6 +572,31 @@ mod tests {
         assert_eq!(b.finish(), Some((5, Bytes::from_static(b"dd\ne"))));
         assert_eq!(b.finish(), None);
         assert_eq!(b.next_line(), 7);
+    }
+
+    #[test]
+    fn canonical_and_other_lines_of_one_body_give_the_lines_the_encoder_writes() {
+        // The same events, written canonically (their fields kept from the body)
+        // and not (spaces, another order, an escape: their fields encoded), with
+        // CRLF and without a final line end.
+        let body = Bytes::from_static(
+            b"{\"type\":\"vbucketMoveDone\",\"seq\":4,\"vbucket\":3,\"bucket\":\"b\"}\r\n\
+              { \"type\": \"vbucketMoveDone\", \"vbucket\": 3, \"bucket\": \"b\" }\n\
+              {\"type\":\"vbucketMoveDone\",\"bucket\":\"b\",\"vbucket\":3}\n\
+              {\"type\":\"vbucketMoveDone\",\"vbucket\":3,\"bucket\":\"\\u0062\"}\n\
+              {\"type\":\"vbucketMoveDone\",\"vbucket\":3,\"bucket\":\"b\"}",
+        );
+        let expected = b"{\"type\":\"vbucketMoveDone\",\"vbucket\":3,\"bucket\":\"b\"}\n";
+        for records in [
+            parse_body(&body).expect("valid"),
+            parse_chunk(&body).0,
+            parse_lines_until(&body, 1, usize::MAX).0,
+        ] {
+            assert_eq!(records.len(), 5);
+            for record in records {
+                assert_eq!(record.to_line(), expected);
+            }
+        }
     }
 
     #[test]
