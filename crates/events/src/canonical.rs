@@ -203,7 +203,7 @@ impl<'l> Fields<'l> {
     }
 
     /// The string at the cursor, which must be canonical; moves past it.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<&'l str, NotCanonical> {
         let (content, end) = string_at(self.line, self.at).ok_or(NotCanonical)?;
         let s = self
