@@ -59,12 +59,23 @@ pub fn line(data: &[u8]) {
 
 /// The ingest body: the first byte sets the size of the pieces the rest arrives in.
 /// The line batcher hands out every byte of the body once, in order, in whole lines
-/// numbered without a gap (whatever the pieces), and `parse_body` never panics.
+/// numbered without a gap (whatever the pieces), `parse_body` never panics, and
+/// the fields a record keeps from a canonical line are those the encoder writes.
 pub fn ingest(data: &[u8]) {
     let Some((&step, body)) = data.split_first() else {
         return;
     };
-    let _ = parse_body(&Bytes::copy_from_slice(body));
+    if let Ok(records) = parse_body(&Bytes::copy_from_slice(body)) {
+        for mut record in records {
+            let kept = record.to_line();
+            record.forget_encoded_fields();
+            assert!(
+                kept == record.to_line(),
+                "the fields a record kept from its line differ from the encoder's: {}",
+                String::from_utf8_lossy(&kept)
+            );
+        }
+    }
     let mut batcher = LineBatcher::new();
     let mut out: Vec<u8> = Vec::with_capacity(body.len());
     let mut next_line = 1;
