@@ -6,8 +6,10 @@
 //! Promises:
 //! - [`parse`] reads a line only if the strict parser (`line.rs`) reads it, and
 //!   then to the same record; anything else it declines (`None`), and the strict
-//!   parser reads the line as before, refusals and their wording included. So it
-//!   only ever saves work.
+//!   parser reads the line as before, refusals and their wording included. A
+//!   declined line costs what was read of it before it was declined on top of
+//!   the strict parser's reading; a line declined at its first bytes (one not
+//!   compact, or not `type` first) next to nothing.
 //! - What it reads, it reads with the fields' part of the line (from the first
 //!   field's `,` to the closing `}`) exactly as the encoder writes it for the
 //!   event read: the record can hold those bytes instead of encoding them again.
@@ -368,6 +370,35 @@ impl<'l> Fields<'l> {
     }
 }
 
+/// `Deserializer` methods for what the catalog never asks of a canonical line
+/// (a map, a float in the event's fields, bytes, a unit...): each declines. Not
+/// `forward_to_deserialize_any!`: `deserialize_any` would hand a float's visitor an
+/// integer, which the encoder would then write as a float, not as it came.
+macro_rules! declined {
+    ($($method:ident $(($($arg:ty),*))?;)*) => {
+        $(
+            fn $method<V: Visitor<'de>>(
+                self,
+                $($(_: $arg,)*)?
+                _: V,
+            ) -> Result<V::Value, NotCanonical> {
+                Err(NotCanonical)
+            }
+        )*
+    };
+}
+
+/// `Deserializer` methods that read as another one does.
+macro_rules! forwarded {
+    ($($to:ident: $($method:ident),*;)*) => {
+        $($(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
+                self.$to(visitor)
+            }
+        )*)*
+    };
+}
+
 impl<'de, 'l> Deserializer<'de> for &mut Fields<'l> {
     type Error = NotCanonical;
 
@@ -401,14 +432,6 @@ impl<'de, 'l> Deserializer<'de> for &mut Fields<'l> {
         visitor.visit_str(s)
     }
 
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_str(visitor)
-    }
-
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
         match self.peek()? {
             b't' | b'f' => self.deserialize_any(visitor),
@@ -423,32 +446,12 @@ impl<'de, 'l> Deserializer<'de> for &mut Fields<'l> {
         }
     }
 
-    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_u64(visitor)
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
-        self.deserialize_u64(visitor)
+    // An integer of any width is read as `serde_json` reads it (a `u64` or an
+    // `i64` to the visitor, which checks the range); a string as a string.
+    forwarded! {
+        deserialize_u64: deserialize_u8, deserialize_u16, deserialize_u32,
+            deserialize_i8, deserialize_i16, deserialize_i32, deserialize_i64;
+        deserialize_str: deserialize_string, deserialize_identifier;
     }
 
     /// `null` is declined, so a value here is always there.
@@ -532,15 +535,6 @@ impl<'de, 'l> Deserializer<'de> for &mut Fields<'l> {
         Ok(value)
     }
 
-    // What the catalog never asks of a canonical line: declined.
-    fn deserialize_map<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_ignored_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
     /// In an envelope field (`ts`, `originTs`) only.
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, NotCanonical> {
         match self.peek()? {
@@ -549,49 +543,18 @@ impl<'de, 'l> Deserializer<'de> for &mut Fields<'l> {
         }
     }
 
-    fn deserialize_f32<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_i128<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_u128<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_char<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_bytes<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_byte_buf<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_unit<V: Visitor<'de>>(self, _: V) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: V,
-    ) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _: &'static str,
-        _: usize,
-        _: V,
-    ) -> Result<V::Value, NotCanonical> {
-        Err(NotCanonical)
+    declined! {
+        deserialize_map;
+        deserialize_ignored_any;
+        deserialize_f32;
+        deserialize_i128;
+        deserialize_u128;
+        deserialize_char;
+        deserialize_bytes;
+        deserialize_byte_buf;
+        deserialize_unit;
+        deserialize_unit_struct(&'static str);
+        deserialize_tuple_struct(&'static str, usize);
     }
 }
 

@@ -379,12 +379,23 @@ impl Record {
             records.push(record);
             return Ok(());
         }
-        Record::parse_push_text(text, records)
+        // Declined: not read by the canonical reader a second time.
+        Record::parse_push_strict(text, records)
     }
 
     /// [`Record::parse_push`] of a line's text, without its line end.
     fn parse_push_text(text: &str, records: &mut Vec<Record>) -> Result<(), ParseError> {
-        if parse_single_pass_to(text, Landing::Records(&mut *records)) {
+        if let Some((envelope, event, _)) = crate::canonical::parse(text) {
+            records.push(Record::from_parts(envelope, event));
+            return Ok(());
+        }
+        Record::parse_push_strict(text, records)
+    }
+
+    /// [`Record::parse_push_text`] of a line the canonical reader declined: the
+    /// strict parser's single pass, then its two-pass reading.
+    fn parse_push_strict(text: &str, records: &mut Vec<Record>) -> Result<(), ParseError> {
+        if parse_strict_single_pass_to(text, Landing::Records(&mut *records)) {
             return Ok(());
         }
         // Declined (or a control frame): the two-pass reading decides and words it.
@@ -714,7 +725,12 @@ impl EnvelopeField {
 /// two-pass reading refuses, what it accepts it reads the same, and every refusal is
 /// worded by the two-pass reading.
 fn parse_single_pass(text: &str, out: &mut Option<StreamLine>) {
-    parse_single_pass_to(text, Landing::Line(out));
+    // A canonical line is read faster still, by a parser of that form alone.
+    if let Some((envelope, event, _)) = crate::canonical::parse(text) {
+        *out = Some(StreamLine::Event(Record::from_parts(envelope, event)));
+        return;
+    }
+    parse_strict_single_pass_to(text, Landing::Line(out));
 }
 
 /// Where the single pass puts what it read.
@@ -744,18 +760,9 @@ impl Landing<'_> {
     }
 }
 
-/// [`parse_single_pass`] into `landing`; whether the line was read (`false`:
-/// declined, and nothing landed).
-fn parse_single_pass_to(text: &str, mut landing: Landing<'_>) -> bool {
-    // A canonical line is read faster still, by a parser of that form alone.
-    if let Some((envelope, event, _)) = crate::canonical::parse(text) {
-        let record = Record::from_parts(envelope, event);
-        match landing {
-            Landing::Line(out) => *out = Some(StreamLine::Event(record)),
-            Landing::Records(records) => records.push(record),
-        }
-        return true;
-    }
+/// `serde_json`'s single pass (see [`parse_single_pass`]) into `landing`; whether
+/// the line was read (`false`: declined, and nothing landed).
+fn parse_strict_single_pass_to(text: &str, mut landing: Landing<'_>) -> bool {
     let mark = landing.mark();
     let mut de = serde_json::Deserializer::from_str(text);
     let read = de
