@@ -366,9 +366,27 @@ impl Record {
         source: &Bytes,
         records: &mut Vec<Record>,
     ) -> Result<(), ParseError> {
-        let text = line.trim_end_matches(['\n', '\r']);
-        if let Some((envelope, event, fields)) = crate::canonical::parse(text) {
-            let mut record = Record::from_parts(envelope, event);
+        Record::parse_push_in(line.trim_end_matches(['\n', '\r']), Some(source), records)
+    }
+
+    /// [`Record::parse_push`] of a line's text, without its line end.
+    fn parse_push_text(text: &str, records: &mut Vec<Record>) -> Result<(), ParseError> {
+        Record::parse_push_in(text, None, records)
+    }
+
+    /// [`Record::parse_push_text`], the record of a canonical line keeping its
+    /// fields shared with `source` when `text` is part of it.
+    fn parse_push_in(
+        text: &str,
+        source: Option<&Bytes>,
+        records: &mut Vec<Record>,
+    ) -> Result<(), ParseError> {
+        let Some((envelope, event, fields)) = crate::canonical::parse(text) else {
+            // Declined: the strict parser reads it (not the canonical one again).
+            return Record::parse_push_strict(text, records);
+        };
+        let mut record = Record::from_parts(envelope, event);
+        if let Some(source) = source {
             // Where `text` is in `source`, if it is there at all.
             let at = (text.as_ptr() as usize)
                 .checked_sub(source.as_ptr() as usize)
@@ -376,20 +394,9 @@ impl Record {
             if let Some(at) = at {
                 record.fields = Some(source.slice(at + fields.start..at + fields.end));
             }
-            records.push(record);
-            return Ok(());
         }
-        // Declined: not read by the canonical reader a second time.
-        Record::parse_push_strict(text, records)
-    }
-
-    /// [`Record::parse_push`] of a line's text, without its line end.
-    fn parse_push_text(text: &str, records: &mut Vec<Record>) -> Result<(), ParseError> {
-        if let Some((envelope, event, _)) = crate::canonical::parse(text) {
-            records.push(Record::from_parts(envelope, event));
-            return Ok(());
-        }
-        Record::parse_push_strict(text, records)
+        records.push(record);
+        Ok(())
     }
 
     /// [`Record::parse_push_text`] of a line the canonical reader declined: the
