@@ -122,6 +122,28 @@ fn string_at(line: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((&line[at + 1..close], close + 1))
 }
 
+/// Whether `a` and `b` are equal: for the few bytes of a field name, two
+/// overlapping loads of each instead of a call to `memcmp`.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if b.len() != n {
+        return false;
+    }
+    match n {
+        8..=16 => word(a) == word(b) && word(&a[n - 8..]) == word(&b[n - 8..]),
+        4..=7 => half(a) == half(b) && half(&a[n - 4..]) == half(&b[n - 4..]),
+        _ => a == b,
+    }
+}
+
+/// The first four bytes of `bytes`, little-endian.
+fn half(bytes: &[u8]) -> u32 {
+    let mut half = [0u8; 4];
+    half.copy_from_slice(&bytes[..4]);
+    u32::from_le_bytes(half)
+}
+
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
@@ -214,6 +236,25 @@ impl<'l> Fields<'l> {
             .ok_or(NotCanonical)?;
         self.at = end;
         Ok(s)
+    }
+
+    /// Whether the key at the cursor is `"name"` (a field name: no escapes); moves
+    /// past it if so. Compared in place, word by word, instead of read as a string
+    /// first and then compared (a call to `memcmp` for a few bytes).
+    #[inline(always)]
+    fn quoted_is(&mut self, name: &str) -> bool {
+        let name = name.as_bytes();
+        let end = self.at + name.len() + 2;
+        let Some(quoted) = self.line.get(self.at..end) else {
+            return false;
+        };
+        let same = quoted[0] == b'"'
+            && quoted[end - self.at - 1] == b'"'
+            && same_bytes(&quoted[1..quoted.len() - 1], name);
+        if same {
+            self.at = end;
+        }
+        same
     }
 
     /// The number at the cursor, in an envelope field: an integer as
@@ -609,11 +650,12 @@ impl<'de> MapAccess<'de> for Keys<'_, '_> {
             b',' => self.fields.at += 1,
             _ => return Err(NotCanonical),
         }
-        let key = self.fields.string()?;
+        // The key is the next name the struct lists, but for names that may be
+        // omitted: anything else (an escape in it, another name) is declined.
         loop {
             let name = *self.names.get(self.next).ok_or(NotCanonical)?;
             self.next += 1;
-            if name == key {
+            if self.fields.quoted_is(name) {
                 break;
             }
             if !OMITTED.contains(&name) {
@@ -730,6 +772,44 @@ mod tests {
                 proptest::prop_assert!(fields.at == text.len(), "not read exactly: {}", text);
             }
         }
+    }
+
+    #[test]
+    fn same_bytes_agrees_with_slice_equality_at_every_length_and_every_differing_byte() {
+        for n in 0..=24usize {
+            let a: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            assert!(same_bytes(&a, &a.clone()), "length {n}");
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 0x20;
+                assert!(!same_bytes(&a, &b), "length {n}, byte {i} differs");
+            }
+            let longer = [a.as_slice(), b"x"].concat();
+            assert!(!same_bytes(&a, &longer), "lengths {n} and {}", n + 1);
+        }
+    }
+
+    #[test]
+    fn a_key_is_matched_in_place_and_an_escaped_or_other_key_is_not() {
+        let line = br#""vbucket":5,"vbuckes":6,"vb\u0075cket":7,"vbucke"#;
+        let text = std::str::from_utf8(line).expect("ASCII");
+        let mut fields = Fields {
+            text,
+            line,
+            at: 0,
+            depth: 0,
+            in_struct: true,
+            envelope: false,
+        };
+        assert!(fields.quoted_is("vbucket"));
+        assert_eq!(fields.at, 9, "moved past the key and its quotes");
+        fields.at = 12;
+        assert!(!fields.quoted_is("vbucket"), "another name");
+        assert_eq!(fields.at, 12, "not moved");
+        fields.at = 24;
+        assert!(!fields.quoted_is("vbucket"), "an escape in the key");
+        fields.at = line.len() - 7;
+        assert!(!fields.quoted_is("vbucket"), "a key cut at the line's end");
     }
 
     #[test]
