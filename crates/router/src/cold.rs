@@ -15,6 +15,14 @@
 //!   holds up to one block's lines (~64 KiB) that the ring does not share.
 //! - What filters and the ring look at (`first_seq`, metas, strings, `originSeq`s)
 //!   stays uncompressed: only a reader that wants the lines thaws.
+//! - The freezer gives its core away before each block it compresses
+//!   (`Ring::freeze` yields), so a thread woken meanwhile (a request's, the
+//!   sequencer's, a stream's) waits for at most one block's compression, not for
+//!   the whole look's. Without it the scheduler let the freezer finish its time
+//!   slice first: woken threads waited 1.3–1.6 ms every 250 ms (`perf record -e
+//!   sched:sched_switch,sched:sched_wakeup`), and the slowest event at K=1 and
+//!   10,000 events/s took 1.1–1.9 ms; with it, at most 0.33 ms and 0.49–0.70 ms
+//!   (in eight rows of nine; docs/benchmarks.md).
 //!
 //! Why: an archive of JSON lines of a few event types compresses several times
 //! over, and the events most readers want (the live tail) stay uncompressed, so

@@ -661,10 +661,13 @@ impl Ring {
     /// were; returns how many. Compresses outside the lock; a block evicted,
     /// merged or cut meanwhile is left as it is. Readers are unaffected: a batch
     /// they hold keeps its hot block alive, and the next read of a cold block
-    /// thaws it.
+    /// thaws it. Yields the core before each block (see [`crate::cold`]).
     pub(crate) fn freeze(&self, candidates: Vec<Arc<Block>>) -> usize {
         let mut frozen = 0;
         for block in candidates {
+            // A thread woken meanwhile runs first, instead of waiting for the
+            // rest of this thread's time slice (the `cold` module's docs).
+            std::thread::yield_now();
             let cold = ColdBlock::freeze(&block);
             let mut st = self.state.write();
             let i = st
