@@ -163,11 +163,7 @@ pub(crate) async fn get_stream(State(state): State<Arc<AppState>>, req: Request<
         Format::Ndjson => "application/x-ndjson",
         Format::Sse => "text/event-stream",
     };
-    let mut resp = Response::new(if req.version() == axum::http::Version::HTTP_2 {
-        Body::from_stream(crate::h2batch::Batched::new(body.into_stream()))
-    } else {
-        Body::from_stream(body.into_stream())
-    });
+    let mut resp = Response::new(Body::from_stream(body.into_stream()));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));

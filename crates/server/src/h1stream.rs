@@ -1,8 +1,9 @@
 //! Event streams over HTTP/1.1, served without hyper's per-connection buffers.
 //!
 //! Owns: [`serve`], which every accepted connection (after TLS) runs: it reads the
-//! connection's first request head, answers a stream request here, and hands any
-//! other connection to hyper with the bytes already read.
+//! connection's first request head, answers a stream request here, hands an
+//! HTTP/2 connection (its preface) to [`crate::h2serve`], and any other
+//! connection to hyper, with the bytes already read.
 //!
 //! Why: an idle stream is an open connection waiting for events, and a server may
 //! hold many thousands. hyper keeps two 8 KiB buffers for each HTTP/1 connection
@@ -17,8 +18,9 @@
 //!   origin form, with no body (no `transfer-encoding`, no `content-length` but
 //!   0), no `expect`, no `upgrade`, whose head is complete within [`MAX_HEAD`]
 //!   bytes and is all the client sent so far, is served here. Every other
-//!   connection (other requests, HTTP/1.0, HTTP/2, a head hyper would refuse) goes
-//!   to hyper as before, byte for byte: what was read is replayed to it first.
+//!   connection (other requests, HTTP/1.0, a head hyper would refuse) goes to
+//!   hyper as before, byte for byte: what was read is replayed to it first; one
+//!   that starts with the HTTP/2 preface goes to [`crate::h2serve`] the same way.
 //! - The request goes through the same [`ConnService`] as through hyper (rate
 //!   limits, activity and deadlines, authentication, the app's handler), and the
 //!   response is written as hyper writes it: the status line, the response's
@@ -56,6 +58,9 @@ pub const MAX_HEAD: usize = 8 * 1024;
 
 /// The most headers a stream request may have here (more go to hyper).
 const MAX_HEADERS: usize = 32;
+
+/// What an HTTP/2 connection starts with (RFC 9113, 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The path of the stream.
 const STREAM_PATH: &str = "/diag/masterEvents";
@@ -116,6 +121,13 @@ where
     let request = loop {
         match first_request(&head) {
             Head::Stream(request) => break request,
+            Head::Http2 => {
+                let io = Replay {
+                    read: Bytes::from(head),
+                    io,
+                };
+                return crate::h2serve::serve(io, service, closing).await;
+            }
             Head::Other => return with_hyper(io, head, service, builder, closing).await,
             Head::Partial => {}
         }
@@ -149,6 +161,8 @@ where
 enum Head {
     /// A stream request, to serve here.
     Stream(Box<Request<AxumBody>>),
+    /// The HTTP/2 preface: the connection is [`crate::h2serve`]'s.
+    Http2,
     /// Anything else: hyper's.
     Other,
     /// Not enough bytes yet to tell.
@@ -157,6 +171,12 @@ enum Head {
 
 fn first_request(head: &[u8]) -> Head {
     const GET: &[u8] = b"GET ";
+    if head.starts_with(H2_PREFACE) {
+        return Head::Http2;
+    }
+    if H2_PREFACE.starts_with(head) {
+        return Head::Partial;
+    }
     let prefix = head.len().min(GET.len());
     if head[..prefix] != GET[..prefix] || head.len() > MAX_HEAD {
         return Head::Other;
@@ -434,6 +454,7 @@ mod tests {
     fn kind(head: &[u8]) -> &'static str {
         match first_request(head) {
             Head::Stream(_) => "stream",
+            Head::Http2 => "http2",
             Head::Other => "other",
             Head::Partial => "partial",
         }
@@ -459,7 +480,7 @@ mod tests {
         // Everything else is hyper's, as soon as it shows.
         for other in [
             &b"POST /diag/masterEvents HTTP/1.1\r\n\r\n"[..],
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"PRI * HTTP/1.1\r\n\r\n",
             b"GET /cluster HTTP/1.1\r\n",
             b"GET /diag/masterEventsX HTTP/1.1\r\n\r\n",
             b"GET /diag/masterEvents HTTP/1.0\r\n\r\n",
@@ -482,6 +503,20 @@ mod tests {
             .collect();
         let many = format!("GET /diag/masterEvents HTTP/1.1\r\n{many}\r\n");
         assert_eq!(kind(many.as_bytes()), "other");
+    }
+
+    #[test]
+    fn the_http2_preface_is_told_once_whole_and_waited_for_until_then() {
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        for cut in 0..preface.len() {
+            assert_eq!(kind(&preface[..cut]), "partial", "{cut} bytes");
+        }
+        assert_eq!(kind(preface), "http2");
+        // With the client's first SETTINGS after it.
+        let mut hello = preface.to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(kind(&hello), "http2");
+        assert_eq!(kind(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"), "other");
     }
 
     #[test]

@@ -50,7 +50,7 @@ mod conn;
 mod diag;
 mod feed;
 mod h1stream;
-mod h2batch;
+mod h2serve;
 pub mod hooks;
 mod http_sink;
 pub mod ingest;
@@ -396,7 +396,11 @@ impl Server {
     /// Serves until shut down.
     pub async fn run(self) {
         let app = app(Arc::clone(&self.state));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper serves HTTP/1 only: an HTTP/2 connection (its preface) is served
+        // with `h2` on one task a connection (h2serve.rs, which holds the HTTP/2
+        // settings; at most H2_MAX_STREAMS_PER_CONNECTION streams at once, so
+        // 100,000 streams take 500 connections, not 100,000 descriptors).
+        let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -409,12 +413,6 @@ impl Server {
             // made an idle stream cost 22.5 KiB instead of 10. It also caps a
             // request head (hyper answers 431 above it).
             .max_buf_size(64 * 1024);
-        // Streams an HTTP/2 connection may have open at once (hyper's default,
-        // said here because docs/configuration.md promises it): 100,000 streams
-        // then take 500 connections, not 100,000 descriptors.
-        builder
-            .http2()
-            .max_concurrent_streams(H2_MAX_STREAMS_PER_CONNECTION);
         let builder = Arc::new(builder);
         let shutdown = self.state.shutdown.clone();
         let guards = Arc::clone(&self.state.guards);

@@ -1,0 +1,430 @@
+//! HTTP/2 connections, served with `h2` on one task a connection.
+//!
+//! Owns: [`serve`], which [`crate::h1stream`] hands a connection whose first bytes
+//! are the HTTP/2 preface (h2c with prior knowledge, or TLS with ALPN `h2`).
+//!
+//! Why: hyper serves each HTTP/2 stream with a task of its own, which hands its
+//! body's chunks to `h2`. At 100,000 event streams over 500 connections, one
+//! event woke 100,000 tasks, spread over the worker threads, each locking its
+//! connection's `h2` state (one mutex a connection) against the others and waking
+//! the connection's task in turn: about 2.4 µs of server CPU a delivery, p99
+//! 180-230 ms for one event to reach them all (docs/benchmarks.md, "100,000
+//! streams over HTTP/2"). Here the connection's task polls every response body
+//! of the connection itself: an event wakes it once, it hands each of its
+//! streams' chunks to `h2` in one turn, without contention, and then writes them.
+//!
+//! Promises:
+//! - HTTP/2 as hyper served it before: its settings (1 MiB stream and connection
+//!   windows, 16 KiB frames, 16 KiB of request headers, 400 KiB of send buffer a
+//!   stream, [`crate::H2_MAX_STREAMS_PER_CONNECTION`] concurrent streams), the same
+//!   service ([`ConnService::call_axum`]: rate limits, activity and deadlines,
+//!   authentication, the app's routes), response heads as hyper sends them
+//!   (connection-specific headers dropped, `date` added, `content-length` from a
+//!   body of known size).
+//! - Each request's handler runs as a task of its own, as under hyper, so a slow
+//!   handler (an ingest's parse) holds up no other stream; it is aborted when its
+//!   stream is reset or the connection goes. Only the response bodies are polled
+//!   by the connection's task.
+//! - A request body is read with its flow-control window released as it is read;
+//!   its size hint is its `content-length`.
+//! - Back-pressure as under hyper: a response body is polled for its next chunk
+//!   only once the stream may send (the peer's window), so a client that does not
+//!   read holds at most one chunk a stream beyond `h2`'s buffer; an event stream
+//!   left behind is told of what it missed by its `gap` frame, as over HTTP/1.1.
+//! - A stream reset by the client drops its handler or body at once (and so the
+//!   stream's subscription); a body that fails resets its stream
+//!   (`INTERNAL_ERROR`); a connection that fails or closes drops them all.
+//! - Graceful shutdown ([`crate::h1stream::Conn::close`]): `GOAWAY`, then the
+//!   streams in progress go on until they end (event streams end at shutdown).
+
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
+
+use axum::body::Body as AxumBody;
+use axum::http::{header, HeaderMap, HeaderValue, Request, Response};
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use futures_util::task::AtomicWaker;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use crate::conn::{ConnService, TrackedBody};
+use crate::h1stream::ConnError;
+
+/// The stream and connection flow-control windows the server offers (hyper's).
+const WINDOW: u32 = 1024 * 1024;
+/// The largest frame the server accepts (hyper's, the protocol's least).
+const MAX_FRAME: u32 = 16 * 1024;
+/// The most bytes of request headers (hyper's).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// The most bytes `h2` buffers for a stream before it waits for the peer (hyper's).
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// The most streams a connection may have reset locally for errors (hyper's).
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// A connection's responses in progress, each polled by the connection's task.
+type Responses = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// Serves the HTTP/2 connection `io` until it ends (see the module's promises);
+/// `closing` asks for a graceful shutdown.
+pub async fn serve<IO>(
+    io: IO,
+    service: ConnService,
+    closing: CancellationToken,
+) -> Result<(), ConnError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .max_concurrent_streams(crate::H2_MAX_STREAMS_PER_CONNECTION);
+    let mut conn = tokio::select! {
+        biased;
+        () = closing.cancelled() => return Ok(()),
+        conn = builder.handshake::<_, Bytes>(io) => conn?,
+    };
+    let mut responses = Responses::new();
+    let mut closed = pin!(closing.cancelled());
+    let mut shutting_down = false;
+    let nudge = Arc::new(Nudge::default());
+    let nudge_waker = Waker::from(Arc::clone(&nudge));
+    poll_fn(|cx| {
+        if !shutting_down && closed.as_mut().poll(cx).is_ready() {
+            conn.graceful_shutdown();
+            shutting_down = true;
+        }
+        nudge.task.register(cx.waker());
+        loop {
+            // The bodies first, so that the chunks they hand to `h2` are written
+            // by the connection's poll below, in this same turn.
+            poll_responses(&mut responses, &nudge, &nudge_waker);
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    responses.push(Box::pin(respond_to(req, respond, service.clone())));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(ConnError::from(e))),
+                // Closed (after a GOAWAY and its last stream, or by the peer).
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+/// The waker the connection's responses are polled with: it wakes the
+/// connection's task, and notes that it did.
+#[derive(Default)]
+struct Nudge {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Nudge {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// Polls the connection's responses until none is ready, so that the chunks of
+/// one event for all of them are written together. `FuturesUnordered` hands back
+/// after two of its futures woke themselves while polled (which a response does
+/// when `h2` gives it the window it asked for), so it is polled again while
+/// anything woke it, up to one round a response (each round polls at least one).
+fn poll_responses(responses: &mut Responses, nudge: &Nudge, waker: &Waker) {
+    let mut cx = Context::from_waker(waker);
+    let mut rounds = responses.len() + 1;
+    loop {
+        nudge.woken.store(false, Ordering::Release);
+        match responses.poll_next_unpin(&mut cx) {
+            Poll::Ready(Some(())) => {}
+            Poll::Ready(None) => return,
+            Poll::Pending => {
+                rounds -= 1;
+                if rounds == 0 || !nudge.woken.load(Ordering::Acquire) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers one request: its handler on a task of its own, then its head, then its
+/// body, chunk by chunk as the stream may send.
+async fn respond_to(req: Request<RecvStream>, respond: SendResponse<Bytes>, service: ConnService) {
+    // Each step is a function of its own, so that what it needed (the handler's
+    // task, the response's head) is freed before the body, which may be a stream
+    // that lasts for hours, is sent.
+    let Some((respond, response)) = answer(req, respond, service).await else {
+        return;
+    };
+    if let Some((send, body)) = send_head(respond, response) {
+        pipe(body, send).await;
+    }
+}
+
+/// Runs the handler of `req` on a task of its own until it answers, or until the
+/// stream is reset or the connection goes (which aborts it).
+async fn answer(
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    service: ConnService,
+) -> Option<(SendResponse<Bytes>, Response<TrackedBody>)> {
+    let (parts, recv) = req.into_parts();
+    let body = RequestBody::new(recv, &parts.headers);
+    let req = Request::from_parts(parts, AxumBody::new(body));
+    let mut handler = AbortOnDropHandle::new(tokio::spawn(service.call_axum(req)));
+    drop(service);
+    let answered = poll_fn(|cx| {
+        if let Poll::Ready(done) = Pin::new(&mut handler).poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        match respond.poll_reset(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    match answered? {
+        Ok(Ok(response)) => Some((respond, response)),
+        Ok(Err(never)) => match never {},
+        Err(e) => {
+            tracing::error!(error = %e, "an HTTP/2 request's handler failed: stream reset");
+            respond.send_reset(Reason::INTERNAL_ERROR);
+            None
+        }
+    }
+}
+
+/// Sends the head of `response`, as hyper does; the stream to send its body on,
+/// unless it has none.
+fn send_head(
+    mut respond: SendResponse<Bytes>,
+    response: Response<TrackedBody>,
+) -> Option<(SendStream<Bytes>, TrackedBody)> {
+    let (mut head, body) = response.into_parts();
+    strip_connection_headers(&mut head.headers);
+    head.headers.entry(header::DATE).or_insert_with(|| {
+        HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+            .unwrap_or(HeaderValue::from_static(""))
+    });
+    let end = body.is_end_stream();
+    if !end {
+        if let Some(len) = body.size_hint().exact() {
+            head.headers
+                .entry(header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(len));
+        }
+    }
+    match respond.send_response(Response::from_parts(head, ()), end) {
+        Ok(send) => (!end).then_some((send, body)),
+        Err(e) => {
+            tracing::debug!(error = %e, "an HTTP/2 response head was not sent");
+            respond.send_reset(Reason::INTERNAL_ERROR);
+            None
+        }
+    }
+}
+
+/// Headers HTTP/2 forbids in a response (RFC 9113, 8.2.2), dropped as hyper drops
+/// them, with the headers `connection` names.
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+    ] {
+        headers.remove(name);
+    }
+    if let Some(named) = headers.remove(header::CONNECTION) {
+        if let Ok(named) = named.to_str() {
+            for name in named.split(',') {
+                headers.remove(name.trim());
+            }
+        }
+    }
+}
+
+/// Sends `body` on `send`, a chunk at a time as the stream may send, until the
+/// body ends, fails, or the stream is reset.
+async fn pipe(body: TrackedBody, mut send: SendStream<Bytes>) {
+    let mut body = pin!(body);
+    let mut held: Option<(Bytes, bool)> = None;
+    let ended = poll_fn(|cx| -> Poll<Result<(), h2::Error>> {
+        loop {
+            if let Some((data, end)) = held.take() {
+                while send.capacity() == 0 {
+                    match send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                        // The stream was reset or the connection went.
+                        Poll::Ready(None) => return Poll::Ready(Ok(())),
+                        Poll::Pending => {
+                            held = Some((data, end));
+                            return Poll::Pending;
+                        }
+                    }
+                }
+                send.send_data(data, end)?;
+                if end {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            let frame = match body.as_mut().poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    // Waiting for the body: a reset (or the connection gone) ends
+                    // it, dropping the body.
+                    return match send.poll_reset(cx) {
+                        Poll::Ready(Ok(reason)) => Poll::Ready(Err(reason.into())),
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            };
+            match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        // A minimal claim on the window, as hyper makes: `h2`
+                        // raises it to the chunk's length once the chunk is sent.
+                        send.reserve_capacity(1);
+                        held = Some((data, body.is_end_stream()));
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            send.reserve_capacity(0);
+                            send.send_trailers(trailers)?;
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "an HTTP/2 response body failed: stream reset");
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return Poll::Ready(Ok(()));
+                }
+                None => {
+                    send.send_data(Bytes::new(), true)?;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    })
+    .await;
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "an HTTP/2 response ended early");
+    }
+}
+
+/// A request's body as `h2` receives it, its window released as it is read.
+struct RequestBody {
+    recv: RecvStream,
+    len: Option<u64>,
+    data_done: bool,
+    done: bool,
+}
+
+impl RequestBody {
+    fn new(recv: RecvStream, headers: &HeaderMap) -> RequestBody {
+        // `h2` refuses a stream whose body and `content-length` disagree.
+        let len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .or_else(|| recv.is_end_stream().then_some(0));
+        RequestBody {
+            recv,
+            len,
+            data_done: false,
+            done: false,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    // Fails only once the stream is gone, which the next read says.
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => this.data_done = true,
+            }
+        }
+        let trailers = ready!(this.recv.poll_trailers(cx));
+        this.done = true;
+        match trailers {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.len {
+            Some(len) => SizeHint::with_exact(len),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_specific_headers_and_the_ones_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_connection_headers(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+    }
+}

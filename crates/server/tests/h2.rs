@@ -1,0 +1,241 @@
+//! HTTP/2 (h2c) connections over real sockets on 127.0.0.1, served on one task a
+//! connection (`h2serve.rs`): request bodies past the flow-control window, a
+//! stream reset by its client, response heads, and shutdown. Each test starts its
+//! own server on a free port; every wait is bounded.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http2::SendRequest;
+use master_events_router::{Router, RouterConfig};
+use master_events_server::auth::Users;
+use master_events_server::metrics::Metrics;
+use master_events_server::{ClusterView, Server, ServerConfig, ShutdownHandle};
+use tokio::time::{timeout, Instant};
+
+/// The most any one step of a test waits.
+const T: Duration = Duration::from_secs(20);
+
+const LINE: &str = "{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n";
+
+struct TestServer {
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownHandle,
+    task: tokio::task::JoinHandle<()>,
+    _cluster: tokio::sync::watch::Sender<ClusterView>,
+    router: Router,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.shutdown();
+        self.task.abort();
+    }
+}
+
+async fn start() -> TestServer {
+    let router = Router::start(RouterConfig {
+        node: "n_0@127.0.0.1".into(),
+        archive_capacity: 200_000,
+        ..RouterConfig::default()
+    });
+    let users = Users::from_entries(&[]).expect("users");
+    let (tx, rx) = tokio::sync::watch::channel(ClusterView {
+        node: "n_0@127.0.0.1".into(),
+        master: Some("n_0@127.0.0.1".into()),
+        is_master: true,
+        epoch: 1,
+        discovery: "static".into(),
+    });
+    let server = Server::bind(ServerConfig::default(), router.clone(), users, rx)
+        .await
+        .expect("binds");
+    TestServer {
+        addr: server.local_addr(),
+        metrics: server.metrics(),
+        shutdown: server.shutdown_handle(),
+        _cluster: tx,
+        router,
+        task: tokio::spawn(server.run()),
+    }
+}
+
+/// An h2c connection to `server` (prior knowledge), and its driver's task.
+async fn connect(
+    server: &TestServer,
+) -> (
+    SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connects");
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    (sender, tokio::spawn(conn))
+}
+
+fn get(server: &TestServer, path: &str) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::get(format!("http://{}{path}", server.addr))
+        .body(Full::default())
+        .expect("request")
+}
+
+fn post(server: &TestServer, body: String) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::post(format!("http://{}/diag/masterEvents", server.addr))
+        .header("content-type", "application/x-ndjson")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request")
+}
+
+/// Reads `body` until a whole line came, and returns it.
+async fn next_line(body: &mut hyper::body::Incoming) -> String {
+    let mut got = Vec::new();
+    while !got.ends_with(b"\n") {
+        let frame = timeout(T, body.frame())
+            .await
+            .expect("a line in time")
+            .expect("the stream goes on")
+            .expect("a frame");
+        if let Ok(data) = frame.into_data() {
+            got.extend_from_slice(&data);
+        }
+    }
+    String::from_utf8(got).expect("UTF-8")
+}
+
+/// Waits (at most `T`) until `open` streams are open on `server`.
+async fn wait_open_streams(server: &TestServer, open: i64) {
+    let deadline = Instant::now() + T;
+    while server.metrics.open_streams().get() != open {
+        assert!(
+            Instant::now() < deadline,
+            "{} streams open, not {open}",
+            server.metrics.open_streams().get()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_ingest_body_three_times_the_flow_control_window_is_read_whole() {
+    let server = start().await;
+    let (mut sender, conn) = connect(&server).await;
+    // 3 MiB and more: the server offers a 1 MiB window, so the body arrives only
+    // if the server gives back the window as it reads.
+    let lines = 3 * 1024 * 1024 / LINE.len() + 1;
+    let resp = timeout(T, sender.send_request(post(&server, LINE.repeat(lines))))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    let status = resp.status();
+    let text = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&text));
+    assert_eq!(server.router.last_seq(), lines as u64);
+    conn.abort();
+}
+
+#[tokio::test]
+async fn a_stream_reset_by_its_client_ends_its_subscription_and_the_others_go_on() {
+    let server = start().await;
+    let (sender, conn) = connect(&server).await;
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let resp = timeout(
+            T,
+            sender
+                .clone()
+                .send_request(get(&server, "/diag/masterEvents?start=now&heartbeat=0")),
+        )
+        .await
+        .expect("answered in time")
+        .expect("answered");
+        assert_eq!(resp.status(), 200);
+        bodies.push(resp.into_body());
+    }
+    wait_open_streams(&server, 3).await;
+    // Dropping a response's body resets its stream (CANCEL).
+    drop(bodies.remove(1));
+    wait_open_streams(&server, 2).await;
+    let resp = timeout(T, sender.clone().send_request(post(&server, LINE.into())))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(resp.status(), 200);
+    for body in &mut bodies {
+        let line = next_line(body).await;
+        assert!(
+            line.starts_with("{\"type\":\"deleteBucket\",\"seq\":1,"),
+            "{line}"
+        );
+    }
+    conn.abort();
+}
+
+#[tokio::test]
+async fn a_response_head_carries_date_and_the_length_of_a_body_of_known_size() {
+    let server = start().await;
+    let (mut sender, conn) = connect(&server).await;
+    let resp = timeout(T, sender.send_request(get(&server, "/health")))
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert!(resp.headers().contains_key("date"), "{:?}", resp.headers());
+    let length: usize = resp.headers()["content-length"]
+        .to_str()
+        .expect("ASCII")
+        .parse()
+        .expect("a number");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(body.len(), length);
+    // A stream's head has no length: it has no end.
+    let resp = timeout(
+        T,
+        sender.send_request(get(&server, "/diag/masterEvents?start=now")),
+    )
+    .await
+    .expect("answered in time")
+    .expect("answered");
+    assert!(!resp.headers().contains_key("content-length"));
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    conn.abort();
+}
+
+#[tokio::test]
+async fn at_shutdown_a_stream_ends_cleanly_and_its_connection_closes() {
+    let server = start().await;
+    let (mut sender, conn) = connect(&server).await;
+    let resp = timeout(
+        T,
+        sender.send_request(get(&server, "/diag/masterEvents?start=now&heartbeat=0")),
+    )
+    .await
+    .expect("answered in time")
+    .expect("answered");
+    let mut body = resp.into_body();
+    wait_open_streams(&server, 1).await;
+    server.shutdown.shutdown();
+    // The stream ends (its last frame, if any, then the end), not cut.
+    loop {
+        match timeout(T, body.frame()).await.expect("ended in time") {
+            None => break,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("the stream was cut: {e}"),
+        }
+    }
+    timeout(T, conn)
+        .await
+        .expect("the connection closed in time")
+        .expect("its task ran")
+        .expect("closed without an error");
+}
