@@ -169,17 +169,34 @@ fn poll_responses(responses: &mut Responses, nudge: &Nudge, waker: &Waker) {
 
 /// Answers one request: its handler on a task of its own, then its head, then its
 /// body, chunk by chunk as the stream may send.
-async fn respond_to(req: Request<RecvStream>, respond: SendResponse<Bytes>, service: ConnService) {
-    // Each step is a function of its own, so that what it needed (the handler's
-    // task, the response's head) is freed before the body, which may be a stream
-    // that lasts for hours, is sent.
-    let Some((respond, response)) = answer(req, respond, service).await else {
-        return;
-    };
-    if let Some((send, body)) = send_head(respond, response) {
-        pipe(body, send).await;
+///
+/// Each step is a function of its own, so that what it needs (the request's head,
+/// the handler's task, the response's head) is freed before the body, which may
+/// be a stream that lasts for hours, is sent. The first step is boxed before the
+/// future is made: the arguments of an `async fn` stay in its future for its whole
+/// life, which made it 552 bytes, where this one is [`RESPONSE_FUTURE_BYTES`] or
+/// less (a test pins it).
+fn respond_to(
+    req: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    service: ConnService,
+) -> impl Future<Output = ()> + Send {
+    let answered = Box::pin(answer(req, respond, service));
+    async move {
+        let sent = match answered.await {
+            Some((respond, response)) => send_head(respond, response),
+            None => None,
+        };
+        if let Some((send, body)) = sent {
+            pipe(body, send).await;
+        }
     }
 }
+
+/// The most bytes the future of a response in progress may take (each stream of
+/// each connection holds one for as long as it is open).
+#[cfg(test)]
+const RESPONSE_FUTURE_BYTES: usize = 256;
 
 /// Runs the handler of `req` on a task of its own until it answers, or until the
 /// stream is reset or the connection goes (which aborts it).
@@ -411,6 +428,46 @@ impl Body for RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_response_in_progress_takes_at_most_its_bytes_a_stream() {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let router = master_events_router::Router::start(Default::default());
+        let limits = crate::limits::Limits::default();
+        let service = ConnService::new(
+            axum::Router::new(),
+            crate::conn::Activity::new(),
+            crate::limits::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
+            crate::limits::Guards::new(&limits, Default::default()),
+            crate::metrics::Metrics::new(router.clone()),
+        );
+        let client = tokio::spawn(async move {
+            let (mut client, conn) = h2::client::handshake(client_io).await?;
+            let conn = tokio::spawn(conn);
+            let request = Request::get("http://x/nowhere").body(()).expect("request");
+            let (response, _) = client.send_request(request, true)?;
+            let status = response.await?.status();
+            conn.abort();
+            Ok::<_, h2::Error>(status)
+        });
+        let mut conn = h2::server::handshake(server_io).await.expect("handshake");
+        let (req, respond) = conn.accept().await.expect("a request").expect("a good one");
+        let response = respond_to(req, respond, service);
+        assert!(
+            std::mem::size_of_val(&response) <= RESPONSE_FUTURE_BYTES,
+            "{} bytes",
+            std::mem::size_of_val(&response)
+        );
+        // And it answers (the empty app: 404), the connection driven meanwhile.
+        let driven = tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| conn.poll_closed(cx)).await;
+        });
+        response.await;
+        let status = client.await.expect("the client ran").expect("answered");
+        assert_eq!(status, 404);
+        driven.abort();
+        router.shutdown().await;
+    }
 
     #[test]
     fn connection_specific_headers_and_the_ones_connection_names_are_dropped() {
