@@ -7,11 +7,12 @@
 //! body's chunks to `h2`. At 100,000 event streams over 500 connections, one
 //! event woke 100,000 tasks, spread over the worker threads, each locking its
 //! connection's `h2` state (one mutex a connection) against the others and waking
-//! the connection's task in turn: about 2.4 µs of server CPU a delivery, p99
-//! 180-230 ms for one event to reach them all (docs/benchmarks.md, "100,000
-//! streams over HTTP/2"). Here the connection's task polls every response body
-//! of the connection itself: an event wakes it once, it hands each of its
-//! streams' chunks to `h2` in one turn, without contention, and then writes them.
+//! the connection's task in turn: 2.4-3.3 µs of server CPU a delivery, p99
+//! 176-275 ms for one event to reach them all. Here the connection's task polls
+//! every response body of the connection itself: an event wakes it once, it
+//! hands each of its streams' chunks to `h2` in one turn, without contention,
+//! and then writes them: 1.3-2.1 µs a delivery, p99 133-236 ms
+//! (docs/benchmarks.md, "100,000 streams over HTTP/2").
 //!
 //! Promises:
 //! - HTTP/2 as hyper served it before: its settings (1 MiB stream and connection
@@ -27,10 +28,12 @@
 //!   by the connection's task.
 //! - A request body is read with its flow-control window released as it is read;
 //!   its size hint is its `content-length`.
-//! - Back-pressure as under hyper: a response body is polled for its next chunk
-//!   only once the stream may send (the peer's window), so a client that does not
-//!   read holds at most one chunk a stream beyond `h2`'s buffer; an event stream
-//!   left behind is told of what it missed by its `gap` frame, as over HTTP/1.1.
+//! - Back-pressure as under hyper: a chunk is handed to `h2` only once the stream
+//!   may send (the peer's window), and the body is not polled again until then,
+//!   so a stream whose client does not read holds at most two chunks (one in
+//!   `h2`'s buffer past the window, one here; a chunk of an event stream is at
+//!   most a block of the archive); an event stream left behind is told of what
+//!   it missed by its `gap` frame, as over HTTP/1.1.
 //! - A stream reset by the client drops its handler or body at once (and so the
 //!   stream's subscription); a body that fails resets its stream
 //!   (`INTERNAL_ERROR`); a connection that fails or closes drops them all.
@@ -174,7 +177,7 @@ fn poll_responses(responses: &mut Responses, nudge: &Nudge, waker: &Waker) {
 /// the handler's task, the response's head) is freed before the body, which may
 /// be a stream that lasts for hours, is sent. The first step is boxed before the
 /// future is made: the arguments of an `async fn` stay in its future for its whole
-/// life, which made it 552 bytes, where this one is [`RESPONSE_FUTURE_BYTES`] or
+/// life, which made it 552 bytes, where this one is `RESPONSE_FUTURE_BYTES` or
 /// less (a test pins it).
 fn respond_to(
     req: Request<RecvStream>,

@@ -38,9 +38,13 @@ impl Drop for TestServer {
 }
 
 async fn start() -> TestServer {
+    start_with_archive(200_000).await
+}
+
+async fn start_with_archive(archive_capacity: usize) -> TestServer {
     let router = Router::start(RouterConfig {
         node: "n_0@127.0.0.1".into(),
-        archive_capacity: 200_000,
+        archive_capacity,
         ..RouterConfig::default()
     });
     let users = Users::from_entries(&[]).expect("users");
@@ -81,6 +85,22 @@ async fn connect(
     .await
     .expect("h2 handshake");
     (sender, tokio::spawn(conn))
+}
+
+/// Reads `body` until a line says `seq` `last` or is a `gap` frame: the lines read.
+async fn lines_until(body: &mut hyper::body::Incoming, last: u64) -> Vec<serde_json::Value> {
+    let mut lines = Vec::new();
+    loop {
+        let line = next_line(body).await;
+        for line in line.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            let done = value["type"] == "gap" || value["seq"] == last;
+            lines.push(value);
+            if done {
+                return lines;
+            }
+        }
+    }
 }
 
 fn get(server: &TestServer, path: &str) -> hyper::Request<Full<Bytes>> {
@@ -238,4 +258,68 @@ async fn at_shutdown_a_stream_ends_cleanly_and_its_connection_closes() {
         .expect("the connection closed in time")
         .expect("its task ran")
         .expect("closed without an error");
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_does_not_read_is_not_buffered_past_its_window_but_told_of_a_gap() {
+    let server = start_with_archive(1024).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connects");
+    // A small window for each stream (the connection's stays large, so that the
+    // ingest answers still come).
+    let (sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(1024)
+            .handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let resp = timeout(
+        T,
+        sender
+            .clone()
+            .send_request(get(&server, "/diag/masterEvents?start=now&heartbeat=0")),
+    )
+    .await
+    .expect("answered in time")
+    .expect("answered");
+    let mut body = resp.into_body();
+    // Five times the archive, not read meanwhile.
+    let (batches, per_batch) = (5, 1024);
+    for _ in 0..batches {
+        let resp = timeout(
+            T,
+            sender
+                .clone()
+                .send_request(post(&server, LINE.repeat(per_batch))),
+        )
+        .await
+        .expect("answered in time")
+        .expect("answered");
+        assert_eq!(resp.status(), 200);
+    }
+    let last = (batches * per_batch) as u64;
+    assert_eq!(server.router.last_seq(), last);
+    // Had the server rendered every event into the stream's buffer, they would
+    // all come. It sends a chunk (here a block of the archive: 128 events, an
+    // eighth of it) once the stream may send, and holds the next until it may
+    // send again, so the reader, behind the archive, is told of what it missed.
+    let lines = lines_until(&mut body, last).await;
+    let gap = lines.last().expect("a line");
+    assert_eq!(gap["type"], "gap", "{gap}");
+    assert!(
+        lines.len() <= 2 * 128 + 1,
+        "{} lines before the gap: more than two chunks",
+        lines.len()
+    );
+    let from = gap["fromSeq"].as_u64().expect("fromSeq");
+    let to = gap["toSeq"].as_u64().expect("toSeq");
+    assert_eq!(
+        from,
+        lines.len() as u64,
+        "the gap starts after the events read"
+    );
+    assert!(to > from && to < last, "{gap}");
+    conn.abort();
 }
