@@ -1,6 +1,7 @@
 //! HTTP/2 (h2c) connections over real sockets on 127.0.0.1, served on one task a
-//! connection (`h2serve.rs`): request bodies past the flow-control window, a
-//! stream reset by its client, response heads, and shutdown. Each test starts its
+//! connection (`h2serve.rs`): request bodies past the flow-control window and
+//! one that stalls mid-way, a stream reset by its client, one whose client does
+//! not read, response heads, and shutdown. Each test starts its
 //! own server on a free port; every wait is bounded.
 
 use std::net::SocketAddr;
@@ -42,6 +43,12 @@ async fn start() -> TestServer {
 }
 
 async fn start_with_archive(archive_capacity: usize) -> TestServer {
+    start_with(archive_capacity, |_| {}).await
+}
+
+async fn start_with(archive_capacity: usize, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let mut config = ServerConfig::default();
+    tweak(&mut config);
     let router = Router::start(RouterConfig {
         node: "n_0@127.0.0.1".into(),
         archive_capacity,
@@ -55,7 +62,7 @@ async fn start_with_archive(archive_capacity: usize) -> TestServer {
         epoch: 1,
         discovery: "static".into(),
     });
-    let server = Server::bind(ServerConfig::default(), router.clone(), users, rx)
+    let server = Server::bind(config, router.clone(), users, rx)
         .await
         .expect("binds");
     TestServer {
@@ -321,5 +328,51 @@ async fn a_stream_whose_client_does_not_read_is_not_buffered_past_its_window_but
         "the gap starts after the events read"
     );
     assert!(to > from && to < last, "{gap}");
+    conn.abort();
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_mid_way_is_answered_408_and_the_connection_serves_on() {
+    let server = start_with(1024, |c| {
+        c.limits.body_stall_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connects");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let request = hyper::Request::post(format!("http://{}/diag/masterEvents", server.addr))
+        .header("content-type", "application/x-ndjson")
+        .header("content-length", "1000")
+        .body(())
+        .expect("request");
+    let (response, mut body) = client.send_request(request, false).expect("sent");
+    // A tenth of a line, then nothing more.
+    body.send_data(Bytes::from_static(&LINE.as_bytes()[..10]), false)
+        .expect("data sent");
+    let response = timeout(T, response)
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(response.status(), 408);
+    let text = server.metrics.render();
+    assert!(
+        text.contains("master_events_requests_limited_total{reason=\"body_stalled\"} 1"),
+        "{text}"
+    );
+    assert_eq!(server.router.last_seq(), 0, "nothing of the cut body taken");
+    // The connection serves the next request.
+    let mut client = client.ready().await.expect("ready again");
+    let request = hyper::Request::get(format!("http://{}/health", server.addr))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("sent");
+    let response = timeout(T, response)
+        .await
+        .expect("answered in time")
+        .expect("answered");
+    assert_eq!(response.status(), 200);
     conn.abort();
 }
