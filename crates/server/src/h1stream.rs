@@ -126,7 +126,10 @@ where
                     read: Bytes::from(head),
                     io,
                 };
-                return crate::h2serve::serve(io, service, closing).await;
+                // Boxed: inline, its state (`h2`'s connection among it) made
+                // every connection's future larger, an idle HTTP/1.1 stream's
+                // too (4.3 → 6.1 KiB).
+                return Box::pin(crate::h2serve::serve(io, service, closing)).await;
             }
             Head::Other => return with_hyper(io, head, service, builder, closing).await,
             Head::Partial => {}
@@ -503,6 +506,42 @@ mod tests {
             .collect();
         let many = format!("GET /diag/masterEvents HTTP/1.1\r\n{many}\r\n");
         assert_eq!(kind(many.as_bytes()), "other");
+    }
+
+    #[tokio::test]
+    async fn a_connections_future_is_no_larger_for_the_http2_it_may_become() {
+        let router = master_events_router::Router::start(Default::default());
+        let limits = crate::limits::Limits::default();
+        let service = ConnService::new(
+            axum::Router::new(),
+            crate::conn::Activity::new(),
+            crate::limits::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
+            crate::limits::Guards::new(&limits, Default::default()),
+            crate::metrics::Metrics::new(router.clone()),
+        );
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()).http1_only());
+        let (io, _peer) = tokio::io::duplex(64);
+        let conn = serve(io, service, builder);
+        let h2 = std::mem::size_of_val(&crate::h2serve::serve(
+            tokio::io::duplex(64).0,
+            ConnService::new(
+                axum::Router::new(),
+                crate::conn::Activity::new(),
+                crate::limits::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
+                crate::limits::Guards::new(&limits, Default::default()),
+                crate::metrics::Metrics::new(router.clone()),
+            ),
+            CancellationToken::new(),
+        ));
+        // Every connection's task holds this future, an idle HTTP/1.1 stream's
+        // too: the HTTP/2 serving is boxed, not held inline (4.3 against 6.1 KiB
+        // an idle stream, docs/benchmarks.md).
+        assert!(
+            std::mem::size_of_val(&conn) < h2,
+            "{} bytes a connection, {h2} for HTTP/2's state",
+            std::mem::size_of_val(&conn)
+        );
+        router.shutdown().await;
     }
 
     #[test]
