@@ -170,6 +170,23 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 }
 
 impl ConnService {
+    /// The service of a connection from 127.0.0.1 answering with `app`, with
+    /// default limits and the metrics of `router` (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        app: axum::Router,
+        router: &master_events_router::Router,
+    ) -> ConnService {
+        let limits = crate::limits::Limits::default();
+        ConnService::new(
+            app,
+            Activity::new(),
+            ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
+            Guards::new(&limits, Default::default()),
+            Metrics::new(router.clone()),
+        )
+    }
+
     /// Answers `req` as [`hyper::service::Service::call`] does, for a request not
     /// read by hyper (see [`crate::h1stream`]).
     pub fn call_axum(&self, req: Request<AxumBody>) -> ConnFuture {

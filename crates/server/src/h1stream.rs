@@ -511,26 +511,15 @@ mod tests {
     #[tokio::test]
     async fn a_connections_future_is_no_larger_for_the_http2_it_may_become() {
         let router = master_events_router::Router::start(Default::default());
-        let limits = crate::limits::Limits::default();
-        let service = ConnService::new(
-            axum::Router::new(),
-            crate::conn::Activity::new(),
-            crate::limits::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
-            crate::limits::Guards::new(&limits, Default::default()),
-            crate::metrics::Metrics::new(router.clone()),
-        );
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()).http1_only());
-        let (io, _peer) = tokio::io::duplex(64);
-        let conn = serve(io, service, builder);
+        let conn = serve(
+            tokio::io::duplex(64).0,
+            ConnService::for_tests(axum::Router::new(), &router),
+            builder,
+        );
         let h2 = std::mem::size_of_val(&crate::h2serve::serve(
             tokio::io::duplex(64).0,
-            ConnService::new(
-                axum::Router::new(),
-                crate::conn::Activity::new(),
-                crate::limits::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
-                crate::limits::Guards::new(&limits, Default::default()),
-                crate::metrics::Metrics::new(router.clone()),
-            ),
+            ConnService::for_tests(axum::Router::new(), &router),
             CancellationToken::new(),
         ));
         // Every connection's task holds this future, an idle HTTP/1.1 stream's

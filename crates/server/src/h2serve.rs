@@ -259,10 +259,12 @@ fn send_head(
 ) -> Option<(SendStream<Bytes>, TrackedBody)> {
     let (mut head, body) = response.into_parts();
     strip_connection_headers(&mut head.headers);
-    head.headers.entry(header::DATE).or_insert_with(|| {
-        HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-            .unwrap_or(HeaderValue::from_static(""))
-    });
+    if !head.headers.contains_key(header::DATE) {
+        let now = httpdate::fmt_http_date(std::time::SystemTime::now());
+        if let Ok(date) = HeaderValue::from_str(&now) {
+            head.headers.insert(header::DATE, date);
+        }
+    }
     let end = body.is_end_stream();
     if !end {
         if let Some(len) = body.size_hint().exact() {
@@ -356,7 +358,8 @@ async fn pipe(body: TrackedBody, mut send: SendStream<Bytes>) {
                     }
                 },
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, "an HTTP/2 response body failed: stream reset");
+                    // The server's failure, not the client's: said at WARN.
+                    tracing::warn!(error = %e, "an HTTP/2 response body failed: stream reset");
                     send.send_reset(Reason::INTERNAL_ERROR);
                     return Poll::Ready(Ok(()));
                 }
@@ -449,18 +452,6 @@ impl Body for RequestBody {
 mod tests {
     use super::*;
 
-    /// A connection's service answering with `app`.
-    fn service_of(app: axum::Router, router: &master_events_router::Router) -> ConnService {
-        let limits = crate::limits::Limits::default();
-        ConnService::new(
-            app,
-            crate::conn::Activity::new(),
-            crate::limits::ClientKey::of(std::net::Ipv4Addr::LOCALHOST.into()),
-            crate::limits::Guards::new(&limits, Default::default()),
-            crate::metrics::Metrics::new(router.clone()),
-        )
-    }
-
     #[tokio::test]
     async fn a_body_that_panics_resets_its_stream_and_the_connection_serves_on() {
         use axum::routing::get;
@@ -479,7 +470,11 @@ mod tests {
             .route("/fine", get(|| async { "fine" }));
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let closing = CancellationToken::new();
-        let server = tokio::spawn(serve(server_io, service_of(app, &router), closing.clone()));
+        let server = tokio::spawn(serve(
+            server_io,
+            ConnService::for_tests(app, &router),
+            closing.clone(),
+        ));
         let (client, conn) = h2::client::handshake(client_io).await.expect("handshake");
         let conn = tokio::spawn(conn);
         let mut client = client.ready().await.expect("ready");
@@ -513,7 +508,7 @@ mod tests {
     async fn a_response_in_progress_takes_at_most_its_bytes_a_stream() {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let router = master_events_router::Router::start(Default::default());
-        let service = service_of(axum::Router::new(), &router);
+        let service = ConnService::for_tests(axum::Router::new(), &router);
         let client = tokio::spawn(async move {
             let (mut client, conn) = h2::client::handshake(client_io).await?;
             let conn = tokio::spawn(conn);

@@ -1,7 +1,7 @@
 //! HTTP/2 (h2c) connections over real sockets on 127.0.0.1, served on one task a
-//! connection (`h2serve.rs`): request bodies past the flow-control window and
-//! one that stalls mid-way, a stream reset by its client, one whose client does
-//! not read, response heads, and shutdown. Each test starts its
+//! connection (`h2serve.rs`): request bodies past the flow-control window, one
+//! that stalls mid-way and one reset while it is read, a stream reset by its
+//! client, one whose client does not read, response heads, and shutdown. Each test starts its
 //! own server on a free port; every wait is bounded.
 
 use std::net::SocketAddr;
@@ -21,6 +21,9 @@ use tokio::time::{timeout, Instant};
 const T: Duration = Duration::from_secs(20);
 
 const LINE: &str = "{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n";
+
+/// A stream of the events from now on, without heartbeats.
+const STREAM: &str = "/diag/masterEvents?start=now&heartbeat=0";
 
 struct TestServer {
     addr: SocketAddr,
@@ -94,6 +97,18 @@ async fn connect(
     (sender, tokio::spawn(conn))
 }
 
+/// Sends `req` on the connection of `sender` and waits (at most `T`) for the
+/// response's head.
+async fn send(
+    sender: &SendRequest<Full<Bytes>>,
+    req: hyper::Request<Full<Bytes>>,
+) -> hyper::Response<hyper::body::Incoming> {
+    timeout(T, sender.clone().send_request(req))
+        .await
+        .expect("answered in time")
+        .expect("answered")
+}
+
 /// Reads `body` until a line says `seq` `last` or is a `gap` frame: the lines read.
 async fn lines_until(body: &mut hyper::body::Incoming, last: u64) -> Vec<serde_json::Value> {
     let mut lines = Vec::new();
@@ -155,14 +170,11 @@ async fn wait_open_streams(server: &TestServer, open: i64) {
 #[tokio::test]
 async fn an_ingest_body_three_times_the_flow_control_window_is_read_whole() {
     let server = start().await;
-    let (mut sender, conn) = connect(&server).await;
+    let (sender, conn) = connect(&server).await;
     // 3 MiB and more: the server offers a 1 MiB window, so the body arrives only
     // if the server gives back the window as it reads.
     let lines = 3 * 1024 * 1024 / LINE.len() + 1;
-    let resp = timeout(T, sender.send_request(post(&server, LINE.repeat(lines))))
-        .await
-        .expect("answered in time")
-        .expect("answered");
+    let resp = send(&sender, post(&server, LINE.repeat(lines))).await;
     let status = resp.status();
     let text = resp.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&text));
@@ -176,15 +188,7 @@ async fn a_stream_reset_by_its_client_ends_its_subscription_and_the_others_go_on
     let (sender, conn) = connect(&server).await;
     let mut bodies = Vec::new();
     for _ in 0..3 {
-        let resp = timeout(
-            T,
-            sender
-                .clone()
-                .send_request(get(&server, "/diag/masterEvents?start=now&heartbeat=0")),
-        )
-        .await
-        .expect("answered in time")
-        .expect("answered");
+        let resp = send(&sender, get(&server, STREAM)).await;
         assert_eq!(resp.status(), 200);
         bodies.push(resp.into_body());
     }
@@ -192,10 +196,7 @@ async fn a_stream_reset_by_its_client_ends_its_subscription_and_the_others_go_on
     // Dropping a response's body resets its stream (CANCEL).
     drop(bodies.remove(1));
     wait_open_streams(&server, 2).await;
-    let resp = timeout(T, sender.clone().send_request(post(&server, LINE.into())))
-        .await
-        .expect("answered in time")
-        .expect("answered");
+    let resp = send(&sender, post(&server, LINE.into())).await;
     assert_eq!(resp.status(), 200);
     for body in &mut bodies {
         let line = next_line(body).await;
@@ -210,11 +211,8 @@ async fn a_stream_reset_by_its_client_ends_its_subscription_and_the_others_go_on
 #[tokio::test]
 async fn a_response_head_carries_date_and_the_length_of_a_body_of_known_size() {
     let server = start().await;
-    let (mut sender, conn) = connect(&server).await;
-    let resp = timeout(T, sender.send_request(get(&server, "/health")))
-        .await
-        .expect("answered in time")
-        .expect("answered");
+    let (sender, conn) = connect(&server).await;
+    let resp = send(&sender, get(&server, "/health")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), hyper::Version::HTTP_2);
     assert!(resp.headers().contains_key("date"), "{:?}", resp.headers());
@@ -226,13 +224,7 @@ async fn a_response_head_carries_date_and_the_length_of_a_body_of_known_size() {
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     assert_eq!(body.len(), length);
     // A stream's head has no length: it has no end.
-    let resp = timeout(
-        T,
-        sender.send_request(get(&server, "/diag/masterEvents?start=now")),
-    )
-    .await
-    .expect("answered in time")
-    .expect("answered");
+    let resp = send(&sender, get(&server, "/diag/masterEvents?start=now")).await;
     assert!(!resp.headers().contains_key("content-length"));
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     conn.abort();
@@ -241,14 +233,8 @@ async fn a_response_head_carries_date_and_the_length_of_a_body_of_known_size() {
 #[tokio::test]
 async fn at_shutdown_a_stream_ends_cleanly_and_its_connection_closes() {
     let server = start().await;
-    let (mut sender, conn) = connect(&server).await;
-    let resp = timeout(
-        T,
-        sender.send_request(get(&server, "/diag/masterEvents?start=now&heartbeat=0")),
-    )
-    .await
-    .expect("answered in time")
-    .expect("answered");
+    let (sender, conn) = connect(&server).await;
+    let resp = send(&sender, get(&server, STREAM)).await;
     let mut body = resp.into_body();
     wait_open_streams(&server, 1).await;
     server.shutdown.shutdown();
@@ -282,28 +268,12 @@ async fn a_stream_whose_client_does_not_read_is_not_buffered_past_its_window_but
             .await
             .expect("h2 handshake");
     let conn = tokio::spawn(conn);
-    let resp = timeout(
-        T,
-        sender
-            .clone()
-            .send_request(get(&server, "/diag/masterEvents?start=now&heartbeat=0")),
-    )
-    .await
-    .expect("answered in time")
-    .expect("answered");
+    let resp = send(&sender, get(&server, STREAM)).await;
     let mut body = resp.into_body();
     // Five times the archive, not read meanwhile.
     let (batches, per_batch) = (5, 1024);
     for _ in 0..batches {
-        let resp = timeout(
-            T,
-            sender
-                .clone()
-                .send_request(post(&server, LINE.repeat(per_batch))),
-        )
-        .await
-        .expect("answered in time")
-        .expect("answered");
+        let resp = send(&sender, post(&server, LINE.repeat(per_batch))).await;
         assert_eq!(resp.status(), 200);
     }
     let last = (batches * per_batch) as u64;
@@ -374,5 +344,49 @@ async fn a_body_that_stalls_mid_way_is_answered_408_and_the_connection_serves_on
         .expect("answered in time")
         .expect("answered");
     assert_eq!(response.status(), 200);
+    conn.abort();
+}
+
+#[tokio::test]
+async fn a_request_reset_while_its_body_is_read_lets_go_of_what_it_buffered() {
+    let server = start_with(1024, |c| {
+        c.limits.body_stall_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connects");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let request = hyper::Request::post(format!("http://{}/diag/masterEvents", server.addr))
+        .header("content-type", "application/x-ndjson")
+        .header("content-length", "1000")
+        .body(())
+        .expect("request");
+    let (_response, mut body) = client.send_request(request, false).expect("sent");
+    body.send_data(Bytes::from_static(&LINE.as_bytes()[..10]), false)
+        .expect("data sent");
+    let buffered = || server.metrics.body_bytes_buffered().get();
+    let deadline = Instant::now() + T;
+    while buffered() != 10 {
+        assert!(
+            Instant::now() < deadline,
+            "{} bytes buffered, not 10",
+            buffered()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The client gives up on the request, long before the stall timeout.
+    body.send_reset(h2::Reason::CANCEL);
+    while buffered() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} bytes still buffered after the reset",
+            buffered()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.router.last_seq(), 0, "nothing of the cut body taken");
     conn.abort();
 }
