@@ -4,18 +4,17 @@
 //! client, one whose client does not read, response heads, and shutdown. Each test starts its
 //! own server on a free port; every wait is bounded.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http2::SendRequest;
-use master_events_router::{Router, RouterConfig};
-use master_events_server::auth::Users;
-use master_events_server::metrics::Metrics;
-use master_events_server::{ClusterView, Server, ServerConfig, ShutdownHandle};
+use master_events_server::ServerConfig;
 use tokio::time::{timeout, Instant};
+
+use common::TestServer;
 
 /// The most any one step of a test waits.
 const T: Duration = Duration::from_secs(20);
@@ -24,22 +23,6 @@ const LINE: &str = "{\"type\":\"deleteBucket\",\"bucket\":\"a\"}\n";
 
 /// A stream of the events from now on, without heartbeats.
 const STREAM: &str = "/diag/masterEvents?start=now&heartbeat=0";
-
-struct TestServer {
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    shutdown: ShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
-    _cluster: tokio::sync::watch::Sender<ClusterView>,
-    router: Router,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        self.task.abort();
-    }
-}
 
 async fn start() -> TestServer {
     start_with_archive(200_000).await
@@ -50,32 +33,11 @@ async fn start_with_archive(archive_capacity: usize) -> TestServer {
 }
 
 async fn start_with(archive_capacity: usize, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let mut config = ServerConfig::default();
-    tweak(&mut config);
-    let router = Router::start(RouterConfig {
-        node: "n_0@127.0.0.1".into(),
-        archive_capacity,
-        ..RouterConfig::default()
-    });
-    let users = Users::from_entries(&[]).expect("users");
-    let (tx, rx) = tokio::sync::watch::channel(ClusterView {
-        node: "n_0@127.0.0.1".into(),
-        master: Some("n_0@127.0.0.1".into()),
-        is_master: true,
-        epoch: 1,
-        discovery: "static".into(),
-    });
-    let server = Server::bind(config, router.clone(), users, rx)
+    TestServer::builder()
+        .archive(archive_capacity)
+        .config(tweak)
+        .start()
         .await
-        .expect("binds");
-    TestServer {
-        addr: server.local_addr(),
-        metrics: server.metrics(),
-        shutdown: server.shutdown_handle(),
-        _cluster: tx,
-        router,
-        task: tokio::spawn(server.run()),
-    }
 }
 
 /// An h2c connection to `server` (prior knowledge), and its driver's task.

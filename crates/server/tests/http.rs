@@ -1,70 +1,31 @@
 //! The HTTP API over real TCP: streams (NDJSON and SSE), ingest, auth, limits, and
 //! bad input. Each test starts its own server on a free loopback port.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use master_events_events::{catalog::*, Record};
 use master_events_router::{Router, RouterConfig};
 use master_events_server::auth::Users;
-use master_events_server::{ClusterView, Server, ServerConfig, ShutdownHandle};
+use master_events_server::{ClusterView, Server, ServerConfig};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use common::TestServer;
+
 const T: Duration = Duration::from_secs(20);
 
-struct TestServer {
-    url: String,
-    addr: SocketAddr,
-    router: Router,
-    shutdown: ShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
-    metrics: std::sync::Arc<master_events_server::metrics::Metrics>,
-    _cluster: tokio::sync::watch::Sender<ClusterView>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        self.task.abort();
-    }
-}
-
 async fn start(archive: usize, users: &str, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let router = Router::start(RouterConfig {
-        node: "n_0@127.0.0.1".into(),
-        archive_capacity: archive,
-        ..RouterConfig::default()
-    });
-    let users = Users::from_entries(&Users::parse_env(users).expect("users parse")).expect("users");
-    let mut config = ServerConfig::default();
-    tweak(&mut config);
-    let (tx, rx) = tokio::sync::watch::channel(ClusterView {
-        node: "n_0@127.0.0.1".into(),
-        master: Some("n_0@127.0.0.1".into()),
-        is_master: true,
-        epoch: 1,
-        discovery: "static".into(),
-    });
-    let server = Server::bind(config, router.clone(), users, rx)
+    TestServer::builder()
+        .archive(archive)
+        .users(users)
+        .config(tweak)
+        .start()
         .await
-        .expect("binds");
-    let addr = server.local_addr();
-    let shutdown = server.shutdown_handle();
-    let metrics = server.metrics();
-    let task = tokio::spawn(server.run());
-    TestServer {
-        metrics,
-        url: format!("http://{addr}"),
-        addr,
-        router,
-        shutdown,
-        task,
-        _cluster: tx,
-    }
 }
 
 fn move_done(vb: u16, bucket: &str) -> Record {

@@ -3,62 +3,20 @@
 //! refused with 415 and a message, and nothing of it is taken. Each test starts its
 //! own server on a free loopback port.
 
+mod common;
+
 use std::time::Duration;
 
-use master_events_router::{Router, RouterConfig};
-use master_events_server::auth::Users;
-use master_events_server::{ClusterView, Server, ServerConfig, ShutdownHandle};
 use serde_json::Value;
 use tokio::time::timeout;
 
+use common::TestServer;
+
 const T: Duration = Duration::from_secs(20);
 
-struct TestServer {
-    url: String,
-    router: Router,
-    shutdown: ShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
-    _cluster: tokio::sync::watch::Sender<ClusterView>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        self.task.abort();
-    }
-}
-
 async fn start() -> TestServer {
-    let router = Router::start(RouterConfig {
-        node: "n_0@127.0.0.1".into(),
-        ..RouterConfig::default()
-    });
-    let (tx, rx) = tokio::sync::watch::channel(ClusterView {
-        node: "n_0@127.0.0.1".into(),
-        master: Some("n_0@127.0.0.1".into()),
-        is_master: true,
-        epoch: 1,
-        discovery: "static".into(),
-    });
     // ServerConfig's default listens on 127.0.0.1:0, a free port.
-    let server = Server::bind(
-        ServerConfig::default(),
-        router.clone(),
-        Users::default(),
-        rx,
-    )
-    .await
-    .expect("binds");
-    let url = format!("http://{}", server.local_addr());
-    let shutdown = server.shutdown_handle();
-    let task = tokio::spawn(server.run());
-    TestServer {
-        url,
-        router,
-        shutdown,
-        task,
-        _cluster: tx,
-    }
+    TestServer::builder().start().await
 }
 
 /// POSTs `body` with `headers`; the status and the reply (JSON when it is).

@@ -4,69 +4,29 @@
 //! per-address connection cap. Each test
 //! starts its own server on a free port; every loop is bounded in count and time.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use master_events_router::{Router, RouterConfig};
-use master_events_server::auth::Users;
-use master_events_server::metrics::Metrics;
-use master_events_server::{ClusterView, Server, ServerConfig, ShutdownHandle};
+use master_events_server::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::{timeout, Instant};
 
+use common::TestServer;
+
 /// The most any one step of a test waits.
 const T: Duration = Duration::from_secs(20);
 
-struct TestServer {
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    shutdown: ShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
-    _cluster: tokio::sync::watch::Sender<ClusterView>,
-    router: Router,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        self.task.abort();
-    }
-}
-
 async fn start(users: &str, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let router = Router::start(RouterConfig {
-        node: "n_0@127.0.0.1".into(),
-        archive_capacity: 1024,
-        ..RouterConfig::default()
-    });
-    let users = Users::from_entries(&Users::parse_env(users).expect("users parse")).expect("users");
-    let mut config = ServerConfig::default();
-    tweak(&mut config);
-    let (tx, rx) = tokio::sync::watch::channel(ClusterView {
-        node: "n_0@127.0.0.1".into(),
-        master: Some("n_0@127.0.0.1".into()),
-        is_master: true,
-        epoch: 1,
-        discovery: "static".into(),
-    });
-    let server = Server::bind(config, router.clone(), users, rx)
+    TestServer::builder()
+        .archive(1024)
+        .users(users)
+        .config(tweak)
+        .start()
         .await
-        .expect("binds");
-    let addr = server.local_addr();
-    let metrics = server.metrics();
-    let shutdown = server.shutdown_handle();
-    let task = tokio::spawn(server.run());
-    TestServer {
-        addr,
-        metrics,
-        shutdown,
-        task,
-        _cluster: tx,
-        router,
-    }
 }
 
 /// Raises this process's open-file limit to at least `want` (up to the hard

@@ -4,6 +4,8 @@
 //! open streams. Certificates are made here (rcgen); each test has its own server
 //! on a free loopback port and its own temporary directory.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,10 +17,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use master_events_events::{catalog::*, Record};
-use master_events_router::{Router, RouterConfig};
-use master_events_server::auth::Users;
+use master_events_router::Router;
 use master_events_server::tls::{TlsFiles, TlsReloader};
-use master_events_server::{ClusterView, Server, ServerConfig, ShutdownHandle};
+use master_events_server::ServerConfig;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -29,6 +30,8 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+
+use common::TestServer;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -86,20 +89,17 @@ impl Ca {
     }
 }
 
-struct TestServer {
-    addr: SocketAddr,
-    router: Router,
+/// A test server over TLS, and what reloads its certificate.
+struct TlsServer {
+    server: TestServer,
     reloader: TlsReloader,
-    metrics: Arc<master_events_server::metrics::Metrics>,
-    shutdown: ShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
-    _cluster: tokio::sync::watch::Sender<ClusterView>,
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        self.task.abort();
+impl std::ops::Deref for TlsServer {
+    type Target = TestServer;
+
+    fn deref(&self) -> &TestServer {
+        &self.server
     }
 }
 
@@ -122,45 +122,23 @@ async fn start(
     leaf: &Leaf,
     client_ca: Option<&Ca>,
     tweak: impl FnOnce(&mut ServerConfig),
-) -> TestServer {
-    let router = Router::start(RouterConfig {
-        node: "n_0@127.0.0.1".into(),
-        archive_capacity: 1024,
-        ..RouterConfig::default()
-    });
+) -> TlsServer {
     let (cert, key) = write_leaf(dir, leaf);
-    let mut config = ServerConfig {
-        tls: Some(TlsFiles {
-            cert,
-            key,
-            client_ca: client_ca.map(|ca| write(dir, "client-ca.pem", &ca.pem())),
-        }),
-        ..ServerConfig::default()
+    let tls = TlsFiles {
+        cert,
+        key,
+        client_ca: client_ca.map(|ca| write(dir, "client-ca.pem", &ca.pem())),
     };
-    tweak(&mut config);
-    let (tx, rx) = tokio::sync::watch::channel(ClusterView {
-        node: "n_0@127.0.0.1".into(),
-        master: Some("n_0@127.0.0.1".into()),
-        is_master: true,
-        epoch: 1,
-        discovery: "static".into(),
-    });
-    let server = Server::bind(config, router.clone(), Users::default(), rx)
-        .await
-        .expect("binds");
-    let addr = server.local_addr();
-    let reloader = server.tls_reloader().expect("TLS is on");
-    let metrics = server.metrics();
-    let shutdown = server.shutdown_handle();
-    let task = tokio::spawn(server.run());
-    TestServer {
-        addr,
-        router,
+    let bound = TestServer::builder()
+        .archive(1024)
+        .config(|c| c.tls = Some(tls))
+        .config(tweak)
+        .bind()
+        .await;
+    let reloader = bound.server.tls_reloader().expect("TLS is on");
+    TlsServer {
+        server: bound.run(),
         reloader,
-        metrics,
-        shutdown,
-        task,
-        _cluster: tx,
     }
 }
 

@@ -3,33 +3,21 @@
 //! is refused saying so, it is never taken for the cluster secret, and Basic users
 //! work beside tokens. Each test starts its own server on a free loopback port.
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use master_events_events::{catalog::*, Record};
-use master_events_router::{Router, RouterConfig};
-use master_events_server::auth::{Role, Users};
+use master_events_router::Router;
+use master_events_server::auth::Role;
 use master_events_server::tokens::{NewToken, TokenEntry, Tokens};
-use master_events_server::{ClusterView, Server, ServerConfig, ShutdownHandle};
 use serde_json::Value;
 use tokio::time::timeout;
 
+use common::TestServer;
+
 const T: Duration = Duration::from_secs(20);
-
-struct TestServer {
-    url: String,
-    router: Router,
-    shutdown: ShutdownHandle,
-    task: tokio::task::JoinHandle<()>,
-    _cluster: tokio::sync::watch::Sender<ClusterView>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.shutdown.shutdown();
-        self.task.abort();
-    }
-}
 
 /// A token made as `token create` makes it (fixed bytes: tests only).
 fn token(
@@ -43,38 +31,17 @@ fn token(
 }
 
 async fn start(users: &str, tokens: &[&NewToken], secret: Option<&str>) -> TestServer {
-    let router = Router::start(RouterConfig {
-        node: "n_0@127.0.0.1".into(),
-        archive_capacity: 4096,
-        ..RouterConfig::default()
-    });
-    let mut users =
-        Users::from_entries(&Users::parse_env(users).expect("users parse")).expect("users");
+    let mut users = common::users(users);
     let entries: Vec<TokenEntry> = tokens.iter().map(|t| t.entry.clone()).collect();
     users.set_tokens(Tokens::from_entries(&entries).expect("tokens"));
     if let Some(secret) = secret {
         users.set_cluster_secret(secret);
     }
-    let (tx, rx) = tokio::sync::watch::channel(ClusterView {
-        node: "n_0@127.0.0.1".into(),
-        master: Some("n_0@127.0.0.1".into()),
-        is_master: true,
-        epoch: 1,
-        discovery: "static".into(),
-    });
-    let server = Server::bind(ServerConfig::default(), router.clone(), users, rx)
+    TestServer::builder()
+        .archive(4096)
+        .with_users(users)
+        .start()
         .await
-        .expect("binds");
-    let url = format!("http://{}", server.local_addr());
-    let shutdown = server.shutdown_handle();
-    let task = tokio::spawn(server.run());
-    TestServer {
-        url,
-        router,
-        shutdown,
-        task,
-        _cluster: tx,
-    }
 }
 
 fn move_done(vb: u16, bucket: &str) -> Record {
