@@ -33,7 +33,10 @@
 //!   so a stream whose client does not read holds at most two chunks (one in
 //!   `h2`'s buffer past the window, one here; a chunk of an event stream is at
 //!   most a block of the archive); an event stream left behind is told of what
-//!   it missed by its `gap` frame, as over HTTP/1.1.
+//!   it missed by its `gap` frame, as over HTTP/1.1. What `h2` writes is held in
+//!   one buffer of at most 64 KiB a connection and written out at the end of the
+//!   connection's turn (`crate::coalesce`): the frames of one event for all the
+//!   connection's streams go out in as few writes as the socket takes.
 //! - A stream reset by the client drops its handler or body at once (and so the
 //!   stream's subscription); a body that fails resets its stream
 //!   (`INTERNAL_ERROR`); a connection that fails or closes drops them all.
@@ -62,6 +65,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::coalesce::coalesce;
 use crate::conn::{ConnService, TrackedBody};
 use crate::h1stream::ConnError;
 
@@ -98,6 +102,8 @@ where
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .max_concurrent_streams(crate::H2_MAX_STREAMS_PER_CONNECTION);
+    // `h2`'s writes are held and written out once a turn, below (`coalesce.rs`).
+    let (io, flusher) = coalesce(io);
     let mut conn = tokio::select! {
         biased;
         () = closing.cancelled() => return Ok(()),
@@ -125,7 +131,15 @@ where
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(ConnError::from(e))),
                 // Closed (after a GOAWAY and its last stream, or by the peer).
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // What the bodies and `h2` wrote this turn goes out now, in
+                    // as few writes as the socket takes; if it takes no more,
+                    // its readiness wakes this task.
+                    return match flusher.poll_flush(cx) {
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(ConnError::from(e))),
+                        _ => Poll::Pending,
+                    };
+                }
             }
         }
     })

@@ -46,6 +46,7 @@
 pub mod asyncapi;
 pub mod auth;
 mod body_parse;
+mod coalesce;
 mod conn;
 mod diag;
 mod feed;
