@@ -369,17 +369,17 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// Adds per-type counts of events streamed (indexed by [`EventType::index`]).
-    pub fn streamed(&self, counts: &mut [u64; EventType::ALL.len()]) {
-        for (i, n) in counts.iter_mut().enumerate() {
-            if *n > 0 {
-                self.streamed
-                    .get_or_create(&TypeLabel {
-                        r#type: EventType::ALL[i].as_str(),
-                    })
-                    .inc_by(*n);
-                *n = 0;
-            }
+    /// Adds the per-type counts of the events of one chunk streamed.
+    pub fn streamed(&self, counts: &TypeCounts) {
+        let mut touched = counts.touched;
+        while touched != 0 {
+            let i = touched.trailing_zeros() as usize;
+            touched &= touched - 1;
+            self.streamed
+                .get_or_create(&TypeLabel {
+                    r#type: EventType::ALL[i].as_str(),
+                })
+                .inc_by(counts.counts[i]);
         }
     }
 
@@ -438,5 +438,75 @@ impl Metrics {
                 status,
             })
             .observe(took.as_secs_f64());
+    }
+}
+
+/// Per-type counts of the events of one chunk, for [`Metrics::streamed`]: kept on
+/// the stack of the chunk's rendering, not in each stream (at 100,000 streams,
+/// reading a stream's whole array of counts for each event was a third of the
+/// rendering's time), and only the types counted are read back.
+pub struct TypeCounts {
+    /// Bit `i` is set once `counts[i]` has been counted.
+    touched: u64,
+    counts: [u64; EventType::ALL.len()],
+}
+
+// Every event type has a bit in `TypeCounts::touched`.
+const _: () = assert!(EventType::ALL.len() <= 64);
+
+impl TypeCounts {
+    /// No event counted.
+    pub fn new() -> TypeCounts {
+        TypeCounts {
+            touched: 0,
+            counts: [0; EventType::ALL.len()],
+        }
+    }
+
+    /// Counts one event of type `event_type`.
+    pub fn add(&mut self, event_type: EventType) {
+        let i = event_type.index();
+        self.touched |= 1 << i;
+        self.counts[i] += 1;
+    }
+}
+
+impl Default for TypeCounts {
+    fn default() -> TypeCounts {
+        TypeCounts::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use master_events_router::RouterConfig;
+
+    #[tokio::test]
+    async fn a_chunks_counts_are_added_to_the_streamed_counter_of_each_type_counted() {
+        let metrics = Metrics::new(Router::start(RouterConfig::default()));
+        let first = EventType::ALL[0];
+        let last = EventType::ALL[EventType::ALL.len() - 1];
+        let mut counts = TypeCounts::new();
+        counts.add(first);
+        counts.add(last);
+        counts.add(last);
+        metrics.streamed(&counts);
+        metrics.streamed(&counts);
+        let text = metrics.render();
+        let line = |t: EventType, n: u64| {
+            format!(
+                "master_events_streamed_events_total{{type=\"{}\"}} {n}\n",
+                t.as_str()
+            )
+        };
+        assert!(text.contains(&line(first, 2)), "{text}");
+        assert!(text.contains(&line(last, 4)), "{text}");
+        // A type not counted is not a series at all.
+        let other = EventType::ALL[1];
+        assert!(
+            !text.contains(&format!("type=\"{}\"", other.as_str())),
+            "{text}"
+        );
     }
 }

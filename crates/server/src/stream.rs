@@ -47,10 +47,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use master_events_events::{cloudevents, EventType, Gap, Heartbeat, Reset, Timestamp};
+use master_events_events::{cloudevents, Gap, Heartbeat, Reset, Timestamp};
 use master_events_router::{Chunk, Cursor, EventBatch, Filter, Router, Subscription};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TypeCounts};
 
 /// The wire format of a stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -380,7 +380,6 @@ pub struct StreamBody {
     /// [`StreamBody::into_stream`]).
     open: Option<OpenStream>,
     metrics: Arc<Metrics>,
-    counts: [u64; EventType::ALL.len()],
     finished: bool,
     /// The history of the archive (in heartbeats and SSE ids).
     history: Arc<str>,
@@ -422,7 +421,6 @@ impl StreamBody {
             stop,
             open: None,
             metrics,
-            counts: [0; EventType::ALL.len()],
             finished: false,
             cloudevents: None,
         }
@@ -535,14 +533,15 @@ impl StreamBody {
             // Streams read committed events, which are never cut.
             Chunk::Truncated { .. } => None,
             Chunk::Events(batch) => {
-                let out = self.render_batch(&batch);
-                self.metrics.streamed(&mut self.counts);
+                let mut counts = TypeCounts::new();
+                let out = self.render_batch(&batch, &mut counts);
+                self.metrics.streamed(&counts);
                 (!out.is_empty()).then_some(out)
             }
         }
     }
 
-    fn render_batch(&mut self, batch: &EventBatch) -> Bytes {
+    fn render_batch(&self, batch: &EventBatch, counts: &mut TypeCounts) -> Bytes {
         if let Some(ctx) = &self.cloudevents {
             let mut out = Vec::with_capacity(batch.bytes().len() * 2 + batch.len() * 300);
             let mut ce = Vec::with_capacity(1024);
@@ -550,7 +549,7 @@ impl StreamBody {
                 if self.filter.as_ref().is_some_and(|f| !f.matches(&e.meta)) {
                     continue;
                 }
-                self.counts[e.meta.event_type.index()] += 1;
+                counts.add(e.meta.event_type);
                 let attrs = cloudevents::event_attributes(
                     ctx,
                     e.seq,
@@ -576,13 +575,12 @@ impl StreamBody {
         match (self.format, &self.filter) {
             (Format::Ndjson, None) => {
                 for e in batch.iter() {
-                    self.counts[e.meta.event_type.index()] += 1;
+                    counts.add(e.meta.event_type);
                 }
                 batch.bytes()
             }
             (Format::Ndjson, Some(filter)) => {
-                let counts = &mut self.counts;
-                batch.select_each(filter, |e| counts[e.meta.event_type.index()] += 1)
+                batch.select_each(filter, |e| counts.add(e.meta.event_type))
             }
             (Format::Sse, filter) => {
                 let mut out = BytesMut::with_capacity(batch.bytes().len() + batch.len() * 24);
@@ -590,7 +588,7 @@ impl StreamBody {
                     if filter.as_ref().is_some_and(|f| !f.matches(&e.meta)) {
                         continue;
                     }
-                    self.counts[e.meta.event_type.index()] += 1;
+                    counts.add(e.meta.event_type);
                     out.extend_from_slice(b"id: ");
                     if !self.history.is_empty() {
                         out.extend_from_slice(self.history.as_bytes());
