@@ -187,6 +187,11 @@ impl ConnService {
         )
     }
 
+    /// The server's metrics.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Answers `req` as [`hyper::service::Service::call`] does, for a request not
     /// read by hyper (see [`crate::h1stream`]).
     pub fn call_axum(&self, req: Request<AxumBody>) -> ConnFuture {

@@ -68,6 +68,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::coalesce::coalesce;
 use crate::conn::{ConnService, TrackedBody};
 use crate::h1stream::ConnError;
+use crate::metrics::Metrics;
 
 /// The stream and connection flow-control windows the server offers (hyper's).
 const WINDOW: u32 = 1024 * 1024;
@@ -114,6 +115,7 @@ where
     let mut shutting_down = false;
     let nudge = Arc::new(Nudge::default());
     let nudge_waker = Waker::from(Arc::clone(&nudge));
+    let metrics = Arc::clone(service.metrics());
     poll_fn(|cx| {
         if !shutting_down && closed.as_mut().poll(cx).is_ready() {
             conn.graceful_shutdown();
@@ -123,7 +125,7 @@ where
         loop {
             // The bodies first, so that the chunks they hand to `h2` are written
             // by the connection's poll below, in this same turn.
-            poll_responses(&mut responses, &nudge, &nudge_waker);
+            poll_responses(&mut responses, &nudge, &nudge_waker, &metrics);
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     responses.push(Box::pin(respond_to(req, respond, service.clone())));
@@ -170,7 +172,7 @@ impl Wake for Nudge {
 /// after two of its futures woke themselves while polled (which a response does
 /// when `h2` gives it the window it asked for), so it is polled again while
 /// anything woke it, up to one round a response (each round polls at least one).
-fn poll_responses(responses: &mut Responses, nudge: &Nudge, waker: &Waker) {
+fn poll_responses(responses: &mut Responses, nudge: &Nudge, waker: &Waker, metrics: &Metrics) {
     let mut cx = Context::from_waker(waker);
     let mut rounds = responses.len() + 1;
     loop {
@@ -182,6 +184,7 @@ fn poll_responses(responses: &mut Responses, nudge: &Nudge, waker: &Waker) {
         let polled =
             std::panic::catch_unwind(AssertUnwindSafe(|| responses.poll_next_unpin(&mut cx)));
         let Ok(polled) = polled else {
+            metrics.response_panicked();
             tracing::error!(
                 "an HTTP/2 response panicked: its stream was reset, the connection's \
                  other streams go on"
@@ -243,6 +246,7 @@ async fn answer(
     let body = RequestBody::new(recv, &parts.headers);
     let req = Request::from_parts(parts, AxumBody::new(body));
     let mut handler = AbortOnDropHandle::new(tokio::spawn(service.call_axum(req)));
+    let metrics = Arc::clone(service.metrics());
     drop(service);
     let answered = poll_fn(|cx| {
         if let Poll::Ready(done) = Pin::new(&mut handler).poll(cx) {
@@ -258,6 +262,9 @@ async fn answer(
         Ok(Ok(response)) => Some((respond, response)),
         Ok(Err(never)) => match never {},
         Err(e) => {
+            if e.is_panic() {
+                metrics.response_panicked();
+            }
             tracing::error!(error = %e, "an HTTP/2 request's handler failed: stream reset");
             respond.send_reset(Reason::INTERNAL_ERROR);
             None
@@ -484,11 +491,9 @@ mod tests {
             .route("/fine", get(|| async { "fine" }));
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let closing = CancellationToken::new();
-        let server = tokio::spawn(serve(
-            server_io,
-            ConnService::for_tests(app, &router),
-            closing.clone(),
-        ));
+        let service = ConnService::for_tests(app, &router);
+        let metrics = Arc::clone(service.metrics());
+        let server = tokio::spawn(serve(server_io, service, closing.clone()));
         let (client, conn) = h2::client::handshake(client_io).await.expect("handshake");
         let conn = tokio::spawn(conn);
         let mut client = client.ready().await.expect("ready");
@@ -503,6 +508,11 @@ mod tests {
         assert!(
             matches!(cut, Some(Err(_))),
             "the stream is reset, not ended: {cut:?}"
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("master_events_response_panics_total 1\n"),
+            "the panic is counted: {text}"
         );
         let mut client = client.ready().await.expect("ready again");
         let (response, _) = client.send_request(get("/fine"), true).expect("sent");

@@ -457,6 +457,7 @@ impl Server {
                 Arc::clone(&guards),
                 Arc::clone(&self.state.metrics),
             );
+            let metrics = Arc::clone(&self.state.metrics);
             let driver = conn::Driver {
                 activity,
                 first_request: self.state.config.header_read_timeout,
@@ -475,7 +476,8 @@ impl Server {
                     async move {
                         if let Some(stream) = tls.accept(stream, &driver).await {
                             let conn = Box::pin(h1stream::serve(stream, service, builder));
-                            repoll::Repoll::new(conn::drive(conn, |c| c.close(), driver)).await;
+                            let conn = conn::drive(conn, |c| c.close(), driver);
+                            contain_panic(repoll::Repoll::new(conn), &metrics).await;
                         }
                         drop(slot);
                     },
@@ -486,7 +488,8 @@ impl Server {
             let conn = Box::pin(h1stream::serve(stream, service, Arc::clone(&builder)));
             let fut = tracing::Instrument::instrument(
                 async move {
-                    repoll::Repoll::new(conn::drive(conn, |c| c.close(), driver)).await;
+                    let conn = conn::drive(conn, |c| c.close(), driver);
+                    contain_panic(repoll::Repoll::new(conn), &metrics).await;
                     drop(slot);
                 },
                 span,
@@ -505,6 +508,25 @@ impl Server {
         {
             tracing::info!("closing connections still open after {grace:?}");
         }
+    }
+}
+
+/// Runs a connection's task, so that a panic in it (a request's handler or its
+/// response body: a bug) closes that connection only, is logged at ERROR, and is
+/// counted (`master_events_response_panics_total`); the server serves on. HTTP/2
+/// contains a panic to its own stream first (`h2serve`).
+async fn contain_panic(conn: impl std::future::Future<Output = ()>, metrics: &Metrics) {
+    use futures_util::FutureExt as _;
+    if std::panic::AssertUnwindSafe(conn)
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        metrics.response_panicked();
+        tracing::error!(
+            "a request's handler or response panicked: its connection was closed, the \
+             server serves on"
+        );
     }
 }
 
@@ -786,3 +808,23 @@ pub const SERVER_FILTER_HEADER: &str = "master-events-server-filter";
 /// The response header of a stream that the filter of the token it was asked with
 /// narrows, whatever the request asked.
 pub const TOKEN_FILTER_HEADER: &str = "master-events-token-filter";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_task_that_panics_is_contained_counted_and_ended() {
+        let router = Router::start(Default::default());
+        let metrics = Metrics::new(router.clone());
+        let panicking = async { panic!("a handler that panics") };
+        contain_panic(panicking, &metrics).await;
+        contain_panic(async {}, &metrics).await;
+        let text = metrics.render();
+        assert!(
+            text.contains("master_events_response_panics_total 1\n"),
+            "{text}"
+        );
+        router.shutdown().await;
+    }
+}

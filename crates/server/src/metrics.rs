@@ -156,6 +156,7 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabel, Counter>,
     requests_limited: Family<ReasonLabel, Counter>,
     body_bytes_buffered: Gauge,
+    response_panics: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -307,6 +308,12 @@ impl Metrics {
             "Request body bytes buffered now, all requests together.",
             body_bytes_buffered.clone(),
         );
+        let response_panics = Counter::default();
+        registry.register(
+            "master_events_response_panics",
+            "Requests whose handler or response body panicked (a bug): each was cut (its HTTP/2 stream reset, or its HTTP/1.1 connection closed) and logged at ERROR; the server serves on.",
+            response_panics.clone(),
+        );
         registry.register_collector(Box::new(RouterCollector(router)));
         let sinks = Sinks::default();
         registry.register_collector(Box::new(sinks.clone()));
@@ -327,6 +334,7 @@ impl Metrics {
             connections_closed,
             requests_limited,
             body_bytes_buffered,
+            response_panics,
         })
     }
 
@@ -381,6 +389,11 @@ impl Metrics {
                 })
                 .inc_by(counts.counts[i]);
         }
+    }
+
+    /// Counts a request whose handler or response body panicked.
+    pub fn response_panicked(&self) {
+        self.response_panics.inc();
     }
 
     /// The open-streams gauge.
