@@ -206,7 +206,8 @@ pub struct RouterStats {
     pub subscribers: usize,
 }
 
-/// The freezer: every [`cold::FREEZE_TICK`], compresses the archive's blocks older
+/// The freezer: every [`cold::FREEZE_TICK`], lets go of the thawed copies of cold
+/// blocks not read since the last tick, and compresses the archive's blocks older
 /// than [`cold::COLD_AFTER`] (but the newest [`cold::HOT_BLOCKS`]) on the blocking
 /// pool, until the ring closes or is dropped.
 async fn freeze_cold_blocks(ring: std::sync::Weak<Ring>) {
@@ -218,6 +219,8 @@ async fn freeze_cold_blocks(ring: std::sync::Weak<Ring>) {
         if ring.is_closed() {
             return;
         }
+        // Thawed copies not read since the last tick are let go (`cold.rs`).
+        ring.cool_thawed();
         let Some(older_than) = std::time::Instant::now().checked_sub(cold::COLD_AFTER) else {
             continue;
         };

@@ -691,6 +691,16 @@ impl Ring {
         frozen
     }
 
+    /// The freezer's look at the cold blocks' thawed copies ([`ColdBlock::cool`]):
+    /// those not read since the last look are let go. Returns how many are kept.
+    pub(crate) fn cool_thawed(&self) -> usize {
+        let st = self.state.read();
+        st.blocks
+            .iter()
+            .filter(|slot| matches!(slot, Slot::Cold(c) if c.cool()))
+            .count()
+    }
+
     /// Forgets every retained event and continues at `seq` (greater than the next
     /// seq): readers that wanted anything before it get an exact gap. Used by a
     /// replica that missed events it can no longer get.
@@ -1000,6 +1010,37 @@ mod tests {
         assert_eq!(lines(&mut sub), plain_lines(1, 3000));
         let mut from_middle = ring.subscribe(Cursor::After(1234), true);
         assert_eq!(lines(&mut from_middle), plain_lines(1235, 3000));
+    }
+
+    #[test]
+    fn lagging_readers_share_the_thawed_copies_until_the_freezer_lets_them_go() {
+        let ring = Arc::new(Ring::new(10_000, 1));
+        for k in 0..10 {
+            ring.append(block(1 + k * 300, 300));
+        }
+        assert_eq!(ring.freeze_cold(Instant::now(), 2, 100), 8);
+        let thaws = |ring: &Ring| -> u64 {
+            let st = ring.state.read();
+            st.blocks
+                .iter()
+                .map(|s| match s {
+                    Slot::Cold(c) => c.thaws(),
+                    Slot::Hot(..) => 0,
+                })
+                .sum()
+        };
+        // Readers one after another, each reading the whole archive and letting
+        // go: the eight cold blocks are decompressed once, not once a reader.
+        for _ in 0..50 {
+            let mut sub = ring.subscribe(Cursor::Oldest, true);
+            assert_eq!(lines(&mut sub), plain_lines(1, 3000));
+        }
+        assert_eq!(thaws(&ring), 8);
+        assert_eq!(ring.cool_thawed(), 8, "read since the last look: kept");
+        assert_eq!(ring.cool_thawed(), 0, "not read since: let go");
+        let mut sub = ring.subscribe(Cursor::Oldest, true);
+        assert_eq!(lines(&mut sub), plain_lines(1, 3000));
+        assert_eq!(thaws(&ring), 16, "thawed anew once let go");
     }
 
     #[test]
