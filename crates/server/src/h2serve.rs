@@ -16,8 +16,8 @@
 //!
 //! Promises:
 //! - HTTP/2 as hyper served it before: its settings (1 MiB stream and connection
-//!   windows, 16 KiB frames, 16 KiB of request headers, 400 KiB of send buffer a
-//!   stream, [`crate::H2_MAX_STREAMS_PER_CONNECTION`] concurrent streams), the same
+//!   windows, 16 KiB frames, 16 KiB of request headers,
+//!   [`crate::H2_MAX_STREAMS_PER_CONNECTION`] concurrent streams), the same
 //!   service ([`ConnService::call_axum`]: rate limits, activity and deadlines,
 //!   authentication, the app's routes), response heads as hyper sends them
 //!   (connection-specific headers dropped, `date` added, `content-length` from a
@@ -28,12 +28,16 @@
 //!   by the connection's task.
 //! - A request body is read with its flow-control window released as it is read;
 //!   its size hint is its `content-length`.
-//! - Back-pressure as under hyper: a chunk is handed to `h2` only once the stream
-//!   may send (the peer's window), and the body is not polled again until then,
-//!   so a stream whose client does not read holds at most two chunks (one in
-//!   `h2`'s buffer past the window, one here; a chunk of an event stream is at
-//!   most a block of the archive); an event stream left behind is told of what
-//!   it missed by its `gap` frame, as over HTTP/1.1. What `h2` writes is held in
+//! - Back-pressure, as over HTTP/1.1: a chunk is handed to `h2` only once the
+//!   stream's previous chunk is written out and the stream may send (the peer's
+//!   window), and the body is not polled again until then, so a stream holds at
+//!   most two chunks (one in `h2`, one here; a chunk of an event stream is at
+//!   most a block of the archive, shared with it), whether its client reads
+//!   slowly or not at all; an event stream left behind reads what it missed in
+//!   larger chunks, or is told by its `gap` frame. (hyper let `h2` queue up to
+//!   400 KiB a stream: at 100,000 streams behind a producer of 1,000 events/s,
+//!   one frame of about 200 bytes an event each, that queue took 5 KB a stream,
+//!   and could take ~400 MB a connection.) What `h2` writes is held in
 //!   one buffer of at most 64 KiB a connection and written out at the end of the
 //!   connection's turn (`crate::coalesce`): the frames of one event for all the
 //!   connection's streams go out in as few writes as the socket takes.
@@ -76,8 +80,11 @@ const WINDOW: u32 = 1024 * 1024;
 const MAX_FRAME: u32 = 16 * 1024;
 /// The most bytes of request headers (hyper's).
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// The most bytes `h2` buffers for a stream before it waits for the peer (hyper's).
-const MAX_SEND_BUFFER: usize = 400 * 1024;
+/// What `h2` may buffer for a stream before the next chunk waits: any byte, so a
+/// stream hands `h2` its next chunk once the previous one is written out (the
+/// module's back-pressure promise; hyper's 400 KiB let each stream queue
+/// thousands of small frames).
+const MAX_SEND_BUFFER: usize = 1;
 /// The most streams a connection may have reset locally for errors (hyper's).
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
@@ -558,6 +565,70 @@ mod tests {
         let status = client.await.expect("the client ran").expect("answered");
         assert_eq!(status, 404);
         driven.abort();
+        router.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_client_stops_reading_hands_h2_one_chunk_at_a_time() {
+        use axum::routing::get;
+        use std::sync::atomic::AtomicUsize;
+        let router = master_events_router::Router::start(Default::default());
+        let polled = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&polled);
+        let app = axum::Router::new().route(
+            "/endless",
+            get(move || {
+                let count = Arc::clone(&count);
+                async move {
+                    AxumBody::from_stream(futures_util::stream::poll_fn(move |_| {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        let chunk = Bytes::from_static(&[b'x'; 100]);
+                        Poll::Ready(Some(Ok::<_, std::convert::Infallible>(chunk)))
+                    }))
+                }
+            }),
+        );
+        // A transport of 4 KiB, and windows wide open: only the server's own
+        // back-pressure bounds what it takes of the body.
+        let (client_io, server_io) = tokio::io::duplex(4 * 1024);
+        let closing = CancellationToken::new();
+        let service = ConnService::for_tests(app, &router);
+        let server = tokio::spawn(serve(server_io, service, closing.clone()));
+        let (client, mut conn) = h2::client::Builder::new()
+            .initial_window_size(8 << 20)
+            .initial_connection_window_size(8 << 20)
+            .handshake::<_, Bytes>(client_io)
+            .await
+            .expect("handshake");
+        let mut client = tokio::select! {
+            ready = client.ready() => ready.expect("ready"),
+            _ = &mut conn => panic!("the connection ended"),
+        };
+        let request = Request::get("http://x/endless").body(()).expect("request");
+        let (response, _) = client.send_request(request, true).expect("sent");
+        let response = tokio::select! {
+            response = response => response.expect("a head"),
+            _ = &mut conn => panic!("the connection ended"),
+        };
+        assert_eq!(response.status(), 200);
+        // From here the client reads nothing (its connection is not polled). The
+        // server takes what its write buffers hold (the transport's 4 KiB, 64 KiB
+        // held by `coalesce`, 16 KiB of `h2`'s), about 850 chunks, and then one
+        // chunk at a time as each is written out, which none is. With `h2`
+        // queueing up to 400 KiB a stream (hyper's setting), it took 4,900.
+        let bound = 3_000;
+        let took_more = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            while polled.load(Ordering::Relaxed) <= bound {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        let n = polled.load(Ordering::Relaxed);
+        assert!(took_more.is_err(), "{n} chunks taken");
+        assert!(n > 500, "the write buffers filled first: {n} chunks taken");
+        assert!(!server.is_finished());
+        closing.cancel();
+        drop((client, conn, response));
         router.shutdown().await;
     }
 
