@@ -196,6 +196,10 @@ pub struct RouterStats {
     pub archived_stored_bytes: usize,
     /// Blocks kept compressed.
     pub archived_cold_blocks: usize,
+    /// The lines of the compressed blocks kept decompressed for their readers, as
+    /// of the freezer's last look (a copy is let go within half a second of its
+    /// last read).
+    pub archived_thawed_bytes: usize,
     /// Blocks in the ring.
     pub archived_blocks: usize,
     /// The `seq` of the oldest retained event, 0 if none.
@@ -680,6 +684,7 @@ impl Router {
             archived_bytes: ring.retained_bytes,
             archived_stored_bytes: ring.stored_bytes,
             archived_cold_blocks: ring.cold_blocks,
+            archived_thawed_bytes: ring.thawed_bytes,
             archived_blocks: ring.blocks,
             oldest_seq: ring.oldest_seq.unwrap_or(0),
             last_seq: self.last_seq(),

@@ -226,6 +226,9 @@ pub(crate) struct RingStats {
     /// What the retained lines take in memory (compressed for cold blocks).
     pub(crate) stored_bytes: usize,
     pub(crate) cold_blocks: usize,
+    /// The lines of the thawed copies the cold blocks keep (as of the freezer's
+    /// last look).
+    pub(crate) thawed_bytes: usize,
     pub(crate) oldest_seq: Option<u64>,
     pub(crate) next_seq: u64,
 }
@@ -325,6 +328,9 @@ pub(crate) struct Ring {
     max_block_events: usize,
     start_seq: u64,
     subscribers: AtomicUsize,
+    /// The lines of the thawed copies the cold blocks keep, as of the freezer's
+    /// last look ([`Ring::cool_thawed`]).
+    thawed_bytes: AtomicUsize,
     /// How many cuts ([`Ring::truncate_after`]) there were.
     cut_count: AtomicU64,
     /// The last cuts: (their count when made, the last seq kept).
@@ -366,6 +372,7 @@ impl Ring {
             max_block_events: MAX_BLOCK_EVENTS.min(capacity / 8).max(1),
             start_seq,
             subscribers: AtomicUsize::new(0),
+            thawed_bytes: AtomicUsize::new(0),
             cut_count: AtomicU64::new(0),
             cuts: parking_lot::Mutex::new(VecDeque::new()),
         }
@@ -692,13 +699,21 @@ impl Ring {
     }
 
     /// The freezer's look at the cold blocks' thawed copies ([`ColdBlock::cool`]):
-    /// those not read since the last look are let go. Returns how many are kept.
+    /// those not read since the last look are let go. Returns how many are kept
+    /// (their lines are [`RingStats::thawed_bytes`] until the next look).
     pub(crate) fn cool_thawed(&self) -> usize {
         let st = self.state.read();
-        st.blocks
-            .iter()
-            .filter(|slot| matches!(slot, Slot::Cold(c) if c.cool()))
-            .count()
+        let (mut kept, mut bytes) = (0, 0);
+        for slot in &st.blocks {
+            if let Slot::Cold(c) = slot {
+                if c.cool() {
+                    kept += 1;
+                    bytes += c.raw_len();
+                }
+            }
+        }
+        self.thawed_bytes.store(bytes, Ordering::Relaxed);
+        kept
     }
 
     /// Forgets every retained event and continues at `seq` (greater than the next
@@ -749,6 +764,7 @@ impl Ring {
             retained_bytes: st.retained_bytes,
             stored_bytes: st.retained_bytes - st.cold_bytes + st.cold_packed_bytes,
             cold_blocks: st.cold_blocks,
+            thawed_bytes: self.thawed_bytes.load(Ordering::Relaxed),
             oldest_seq: (retained > 0).then_some(st.oldest_seq),
             next_seq: st.next_seq,
         }
@@ -1036,8 +1052,18 @@ mod tests {
             assert_eq!(lines(&mut sub), plain_lines(1, 3000));
         }
         assert_eq!(thaws(&ring), 8);
+        assert_eq!(
+            ring.stats().thawed_bytes,
+            0,
+            "counted at the freezer's look"
+        );
         assert_eq!(ring.cool_thawed(), 8, "read since the last look: kept");
+        let raw: usize = (1..=8)
+            .map(|k| plain_lines(1 + (k - 1) * 300, k * 300).len())
+            .sum();
+        assert_eq!(ring.stats().thawed_bytes, raw);
         assert_eq!(ring.cool_thawed(), 0, "not read since: let go");
+        assert_eq!(ring.stats().thawed_bytes, 0);
         let mut sub = ring.subscribe(Cursor::Oldest, true);
         assert_eq!(lines(&mut sub), plain_lines(1, 3000));
         assert_eq!(thaws(&ring), 16, "thawed anew once let go");

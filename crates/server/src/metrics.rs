@@ -187,7 +187,7 @@ impl Collector for RouterCollector {
             let c = ConstCounter::new(value);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
         }
-        let gauges: [(&str, &str, i64); 8] = [
+        let gauges: [(&str, &str, i64); 9] = [
             (
                 "master_events_last_seq",
                 "The seq of the last sequenced event.",
@@ -222,6 +222,11 @@ impl Collector for RouterCollector {
                 "master_events_archive_cold_blocks",
                 "Blocks of the archive kept compressed.",
                 s.archived_cold_blocks as i64,
+            ),
+            (
+                "master_events_archive_thawed_bytes",
+                "Lines of compressed blocks kept decompressed for the readers that read them (each copy shared by its readers, let go within half a second of its last read); as of the freezer's last look.",
+                s.archived_thawed_bytes as i64,
             ),
             (
                 "master_events_ingress_queued",

@@ -195,6 +195,30 @@ async fn an_archive_kept_compressed_streams_the_same_lines_filters_included() {
         resumed.seqs_to_end().await,
         (12_346..=30_000).collect::<Vec<u64>>()
     );
+    // Readers of the compressed blocks share thawed copies, which the metrics
+    // show while they are read, and which are let go once no one reads them.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        assert_eq!(whole("?o=1").await, before);
+        let thawed = gauge(&s.url, "master_events_archive_thawed_bytes").await;
+        if thawed > 0.0 {
+            let lines = gauge(&s.url, "master_events_archived_bytes").await;
+            assert!(thawed <= lines, "{thawed} of {lines} bytes");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no thawed copy shown"
+        );
+    }
+    let deadline = tokio::time::Instant::now() + T;
+    while gauge(&s.url, "master_events_archive_thawed_bytes").await > 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "thawed copies kept with no reader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
