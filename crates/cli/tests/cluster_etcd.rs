@@ -203,6 +203,7 @@ fn master_killed_twice_loses_no_acknowledged_event() {
     // Kill the master twice, at random moments, restarting each victim as a follower.
     let mut kills = Vec::new();
     let mut rng_state = (now_secs() * 1e6) as u64 | 1;
+    eprintln!("kill schedule seed: {rng_state}");
     let mut rand = move |lo: u64, hi: u64| {
         rng_state ^= rng_state << 13;
         rng_state ^= rng_state >> 7;
@@ -211,7 +212,14 @@ fn master_killed_twice_loses_no_acknowledged_event() {
     };
     for round in 0..2 {
         std::thread::sleep(Duration::from_millis(rand(2_000, 4_000)));
-        let victim = cluster.master().expect("a master");
+        // The master at this moment (on a loaded machine a lease may lapse and
+        // be taken again: wait for whoever holds it).
+        let mut victim = None;
+        wait_until("a master to kill", Duration::from_secs(20), || {
+            victim = cluster.master();
+            victim.is_some()
+        });
+        let victim = victim.expect("a master");
         let killed_at = now_secs();
         if let Some(p) = cluster.procs[victim].as_mut() {
             p.kill9();

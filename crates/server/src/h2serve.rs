@@ -16,8 +16,8 @@
 //!
 //! Promises:
 //! - HTTP/2 as hyper served it before: its settings (1 MiB stream and connection
-//!   windows, 16 KiB frames, 16 KiB of request headers,
-//!   [`crate::H2_MAX_STREAMS_PER_CONNECTION`] concurrent streams), the same
+//!   windows, 16 KiB frames, 16 KiB of request headers, 400 KiB of send buffer a
+//!   stream, [`crate::H2_MAX_STREAMS_PER_CONNECTION`] concurrent streams), the same
 //!   service ([`ConnService::call_axum`]: rate limits, activity and deadlines,
 //!   authentication, the app's routes), response heads as hyper sends them
 //!   (connection-specific headers dropped, `date` added, `content-length` from a
@@ -28,10 +28,11 @@
 //!   by the connection's task.
 //! - A request body is read with its flow-control window released as it is read;
 //!   its size hint is its `content-length`.
-//! - Back-pressure, as over HTTP/1.1: a chunk is handed to `h2` only once the
-//!   stream's previous chunk is written out and the stream may send (the peer's
-//!   window), and the body is not polled again until then, so a stream holds at
-//!   most two chunks (one in `h2`, one here; a chunk of an event stream is at
+//! - Back-pressure, as over HTTP/1.1: a chunk is handed to `h2` only once `h2`
+//!   has let go of the stream's previous chunk (written it out; it holds it while
+//!   the peer's window is closed or the socket takes nothing: [`Handed`]), and the
+//!   body is not polled again until then, so a stream holds at most two chunks
+//!   (one in `h2`, one here; a chunk of an event stream is at
 //!   most a block of the archive, shared with it), whether its client reads
 //!   slowly or not at all; an event stream left behind reads what it missed in
 //!   larger chunks, or is told by its `gap` frame. (hyper let `h2` queue up to
@@ -80,11 +81,10 @@ const WINDOW: u32 = 1024 * 1024;
 const MAX_FRAME: u32 = 16 * 1024;
 /// The most bytes of request headers (hyper's).
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// What `h2` may buffer for a stream before the next chunk waits: any byte, so a
-/// stream hands `h2` its next chunk once the previous one is written out (the
-/// module's back-pressure promise; hyper's 400 KiB let each stream queue
-/// thousands of small frames).
-const MAX_SEND_BUFFER: usize = 1;
+/// The most bytes `h2` buffers for a stream (hyper's). Not what bounds a stream:
+/// [`pipe`] hands `h2` one chunk at a time (hyper's 400 KiB, with a chunk handed
+/// whenever `h2` had room, let each stream queue thousands of small frames).
+const MAX_SEND_BUFFER: usize = 400 * 1024;
 /// The most streams a connection may have reset locally for errors (hyper's).
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 
@@ -115,7 +115,7 @@ where
     let mut conn = tokio::select! {
         biased;
         () = closing.cancelled() => return Ok(()),
-        conn = builder.handshake::<_, Bytes>(io) => conn?,
+        conn = builder.handshake::<_, Handed>(io) => conn?,
     };
     let mut responses = Responses::new();
     let mut closed = pin!(closing.cancelled());
@@ -222,7 +222,7 @@ fn poll_responses(responses: &mut Responses, nudge: &Nudge, waker: &Waker, metri
 /// less (a test pins it).
 fn respond_to(
     req: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    respond: SendResponse<Handed>,
     service: ConnService,
 ) -> impl Future<Output = ()> + Send {
     let answered = Box::pin(answer(req, respond, service));
@@ -246,9 +246,9 @@ const RESPONSE_FUTURE_BYTES: usize = 256;
 /// stream is reset or the connection goes (which aborts it).
 async fn answer(
     req: Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Handed>,
     service: ConnService,
-) -> Option<(SendResponse<Bytes>, Response<TrackedBody>)> {
+) -> Option<(SendResponse<Handed>, Response<TrackedBody>)> {
     let (parts, recv) = req.into_parts();
     let body = RequestBody::new(recv, &parts.headers);
     let req = Request::from_parts(parts, AxumBody::new(body));
@@ -282,9 +282,9 @@ async fn answer(
 /// Sends the head of `response`, as hyper does; the stream to send its body on,
 /// unless it has none.
 fn send_head(
-    mut respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Handed>,
     response: Response<TrackedBody>,
-) -> Option<(SendStream<Bytes>, TrackedBody)> {
+) -> Option<(SendStream<Handed>, TrackedBody)> {
     let (mut head, body) = response.into_parts();
     strip_connection_headers(&mut head.headers);
     if !head.headers.contains_key(header::DATE) {
@@ -332,27 +332,94 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
     }
 }
 
-/// Sends `body` on `send`, a chunk at a time as the stream may send, until the
-/// body ends, fails, or the stream is reset.
-async fn pipe(body: TrackedBody, mut send: SendStream<Bytes>) {
+/// A chunk handed to `h2`: it tells its stream when `h2` lets go of it (once it is
+/// written into the connection's buffer, or dropped with the stream).
+pub(crate) struct Handed {
+    bytes: Bytes,
+    slot: Option<Arc<HandedSlot>>,
+}
+
+/// What a stream and the chunk it handed to `h2` share.
+#[derive(Default)]
+struct HandedSlot {
+    /// Whether `h2` still holds the chunk.
+    out: AtomicBool,
+    /// The stream's task, while it waits for `h2` to let go of the chunk.
+    waker: AtomicWaker,
+}
+
+impl Handed {
+    /// `bytes`, handed out for the stream of `slot` (marked held by `h2`).
+    fn new(bytes: Bytes, slot: &Arc<HandedSlot>) -> Handed {
+        slot.out.store(true, Ordering::Release);
+        Handed {
+            bytes,
+            slot: Some(Arc::clone(slot)),
+        }
+    }
+
+    /// `bytes` that no one waits for (an empty end of stream).
+    fn untracked(bytes: Bytes) -> Handed {
+        Handed { bytes, slot: None }
+    }
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        if let Some(slot) = &self.slot {
+            slot.out.store(false, Ordering::Release);
+            // Wakes the stream only if it waits (it holds the next chunk).
+            slot.waker.wake();
+        }
+    }
+}
+
+impl bytes::Buf for Handed {
+    fn remaining(&self) -> usize {
+        self.bytes.remaining()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.bytes.chunk()
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.bytes.advance(n);
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        self.bytes.copy_to_bytes(len)
+    }
+}
+
+/// Sends `body` on `send` until the body ends, fails, or the stream is reset: a
+/// chunk is handed to `h2` only once `h2` has let go of the previous one (written
+/// it into the connection's buffer: `h2` holds it while the peer's window is
+/// closed or the socket takes nothing), so a stream holds at most one chunk in
+/// `h2` and one here. Waiting needs no wake-up from `h2` when nothing waits: a
+/// stream that has sent its chunk and has no next one is not polled again when
+/// `h2` writes it (with `h2`'s own capacity as the signal, it was, once an event).
+async fn pipe(body: TrackedBody, mut send: SendStream<Handed>) {
     let mut body = pin!(body);
     let mut held: Option<(Bytes, bool)> = None;
+    let handed = Arc::new(HandedSlot::default());
     let ended = poll_fn(|cx| -> Poll<Result<(), h2::Error>> {
         loop {
             if let Some((data, end)) = held.take() {
-                while send.capacity() == 0 {
-                    match send.poll_capacity(cx) {
-                        Poll::Ready(Some(Ok(_))) => {}
-                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                        // The stream was reset or the connection went.
-                        Poll::Ready(None) => return Poll::Ready(Ok(())),
-                        Poll::Pending => {
-                            held = Some((data, end));
-                            return Poll::Pending;
-                        }
+                if handed.out.load(Ordering::Acquire) {
+                    handed.waker.register(cx.waker());
+                    if handed.out.load(Ordering::Acquire) {
+                        held = Some((data, end));
+                        // Waiting for `h2`: a reset (or the connection gone)
+                        // ends it.
+                        return match send.poll_reset(cx) {
+                            Poll::Ready(Ok(reason)) => Poll::Ready(Err(reason.into())),
+                            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                            Poll::Pending => Poll::Pending,
+                        };
                     }
                 }
-                send.send_data(data, end)?;
+                send.send_data(Handed::new(data, &handed), end)?;
                 if end {
                     return Poll::Ready(Ok(()));
                 }
@@ -371,15 +438,9 @@ async fn pipe(body: TrackedBody, mut send: SendStream<Bytes>) {
             };
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        // A minimal claim on the window, as hyper makes: `h2`
-                        // raises it to the chunk's length once the chunk is sent.
-                        send.reserve_capacity(1);
-                        held = Some((data, body.is_end_stream()));
-                    }
+                    Ok(data) => held = Some((data, body.is_end_stream())),
                     Err(frame) => {
                         if let Ok(trailers) = frame.into_trailers() {
-                            send.reserve_capacity(0);
                             send.send_trailers(trailers)?;
                             return Poll::Ready(Ok(()));
                         }
@@ -392,7 +453,7 @@ async fn pipe(body: TrackedBody, mut send: SendStream<Bytes>) {
                     return Poll::Ready(Ok(()));
                 }
                 None => {
-                    send.send_data(Bytes::new(), true)?;
+                    send.send_data(Handed::untracked(Bytes::new()), true)?;
                     return Poll::Ready(Ok(()));
                 }
             }
@@ -549,7 +610,10 @@ mod tests {
             conn.abort();
             Ok::<_, h2::Error>(status)
         });
-        let mut conn = h2::server::handshake(server_io).await.expect("handshake");
+        let mut conn = h2::server::Builder::new()
+            .handshake::<_, Handed>(server_io)
+            .await
+            .expect("handshake");
         let (req, respond) = conn.accept().await.expect("a request").expect("a good one");
         let response = respond_to(req, respond, service);
         assert!(
