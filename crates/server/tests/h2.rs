@@ -263,12 +263,17 @@ async fn a_stream_whose_client_does_not_read_is_not_buffered_past_its_window_but
     conn.abort();
 }
 
-#[tokio::test]
-async fn a_body_that_stalls_mid_way_is_answered_408_and_the_connection_serves_on() {
-    let server = start_with(1024, |c| {
-        c.limits.body_stall_timeout = Duration::from_millis(300);
-    })
-    .await;
+/// Over a connection of `h2`'s own client: an ingest of a declared 1,000 bytes, of
+/// which only the first 10 are sent. Returns the client, its connection's task,
+/// the response to come and the body's stream.
+async fn post_a_tenth_of_a_line(
+    server: &TestServer,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+    h2::client::ResponseFuture,
+    h2::SendStream<Bytes>,
+) {
     let tcp = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("connects");
@@ -281,9 +286,19 @@ async fn a_body_that_stalls_mid_way_is_answered_408_and_the_connection_serves_on
         .body(())
         .expect("request");
     let (response, mut body) = client.send_request(request, false).expect("sent");
-    // A tenth of a line, then nothing more.
     body.send_data(Bytes::from_static(&LINE.as_bytes()[..10]), false)
         .expect("data sent");
+    (client, conn, response, body)
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_mid_way_is_answered_408_and_the_connection_serves_on() {
+    let server = start_with(1024, |c| {
+        c.limits.body_stall_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // A tenth of a line, then nothing more.
+    let (client, conn, response, _body) = post_a_tenth_of_a_line(&server).await;
     let response = timeout(T, response)
         .await
         .expect("answered in time")
@@ -315,20 +330,7 @@ async fn a_request_reset_while_its_body_is_read_lets_go_of_what_it_buffered() {
         c.limits.body_stall_timeout = Duration::from_secs(60);
     })
     .await;
-    let tcp = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connects");
-    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    let conn = tokio::spawn(conn);
-    let mut client = client.ready().await.expect("ready");
-    let request = hyper::Request::post(format!("http://{}/diag/masterEvents", server.addr))
-        .header("content-type", "application/x-ndjson")
-        .header("content-length", "1000")
-        .body(())
-        .expect("request");
-    let (_response, mut body) = client.send_request(request, false).expect("sent");
-    body.send_data(Bytes::from_static(&LINE.as_bytes()[..10]), false)
-        .expect("data sent");
+    let (_client, conn, _response, mut body) = post_a_tenth_of_a_line(&server).await;
     let buffered = || server.metrics.body_bytes_buffered().get();
     let deadline = Instant::now() + T;
     while buffered() != 10 {
