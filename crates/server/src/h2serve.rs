@@ -644,7 +644,17 @@ mod tests {
             get(move || {
                 let count = Arc::clone(&count);
                 async move {
-                    AxumBody::from_stream(futures_util::stream::poll_fn(move |_| {
+                    // Endless, but it hands back every 64th poll (waking itself
+                    // at once), as a real body does: without that, a server that
+                    // took every chunk at once would never return from its poll,
+                    // and the test would hang instead of failing.
+                    let mut polls = 0u32;
+                    AxumBody::from_stream(futures_util::stream::poll_fn(move |cx| {
+                        polls = polls.wrapping_add(1);
+                        if polls % 64 == 0 {
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
                         count.fetch_add(1, Ordering::Relaxed);
                         let chunk = Bytes::from_static(&[b'x'; 100]);
                         Poll::Ready(Some(Ok::<_, std::convert::Infallible>(chunk)))
