@@ -79,6 +79,7 @@ pub use registry::{
 };
 pub use ring::{Chunk, Cursor, EventBatch, EventRef, Meta, Subscription};
 pub use sink::{run_blocking, run_on_own_thread, Sink, SinkBatch, SinkFuture, SinkInput};
+pub use wakeup::WaitGroup;
 
 #[doc(hidden)]
 pub use inventory;

@@ -93,7 +93,7 @@ use parking_lot::RwLock;
 pub use crate::block::Meta;
 use crate::block::{Block, MAX_BLOCK_BYTES, MAX_BLOCK_EVENTS};
 use crate::cold::ColdBlock;
-use crate::wakeup::{Waiter, Wakeup};
+use crate::wakeup::{Group, WaitGroup, Waiter, Wakeup};
 
 /// The reason carried by a [`Gap`] for events evicted from the ring.
 pub const GAP_EVICTED: &str = "evicted from the archive";
@@ -788,6 +788,7 @@ impl Ring {
             next,
             committed_only,
             cuts_seen: self.cut_count.load(Ordering::Acquire),
+            group: None,
         }
     }
 
@@ -863,9 +864,23 @@ pub struct Subscription {
     committed_only: bool,
     /// How many cuts of the ring this reader has taken into account.
     cuts_seen: u64,
+    /// The readers it waits with, if it joined some ([`Subscription::join`]).
+    group: Option<Arc<Group>>,
 }
 
 impl Subscription {
+    /// Waits with `group` from now on: listed in the group, and the group once in
+    /// the ring's wake-up list for all of its members (the streams of one HTTP/2
+    /// connection, which its task polls together). False, and nothing changes, if
+    /// the group belongs to another router's ring.
+    pub fn join(&mut self, group: &WaitGroup) -> bool {
+        if !group.inner.belongs_to(Arc::as_ptr(&self.ring) as usize) {
+            return false;
+        }
+        self.group = Some(Arc::clone(&group.inner));
+        true
+    }
+
     /// The next chunk, waiting for one if none is ready. `None` only after the router
     /// has shut down and everything was delivered.
     ///
@@ -889,7 +904,13 @@ impl Subscription {
                 Step::Closed => return Poll::Ready(None),
                 // Register for a wake-up before looking again, so that a change
                 // between the look and the wait is not missed.
-                Step::Empty if look == 0 => self.ring.wakeup.register(&self.waiter, cx.waker()),
+                Step::Empty if look == 0 => match &self.group {
+                    None => self.ring.wakeup.register(&self.waiter, cx.waker()),
+                    Some(group) => self
+                        .ring
+                        .wakeup
+                        .register_in(group, &self.waiter, cx.waker()),
+                },
                 Step::Empty => {}
             }
         }
@@ -941,6 +962,9 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.ring.wakeup.forget(&self.waiter);
+        if let Some(group) = &self.group {
+            group.members.forget(&self.waiter);
+        }
         self.ring.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -1301,5 +1325,147 @@ mod tests {
         assert!(!sub.is_finished());
         assert_eq!(drain(&mut sub), ["1", "2"]);
         assert!(sub.is_finished());
+    }
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn woken() -> (Arc<Woken>, std::task::Waker) {
+        let count = Arc::new(Woken::default());
+        (Arc::clone(&count), std::task::Waker::from(count))
+    }
+
+    #[test]
+    fn readers_in_a_group_take_one_entry_in_the_wake_up_list_and_each_gets_the_append() {
+        let ring = Arc::new(Ring::new(100, 1));
+        let group = WaitGroup::new();
+        let mut subs: Vec<Subscription> = (0..3)
+            .map(|_| {
+                let mut sub = ring.subscribe(Cursor::Now, true);
+                assert!(sub.join(&group));
+                sub
+            })
+            .collect();
+        let mut alone = ring.subscribe(Cursor::Now, true);
+        let wakers: Vec<_> = (0..4).map(|_| woken()).collect();
+        for (sub, (_, waker)) in subs.iter_mut().chain([&mut alone]).zip(&wakers) {
+            let mut cx = Context::from_waker(waker);
+            assert!(sub.poll_recv(&mut cx).is_pending());
+        }
+        assert_eq!(
+            ring.wakeup.listed(),
+            2,
+            "the group once, and the reader alone"
+        );
+        ring.append(block(1, 2));
+        for (count, _) in &wakers {
+            assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        }
+        for sub in subs.iter_mut().chain([&mut alone]) {
+            assert_eq!(drain(sub), ["1", "2"]);
+        }
+        // A member that goes is forgotten by its group; the others go on.
+        drop(subs.pop());
+        for (sub, (_, waker)) in subs.iter_mut().zip(&wakers) {
+            assert!(sub.poll_recv(&mut Context::from_waker(waker)).is_pending());
+        }
+        ring.append(block(3, 1));
+        assert_eq!(wakers[0].0 .0.load(Ordering::Relaxed), 2);
+        assert_eq!(drain(&mut subs[1]), ["3"]);
+    }
+
+    #[test]
+    fn a_group_belongs_to_the_ring_of_its_first_member() {
+        let ring = Arc::new(Ring::new(100, 1));
+        let other = Arc::new(Ring::new(100, 1));
+        let group = WaitGroup::new();
+        let mut sub = ring.subscribe(Cursor::Now, true);
+        assert!(sub.join(&group));
+        let mut stranger = other.subscribe(Cursor::Now, true);
+        assert!(!stranger.join(&group), "another ring's reader is refused");
+        // And it still waits, alone, in its own ring.
+        let (count, waker) = woken();
+        assert!(stranger
+            .poll_recv(&mut Context::from_waker(&waker))
+            .is_pending());
+        other.append(block(1, 1));
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(drain(&mut stranger), ["1"]);
+    }
+
+    /// Unparks its thread when woken.
+    struct Unpark(std::thread::Thread);
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    #[test]
+    fn readers_in_groups_on_parked_threads_miss_no_wake_up_while_a_writer_appends() {
+        // Each reader thread parks until woken (no timeout: a lost wake-up
+        // leaves it parked, and the test fails at its deadline). Two threads
+        // read with a group of 8 subscriptions each, one with a subscription
+        // alone; the writer appends 20,000 one-event blocks.
+        const EVENTS: u64 = 20_000;
+        let ring = Arc::new(Ring::new(EVENTS as usize, 1));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for readers in [8, 8, 1] {
+            let group = WaitGroup::new();
+            let mut subs: Vec<(Subscription, u64)> = (0..readers)
+                .map(|_| {
+                    let mut sub = ring.subscribe(Cursor::Oldest, true);
+                    if readers > 1 {
+                        assert!(sub.join(&group));
+                    }
+                    (sub, 0)
+                })
+                .collect();
+            let done = done_tx.clone();
+            std::thread::spawn(move || {
+                let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+                let mut cx = Context::from_waker(&waker);
+                loop {
+                    for (sub, last) in subs.iter_mut() {
+                        while let Poll::Ready(Some(chunk)) = sub.poll_recv(&mut cx) {
+                            match chunk {
+                                Chunk::Events(batch) => {
+                                    for e in batch.iter() {
+                                        assert_eq!(e.seq, *last + 1);
+                                        *last = e.seq;
+                                    }
+                                }
+                                other => panic!("{other:?}"),
+                            }
+                        }
+                    }
+                    if subs.iter().all(|(_, last)| *last == EVENTS) {
+                        let _ = done.send(readers);
+                        return;
+                    }
+                    std::thread::park();
+                }
+            });
+        }
+        for seq in 1..=EVENTS {
+            ring.append(block(seq, 1));
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let mut finished = Vec::new();
+        while finished.len() < 3 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match done_rx.recv_timeout(left) {
+                Ok(readers) => finished.push(readers),
+                Err(_) => panic!("a reader thread is still parked (finished: {finished:?})"),
+            }
+        }
     }
 }

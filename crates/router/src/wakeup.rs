@@ -21,6 +21,16 @@
 //!   their connection writes for them at once.
 //! - The writer holds the list's lock only to take the list; it wakes outside it.
 //!
+//! - Readers that wait together can share one entry ([`WaitGroup`]): the
+//!   streams of one HTTP/2 connection, which its task polls together. A member
+//!   registers in its group's list, and the group in the ring's list once for
+//!   all of them; the ring's wake-up wakes the group, which wakes its members.
+//!   No lost wake-up either way: a member is listed in its group, then looks at
+//!   whether the group is listed in the ring (and lists it if not), then looks at
+//!   the ring again; the group's wake-up takes its list after it is unlisted from
+//!   the ring, so a member listed too late for that wake-up finds the group
+//!   unlisted and lists it again.
+//!
 //! Why not tokio's `Notify`: with 100,000 readers, each event had each reader
 //! take the `Notify`'s lock about three times (to register, to see it was woken,
 //! and when its wait ended), against the writer waking them 32 at a time under
@@ -28,11 +38,15 @@
 //! lock once an event, to be listed. Why one list and not several: readers spread
 //! over 16 lists were woken list by list, so each HTTP/2 connection was woken
 //! 16 times an event, and p99 at 100,000 streams went up by half
-//! (docs/benchmarks.md, "100,000 streams over HTTP/2").
+//! (docs/benchmarks.md, "100,000 streams over HTTP/2"). Why groups: with
+//! 100,000 HTTP/2 streams, each of them took the one list's lock once an event,
+//! from both workers; in groups of a connection's streams, the ring's list takes
+//! one entry a connection, and a group's lock is taken by its own connection's
+//! task (and once an event by the writer).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::Waker;
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Wake, Waker};
 
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
@@ -43,6 +57,9 @@ pub(crate) struct Waiter {
     waker: AtomicWaker,
     /// In the list (or in a list being woken, until its wake-up).
     queued: AtomicBool,
+    /// A waker that never changes, woken instead of `waker` (a group's: it is
+    /// listed without registering a task, see [`Wakeup::register_in`]).
+    fixed: Option<Waker>,
 }
 
 /// The readers waiting for the ring to change.
@@ -66,6 +83,11 @@ impl Wakeup {
     /// again afterwards (see the module's promises).
     pub(crate) fn register(&self, waiter: &Arc<Waiter>, waker: &Waker) {
         waiter.waker.register(waker);
+        self.list_once(waiter);
+    }
+
+    /// Lists `waiter` unless it is listed.
+    fn list_once(&self, waiter: &Arc<Waiter>) {
         if waiter.queued.swap(true, Ordering::AcqRel) {
             // Listed already: the wake-up that takes it wakes the waker just
             // registered.
@@ -101,7 +123,10 @@ impl Wakeup {
         };
         for waiter in taken.drain(..) {
             waiter.queued.store(false, Ordering::Release);
-            waiter.waker.wake();
+            match &waiter.fixed {
+                Some(waker) => waker.wake_by_ref(),
+                None => waiter.waker.wake(),
+            }
         }
         // Give the list its room back, unless readers registered meanwhile.
         let mut list = self.list.lock();
@@ -110,10 +135,95 @@ impl Wakeup {
         }
     }
 
+    /// Registers a reader of `group`: listed in the group, and the group listed
+    /// here (see the module's promises). The caller looks at the ring again
+    /// afterwards.
+    pub(crate) fn register_in(&self, group: &Group, waiter: &Arc<Waiter>, waker: &Waker) {
+        group.members.register(waiter, waker);
+        // Listed already, the group is unlisted before its wake-up takes its
+        // list, which then holds this member (the module's promises). Its waker
+        // never changes, so nothing is registered.
+        if !group.waiter.queued.load(Ordering::Acquire) {
+            self.list_once(&group.waiter);
+        }
+    }
+
     /// How many entries the list holds (live and dropped readers).
     #[cfg(test)]
     pub(crate) fn listed(&self) -> usize {
         self.list.lock().len()
+    }
+}
+
+/// Readers that wait together, listed in the ring's wake-up list once for all of
+/// them: the streams of one HTTP/2 connection, which its task polls together (see
+/// the module's promises). Join a subscription to it with
+/// [`crate::Subscription::join`]; a group belongs to the ring of its first member.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct WaitGroup {
+    pub(crate) inner: Arc<Group>,
+}
+
+impl WaitGroup {
+    /// A group with no member yet.
+    pub fn new() -> WaitGroup {
+        let inner = Arc::new_cyclic(|group: &Weak<Group>| Group {
+            members: Wakeup::new(),
+            waiter: Arc::new(Waiter {
+                fixed: Some(Waker::from(Arc::new(WakeMembers(group.clone())))),
+                ..Waiter::default()
+            }),
+            ring: OnceLock::new(),
+        });
+        WaitGroup { inner }
+    }
+}
+
+impl Default for WaitGroup {
+    fn default() -> WaitGroup {
+        WaitGroup::new()
+    }
+}
+
+impl std::fmt::Debug for WaitGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitGroup").finish_non_exhaustive()
+    }
+}
+
+/// What a [`WaitGroup`]'s clones and members share.
+pub(crate) struct Group {
+    /// The members waiting.
+    pub(crate) members: Wakeup,
+    /// The group's entry in the ring's list. Its waker, fixed, wakes the
+    /// members; it holds the group weakly, so that the ring's list (which holds
+    /// the entry while the group is listed) does not keep a group alive.
+    waiter: Arc<Waiter>,
+    /// The address of the ring the group belongs to (its first member's).
+    ring: OnceLock<usize>,
+}
+
+impl Group {
+    /// Binds the group to the ring at `ring` if it has none; whether it is that
+    /// ring's.
+    pub(crate) fn belongs_to(&self, ring: usize) -> bool {
+        *self.ring.get_or_init(|| ring) == ring
+    }
+}
+
+/// The group's waker: wakes the members listed.
+struct WakeMembers(Weak<Group>);
+
+impl Wake for WakeMembers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(group) = self.0.upgrade() {
+            group.members.wake_all();
+        }
     }
 }
 
@@ -231,5 +341,96 @@ mod tests {
             "{} listed, bound {bound}",
             wakeup.listed()
         );
+    }
+
+    #[test]
+    fn a_group_is_listed_once_for_all_its_members_and_wakes_each_of_them() {
+        let ring = Wakeup::new();
+        let group = WaitGroup::new();
+        let members: Vec<Arc<Waiter>> = (0..3).map(|_| ring.waiter()).collect();
+        let counts: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let (count, waker) = counted();
+                ring.register_in(&group.inner, m, &waker);
+                ring.register_in(&group.inner, m, &waker);
+                count
+            })
+            .collect();
+        assert_eq!(ring.listed(), 1, "the group, once");
+        assert_eq!(group.inner.members.listed(), 3, "each member, once");
+        ring.wake_all();
+        for count in &counts {
+            assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        }
+        assert_eq!((ring.listed(), group.inner.members.listed()), (0, 0));
+        // Registered again after the wake-up: the group is listed again.
+        let (again, waker) = counted();
+        ring.register_in(&group.inner, &members[0], &waker);
+        assert_eq!(ring.listed(), 1);
+        ring.wake_all();
+        assert_eq!(again.0.load(Ordering::Relaxed), 1);
+    }
+
+    /// A waker that, when woken, registers another member of the group (as a
+    /// member registering while its group is being woken, on another thread).
+    struct RegistersOther {
+        ring: Arc<Wakeup>,
+        group: WaitGroup,
+        other: Arc<Waiter>,
+        other_waker: Waker,
+    }
+
+    impl Wake for RegistersOther {
+        fn wake(self: Arc<Self>) {
+            self.ring
+                .register_in(&self.group.inner, &self.other, &self.other_waker);
+        }
+    }
+
+    #[test]
+    fn a_member_listed_while_its_group_is_woken_is_woken_by_the_next_wake_up() {
+        let ring = Arc::new(Wakeup::new());
+        let group = WaitGroup::new();
+        let (late, late_waker) = counted();
+        let first = ring.waiter();
+        let registers = Waker::from(Arc::new(RegistersOther {
+            ring: Arc::clone(&ring),
+            group: group.clone(),
+            other: ring.waiter(),
+            other_waker: late_waker,
+        }));
+        ring.register_in(&group.inner, &first, &registers);
+        // The wake-up takes the group's list and, while it wakes the first
+        // member, the second one registers: too late for this wake-up, so it
+        // lists the group again.
+        ring.wake_all();
+        assert_eq!(late.0.load(Ordering::Relaxed), 0);
+        assert_eq!(ring.listed(), 1, "the group is listed again");
+        ring.wake_all();
+        assert_eq!(late.0.load(Ordering::Relaxed), 1, "and the next wakes it");
+    }
+
+    #[test]
+    fn a_dropped_group_is_not_kept_by_the_list_and_groups_that_come_and_go_do_not_grow_it() {
+        let ring = Wakeup::new();
+        let (_, waker) = counted();
+        let live = WaitGroup::new();
+        let member = ring.waiter();
+        ring.register_in(&live.inner, &member, &waker);
+        let weak = {
+            let gone = WaitGroup::new();
+            ring.register_in(&gone.inner, &ring.waiter(), &waker);
+            Arc::downgrade(&gone.inner)
+        };
+        assert!(weak.upgrade().is_none(), "the list does not keep the group");
+        for _ in 0..10_000 {
+            let gone = WaitGroup::new();
+            ring.register_in(&gone.inner, &ring.waiter(), &waker);
+        }
+        assert!(ring.listed() <= 2 * 2 + 8, "{} listed", ring.listed());
+        ring.wake_all();
+        ring.register_in(&live.inner, &member, &waker);
+        assert_eq!(ring.listed(), 1);
     }
 }

@@ -10,6 +10,7 @@
 //! answers `200` only for committed events, with their seqs (docs/api.md).
 
 use super::*;
+use master_events_router::WaitGroup;
 
 pub(crate) fn wants_sse(headers: &HeaderMap) -> bool {
     headers
@@ -144,7 +145,11 @@ pub(crate) async fn get_stream(State(state): State<Arc<AppState>>, req: Request<
         );
     }
     let once_until = query.once.then(|| state.router.committed_seq());
-    let sub = state.router.subscribe(cursor);
+    let mut sub = state.router.subscribe(cursor);
+    if let Some(group) = req.extensions().get::<WaitGroup>() {
+        // An HTTP/2 stream waits with the other streams of its connection.
+        sub.join(group);
+    }
     let body = StreamBody::new(
         sub,
         &query,

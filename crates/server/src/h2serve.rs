@@ -66,6 +66,7 @@ use futures_util::task::AtomicWaker;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use hyper::body::{Body, Frame, SizeHint};
+use master_events_router::WaitGroup;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -123,6 +124,9 @@ where
     let nudge = Arc::new(Nudge::default());
     let nudge_waker = Waker::from(Arc::clone(&nudge));
     let metrics = Arc::clone(service.metrics());
+    // One entry in the ring's wake-up list for all of the connection's streams
+    // (their task polls them together): `Subscription::join`.
+    let group = WaitGroup::new();
     poll_fn(|cx| {
         if !shutting_down && closed.as_mut().poll(cx).is_ready() {
             conn.graceful_shutdown();
@@ -134,7 +138,9 @@ where
             // by the connection's poll below, in this same turn.
             poll_responses(&mut responses, &nudge, &nudge_waker, &metrics);
             match conn.poll_accept(cx) {
-                Poll::Ready(Some(Ok((req, respond)))) => {
+                Poll::Ready(Some(Ok((mut req, respond)))) => {
+                    // The connection's streams wait for the ring together.
+                    req.extensions_mut().insert(group.clone());
                     responses.push(Box::pin(respond_to(req, respond, service.clone())));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(ConnError::from(e))),
