@@ -828,19 +828,34 @@ impl Ring {
             return if closed { Step::Closed } else { Step::Empty };
         }
         let want = *next;
-        let idx = st.blocks.partition_point(|b| b.end_seq() <= want);
-        let Some(slot) = st.blocks.get(idx).cloned() else {
+        // A reader at the tail wants the last block: found without a search
+        // (which touches a block's cache lines at each step).
+        let idx = match st.blocks.back() {
+            Some(last) if last.index().first_seq <= want => st.blocks.len() - 1,
+            _ => st.blocks.partition_point(|b| b.end_seq() <= want),
+        };
+        // One reference taken under the lock: the hot block's, or the cold one's
+        // (many readers take it at once, from every worker).
+        let found = match st.blocks.get(idx) {
+            Some(Slot::Hot(block, _)) => Ok(Arc::clone(block)),
+            Some(Slot::Cold(cold)) => Err(Arc::clone(cold)),
             // Unreachable by the invariants (oldest <= want < next_seq is covered by
             // the retained blocks); treat as "nothing yet" rather than panic.
-            return Step::Empty;
+            None => return Step::Empty,
         };
         drop(st);
         // A cold block is thawed outside the lock (the writer does not wait).
-        let Some(block) = slot.block() else {
-            let to = slot.end_seq().min(horizon + 1) - 1;
-            tracing::error!(from_seq = want, to_seq = to, "{GAP_UNREADABLE}");
-            *next = to + 1;
-            return Step::Chunk(Chunk::Gap(Gap::new(want, to, GAP_UNREADABLE)));
+        let block = match found {
+            Ok(block) => block,
+            Err(cold) => match cold.thaw() {
+                Some(block) => block,
+                None => {
+                    let to = cold.index.end_seq().min(horizon + 1) - 1;
+                    tracing::error!(from_seq = want, to_seq = to, "{GAP_UNREADABLE}");
+                    *next = to + 1;
+                    return Step::Chunk(Chunk::Gap(Gap::new(want, to, GAP_UNREADABLE)));
+                }
+            },
         };
         let start = (want - block.first_seq) as usize;
         // Never past the horizon (a block may hold events not committed yet).
@@ -1467,5 +1482,27 @@ mod tests {
                 Err(_) => panic!("a reader thread is still parked (finished: {finished:?})"),
             }
         }
+    }
+
+    #[test]
+    fn a_reader_gets_the_rest_of_the_block_holding_its_next_seq_whichever_block_it_is() {
+        let ring = Arc::new(Ring::new(100, 1));
+        // Blocks 1..=3, 4..=4, 5..=9, 10..=11: the last one found without a
+        // search, the others by it.
+        for (first, n) in [(1, 3), (4, 1), (5, 5), (10, 2)] {
+            ring.append(block(first, n));
+        }
+        let ends = [3, 3, 3, 4, 9, 9, 9, 9, 9, 11, 11];
+        for (after, end) in (0u64..).zip(ends) {
+            let mut sub = ring.subscribe(Cursor::After(after), true);
+            match sub.try_recv() {
+                Some(Chunk::Events(batch)) => {
+                    assert_eq!((batch.first_seq(), batch.last_seq()), (after + 1, end));
+                }
+                other => panic!("after {after}: {other:?}"),
+            }
+        }
+        let mut caught_up = ring.subscribe(Cursor::After(11), true);
+        assert!(caught_up.try_recv().is_none());
     }
 }
