@@ -892,6 +892,7 @@ impl Subscription {
         if !group.inner.belongs_to(Arc::as_ptr(&self.ring) as usize) {
             return false;
         }
+        group.inner.join(&self.waiter);
         self.group = Some(Arc::clone(&group.inner));
         true
     }
@@ -977,9 +978,6 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.ring.wakeup.forget(&self.waiter);
-        if let Some(group) = &self.group {
-            group.members.forget(&self.waiter);
-        }
         self.ring.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -23,13 +23,15 @@
 //!
 //! - Readers that wait together can share one entry ([`WaitGroup`]): the
 //!   streams of one HTTP/2 connection, which its task polls together. A member
-//!   registers in its group's list, and the group in the ring's list once for
-//!   all of them; the ring's wake-up wakes the group, which wakes its members.
-//!   No lost wake-up either way: a member is listed in its group, then looks at
-//!   whether the group is listed in the ring (and lists it if not), then looks at
-//!   the ring again; the group's wake-up takes its list after it is unlisted from
-//!   the ring, so a member listed too late for that wake-up finds the group
-//!   unlisted and lists it again.
+//!   joins its group once and stays until it is gone; to wait, it registers its
+//!   task, and the group is listed in the ring's list once for all of them; the
+//!   ring's wake-up wakes the group, which wakes each member that registered
+//!   since its last wake-up. No lost wake-up either way: a member registers its
+//!   task, then looks at whether the group is listed in the ring (and lists it
+//!   if not), then looks at the ring again; the group's wake-up takes the
+//!   members' tasks after the group is unlisted from the ring, so a member that
+//!   registers too late for that wake-up finds the group unlisted and lists it
+//!   again.
 //!
 //! Why not tokio's `Notify`: with 100,000 readers, each event had each reader
 //! take the `Notify`'s lock about three times (to register, to see it was woken,
@@ -41,8 +43,8 @@
 //! (docs/benchmarks.md, "100,000 streams over HTTP/2"). Why groups: with
 //! 100,000 HTTP/2 streams, each of them took the one list's lock once an event,
 //! from both workers; in groups of a connection's streams, the ring's list takes
-//! one entry a connection, and a group's lock is taken by its own connection's
-//! task (and once an event by the writer).
+//! one entry a connection, and a member registers only its task (a group's list
+//! changes when a member joins, and is read once an event by the writer).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -135,14 +137,14 @@ impl Wakeup {
         }
     }
 
-    /// Registers a reader of `group`: listed in the group, and the group listed
-    /// here (see the module's promises). The caller looks at the ring again
+    /// Registers a reader of `group` (a member: [`Group::join`]): its task, and
+    /// the group listed here (see the module's promises). The caller looks at the ring again
     /// afterwards.
     pub(crate) fn register_in(&self, group: &Group, waiter: &Arc<Waiter>, waker: &Waker) {
-        group.members.register(waiter, waker);
+        waiter.waker.register(waker);
         // Listed already, the group is unlisted before its wake-up takes its
-        // list, which then holds this member (the module's promises). Its waker
-        // never changes, so nothing is registered.
+        // members' tasks, this one's among them (the module's promises). The
+        // group's waker never changes, so nothing is registered for it.
         if !group.waiter.queued.load(Ordering::Acquire) {
             self.list_once(&group.waiter);
         }
@@ -169,7 +171,7 @@ impl WaitGroup {
     /// A group with no member yet.
     pub fn new() -> WaitGroup {
         let inner = Arc::new_cyclic(|group: &Weak<Group>| Group {
-            members: Wakeup::new(),
+            members: Mutex::new(Vec::new()),
             waiter: Arc::new(Waiter {
                 fixed: Some(Waker::from(Arc::new(WakeMembers(group.clone())))),
                 ..Waiter::default()
@@ -194,8 +196,11 @@ impl std::fmt::Debug for WaitGroup {
 
 /// What a [`WaitGroup`]'s clones and members share.
 pub(crate) struct Group {
-    /// The members waiting.
-    pub(crate) members: Wakeup,
+    /// Its members, from when they join until they are gone (an entry is
+    /// dropped when the list is about to grow, as the ring's list does): a
+    /// wake-up of the group wakes each member that registered a task since the
+    /// last one, so a member is not listed again for each event.
+    members: Mutex<Vec<Arc<Waiter>>>,
     /// The group's entry in the ring's list. Its waker, fixed, wakes the
     /// members; it holds the group weakly, so that the ring's list (which holds
     /// the entry while the group is listed) does not keep a group alive.
@@ -210,9 +215,35 @@ impl Group {
     pub(crate) fn belongs_to(&self, ring: usize) -> bool {
         *self.ring.get_or_init(|| ring) == ring
     }
+
+    /// Makes `waiter` a member, woken at the group's wake-ups when it has
+    /// registered ([`Wakeup::register_in`]).
+    pub(crate) fn join(&self, waiter: &Arc<Waiter>) {
+        let mut list = self.members.lock();
+        if list.len() == list.capacity() && !list.is_empty() {
+            // About to grow: the members gone (only the list holds them) leave.
+            list.retain(|w| Arc::strong_count(w) > 1);
+        }
+        list.push(Arc::clone(waiter));
+    }
+
+    /// Wakes the members that registered since the last wake-up, in the order
+    /// they joined (under the list's lock: a member's task must not join the
+    /// group as it is woken).
+    fn wake_members(&self) {
+        for member in self.members.lock().iter() {
+            member.waker.wake();
+        }
+    }
+
+    /// How many members the list holds (live and gone).
+    #[cfg(test)]
+    pub(crate) fn listed(&self) -> usize {
+        self.members.lock().len()
+    }
 }
 
-/// The group's waker: wakes the members listed.
+/// The group's waker: wakes the members.
 struct WakeMembers(Weak<Group>);
 
 impl Wake for WakeMembers {
@@ -222,7 +253,7 @@ impl Wake for WakeMembers {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if let Some(group) = self.0.upgrade() {
-            group.members.wake_all();
+            group.wake_members();
         }
     }
 }
@@ -343,11 +374,18 @@ mod tests {
         );
     }
 
+    /// A member of `group`, as `Subscription::join` makes one.
+    fn member(ring: &Wakeup, group: &WaitGroup) -> Arc<Waiter> {
+        let waiter = ring.waiter();
+        group.inner.join(&waiter);
+        waiter
+    }
+
     #[test]
-    fn a_group_is_listed_once_for_all_its_members_and_wakes_each_of_them() {
+    fn a_group_is_listed_once_for_all_its_members_and_wakes_each_that_registered() {
         let ring = Wakeup::new();
         let group = WaitGroup::new();
-        let members: Vec<Arc<Waiter>> = (0..3).map(|_| ring.waiter()).collect();
+        let members: Vec<Arc<Waiter>> = (0..3).map(|_| member(&ring, &group)).collect();
         let counts: Vec<_> = members
             .iter()
             .map(|m| {
@@ -358,18 +396,26 @@ mod tests {
             })
             .collect();
         assert_eq!(ring.listed(), 1, "the group, once");
-        assert_eq!(group.inner.members.listed(), 3, "each member, once");
         ring.wake_all();
         for count in &counts {
             assert_eq!(count.0.load(Ordering::Relaxed), 1);
         }
-        assert_eq!((ring.listed(), group.inner.members.listed()), (0, 0));
-        // Registered again after the wake-up: the group is listed again.
+        assert_eq!(ring.listed(), 0);
+        assert_eq!(group.inner.listed(), 3, "members stay members");
+        // One registers again after the wake-up: the group is listed again,
+        // and only that member is woken.
         let (again, waker) = counted();
         ring.register_in(&group.inner, &members[0], &waker);
         assert_eq!(ring.listed(), 1);
         ring.wake_all();
         assert_eq!(again.0.load(Ordering::Relaxed), 1);
+        for count in &counts[1..] {
+            assert_eq!(
+                count.0.load(Ordering::Relaxed),
+                1,
+                "not registered: not woken"
+            );
+        }
     }
 
     /// A waker that, when woken, registers another member of the group (as a
@@ -389,21 +435,24 @@ mod tests {
     }
 
     #[test]
-    fn a_member_listed_while_its_group_is_woken_is_woken_by_the_next_wake_up() {
+    fn a_member_registered_while_its_group_is_woken_is_woken_by_the_next_wake_up() {
         let ring = Arc::new(Wakeup::new());
         let group = WaitGroup::new();
         let (late, late_waker) = counted();
-        let first = ring.waiter();
+        // The late member joined first, so that the wake-up has passed it when
+        // the first member's task registers it.
+        let other = member(&ring, &group);
+        let first = member(&ring, &group);
         let registers = Waker::from(Arc::new(RegistersOther {
             ring: Arc::clone(&ring),
             group: group.clone(),
-            other: ring.waiter(),
+            other,
             other_waker: late_waker,
         }));
         ring.register_in(&group.inner, &first, &registers);
-        // The wake-up takes the group's list and, while it wakes the first
-        // member, the second one registers: too late for this wake-up, so it
-        // lists the group again.
+        // The wake-up unlists the group and, while it wakes the first member,
+        // the other registers: too late for this wake-up, so it lists the
+        // group again.
         ring.wake_all();
         assert_eq!(late.0.load(Ordering::Relaxed), 0);
         assert_eq!(ring.listed(), 1, "the group is listed again");
@@ -412,25 +461,32 @@ mod tests {
     }
 
     #[test]
-    fn a_dropped_group_is_not_kept_by_the_list_and_groups_that_come_and_go_do_not_grow_it() {
+    fn groups_and_members_that_go_are_not_kept_and_do_not_grow_the_lists() {
         let ring = Wakeup::new();
         let (_, waker) = counted();
         let live = WaitGroup::new();
-        let member = ring.waiter();
-        ring.register_in(&live.inner, &member, &waker);
+        let stays = member(&ring, &live);
+        ring.register_in(&live.inner, &stays, &waker);
         let weak = {
             let gone = WaitGroup::new();
-            ring.register_in(&gone.inner, &ring.waiter(), &waker);
+            ring.register_in(&gone.inner, &member(&ring, &gone), &waker);
             Arc::downgrade(&gone.inner)
         };
         assert!(weak.upgrade().is_none(), "the list does not keep the group");
         for _ in 0..10_000 {
             let gone = WaitGroup::new();
-            ring.register_in(&gone.inner, &ring.waiter(), &waker);
+            ring.register_in(&gone.inner, &member(&ring, &gone), &waker);
+            // And members that come and go in a group that stays.
+            drop(member(&ring, &live));
         }
         assert!(ring.listed() <= 2 * 2 + 8, "{} listed", ring.listed());
+        assert!(
+            live.inner.listed() <= 2 * 2 + 8,
+            "{} members",
+            live.inner.listed()
+        );
         ring.wake_all();
-        ring.register_in(&live.inner, &member, &waker);
+        ring.register_in(&live.inner, &stays, &waker);
         assert_eq!(ring.listed(), 1);
     }
 }
