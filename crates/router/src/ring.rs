@@ -884,10 +884,11 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Waits with `group` from now on: listed in the group, and the group once in
-    /// the ring's wake-up list for all of its members (the streams of one HTTP/2
-    /// connection, which its task polls together). False, and nothing changes, if
-    /// the group belongs to another router's ring.
+    /// Waits with `group` from now on: a member of it until dropped, it registers
+    /// only its task to wait, and the group is listed once in the ring's wake-up
+    /// list for all of its members (the streams of one HTTP/2 connection, which
+    /// its task polls together). False, and nothing changes, if the group belongs
+    /// to another router's ring.
     pub fn join(&mut self, group: &WaitGroup) -> bool {
         if !group.inner.belongs_to(Arc::as_ptr(&self.ring) as usize) {
             return false;
@@ -993,6 +994,7 @@ impl fmt::Debug for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wakeup::test_wakers::counted;
 
     fn block(first_seq: u64, n: usize) -> Block {
         Block::plain(first_seq, n)
@@ -1340,21 +1342,6 @@ mod tests {
         assert!(sub.is_finished());
     }
 
-    /// A waker that counts its wake-ups.
-    #[derive(Default)]
-    struct Woken(std::sync::atomic::AtomicUsize);
-
-    impl std::task::Wake for Woken {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn woken() -> (Arc<Woken>, std::task::Waker) {
-        let count = Arc::new(Woken::default());
-        (Arc::clone(&count), std::task::Waker::from(count))
-    }
-
     #[test]
     fn readers_in_a_group_take_one_entry_in_the_wake_up_list_and_each_gets_the_append() {
         let ring = Arc::new(Ring::new(100, 1));
@@ -1367,7 +1354,7 @@ mod tests {
             })
             .collect();
         let mut alone = ring.subscribe(Cursor::Now, true);
-        let wakers: Vec<_> = (0..4).map(|_| woken()).collect();
+        let wakers: Vec<_> = (0..4).map(|_| counted()).collect();
         for (sub, (_, waker)) in subs.iter_mut().chain([&mut alone]).zip(&wakers) {
             let mut cx = Context::from_waker(waker);
             assert!(sub.poll_recv(&mut cx).is_pending());
@@ -1379,7 +1366,7 @@ mod tests {
         );
         ring.append(block(1, 2));
         for (count, _) in &wakers {
-            assert_eq!(count.0.load(Ordering::Relaxed), 1);
+            assert_eq!(count.get(), 1);
         }
         for sub in subs.iter_mut().chain([&mut alone]) {
             assert_eq!(drain(sub), ["1", "2"]);
@@ -1390,7 +1377,7 @@ mod tests {
             assert!(sub.poll_recv(&mut Context::from_waker(waker)).is_pending());
         }
         ring.append(block(3, 1));
-        assert_eq!(wakers[0].0 .0.load(Ordering::Relaxed), 2);
+        assert_eq!(wakers[0].0.get(), 2);
         assert_eq!(drain(&mut subs[1]), ["3"]);
     }
 
@@ -1404,12 +1391,12 @@ mod tests {
         let mut stranger = other.subscribe(Cursor::Now, true);
         assert!(!stranger.join(&group), "another ring's reader is refused");
         // And it still waits, alone, in its own ring.
-        let (count, waker) = woken();
+        let (count, waker) = counted();
         assert!(stranger
             .poll_recv(&mut Context::from_waker(&waker))
             .is_pending());
         other.append(block(1, 1));
-        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(count.get(), 1);
         assert_eq!(drain(&mut stranger), ["1"]);
     }
 

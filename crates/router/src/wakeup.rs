@@ -138,8 +138,8 @@ impl Wakeup {
     }
 
     /// Registers a reader of `group` (a member: [`Group::join`]): its task, and
-    /// the group listed here (see the module's promises). The caller looks at the ring again
-    /// afterwards.
+    /// the group listed here (see the module's promises). The caller looks at
+    /// the ring again afterwards.
     pub(crate) fn register_in(&self, group: &Group, waiter: &Arc<Waiter>, waker: &Waker) {
         waiter.waker.register(waker);
         // Listed already, the group is unlisted before its wake-up takes its
@@ -259,15 +259,23 @@ impl Wake for WakeMembers {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicU64;
-    use std::task::Wake;
+pub(crate) mod test_wakers {
+    //! Wakers for the crate's tests.
 
-    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::task::{Wake, Waker};
 
-    /// A waker that counts its wake-ups.
+    /// A waker's count of its wake-ups.
     #[derive(Default)]
-    struct Count(AtomicU64);
+    pub(crate) struct Count(pub(crate) AtomicU64);
+
+    impl Count {
+        /// The wake-ups so far.
+        pub(crate) fn get(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
 
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
@@ -275,10 +283,19 @@ mod tests {
         }
     }
 
-    fn counted() -> (Arc<Count>, Waker) {
+    /// A waker that counts its wake-ups, and its count.
+    pub(crate) fn counted() -> (Arc<Count>, Waker) {
         let count = Arc::new(Count::default());
         (Arc::clone(&count), Waker::from(count))
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Wake;
+
+    use super::test_wakers::counted;
+    use super::*;
 
     #[test]
     fn a_reader_registered_many_times_is_listed_and_woken_once() {

@@ -147,8 +147,13 @@ pub(crate) async fn get_stream(State(state): State<Arc<AppState>>, req: Request<
     let once_until = query.once.then(|| state.router.committed_seq());
     let mut sub = state.router.subscribe(cursor);
     if let Some(group) = req.extensions().get::<WaitGroup>() {
-        // An HTTP/2 stream waits with the other streams of its connection.
-        sub.join(group);
+        // An HTTP/2 stream waits with the other streams of its connection (a
+        // group of this server's one router: it cannot be refused).
+        let joined = sub.join(group);
+        debug_assert!(
+            joined,
+            "a connection's group belongs to the server's router"
+        );
     }
     let body = StreamBody::new(
         sub,

@@ -416,13 +416,8 @@ async fn pipe(body: TrackedBody, mut send: SendStream<Handed>) {
                     handed.waker.register(cx.waker());
                     if handed.out.load(Ordering::Acquire) {
                         held = Some((data, end));
-                        // Waiting for `h2`: a reset (or the connection gone)
-                        // ends it.
-                        return match send.poll_reset(cx) {
-                            Poll::Ready(Ok(reason)) => Poll::Ready(Err(reason.into())),
-                            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                            Poll::Pending => Poll::Pending,
-                        };
+                        // Waiting for `h2`.
+                        return ended_by_reset(&mut send, cx);
                     }
                 }
                 send.send_data(Handed::new(data, &handed), end)?;
@@ -433,13 +428,8 @@ async fn pipe(body: TrackedBody, mut send: SendStream<Handed>) {
             let frame = match body.as_mut().poll_frame(cx) {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    // Waiting for the body: a reset (or the connection gone) ends
-                    // it, dropping the body.
-                    return match send.poll_reset(cx) {
-                        Poll::Ready(Ok(reason)) => Poll::Ready(Err(reason.into())),
-                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                        Poll::Pending => Poll::Pending,
-                    };
+                    // Waiting for the body (dropped if the stream ends).
+                    return ended_by_reset(&mut send, cx);
                 }
             };
             match frame {
@@ -469,6 +459,18 @@ async fn pipe(body: TrackedBody, mut send: SendStream<Handed>) {
     if let Err(e) = ended {
         tracing::debug!(error = %e, "an HTTP/2 response ended early");
     }
+}
+
+/// While a stream waits: pending until it is reset (or the connection goes),
+/// which ends it with that error.
+fn ended_by_reset(
+    send: &mut SendStream<Handed>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), h2::Error>> {
+    Poll::Ready(Err(match ready!(send.poll_reset(cx)) {
+        Ok(reason) => reason.into(),
+        Err(e) => e,
+    }))
 }
 
 /// A request's body as `h2` receives it, its window released as it is read.
