@@ -1400,41 +1400,75 @@ mod tests {
         assert_eq!(drain(&mut stranger), ["1"]);
     }
 
-    /// Unparks its thread when woken.
-    struct Unpark(std::thread::Thread);
+    /// A reader's waker: marks it woken and unparks its thread.
+    struct Woken {
+        set: AtomicBool,
+        thread: std::thread::Thread,
+    }
 
-    impl std::task::Wake for Unpark {
+    impl std::task::Wake for Woken {
         fn wake(self: Arc<Self>) {
-            self.0.unpark();
+            self.wake_by_ref();
+        }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.set.store(true, Ordering::Release);
+            self.thread.unpark();
         }
     }
 
     #[test]
     fn readers_in_groups_on_parked_threads_miss_no_wake_up_while_a_writer_appends() {
-        // Each reader thread parks until woken (no timeout: a lost wake-up
-        // leaves it parked, and the test fails at its deadline). Two threads
-        // read with a group of 8 subscriptions each, one with a subscription
-        // alone; the writer appends 20,000 one-event blocks.
+        // Each reader thread polls only the subscriptions whose waker was woken
+        // (as a connection's task polls only its woken streams), then parks
+        // until woken (no timeout: a lost wake-up leaves it parked, and the test
+        // fails at its deadline). Three threads read with a group of 8
+        // subscriptions each (one group woken by the ring's writer, two by their
+        // thread, their host), one with a subscription alone; the writer
+        // appends 20,000 one-event blocks.
         const EVENTS: u64 = 20_000;
         let ring = Arc::new(Ring::new(EVENTS as usize, 1));
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        for readers in [8, 8, 1] {
-            let group = WaitGroup::new();
-            let mut subs: Vec<(Subscription, u64)> = (0..readers)
+        let threads = [(8, false), (8, true), (8, true), (1, false)];
+        // The writer starts once every reader has looked and waits, so that
+        // every event reaches them by a wake-up.
+        let waiting = Arc::new(std::sync::Barrier::new(threads.len() + 1));
+        for (readers, hosted) in threads {
+            let group = if hosted {
+                WaitGroup::hosted()
+            } else {
+                WaitGroup::new()
+            };
+            let subs: Vec<Subscription> = (0..readers)
                 .map(|_| {
                     let mut sub = ring.subscribe(Cursor::Oldest, true);
                     if readers > 1 {
                         assert!(sub.join(&group));
                     }
-                    (sub, 0)
+                    sub
                 })
                 .collect();
             let done = done_tx.clone();
+            let mut waiting = Some(Arc::clone(&waiting));
             std::thread::spawn(move || {
-                let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-                let mut cx = Context::from_waker(&waker);
+                let waker = |set| {
+                    let woken = Arc::new(Woken {
+                        set: AtomicBool::new(set),
+                        thread: std::thread::current(),
+                    });
+                    (Arc::clone(&woken), std::task::Waker::from(woken))
+                };
+                let (_, host) = waker(false);
+                let host = Context::from_waker(&host);
+                // Each subscription, its waker (woken at first), its last seq.
+                let mut subs: Vec<_> = subs.into_iter().map(|s| (s, waker(true), 0)).collect();
                 loop {
-                    for (sub, last) in subs.iter_mut() {
+                    group.host_poll(&host);
+                    for (sub, (woken, waker), last) in subs.iter_mut() {
+                        if !woken.set.swap(false, Ordering::AcqRel) {
+                            continue;
+                        }
+                        let mut cx = Context::from_waker(waker);
                         while let Poll::Ready(Some(chunk)) = sub.poll_recv(&mut cx) {
                             match chunk {
                                 Chunk::Events(batch) => {
@@ -1447,20 +1481,24 @@ mod tests {
                             }
                         }
                     }
-                    if subs.iter().all(|(_, last)| *last == EVENTS) {
+                    if subs.iter().all(|(_, _, last)| *last == EVENTS) {
                         let _ = done.send(readers);
                         return;
+                    }
+                    if let Some(waiting) = waiting.take() {
+                        waiting.wait();
                     }
                     std::thread::park();
                 }
             });
         }
+        waiting.wait();
         for seq in 1..=EVENTS {
             ring.append(block(seq, 1));
         }
         let deadline = Instant::now() + std::time::Duration::from_secs(20);
         let mut finished = Vec::new();
-        while finished.len() < 3 {
+        while finished.len() < threads.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             match done_rx.recv_timeout(left) {
                 Ok(readers) => finished.push(readers),

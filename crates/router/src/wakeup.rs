@@ -32,6 +32,16 @@
 //!   members' tasks after the group is unlisted from the ring, so a member that
 //!   registers too late for that wake-up finds the group unlisted and lists it
 //!   again.
+//! - A group may have a host ([`WaitGroup::hosted`]): the task that polls its
+//!   members. Then the ring's writer only notes the wake-up and wakes the host;
+//!   the host, at the start of each of its polls ([`WaitGroup::host_poll`]),
+//!   registers itself and then, if the group was woken, wakes the members
+//!   itself, on its own thread, where their registrations were made. No lost
+//!   wake-up: the writer notes the wake-up before it wakes the host, and the host
+//!   registers before it looks at the note. (With the writer waking 100,000
+//!   members itself, each member's waker, and each connection's queue of woken
+//!   streams, passed between the writer's thread and the connection's, twice an
+//!   event.)
 //!
 //! Why not tokio's `Notify`: with 100,000 readers, each event had each reader
 //! take the `Notify`'s lock about three times (to register, to see it was woken,
@@ -48,7 +58,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Wake, Waker};
+use std::task::{Context, Wake, Waker};
 
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
@@ -168,8 +178,20 @@ pub struct WaitGroup {
 }
 
 impl WaitGroup {
-    /// A group with no member yet.
+    /// A group with no member yet, whose members the ring's writer wakes.
     pub fn new() -> WaitGroup {
+        WaitGroup::with_host(None)
+    }
+
+    /// A group with no member yet, whose members are woken by its host: the task
+    /// that polls them, which calls [`WaitGroup::host_poll`] at the start of each
+    /// of its polls (see the module's promises). A hosted group whose host never
+    /// calls it never wakes its members.
+    pub fn hosted() -> WaitGroup {
+        WaitGroup::with_host(Some(Host::default()))
+    }
+
+    fn with_host(host: Option<Host>) -> WaitGroup {
         let inner = Arc::new_cyclic(|group: &Weak<Group>| Group {
             members: Mutex::new(Vec::new()),
             waiter: Arc::new(Waiter {
@@ -177,8 +199,24 @@ impl WaitGroup {
                 ..Waiter::default()
             }),
             ring: OnceLock::new(),
+            host,
         });
         WaitGroup { inner }
+    }
+
+    /// For the host of a [`WaitGroup::hosted`] group, at the start of each of
+    /// its polls, before it polls the members: registers the task of `cx` for
+    /// the group's next wake-up, and, if the ring woke the group since the last
+    /// call, wakes the members that registered (their tasks are woken now, on
+    /// this thread). Does nothing for a group without a host.
+    pub fn host_poll(&self, cx: &Context<'_>) {
+        let Some(host) = &self.inner.host else {
+            return;
+        };
+        host.task.register(cx.waker());
+        if host.woken.swap(false, Ordering::AcqRel) {
+            self.inner.wake_members();
+        }
     }
 }
 
@@ -207,6 +245,17 @@ pub(crate) struct Group {
     waiter: Arc<Waiter>,
     /// The address of the ring the group belongs to (its first member's).
     ring: OnceLock<usize>,
+    /// The task that wakes the members, if the group has one
+    /// ([`WaitGroup::hosted`]).
+    host: Option<Host>,
+}
+
+/// A hosted group's host: its task, and whether the ring woke the group since
+/// the host last looked.
+#[derive(Default)]
+struct Host {
+    task: AtomicWaker,
+    woken: AtomicBool,
 }
 
 impl Group {
@@ -252,8 +301,17 @@ impl Wake for WakeMembers {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(group) = self.0.upgrade() {
-            group.wake_members();
+        let Some(group) = self.0.upgrade() else {
+            return;
+        };
+        match &group.host {
+            None => group.wake_members(),
+            Some(host) => {
+                // Noted before the host is woken, which registers before it
+                // looks (the module's promises).
+                host.woken.store(true, Ordering::Release);
+                host.task.wake();
+            }
         }
     }
 }
@@ -475,6 +533,86 @@ mod tests {
         assert_eq!(ring.listed(), 1, "the group is listed again");
         ring.wake_all();
         assert_eq!(late.0.load(Ordering::Relaxed), 1, "and the next wakes it");
+    }
+
+    #[test]
+    fn a_hosted_groups_members_are_woken_by_its_host_and_the_ring_wakes_only_the_host() {
+        let ring = Wakeup::new();
+        let group = WaitGroup::hosted();
+        let (host, host_waker) = counted();
+        let host_cx = Context::from_waker(&host_waker);
+        group.host_poll(&host_cx);
+        let members: Vec<Arc<Waiter>> = (0..3).map(|_| member(&ring, &group)).collect();
+        let counts: Vec<_> = members[..2]
+            .iter()
+            .map(|m| {
+                let (count, waker) = counted();
+                ring.register_in(&group.inner, m, &waker);
+                count
+            })
+            .collect();
+        assert_eq!(ring.listed(), 1, "the group, once");
+        ring.wake_all();
+        assert_eq!(host.get(), 1, "the host is woken");
+        for count in &counts {
+            assert_eq!(count.get(), 0, "the members are not, yet");
+        }
+        group.host_poll(&host_cx);
+        for count in &counts {
+            assert_eq!(count.get(), 1, "the host woke each member that registered");
+        }
+        // Nothing new: the host's next poll wakes no one, and a wake-up of the
+        // ring with the group unlisted does not wake the host.
+        group.host_poll(&host_cx);
+        ring.wake_all();
+        assert_eq!(host.get(), 1);
+        for count in &counts {
+            assert_eq!(count.get(), 1);
+        }
+    }
+
+    #[test]
+    fn a_hosted_group_woken_before_its_host_registers_wakes_its_members_at_the_hosts_poll() {
+        let ring = Wakeup::new();
+        let group = WaitGroup::hosted();
+        let first = member(&ring, &group);
+        let (count, waker) = counted();
+        ring.register_in(&group.inner, &first, &waker);
+        // The ring wakes the group before its host ever polled: no task to
+        // wake, but the wake-up is noted.
+        ring.wake_all();
+        assert_eq!(count.get(), 0);
+        let (host, host_waker) = counted();
+        group.host_poll(&Context::from_waker(&host_waker));
+        assert_eq!(count.get(), 1, "woken at the host's first poll");
+        assert_eq!(host.get(), 0);
+        // A member that registers again after the ring's wake-up, before the
+        // host's poll, lists the group again, and the host's poll wakes it.
+        ring.register_in(&group.inner, &first, &waker);
+        ring.wake_all();
+        ring.register_in(&group.inner, &first, &waker);
+        assert_eq!(ring.listed(), 1, "listed again");
+        group.host_poll(&Context::from_waker(&host_waker));
+        assert_eq!(count.get(), 2);
+        assert_eq!(
+            host.get(),
+            1,
+            "the second wake-up of the ring woke the host"
+        );
+    }
+
+    #[test]
+    fn a_group_without_a_host_ignores_host_polls() {
+        let ring = Wakeup::new();
+        let group = WaitGroup::new();
+        let first = member(&ring, &group);
+        let (count, waker) = counted();
+        let (host, host_waker) = counted();
+        group.host_poll(&Context::from_waker(&host_waker));
+        ring.register_in(&group.inner, &first, &waker);
+        ring.wake_all();
+        assert_eq!(count.get(), 1, "the ring's writer woke the member");
+        assert_eq!(host.get(), 0);
     }
 
     #[test]

@@ -54,7 +54,7 @@
 use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Wake, Waker};
 
@@ -125,13 +125,19 @@ where
     let nudge_waker = Waker::from(Arc::clone(&nudge));
     let metrics = Arc::clone(service.metrics());
     // One entry in the ring's wake-up list for all of the connection's streams
-    // (their task polls them together): `Subscription::join`.
-    let group = WaitGroup::new();
+    // (`Subscription::join`), hosted by this task: the ring's writer wakes it
+    // once, and it wakes its streams itself (`WaitGroup::host_poll`).
+    let group = WaitGroup::hosted();
     poll_fn(|cx| {
         if !shutting_down && closed.as_mut().poll(cx).is_ready() {
             conn.graceful_shutdown();
             shutting_down = true;
         }
+        // The streams the group wakes now wake the nudge, whose waker is let go
+        // of first: this task is running, and would otherwise be polled again
+        // for nothing (`poll_responses` below polls them in this turn).
+        drop(nudge.task.take());
+        group.host_poll(cx);
         nudge.task.register(cx.waker());
         loop {
             // The bodies first, so that the chunks they hand to `h2` are written
@@ -348,16 +354,26 @@ pub(crate) struct Handed {
 /// What a stream and the chunk it handed to `h2` share.
 #[derive(Default)]
 struct HandedSlot {
-    /// Whether `h2` still holds the chunk.
-    out: AtomicBool,
+    /// [`FREE`], [`OUT`] or [`WAITING`].
+    state: AtomicU8,
     /// The stream's task, while it waits for `h2` to let go of the chunk.
     waker: AtomicWaker,
 }
 
+/// [`HandedSlot::state`]: `h2` holds no chunk of the stream.
+const FREE: u8 = 0;
+/// [`HandedSlot::state`]: `h2` holds the stream's chunk, and no one waits for it.
+const OUT: u8 = 1;
+/// [`HandedSlot::state`]: `h2` holds the stream's chunk, and the stream, which
+/// holds the next one, waits for it to be let go of: its task is registered.
+/// Only then is a wake-up due (one atomic operation when `h2` lets go of a chunk
+/// no one waits for, the common case, once a delivery).
+const WAITING: u8 = 2;
+
 impl Handed {
     /// `bytes`, handed out for the stream of `slot` (marked held by `h2`).
     fn new(bytes: Bytes, slot: &Arc<HandedSlot>) -> Handed {
-        slot.out.store(true, Ordering::Release);
+        slot.state.store(OUT, Ordering::Release);
         Handed {
             bytes,
             slot: Some(Arc::clone(slot)),
@@ -373,9 +389,10 @@ impl Handed {
 impl Drop for Handed {
     fn drop(&mut self) {
         if let Some(slot) = &self.slot {
-            slot.out.store(false, Ordering::Release);
             // Wakes the stream only if it waits (it holds the next chunk).
-            slot.waker.wake();
+            if slot.state.swap(FREE, Ordering::AcqRel) == WAITING {
+                slot.waker.wake();
+            }
         }
     }
 }
@@ -412,9 +429,17 @@ async fn pipe(body: TrackedBody, mut send: SendStream<Handed>) {
     let ended = poll_fn(|cx| -> Poll<Result<(), h2::Error>> {
         loop {
             if let Some((data, end)) = held.take() {
-                if handed.out.load(Ordering::Acquire) {
+                if handed.state.load(Ordering::Acquire) != FREE {
+                    // Registered before it says it waits, so that the chunk's
+                    // drop that sees it waiting finds its task.
                     handed.waker.register(cx.waker());
-                    if handed.out.load(Ordering::Acquire) {
+                    let waits = handed.state.compare_exchange(
+                        OUT,
+                        WAITING,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    if matches!(waits, Ok(_) | Err(WAITING)) {
                         held = Some((data, end));
                         // Waiting for `h2`.
                         return ended_by_reset(&mut send, cx);
