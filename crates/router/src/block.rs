@@ -171,6 +171,17 @@ impl Block {
         self.origin_seqs.get(i).copied().unwrap_or(0)
     }
 
+    /// This block, its lines and metas copied into allocations of their own.
+    pub(crate) fn copied(&self) -> Block {
+        Block {
+            first_seq: self.first_seq,
+            bytes: Bytes::copy_from_slice(&self.bytes),
+            metas: self.metas.clone(),
+            strings: self.strings.clone(),
+            origin_seqs: self.origin_seqs.clone(),
+        }
+    }
+
     /// The first `n` events of this block (at least one), as a block of their own.
     pub(crate) fn prefix(&self, n: usize) -> Block {
         let n = n.clamp(1, self.len());
@@ -336,10 +347,20 @@ impl Block {
     /// A block of `n` lines `{"seq":N}` from `first_seq`, without strings or
     /// `originSeq`s (for tests).
     pub(crate) fn plain(first_seq: u64, n: usize) -> Block {
+        Block::marked(first_seq, n, None)
+    }
+
+    /// [`Block::plain`], with `"m":MARK` in each line when a mark is given.
+    pub(crate) fn marked(first_seq: u64, n: usize, mark: Option<&str>) -> Block {
         let mut bytes = Vec::new();
         let mut metas = Vec::new();
         for i in 0..n {
-            bytes.extend_from_slice(format!("{{\"seq\":{}}}\n", first_seq + i as u64).as_bytes());
+            let seq = first_seq + i as u64;
+            let line = match mark {
+                None => format!("{{\"seq\":{seq}}}\n"),
+                Some(mark) => format!("{{\"seq\":{seq},\"m\":\"{mark}\"}}\n"),
+            };
+            bytes.extend_from_slice(line.as_bytes());
             metas.push(PackedMeta {
                 strings: [NO_STRING; 4],
                 end: bytes.len() as u32,

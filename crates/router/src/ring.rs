@@ -8,6 +8,16 @@
 //! gets a zero-copy slice of many lines), and every reader's view of them
 //! ([`Subscription`]).
 //!
+//! Readers that wait together in a [`WaitGroup`] of [`GROUP_COPY_MIN_MEMBERS`] or
+//! more (the streams of one HTTP/2 connection) read a small, wholly committed
+//! block from one copy the group keeps, made by the first of them to read it:
+//! without the ring's lock, and with reference counts that only the group's task
+//! changes. (At 100,000 streams, the lock and the block's reference counts, which
+//! every stream changed from both workers, each change a cache line passed
+//! between them, cost a seventh of the server's CPU.) The copy changes nothing a
+//! reader receives: it is read only for retained seqs, and a cut never reaches
+//! a committed event.
+//!
 //! Like tokio's `broadcast` channel or Nomad's event buffer, there is no per-reader
 //! queue: a reader is only a cursor (the next `seq` it wants) into the shared ring,
 //! so "replay the archive, then follow live" has no gap and no duplicate by
@@ -315,6 +325,10 @@ pub(crate) struct Ring {
     wakeup: Wakeup,
     /// `next_seq - 1`, readable without the lock.
     last_seq: AtomicU64,
+    /// `oldest_seq`, readable without the lock (stored under the write lock each
+    /// time it changes): a reader that finds its next seq in its group's copy
+    /// ([`Ring::read_group_copy`]) checks that it is still retained.
+    oldest: AtomicU64,
     /// The last committed seq (see "Commit" above): `last_seq` while no gate holds
     /// it back.
     committed: AtomicU64,
@@ -341,6 +355,17 @@ pub(crate) struct Ring {
 /// lowest remembered).
 const CUTS_KEPT: usize = 64;
 
+/// The most line bytes of a block a [`WaitGroup`] copies for its members
+/// ([`Ring::copy_for_group`]): the blocks of a live tail (a block an append, an
+/// event or a few), not those a reader catches up with. A group holds one copy
+/// at most.
+const GROUP_COPY_MAX_BYTES: usize = 4096;
+
+/// The fewest members of a [`WaitGroup`] for which a block is copied: at most
+/// [`GROUP_COPY_MAX_BYTES`] / 8 = 512 bytes of copy a member, and a copy read by
+/// several.
+const GROUP_COPY_MIN_MEMBERS: usize = 8;
+
 /// The outcome of one non-blocking read attempt.
 enum Step {
     Chunk(Chunk),
@@ -365,6 +390,7 @@ impl Ring {
             }),
             wakeup: Wakeup::new(),
             last_seq: AtomicU64::new(start_seq - 1),
+            oldest: AtomicU64::new(start_seq),
             committed: AtomicU64::new(start_seq - 1),
             gated: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -432,6 +458,7 @@ impl Ring {
             if st.oldest_seq > st.next_seq {
                 st.oldest_seq = st.next_seq;
             }
+            self.oldest.store(st.oldest_seq, Ordering::Release);
             self.last_seq.store(seq, Ordering::Release);
             let count = self.cut_count.load(Ordering::Acquire) + 1;
             let mut cuts = self.cuts.lock();
@@ -565,6 +592,7 @@ impl Ring {
                         st.forget(&b);
                     }
                 }
+                self.oldest.store(st.oldest_seq, Ordering::Release);
             }
             self.last_seq.store(st.next_seq - 1, Ordering::Release);
             if !self.gated.load(Ordering::Acquire) {
@@ -732,6 +760,7 @@ impl Ring {
             st.cold_blocks = 0;
             st.oldest_seq = seq;
             st.next_seq = seq;
+            self.oldest.store(seq, Ordering::Release);
             self.last_seq.store(seq - 1, Ordering::Release);
             // Nothing before `seq` can be read any more: the skip itself is committed.
             self.committed.fetch_max(seq - 1, Ordering::AcqRel);
@@ -794,7 +823,51 @@ impl Ring {
 
     /// One non-blocking read for a reader that wants `*next`; advances `*next` past
     /// what it returns.
-    fn step(&self, next: &mut u64, committed_only: bool, cuts_seen: &mut u64) -> Step {
+    /// The events from `want` (retained, at most `horizon`) in the copy of a block
+    /// that `group`'s readers share, if it holds `want`.
+    fn read_group_copy(&self, group: &Group, want: u64, horizon: u64) -> Option<EventBatch> {
+        if want < self.oldest.load(Ordering::Acquire) {
+            // Evicted: the lock's path tells of the gap.
+            return None;
+        }
+        let block = {
+            let copy = group.copy.lock();
+            let block = copy
+                .as_ref()
+                .filter(|b| b.first_seq <= want && want < b.end_seq())?;
+            Arc::clone(block)
+        };
+        let start = (want - block.first_seq) as usize;
+        let end = block.len().min((horizon + 1 - block.first_seq) as usize);
+        Some(EventBatch { block, start, end })
+    }
+
+    /// `block`, just read by a member of `group`, or the group's copy of it made
+    /// now, for the group's other members to read without the ring's lock: made
+    /// when the group has [`GROUP_COPY_MIN_MEMBERS`] members or more and the block
+    /// is small ([`GROUP_COPY_MAX_BYTES`]) and wholly committed (so no cut can
+    /// change its events, `truncate_after`). The copy has reference counts of its
+    /// own, which only the group's task changes; the block's are changed by every
+    /// reader on every worker, each a cache line passed between them.
+    fn copy_for_group(&self, group: &Group, block: Arc<Block>, horizon: u64) -> Arc<Block> {
+        if block.bytes.len() > GROUP_COPY_MAX_BYTES
+            || block.end_seq() > horizon + 1
+            || group.members() < GROUP_COPY_MIN_MEMBERS
+        {
+            return block;
+        }
+        let copy = Arc::new(block.copied());
+        *group.copy.lock() = Some(Arc::clone(&copy));
+        copy
+    }
+
+    fn step(
+        &self,
+        next: &mut u64,
+        committed_only: bool,
+        cuts_seen: &mut u64,
+        group: Option<&Group>,
+    ) -> Step {
         if !committed_only {
             let (cut, count) = self.cut_since(*cuts_seen);
             *cuts_seen = count;
@@ -812,6 +885,10 @@ impl Ring {
         if *next > horizon {
             // Closed, a reader of committed events ends once it has read them all.
             return if closed { Step::Closed } else { Step::Empty };
+        }
+        if let Some(batch) = group.and_then(|g| self.read_group_copy(g, *next, horizon)) {
+            *next = batch.block.first_seq + batch.end as u64;
+            return Step::Chunk(Chunk::Events(batch));
         }
         let st = self.state.read();
         if *next < st.oldest_seq {
@@ -846,7 +923,10 @@ impl Ring {
         drop(st);
         // A cold block is thawed outside the lock (the writer does not wait).
         let block = match found {
-            Ok(block) => block,
+            Ok(block) => match group {
+                Some(group) => self.copy_for_group(group, block, horizon),
+                None => block,
+            },
             Err(cold) => match cold.thaw() {
                 Some(block) => block,
                 None => {
@@ -913,10 +993,12 @@ impl Subscription {
     /// hand-written future or stream that reads a subscription).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
         for look in 0..2 {
-            match self
-                .ring
-                .step(&mut self.next, self.committed_only, &mut self.cuts_seen)
-            {
+            match self.ring.step(
+                &mut self.next,
+                self.committed_only,
+                &mut self.cuts_seen,
+                self.group.as_deref(),
+            ) {
                 Step::Chunk(c) => return Poll::Ready(Some(c)),
                 Step::Closed => return Poll::Ready(None),
                 // Register for a wake-up before looking again, so that a change
@@ -937,10 +1019,12 @@ impl Subscription {
     /// The next chunk if one is ready now; `None` if this reader has caught up (or
     /// the router is shut down and everything was delivered).
     pub fn try_recv(&mut self) -> Option<Chunk> {
-        match self
-            .ring
-            .step(&mut self.next, self.committed_only, &mut self.cuts_seen)
-        {
+        match self.ring.step(
+            &mut self.next,
+            self.committed_only,
+            &mut self.cuts_seen,
+            self.group.as_deref(),
+        ) {
             Step::Chunk(c) => Some(c),
             Step::Empty | Step::Closed => None,
         }
@@ -1398,6 +1482,112 @@ mod tests {
         other.append(block(1, 1));
         assert_eq!(count.get(), 1);
         assert_eq!(drain(&mut stranger), ["1"]);
+    }
+
+    /// `n` readers of `ring` from `cursor`, members of `group`.
+    fn members(ring: &Arc<Ring>, group: &WaitGroup, n: usize, cursor: Cursor) -> Vec<Subscription> {
+        (0..n)
+            .map(|_| {
+                let mut sub = ring.subscribe(cursor, true);
+                assert!(sub.join(group));
+                sub
+            })
+            .collect()
+    }
+
+    /// The next chunk of `sub`, which must be events.
+    fn next_batch(sub: &mut Subscription) -> EventBatch {
+        match sub.try_recv() {
+            Some(Chunk::Events(batch)) => batch,
+            other => panic!("expected events, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_large_groups_members_read_a_small_tail_block_from_one_copy_and_others_from_the_ring() {
+        let ring = Arc::new(Ring::new(1000, 1));
+        let large = WaitGroup::hosted();
+        let mut large_members = members(&ring, &large, GROUP_COPY_MIN_MEMBERS, Cursor::Now);
+        let small = WaitGroup::hosted();
+        let mut small_members = members(&ring, &small, GROUP_COPY_MIN_MEMBERS - 1, Cursor::Now);
+        let mut alone = ring.subscribe(Cursor::Now, true);
+        ring.append(block(1, 2));
+        let from_ring = next_batch(&mut alone);
+        let copied: Vec<EventBatch> = large_members.iter_mut().map(next_batch).collect();
+        for batch in &copied {
+            assert_eq!((batch.first_seq(), batch.last_seq()), (1, 2));
+            assert_eq!(batch.bytes(), from_ring.bytes());
+            assert!(Arc::ptr_eq(&batch.block, &copied[0].block), "one copy");
+            assert!(
+                !Arc::ptr_eq(&batch.block, &from_ring.block),
+                "not the ring's"
+            );
+        }
+        for sub in &mut small_members {
+            let batch = next_batch(sub);
+            assert!(
+                Arc::ptr_eq(&batch.block, &from_ring.block),
+                "a small group's: the ring's"
+            );
+        }
+        // A block larger than a copy's most is read from the ring, by all.
+        let n = GROUP_COPY_MAX_BYTES / 10;
+        ring.append(block(3, n));
+        let from_ring = next_batch(&mut alone);
+        assert!(from_ring.bytes().len() > GROUP_COPY_MAX_BYTES);
+        for sub in &mut large_members {
+            let batch = next_batch(sub);
+            assert_eq!((batch.first_seq(), batch.last_seq()), (3, 2 + n as u64));
+            assert!(Arc::ptr_eq(&batch.block, &from_ring.block));
+        }
+    }
+
+    #[test]
+    fn a_group_member_behind_gets_a_gap_not_the_groups_copy_of_evicted_events() {
+        let ring = Arc::new(Ring::new(4, 1));
+        let group = WaitGroup::hosted();
+        let mut subs = members(&ring, &group, GROUP_COPY_MIN_MEMBERS, Cursor::Oldest);
+        ring.append(block(1, 2));
+        assert_eq!(drain(&mut subs[0]), ["1", "2"]);
+        // Seqs 1 and 2 are evicted; the group's copy still holds them.
+        ring.append(block(3, 4));
+        assert_eq!(drain(&mut subs[1]), ["gap 1..=2 (2)", "3", "4", "5", "6"]);
+        assert_eq!(drain(&mut subs[0]), ["3", "4", "5", "6"]);
+    }
+
+    #[test]
+    fn a_groups_copy_holds_only_committed_events_so_a_cut_never_reaches_it() {
+        let ring = Arc::new(Ring::new(100, 1));
+        ring.set_gated();
+        let group = WaitGroup::hosted();
+        let mut subs = members(&ring, &group, GROUP_COPY_MIN_MEMBERS, Cursor::Now);
+        ring.append(block(1, 3));
+        ring.commit_through(1);
+        assert_eq!(drain(&mut subs[0]), ["1"]);
+        // Seqs 2 and 3, never committed, are cut and sequenced again.
+        ring.truncate_after(1);
+        ring.append(Block::marked(2, 2, Some("again")));
+        ring.commit_through(3);
+        let lines = |sub: &mut Subscription| {
+            let mut out = Vec::new();
+            while let Some(chunk) = sub.try_recv() {
+                match chunk {
+                    Chunk::Events(b) => out.extend(
+                        b.iter()
+                            .map(|e| String::from_utf8_lossy(e.line).trim_end().to_owned()),
+                    ),
+                    other => panic!("{other:?}"),
+                }
+            }
+            out
+        };
+        let again = [r#"{"seq":2,"m":"again"}"#, r#"{"seq":3,"m":"again"}"#];
+        assert_eq!(lines(&mut subs[0]), again);
+        for sub in &mut subs[1..] {
+            let mut want = vec![r#"{"seq":1}"#];
+            want.extend(again);
+            assert_eq!(lines(sub), want);
+        }
     }
 
     /// A reader's waker: marks it woken and unparks its thread.

@@ -63,6 +63,8 @@ use std::task::{Context, Wake, Waker};
 use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
 
+use crate::block::Block;
+
 /// One reader's registration: the task to wake, and whether it is listed.
 #[derive(Debug, Default)]
 pub(crate) struct Waiter {
@@ -200,6 +202,7 @@ impl WaitGroup {
             }),
             ring: OnceLock::new(),
             host,
+            copy: Mutex::new(None),
         });
         WaitGroup { inner }
     }
@@ -248,6 +251,9 @@ pub(crate) struct Group {
     /// The task that wakes the members, if the group has one
     /// ([`WaitGroup::hosted`]).
     host: Option<Host>,
+    /// The ring's copy of a block for the members to read
+    /// (`Ring::copy_for_group`): the last one made, if any.
+    pub(crate) copy: Mutex<Option<Arc<Block>>>,
 }
 
 /// A hosted group's host: its task, and whether the ring woke the group since
@@ -286,9 +292,14 @@ impl Group {
     }
 
     /// How many members the list holds (live and gone).
+    pub(crate) fn members(&self) -> usize {
+        self.members.lock().len()
+    }
+
+    /// How many members the list holds (live and gone).
     #[cfg(test)]
     pub(crate) fn listed(&self) -> usize {
-        self.members.lock().len()
+        self.members()
     }
 }
 
