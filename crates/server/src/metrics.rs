@@ -10,6 +10,7 @@
 //! Promises: updating a metric never blocks on I/O; per-type counts of a stream are
 //! accumulated per batch, not per event, so metrics do not slow the stream.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -146,7 +147,7 @@ pub struct Metrics {
     extra: Extra,
     sinks: Sinks,
     ingested: PerType,
-    streamed: PerType,
+    streamed: Streamed,
     open_streams: Gauge,
     gaps_sent: Counter,
     resets_sent: Counter,
@@ -247,7 +248,7 @@ impl Metrics {
     pub fn new(router: Router) -> Arc<Metrics> {
         let mut registry = Registry::default();
         let ingested = Family::<TypeLabel, Counter>::default();
-        let streamed = Family::<TypeLabel, Counter>::default();
+        let streamed = Streamed::default();
         let open_streams = Gauge::default();
         let gaps_sent = Counter::default();
         let resets_sent = Counter::default();
@@ -260,11 +261,7 @@ impl Metrics {
             "Events accepted by POST /diag/masterEvents, per type.",
             ingested.clone(),
         );
-        registry.register(
-            "master_events_streamed_events",
-            "Events sent to stream clients, per type (one count per client).",
-            streamed.clone(),
-        );
+        registry.register_collector(Box::new(streamed.clone()));
         registry.register(
             "master_events_open_streams",
             "Stream connections open now.",
@@ -329,7 +326,7 @@ impl Metrics {
             extra,
             sinks,
             ingested: PerType::new(ingested),
-            streamed: PerType::new(streamed),
+            streamed,
             open_streams,
             gaps_sent,
             resets_sent,
@@ -384,7 +381,7 @@ impl Metrics {
         while touched != 0 {
             let i = touched.trailing_zeros() as usize;
             touched &= touched - 1;
-            self.streamed.counter(i).inc_by(counts.counts[i]);
+            self.streamed.add(i, counts.counts[i]);
         }
     }
 
@@ -482,6 +479,71 @@ impl PerType {
     }
 }
 
+/// The per-type counts of the events streamed, in shards a thread each (or a few
+/// threads each): each stream adds its chunk's counts once a chunk, and at
+/// 100,000 streams, one counter a type, written by every worker, passed its cache
+/// line between them at each add (3.5% of the server's CPU). Summed at each
+/// scrape, as `master_events_streamed_events`; a type never counted is no series.
+#[derive(Debug, Default, Clone)]
+struct Streamed {
+    shards: Arc<[StreamedShard; STREAMED_SHARDS]>,
+}
+
+/// How many shards [`Streamed`] has (threads beyond it share them).
+const STREAMED_SHARDS: usize = 16;
+
+/// One shard of [`Streamed`]: a cache line (or more) of its own.
+#[derive(Debug)]
+#[repr(align(128))]
+struct StreamedShard([AtomicU64; EventType::ALL.len()]);
+
+impl Default for StreamedShard {
+    fn default() -> StreamedShard {
+        StreamedShard(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl Streamed {
+    /// Adds `n` events of the type `EventType::ALL[index]`, in this thread's shard.
+    fn add(&self, index: usize, n: u64) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STREAMED_SHARDS;
+        }
+        let shard = SHARD.with(|s| *s);
+        self.shards[shard].0[index].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count of the type `EventType::ALL[index]`, all shards summed.
+    fn total(&self, index: usize) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0[index].load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+impl Collector for Streamed {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "master_events_streamed_events",
+            "Events sent to stream clients, per type (one count per client).",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (index, ty) in EventType::ALL.iter().enumerate() {
+            let total = self.total(index);
+            if total > 0 {
+                let labels = TypeLabel {
+                    r#type: ty.as_str(),
+                };
+                ConstCounter::new(total).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Per-type counts of the events of one chunk, for [`Metrics::streamed`]: kept on
 /// the stack of the chunk's rendering, not in each stream (at 100,000 streams,
 /// reading a stream's whole array of counts for each event was a third of the
@@ -547,6 +609,38 @@ mod tests {
         let other = EventType::ALL[1];
         assert!(
             !text.contains(&format!("type=\"{}\"", other.as_str())),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn counts_streamed_from_many_threads_are_summed_at_the_scrape() {
+        let metrics = Metrics::new(Router::start(RouterConfig::default()));
+        let ty = EventType::ALL[2];
+        let threads: Vec<_> = (0..(STREAMED_SHARDS + 4))
+            .map(|_| {
+                let metrics = Arc::clone(&metrics);
+                std::thread::spawn(move || {
+                    let mut counts = TypeCounts::new();
+                    counts.add(ty);
+                    for _ in 0..1000 {
+                        metrics.streamed(&counts);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a counting thread");
+        }
+        let want = format!(
+            "master_events_streamed_events_total{{type=\"{}\"}} {}\n",
+            ty.as_str(),
+            1000 * (STREAMED_SHARDS + 4)
+        );
+        let text = metrics.render();
+        assert!(text.contains(&want), "{text}");
+        assert!(
+            text.contains("# TYPE master_events_streamed_events counter\n"),
             "{text}"
         );
     }
