@@ -821,8 +821,6 @@ impl Ring {
         }
     }
 
-    /// One non-blocking read for a reader that wants `*next`; advances `*next` past
-    /// what it returns.
     /// The events from `want` (retained, at most `horizon`) in the copy of a block
     /// that `group`'s readers share, if it holds `want`.
     fn read_group_copy(&self, group: &Group, want: u64, horizon: u64) -> Option<EventBatch> {
@@ -861,6 +859,10 @@ impl Ring {
         copy
     }
 
+    /// One non-blocking read for a reader that wants `*next`; advances `*next` past
+    /// what it returns. A reader of committed events in `group` reads from the
+    /// group's copy when it holds `*next` (a reader of uncommitted events, which a
+    /// cut may change, never does).
     fn step(
         &self,
         next: &mut u64,
@@ -886,6 +888,7 @@ impl Ring {
             // Closed, a reader of committed events ends once it has read them all.
             return if closed { Step::Closed } else { Step::Empty };
         }
+        let group = group.filter(|_| committed_only);
         if let Some(batch) = group.and_then(|g| self.read_group_copy(g, *next, horizon)) {
             *next = batch.block.first_seq + batch.end as u64;
             return Step::Chunk(Chunk::Events(batch));
