@@ -8,7 +8,7 @@
 //! gets a zero-copy slice of many lines), and every reader's view of them
 //! ([`Subscription`]).
 //!
-//! Readers that wait together in a [`WaitGroup`] of [`GROUP_COPY_MIN_MEMBERS`] or
+//! Readers that wait together in a [`WaitGroup`] of 8 (`GROUP_COPY_MIN_MEMBERS`) or
 //! more (the streams of one HTTP/2 connection) read a small, wholly committed
 //! block from one copy the group keeps, made by the first of them to read it:
 //! without the ring's lock, and with reference counts that only the group's task
