@@ -97,7 +97,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use master_events_events::Gap;
+use master_events_events::{EventType, Gap};
 use parking_lot::RwLock;
 
 pub use crate::block::Meta;
@@ -187,6 +187,14 @@ impl EventBatch {
     /// The events, in `seq` order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = EventRef<'_>> + '_ {
         (self.start..self.end).map(move |i| self.event(i))
+    }
+
+    /// The type of each event, in order: [`EventBatch::iter`]'s `meta.event_type`,
+    /// without the rest of each event's view (for a reader that only counts them).
+    pub fn event_types(&self) -> impl ExactSizeIterator<Item = EventType> + '_ {
+        self.block.metas[self.start..self.end]
+            .iter()
+            .map(|m| m.event_type)
     }
 
     /// The event at index `i` of the block (crate-internal: callers stay in range).
@@ -1099,6 +1107,25 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_batchs_event_types_are_those_of_its_events_in_order() {
+        let ring = Arc::new(Ring::new(100, 1));
+        let mut b = block(1, 4);
+        for (i, meta) in b.metas.iter_mut().enumerate() {
+            meta.event_type = EventType::ALL[i * 3];
+        }
+        ring.append(b);
+        let mut sub = ring.subscribe(Cursor::After(1), true);
+        let batch = next_batch(&mut sub);
+        let types: Vec<EventType> = batch.event_types().collect();
+        let viewed: Vec<EventType> = batch.iter().map(|e| e.meta.event_type).collect();
+        assert_eq!(types, viewed);
+        assert_eq!(
+            types,
+            [EventType::ALL[3], EventType::ALL[6], EventType::ALL[9]]
+        );
     }
 
     #[test]

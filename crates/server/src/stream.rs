@@ -576,8 +576,8 @@ impl StreamBody {
         }
         match (self.format, &self.filter) {
             (Format::Ndjson, None) => {
-                for e in batch.iter() {
-                    counts.add(e.meta.event_type);
+                for event_type in batch.event_types() {
+                    counts.add(event_type);
                 }
                 batch.bytes()
             }
