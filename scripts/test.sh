@@ -4,9 +4,9 @@
 # Node.js from Debian; jsonschema, pytest, the CloudEvents SDK and
 # openapi-spec-validator from PyPI; the AsyncAPI parser from npm), then: formatting,
 # lints, the Rust tests of every crate (all features: the etcd election and failover
-# tests included), a short coverage-guided run of every fuzz target (scripts/fuzz.sh,
-# cargo-fuzz installed when missing), a sink kept outside the workspace built into its
-# own binary (scripts/own-binary.sh), the Python tests (published schemas,
+# tests included; they replay every fuzz target's corpus, the coverage-guided runs
+# being scripts/fuzz.sh, a suite of its own), a sink kept outside the workspace built
+# into its own binary (scripts/own-binary.sh), the Python tests (published schemas,
 # CloudEvents, the OpenAPI document), the Python client's own tests, the AsyncAPI
 # document through its parser, and a smoke run of the benchmark harness against this
 # project (both ingest modes; the peers are left to scripts/bench.sh).
