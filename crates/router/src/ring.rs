@@ -189,6 +189,15 @@ impl EventBatch {
         (self.start..self.end).map(move |i| self.event(i))
     }
 
+    /// The events of `block` from seq `want` (which it holds, at most `horizon`)
+    /// up to its last, but never past `horizon` (a block may hold events not
+    /// committed yet): what a read from `want` gets of the block.
+    fn from_seq(block: Arc<Block>, want: u64, horizon: u64) -> EventBatch {
+        let start = (want - block.first_seq) as usize;
+        let end = block.len().min((horizon + 1 - block.first_seq) as usize);
+        EventBatch { block, start, end }
+    }
+
     /// The type of each event, in order: [`EventBatch::iter`]'s `meta.event_type`,
     /// without the rest of each event's view (for a reader that only counts them).
     pub fn event_types(&self) -> impl ExactSizeIterator<Item = EventType> + '_ {
@@ -843,9 +852,7 @@ impl Ring {
                 .filter(|b| b.first_seq <= want && want < b.end_seq())?;
             Arc::clone(block)
         };
-        let start = (want - block.first_seq) as usize;
-        let end = block.len().min((horizon + 1 - block.first_seq) as usize);
-        Some(EventBatch { block, start, end })
+        Some(EventBatch::from_seq(block, want, horizon))
     }
 
     /// `block`, just read by a member of `group`, or the group's copy of it made
@@ -948,11 +955,9 @@ impl Ring {
                 }
             },
         };
-        let start = (want - block.first_seq) as usize;
-        // Never past the horizon (a block may hold events not committed yet).
-        let end = block.len().min((horizon + 1 - block.first_seq) as usize);
-        *next = block.first_seq + end as u64;
-        Step::Chunk(Chunk::Events(EventBatch { block, start, end }))
+        let batch = EventBatch::from_seq(block, want, horizon);
+        *next = batch.block.first_seq + batch.end as u64;
+        Step::Chunk(Chunk::Events(batch))
     }
 }
 
