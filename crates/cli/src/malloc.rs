@@ -5,7 +5,7 @@
 //! Promises:
 //! - Every allocation of the binary goes through jemalloc (tikv-jemallocator).
 //!   Measured against glibc malloc with `scripts/bench.sh` (one producer, one
-//!   reader, docs/benchmarks.md): the server spends about 1.5 µs of CPU an event
+//!   reader, docs/benchmarks-history.md): the server spends about 1.5 µs of CPU an event
 //!   instead of 2.4 (glibc lost its time to page faults, heap trimming and
 //!   cross-thread frees of the parsed events), and an idle stream connection costs
 //!   10.4 KiB instead of 14.5.

@@ -20,7 +20,7 @@
 //! whitespace, unescape strings, read floats and objects) and then the encoding
 //! of the event's fields again took most of the server's time for a request of
 //! the mix; this reader, with the fields kept, takes about half the
-//! instructions (docs/benchmarks.md, "What bounds each figure").
+//! instructions (docs/benchmarks-history.md, "What bounds each figure").
 //!
 //! The canonical form, which is the encoder's:
 //! - `{"type":"<name>"`, then any of the envelope's fields (`seq`, `ts`, `origin`,

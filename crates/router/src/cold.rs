@@ -27,7 +27,7 @@
 //!   slice first: woken threads waited 1.3–1.6 ms every 250 ms (`perf record -e
 //!   sched:sched_switch,sched:sched_wakeup`), and the slowest event at K=1 and
 //!   10,000 events/s took 1.1–1.9 ms; with it, at most 0.33 ms and 0.49–0.70 ms
-//!   (in eight rows of nine; docs/benchmarks.md).
+//!   (in eight rows of nine; docs/benchmarks-history.md).
 //!
 //! Why: an archive of JSON lines of a few event types compresses several times
 //! over, and the events most readers want (the live tail) stay uncompressed, so

@@ -59,7 +59,7 @@ use crate::RouterError;
 
 /// After a small drain, the sequencer lets readers write before it answers
 /// publishers only when there are at most this many (see `Sequencer::run`): at
-/// K=100 the wait behind 100 writes raised the publishers' latency (docs/benchmarks.md).
+/// K=100 the wait behind 100 writes raised the publishers' latency (docs/benchmarks-history.md).
 const YIELD_MAX_READERS: usize = 16;
 /// Under load, the clock is read once per this many events (see `Sequencer::push`).
 const CLOCK_EVERY: u32 = 32;
@@ -158,7 +158,7 @@ impl Sequencer {
                     // a quarter of the ring). Otherwise the drain runs through and
                     // its publishers are answered sooner: a producer sending one
                     // request at a time to one or ten readers went 5-10% faster
-                    // (docs/benchmarks.md). With many readers, answering first lets
+                    // (docs/benchmarks-history.md). With many readers, answering first lets
                     // the producer outrun them, and they would get gaps instead.
                     let lap = events > self.ring.capacity() / 4
                         || self.ring.subscribers() > YIELD_MAX_READERS;

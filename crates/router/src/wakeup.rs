@@ -50,7 +50,7 @@
 //! lock once an event, to be listed. Why one list and not several: readers spread
 //! over 16 lists were woken list by list, so each HTTP/2 connection was woken
 //! 16 times an event, and p99 at 100,000 streams went up by half
-//! (docs/benchmarks.md, "100,000 streams over HTTP/2"). Why groups: with
+//! (docs/benchmarks-history.md, "100,000 streams over HTTP/2"). Why groups: with
 //! 100,000 HTTP/2 streams, each of them took the one list's lock once an event,
 //! from both workers; in groups of a connection's streams, the ring's list takes
 //! one entry a connection, and a member registers only its task (a group's list

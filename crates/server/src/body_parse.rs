@@ -17,7 +17,7 @@
 //!   request of 1,000 lines (about 200 KB) comes in about four reads spread over
 //!   ~50 µs, and a producer that sends one request at a time waits for each reply,
 //!   so that time was on its critical path with the other core idle (see
-//!   docs/benchmarks.md).
+//!   docs/benchmarks-history.md).
 //! - This task never waits for a helper to start, only for a chunk a helper has
 //!   taken to be done; a chunk no helper took is parsed by this task in
 //!   [`BodyParse::finish`]. When no helper thread can be started, tokio's blocking

@@ -9,7 +9,7 @@
 //! takes the next frame. An event of 256 bytes or more sent to the 200 streams of
 //! a connection was 200 `writev`s, each waking the reader; at 100,000 streams one
 //! such event took twice the CPU of a smaller one (100,000 `writev`s instead of
-//! about 1,500), and it set the p99 of the run (docs/benchmarks.md, "100,000
+//! about 1,500), and it set the p99 of the run (docs/benchmarks-history.md, "100,000
 //! streams over HTTP/2").
 //!
 //! Promises:

@@ -345,7 +345,7 @@ pub struct Driver {
 /// `conn` comes boxed, and stays where it is: moved by value, a connection (about
 /// 1.5 KiB) was held by the task's future once as this function's argument, once
 /// as its pinned local and once more by the caller's async block, 5.4 KiB a task
-/// in all, most of an idle stream's memory (docs/benchmarks.md).
+/// in all, most of an idle stream's memory (docs/benchmarks-history.md).
 pub async fn drive<C, E>(mut conn: Pin<Box<C>>, close: fn(Pin<&mut C>), d: Driver)
 where
     C: Future<Output = Result<(), E>>,

@@ -9,7 +9,7 @@
 //! hold many thousands. hyper keeps two 8 KiB buffers for each HTTP/1 connection
 //! (the read buffer and the buffer response heads are written into) for as long as
 //! it is open, one page of each written: 8 of the ~10 KiB an idle stream cost
-//! (docs/benchmarks.md). Here the head is read into a buffer dropped once it is
+//! (docs/benchmarks-history.md). Here the head is read into a buffer dropped once it is
 //! parsed, the response head is written from one dropped once it is sent, and the
 //! stream's frames are written straight from the stream's own bytes.
 //!
@@ -524,7 +524,7 @@ mod tests {
         ));
         // Every connection's task holds this future, an idle HTTP/1.1 stream's
         // too: the HTTP/2 serving is boxed, not held inline (4.3 against 6.1 KiB
-        // an idle stream, docs/benchmarks.md).
+        // an idle stream, docs/benchmarks-history.md).
         assert!(
             std::mem::size_of_val(&conn) < h2,
             "{} bytes a connection, {h2} for HTTP/2's state",

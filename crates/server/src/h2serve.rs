@@ -12,7 +12,7 @@
 //! every response body of the connection itself: an event wakes it once, it
 //! hands each of its streams' chunks to `h2` in one turn, without contention,
 //! and then writes them: 1.3-2.1 µs a delivery, p99 133-236 ms
-//! (docs/benchmarks.md, "100,000 streams over HTTP/2"). Its streams wait for the
+//! (docs/benchmarks-history.md, "100,000 streams over HTTP/2"). Its streams wait for the
 //! ring as one group that this task hosts ([`WaitGroup::hosted`]): the ring's
 //! writer wakes the task once an event, and the task wakes its streams itself,
 //! on its own thread; and they read a small block from one copy of the group's

@@ -20,7 +20,7 @@
 //! are taken as they arrive, a run of whole lines at a time ([`LineBatcher`]), each
 //! run all-or-nothing like a request. A producer that sends events continuously
 //! gets no reply per batch (the reply comes when the body ends), which is what a
-//! reply per batch costs at low rates: see docs/benchmarks.md. A bad line ends the
+//! reply per batch costs at low rates: see docs/benchmarks-history.md. A bad line ends the
 //! feed: every line before it is taken, it and the rest are not, and the refusal
 //! says so (`accepted`); one line longer than the size limit ends it with 413.
 
@@ -325,7 +325,7 @@ pub const PART_BYTES: usize = 64 * 1024;
 ///
 /// Why: a producer that sends one request at a time waits for each reply, so the
 /// request's parse is on its critical path while the other core idles (see
-/// docs/benchmarks.md). The refusal named is that of the first bad line of the
+/// docs/benchmarks-history.md). The refusal named is that of the first bad line of the
 /// body, whichever thread found it. A body still being read is parsed so too, as
 /// it comes ([`BodyParse::push`]).
 ///

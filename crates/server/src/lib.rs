@@ -408,7 +408,7 @@ impl Server {
             .header_read_timeout(self.state.config.header_read_timeout)
             // Request bodies are read in steps of up to 64 KiB: a producer sending
             // 1,000-event requests one at a time went 6-15% faster than with
-            // hyper's smallest cap, 8 KiB (docs/benchmarks.md). Streams do not pay
+            // hyper's smallest cap, 8 KiB (docs/benchmarks-history.md). Streams do not pay
             // for it: over HTTP/1.1 they are served without hyper (h1stream.rs),
             // and an idle one holds 4.7 KiB either way; before that, this cap
             // made an idle stream cost 22.5 KiB instead of 10. It also caps a

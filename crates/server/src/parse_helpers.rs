@@ -17,7 +17,7 @@
 //!   asking task's own core, stalling it for hundreds of microseconds; waking a
 //!   helper cost the task 34–94 µs on average and the helper started 71–152 µs
 //!   later; kept off that core, 8–10 µs and 14–19 µs, and K=1 ingest went from
-//!   1.07–1.28 M to 1.28–1.41 M events/s (docs/benchmarks.md). If the affinity
+//!   1.07–1.28 M to 1.28–1.41 M events/s (docs/benchmarks-history.md). If the affinity
 //!   cannot be set (a refused system call), the helper runs wherever the
 //!   scheduler puts it, as before, and that is said once as a WARN: it costs
 //!   speed, never an event. With one CPU there are no helpers.

@@ -9,7 +9,7 @@
 //! a yield: it goes to the back of the worker's queue and a parked worker is woken
 //! to help. So every ingest request woke the second worker, on the other CPU, for
 //! nothing; in a VM that wake-up took CPU from the threads that were on the event's
-//! path (measured with `strace -f` and `perf sched`; see docs/benchmarks.md).
+//! path (measured with `strace -f` and `perf sched`; see docs/benchmarks-history.md).
 //!
 //! Promises:
 //! - A wake-up that arrives on the polling thread while the future is being polled

@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// Fewer leave CPUs to other processes and ingest less at full speed; where the
     /// server shares few CPUs with busy clients, one worker gives lower latency at
     /// low event rates (on 2 CPUs at 10,000 events/s: p50 about 25 µs lower, and a
-    /// quarter less ingest flat out; docs/benchmarks.md).
+    /// quarter less ingest flat out; docs/benchmarks-history.md).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// How this node learns who the master is: `static` (--master names it; a lone
