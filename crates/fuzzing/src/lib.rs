@@ -122,16 +122,47 @@ pub fn config(data: &[u8]) {
     // Every sink's keys are checked: the registrations must be linked in.
     static LINKED: OnceLock<usize> = OnceLock::new();
     LINKED.get_or_init(|| master_events_plugins::sink_names().len());
-    let Err(error) = master_events_router::load_config(text) else {
-        return;
+    let load = |text: &str| {
+        master_events_router::load_config(text)
+            .err()
+            .map(|e| e.to_string())
     };
-    let shown = error.to_string();
-    for secret in secret_values(text) {
-        assert!(
-            !shown.contains(&secret),
-            "a configuration error shows the secret {secret:?}: {shown}"
-        );
+    if let Some((secret, shown)) = shown_secret(text, load) {
+        panic!("a configuration error shows the secret {secret:?}: {shown}");
     }
+}
+
+/// The first secret value of `text` (see [`secret_values`]) that an error of
+/// `load` quotes, with that error.
+///
+/// The test is differential: the value is swapped in the text for a marker of the
+/// same length that occurs nowhere else, and it is a leak when the marker shows in
+/// the error of the changed text. A value that merely occurs in what an error lists
+/// anyway (a secret `"loseStream"` inside the catalog's `dcpCloseStream`) is not
+/// one: the marker does not show there.
+fn shown_secret(text: &str, load: impl Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    load(text)?;
+    secret_values(text).into_iter().find_map(|secret| {
+        let marker = marker_for(text, secret.len())?;
+        let shown = load(&text.replacen(&secret, &marker, 1))?;
+        shown.contains(&marker).then_some((secret, shown))
+    })
+}
+
+/// A string of `len` ASCII letters that occurs nowhere in `text` (nor, being an
+/// unlikely pattern, in any fixed text an error holds), or `None` when none of
+/// the few tried is free.
+fn marker_for(text: &str, len: usize) -> Option<String> {
+    (0..4u8).find_map(|shift| {
+        let marker: String = "QjXzVkWq"
+            .bytes()
+            .cycle()
+            .skip(usize::from(shift))
+            .take(len)
+            .map(char::from)
+            .collect();
+        (!text.contains(&marker)).then_some(marker)
+    })
 }
 
 /// The string values of keys naming a secret, at any depth, that occur once in the
@@ -158,13 +189,9 @@ fn secret_values(text: &str) -> Vec<String> {
     };
     let mut out = Vec::new();
     doc.iter().for_each(|(k, v)| walk(v, k, &mut out));
-    // A value that is a word of the fixed vocabulary (an event type: errors list
-    // them) cannot tell a leak from a listing.
-    out.retain(|s| {
-        s.len() >= 8
-            && text.matches(s.as_str()).count() == 1
-            && s.parse::<master_events_events::EventType>().is_err()
-    });
+    // Swapping the value in the text must swap the value and nothing else: it is
+    // written once, verbatim (no escapes), and long enough not to be a mere word.
+    out.retain(|s| s.len() >= 8 && text.matches(s.as_str()).count() == 1);
     out
 }
 
@@ -388,4 +415,41 @@ fn has_duplicate_keys(data: &[u8]) -> bool {
         }
     }
     serde_json::from_slice::<Check>(data).is_ok_and(|c| c.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET_CONFIG: &str = "[[sinks]]\ntype = \"webhook\"\ntoken = \"hunter2-hunter2\"\n";
+
+    #[test]
+    fn an_error_quoting_a_secret_value_is_caught_whatever_the_value() {
+        let quoting = |text: &str| {
+            let doc = text.parse::<toml::Table>().ok()?;
+            let token = doc["sinks"][0]["token"].as_str()?.to_owned();
+            Some(format!("sinks[0]: bad token {token}"))
+        };
+        let (secret, shown) = shown_secret(SECRET_CONFIG, quoting).expect("the leak is caught");
+        assert_eq!(secret, "hunter2-hunter2");
+        assert!(shown.contains("bad token"), "{shown}");
+    }
+
+    #[test]
+    fn a_secret_that_is_part_of_a_listed_vocabulary_word_is_not_a_leak() {
+        let text = "[[sinks]]\ntype = \"stdout\"\ntypetoken = \"loseStream\"\n";
+        let listing = |_: &str| Some("expected one of: dcpAddStream, dcpCloseStream".to_owned());
+        assert_eq!(shown_secret(text, listing), None);
+    }
+
+    #[test]
+    fn an_error_that_hides_the_value_is_not_a_leak() {
+        let hiding = |_: &str| Some("sinks[0]: bad token (value not shown)".to_owned());
+        assert_eq!(shown_secret(SECRET_CONFIG, hiding), None);
+    }
+
+    #[test]
+    fn no_error_means_nothing_to_show() {
+        assert_eq!(shown_secret(SECRET_CONFIG, |_| None), None);
+    }
 }
