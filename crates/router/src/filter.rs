@@ -579,8 +579,16 @@ macro_rules! one_or_many {
                     }
                     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$name, A::Error> {
                         let mut out = Vec::new();
-                        while let Some(one) = seq.next_element::<$name>()? {
-                            out.extend(one.0);
+                        // Which value of the list is wrong: an error about it names its
+                        // place, since a configuration error does not quote the value.
+                        for at in 1.. {
+                            let one = seq.next_element::<$name>().map_err(|e| {
+                                <A::Error as de::Error>::custom(format_args!("value {at} of the list: {e}"))
+                            })?;
+                            match one {
+                                Some(one) => out.extend(one.0),
+                                None => break,
+                            }
                         }
                         Ok($name(out))
                     }
@@ -891,6 +899,25 @@ mod tests {
             ..meta(EventType::VbucketMoveDone)
         };
         assert!(f.matches(&done_b));
+    }
+
+    #[test]
+    fn an_error_in_a_list_names_the_place_of_the_wrong_value() {
+        let e = parse(r#"filter = { type = ["rebalanceStart", "becameMastr"] }"#)
+            .expect_err("unknown type");
+        assert!(
+            e.contains(r#"value 2 of the list: unknown event type "becameMastr""#),
+            "{e}"
+        );
+        let e = parse(r#"filter = { vbucket = [1, 2, 70000] }"#).expect_err("vbucket");
+        assert!(e.contains("value 3 of the list: invalid vbucket"), "{e}");
+        let json = serde_json::from_str::<Filter>(r#"{"type": ["becameMaster", "nope"]}"#)
+            .expect_err("unknown type")
+            .to_string();
+        assert!(
+            json.contains(r#"value 2 of the list: unknown event type "nope""#),
+            "{json}"
+        );
     }
 
     #[test]

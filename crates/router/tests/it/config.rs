@@ -95,6 +95,10 @@ fn config_errors_name_the_entry() {
     );
     let e = err("[[sinks]]\ntype = \"stdout\"\nfilter = { type = \"vbucketMoveStrat\" }\n");
     assert_eq!(e, "sinks[0] (type \"stdout\", line 1): filter: unknown event type (value not shown); did you mean \"vbucketMoveStart\"? (key type)");
+    let e = err(
+        "[[sinks]]\ntype = \"stdout\"\nfilter = { type = [\"rebalanceStart\", \"vbucketMoveStrat\"] }\n",
+    );
+    assert_eq!(e, "sinks[0] (type \"stdout\", line 1): filter: value 2 of the list: unknown event type (value not shown); did you mean \"vbucketMoveStart\"? (key type)");
     let e = err("[[sinks]]\ntype = \"stdout\"\nfilter = { bucket = \"b\", vbuckets = 1 }\n");
     assert!(
         e.starts_with(
