@@ -203,6 +203,20 @@ pub enum FilterError {
     NoKey,
 }
 
+impl FilterError {
+    /// The filter key the error is about (`type`, `vbucket`, or the key given
+    /// empty), or `filter` when it is about the filter as a whole: the stream's
+    /// query parameter to name in its answer.
+    pub fn key(&self) -> &'static str {
+        match self {
+            FilterError::UnknownType { .. } => "type",
+            FilterError::BadVbucket { .. } => "vbucket",
+            FilterError::Empty { key } => key,
+            FilterError::NoKey => "filter",
+        }
+    }
+}
+
 fn suggestion(name: &str) -> String {
     let best = EventType::ALL
         .iter()

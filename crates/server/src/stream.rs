@@ -235,7 +235,7 @@ impl StreamQuery {
         let get = |name: &'static str| values.get(name).unwrap_or(&empty);
         let filter = Filter::from_query(get("type"), get("bucket"), get("vbucket"), get("node"))
             .map_err(|e| QueryError::Invalid {
-                name: "filter",
+                name: e.key(),
                 reason: e.to_string(),
             })?;
         let heartbeat = match single("heartbeat") {
@@ -784,11 +784,13 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("70000"), "{e}");
+        assert!(e.starts_with("query parameter vbucket: "), "{e}");
         let e = q("type=nope")
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("nope"), "{e}");
+        assert!(e.starts_with("query parameter type: "), "{e}");
         assert!(matches!(q("frobnicate=1"), Err(QueryError::Unknown(_))));
         assert!(matches!(
             q("start=now&since=1"),
