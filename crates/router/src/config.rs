@@ -19,8 +19,9 @@
 //! - Loading checks everything it can before anything runs: each entry's `type` must
 //!   be a registered sink, its own keys must fit that sink's typed configuration
 //!   (unknown keys are errors), its `filter` must be valid. Every error names the
-//!   entry (`sinks[2] (type "stdout", line 9): unknown field ...`); an unknown or
-//!   missing type lists the registered ones.
+//!   entry (`sinks[2] (type "stdout", line 9): unknown field ...`), and one about a
+//!   key of it gives that key's line too (`filter (line 11): ...`,
+//!   `(key format, line 10)`); an unknown or missing type lists the registered ones.
 //! - Top-level keys other than `sinks` and `redaction` are left to the application
 //!   (they are not errors here). `[redaction] secret_words = ["salt", ...]` adds words
 //!   to the ones that mark a `createBucket` parameter as a secret (see
@@ -35,6 +36,7 @@
 //! - [`start_sinks`] builds every sink before starting any, so a failure starts
 //!   nothing.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -69,6 +71,8 @@ pub struct SinkEntry {
     /// Where it runs in a cluster: its `run_on`, or its type's default.
     pub run_on: RunOn,
     registration: &'static SinkRegistration,
+    /// The line (from 1) of each of its keys, for an error about one to name it.
+    key_lines: KeyLines,
 }
 
 impl SinkEntry {
@@ -122,6 +126,36 @@ impl Config {
     }
 }
 
+/// The line (from 1) where each key of a `[[sinks]]` entry is written.
+type KeyLines = BTreeMap<String, usize>;
+
+/// Where each key of each `[[sinks]]` entry is written: a second reading of a
+/// document [`RawDocument`] has read, for errors to give the line of the key they
+/// are about (`(key format, line 3)`).
+#[derive(Deserialize)]
+struct KeySpans {
+    #[serde(default)]
+    sinks: Vec<BTreeMap<String, toml::Spanned<serde::de::IgnoredAny>>>,
+}
+
+/// The line of every key of every `[[sinks]]` entry of `text` (none when the text
+/// cannot be read so; then errors go without these lines).
+fn key_lines(text: &str) -> Vec<KeyLines> {
+    let line_at = |offset: usize| text.get(..offset).map(|b| b.matches('\n').count() + 1);
+    toml::from_str::<KeySpans>(text)
+        .map(|doc| {
+            doc.sinks
+                .into_iter()
+                .map(|keys| {
+                    keys.into_iter()
+                        .filter_map(|(key, value)| Some((key, line_at(value.span().start)?)))
+                        .collect()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Deserialize)]
 struct RawDocument {
     #[serde(default)]
@@ -159,7 +193,9 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
     }
     let mut sinks = Vec::with_capacity(doc.sinks.len());
     let mut archiver: Option<usize> = None;
+    let mut lines = key_lines(text).into_iter();
     for (index, spanned) in doc.sinks.into_iter().enumerate() {
+        let key_lines = lines.next().unwrap_or_default();
         let line = text
             .get(..spanned.span().start)
             .map(|before| before.matches('\n').count() + 1);
@@ -200,7 +236,10 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
             None => None,
             Some(value) => Some(value.try_into::<Filter>().map_err(|e| ConfigError::Entry {
                 at: at.clone(),
-                message: format!("filter: {}", describe_toml_error(&e)),
+                message: match key_lines.get("filter") {
+                    Some(line) => format!("filter (line {line}): {}", describe_toml_error(&e)),
+                    None => format!("filter: {}", describe_toml_error(&e)),
+                },
             })?),
         };
         let run_on = match table.remove("run_on") {
@@ -212,7 +251,8 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
                     .into(),
             })?,
         };
-        (registration.check)(toml::Value::Table(table.clone())).map_err(|e| entry_error(&at, e))?;
+        (registration.check)(toml::Value::Table(table.clone()))
+            .map_err(|e| entry_error(&at, &key_lines, e))?;
         if kind == "archiver" {
             if filter.is_some() {
                 return Err(ConfigError::Entry {
@@ -243,6 +283,7 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
             settings: table,
             run_on,
             registration,
+            key_lines,
         });
     }
     Ok(Config {
@@ -251,16 +292,25 @@ pub fn load_config(text: &str) -> Result<Config, ConfigError> {
     })
 }
 
-fn entry_error(at: &Location, e: ConfigError) -> ConfigError {
-    match e {
-        ConfigError::Invalid(message) => ConfigError::Entry {
-            at: at.clone(),
-            message,
-        },
-        other => ConfigError::Entry {
-            at: at.clone(),
-            message: other.to_string(),
-        },
+/// A sink's own error about its entry, as [`ConfigError::Entry`]. A message ending
+/// in `(key PATH)` ([`describe_toml_error`]'s form) gets the line of the entry's key
+/// that `PATH` starts with: `(key format, line 3)`.
+fn entry_error(at: &Location, key_lines: &KeyLines, e: ConfigError) -> ConfigError {
+    let mut message = match e {
+        ConfigError::Invalid(message) => message,
+        other => other.to_string(),
+    };
+    let line = message
+        .strip_suffix(')')
+        .and_then(|m| m.rsplit_once(" (key "))
+        .and_then(|(_, path)| key_lines.get(path.split(['.', '[']).next()?));
+    if let Some(line) = line {
+        message.pop();
+        message.push_str(&format!(", line {line})"));
+    }
+    ConfigError::Entry {
+        at: at.clone(),
+        message,
     }
 }
 
@@ -355,7 +405,7 @@ pub fn start_sinks_on(
     for entry in &config.sinks {
         let ctx = SinkContext::named(router, entry.at.index, entry.kind.clone());
         let sink = (entry.registration.build)(toml::Value::Table(entry.settings.clone()), &ctx)
-            .map_err(|e| entry_error(&entry.at, e))?;
+            .map_err(|e| entry_error(&entry.at, &entry.key_lines, e))?;
         built.push((entry, ctx, sink));
     }
     let cancel = CancellationToken::new();
@@ -704,7 +754,7 @@ mod error_text_tests {
             ),
             (
                 "[[sinks]]\ntype = \"stdout\"\nformat = \"hunter2\"\n",
-                "sinks[0] (type \"stdout\", line 1): unknown variant (value not shown), expected `json` or `line` (key format)",
+                "sinks[0] (type \"stdout\", line 1): unknown variant (value not shown), expected `json` or `line` (key format, line 3)",
             ),
         ] {
             let e = refused(text);

@@ -81,7 +81,13 @@ fn config_errors_name_the_entry() {
     let e = err("[[sinks]]\ntype = \"stdout\"\nformat = \"xml\"\n");
     assert_eq!(
         e,
-        "sinks[0] (type \"stdout\", line 1): unknown variant (value not shown), expected `json` or `line` (key format)"
+        "sinks[0] (type \"stdout\", line 1): unknown variant (value not shown), expected `json` or `line` (key format, line 3)"
+    );
+    // The key's own line, in an entry further down.
+    let e = err("[[sinks]]\ntype = \"stdout\"\n\n[[sinks]]\ntype = \"stdout\"\n# json or line\nformat = \"xml\"\n");
+    assert_eq!(
+        e,
+        "sinks[1] (type \"stdout\", line 4): unknown variant (value not shown), expected `json` or `line` (key format, line 7)"
     );
     let e = err("[[sinks]]\ntype = \"archiver\"\ncapacity = 0\n");
     assert_eq!(
@@ -94,15 +100,15 @@ fn config_errors_name_the_entry() {
         "sinks[0] (type \"archiver\", line 1): the archiver keeps every event: it takes no filter"
     );
     let e = err("[[sinks]]\ntype = \"stdout\"\nfilter = { type = \"vbucketMoveStrat\" }\n");
-    assert_eq!(e, "sinks[0] (type \"stdout\", line 1): filter: unknown event type (value not shown); did you mean \"vbucketMoveStart\"? (key type)");
+    assert_eq!(e, "sinks[0] (type \"stdout\", line 1): filter (line 3): unknown event type (value not shown); did you mean \"vbucketMoveStart\"? (key type)");
     let e = err(
         "[[sinks]]\ntype = \"stdout\"\nfilter = { type = [\"rebalanceStart\", \"vbucketMoveStrat\"] }\n",
     );
-    assert_eq!(e, "sinks[0] (type \"stdout\", line 1): filter: value 2 of the list: unknown event type (value not shown); did you mean \"vbucketMoveStart\"? (key type)");
+    assert_eq!(e, "sinks[0] (type \"stdout\", line 1): filter (line 3): value 2 of the list: unknown event type (value not shown); did you mean \"vbucketMoveStart\"? (key type)");
     let e = err("[[sinks]]\ntype = \"stdout\"\nfilter = { bucket = \"b\", vbuckets = 1 }\n");
     assert!(
         e.starts_with(
-            "sinks[0] (type \"stdout\", line 1): filter: unknown field `vbuckets`, expected one of"
+            "sinks[0] (type \"stdout\", line 1): filter (line 3): unknown field `vbuckets`, expected one of"
         ),
         "{e}"
     );
