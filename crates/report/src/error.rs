@@ -11,12 +11,14 @@ use std::io;
 /// Why a report could not be produced or written.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading the input or writing the output failed.
-    #[error("I/O error: {0}")]
+    /// Reading the input or writing the output failed: the I/O error itself (the
+    /// caller says which side), shown once in an error's chain.
+    #[error(transparent)]
     Io(#[from] io::Error),
-    /// Writing CSV failed.
+    /// Writing CSV failed, for another reason than I/O (an I/O error of the CSV
+    /// writer is [`Error::Io`]: `csv::Error` both shows and chains it).
     #[error("writing CSV failed: {0}")]
-    Csv(#[from] csv::Error),
+    Csv(csv::Error),
     /// Writing JSON failed.
     #[error("writing JSON failed: {0}")]
     Json(#[from] serde_json::Error),
@@ -29,4 +31,17 @@ pub enum Error {
     /// A format name that is not `table`, `csv` or `jsonl`.
     #[error("unknown format {0:?} (expected table, csv or jsonl)")]
     UnknownFormat(String),
+}
+
+impl From<csv::Error> for Error {
+    fn from(e: csv::Error) -> Error {
+        if !e.is_io_error() {
+            return Error::Csv(e);
+        }
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => Error::Io(io),
+            // `is_io_error` is true of `ErrorKind::Io` alone.
+            other => Error::Io(io::Error::other(format!("writing CSV failed: {other:?}"))),
+        }
+    }
 }

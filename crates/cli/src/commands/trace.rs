@@ -68,10 +68,10 @@ pub fn run(args: &TraceArgs) -> Result<i32> {
         None => {
             let stdout = std::io::stdout();
             let mut out = PipeWatch::new(BufWriter::new(stdout.lock()));
-            match write(args, options, &mut out) {
+            match write(args, options, &mut out, "standard output") {
                 Ok(_) => Ok(0),
                 Err(_) if out.closed() => Ok(0),
-                Err(e) => Err(e.context("writing standard output")),
+                Err(e) => Err(e),
             }
         }
     }
@@ -97,8 +97,12 @@ fn write_file(
             .write(true)
             .open(&target)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        return write(args, options, BufWriter::new(file))
-            .with_context(|| format!("writing {}", path.display()));
+        return write(
+            args,
+            options,
+            BufWriter::new(file),
+            &path.display().to_string(),
+        );
     }
     let dir = match target.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -116,33 +120,41 @@ fn write_file(
         .tempfile_in(dir)
         .with_context(|| format!("cannot create {} (in {})", path.display(), dir.display()))?;
     let file: &File = tmp.as_file();
-    let stats = write(args, options, BufWriter::new(file))
-        .with_context(|| format!("writing {}", path.display()))?;
+    let stats = write(
+        args,
+        options,
+        BufWriter::new(file),
+        &path.display().to_string(),
+    )?;
     tmp.persist(&target)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(stats)
 }
 
-/// Reads the source and writes its trace to `out`, flushed.
+/// Reads the source and writes its trace to `out` (named `dest` in errors), flushed.
+/// An error says which side failed: the source's own (`cannot open ...`,
+/// `reading ...`), or `writing DEST: ...`.
 fn write<W: Write>(
     args: &TraceArgs,
     options: TraceOptions,
     out: W,
+    dest: &str,
 ) -> Result<master_events_report::TraceStats> {
     let opened = source::open(&args.source)?;
     let name = opened.name.clone();
     let (mut reader, bar) = source::log_reader(opened);
     let written = (|| -> Result<_> {
-        let mut trace = TraceWriter::with_options(out, options)?;
+        let writing = || format!("writing {dest}");
+        let mut trace = TraceWriter::with_options(out, options).with_context(writing)?;
         while let Some(rec) = reader
             .next_record()
             .with_context(|| format!("reading {name}"))?
         {
-            trace.observe(&rec)?;
+            trace.observe(&rec).with_context(writing)?;
         }
-        let (mut out, stats) = trace.finish()?;
-        out.flush()?;
+        let (mut out, stats) = trace.finish().with_context(writing)?;
+        out.flush().with_context(writing)?;
         Ok(stats)
     })();
     if let Some(bar) = bar {
