@@ -24,7 +24,10 @@
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*)?
+        anyhow::Context::context(
+            writeln!(std::io::stdout(), $($arg)*),
+            "writing standard output",
+        )?
     }};
 }
 
@@ -32,7 +35,10 @@ macro_rules! outln {
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        write!(std::io::stdout(), $($arg)*)?
+        anyhow::Context::context(
+            write!(std::io::stdout(), $($arg)*),
+            "writing standard output",
+        )?
     }};
 }
 

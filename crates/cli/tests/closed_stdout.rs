@@ -2,6 +2,10 @@
 //! `grep -q`) ends the command quietly: exit 0, no panic, nothing on stderr about a
 //! broken pipe. The read end is closed before the command writes anything, so every
 //! write it makes fails with EPIPE: the case is certain, not a race.
+//!
+//! Any other failure of standard output (a full disk: `/dev/full`, where every
+//! write fails with ENOSPC) is an error: exit 2, and one line that says it was
+//! `writing standard output` and gives the reason once.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -14,11 +18,17 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runs `master-events ARGS` with its stdout a pipe nobody reads (closed at once);
 /// returns its exit code and what it wrote to stderr.
 fn run_with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
+    run_with_stdout(args, Stdio::piped())
+}
+
+/// Runs `master-events ARGS` with `stdout` as its standard output (a pipe is closed
+/// at once); returns its exit code and what it wrote to stderr.
+fn run_with_stdout(args: &[&str], stdout: Stdio) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_master-events"))
         .args(args)
         .env_remove("MASTER_EVENTS_AUTH")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .expect("the master-events binary runs");
@@ -74,4 +84,45 @@ fn schemas_ends_quietly_when_its_reader_has_gone() {
 #[test]
 fn token_create_ends_quietly_when_its_reader_has_gone() {
     assert_quiet_success(&["token", "create", "--name", "ci", "--role", "read"]);
+}
+
+#[test]
+fn a_full_output_is_an_error_that_says_so_once() {
+    let Ok(probe) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("no /dev/full here: nothing to check");
+        return;
+    };
+    drop(probe);
+    let data = |name: &str| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/report")
+            .join(name)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let log = data("rebalance_normal.log");
+    for args in [
+        vec!["sinks"],
+        vec!["validate", log.as_str(), "--legacy"],
+        vec!["trace", log.as_str()],
+        vec!["report", "moves", log.as_str(), "--format", "csv"],
+        vec!["report", "rebalance", log.as_str(), "--format", "json"],
+    ] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full opens");
+        let (code, err) = run_with_stdout(&args, Stdio::from(full));
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        assert_eq!(code, Some(2), "{args:?} exit code; stderr: {err}");
+        assert!(
+            err.contains("error: writing standard output: "),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            err.matches("No space left on device").count(),
+            1,
+            "{args:?}: the reason once: {err}"
+        );
+    }
 }

@@ -202,12 +202,14 @@ pub fn warn_unread(command: &str, name: &str, summary: &ReadSummary) {
     }
 }
 
-/// A writer that remembers whether a write failed because the reader went away
-/// (`| head` closed the pipe): that ends the output early but is not a failure of
-/// the command. The errors themselves pass through unchanged.
+/// A writer that remembers whether a write failed, and whether because the reader
+/// went away (`| head` closed the pipe): that ends the output early but is not a
+/// failure of the command. The errors themselves pass through unchanged; what it
+/// remembers tells a caller whose work both reads and writes which side failed.
 pub struct PipeWatch<W> {
     inner: W,
     closed: bool,
+    failed: bool,
 }
 
 impl<W: Write> PipeWatch<W> {
@@ -216,7 +218,13 @@ impl<W: Write> PipeWatch<W> {
         PipeWatch {
             inner,
             closed: false,
+            failed: false,
         }
+    }
+
+    /// Whether a write or flush failed (the pipe closed, a full disk, ...).
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Whether a write or flush met a closed pipe.
@@ -226,6 +234,7 @@ impl<W: Write> PipeWatch<W> {
 
     fn note<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
         if let Err(e) = &result {
+            self.failed = true;
             if e.kind() == io::ErrorKind::BrokenPipe {
                 self.closed = true;
             }

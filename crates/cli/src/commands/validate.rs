@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::source::PipeWatch;
 use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use master_events_events::{parse_line, published, EventType};
@@ -456,7 +457,15 @@ pub fn print_summary<W: Write>(out: &mut W, name: &str, s: &Summary) -> std::io:
 pub fn run(args: &ValidateArgs) -> Result<i32> {
     let validators = Validators::load(args.schemas.as_deref(), args.ingest)?;
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = PipeWatch::new(std::io::BufWriter::new(stdout.lock()));
+    // An error of the validation is the input's unless the output failed.
+    let side = |out: &PipeWatch<_>, input: &str| {
+        if out.failed() {
+            "writing standard output".to_owned()
+        } else {
+            format!("reading {input}")
+        }
+    };
     let (summary, name) = if args.file == "-" {
         let s = validate_stream(
             std::io::stdin().lock(),
@@ -466,7 +475,7 @@ pub fn run(args: &ValidateArgs) -> Result<i32> {
             args.max_errors,
             args.legacy,
         )
-        .context("reading standard input")?;
+        .with_context(|| side(&out, "standard input"))?;
         (s, "<stdin>".to_owned())
     } else {
         let file = std::fs::File::open(&args.file)
@@ -479,11 +488,11 @@ pub fn run(args: &ValidateArgs) -> Result<i32> {
             args.max_errors,
             args.legacy,
         )
-        .with_context(|| format!("reading {}", args.file))?;
+        .with_context(|| side(&out, &args.file))?;
         (s, args.file.clone())
     };
-    print_summary(&mut out, &name, &summary)?;
-    out.flush()?;
+    print_summary(&mut out, &name, &summary).context("writing standard output")?;
+    out.flush().context("writing standard output")?;
     Ok(if summary.invalid_total() == 0 { 0 } else { 1 })
 }
 
