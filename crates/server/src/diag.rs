@@ -321,7 +321,7 @@ fn body_error(state: &AppState, e: axum::Error, limit: usize) -> Response {
     state.metrics.ingest_error("body_read");
     error_response(
         StatusCode::BAD_REQUEST,
-        format!("cannot read the body: {e}"),
+        format!("cannot read the body: {}", error_chain(&e)),
     )
 }
 

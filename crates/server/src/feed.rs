@@ -196,7 +196,8 @@ pub(crate) async fn feed(
                         return state.guards.body_cut(&state.metrics, cut, resp);
                     }
                     let error = format!(
-                        "cannot read the body: {e}; nothing from line {} on was taken",
+                        "cannot read the body: {}; nothing from line {} on was taken",
+                        crate::error_chain(&e),
                         lines.next_line()
                     );
                     let end = (StatusCode::BAD_REQUEST, "body_read", error);

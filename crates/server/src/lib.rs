@@ -699,6 +699,23 @@ pub(crate) struct ErrorBody {
     error: String,
 }
 
+/// An error and its causes in one line, each said once: a body that could not be
+/// read is `error reading a body from connection: invalid chunk size line`, not
+/// the first half alone. For errors of a request's own transport (no secret).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let said = cause.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     json_response(
         status,

@@ -70,10 +70,19 @@ pub(crate) async fn post_forward(
     let body = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,
         Err(e) => {
-            return error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("cannot read the body: {e}"),
-            )
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("body is over the limit of {limit} bytes"),
+                )
+            } else {
+                error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {}", crate::error_chain(&e)),
+                )
+            };
         }
     };
     let records = match ingest::parse_forwarded(&body) {

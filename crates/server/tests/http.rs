@@ -1643,6 +1643,41 @@ async fn a_stream_head_sent_a_byte_at_a_time_is_answered_with_a_chunked_stream()
 }
 
 #[tokio::test]
+async fn a_malformed_chunked_body_is_refused_with_the_reason_and_nothing_is_taken() {
+    let s = start(4096, "", |_| {}).await;
+    for query in ["", "?feed=1"] {
+        let mut sock = TcpStream::connect(s.addr).await.expect("connect");
+        let request = format!(
+            "POST /diag/masterEvents{query} HTTP/1.1\r\nhost: x\r\n\
+             content-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n\
+             ZZ\r\nabc\r\n0\r\n\r\n"
+        );
+        sock.write_all(request.as_bytes()).await.expect("write");
+        let got = read_until(&mut sock, |t| t.contains("}")).await;
+        assert!(got.starts_with("HTTP/1.1 400 "), "{query}: {got}");
+        // The cause, not only "error reading a body from connection".
+        assert!(
+            got.contains("cannot read the body: error reading a body from connection: ")
+                && got.to_ascii_lowercase().contains("chunk size"),
+            "{query}: {got}"
+        );
+    }
+    // Another node's forward: a broken body is a 400 with its reason, not a 413.
+    let mut sock = TcpStream::connect(s.addr).await.expect("connect");
+    sock.write_all(
+        b"POST /cluster/forward HTTP/1.1\r\nhost: x\r\nx-master-events-epoch: 1\r\n\
+          content-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n\
+          ZZ\r\nabc\r\n0\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let got = read_until(&mut sock, |t| t.contains("}")).await;
+    assert!(got.starts_with("HTTP/1.1 400 "), "forward: {got}");
+    assert!(got.contains("cannot read the body: "), "forward: {got}");
+    assert_eq!(s.router.last_seq(), 0, "nothing was taken");
+}
+
+#[tokio::test]
 async fn a_stream_client_that_goes_away_takes_its_stream_with_it() {
     let s = start(4096, "", |_| {}).await;
     let mut socks = Vec::new();
