@@ -275,7 +275,7 @@ fn tail_and_emit_with_cacert_talk_to_a_server_set_up_by_the_config_file() {
 }
 
 #[test]
-fn clients_without_the_ca_say_the_certificate_is_not_trusted_and_suggest_cacert() {
+fn clients_without_the_ca_say_the_certificate_is_not_trusted_and_plain_http_is_told_to_use_https() {
     let pki = Pki::new();
     pki.server_cert("server");
     let (_server, url) = serve_tls(
@@ -301,9 +301,21 @@ fn clients_without_the_ca_say_the_certificate_is_not_trusted_and_suggest_cacert(
         assert!(stderr.contains("not trusted"), "{args:?}: {stderr}");
         assert!(stderr.contains("--cacert"), "{args:?}: {stderr}");
     }
-    // Plain http:// to the TLS port gets no answer.
-    let out = run(&["tail", &url.replace("https://", "http://"), "--once"]);
-    assert!(!out.status.success());
+    // Plain http:// to the TLS port gets no HTTP answer, and the client says what
+    // to do.
+    let plain = url.replace("https://", "http://");
+    for args in [
+        vec!["tail", plain.as_str(), "--once"],
+        vec!["emit", plain.as_str(), "deleteBucket", "bucket=b"],
+    ] {
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded: {stderr}");
+        assert!(
+            stderr.contains("if the server serves TLS, use https://"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

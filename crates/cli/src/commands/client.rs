@@ -545,7 +545,23 @@ pub fn describe(error: reqwest::Error) -> String {
     if let Some(refusal) = tls_refusal(&error) {
         return refusal;
     }
+    let plain_http = error.url().is_some_and(|u| u.scheme() == "http");
     let error = error.without_url();
+    // An answer that is not HTTP, to an http:// URL: most often a TLS port (its
+    // alert is no HTTP version), which only a hint makes plain.
+    let hint = plain_http && {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        std::iter::from_fn(|| {
+            let cause = source?;
+            source = cause.source();
+            Some(cause)
+        })
+        .any(|cause| {
+            cause
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_parse)
+        })
+    };
     let mut parts: Vec<String> = vec![error.to_string()];
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
@@ -558,7 +574,12 @@ pub fn describe(error: reqwest::Error) -> String {
     // The outer layers ("error sending request", "client error (Connect)") say
     // little; the innermost two say what happened.
     let keep = parts.len().saturating_sub(2);
-    parts[keep..].join(": ")
+    let said = parts[keep..].join(": ");
+    if hint {
+        format!("{said}: the answer is not HTTP; if the server serves TLS, use https://")
+    } else {
+        said
+    }
 }
 
 /// The start of a response body, for an error message: at most `limit` bytes read,
