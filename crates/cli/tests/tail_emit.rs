@@ -616,6 +616,27 @@ async fn emit_maps_a_refused_line_back_to_the_input_line() {
 }
 
 #[tokio::test]
+async fn emit_to_a_server_with_no_ingest_asks_whether_it_is_a_master_events_server() {
+    for status in [
+        StatusCode::NOT_FOUND,
+        StatusCode::METHOD_NOT_ALLOWED,
+        StatusCode::NOT_IMPLEMENTED,
+    ] {
+        let server = serve(move |_, _| text_response(status, "<html>nothing here</html>")).await;
+        let out = run(&["emit", &server.url(), "deleteBucket", "bucket=a"]).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{status}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "answered {status}: is this a master-events server"
+            )),
+            "{status}: {stderr}"
+        );
+        assert!(!stderr.contains("<html>"), "{status}: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn emit_refused_credentials_exit_one_without_the_password() {
     let server = serve(|_, _| text_response(StatusCode::UNAUTHORIZED, "")).await;
     let mut cmd = command(&["emit", &server.url(), "deleteBucket", "bucket=a"]);

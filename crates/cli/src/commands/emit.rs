@@ -673,6 +673,16 @@ impl<'a> Sender<'a> {
                  as too large (413); lower --batch-bytes or --batch-lines; {}",
                 self.delivered_so_far()
             ),
+            // Not an ingest at all: most often another server at that address.
+            StatusCode::NOT_FOUND
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::NOT_IMPLEMENTED => {
+                eprintln!(
+                    "master-events emit: {endpoint} answered {status}: is this a master-events \
+                     server (events are sent with POST /diag/masterEvents)?; {lines} not taken; {}",
+                    self.delivered_so_far()
+                );
+            }
             _ => {
                 let said = if body.is_empty() {
                     String::new()
