@@ -309,9 +309,7 @@ fn body_error(state: &AppState, e: axum::Error, limit: usize) -> Response {
         let resp = error_response(cut.status(), format!("cannot read the body: {cut}"));
         return state.guards.body_cut(&state.metrics, cut, resp);
     }
-    let too_large =
-        std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-    if too_large {
+    if over_body_limit(&e) {
         state.metrics.ingest_error("too_large");
         return error_response(
             StatusCode::PAYLOAD_TOO_LARGE,

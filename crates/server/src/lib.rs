@@ -716,6 +716,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Whether reading a body failed because it is over the limit given to
+/// `axum::body::to_bytes` (a `413`), and not because it broke off or was malformed.
+fn over_body_limit(e: &axum::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+}
+
 fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
     json_response(
         status,

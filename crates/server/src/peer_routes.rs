@@ -70,9 +70,7 @@ pub(crate) async fn post_forward(
     let body = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,
         Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return if too_large {
+            return if crate::over_body_limit(&e) {
                 error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("body is over the limit of {limit} bytes"),

@@ -547,24 +547,14 @@ pub fn describe(error: reqwest::Error) -> String {
     }
     let plain_http = error.url().is_some_and(|u| u.scheme() == "http");
     let error = error.without_url();
-    // An answer that is not HTTP, to an http:// URL: most often a TLS port (its
-    // alert is no HTTP version), which only a hint makes plain.
-    let hint = plain_http && {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-        std::iter::from_fn(|| {
-            let cause = source?;
-            source = cause.source();
-            Some(cause)
-        })
-        .any(|cause| {
-            cause
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_parse)
-        })
-    };
     let mut parts: Vec<String> = vec![error.to_string()];
+    // A cause that is hyper's parse error: the answer was not HTTP.
+    let mut not_http = false;
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
+        not_http |= cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse);
         let text = cause.to_string();
         if parts.last() != Some(&text) {
             parts.push(text);
@@ -575,7 +565,9 @@ pub fn describe(error: reqwest::Error) -> String {
     // little; the innermost two say what happened.
     let keep = parts.len().saturating_sub(2);
     let said = parts[keep..].join(": ");
-    if hint {
+    // Not HTTP, to an http:// URL: most often a TLS port (its alert is no HTTP
+    // version), which only a hint makes plain.
+    if plain_http && not_http {
         format!("{said}: the answer is not HTTP; if the server serves TLS, use https://")
     } else {
         said
